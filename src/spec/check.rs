@@ -1,0 +1,698 @@
+//! Raw documents → the validated model, reporting every problem at its position.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::calendar;
+use super::diag::{did_you_mean, Diagnostics, Loc};
+use super::model::*;
+use super::raw::*;
+use super::values::*;
+use super::yaml::{index_documents, DocIndex};
+use super::API_VERSION;
+
+pub(super) enum DocKind {
+    Agent(Box<AgentDoc>),
+    Fleet(Box<FleetDoc>),
+}
+
+pub(super) struct Doc {
+    file: String,
+    index: DocIndex,
+    kind: DocKind,
+}
+
+const KINDS: [&str; 2] = ["Agent", "Fleet"];
+
+/// Parse every document of one file; problems go to `diags`, good documents to `docs`.
+pub(super) fn parse_file(path: &str, text: &str, docs: &mut Vec<Doc>, diags: &mut Diagnostics) {
+    let loc = |line: usize, col: usize| Loc { file: path.to_string(), line, col };
+    let indexes = match index_documents(text) {
+        Ok(i) => i,
+        Err((pos, msg)) => {
+            diags.push(loc(pos.line, pos.col), format!("YAML syntax error: {msg}"));
+            return;
+        }
+    };
+    let mut deserializers = serde_norway::Deserializer::from_str(text);
+    for index in indexes {
+        // serde_norway yields a document for every document saphyr saw, empty ones included.
+        let Some(de) = deserializers.next() else { break };
+        if !index.has_root {
+            continue;
+        }
+        let start = index.value("");
+        let at = |p: &str| {
+            let pos = index.value(p);
+            loc(pos.line, pos.col)
+        };
+        match index.top_scalars.get("apiVersion") {
+            None => {
+                diags.push(loc(start.line, start.col), format!("document has no apiVersion; add `apiVersion: {API_VERSION}`"));
+                continue;
+            }
+            Some(v) if v != API_VERSION => {
+                diags.push(at("apiVersion"), format!("unsupported apiVersion {v:?}; this fleetwright reads `{API_VERSION}`"));
+                continue;
+            }
+            Some(_) => {}
+        }
+        let kind = match index.top_scalars.get("kind").map(String::as_str) {
+            Some(k @ ("Agent" | "Fleet")) => k.to_string(),
+            Some(other) => {
+                let hint = did_you_mean(other, KINDS).map(|k| format!("did you mean `{k}`?")).unwrap_or_else(|| "use `Agent` or `Fleet`".into());
+                diags.push(at("kind"), format!("unknown kind {other:?}; {hint}"));
+                continue;
+            }
+            None => {
+                diags.push(loc(start.line, start.col), "document has no kind; add `kind: Agent` or `kind: Fleet`");
+                continue;
+            }
+        };
+        let mut unknown = Vec::new();
+        let parsed = if kind == "Agent" {
+            serde_ignored::deserialize(de, |p| unknown.push(clean_path(&p))).map(|d: AgentDoc| DocKind::Agent(Box::new(d)))
+        } else {
+            serde_ignored::deserialize(de, |p| unknown.push(clean_path(&p))).map(|d: FleetDoc| DocKind::Fleet(Box::new(d)))
+        };
+        for path in &unknown {
+            let pos = index.key(path);
+            let (parent, field) = path.rsplit_once('.').unwrap_or(("", path));
+            let known = super::schema_fields(&kind, parent);
+            let hint = match did_you_mean(field, known.iter().map(String::as_str)) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if known.is_empty() => "remove it".into(),
+                None => format!("expected one of: {}", known.join(", ")),
+            };
+            diags.push(loc(pos.line, pos.col), format!("unknown field `{field}`; {hint}"));
+        }
+        match parsed {
+            // Checked even with unknown fields, so that every problem shows at once; the load
+            // fails anyway because of them.
+            Ok(k) => docs.push(Doc { file: path.to_string(), index, kind: k }),
+            Err(e) => {
+                let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((start.line, start.col));
+                let msg = e.to_string();
+                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+                diags.push(loc(line, col), msg);
+            }
+        }
+    }
+}
+
+/// serde_ignored's path without its `?` segments (Option and newtype layers): `run.?.comand` → `run.comand`.
+fn clean_path(p: &serde_ignored::Path) -> String {
+    p.to_string().split('.').filter(|s| *s != "?").collect::<Vec<_>>().join(".")
+}
+
+/// Report errors for one document, with paths relative to `prefix` in its index.
+struct Ctx<'a> {
+    file: &'a str,
+    index: &'a DocIndex,
+    prefix: &'a str,
+    /// Checking Fleet defaults: fields may be missing; nothing is required.
+    partial: bool,
+    diags: &'a mut Diagnostics,
+}
+
+impl Ctx<'_> {
+    fn full(&self, path: &str) -> String {
+        format!("{}{}", self.prefix, path)
+    }
+    fn loc_of(&self, path: &str) -> Loc {
+        let pos = self.index.value(&self.full(path));
+        Loc { file: self.file.to_string(), line: pos.line, col: pos.col }
+    }
+    /// An error about the value at `path`.
+    fn err(&mut self, path: &str, msg: impl Into<String>) {
+        let loc = self.loc_of(path);
+        self.diags.push(loc, msg);
+    }
+    /// An error about a value that may have come from the Fleet's defaults: reported there, once,
+    /// not at every agent.
+    fn err_value(&mut self, path: &str, msg: impl Into<String>) {
+        if self.prefix.is_empty() && !self.partial && !self.index.values.contains_key(path) {
+            return;
+        }
+        self.err(path, msg)
+    }
+    fn missing(&mut self, path: &str, msg: impl Into<String>) {
+        if !self.partial {
+            self.err(path, msg);
+        }
+    }
+    fn parse<T>(&mut self, path: &str, v: Option<&Scalar>, f: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let v = v?;
+        match f(&v.0) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err_value(path, format!("{}: {e}", last(path)));
+                None
+            }
+        }
+    }
+    fn path(&mut self, path: &str, v: Option<&String>) -> Option<String> {
+        let v = v?;
+        match check_abs_path(v) {
+            Ok(()) => Some(v.clone()),
+            Err(e) => {
+                self.err_value(path, format!("{}: {e}", last(path)));
+                None
+            }
+        }
+    }
+    fn one_of(&mut self, path: &str, v: Option<&str>, allowed: &[&str]) -> Option<String> {
+        let v = v?;
+        if allowed.contains(&v) {
+            return Some(v.to_string());
+        }
+        let hint = match did_you_mean(v, allowed.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("use one of: {}", allowed.join(", ")),
+        };
+        self.err_value(path, format!("{}: invalid value {v:?}; {hint}", last(path)));
+        None
+    }
+}
+
+fn last(path: &str) -> &str {
+    path.rsplit('.').find(|s| s.parse::<usize>().is_err()).unwrap_or(path)
+}
+
+fn check_argv(cx: &mut Ctx, path: &str, argv: Option<&Vec<String>>, what: &str) -> Option<Vec<String>> {
+    let Some(argv) = argv else {
+        cx.missing(path, format!("{what} is required: the program and its arguments as a list, like [/usr/bin/python3, main.py]"));
+        return None;
+    };
+    let Some(program) = argv.first() else {
+        cx.err_value(path, format!("{what} is empty; give the program and its arguments, like [/usr/bin/python3, main.py]"));
+        return None;
+    };
+    let mut ok = true;
+    if let Err(e) = check_abs_path(program) {
+        let e = match (program.starts_with('/'), program.contains('/')) {
+            (true, _) => e,
+            (false, true) => format!("the program {program:?} must be an absolute path (there is no shell and no PATH lookup), like /{}", program.trim_start_matches("./")),
+            (false, false) => format!("the program {program:?} must be an absolute path (there is no shell and no PATH lookup), like /usr/bin/{program}"),
+        };
+        cx.err_value(&format!("{path}.0"), e);
+        ok = false;
+    }
+    for (i, arg) in argv.iter().enumerate().skip(1) {
+        if let Err(e) = check_text(arg) {
+            cx.err_value(&format!("{path}.{i}"), format!("argument {e}"));
+            ok = false;
+        }
+    }
+    ok.then(|| argv.clone())
+}
+
+fn check_schedule(cx: &mut Ctx, path: &str, s: &ScheduleSpec) -> Option<Schedule> {
+    let p = |f: &str| format!("{path}.{f}");
+    let set: Vec<&str> = [("calendar", s.calendar.is_some()), ("cron", s.cron.is_some()), ("every", s.every.is_some())]
+        .into_iter()
+        .filter_map(|(n, on)| on.then_some(n))
+        .collect();
+    let trigger = match set.as_slice() {
+        [] => {
+            cx.err(path, "schedule needs one of `calendar`, `cron` or `every`");
+            None
+        }
+        ["calendar"] => {
+            let expr = s.calendar.as_deref().unwrap_or_default();
+            match check_text(expr).and_then(|()| calendar::parse_calendar(expr)) {
+                Ok(_) => Some(Trigger::Calendar { expr: expr.to_string(), cron: None }),
+                Err(e) => {
+                    cx.err_value(&p("calendar"), format!("calendar: invalid OnCalendar expression {expr:?}: {e}"));
+                    None
+                }
+            }
+        }
+        ["cron"] => {
+            let expr = s.cron.as_deref().unwrap_or_default();
+            match calendar::cron_to_calendar(expr) {
+                Ok(cal) => Some(Trigger::Calendar { expr: cal, cron: Some(expr.to_string()) }),
+                Err(e) => {
+                    cx.err_value(&p("cron"), format!("cron: {e}"));
+                    None
+                }
+            }
+        }
+        ["every"] => match cx.parse(&p("every"), s.every.as_ref(), parse_duration) {
+            Some(d) if d.0 >= 1000 => Some(Trigger::Every(d)),
+            Some(_) => {
+                cx.err_value(&p("every"), "every: must be at least 1s");
+                None
+            }
+            None => None,
+        },
+        many => {
+            cx.err(&p(many[1]), format!("schedule has both `{}` and `{}`; keep exactly one", many[0], many[1]));
+            None
+        }
+    };
+    let randomized_delay = cx.parse(&p("randomizedDelay"), s.randomized_delay.as_ref(), parse_duration);
+    let accuracy = cx.parse(&p("accuracy"), s.accuracy.as_ref(), parse_duration);
+    Some(Schedule { trigger: trigger?, persistent: s.persistent.unwrap_or(false), randomized_delay, accuracy })
+}
+
+/// A calendar used by logs/backups schedules: only `calendar` (or cron), default `daily`.
+fn check_job_calendar(cx: &mut Ctx, path: &str, s: Option<&ScheduleSpec>, default: &str) -> Option<String> {
+    let Some(s) = s else { return Some(default.to_string()) };
+    if s.every.is_some() {
+        cx.err(&format!("{path}.every"), "this schedule takes `calendar` or `cron`, not `every`");
+        return None;
+    }
+    match check_schedule(cx, path, s)?.trigger {
+        Trigger::Calendar { expr, .. } => Some(expr),
+        Trigger::Every(_) => None,
+    }
+}
+
+fn check_run(cx: &mut Ctx, r: &RunSpec, allow_root: bool) -> Option<Run> {
+    let command = check_argv(cx, "run.command", r.command.as_ref(), "run.command");
+    let working_directory = cx.path("run.workingDirectory", r.working_directory.as_ref());
+    let environment_file = cx.path("run.environmentFile", r.environment_file.as_ref());
+    for (key, v) in [("run.user", &r.user), ("run.group", &r.group)] {
+        if let Some(v) = v {
+            if let Err(e) = check_user_name(v) {
+                cx.err_value(key, format!("{}: {e}", last(key)));
+            }
+        }
+    }
+    if !allow_root && !cx.partial {
+        match r.user.as_deref() {
+            None => cx.err("run", "run.user is not set, so the agent would run as root; set run.user (or defaults.run.user in the Fleet document), or allowRoot: true in the Fleet"),
+            Some("root" | "0") => cx.err_value("run.user", "run.user is root, which the Fleet does not allow; use an unprivileged user, or set allowRoot: true in the Fleet document"),
+            _ => {}
+        }
+    }
+    let mut environment = BTreeMap::new();
+    for (k, v) in r.environment.iter().flatten() {
+        let p = format!("run.environment.{k}");
+        let valid_key = !k.is_empty() && !k.as_bytes()[0].is_ascii_digit() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_key {
+            let pos = cx.index.key(&cx.full(&p));
+            cx.diags.push(Loc { file: cx.file.to_string(), line: pos.line, col: pos.col }, format!("environment variable name {k:?} is invalid; use letters, digits and '_', not starting with a digit"));
+        } else if let Err(e) = check_text(&v.0) {
+            cx.err_value(&p, format!("environment value of {k} {e}"));
+        } else {
+            environment.insert(k.clone(), v.0.clone());
+        }
+    }
+    let mut credentials = BTreeMap::new();
+    for (k, v) in r.credentials.iter().flatten() {
+        let p = format!("run.credentials.{k}");
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+            cx.err_value(&p, format!("credential name {k:?} is invalid; use letters, digits, '_', '.' and '-'"));
+        } else if let Some(path) = cx.path(&p, Some(v)) {
+            credentials.insert(k.clone(), path);
+        }
+    }
+    let timeout = cx.parse("run.timeout", r.timeout.as_ref(), parse_duration);
+    let mut success_exit_codes = Vec::new();
+    for (i, c) in r.success_exit_codes.iter().flatten().enumerate() {
+        match u8::try_from(*c) {
+            Ok(c) => success_exit_codes.push(c),
+            Err(_) => cx.err_value(&format!("run.successExitCodes.{i}"), format!("exit code {c} is out of range; exit codes are 0 to 255")),
+        }
+    }
+    success_exit_codes.sort_unstable();
+    success_exit_codes.dedup();
+    Some(Run {
+        command: command?,
+        working_directory,
+        user: r.user.clone(),
+        group: r.group.clone(),
+        environment,
+        environment_file,
+        credentials,
+        timeout,
+        success_exit_codes,
+    })
+}
+
+fn check_service(cx: &mut Ctx, s: &ServiceSpec) -> Service {
+    let restart = match cx.one_of("service.restart", s.restart.as_deref(), &["no", "on-failure", "always"]).as_deref() {
+        Some("no") => Restart::No,
+        Some("always") => Restart::Always,
+        _ => Restart::OnFailure,
+    };
+    let on_change = match cx.one_of("service.onChange", s.on_change.as_deref(), &["restart", "reload", "none"]).as_deref() {
+        Some("reload") => OnChange::Reload,
+        Some("none") => OnChange::None,
+        _ => OnChange::Restart,
+    };
+    Service {
+        restart,
+        restart_sec: cx.parse("service.restartSec", s.restart_sec.as_ref(), parse_duration),
+        watchdog: cx.parse("service.watchdog", s.watchdog.as_ref(), parse_duration),
+        on_change,
+    }
+}
+
+fn check_resources(cx: &mut Ctx, r: &ResourcesSpec) -> Resources {
+    Resources {
+        memory_max: cx.parse("resources.memoryMax", r.memory_max.as_ref(), |s| parse_size(s, true)),
+        memory_swap_max: cx.parse("resources.memorySwapMax", r.memory_swap_max.as_ref(), |s| parse_size(s, false)),
+        cpu_quota: cx.parse("resources.cpuQuota", r.cpu_quota.as_ref(), parse_cpu_quota),
+        tasks_max: cx.parse("resources.tasksMax", r.tasks_max.as_ref(), parse_limit),
+        nofile: cx.parse("resources.nofile", r.nofile.as_ref(), parse_limit),
+    }
+}
+
+fn check_hardening(cx: &mut Ctx, h: &HardeningSpec) -> Hardening {
+    let protect_system = cx.one_of("hardening.protectSystem", h.protect_system.as_ref().map(|s| s.0.as_str()), &["true", "false", "full", "strict"]);
+    let protect_home = cx.one_of("hardening.protectHome", h.protect_home.as_ref().map(|s| s.0.as_str()), &["true", "false", "read-only", "tmpfs"]);
+    let mut read_write_paths = Vec::new();
+    for (i, p) in h.read_write_paths.iter().flatten().enumerate() {
+        if let Some(p) = cx.path(&format!("hardening.readWritePaths.{i}"), Some(p)) {
+            read_write_paths.push(p);
+        }
+    }
+    Hardening { no_new_privileges: h.no_new_privileges, private_tmp: h.private_tmp, protect_system, protect_home, read_write_paths }
+}
+
+fn check_logs(cx: &mut Ctx, logs: &[LogSpec]) -> Vec<LogRule> {
+    let mut out = Vec::new();
+    for (i, l) in logs.iter().enumerate() {
+        let p = |f: &str| format!("logs.{i}.{f}");
+        let path = match &l.path {
+            None => {
+                cx.err(&format!("logs.{i}"), "logs entry needs `path`: the directory whose files are cleaned");
+                None
+            }
+            Some(path) => match check_abs_path(path) {
+                Err(e) => {
+                    cx.err(&p("path"), format!("path: {e}"));
+                    None
+                }
+                Ok(()) if path.split('/').any(|s| s.contains('*') && s != "*") || path.contains(['?', '[']) => {
+                    cx.err(&p("path"), "path: `*` may only stand for a whole path level, like /srv/groups/*/logs");
+                    None
+                }
+                Ok(()) if path == "/" || path.split('/').filter(|s| !s.is_empty() && *s != "*").count() < 2 => {
+                    cx.err(&p("path"), format!("path: {path:?} is too close to the root to clean safely; name the agent's own log directory"));
+                    None
+                }
+                Ok(()) => Some(path.trim_end_matches('/').to_string()),
+            },
+        };
+        let pattern = l.pattern.clone().unwrap_or_else(|| "*".into());
+        if pattern.contains('/') || pattern.is_empty() || check_text(&pattern).is_err() {
+            cx.err(&p("match"), "match: a glob on file names, without '/', like \"agent-*.log\"");
+        }
+        let max_age = cx.parse(&p("maxAge"), l.max_age.as_ref(), parse_duration);
+        let max_size = cx.parse(&p("maxSize"), l.max_size.as_ref(), |s| parse_size(s, false));
+        if l.max_age.is_none() && l.max_files.is_none() && l.max_size.is_none() {
+            cx.err(&format!("logs.{i}"), "logs entry has no limit; set maxAge, maxFiles or maxSize");
+        }
+        let calendar = check_job_calendar(cx, &p("schedule"), l.schedule.as_ref(), "daily");
+        if let (Some(path), Some(calendar)) = (path, calendar) {
+            out.push(LogRule { path, pattern, max_age, max_files: l.max_files, max_size, calendar });
+        }
+    }
+    out
+}
+
+fn check_backups(cx: &mut Ctx, backups: &[BackupSpec]) -> Vec<Backup> {
+    let mut out = Vec::new();
+    for (i, b) in backups.iter().enumerate() {
+        let p = |f: &str| format!("backups.{i}.{f}");
+        if b.sqlite.is_none() {
+            cx.err(&format!("backups.{i}"), "backups entry needs `sqlite`: the database file to back up");
+        }
+        if b.to.is_none() {
+            cx.err(&format!("backups.{i}"), "backups entry needs `to`: the directory backups are written to");
+        }
+        let sqlite = cx.path(&p("sqlite"), b.sqlite.as_ref());
+        let to = cx.path(&p("to"), b.to.as_ref());
+        let calendar = check_job_calendar(cx, &p("schedule"), b.schedule.as_ref(), "daily");
+        let keep = b.keep.clone().unwrap_or_default();
+        let (last, daily, weekly) = (keep.last.unwrap_or(7), keep.daily.unwrap_or(0), keep.weekly.unwrap_or(0));
+        if last + daily + weekly == 0 {
+            cx.err(&p("keep"), "keep: would keep no backup at all; keep at least `last: 1`");
+        }
+        if let (Some(sqlite), Some(to), Some(calendar)) = (sqlite, to, calendar) {
+            out.push(Backup { sqlite, to, calendar, keep_last: last, keep_daily: daily, keep_weekly: weekly, verify: b.verify.unwrap_or(true), wal: b.wal.unwrap_or(false) });
+        }
+    }
+    out
+}
+
+fn check_health(cx: &mut Ctx, h: &HealthSpec) -> Health {
+    let heartbeat = h.heartbeat.as_ref().and_then(|hb| {
+        let file = cx.path("health.heartbeat.file", hb.file.as_ref());
+        if hb.file.is_none() {
+            cx.err("health.heartbeat", "heartbeat needs `file`");
+        }
+        let max_age = cx.parse("health.heartbeat.maxAge", hb.max_age.as_ref(), parse_duration);
+        if hb.max_age.is_none() {
+            cx.err("health.heartbeat", "heartbeat needs `maxAge`, like 30s");
+        }
+        Some(Heartbeat { file: file?, max_age: max_age? })
+    });
+    let check = h.check.as_ref().and_then(|c| check_argv(cx, "health.check", Some(c), "health.check"));
+    Health { heartbeat, check }
+}
+
+fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
+    let name = match &a.name {
+        None => {
+            cx.missing("", "agent has no name; add `name:` (lowercase letters, digits and '-')");
+            None
+        }
+        Some(n) => match check_agent_name(n) {
+            Ok(()) => Some(n.clone()),
+            Err(e) => {
+                cx.err("name", e);
+                None
+            }
+        },
+    };
+    if let Some(d) = &a.description {
+        if let Err(e) = check_text(d) {
+            cx.err("description", format!("description {e}"));
+        }
+    }
+    let run = match &a.run {
+        Some(r) => check_run(cx, r, fleet.allow_root),
+        None => {
+            cx.missing("", "agent has no `run`; add run.command with the program to run");
+            None
+        }
+    };
+    let mode = match &a.schedule {
+        Some(s) => {
+            if a.service.is_some() && cx.index.values.contains_key("service") {
+                cx.err("service", "`service` applies to long-running agents only, and this agent has a `schedule`; remove one of them");
+            }
+            check_schedule(cx, "schedule", s).map(Mode::Scheduled)
+        }
+        None => Some(Mode::Service(check_service(cx, &a.service.clone().unwrap_or_default()))),
+    };
+    let resources = check_resources(cx, &a.resources.clone().unwrap_or_default());
+    let hardening = check_hardening(cx, &a.hardening.clone().unwrap_or_default());
+    let concurrency = a.concurrency.as_ref().and_then(|c| {
+        let group = match &c.group {
+            Some(g) if check_agent_name(g).is_ok() => Some(g.clone()),
+            Some(g) => {
+                cx.err("concurrency.group", format!("concurrency.group {g:?} is invalid; use lowercase letters, digits and '-'"));
+                None
+            }
+            None => {
+                cx.err("concurrency", "concurrency needs `group`");
+                None
+            }
+        };
+        let limit = match c.limit {
+            Some(0) => {
+                cx.err("concurrency.limit", "concurrency.limit must be at least 1");
+                None
+            }
+            Some(l) => Some(l),
+            None => {
+                cx.err("concurrency", "concurrency needs `limit`");
+                None
+            }
+        };
+        let when_full = match cx.one_of("concurrency.whenFull", c.when_full.as_deref(), &["skip", "wait"]).as_deref() {
+            Some("wait") => WhenFull::Wait,
+            _ => WhenFull::Skip,
+        };
+        Some(Concurrency { group: group?, limit: limit?, when_full })
+    });
+    let logs = check_logs(cx, a.logs.as_deref().unwrap_or_default());
+    let backups = check_backups(cx, a.backups.as_deref().unwrap_or_default());
+    let health = a.health.as_ref().map(|h| check_health(cx, h));
+    let mut hosts = Vec::new();
+    for (i, h) in a.hosts.iter().flatten().enumerate() {
+        let known: BTreeSet<&str> = fleet.hosts.keys().map(String::as_str).chain(fleet.hosts.values().flatten().map(String::as_str)).collect();
+        if !fleet.hosts.is_empty() && !known.contains(h.as_str()) {
+            let hint = did_you_mean(h, known.iter().copied()).map(|s| format!("did you mean `{s}`?")).unwrap_or_else(|| "declare it under `hosts` in the Fleet document".into());
+            cx.err(&format!("hosts.{i}"), format!("unknown host or label {h:?}; {hint}"));
+        } else {
+            hosts.push(h.clone());
+        }
+    }
+    let agent = Agent {
+        name: name?,
+        description: a.description.clone(),
+        enabled: a.enabled.unwrap_or(true),
+        hosts,
+        run: run?,
+        mode: mode?,
+        resources,
+        hardening,
+        concurrency,
+        logs,
+        backups,
+        health,
+        after: a.after.clone().unwrap_or_default(),
+        source: Source { file: cx.file.to_string(), line: cx.index.value("").line },
+    };
+    Some(agent)
+}
+
+fn check_fleet(cx: &mut Ctx, f: &FleetDoc) -> Fleet {
+    let mut fleet = Fleet::default();
+    if let Some(p) = &f.unit_prefix {
+        match check_unit_prefix(p) {
+            Ok(()) => fleet.unit_prefix = p.clone(),
+            Err(e) => cx.err("unitPrefix", e),
+        }
+    }
+    fleet.allow_root = f.allow_root.unwrap_or(false);
+    for (name, h) in f.hosts.iter().flatten() {
+        if name.is_empty() || check_text(name).is_err() || name.contains('/') {
+            cx.err(&format!("hosts.{name}"), format!("invalid host name {name:?}"));
+            continue;
+        }
+        fleet.hosts.insert(name.clone(), h.labels.clone().unwrap_or_default());
+    }
+    if let Some(j) = &f.journal {
+        fleet.journal = Some(Journal {
+            max_use: cx.parse("journal.maxUse", j.max_use.as_ref(), |s| parse_size(s, false)),
+            max_retention: cx.parse("journal.maxRetention", j.max_retention.as_ref(), parse_duration),
+        });
+    }
+    fleet
+}
+
+/// Check the Fleet's defaults once, where they are written.
+fn check_defaults(file: &str, index: &DocIndex, d: &DefaultsSpec, fleet: &Fleet, diags: &mut Diagnostics) {
+    let mut cx = Ctx { file, index, prefix: "defaults.", partial: true, diags };
+    if let Some(r) = &d.run {
+        check_run(&mut cx, r, fleet.allow_root);
+    }
+    if let Some(s) = &d.service {
+        check_service(&mut cx, s);
+    }
+    if let Some(r) = &d.resources {
+        check_resources(&mut cx, r);
+    }
+    if let Some(h) = &d.hardening {
+        check_hardening(&mut cx, h);
+    }
+    if let Some(s) = &d.schedule {
+        let pos = |p: &str| format!("schedule.{p}");
+        cx.parse(&pos("randomizedDelay"), s.randomized_delay.as_ref(), parse_duration);
+        cx.parse(&pos("accuracy"), s.accuracy.as_ref(), parse_duration);
+        if s.calendar.is_some() || s.cron.is_some() || s.every.is_some() {
+            cx.err("schedule", "defaults.schedule takes only persistent, randomizedDelay and accuracy; each agent says when it runs");
+        }
+    }
+}
+
+pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics) -> Fleet {
+    let mut fleet = Fleet::default();
+    let mut defaults = DefaultsSpec::default();
+    let mut fleet_at: Option<Loc> = None;
+    for doc in &docs {
+        if let DocKind::Fleet(f) = &doc.kind {
+            let pos = doc.index.value("");
+            let here = Loc { file: doc.file.clone(), line: pos.line, col: pos.col };
+            if let Some(first) = &fleet_at {
+                diags.push(here, format!("a second Fleet document; a repository has at most one (the first is at {first})"));
+                continue;
+            }
+            fleet_at = Some(here);
+            let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags };
+            fleet = check_fleet(&mut cx, f);
+            if let Some(d) = &f.defaults {
+                check_defaults(&doc.file, &doc.index, d, &fleet, diags);
+                defaults = d.clone();
+            }
+        }
+    }
+    let mut seen: BTreeMap<String, Loc> = BTreeMap::new();
+    let mut after_refs = Vec::new();
+    for doc in &docs {
+        let DocKind::Agent(a) = &doc.kind else { continue };
+        let mut merged = (**a).clone();
+        merged.merge_defaults(&defaults);
+        let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags };
+        let Some(agent) = check_agent(&mut cx, &merged, &fleet) else { continue };
+        let name_loc = cx.loc_of("name");
+        if let Some(first) = seen.get(&agent.name) {
+            diags.push(name_loc, format!("duplicate agent name {:?} (first defined at {first}); names are unique in the fleet", agent.name));
+            continue;
+        }
+        seen.insert(agent.name.clone(), name_loc);
+        for (i, dep) in agent.after.iter().enumerate() {
+            let pos = doc.index.value(&format!("after.{i}"));
+            after_refs.push((agent.name.clone(), dep.clone(), Loc { file: doc.file.clone(), line: pos.line, col: pos.col }));
+        }
+        fleet.agents.push(agent);
+    }
+    for (name, dep, loc) in &after_refs {
+        if name == dep {
+            diags.push(loc.clone(), format!("agent {name:?} cannot be ordered after itself"));
+        } else if !seen.contains_key(dep) {
+            let hint = did_you_mean(dep, seen.keys().map(String::as_str)).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+            diags.push(loc.clone(), format!("`after` names {dep:?}, which is not an agent of this fleet{hint}"));
+        }
+    }
+    if let Some(cycle) = find_cycle(&fleet) {
+        let loc = seen.get(&cycle[0]).cloned().unwrap_or(Loc { file: String::new(), line: 1, col: 1 });
+        diags.push(loc, format!("`after` forms a cycle: {}; remove one of these orderings", cycle.join(" → ")));
+    }
+    fleet.agents.sort_by(|a, b| a.name.cmp(&b.name));
+    fleet
+}
+
+/// A cycle in `after`, as the list of names around it, if any.
+fn find_cycle(fleet: &Fleet) -> Option<Vec<String>> {
+    let edges: BTreeMap<&str, Vec<&str>> = fleet.agents.iter().map(|a| (a.name.as_str(), a.after.iter().map(String::as_str).collect())).collect();
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    let mut state: BTreeMap<&str, u8> = BTreeMap::new();
+    fn visit<'a>(n: &'a str, edges: &BTreeMap<&'a str, Vec<&'a str>>, state: &mut BTreeMap<&'a str, u8>, stack: &mut Vec<&'a str>) -> Option<Vec<String>> {
+        match state.get(n) {
+            Some(2) => return None,
+            Some(1) => {
+                let start = stack.iter().position(|s| *s == n).unwrap_or(0);
+                let mut cyc: Vec<String> = stack[start..].iter().map(|s| s.to_string()).collect();
+                cyc.push(n.to_string());
+                return Some(cyc);
+            }
+            _ => {}
+        }
+        state.insert(n, 1);
+        stack.push(n);
+        for m in edges.get(n).into_iter().flatten() {
+            if edges.contains_key(m) {
+                if let Some(c) = visit(m, edges, state, stack) {
+                    return Some(c);
+                }
+            }
+        }
+        stack.pop();
+        state.insert(n, 2);
+        None
+    }
+    for n in edges.keys() {
+        if let Some(c) = visit(n, &edges, &mut state, &mut Vec::new()) {
+            return Some(c);
+        }
+    }
+    None
+}

@@ -1,0 +1,110 @@
+//! The spec: fleet YAML → a validated [`model::Fleet`], or every [`Diagnostic`] at once.
+//!
+//! Pure: callers hand in `(path, text)` pairs (from a git tree or a directory); nothing here
+//! reads the file system. Parsing is two-pass: `yaml` indexes where every node is, serde_norway
+//! deserializes the `raw` types (unknown fields collected by serde_ignored), then `check` turns
+//! raw into model and reports each problem at its line and column.
+
+pub mod calendar;
+pub mod diag;
+pub mod model;
+pub mod raw;
+pub mod values;
+pub mod yaml;
+
+mod check;
+
+use std::collections::BTreeMap;
+
+pub use diag::{Diagnostic, Diagnostics, Loc};
+pub use model::Fleet;
+
+/// The API version every document declares.
+pub const API_VERSION: &str = "fleetwright/v1";
+
+/// Is this path (relative to the fleet root) a spec file? `*.yaml`/`*.yml`, no hidden segment.
+pub fn is_spec_path(rel: &str) -> bool {
+    (rel.ends_with(".yaml") || rel.ends_with(".yml")) && !rel.split('/').any(|seg| seg.starts_with('.'))
+}
+
+/// Load a fleet from spec files `(relative path, text)`. All files are read; a commit is valid
+/// only if every document is.
+pub fn load(files: &[(String, String)]) -> Result<Fleet, Diagnostics> {
+    let mut files: Vec<&(String, String)> = files.iter().collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut diags = Diagnostics::default();
+    let mut docs = Vec::new();
+    for (path, text) in files {
+        check::parse_file(path, text, &mut docs, &mut diags);
+    }
+    let fleet = check::build_fleet(docs, &mut diags);
+    if diags.is_empty() { Ok(fleet) } else { Err(diags.sorted()) }
+}
+
+/// Index of `(file → text)` kept beside diagnostics so that they can be shown with their source.
+pub fn sources(files: &[(String, String)]) -> BTreeMap<&str, &str> {
+    files.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect()
+}
+
+/// The JSON Schema of one document kind (`Agent` or `Fleet`), generated from the raw types.
+pub fn json_schema(kind: &str) -> serde_json::Value {
+    let schema = if kind == "Fleet" { schemars::schema_for!(raw::FleetDoc) } else { schemars::schema_for!(raw::AgentDoc) };
+    schema.to_value()
+}
+
+/// The JSON Schema for any fleetwright document: an Agent or a Fleet, told apart by `kind`.
+pub fn json_schema_any() -> serde_json::Value {
+    let mut agent = json_schema("Agent");
+    let mut fleet = json_schema("Fleet");
+    let mut defs = serde_json::Map::new();
+    for s in [&mut agent, &mut fleet] {
+        if let Some(serde_json::Value::Object(d)) = s.as_object_mut().and_then(|o| o.remove("$defs")) {
+            defs.extend(d);
+        }
+        if let Some(o) = s.as_object_mut() {
+            o.remove("$schema");
+        }
+    }
+    for (s, kind) in [(&mut agent, "Agent"), (&mut fleet, "Fleet")] {
+        s["properties"]["kind"] = serde_json::json!({ "const": kind });
+        s["properties"]["apiVersion"] = serde_json::json!({ "const": API_VERSION });
+    }
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "fleetwright fleet document",
+        "oneOf": [agent, fleet],
+        "$defs": defs,
+    })
+}
+
+/// The field names the schema allows at `parent` (a dotted path) of a document of `kind`, for
+/// "did you mean" hints on unknown fields.
+pub(crate) fn schema_fields(kind: &str, parent: &str) -> Vec<String> {
+    let schema = json_schema(kind);
+    // Follow $ref, Option's anyOf/[null] wrapping and array items until an object is reached.
+    fn resolve<'a>(schema: &'a serde_json::Value, mut v: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
+        for _ in 0..8 {
+            if let Some(r) = v.get("$ref").and_then(|r| r.as_str()) {
+                v = schema.pointer(r.trim_start_matches('#'))?;
+            } else if let Some(alts) = v.get("anyOf").or_else(|| v.get("oneOf")).and_then(|a| a.as_array()) {
+                v = alts.iter().find(|a| a.get("type").and_then(|t| t.as_str()) != Some("null"))?;
+            } else if v.get("items").is_some() {
+                v = v.get("items")?;
+            } else {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut cur = Some(&schema);
+    for seg in parent.split('.').filter(|s| !s.is_empty()) {
+        cur = cur.and_then(|c| resolve(&schema, c)).and_then(|c| {
+            if seg.parse::<usize>().is_ok() { Some(c) } else { c.get("properties").and_then(|p| p.get(seg)) }
+        });
+    }
+    let Some(obj) = cur.and_then(|c| resolve(&schema, c)) else { return Vec::new() };
+    obj.get("properties").and_then(|p| p.as_object()).map(|p| p.keys().cloned().collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,240 @@
+//! The validated fleet: typed, defaults merged, sorted by name. Everything downstream (render,
+//! plan, inventory, status) reads these types, never the raw YAML.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::values::{Duration, Limit, Size};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fleet {
+    pub unit_prefix: String,
+    pub allow_root: bool,
+    /// Host name → its labels.
+    pub hosts: BTreeMap<String, Vec<String>>,
+    pub journal: Option<Journal>,
+    /// Sorted by name.
+    pub agents: Vec<Agent>,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet { unit_prefix: "agent-".into(), allow_root: false, hosts: BTreeMap::new(), journal: None, agents: Vec::new() }
+    }
+}
+
+impl Fleet {
+    /// The agents that run on `host`: those with no `hosts`, or naming the host or one of its labels.
+    pub fn agents_for_host<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Agent> + 'a {
+        let labels = self.hosts.get(host);
+        self.agents.iter().filter(move |a| {
+            a.hosts.is_empty() || a.hosts.iter().any(|h| h == host || labels.is_some_and(|l| l.contains(h)))
+        })
+    }
+    pub fn agent(&self, name: &str) -> Option<&Agent> {
+        self.agents.iter().find(|a| a.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Journal {
+    pub max_use: Option<Size>,
+    pub max_retention: Option<Duration>,
+}
+
+/// Where a document came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Source {
+    pub file: String,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    pub name: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub hosts: Vec<String>,
+    pub run: Run,
+    pub mode: Mode,
+    pub resources: Resources,
+    pub hardening: Hardening,
+    pub concurrency: Option<Concurrency>,
+    pub logs: Vec<LogRule>,
+    pub backups: Vec<Backup>,
+    pub health: Option<Health>,
+    pub after: Vec<String>,
+    /// Not part of the spec hash: moving an agent to another file changes nothing it runs.
+    #[serde(skip)]
+    pub source: Source,
+}
+
+impl Agent {
+    /// A stable hash of everything that defines the agent (not where it is written).
+    pub fn spec_hash(&self) -> String {
+        let json = serde_json::to_vec(self).expect("agent model serializes");
+        hex::encode(Sha256::digest(&json))
+    }
+    pub fn schedule(&self) -> Option<&Schedule> {
+        match &self.mode {
+            Mode::Scheduled(s) => Some(s),
+            Mode::Service(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    pub command: Vec<String>,
+    pub working_directory: Option<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub environment: BTreeMap<String, String>,
+    pub environment_file: Option<String>,
+    pub credentials: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    pub success_exit_codes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    /// A timer plus a oneshot service.
+    Scheduled(Schedule),
+    /// A long-running service.
+    Service(Service),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Schedule {
+    pub trigger: Trigger,
+    pub persistent: bool,
+    pub randomized_delay: Option<Duration>,
+    pub accuracy: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Trigger {
+    /// An OnCalendar expression, as written or translated from cron (`cron` keeps the original).
+    Calendar { expr: String, cron: Option<String> },
+    /// OnBootSec + OnUnitActiveSec.
+    Every(Duration),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    No,
+    OnFailure,
+    Always,
+}
+
+impl Restart {
+    pub fn as_systemd(self) -> &'static str {
+        match self {
+            Restart::No => "no",
+            Restart::OnFailure => "on-failure",
+            Restart::Always => "always",
+        }
+    }
+}
+
+/// What a changed spec does to a running long-running service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnChange {
+    Restart,
+    Reload,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub restart: Restart,
+    pub restart_sec: Option<Duration>,
+    pub watchdog: Option<Duration>,
+    pub on_change: OnChange,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    pub memory_max: Option<Size>,
+    pub memory_swap_max: Option<Size>,
+    pub cpu_quota: Option<u32>,
+    pub tasks_max: Option<Limit>,
+    pub nofile: Option<Limit>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hardening {
+    pub no_new_privileges: Option<bool>,
+    pub private_tmp: Option<bool>,
+    /// `true`, `false`, `full` or `strict`.
+    pub protect_system: Option<String>,
+    /// `true`, `false`, `read-only` or `tmpfs`.
+    pub protect_home: Option<String>,
+    pub read_write_paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    Skip,
+    Wait,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Concurrency {
+    pub group: String,
+    pub limit: u32,
+    pub when_full: WhenFull,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogRule {
+    pub path: String,
+    pub pattern: String,
+    pub max_age: Option<Duration>,
+    pub max_files: Option<u64>,
+    pub max_size: Option<Size>,
+    pub calendar: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backup {
+    pub sqlite: String,
+    pub to: String,
+    pub calendar: String,
+    pub keep_last: u32,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub verify: bool,
+    pub wal: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub heartbeat: Option<Heartbeat>,
+    pub check: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub file: String,
+    pub max_age: Duration,
+}

@@ -1,0 +1,160 @@
+use super::*;
+
+fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect()
+}
+
+fn errors(list: &[(&str, &str)]) -> String {
+    match load(&files(list)) {
+        Ok(f) => panic!("expected errors, got a fleet of {} agents", f.agents.len()),
+        Err(d) => d.to_string(),
+    }
+}
+
+const FLEET: &str = "apiVersion: fleetwright/v1
+kind: Fleet
+unitPrefix: ag-
+defaults:
+  run: {user: agent, environment: {LOG_LEVEL: info, TZ: UTC}}
+  resources: {memoryMax: 2G, cpuQuota: 80%}
+  hardening: {noNewPrivileges: true, privateTmp: true}
+hosts:
+  vps-1: {labels: [gpu]}
+journal: {maxUse: 500M, maxRetention: 30d}
+";
+
+#[test]
+fn loads_a_full_agent_with_defaults_merged() {
+    let agent = "apiVersion: fleetwright/v1
+kind: Agent
+name: outreach
+description: Works the outreach queue
+hosts: [gpu]
+run:
+  command: [/usr/bin/node, dist/outreach.js]
+  workingDirectory: /srv/outreach
+  environment: {LOG_LEVEL: debug}
+  credentials: {anthropic: /etc/fleetwright/secrets/anthropic}
+  timeout: 30m
+  successExitCodes: [75]
+schedule:
+  cron: \"*/30 * * * *\"
+  persistent: true
+  randomizedDelay: 2m
+resources:
+  memoryMax: 1G
+  nofile: 65536
+after: [db]
+---
+apiVersion: fleetwright/v1
+kind: Agent
+name: db
+run: {command: [/usr/bin/sqlite-server]}
+service: {restart: always, onChange: reload, watchdog: 60s}
+";
+    let fleet = load(&files(&[("fleet.yaml", FLEET), ("agents/outreach.yml", agent)])).unwrap();
+    insta::assert_json_snapshot!(fleet);
+    assert_eq!(fleet.agents[1].source, model::Source { file: "agents/outreach.yml".into(), line: 1 });
+    assert_eq!(fleet.agents_for_host("vps-1").count(), 2);
+    assert_eq!(fleet.agents_for_host("other").map(|a| a.name.as_str()).collect::<Vec<_>>(), ["db"]);
+}
+
+#[test]
+fn reports_every_error_at_once_with_positions() {
+    let bad = "apiVersion: fleetwright/v1
+kind: Agent
+name: Bad_Name
+run:
+  comand: [node]
+  user: root
+schedule: {calendar: \"\", every: 10m}
+resources: {memoryMax: lots, cpuQuota: 80}
+hardening: {protectSystem: strictt}
+service: {restart: sometimes}
+after: [nobody]
+---
+apiVersion: fleetwright/v1
+kind: Agnet
+---
+apiVersion: fleetwright/v2
+kind: Agent
+";
+    let also_bad = "apiVersion: fleetwright/v1\nkind: Agent\nname: ok\nrun: {command: [bin/x, \"a\\nb\"], user: agent, environment: {1BAD: x}}\nresources: {tasksMax: 0}\n";
+    insta::assert_snapshot!(errors(&[("a.yaml", bad), ("b.yaml", also_bad)]));
+}
+
+#[test]
+fn semantic_errors_are_all_reported_in_one_document() {
+    let bad = "apiVersion: fleetwright/v1
+kind: Agent
+name: Bad_Name
+run:
+  command: [node, x]
+  user: root
+  timeout: forever
+schedule: {calendar: \"*:0/30\", every: 10m}
+resources: {memoryMax: lots, cpuQuota: 80}
+hardening: {protectSystem: strictt}
+after: [nobody]
+";
+    insta::assert_snapshot!(errors(&[("a.yaml", bad)]));
+}
+
+#[test]
+fn defaults_errors_are_reported_once_at_the_fleet() {
+    let fleet = "apiVersion: fleetwright/v1\nkind: Fleet\ndefaults:\n  resources: {memoryMax: huge}\n";
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: x}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: b\nrun: {command: [/bin/true], user: x}\n";
+    assert_eq!(errors(&[("fleet.yaml", fleet), ("a.yaml", a)]), "fleet.yaml:4:26: memoryMax: invalid size \"huge\"; write bytes with an optional K, M, G or T suffix (base 1024), like 512M or 2G\n");
+}
+
+#[test]
+fn duplicate_names_cycles_and_second_fleet() {
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: x}\nafter: [b]\n";
+    let b = "apiVersion: fleetwright/v1\nkind: Agent\nname: b\nrun: {command: [/bin/true], user: x}\nafter: [a]\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: x}\n";
+    let f = "apiVersion: fleetwright/v1\nkind: Fleet\n---\napiVersion: fleetwright/v1\nkind: Fleet\n";
+    insta::assert_snapshot!(errors(&[("a.yaml", a), ("b.yaml", b), ("f.yaml", f)]));
+}
+
+#[test]
+fn syntax_and_type_errors_point_at_the_spot() {
+    insta::assert_snapshot!(errors(&[
+        ("syntax.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: [unclosed\n"),
+        ("type.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: x\nrun:\n  command: /bin/true\n"),
+        ("nokind.yaml", "apiVersion: fleetwright/v1\nname: x\n"),
+    ]));
+}
+
+#[test]
+fn injection_through_text_fields_is_refused() {
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\ndescription: \"x\\n[Service]\\nExecStartPre=/bin/rm -rf /\"\nrun: {command: [/bin/true], user: x, environment: {A: \"1\\nExecStart=/bin/sh\"}}\n";
+    let e = errors(&[("a.yaml", a)]);
+    assert!(e.contains("a.yaml:4:14: description contains the control character"), "{e}");
+    assert!(e.contains("a.yaml:5:55: environment value of A contains the control character"), "{e}");
+}
+
+#[test]
+fn empty_and_comment_only_files_are_fine() {
+    let fleet = load(&files(&[("empty.yaml", ""), ("c.yaml", "# nothing\n"), ("d.yaml", "---\n---\n")])).unwrap();
+    assert!(fleet.agents.is_empty());
+    assert_eq!(fleet.unit_prefix, "agent-");
+}
+
+#[test]
+fn spec_hash_ignores_where_the_agent_is_written() {
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: x}\n";
+    let moved = format!("# moved\n\n{a}");
+    let h1 = load(&files(&[("a.yaml", a)])).unwrap().agents[0].spec_hash();
+    let h2 = load(&files(&[("b/c.yaml", &moved)])).unwrap().agents[0].spec_hash();
+    let h3 = load(&files(&[("a.yaml", &a.replace("/bin/true", "/bin/false"))])).unwrap().agents[0].spec_hash();
+    assert_eq!(h1, h2);
+    assert_ne!(h1, h3);
+}
+
+#[test]
+fn spec_paths_skip_hidden_and_non_yaml() {
+    assert!(is_spec_path("agents/a.yaml"));
+    assert!(is_spec_path("b.yml"));
+    assert!(!is_spec_path(".github/workflows/ci.yaml"));
+    assert!(!is_spec_path("agents/.draft.yaml"));
+    assert!(!is_spec_path("README.md"));
+}
