@@ -1,0 +1,246 @@
+//! The commands behind the binary: each returns its exit code and prints what the user sees.
+//! Errors are printed here, once, with their context.
+
+use std::path::{Path, PathBuf};
+
+use crate::desired::desired;
+use crate::host::apply::{execute, observe, ApplyReport};
+use crate::host::state::StateDir;
+use crate::host::systemd::Systemd;
+use crate::host::{status, HostConfig};
+use crate::plan::{self, PlanOptions};
+use crate::render::Scope;
+use crate::source::{read_commit, read_dir, CommitFiles};
+use crate::spec::{self, Diagnostics};
+
+/// Exit codes, as documented in the README.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// validate: invalid; plan: changes pending; apply: nothing applied.
+    pub const CHANGES_OR_INVALID: u8 = 1;
+    pub const ERROR: u8 = 2;
+    /// apply: applied, but a unit failed.
+    pub const UNIT_FAILED: u8 = 4;
+}
+
+pub struct Globals {
+    pub unit_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub user: bool,
+    pub host: Option<String>,
+    pub bus_address: Option<String>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SourceArgs {
+    /// The fleet repository (a local path)
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// The commit to use
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
+    /// The directory of the repository that holds the specs
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<String>,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+}
+
+impl Globals {
+    pub fn host_config(&self) -> HostConfig {
+        let scope = if self.user { Scope::User } else { Scope::System };
+        let xdg = |var: &str, fallback: &str| std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| home().join(fallback));
+        let unit_dir = self.unit_dir.clone().unwrap_or_else(|| match scope {
+            Scope::System => PathBuf::from("/etc/systemd/system"),
+            Scope::User => xdg("XDG_CONFIG_HOME", ".config").join("systemd/user"),
+        });
+        let state_dir = self.state_dir.clone().unwrap_or_else(|| match scope {
+            Scope::System => PathBuf::from("/var/lib/fleetwright"),
+            Scope::User => xdg("XDG_STATE_HOME", ".local/state").join("fleetwright"),
+        });
+        let host = self.host.clone().unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "localhost".into()));
+        HostConfig { scope, unit_dir, state_dir, host, bus_address: self.bus_address.clone() }
+    }
+}
+
+fn print_diagnostics(diags: &Diagnostics, files: &[(String, String)], prefix: &Path) {
+    let sources = spec::sources(files);
+    for d in &diags.0 {
+        let mut d = d.clone();
+        let src = sources.get(d.loc.file.as_str()).copied();
+        if prefix != Path::new("") && prefix != Path::new(".") {
+            d.loc.file = prefix.join(&d.loc.file).display().to_string();
+        }
+        eprintln!("{}", d.render_with_source(src));
+    }
+    eprintln!("{} error{}", diags.0.len(), if diags.0.len() == 1 { "" } else { "s" });
+}
+
+pub fn validate(dir: &Path) -> u8 {
+    let files = match read_dir(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CHANGES_OR_INVALID;
+        }
+    };
+    match spec::load(&files) {
+        Ok(fleet) => {
+            println!("{} valid: {} agents in {} files", dir.display(), fleet.agents.len(), files.len());
+            exit::OK
+        }
+        Err(diags) => {
+            print_diagnostics(&diags, &files, dir);
+            exit::CHANGES_OR_INVALID
+        }
+    }
+}
+
+/// Read and validate a commit; print why when it is not valid.
+fn load_commit(src: &SourceArgs) -> Result<(CommitFiles, spec::Fleet), u8> {
+    let files = read_commit(&src.repo, &src.rev, src.path.as_deref()).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::ERROR
+    })?;
+    match spec::load(&files.files) {
+        Ok(fleet) => Ok((files, fleet)),
+        Err(diags) => {
+            eprintln!("commit {} is invalid; nothing of it is applied:", plan::short(&files.commit));
+            print_diagnostics(&diags, &files.files, Path::new(src.path.as_deref().unwrap_or("")));
+            Err(exit::CHANGES_OR_INVALID)
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
+}
+
+pub fn plan(g: &Globals, src: &SourceArgs, json: bool, diffs: bool, allow_empty: bool) -> u8 {
+    let cfg = g.host_config();
+    let Ok((files, fleet)) = load_commit(src) else { return exit::ERROR };
+    runtime().block_on(async {
+        let state = StateDir::new(&cfg.state_dir);
+        let result = async {
+            let inv = state.load_inventory()?;
+            let want = desired(&fleet, &cfg.host, &cfg.render_ctx(), &files.commit, &inv);
+            let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await?;
+            let observed = observe(&sd, &cfg, &want, inv).await?;
+            Ok::<_, Box<dyn std::error::Error>>(plan::plan(&want, &observed, PlanOptions { allow_empty }))
+        }
+        .await;
+        match result {
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::ERROR
+            }
+            Ok(p) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&p).expect("plan serializes"));
+                } else {
+                    print!("{}", plan::render_text(&p, diffs));
+                }
+                if !p.errors.is_empty() {
+                    exit::ERROR
+                } else if p.has_changes() {
+                    exit::CHANGES_OR_INVALID
+                } else {
+                    exit::OK
+                }
+            }
+        }
+    })
+}
+
+pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool) -> u8 {
+    let cfg = g.host_config();
+    let (files, fleet) = match load_commit(src) {
+        Ok(x) => x,
+        Err(code) => return if code == exit::ERROR { exit::ERROR } else { exit::CHANGES_OR_INVALID },
+    };
+    runtime().block_on(async {
+        let state = StateDir::new(&cfg.state_dir);
+        let result = async {
+            let _lock = state.lock()?;
+            let inv = state.load_inventory()?;
+            let want = desired(&fleet, &cfg.host, &cfg.render_ctx(), &files.commit, &inv);
+            let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await?;
+            let observed = observe(&sd, &cfg, &want, inv.clone()).await?;
+            let p = plan::plan(&want, &observed, PlanOptions { allow_empty });
+            if !json {
+                print!("{}", plan::render_text(&p, false));
+            }
+            let report = execute(&sd, &cfg, &state, &p, &want, &inv).await?;
+            Ok::<_, Box<dyn std::error::Error>>((p, report))
+        }
+        .await;
+        match result {
+            Err(e) => {
+                eprintln!("error: {e}");
+                if e.to_string().starts_with("the plan cannot be applied") { exit::CHANGES_OR_INVALID } else { exit::ERROR }
+            }
+            Ok((p, report)) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "plan": p, "failures": report.failures, "filesWritten": report.files_written, "filesRemoved": report.files_removed, "reloaded": report.reloaded })).expect("serializes"));
+                } else {
+                    print_report(&report, &files.commit);
+                }
+                if report.failures.is_empty() { exit::OK } else { exit::UNIT_FAILED }
+            }
+        }
+    })
+}
+
+fn print_report(r: &ApplyReport, commit: &str) {
+    for f in &r.failures {
+        eprintln!("FAILED {}: {} (active: {}, sub: {})", f.unit, f.what, f.status.active_state, f.status.sub_state);
+        for line in f.journal.lines() {
+            eprintln!("    {line}");
+        }
+    }
+    if r.failures.is_empty() {
+        println!("converged to {}: {} files written, {} removed, {} jobs.", plan::short(commit), r.files_written, r.files_removed, r.jobs.len());
+    } else {
+        eprintln!("applied {} with {} failing unit(s).", plan::short(commit), r.failures.len());
+    }
+}
+
+pub fn status(g: &Globals, json: bool) -> u8 {
+    let cfg = g.host_config();
+    runtime().block_on(async {
+        let state = StateDir::new(&cfg.state_dir);
+        let result = async {
+            let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await?;
+            status::collect(&sd, &cfg, &state).await
+        }
+        .await;
+        match result {
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::ERROR
+            }
+            Ok((inv, agents)) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "host": cfg.host, "appliedCommit": inv.applied_commit, "appliedAt": inv.applied_at, "agents": agents })).expect("serializes"));
+                } else {
+                    print!("{}", status::render_text(&inv, &agents));
+                }
+                exit::OK
+            }
+        }
+    })
+}
+
+pub fn render(g: &Globals, src: &SourceArgs, agents: &[String]) -> u8 {
+    let cfg = g.host_config();
+    let Ok((files, fleet)) = load_commit(src) else { return exit::ERROR };
+    let want = desired(&fleet, &cfg.host, &cfg.render_ctx(), &files.commit, &Default::default());
+    for (name, u) in &want.units {
+        if agents.is_empty() || agents.contains(&u.agent) {
+            println!("### {name}\n{}", u.content);
+        }
+    }
+    exit::OK
+}

@@ -1,0 +1,56 @@
+//! Desired state (pure): a validated fleet, the host it is for and the commit → every unit file
+//! this host should have, with each agent's deploy identity.
+
+use std::collections::BTreeMap;
+
+use crate::inventory::Inventory;
+use crate::render::{render_agent, RenderCtx, Role};
+use crate::spec::model::{Fleet, Mode, OnChange};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub commit: String,
+    pub units: BTreeMap<String, DesiredUnit>,
+    pub agents: BTreeMap<String, AgentDeploy>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredUnit {
+    pub agent: String,
+    pub role: Role,
+    pub content: String,
+    /// The agent's `enabled`.
+    pub enabled: bool,
+    pub on_change: OnChange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentDeploy {
+    pub spec_hash: String,
+    /// The commit that last changed the agent: kept from the inventory while the spec hash is
+    /// the same, else this commit.
+    pub changed_commit: String,
+}
+
+pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: &Inventory) -> Desired {
+    let mut units = BTreeMap::new();
+    let mut agents = BTreeMap::new();
+    for agent in fleet.agents_for_host(host) {
+        let spec_hash = agent.spec_hash();
+        let changed_commit = prior
+            .agents
+            .get(&agent.name)
+            .filter(|r| r.spec_hash == spec_hash)
+            .map(|r| r.changed_commit.clone())
+            .unwrap_or_else(|| commit.to_string());
+        let on_change = match &agent.mode {
+            Mode::Service(s) => s.on_change,
+            Mode::Scheduled(_) => OnChange::None,
+        };
+        for u in render_agent(fleet, agent, ctx, &changed_commit) {
+            units.insert(u.name, DesiredUnit { agent: agent.name.clone(), role: u.role, content: u.content, enabled: agent.enabled, on_change });
+        }
+        agents.insert(agent.name.clone(), AgentDeploy { spec_hash, changed_commit });
+    }
+    Desired { commit: commit.to_string(), units, agents }
+}

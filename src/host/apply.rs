@@ -1,0 +1,172 @@
+//! Observe the host, and execute a plan: files first, one daemon-reload, then jobs awaited to
+//! their result. The order follows switch-to-configuration: stop → disable → files → enable →
+//! reload → reload jobs → restarts → starts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::desired::Desired;
+use crate::inventory::{sha256, AgentRecord, FileRecord, Inventory, VERSION};
+use crate::plan::{Action, FileOp, Observed, Plan, UnitStatus};
+
+use super::state::{remove_durable, write_atomic, StateDir, StateError};
+use super::systemd::{JobResult, Systemd, SystemdError};
+use super::{journal_tail, HostConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("the plan cannot be applied, nothing was changed:\n  {}", .0.join("\n  "))]
+    Refused(Vec<String>),
+}
+
+/// A unit that did not reach the state the plan wanted.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failure {
+    pub unit: String,
+    pub what: String,
+    pub status: UnitStatus,
+    pub journal: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ApplyReport {
+    pub jobs: Vec<JobResult>,
+    pub failures: Vec<Failure>,
+    pub files_written: usize,
+    pub files_removed: usize,
+    pub reloaded: bool,
+}
+
+/// Read one unit file as it is on disk. A symlink is reported as such: fleetwright never writes
+/// symlinks there, so one of our names is always foreign.
+fn read_unit_file(path: &Path) -> Result<Option<String>, ApplyError> {
+    let io = |source| ApplyError::Io { path: path.display().to_string(), source };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(e)),
+        Ok(m) if m.file_type().is_symlink() => Ok(Some(format!("# symlink to {}\n", std::fs::read_link(path).map_err(io)?.display()))),
+        Ok(_) => std::fs::read(path).map(|b| Some(String::from_utf8_lossy(&b).into_owned())).map_err(io),
+    }
+}
+
+/// Observe every unit that is desired or owned: its file and its manager state.
+pub async fn observe(sd: &Systemd, cfg: &HostConfig, desired: &Desired, inventory: Inventory) -> Result<Observed, ApplyError> {
+    let mut names: Vec<&str> = desired.units.keys().map(String::as_str).collect();
+    names.extend(inventory.files.keys().map(String::as_str).filter(|n| !desired.units.contains_key(*n)));
+    let mut files = BTreeMap::new();
+    for n in &names {
+        files.insert(n.to_string(), read_unit_file(&cfg.unit_dir.join(n))?);
+    }
+    let units = sd.statuses(&names).await?;
+    Ok(Observed { files, units, inventory })
+}
+
+fn units_with(plan: &Plan, action: Action) -> Vec<&str> {
+    plan.units.iter().filter(|u| u.actions.contains(&action)).map(|u| u.unit.as_str()).collect()
+}
+
+/// Execute `plan` (made from `desired` and the inventory in `observed`).
+pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Plan, desired: &Desired, prior: &Inventory) -> Result<ApplyReport, ApplyError> {
+    if !plan.errors.is_empty() {
+        return Err(ApplyError::Refused(plan.errors.clone()));
+    }
+    let now = super::now_rfc3339();
+    let mut report = ApplyReport::default();
+
+    // 1. Record what we are about to write before writing it: a crash after a write never
+    //    leaves a file of ours that the inventory does not know.
+    let mut pending = prior.clone();
+    pending.version = VERSION;
+    pending.scope = Some(cfg.scope);
+    pending.unit_dir = cfg.unit_dir.display().to_string();
+    for u in plan.units.iter().filter(|u| matches!(u.file, FileOp::Create | FileOp::Update(_))) {
+        let content = u.content.as_deref().unwrap_or_default();
+        pending.files.insert(u.unit.clone(), FileRecord { sha256: sha256(content), agent: u.agent.clone(), role: u.role });
+    }
+    if pending != *prior {
+        state.save_inventory(&pending)?;
+    }
+
+    // 2. Stop and disable what goes away or is disabled.
+    report.jobs.extend(sd.run_jobs("stop", &units_with(plan, Action::Stop)).await?);
+    sd.disable(&units_with(plan, Action::Disable)).await?;
+
+    // 3. Files.
+    for u in &plan.units {
+        let path = cfg.unit_dir.join(&u.unit);
+        let io = |source| ApplyError::Io { path: path.display().to_string(), source };
+        match u.file {
+            FileOp::Create | FileOp::Update(_) => {
+                write_atomic(&path, u.content.as_deref().unwrap_or_default().as_bytes(), 0o644).map_err(io)?;
+                report.files_written += 1;
+            }
+            FileOp::Remove => {
+                remove_durable(&path).map_err(io)?;
+                report.files_removed += 1;
+            }
+            FileOp::Keep => {}
+        }
+    }
+
+    // 4. Enable, then exactly one reload: enabling reads the files on disk, and the reload makes
+    //    the manager see both the new files and the new [Install] links.
+    sd.enable(&units_with(plan, Action::Enable)).await?;
+    if plan.daemon_reload {
+        sd.reload().await?;
+        report.reloaded = true;
+    }
+
+    // 5. Jobs.
+    for (verb, action) in [("reload", Action::Reload), ("restart", Action::Restart), ("start", Action::Start)] {
+        report.jobs.extend(sd.run_jobs(verb, &units_with(plan, action)).await?);
+    }
+
+    // 6. Deploy markers and the final inventory.
+    let mut inv = pending;
+    inv.files.retain(|name, _| desired.units.contains_key(name));
+    for (name, d) in &desired.units {
+        inv.files.insert(name.clone(), FileRecord { sha256: sha256(&d.content), agent: d.agent.clone(), role: d.role });
+    }
+    let mut agents = BTreeMap::new();
+    for (name, deploy) in &desired.agents {
+        let enabled = desired.units.values().find(|u| &u.agent == name).is_some_and(|u| u.enabled);
+        let changed_at = prior.agents.get(name).filter(|r| r.changed_commit == deploy.changed_commit && r.spec_hash == deploy.spec_hash).map(|r| r.changed_at.clone()).unwrap_or_else(|| now.clone());
+        let applied_at = prior.agents.get(name).filter(|r| r.applied_commit == desired.commit).map(|r| r.applied_at.clone()).unwrap_or_else(|| now.clone());
+        let rec = AgentRecord { spec_hash: deploy.spec_hash.clone(), changed_commit: deploy.changed_commit.clone(), changed_at, applied_commit: desired.commit.clone(), applied_at, enabled };
+        state.write_marker(name, &rec)?;
+        agents.insert(name.clone(), rec);
+    }
+    for gone in prior.agents.keys().filter(|n| !agents.contains_key(*n)) {
+        state.remove_marker(gone)?;
+    }
+    inv.agents = agents;
+    if inv.applied_commit.as_deref() != Some(&desired.commit) {
+        inv.applied_commit = Some(desired.commit.clone());
+        inv.applied_at = Some(now);
+    }
+    if inv != *prior {
+        state.save_inventory(&inv)?;
+    }
+
+    // 7. What did not work, with the unit's state and its last journal lines.
+    let started: Vec<&str> = plan.units.iter().filter(|u| u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart))).map(|u| u.unit.as_str()).collect();
+    let after = sd.statuses(&started).await?;
+    let failed_jobs: Vec<&JobResult> = report.jobs.iter().filter(|j| j.result != "done").collect();
+    let mut failures: Vec<Failure> = Vec::new();
+    for j in failed_jobs {
+        failures.push(Failure { unit: j.unit.clone(), what: format!("{} {}", j.verb, j.result), status: after.get(&j.unit).cloned().unwrap_or_default(), journal: journal_tail(cfg.scope, &j.unit, 10) });
+    }
+    for (unit, st) in &after {
+        if st.active_state == "failed" && !failures.iter().any(|f| &f.unit == unit) {
+            failures.push(Failure { unit: unit.clone(), what: "failed after start".into(), status: st.clone(), journal: journal_tail(cfg.scope, unit, 10) });
+        }
+    }
+    report.failures = failures;
+    Ok(report)
+}

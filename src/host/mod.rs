@@ -1,0 +1,43 @@
+//! The host layer: the only code that touches the file system, D-Bus and the clock. It
+//! observes the host into a `plan::Observed`, executes a `plan::Plan`, and reports status.
+
+pub mod apply;
+pub mod sandbox;
+pub mod state;
+pub mod status;
+pub mod systemd;
+
+use std::path::PathBuf;
+
+use crate::render::Scope;
+
+/// Where and what fleetwright manages on this host.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub scope: Scope,
+    pub unit_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub host: String,
+    /// The D-Bus address to reach the manager at, when not the default bus.
+    pub bus_address: Option<String>,
+}
+
+impl HostConfig {
+    pub fn render_ctx(&self) -> crate::render::RenderCtx {
+        crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string() }
+    }
+}
+
+/// Now, as RFC 3339 in UTC (deploy markers, history).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// The last lines a unit wrote to the journal, for failure reports.
+pub fn journal_tail(scope: Scope, unit: &str, lines: usize) -> String {
+    let flag = if scope == Scope::User { "--user-unit" } else { "--unit" };
+    match std::process::Command::new("journalctl").args([flag, unit, "-n", &lines.to_string(), "--no-pager", "-o", "short-iso", "-q"]).output() {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).trim_end().to_string(),
+        Err(e) => format!("(journalctl not available: {e})"),
+    }
+}

@@ -1,0 +1,157 @@
+//! `fleetwright status`: every agent this host runs, from the inventory and the manager —
+//! unit states, last run and its result, next run, deploy marker, drift.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::inventory::{sha256, AgentRecord, Inventory};
+use crate::plan::{short, UnitStatus};
+use crate::render::Role;
+
+use super::state::StateDir;
+use super::systemd::{prop, Systemd};
+use super::HostConfig;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitReport {
+    pub unit: String,
+    pub role: Role,
+    #[serde(flatten)]
+    pub status: UnitStatus,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRun {
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub duration_secs: Option<f64>,
+    /// systemd's Result: `success`, `exit-code`, `timeout`, `signal`, …
+    pub result: String,
+    pub exit_status: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    pub agent: String,
+    /// `timer` or `service`.
+    pub kind: &'static str,
+    /// `ok`, `failed`, `drift`, `stopped` (disabled on purpose), `running` (a job run in progress).
+    pub state: &'static str,
+    pub enabled: bool,
+    pub units: Vec<UnitReport>,
+    pub last_run: Option<LastRun>,
+    pub next_run: Option<String>,
+    pub marker: Option<AgentRecord>,
+    pub drift: Vec<String>,
+}
+
+fn usec_to_rfc3339(us: u64) -> Option<String> {
+    (us > 0 && us != u64::MAX).then(|| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_micros(us)).to_string())
+}
+
+pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result<(Inventory, Vec<AgentStatus>), Box<dyn std::error::Error>> {
+    let inv = state.load_inventory()?;
+    let names: Vec<&str> = inv.files.keys().map(String::as_str).collect();
+    let statuses = sd.statuses(&names).await?;
+    let mut by_agent: BTreeMap<&str, Vec<(&str, Role)>> = BTreeMap::new();
+    for (unit, rec) in &inv.files {
+        by_agent.entry(rec.agent.as_str()).or_default().push((unit.as_str(), rec.role));
+    }
+    let mut out = Vec::new();
+    for (agent, units) in by_agent {
+        let marker = inv.agents.get(agent).cloned();
+        let enabled = marker.as_ref().is_none_or(|m| m.enabled);
+        let mut drift = Vec::new();
+        let mut reports = Vec::new();
+        let mut last_run = None;
+        let mut next_run = None;
+        let kind = if units.iter().any(|(_, r)| *r == Role::Timer) { "timer" } else { "service" };
+        let mut failed = false;
+        let mut running_job = false;
+        for (unit, role) in units {
+            let st = statuses.get(unit).cloned().unwrap_or_default();
+            let path = cfg.unit_dir.join(unit);
+            match std::fs::read_to_string(&path) {
+                Ok(text) if sha256(&text) != inv.files[unit].sha256 => drift.push(format!("{unit} was edited outside fleetwright")),
+                Err(_) => drift.push(format!("{unit} was deleted outside fleetwright")),
+                _ => {}
+            }
+            if matches!(role, Role::Timer | Role::Service) && enabled && !st.is_active() {
+                drift.push(format!("{unit} is {}, and should be running", st.active_state));
+            }
+            failed |= st.active_state == "failed";
+            match role {
+                Role::Timer => {
+                    let p = sd.properties(unit, "org.freedesktop.systemd1.Timer").await?;
+                    next_run = prop::<u64>(&p, "NextElapseUSecRealtime").and_then(usec_to_rfc3339).or_else(|| {
+                        // A monotonic timer (`every`): its next elapse is on CLOCK_MONOTONIC.
+                        let mono = prop::<u64>(&p, "NextElapseUSecMonotonic").filter(|t| *t > 0 && *t != u64::MAX)?;
+                        let now_mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+                        let now_us = now_mono.tv_sec() as u64 * 1_000_000 + now_mono.tv_nsec() as u64 / 1000;
+                        let wall = std::time::SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_micros() as u64;
+                        usec_to_rfc3339(wall + mono.saturating_sub(now_us))
+                    });
+                }
+                Role::Job | Role::Service => {
+                    running_job |= role == Role::Job && st.is_active();
+                    let p = sd.properties(unit, "org.freedesktop.systemd1.Service").await?;
+                    let start = prop::<u64>(&p, "ExecMainStartTimestamp").filter(|t| *t > 0);
+                    let exit = prop::<u64>(&p, "ExecMainExitTimestamp").filter(|t| *t > 0);
+                    if start.is_some() {
+                        last_run = Some(LastRun {
+                            started: start.and_then(usec_to_rfc3339),
+                            finished: exit.and_then(usec_to_rfc3339),
+                            duration_secs: match (start, exit) {
+                                (Some(s), Some(e)) if e >= s => Some((e - s) as f64 / 1e6),
+                                _ => None,
+                            },
+                            result: prop::<String>(&p, "Result").unwrap_or_default(),
+                            exit_status: exit.and(prop::<i32>(&p, "ExecMainStatus")),
+                        });
+                    }
+                    if let Some(r) = &last_run {
+                        failed |= role == Role::Job && r.result != "success";
+                    }
+                }
+            }
+            reports.push(UnitReport { unit: unit.to_string(), role, status: st });
+        }
+        let state = if failed {
+            "failed"
+        } else if !drift.is_empty() {
+            "drift"
+        } else if !enabled {
+            "stopped"
+        } else if running_job {
+            "running"
+        } else {
+            "ok"
+        };
+        out.push(AgentStatus { agent: agent.to_string(), kind, state, enabled, units: reports, last_run, next_run, marker, drift });
+    }
+    // Failing agents first, then by name.
+    out.sort_by_key(|a| (a.state != "failed", a.state != "drift", a.agent.clone()));
+    Ok((inv, out))
+}
+
+pub fn render_text(inv: &Inventory, agents: &[AgentStatus]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "applied commit: {} at {}", inv.applied_commit.as_deref().map(short).unwrap_or("none"), inv.applied_at.as_deref().unwrap_or("never"));
+    let _ = writeln!(out, "{:<28} {:<8} {:<8} {:<32} {:<22} {:<12}", "AGENT", "KIND", "STATE", "LAST RUN", "NEXT RUN", "COMMIT");
+    for a in agents {
+        let last = a.last_run.as_ref().map(|r| format!("{} {}", r.started.as_deref().unwrap_or("-"), r.result)).unwrap_or_else(|| "-".into());
+        let commit = a.marker.as_ref().map(|m| short(&m.changed_commit).to_string()).unwrap_or_else(|| "-".into());
+        let _ = writeln!(out, "{:<28} {:<8} {:<8} {:<32} {:<22} {:<12}", a.agent, a.kind, a.state, last, a.next_run.as_deref().unwrap_or("-"), commit);
+        for d in &a.drift {
+            let _ = writeln!(out, "    drift: {d}");
+        }
+    }
+    out
+}
+

@@ -1,0 +1,189 @@
+//! The D-Bus seam to a systemd manager: our own `#[proxy]` definitions of the parts of
+//! org.freedesktop.systemd1 we use, the connection to the bus, and jobs awaited to their result.
+//!
+//! See org.freedesktop.systemd1(5) for every method and property used here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use zbus::{OwnedObjectPath, OwnedVariant as OwnedValue};
+use zbus::{proxy, Connection};
+
+use crate::plan::UnitStatus;
+use crate::render::Scope;
+
+#[proxy(interface = "org.freedesktop.systemd1.Manager", default_service = "org.freedesktop.systemd1", default_path = "/org/freedesktop/systemd1")]
+pub trait Manager {
+    fn subscribe(&self) -> zbus::Result<()>;
+    fn reload(&self) -> zbus::Result<()>;
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn reload_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+    #[allow(clippy::type_complexity)]
+    fn list_units_by_names(
+        &self,
+        names: &[&str],
+    ) -> zbus::Result<Vec<(String, String, String, String, String, String, OwnedObjectPath, u32, String, OwnedObjectPath)>>;
+    fn list_unit_files_by_patterns(&self, states: &[&str], patterns: &[&str]) -> zbus::Result<Vec<(String, String)>>;
+    fn enable_unit_files(&self, files: &[&str], runtime: bool, force: bool) -> zbus::Result<(bool, Vec<(String, String, String)>)>;
+    fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<(String, String, String)>>;
+    #[zbus(signal)]
+    fn job_removed(&self, id: u32, job: zbus::ObjectPath<'_>, unit: &str, result: &str) -> zbus::Result<()>;
+}
+
+#[proxy(interface = "org.freedesktop.DBus.Properties", default_service = "org.freedesktop.systemd1")]
+pub trait Props {
+    fn get_all(&self, interface: &str) -> zbus::Result<BTreeMap<String, OwnedValue>>;
+}
+
+/// How long one D-Bus call may take: a daemon-reload under load can take seconds.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error("cannot reach the systemd {scope} manager over D-Bus: {source}")]
+    Bus { scope: &'static str, source: zbus::Error },
+    #[error("systemd {what}: {source}")]
+    Call { what: String, source: zbus::Error },
+}
+
+fn call(what: impl Into<String>) -> impl FnOnce(zbus::Error) -> SystemdError {
+    let what = what.into();
+    move |source| SystemdError::Call { what, source }
+}
+
+/// A connection to one manager.
+pub struct Systemd {
+    conn: Connection,
+    pub scope: Scope,
+}
+
+/// The outcome of one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobResult {
+    pub unit: String,
+    pub verb: &'static str,
+    /// `done`, `failed`, `timeout`, `dependency`, `canceled`, `skipped`, `invalid`, …
+    pub result: String,
+}
+
+impl Systemd {
+    /// Connect to the manager of `scope` over D-Bus: the system bus, or the user's session bus
+    /// (`$DBUS_SESSION_BUS_ADDRESS`, else `$XDG_RUNTIME_DIR/bus`); `address` overrides either.
+    ///
+    /// Not the manager's private socket: systemd stamps its replies there with the sender
+    /// `org.freedesktop.systemd1`, a well-known name, which zbus rejects as an invalid unique
+    /// name in a peer-to-peer connection.
+    pub async fn connect(scope: Scope, address: Option<&str>) -> Result<Systemd, SystemdError> {
+        let scope_name = if scope == Scope::System { "system" } else { "user" };
+        let bus = |source| SystemdError::Bus { scope: scope_name, source };
+        let builder = match (address, scope) {
+            (Some(a), _) => zbus::connection::Builder::address(a),
+            (None, Scope::System) => zbus::connection::Builder::system(),
+            (None, Scope::User) => zbus::connection::Builder::session(),
+        };
+        let conn = builder.method_timeout(CALL_TIMEOUT).build().await.map_err(bus)?;
+        Ok(Systemd { conn, scope })
+    }
+
+    async fn manager(&self) -> Result<ManagerProxy<'_>, SystemdError> {
+        ManagerProxy::new(&self.conn).await.map_err(call("proxy"))
+    }
+
+    /// Status of each unit (load, active, sub state; unit-file state), in two calls whatever
+    /// the number of units.
+    pub async fn statuses(&self, names: &[&str]) -> Result<BTreeMap<String, UnitStatus>, SystemdError> {
+        let mut out = BTreeMap::new();
+        if names.is_empty() {
+            return Ok(out);
+        }
+        let m = self.manager().await?;
+        for (name, _desc, load, active, sub, ..) in m.list_units_by_names(names).await.map_err(call("ListUnitsByNames"))? {
+            out.insert(name, UnitStatus { load_state: load, active_state: active, sub_state: sub, unit_file_state: String::new() });
+        }
+        for (path, state) in m.list_unit_files_by_patterns(&[], names).await.map_err(call("ListUnitFilesByPatterns"))? {
+            let name = path.rsplit('/').next().unwrap_or(&path).to_string();
+            if let Some(s) = out.get_mut(&name) {
+                s.unit_file_state = state;
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn reload(&self) -> Result<(), SystemdError> {
+        self.manager().await?.reload().await.map_err(call("daemon-reload"))
+    }
+
+    pub async fn enable(&self, units: &[&str]) -> Result<(), SystemdError> {
+        if units.is_empty() {
+            return Ok(());
+        }
+        self.manager().await?.enable_unit_files(units, false, true).await.map_err(call(format!("enable {}", units.join(" "))))?;
+        Ok(())
+    }
+
+    pub async fn disable(&self, units: &[&str]) -> Result<(), SystemdError> {
+        if units.is_empty() {
+            return Ok(());
+        }
+        self.manager().await?.disable_unit_files(units, false).await.map_err(call(format!("disable {}", units.join(" "))))?;
+        Ok(())
+    }
+
+    /// Queue `verb` (start, stop, restart, reload) for every unit at once and wait for each job's
+    /// JobRemoved signal. Units are ordered by systemd itself (After=) within the queue.
+    pub async fn run_jobs(&self, verb: &'static str, units: &[&str]) -> Result<Vec<JobResult>, SystemdError> {
+        if units.is_empty() {
+            return Ok(Vec::new());
+        }
+        let m = self.manager().await?;
+        m.subscribe().await.map_err(call("Subscribe"))?;
+        // Listen before queueing, so that no JobRemoved is missed.
+        let mut removed = m.receive_job_removed().await.map_err(call("JobRemoved"))?;
+        let mut pending: BTreeMap<String, String> = BTreeMap::new();
+        let mut results = Vec::new();
+        for unit in units {
+            let queued = match verb {
+                "start" => m.start_unit(unit, "replace").await,
+                "stop" => m.stop_unit(unit, "replace").await,
+                "restart" => m.restart_unit(unit, "replace").await,
+                _ => m.reload_unit(unit, "replace").await,
+            };
+            match queued {
+                Ok(job) => {
+                    pending.insert(job.to_string(), unit.to_string());
+                }
+                Err(e) => results.push(JobResult { unit: unit.to_string(), verb, result: format!("refused: {e}") }),
+            }
+        }
+        while !pending.is_empty() {
+            let Some(sig) = removed.next().await else { break };
+            let Ok(args) = sig.args() else { continue };
+            if let Some(unit) = pending.remove(args.job.as_str()) {
+                results.push(JobResult { unit, verb, result: args.result.to_string() });
+            }
+        }
+        for (_, unit) in pending {
+            results.push(JobResult { unit, verb, result: "lost: the manager closed the connection".into() });
+        }
+        Ok(results)
+    }
+
+    /// All properties of a unit on one interface (`org.freedesktop.systemd1.Unit`, `.Service`,
+    /// `.Timer`).
+    pub async fn properties(&self, unit: &str, interface: &str) -> Result<BTreeMap<String, OwnedValue>, SystemdError> {
+        let m = self.manager().await?;
+        let path = m.load_unit(unit).await.map_err(call(format!("LoadUnit {unit}")))?;
+        let props = PropsProxy::builder(&self.conn).path(path).build().await.map_err(call("proxy"))?;
+        props.get_all(interface).await.map_err(call(format!("properties of {unit}")))
+    }
+}
+
+/// Read a property as a plain value.
+pub fn prop<T: TryFrom<OwnedValue>>(props: &BTreeMap<String, OwnedValue>, key: &str) -> Option<T> {
+    props.get(key).and_then(|v| v.try_clone().ok()).and_then(|v| T::try_from(v).ok())
+}

@@ -1,0 +1,53 @@
+//! What fleetwright owns on a host: every file it wrote with its hash, and each agent's deploy
+//! record. Pure data; `host::state` reads and writes it atomically in the state directory.
+//! Pruning reads only this: a unit we did not record is never removed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::render::{Role, Scope};
+
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inventory {
+    pub version: u32,
+    pub scope: Option<Scope>,
+    pub unit_dir: String,
+    pub applied_commit: Option<String>,
+    pub applied_at: Option<String>,
+    /// Unit file name → what we wrote.
+    pub files: BTreeMap<String, FileRecord>,
+    /// Agent name → its deploy record.
+    pub agents: BTreeMap<String, AgentRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileRecord {
+    pub sha256: String,
+    pub agent: String,
+    pub role: Role,
+}
+
+/// The deploy marker of one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRecord {
+    pub spec_hash: String,
+    /// The commit that last changed this agent.
+    pub changed_commit: String,
+    pub changed_at: String,
+    /// The commit applied last, whether or not it changed this agent.
+    pub applied_commit: String,
+    pub applied_at: String,
+    /// The agent's `enabled` at the last apply: its timer or service should be running.
+    pub enabled: bool,
+}
+
+pub fn sha256(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}

@@ -1,0 +1,87 @@
+//! The `fleetwright` binary: parse the command line, call the library, map outcomes to exit
+//! codes. Nothing else lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fleetwright::cli;
+
+#[derive(Parser)]
+#[command(name = "fleetwright", version, about = "GitOps for systemd: converge this host to the fleet in a git repository")]
+struct Args {
+    /// Where unit files are written [default: /etc/systemd/system, or ~/.config/systemd/user with --user]
+    #[arg(long, global = true, value_name = "DIR")]
+    unit_dir: Option<PathBuf>,
+    /// Inventory, deploy markers and lock [default: /var/lib/fleetwright, or ~/.local/state/fleetwright with --user]
+    #[arg(long, global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Manage the calling user's systemd manager instead of the system's
+    #[arg(long, global = true)]
+    user: bool,
+    /// This host's name, for `hosts:` [default: the machine's host name]
+    #[arg(long, global = true, value_name = "NAME")]
+    host: Option<String>,
+    /// The D-Bus address of the bus the manager is on [default: the system bus, or the session bus with --user]
+    #[arg(long, global = true, value_name = "ADDRESS", env = "FLEETWRIGHT_BUS_ADDRESS")]
+    bus_address: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check every spec document under DIR (committed or not). Exit 0 valid, 1 invalid.
+    Validate {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Show what `apply` would do on this host, unit by unit, with diffs. Exit 0 nothing to do, 1 changes pending, 2 error.
+    Plan {
+        #[command(flatten)]
+        src: cli::SourceArgs,
+        /// Print the plan as JSON
+        #[arg(long)]
+        json: bool,
+        /// Leave out the unit file diffs
+        #[arg(long)]
+        no_diff: bool,
+        #[arg(long)]
+        allow_empty: bool,
+    },
+    /// Converge this host to a commit once. Exit 0 converged; 1 nothing applied (invalid commit or refused plan); 2 error; 4 applied, but a unit failed.
+    Apply {
+        #[command(flatten)]
+        src: cli::SourceArgs,
+        /// Allow a commit with no agents for this host to remove every unit fleetwright manages here
+        #[arg(long)]
+        allow_empty: bool,
+        /// Print the plan and the outcome as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every agent on this host: unit states, last run and result, next run, deploy marker, drift.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the unit files a commit renders for this host (all agents, or the ones named).
+    Render {
+        #[command(flatten)]
+        src: cli::SourceArgs,
+        agents: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let globals = cli::Globals { unit_dir: args.unit_dir, state_dir: args.state_dir, user: args.user, host: args.host, bus_address: args.bus_address };
+    let code = match args.command {
+        Command::Validate { dir } => cli::validate(&dir),
+        Command::Plan { src, json, no_diff, allow_empty } => cli::plan(&globals, &src, json, !no_diff, allow_empty),
+        Command::Apply { src, allow_empty, json } => cli::apply(&globals, &src, allow_empty, json),
+        Command::Status { json } => cli::status(&globals, json),
+        Command::Render { src, agents } => cli::render(&globals, &src, &agents),
+    };
+    ExitCode::from(code)
+}

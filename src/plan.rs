@@ -1,0 +1,314 @@
+//! Plan (pure): desired × observed → a value of typed actions with reasons. `plan` prints it,
+//! `apply` executes the same value. Nothing here does I/O or knows of D-Bus.
+//!
+//! The rules, per unit:
+//! - a file is written only when its bytes differ; a change to comments or cosmetic keys
+//!   (`unit::COSMETIC_KEYS`) rewrites it and restarts nothing;
+//! - a timer's job service is never started or restarted: a run in progress finishes with the
+//!   old definition, the next run uses the new one; the timer restarts when the timer changed;
+//! - a long-running service follows `service.onChange` (restart, reload or nothing);
+//! - a unit in the inventory but no longer desired is stopped, disabled and removed;
+//! - a file of our name that the inventory does not record is an error, never overwritten;
+//! - an empty desired state never prunes everything unless allowed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::desired::Desired;
+use crate::inventory::{sha256, Inventory};
+use crate::render::Role;
+use crate::spec::model::OnChange;
+use crate::unit::{compare, Change};
+
+/// What systemd says about a unit, as observed by the host layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitStatus {
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    /// `enabled`, `disabled`, `static`, … or empty when there is no file.
+    pub unit_file_state: String,
+}
+
+impl UnitStatus {
+    pub fn is_active(&self) -> bool {
+        matches!(self.active_state.as_str(), "active" | "activating" | "reloading")
+    }
+    pub fn is_enabled(&self) -> bool {
+        matches!(self.unit_file_state.as_str(), "enabled" | "enabled-runtime" | "linked")
+    }
+}
+
+/// The host as observed: file contents in the unit directory, unit states, the inventory.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Unit name → file content (None: no file).
+    pub files: BTreeMap<String, Option<String>>,
+    pub units: BTreeMap<String, UnitStatus>,
+    pub inventory: Inventory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileOp {
+    Keep,
+    Create,
+    Update(Change),
+    Remove,
+}
+
+/// One thing done to a unit through the manager; executed in this order across all units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Stop,
+    Disable,
+    Enable,
+    Reload,
+    Restart,
+    Start,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitChange {
+    pub unit: String,
+    pub agent: String,
+    pub role: Role,
+    pub file: FileOp,
+    /// The new content, when the file is written.
+    #[serde(skip)]
+    pub content: Option<String>,
+    /// Unified diff of the file, when it changes.
+    pub diff: Option<String>,
+    pub actions: Vec<Action>,
+    pub reasons: Vec<String>,
+    /// Differences from the last apply that nobody committed (edited or stopped by hand).
+    pub drift: Vec<String>,
+}
+
+impl UnitChange {
+    pub fn is_noop(&self) -> bool {
+        self.file == FileOp::Keep && self.actions.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub commit: String,
+    /// Every desired or owned unit, sorted by name; unchanged ones have FileOp::Keep and no actions.
+    pub units: Vec<UnitChange>,
+    pub daemon_reload: bool,
+    /// Problems that make the plan unappliable (a foreign file of our name, an empty fleet).
+    pub errors: Vec<String>,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.daemon_reload || self.units.iter().any(|u| !u.is_noop())
+    }
+    pub fn changes(&self) -> impl Iterator<Item = &UnitChange> {
+        self.units.iter().filter(|u| !u.is_noop())
+    }
+    pub fn drift(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.units.iter().flat_map(|u| u.drift.iter().map(move |d| (u.unit.as_str(), d.as_str())))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// Allow a desired state with no units to prune everything we own.
+    pub allow_empty: bool,
+}
+
+pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
+    let inv = &observed.inventory;
+    let mut errors = Vec::new();
+    let mut units = Vec::new();
+    let no_status = UnitStatus::default();
+
+    if desired.units.is_empty() && !inv.files.is_empty() && !opts.allow_empty {
+        errors.push(format!(
+            "this commit has no agents for this host, and applying it would remove all {} units fleetwright manages here; if that is intended, pass --allow-empty",
+            inv.files.len()
+        ));
+    }
+
+    let names: BTreeSet<&String> = desired.units.keys().chain(inv.files.keys()).collect();
+    for name in names {
+        let status = observed.units.get(name.as_str()).unwrap_or(&no_status);
+        let on_disk = observed.files.get(name.as_str()).cloned().flatten();
+        let record = inv.files.get(name.as_str());
+        let mut drift = Vec::new();
+        if let (Some(rec), Some(text)) = (record, &on_disk) {
+            if sha256(text) != rec.sha256 {
+                drift.push("the file was edited outside fleetwright".to_string());
+            }
+        }
+        if let (Some(_), None) = (record, &on_disk) {
+            drift.push("the file was deleted outside fleetwright".to_string());
+        }
+
+        let Some(want) = desired.units.get(name.as_str()) else {
+            // Owned but no longer desired: prune.
+            let rec = record.expect("name comes from desired or inventory");
+            let mut actions = Vec::new();
+            if status.is_active() {
+                actions.push(Action::Stop);
+            }
+            if status.is_enabled() {
+                actions.push(Action::Disable);
+            }
+            let reason = if desired.agents.contains_key(&rec.agent) { "no longer part of its agent" } else { "its agent was removed from the fleet (or from this host)" };
+            units.push(UnitChange {
+                unit: name.clone(),
+                agent: rec.agent.clone(),
+                role: rec.role,
+                file: if on_disk.is_some() { FileOp::Remove } else { FileOp::Keep },
+                content: None,
+                diff: on_disk.as_deref().map(|old| unified_diff(name, old, "")),
+                actions,
+                reasons: vec![reason.to_string()],
+                drift,
+            });
+            continue;
+        };
+
+        if record.is_none() && on_disk.is_some() {
+            errors.push(format!(
+                "{name} exists in the unit directory but fleetwright did not write it; it is never overwritten. Remove or rename that file, or rename the agent {:?}",
+                want.agent
+            ));
+        }
+        let mut reasons = Vec::new();
+        let (file, change) = match &on_disk {
+            None => {
+                reasons.push("new unit".to_string());
+                (FileOp::Create, Change::Semantic)
+            }
+            Some(old) => match compare(old, &want.content) {
+                Change::Identical => (FileOp::Keep, Change::Identical),
+                c => {
+                    reasons.push(
+                        match c {
+                            Change::Cosmetic => "only comments or descriptions changed: nothing restarts",
+                            Change::Install => "its [Install] section changed",
+                            _ => "its definition changed",
+                        }
+                        .to_string(),
+                    );
+                    (FileOp::Update(c), c)
+                }
+            },
+        };
+        let semantic = change == Change::Semantic && file != FileOp::Create;
+        let mut actions = Vec::new();
+        match want.role {
+            Role::Job => {
+                if semantic {
+                    reasons.push("a run in progress keeps its definition; the next run uses the new one".to_string());
+                }
+            }
+            Role::Timer | Role::Service => {
+                if want.enabled {
+                    if !status.is_enabled() || change == Change::Install {
+                        actions.push(Action::Enable);
+                    }
+                    if !status.is_active() {
+                        actions.push(Action::Start);
+                        if file == FileOp::Keep {
+                            let what = if status.active_state == "failed" { "failed" } else { "not running" };
+                            drift.push(format!("it is {what}, and should be running"));
+                        }
+                    } else if semantic {
+                        match (want.role, want.on_change) {
+                            (Role::Timer, _) | (_, OnChange::Restart) => actions.push(Action::Restart),
+                            (_, OnChange::Reload) => actions.push(Action::Reload),
+                            (_, OnChange::None) => reasons.push("onChange: none — the running service keeps its old definition until it restarts".to_string()),
+                        }
+                    }
+                } else {
+                    if status.is_active() {
+                        actions.push(Action::Stop);
+                        reasons.push("the agent is disabled (enabled: false)".to_string());
+                    }
+                    if status.is_enabled() {
+                        actions.push(Action::Disable);
+                    }
+                }
+            }
+        }
+        units.push(UnitChange {
+            unit: name.clone(),
+            agent: want.agent.clone(),
+            role: want.role,
+            file,
+            content: (file != FileOp::Keep).then(|| want.content.clone()),
+            diff: (file != FileOp::Keep).then(|| unified_diff(name, on_disk.as_deref().unwrap_or(""), &want.content)),
+            actions,
+            reasons,
+            drift,
+        });
+    }
+    let daemon_reload = units.iter().any(|u| u.file != FileOp::Keep);
+    Plan { commit: desired.commit.clone(), units, daemon_reload, errors }
+}
+
+pub fn unified_diff(name: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{name}"), &format!("b/{name}"))
+        .to_string()
+}
+
+/// The plan as text, unit by unit (what `fleetwright plan` prints).
+pub fn render_text(plan: &Plan, with_diffs: bool) -> String {
+    let mut out = String::new();
+    for e in &plan.errors {
+        let _ = writeln!(out, "error: {e}");
+    }
+    let changes: Vec<&UnitChange> = plan.changes().collect();
+    if changes.is_empty() && plan.errors.is_empty() {
+        let _ = writeln!(out, "Nothing to do: {} units up to date at {}.", plan.units.len(), short(&plan.commit));
+        return out;
+    }
+    for u in &changes {
+        let file = match u.file {
+            FileOp::Keep => "keep",
+            FileOp::Create => "write (new)",
+            FileOp::Update(Change::Cosmetic) => "write (cosmetic)",
+            FileOp::Update(_) => "write",
+            FileOp::Remove => "remove",
+        };
+        let actions: Vec<String> = u.actions.iter().map(|a| format!("{a:?}").to_lowercase()).collect();
+        let _ = writeln!(out, "{} ({}): {}{}{}", u.unit, u.agent, file, if actions.is_empty() { "" } else { ", " }, actions.join(", "));
+        for r in &u.reasons {
+            let _ = writeln!(out, "    because {r}");
+        }
+        for d in &u.drift {
+            let _ = writeln!(out, "    drift: {d}");
+        }
+        if with_diffs {
+            if let Some(d) = &u.diff {
+                for line in d.lines() {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+        }
+    }
+    if plan.daemon_reload {
+        let _ = writeln!(out, "then: one daemon-reload");
+    }
+    let unchanged = plan.units.len() - changes.len();
+    let _ = writeln!(out, "{} units change, {unchanged} unchanged, at {}.", changes.len(), short(&plan.commit));
+    out
+}
+
+pub fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}

@@ -1,0 +1,6 @@
+//! The one integration-test binary: pure snapshot tests of render and plan, and the real tier
+//! that drives a real systemd booted in a namespace with real git repositories.
+
+mod common;
+mod plan;
+mod render;

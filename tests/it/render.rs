@@ -1,0 +1,84 @@
+//! Snapshot tests of rendered units: every spec field mapped to its directive.
+
+use crate::common::*;
+use fleetwright::inventory::Inventory;
+
+fn render_all(fleet: &fleetwright::spec::Fleet) -> String {
+    let d = want(fleet, "0123456789abcdef0123456789abcdef01234567", &Inventory::default());
+    d.units.iter().map(|(name, u)| format!("### {name} ({:?})\n{}", u.role, u.content)).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn every_field_maps_to_a_directive() {
+    let f = fleet(&[(
+        "agents/all.yaml",
+        r#"apiVersion: fleetwright/v1
+kind: Fleet
+unitPrefix: fw-
+defaults:
+  run: {user: agent, group: agent}
+  hardening: {noNewPrivileges: true, privateTmp: true, protectSystem: strict, protectHome: read-only}
+---
+apiVersion: fleetwright/v1
+kind: Agent
+name: outreach
+description: Works the outreach queue at 100%
+run:
+  command: [/usr/bin/node, dist/outreach.js, --greeting, "hello \"world\"", "$HOME"]
+  workingDirectory: /srv/outreach
+  environment: {LOG_LEVEL: info, QUOTE: "a \"b\" 50%"}
+  environmentFile: /etc/fleetwright/env/outreach
+  credentials: {anthropic: /etc/fleetwright/secrets/anthropic}
+  timeout: 30m
+  successExitCodes: [75, 3]
+schedule: {calendar: "*:0/30", persistent: true, randomizedDelay: 2m, accuracy: 1m}
+resources: {memoryMax: 2G, memorySwapMax: 0, cpuQuota: 80%, tasksMax: 256, nofile: 65536}
+hardening: {readWritePaths: [/srv/outreach/data]}
+backups: [{sqlite: /srv/outreach/store/messages.db, to: /var/backups/outreach}]
+logs: [{path: /srv/outreach/logs, maxAge: 14d}]
+health: {heartbeat: {file: /srv/outreach/run/health, maxAge: 30s}}
+after: [db]
+---
+apiVersion: fleetwright/v1
+kind: Agent
+name: db
+run: {command: [/usr/bin/db-server]}
+service: {restart: always, restartSec: 10s, watchdog: 60s, onChange: reload}
+---
+apiVersion: fleetwright/v1
+kind: Agent
+name: ticker
+run: {command: [/bin/true]}
+schedule: {every: 10m}
+after: [outreach]
+"#,
+    )]);
+    insta::assert_snapshot!(render_all(&f));
+}
+
+#[test]
+fn example_fleets_render() {
+    for name in ["orchestrator", "timers"] {
+        let (_, f) = example(name);
+        insta::assert_snapshot!(format!("example_{name}"), render_all(&f));
+    }
+}
+
+#[test]
+fn personal_infra_example_is_valid_and_large() {
+    let (files, f) = example("personal-infra");
+    assert!(f.agents.len() >= 25, "{} agents", f.agents.len());
+    assert!(files.len() >= 8);
+    let d = want(&f, "c0ffee", &Inventory::default());
+    assert!(d.units.len() > f.agents_for_host("vps-1").count());
+}
+
+#[test]
+fn user_scope_omits_user_and_wants_default_target() {
+    let f = fleet(&[("a.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/sleep, '9'], user: me}\n")]);
+    let ctx = fleetwright::render::RenderCtx { scope: fleetwright::render::Scope::User, state_dir: "/home/me/.local/state/fleetwright".into() };
+    let d = fleetwright::desired::desired(&f, "h", &ctx, "c", &Inventory::default());
+    let svc = &d.units["agent-a.service"].content;
+    assert!(!svc.contains("User="), "{svc}");
+    assert!(svc.contains("WantedBy=default.target"), "{svc}");
+}
