@@ -244,3 +244,65 @@ pub fn render(g: &Globals, src: &SourceArgs, agents: &[String]) -> u8 {
     }
     exit::OK
 }
+
+/// `apply --sandbox`: boot a throw-away systemd, apply the commit there (this binary, run
+/// inside the sandbox's namespaces), report what failed to start and which programs are missing,
+/// show the status, and tear it all down. The host's systemd is never touched.
+pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs) -> u8 {
+    use crate::host::sandbox::{Sandbox, SandboxOptions};
+    let cfg = g.host_config();
+    let Ok((files, fleet)) = load_commit(src) else { return exit::CHANGES_OR_INVALID };
+    let repo = match std::fs::canonicalize(&src.repo) {
+        Ok(r) if r.starts_with("/tmp") || r.starts_with("/var/tmp") || r.starts_with("/run") => {
+            eprintln!("error: {} is under /tmp, /var/tmp or /run, which the sandbox replaces with its own; clone the repository elsewhere", r.display());
+            return exit::ERROR;
+        }
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}: {e}", src.repo.display());
+            return exit::ERROR;
+        }
+    };
+    if !Sandbox::available() {
+        eprintln!("error: the sandbox needs root, /lib/systemd/systemd, unshare, nsenter and a cgroup2 mount");
+        return exit::ERROR;
+    }
+    let sb = match Sandbox::boot(SandboxOptions { dbus: true, user_manager: g.user, ..Default::default() }) {
+        Ok(sb) => sb,
+        Err(e) => {
+            eprintln!("error: booting the sandbox: {e}");
+            return exit::ERROR;
+        }
+    };
+    println!("sandbox: a throw-away systemd is running as pid {}; applying {} for host {:?}", sb.pid(), plan::short(&files.commit), cfg.host);
+    let mut missing = Vec::new();
+    for a in fleet.agents_for_host(&cfg.host) {
+        let program = &a.run.command[0];
+        if !Path::new(program).exists() {
+            missing.push(format!("{}: ExecStart program {program} does not exist", a.name));
+        }
+    }
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "fleetwright".into());
+    let run = |args: &[&str]| {
+        let mut c = sb.command(&exe);
+        if g.user {
+            c.envs(sb.user_env()).arg("--user");
+        }
+        c.args(["--host", &cfg.host]).args(args);
+        c.status().map(|s| s.code().unwrap_or(exit::ERROR as i32) as u8).unwrap_or(exit::ERROR)
+    };
+    let repo_s = repo.display().to_string();
+    let mut args = vec!["apply", "--repo", repo_s.as_str(), "--rev", files.commit.as_str()];
+    if let Some(p) = &src.path {
+        args.extend(["--path", p.as_str()]);
+    }
+    let code = run(&args);
+    println!("\nsandbox status:");
+    run(&["status"]);
+    for m in &missing {
+        eprintln!("missing: {m}");
+    }
+    sb.shutdown();
+    println!("sandbox: shut down; this host was not changed.");
+    if code == exit::OK && !missing.is_empty() { exit::UNIT_FAILED } else { code }
+}

@@ -59,12 +59,17 @@ enum Command {
         /// Print the plan and the outcome as JSON
         #[arg(long)]
         json: bool,
+        /// Try the commit in a throw-away systemd (booted in a namespace; needs root) instead of this host
+        #[arg(long)]
+        sandbox: bool,
     },
     /// Every agent on this host: unit states, last run and result, next run, deploy marker, drift.
     Status {
         #[arg(long)]
         json: bool,
     },
+    /// Print the JSON Schema of fleet documents (for editors: see docs/spec.md)
+    Schema,
     /// Print the unit files a commit renders for this host (all agents, or the ones named).
     Render {
         #[command(flatten)]
@@ -79,8 +84,13 @@ fn main() -> ExitCode {
     let code = match args.command {
         Command::Validate { dir } => cli::validate(&dir),
         Command::Plan { src, json, no_diff, allow_empty } => cli::plan(&globals, &src, json, !no_diff, allow_empty),
-        Command::Apply { src, allow_empty, json } => cli::apply(&globals, &src, allow_empty, json),
+        Command::Apply { src, sandbox: true, .. } => cli::apply_in_sandbox(&globals, &src),
+        Command::Apply { src, allow_empty, json, .. } => cli::apply(&globals, &src, allow_empty, json),
         Command::Status { json } => cli::status(&globals, json),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&fleetwright::spec::json_schema_any()).expect("schema serializes"));
+            0
+        }
         Command::Render { src, agents } => cli::render(&globals, &src, &agents),
     };
     ExitCode::from(code)

@@ -63,7 +63,7 @@ pub fn parse(text: &str) -> Parsed {
     for raw in text.lines() {
         let line = if pending.is_empty() { raw.trim().to_string() } else { format!("{pending} {}", raw.trim()) };
         if let Some(stripped) = line.strip_suffix('\\') {
-            pending = stripped.to_string();
+            pending = stripped.trim_end().to_string();
             continue;
         }
         pending.clear();

@@ -122,12 +122,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         report.reloaded = true;
     }
 
-    // 5. Jobs.
-    for (verb, action) in [("reload", Action::Reload), ("restart", Action::Restart), ("start", Action::Start)] {
-        report.jobs.extend(sd.run_jobs(verb, &units_with(plan, action)).await?);
-    }
-
-    // 6. Deploy markers and the final inventory.
+    // 5. Deploy markers, before any start: a (re)started agent reads its marker at exec.
     let mut inv = pending;
     inv.files.retain(|name, _| desired.units.contains_key(name));
     for (name, d) in &desired.units {
@@ -146,6 +141,13 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         state.remove_marker(gone)?;
     }
     inv.agents = agents;
+
+    // 6. Jobs.
+    for (verb, action) in [("reload", Action::Reload), ("restart", Action::Restart), ("start", Action::Start)] {
+        report.jobs.extend(sd.run_jobs(verb, &units_with(plan, action)).await?);
+    }
+
+    // 7. The final inventory: exactly what is desired now.
     if inv.applied_commit.as_deref() != Some(&desired.commit) {
         inv.applied_commit = Some(desired.commit.clone());
         inv.applied_at = Some(now);
@@ -154,7 +156,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         state.save_inventory(&inv)?;
     }
 
-    // 7. What did not work, with the unit's state and its last journal lines.
+    // 8. What did not work, with the unit's state and its last journal lines.
     let started: Vec<&str> = plan.units.iter().filter(|u| u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart))).map(|u| u.unit.as_str()).collect();
     let after = sd.statuses(&started).await?;
     let failed_jobs: Vec<&JobResult> = report.jobs.iter().filter(|j| j.result != "done").collect();

@@ -85,7 +85,8 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
             if matches!(role, Role::Timer | Role::Service) && enabled && !st.is_active() {
                 drift.push(format!("{unit} is {}, and should be running", st.active_state));
             }
-            failed |= st.active_state == "failed";
+            // A crash loop shows as activating/auto-restart: that is failing, not fine.
+            failed |= st.active_state == "failed" || st.sub_state == "auto-restart";
             match role {
                 Role::Timer => {
                     let p = sd.properties(unit, "org.freedesktop.systemd1.Timer").await?;

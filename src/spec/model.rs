@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::values::{Duration, Limit, Size};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Fleet {
     pub unit_prefix: String,
     pub allow_root: bool,

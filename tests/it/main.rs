@@ -1,6 +1,8 @@
 //! The one integration-test binary: pure snapshot tests of render and plan, and the real tier
 //! that drives a real systemd booted in a namespace with real git repositories.
 
+mod apply;
 mod common;
 mod plan;
+mod real;
 mod render;

@@ -82,3 +82,15 @@ fn user_scope_omits_user_and_wants_default_target() {
     assert!(!svc.contains("User="), "{svc}");
     assert!(svc.contains("WantedBy=default.target"), "{svc}");
 }
+
+#[test]
+fn the_schema_in_the_repository_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/fleetwright-v1.json");
+    let now = serde_json::to_string_pretty(&fleetwright::spec::json_schema_any()).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &now).unwrap();
+    }
+    let stored = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(stored == now, "schema/fleetwright-v1.json is out of date: run `UPDATE_SCHEMA=1 cargo test --test it schema`");
+}

@@ -1,0 +1,248 @@
+//! apply, plan and status against a real systemd: the guarantees of the contract, observed.
+
+use crate::real::*;
+
+fn mixed_fleet() -> Vec<(String, String)> {
+    vec![
+        ("fleet.yaml".into(), FLEET.into()),
+        ("agents/web.yaml".into(), service("web", "description: the web\n")),
+        ("agents/bot.yaml".into(), service("bot", "service: {restart: always, onChange: restart}\n")),
+        ("jobs/tick.yaml".into(), job("tick", "{every: 1h}", "echo tick run; sleep 0.2")),
+        ("jobs/digest.yaml".into(), job("digest", "{calendar: \"*-*-* 03:00:00\", persistent: true, randomizedDelay: 1m}", "echo digest")),
+    ]
+}
+
+fn refs(files: &[(String, String)]) -> Vec<(&str, &str)> {
+    files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+}
+
+const UNITS: [&str; 6] = ["agent-web.service", "agent-bot.service", "agent-tick.service", "agent-tick.timer", "agent-digest.service", "agent-digest.timer"];
+
+#[test]
+fn apply_converges_a_mixed_fleet_and_the_same_commit_again_changes_nothing() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let files = mixed_fleet();
+    let c1 = repo.commit(&refs(&files), "first");
+
+    let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(code(&plan), 1, "changes pending");
+    assert!(stdout(&plan).contains("+ExecStart="), "plan shows diffs");
+
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(host.prop("agent-web.service", "ActiveState"), "active");
+    assert_eq!(host.prop("agent-bot.service", "ActiveState"), "active");
+    assert_eq!(host.prop("agent-tick.timer", "ActiveState"), "active");
+    assert_eq!(host.prop("agent-digest.timer", "ActiveState"), "active");
+    assert_eq!(host.prop("agent-web.service", "UnitFileState"), "enabled");
+    assert_eq!(host.prop("agent-digest.timer", "UnitFileState"), "enabled");
+    assert_eq!(host.prop("agent-web.service", "MemoryMax"), (256u64 << 20).to_string());
+    assert_eq!(host.prop("agent-web.service", "TasksMax"), "64");
+    // `every` counts from boot (in a container, the manager's start): run the job now by hand.
+    host.systemctl(&["start", "--no-block", "agent-tick.service"]);
+    host.wait("tick to run", 10, || host.prop("agent-tick.service", "ExecMainExitTimestampMonotonic") != "0");
+    assert_eq!(host.prop("agent-tick.service", "Result"), "success");
+    // The deploy marker reaches the agent as environment.
+    host.wait("web to write its commit", 5, || std::fs::read_to_string(host.sb.host_path("/run/fw-test/web.commit")).is_ok_and(|s| s.trim() == c1));
+    let marker: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("markers/web.json")).unwrap()).unwrap();
+    assert_eq!(marker["commit"], c1.as_str());
+    assert_eq!(marker["appliedCommit"], c1.as_str());
+
+    let ids: Vec<String> = UNITS.iter().map(|u| host.prop(u, "InvocationID")).collect();
+    let mtimes: Vec<_> = UNITS.iter().map(|u| host.mtime(u)).collect();
+    let loads = host.manager_prop("UnitsLoadStartTimestampMonotonic");
+    let inventory = std::fs::read(host.state_dir().join("inventory.json")).unwrap();
+
+    let again = host.apply(&repo);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert!(stdout(&again).contains("Nothing to do"), "{}", stdout(&again));
+    assert_eq!(UNITS.iter().map(|u| host.prop(u, "InvocationID")).collect::<Vec<_>>(), ids, "nothing restarted");
+    assert_eq!(UNITS.iter().map(|u| host.mtime(u)).collect::<Vec<_>>(), mtimes, "no file written");
+    assert_eq!(host.manager_prop("UnitsLoadStartTimestampMonotonic"), loads, "no daemon-reload");
+    assert_eq!(std::fs::read(host.state_dir().join("inventory.json")).unwrap(), inventory, "inventory untouched");
+    let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(code(&plan), 0);
+
+    let status = host.fw(&["status", "--json"]);
+    assert_eq!(code(&status), 0);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let agents = s["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 4);
+    let tick = agents.iter().find(|a| a["agent"] == "tick").unwrap();
+    assert_eq!(tick["state"], "ok", "{tick}");
+    assert_eq!(tick["lastRun"]["result"], "success");
+    assert!(tick["nextRun"].is_string(), "{tick}");
+    let digest = agents.iter().find(|a| a["agent"] == "digest").unwrap();
+    assert!(digest["nextRun"].as_str().unwrap().contains("T03:0") || digest["nextRun"].as_str().unwrap().contains("T03:"), "{digest}");
+    assert_eq!(digest["marker"]["changedCommit"], c1.as_str());
+}
+
+#[test]
+fn a_commit_changing_one_agent_touches_only_that_agent() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let mut files = mixed_fleet();
+    let c1 = repo.commit(&refs(&files), "first");
+    assert_eq!(code(&host.apply(&repo)), 0);
+    host.wait("web to write its commit", 5, || host.sb.host_path("/run/fw-test/web.commit").exists());
+    let ids: Vec<String> = UNITS.iter().map(|u| host.prop(u, "InvocationID")).collect();
+    let mtimes: Vec<_> = UNITS.iter().map(|u| host.mtime(u)).collect();
+
+    files[1].1 = files[1].1.replace("run:\n", "run:\n  environment: {MODE: fast}\n");
+    let c2 = repo.commit(&refs(&files), "web goes fast");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for (i, u) in UNITS.iter().enumerate() {
+        let changed = *u == "agent-web.service";
+        assert_eq!(host.prop(u, "InvocationID") != ids[i], changed, "{u} restarted?");
+        assert_eq!(host.mtime(u) != mtimes[i], changed, "{u} written?");
+    }
+    assert!(host.prop("agent-web.service", "Environment").contains("MODE=fast"));
+    host.wait("web to see the new commit", 5, || std::fs::read_to_string(host.sb.host_path("/run/fw-test/web.commit")).is_ok_and(|s| s.trim() == c2));
+    let marker = |a: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(host.state_dir().join(format!("markers/{a}.json"))).unwrap()).unwrap() };
+    assert_eq!(marker("web")["commit"], c2.as_str());
+    assert_eq!(marker("bot")["commit"], c1.as_str(), "bot was not changed by c2");
+    assert_eq!(marker("bot")["appliedCommit"], c2.as_str());
+}
+
+#[test]
+fn a_removed_agent_is_stopped_disabled_and_pruned() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let mut files = mixed_fleet();
+    repo.commit(&refs(&files), "first");
+    assert_eq!(code(&host.apply(&repo)), 0);
+    files.retain(|(p, _)| p != "agents/bot.yaml" && p != "jobs/digest.yaml");
+    repo.commit(&refs(&files), "retire bot and digest");
+    let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(code(&plan), 1);
+    assert!(stdout(&plan).contains("agent-bot.service (bot): remove, stop, disable"), "{}", stdout(&plan));
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for u in ["agent-bot.service", "agent-digest.timer", "agent-digest.service"] {
+        assert!(!host.unit_dir().join(u).exists(), "{u} removed");
+        assert_ne!(host.prop(u, "ActiveState"), "active", "{u} stopped");
+    }
+    assert!(!host.unit_dir().join("multi-user.target.wants/agent-bot.service").exists(), "bot disabled");
+    assert!(!host.state_dir().join("markers/bot.json").exists());
+    assert_eq!(host.prop("agent-web.service", "ActiveState"), "active");
+}
+
+#[test]
+fn an_invalid_commit_changes_nothing_and_says_why() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let mut files = mixed_fleet();
+    repo.commit(&refs(&files), "first");
+    assert_eq!(code(&host.apply(&repo)), 0);
+    let ids: Vec<String> = UNITS.iter().map(|u| host.prop(u, "InvocationID")).collect();
+    let inventory = std::fs::read(host.state_dir().join("inventory.json")).unwrap();
+    // One good change and one broken document: the commit is rejected whole.
+    files[1].1 = files[1].1.replace("the web", "the new web");
+    files.push(("jobs/broken.yaml".into(), "apiVersion: fleetwright/v1\nkind: Agent\nname: broken\nrun: {command: [sleep, '1']}\nschedule: {every: soon}\n".into()));
+    repo.commit(&refs(&files), "broken");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(err.contains("jobs/broken.yaml:4:17: the program \"sleep\" must be an absolute path"), "{err}");
+    assert!(err.contains("jobs/broken.yaml:5:19: every: invalid duration \"soon\""), "{err}");
+    assert!(err.contains("nothing of it is applied"), "{err}");
+    assert_eq!(UNITS.iter().map(|u| host.prop(u, "InvocationID")).collect::<Vec<_>>(), ids);
+    assert_eq!(std::fs::read(host.state_dir().join("inventory.json")).unwrap(), inventory);
+    assert!(!std::fs::read_to_string(host.unit_dir().join("agent-web.service")).unwrap().contains("the new web"));
+}
+
+#[test]
+fn a_foreign_unit_of_our_name_is_refused_and_left_alone() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let foreign = "[Service]\nExecStart=/bin/sleep 1000\n";
+    std::fs::write(host.unit_dir().join("agent-web.service"), foreign).unwrap();
+    repo.commit(&refs(&mixed_fleet()), "first");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("agent-web.service exists in the unit directory but fleetwright did not write it"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(host.unit_dir().join("agent-web.service")).unwrap(), foreign);
+    assert!(!host.unit_dir().join("agent-bot.service").exists(), "nothing of the plan was applied");
+}
+
+#[test]
+fn a_scheduled_run_in_progress_survives_a_deploy() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let long = |marker: &str| job("slow", "{every: 1s}", &format!("echo {marker}; sleep 4"));
+    let files = [("fleet.yaml", FLEET.to_string()), ("slow.yaml", long("v1"))];
+    repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "v1");
+    assert_eq!(code(&host.apply(&repo)), 0);
+    host.wait("the run to start", 5, || host.prop("agent-slow.service", "ActiveState") == "activating");
+    let run = host.prop("agent-slow.service", "InvocationID");
+    let pid = host.prop("agent-slow.service", "MainPID");
+    let timer = host.prop("agent-slow.timer", "InvocationID");
+
+    let files = [("fleet.yaml", FLEET.to_string()), ("slow.yaml", long("v2"))];
+    repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "v2");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("a run in progress keeps its definition"), "{}", stdout(&out));
+    assert_eq!(host.prop("agent-slow.service", "ActiveState"), "activating", "the run goes on");
+    assert_eq!(host.prop("agent-slow.service", "InvocationID"), run);
+    assert_eq!(host.prop("agent-slow.service", "MainPID"), pid);
+    assert_eq!(host.prop("agent-slow.timer", "InvocationID"), timer, "the timer's own definition did not change");
+    host.wait("the next run", 15, || host.prop("agent-slow.service", "InvocationID") != run);
+    assert!(host.sb.journal("agent-slow.service").contains("v1"), "the first run was the old definition");
+    host.wait("the new definition to run", 10, || host.sb.journal("agent-slow.service").contains("v2"));
+}
+
+#[test]
+fn a_unit_that_fails_to_start_is_reported_with_its_journal() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let files = [("fleet.yaml", FLEET.to_string()), ("bad.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: bad\nrun: {command: [/usr/bin/does-not-exist-fw]}\nservice: {restart: no}\n".to_string())];
+    repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "bad");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 4, "applied, but a unit failed");
+    let err = stderr(&out);
+    assert!(err.contains("FAILED agent-bad.service: start failed"), "{err}");
+    assert!(err.contains("does-not-exist-fw"), "journal lines are shown: {err}");
+}
+
+#[test]
+fn user_scope_converges_the_user_manager() {
+    let host = Host::boot_with(true);
+    let repo = Repo::new();
+    let files = [("a.yaml", service("solo", "")), ("b.yaml", job("ping", "{every: 1h}", "echo ping"))];
+    repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "user fleet");
+    // No Fleet document and no user: fine for --user, where units run as the calling user...
+    // but validation still asks for run.user unless allowRoot, so give them one.
+    let files: Vec<(&str, String)> = files.iter().map(|(a, b)| (*a, b.replace("run:\n", "run:\n  user: me\n"))).collect();
+    repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "with user");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(host.unit_dir().join("agent-solo.service").exists());
+    assert_eq!(host.prop("agent-solo.service", "ActiveState"), "active");
+    assert_eq!(host.prop("agent-ping.timer", "ActiveState"), "active");
+    assert!(host.state_dir().join("inventory.json").exists());
+    // The system manager knows nothing of them.
+    let o = host.sb.systemctl(&["show", "-P", "LoadState", "agent-solo.service"]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "not-found");
+    assert_eq!(code(&host.apply(&repo)), 0);
+}
+
+#[test]
+fn apply_reads_the_commit_never_the_working_tree() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = repo.commit(&refs(&mixed_fleet()), "first");
+    // A half-edited, uncommitted working tree: a broken file and a changed agent.
+    std::fs::write(repo.path().join("agents/web.yaml"), "apiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun: {command: [/bin/half-writ").unwrap();
+    std::fs::write(repo.path().join("agents/extra.yaml"), service("extra", "")).unwrap();
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains(&fleetwright::plan::short(&c1).to_string()));
+    assert!(!host.unit_dir().join("agent-extra.service").exists());
+    assert_eq!(host.prop("agent-web.service", "ActiveState"), "active");
+    // And `--rev` picks another commit.
+    let out = host.fw(&["plan", "--repo", repo.path().to_str().unwrap(), "--rev", &c1]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+}

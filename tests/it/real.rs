@@ -1,0 +1,140 @@
+//! The real tier: a real systemd 252 booted in a namespace (host::sandbox), real git
+//! repositories, and the real `fleetwright` binary run inside the sandbox's namespaces.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use fleetwright::host::sandbox::{Sandbox, SandboxOptions};
+
+/// A fleet repository made for the test, under the target directory (the host's /tmp is a
+/// private tmpfs inside the sandbox, so the repository must live elsewhere).
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+    repo: git2::Repository,
+}
+
+impl Repo {
+    pub fn new() -> Repo {
+        let dir = tempfile::Builder::new().prefix("fleet-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        Repo { dir, repo }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    /// Replace the whole tree with `files` and commit it; returns the commit id.
+    pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+        for entry in std::fs::read_dir(self.path()).unwrap() {
+            let p = entry.unwrap().path();
+            if p.file_name().unwrap() != ".git" {
+                if p.is_dir() { std::fs::remove_dir_all(&p).unwrap() } else { std::fs::remove_file(&p).unwrap() }
+            }
+        }
+        for (rel, text) in files {
+            let p = self.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let mut index = self.repo.index().unwrap();
+        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+        index.update_all(["*"], None).unwrap();
+        index.write().unwrap();
+        let tree = self.repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("test", "test@example.com").unwrap();
+        let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        self.repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents).unwrap().to_string()
+    }
+}
+
+pub struct Host {
+    pub sb: Sandbox,
+    user: bool,
+}
+
+impl Host {
+    pub fn boot() -> Host {
+        Host::boot_with(false)
+    }
+    pub fn boot_with(user: bool) -> Host {
+        assert!(Sandbox::available() || std::env::var_os("CI").is_none(), "the sandbox is not available on this CI machine");
+        let sb = Sandbox::boot(SandboxOptions { dbus: true, user_manager: user, ..Default::default() }).expect("boot a sandboxed systemd");
+        Host { sb, user }
+    }
+    /// Run fleetwright inside the sandbox.
+    pub fn fw(&self, args: &[&str]) -> Output {
+        let mut c = self.sb.command(env!("CARGO_BIN_EXE_fleetwright"));
+        if self.user {
+            c.envs(self.sb.user_env()).arg("--user");
+        }
+        c.args(["--host", "vps-1"]).args(args);
+        let out = c.output().unwrap();
+        eprintln!("$ fleetwright {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        out
+    }
+    pub fn apply(&self, repo: &Repo) -> Output {
+        self.fw(&["apply", "--repo", repo.path().to_str().unwrap()])
+    }
+    pub fn systemctl(&self, args: &[&str]) -> String {
+        let mut c = self.sb.command("systemctl");
+        if self.user {
+            c.envs(self.sb.user_env()).arg("--user");
+        }
+        let o = c.args(args).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+    pub fn prop(&self, unit: &str, prop: &str) -> String {
+        self.systemctl(&["show", "-P", prop, unit])
+    }
+    pub fn manager_prop(&self, prop: &str) -> String {
+        self.systemctl(&["show", "-P", prop])
+    }
+    pub fn unit_dir(&self) -> PathBuf {
+        self.sb.host_path(if self.user { "/run/fw-home/.config/systemd/user" } else { "/etc/systemd/system" })
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.sb.host_path(if self.user { "/run/fw-home/.local/state/fleetwright" } else { "/var/lib/fleetwright" })
+    }
+    pub fn mtime(&self, unit: &str) -> Option<std::time::SystemTime> {
+        std::fs::metadata(self.unit_dir().join(unit)).and_then(|m| m.modified()).ok()
+    }
+    /// Wait until `f` holds, for up to `secs`.
+    pub fn wait(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+pub const FLEET: &str = "apiVersion: fleetwright/v1
+kind: Fleet
+allowRoot: true
+defaults:
+  run: {user: root}
+  resources: {memoryMax: 256M, tasksMax: 64}
+";
+
+pub fn service(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, 'mkdir -p /run/fw-test; echo \"$FLEETWRIGHT_COMMIT\" > /run/fw-test/{name}.commit; exec sleep 100000']\n{extra}"
+    )
+}
+
+pub fn job(name: &str, schedule: &str, script: &str) -> String {
+    format!("apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, '{script}']\nschedule: {schedule}\n")
+}
