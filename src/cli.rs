@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::desired::desired;
-use crate::host::apply::{execute, observe, ApplyReport};
+use crate::host::apply::{deploy, observe, ApplyReport};
 use crate::host::state::StateDir;
 use crate::host::systemd::Systemd;
 use crate::host::{status, HostConfig};
@@ -163,17 +163,12 @@ pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool) -> u8
     runtime().block_on(async {
         let state = StateDir::new(&cfg.state_dir);
         let result = async {
-            let _lock = state.lock()?;
-            let inv = state.load_inventory()?;
-            let want = desired(&fleet, &cfg.host, &cfg.render_ctx(), &files.commit, &inv);
             let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await?;
-            let observed = observe(&sd, &cfg, &want, inv.clone()).await?;
-            let p = plan::plan(&want, &observed, PlanOptions { allow_empty });
+            let d = deploy(&sd, &cfg, &state, &files.commit, &fleet, PlanOptions { allow_empty }).await?;
             if !json {
-                print!("{}", plan::render_text(&p, false));
+                print!("{}", plan::render_text(&d.plan, false));
             }
-            let report = execute(&sd, &cfg, &state, &p, &want, &inv).await?;
-            Ok::<_, Box<dyn std::error::Error>>((p, report))
+            Ok::<_, Box<dyn std::error::Error>>((d.plan, d.report))
         }
         .await;
         match result {

@@ -9,3 +9,4 @@ pub mod unit;
 pub mod host;
 pub mod source;
 pub mod cli;
+pub mod daemon;

@@ -172,3 +172,20 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     report.failures = failures;
     Ok(report)
 }
+
+/// One whole apply of a validated commit: lock, observe, plan, execute. Used by `apply` and by
+/// the daemon's reconcile.
+pub struct Deployment {
+    pub plan: Plan,
+    pub report: ApplyReport,
+}
+
+pub async fn deploy(sd: &Systemd, cfg: &HostConfig, state: &StateDir, commit: &str, fleet: &crate::spec::Fleet, opts: crate::plan::PlanOptions) -> Result<Deployment, ApplyError> {
+    let _lock = state.lock()?;
+    let inv = state.load_inventory()?;
+    let want = crate::desired::desired(fleet, &cfg.host, &cfg.render_ctx(), commit, &inv);
+    let observed = observe(sd, cfg, &want, inv.clone()).await?;
+    let plan = crate::plan::plan(&want, &observed, opts);
+    let report = execute(sd, cfg, state, &plan, &want, &inv).await?;
+    Ok(Deployment { plan, report })
+}

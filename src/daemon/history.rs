@@ -1,0 +1,203 @@
+//! The reconcile history in SQLite (WAL mode) in the state directory: every reconcile with its
+//! commit, trigger, duration, actions, result and error; which commits are good or bad; the
+//! rollback pin. `fleetwright history` reads it; the daemon writes it.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+#[error("history database {path}: {source}")]
+pub struct HistoryError {
+    path: String,
+    source: rusqlite::Error,
+}
+
+pub struct History {
+    conn: Connection,
+    path: String,
+}
+
+/// One reconcile, as recorded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reconcile {
+    pub id: i64,
+    pub started_at: String,
+    pub duration_ms: i64,
+    /// What woke the reconciler: startup, watch, poll, resync, webhook, signal, retry.
+    pub trigger: String,
+    /// The head of the followed branch (or the pin) when it ran.
+    pub head: Option<String>,
+    /// The commit it converged the host to.
+    pub applied: Option<String>,
+    /// converged | unchanged | invalid | refused | failed | rolled-back | superseded | error
+    pub result: String,
+    pub actions: i64,
+    pub drift: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A commit's standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Good,
+    Bad,
+}
+
+impl History {
+    pub fn open(state_dir: &Path) -> Result<History, HistoryError> {
+        let path = state_dir.join("history.sqlite");
+        let err = |source| HistoryError { path: path.display().to_string(), source };
+        std::fs::create_dir_all(state_dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS reconciles (
+                id INTEGER PRIMARY KEY,
+                started_at TEXT NOT NULL,
+                duration_ms INTEGER NOT NULL,
+                trigger TEXT NOT NULL,
+                head TEXT,
+                applied TEXT,
+                result TEXT NOT NULL,
+                actions INTEGER NOT NULL,
+                drift TEXT,
+                error TEXT);
+             CREATE TABLE IF NOT EXISTS commits (
+                commit_id TEXT PRIMARY KEY,
+                verdict TEXT NOT NULL,
+                reason TEXT,
+                at TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+        )
+        .map_err(err)?;
+        Ok(History { conn, path: path.display().to_string() })
+    }
+
+    fn err(&self) -> impl FnOnce(rusqlite::Error) -> HistoryError + '_ {
+        move |source| HistoryError { path: self.path.clone(), source }
+    }
+
+    pub fn record(&self, r: &Reconcile) -> Result<i64, HistoryError> {
+        self.conn
+            .execute(
+                "INSERT INTO reconciles (started_at, duration_ms, trigger, head, applied, result, actions, drift, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![r.started_at, r.duration_ms, r.trigger, r.head, r.applied, r.result, r.actions, r.drift, r.error],
+            )
+            .map_err(self.err())?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn recent(&self, n: usize) -> Result<Vec<Reconcile>, HistoryError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, started_at, duration_ms, trigger, head, applied, result, actions, drift, error FROM reconciles ORDER BY id DESC LIMIT ?1")
+            .map_err(self.err())?;
+        let rows = st
+            .query_map(params![n as i64], |r| {
+                Ok(Reconcile {
+                    id: r.get(0)?,
+                    started_at: r.get(1)?,
+                    duration_ms: r.get(2)?,
+                    trigger: r.get(3)?,
+                    head: r.get(4)?,
+                    applied: r.get(5)?,
+                    result: r.get(6)?,
+                    actions: r.get(7)?,
+                    drift: r.get(8)?,
+                    error: r.get(9)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    pub fn mark(&self, commit: &str, verdict: Verdict, reason: &str, at: &str) -> Result<(), HistoryError> {
+        let v = if verdict == Verdict::Good { "good" } else { "bad" };
+        self.conn
+            .execute(
+                "INSERT INTO commits (commit_id, verdict, reason, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(commit_id) DO UPDATE SET verdict = excluded.verdict, reason = excluded.reason, at = excluded.at",
+                params![commit, v, reason, at],
+            )
+            .map_err(self.err())?;
+        if verdict == Verdict::Good {
+            self.set("last_good", Some(commit))?;
+        }
+        Ok(())
+    }
+
+    pub fn verdict(&self, commit: &str) -> Result<Option<(Verdict, String)>, HistoryError> {
+        self.conn
+            .query_row("SELECT verdict, reason FROM commits WHERE commit_id = ?1", params![commit], |r| {
+                let v: String = r.get(0)?;
+                Ok((if v == "good" { Verdict::Good } else { Verdict::Bad }, r.get::<_, Option<String>>(1)?.unwrap_or_default()))
+            })
+            .optional()
+            .map_err(self.err())
+    }
+
+    pub fn last_good(&self) -> Result<Option<String>, HistoryError> {
+        self.get("last_good")
+    }
+
+    pub fn pin(&self) -> Result<Option<String>, HistoryError> {
+        self.get("pin")
+    }
+
+    pub fn set_pin(&self, commit: Option<&str>) -> Result<(), HistoryError> {
+        self.set("pin", commit)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<String>, HistoryError> {
+        self.conn.query_row("SELECT value FROM settings WHERE key = ?1", params![key], |r| r.get(0)).optional().map_err(self.err())
+    }
+
+    fn set(&self, key: &str, value: Option<&str>) -> Result<(), HistoryError> {
+        match value {
+            Some(v) => self.conn.execute("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", params![key, v]),
+            None => self.conn.execute("DELETE FROM settings WHERE key = ?1", params![key]),
+        }
+        .map_err(self.err())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_verdicts_pins_and_reconciles() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path()).unwrap();
+        let mode: String = h.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(h.last_good().unwrap(), None);
+        h.mark("c1", Verdict::Good, "healthy", "t1").unwrap();
+        h.mark("c2", Verdict::Bad, "agent-web.service crash-looped", "t2").unwrap();
+        assert_eq!(h.last_good().unwrap().as_deref(), Some("c1"));
+        assert_eq!(h.verdict("c2").unwrap(), Some((Verdict::Bad, "agent-web.service crash-looped".into())));
+        assert_eq!(h.verdict("c3").unwrap(), None);
+        h.set_pin(Some("c1")).unwrap();
+        assert_eq!(h.pin().unwrap().as_deref(), Some("c1"));
+        h.set_pin(None).unwrap();
+        assert_eq!(h.pin().unwrap(), None);
+        for i in 0..3 {
+            h.record(&Reconcile { started_at: format!("t{i}"), trigger: "poll".into(), result: "unchanged".into(), ..Default::default() }).unwrap();
+        }
+        let recent = h.recent(2).unwrap();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent[0].started_at, "t2");
+        // Reopening keeps everything.
+        drop(h);
+        let h = History::open(dir.path()).unwrap();
+        assert_eq!(h.recent(10).unwrap().len(), 3);
+        assert_eq!(h.last_good().unwrap().as_deref(), Some("c1"));
+    }
+}

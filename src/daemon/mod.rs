@@ -1,0 +1,4 @@
+//! The continuous reconciler (`fleetwright daemon`). See `run`.
+
+pub mod history;
+pub mod webhook;
