@@ -301,3 +301,196 @@ pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs) -> u8 {
     println!("sandbox: shut down; this host was not changed.");
     if code == exit::OK && !missing.is_empty() { exit::UNIT_FAILED } else { code }
 }
+
+/// Logs: readable on a terminal, JSON lines otherwise (for journald). `RUST_LOG` filters.
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DaemonArgs {
+    /// The fleet repository: a local path (watched) or a URL (file://, https://, ssh://, git@host:path; polled)
+    #[arg(long)]
+    pub repo: String,
+    /// The branch to follow [default: the local repository's HEAD, or main for a URL]
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// The directory of the repository that holds the specs
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<String>,
+    /// How often a remote is fetched (plus up to 10% jitter)
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    pub interval: std::time::Duration,
+    /// How often the host is re-observed and drift repaired without a new commit
+    #[arg(long, default_value = "5m", value_parser = parse_duration_arg)]
+    pub resync: std::time::Duration,
+    /// How long changed services must stay up before a commit counts as good (0 disables the gate)
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    pub health_grace: std::time::Duration,
+    /// Follow a branch that was force-pushed past the applied commit
+    #[arg(long)]
+    pub allow_force_push: bool,
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Apply only commits signed (SSH signatures) by a key in this allowed-signers file
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+    /// Serve /healthz, /metrics and POST /webhook on this loopback address
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9797")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Do not serve HTTP at all
+    #[arg(long)]
+    pub no_listen: bool,
+    /// The webhook's shared secret (HMAC-SHA256), read from this file
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// POST a JSON event here on deployed, failed and rolled-back
+    #[arg(long, value_name = "URL")]
+    pub notify_url: Option<String>,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    spec::values::parse_duration(s).map(|d| std::time::Duration::from_millis(d.as_millis()))
+}
+
+pub fn daemon(g: &Globals, a: DaemonArgs) -> u8 {
+    let host = g.host_config();
+    let repo = if Path::new(&a.repo).exists() { std::fs::canonicalize(&a.repo).map(|p| p.display().to_string()).unwrap_or(a.repo.clone()) } else { a.repo.clone() };
+    let webhook_secret = match &a.webhook_secret_file {
+        Some(f) => match std::fs::read(f) {
+            Ok(s) => Some(s.trim_ascii().to_vec()),
+            Err(e) => {
+                eprintln!("error: {}: {e}", f.display());
+                return exit::ERROR;
+            }
+        },
+        None => None,
+    };
+    let cfg = crate::daemon::DaemonConfig {
+        host,
+        repo,
+        branch: a.branch,
+        path: a.path,
+        interval: a.interval,
+        resync: a.resync,
+        health_grace: a.health_grace,
+        allow_force_push: a.allow_force_push,
+        allow_empty: a.allow_empty,
+        allowed_signers: a.allowed_signers,
+        listen: if a.no_listen { None } else { a.listen },
+        webhook_secret,
+        notify_url: a.notify_url,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime");
+    let result = rt.block_on(async { crate::daemon::Daemon::new(cfg)?.run().await });
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            tracing::error!(error = %e, "the daemon stopped");
+            exit::ERROR
+        }
+    }
+}
+
+fn open_history(g: &Globals) -> Result<crate::daemon::history::History, u8> {
+    crate::daemon::history::History::open(&g.host_config().state_dir).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::ERROR
+    })
+}
+
+pub fn history(g: &Globals, limit: usize, json: bool) -> u8 {
+    let Ok(h) = open_history(g) else { return exit::ERROR };
+    let rows = match h.recent(limit) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "lastGood": h.last_good().ok().flatten(), "pin": h.pin().ok().flatten(), "reconciles": rows })).expect("serializes"));
+        return exit::OK;
+    }
+    println!("last good: {}   pin: {}", h.last_good().ok().flatten().as_deref().map(plan::short).unwrap_or("none"), h.pin().ok().flatten().as_deref().map(plan::short).unwrap_or("none"));
+    println!("{:<22} {:<8} {:<12} {:<12} {:<11} {:>7} {:>7}  ERROR", "STARTED", "TRIGGER", "HEAD", "APPLIED", "RESULT", "ACTIONS", "MS");
+    for r in rows {
+        println!(
+            "{:<22} {:<8} {:<12} {:<12} {:<11} {:>7} {:>7}  {}",
+            r.started_at,
+            r.trigger,
+            r.head.as_deref().map(plan::short).unwrap_or("-"),
+            r.applied.as_deref().map(plan::short).unwrap_or("-"),
+            r.result,
+            r.actions,
+            r.duration_ms,
+            r.error.unwrap_or_default()
+        );
+    }
+    exit::OK
+}
+
+pub fn rollback(g: &Globals, to: Option<&str>) -> u8 {
+    let Ok(h) = open_history(g) else { return exit::ERROR };
+    let state = StateDir::new(g.host_config().state_dir);
+    let applied = state.load_inventory().ok().and_then(|i| i.applied_commit);
+    let target = match to {
+        Some(t) => t.to_string(),
+        None => match h.recent(1000).ok().and_then(|rows| {
+            rows.into_iter().filter(|r| r.result == "converged").filter_map(|r| r.applied).find(|c| Some(c) != applied.as_ref() && matches!(h.verdict(c), Ok(Some((crate::daemon::history::Verdict::Good, _)))))
+        }) {
+            Some(c) => c,
+            None => {
+                eprintln!("error: no earlier good commit is recorded; name one with --to COMMIT");
+                return exit::ERROR;
+            }
+        },
+    };
+    if let Err(e) = h.set_pin(Some(&target)) {
+        eprintln!("error: {e}");
+        return exit::ERROR;
+    }
+    println!("pinned {}: the daemon converges to it and ignores the branch until `fleetwright resume`", plan::short(&target));
+    signal_daemon(g);
+    exit::OK
+}
+
+pub fn resume(g: &Globals) -> u8 {
+    let Ok(h) = open_history(g) else { return exit::ERROR };
+    if let Err(e) = h.set_pin(None) {
+        eprintln!("error: {e}");
+        return exit::ERROR;
+    }
+    println!("unpinned: following the branch again");
+    signal_daemon(g);
+    exit::OK
+}
+
+/// SIGHUP to the running daemon (its pid file is in the state directory).
+fn signal_daemon(g: &Globals) -> bool {
+    let pid_file = g.host_config().state_dir.join("daemon.pid");
+    let pid = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    match pid.map(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGHUP)) {
+        Some(Ok(())) => true,
+        _ => {
+            eprintln!("note: no daemon is running (no live pid in {}); nothing was signalled", pid_file.display());
+            false
+        }
+    }
+}
+
+pub fn sync(g: &Globals) -> u8 {
+    if signal_daemon(g) {
+        println!("asked the daemon to reconcile now");
+        exit::OK
+    } else {
+        exit::ERROR
+    }
+}

@@ -23,6 +23,10 @@ pub struct Inventory {
     pub files: BTreeMap<String, FileRecord>,
     /// Agent name → its deploy record.
     pub agents: BTreeMap<String, AgentRecord>,
+    /// Files were written but the manager may not have been reloaded since (an apply was
+    /// interrupted): the next apply reloads even if it writes nothing.
+    #[serde(default)]
+    pub reload_pending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -68,6 +68,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Reconcile continuously: follow a branch, converge on every commit, repair drift, roll back unhealthy deploys.
+    Daemon(cli::DaemonArgs),
+    /// The last reconciles: when, why, which commit, what happened.
+    History {
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pin an older commit (default: the last good one before the applied commit) until `resume`.
+    Rollback {
+        #[arg(long, value_name = "COMMIT")]
+        to: Option<String>,
+    },
+    /// Drop the rollback pin: follow the branch again.
+    Resume,
+    /// Ask the running daemon to reconcile now.
+    Sync,
     /// Print the JSON Schema of fleet documents (for editors: see docs/spec.md)
     Schema,
     /// Print the unit files a commit renders for this host (all agents, or the ones named).
@@ -80,6 +98,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    cli::init_logging();
     let globals = cli::Globals { unit_dir: args.unit_dir, state_dir: args.state_dir, user: args.user, host: args.host, bus_address: args.bus_address };
     let code = match args.command {
         Command::Validate { dir } => cli::validate(&dir),
@@ -87,6 +106,11 @@ fn main() -> ExitCode {
         Command::Apply { src, sandbox: true, .. } => cli::apply_in_sandbox(&globals, &src),
         Command::Apply { src, allow_empty, json, .. } => cli::apply(&globals, &src, allow_empty, json),
         Command::Status { json } => cli::status(&globals, json),
+        Command::Daemon(d) => cli::daemon(&globals, d),
+        Command::History { limit, json } => cli::history(&globals, limit, json),
+        Command::Rollback { to } => cli::rollback(&globals, to.as_deref()),
+        Command::Resume => cli::resume(&globals),
+        Command::Sync => cli::sync(&globals),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&fleetwright::spec::json_schema_any()).expect("schema serializes"));
             0

@@ -254,7 +254,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             drift,
         });
     }
-    let daemon_reload = units.iter().any(|u| u.file != FileOp::Keep);
+    let daemon_reload = inv.reload_pending || units.iter().any(|u| u.file != FileOp::Keep);
     Plan { commit: desired.commit.clone(), units, daemon_reload, errors }
 }
 

@@ -108,3 +108,155 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, SourceError> {
     out.sort();
     Ok(out)
 }
+
+/// A followed branch: a local repository (watched in place) or a remote URL (file://, https,
+/// ssh) fetched into a bare cache in the state directory.
+pub struct GitSource {
+    repo: git2::Repository,
+    /// The local repository path, or the remote URL.
+    pub location: String,
+    remote: bool,
+    pub branch: Option<String>,
+    pub subdir: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{location}: {source}")]
+    Git { location: String, source: git2::Error },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Signature(String),
+}
+
+fn looks_like_url(s: &str) -> bool {
+    s.contains("://") || (s.contains('@') && s.contains(':') && !s.starts_with('/'))
+}
+
+impl GitSource {
+    pub fn open(location: &str, branch: Option<&str>, subdir: Option<&str>, cache_root: &Path) -> Result<GitSource, FetchError> {
+        let git = |source| FetchError::Git { location: location.to_string(), source };
+        let (repo, remote) = if looks_like_url(location) {
+            let key = &crate::inventory::sha256(location)[..16];
+            let dir = cache_root.join(key);
+            let repo = match git2::Repository::open_bare(&dir) {
+                Ok(r) => r,
+                Err(_) => git2::Repository::init_bare(&dir).map_err(git)?,
+            };
+            (repo, true)
+        } else {
+            (git2::Repository::open(location).map_err(git)?, false)
+        };
+        Ok(GitSource { repo, location: location.to_string(), remote, branch: branch.map(str::to_string), subdir: subdir.map(str::to_string) })
+    }
+
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// The directory whose changes mean "the refs moved" (watched for local repositories).
+    pub fn git_dir(&self) -> PathBuf {
+        self.repo.path().to_path_buf()
+    }
+
+    fn branch_name(&self) -> String {
+        self.branch.clone().unwrap_or_else(|| "main".to_string())
+    }
+
+    /// Fetch the branch from the remote (no-op for a local repository).
+    pub fn fetch(&self) -> Result<(), FetchError> {
+        if !self.remote {
+            return Ok(());
+        }
+        let git = |source| FetchError::Git { location: self.location.clone(), source };
+        let mut cb = git2::RemoteCallbacks::new();
+        let mut tried_agent = false;
+        cb.credentials(move |_url, user, allowed| {
+            if allowed.contains(git2::CredentialType::SSH_KEY) {
+                if let Ok(key) = std::env::var("FLEETWRIGHT_SSH_KEY") {
+                    return git2::Cred::ssh_key(user.unwrap_or("git"), None, Path::new(&key), None);
+                }
+                if !tried_agent {
+                    tried_agent = true;
+                    return git2::Cred::ssh_key_from_agent(user.unwrap_or("git"));
+                }
+            }
+            git2::Cred::default()
+        });
+        let mut opts = git2::FetchOptions::new();
+        opts.remote_callbacks(cb);
+        let branch = self.branch_name();
+        let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+        let mut remote = self.repo.remote_anonymous(&self.location).map_err(git)?;
+        remote.fetch(&[&refspec], Some(&mut opts), None).map_err(git)
+    }
+
+    /// The commit at the head of the followed branch.
+    pub fn head(&self) -> Result<String, FetchError> {
+        let git = |source| FetchError::Git { location: self.location.clone(), source };
+        let reference = if self.remote {
+            format!("refs/remotes/origin/{}", self.branch_name())
+        } else if let Some(b) = &self.branch {
+            format!("refs/heads/{b}")
+        } else {
+            "HEAD".to_string()
+        };
+        let commit = self.repo.revparse_single(&reference).and_then(|o| o.peel_to_commit()).map_err(git)?;
+        Ok(commit.id().to_string())
+    }
+
+    /// The spec files of `commit`.
+    pub fn read(&self, commit: &str) -> Result<CommitFiles, FetchError> {
+        let git = |source| FetchError::Git { location: self.location.clone(), source };
+        let oid = git2::Oid::from_str(commit).map_err(git)?;
+        let c = self.repo.find_commit(oid).map_err(git)?;
+        Ok(read_tree(&self.repo, &c, Path::new(&self.location), self.subdir.as_deref())?)
+    }
+
+    /// Is `new` a descendant of (or equal to) `old`? None when `old` is not in the repository
+    /// any more (a force-push dropped it and the cache was pruned, or it never was).
+    pub fn descends_from(&self, new: &str, old: &str) -> Option<bool> {
+        let (Ok(n), Ok(o)) = (git2::Oid::from_str(new), git2::Oid::from_str(old)) else { return None };
+        self.repo.find_commit(o).ok()?;
+        Some(n == o || self.repo.graph_descendant_of(n, o).unwrap_or(false))
+    }
+
+    /// Verify `commit`'s SSH signature against an allowed-signers file (ssh-keygen(1),
+    /// ALLOWED SIGNERS), as `git verify-commit` does with gpg.format=ssh.
+    pub fn verify_ssh_signature(&self, commit: &str, allowed_signers: &Path) -> Result<String, FetchError> {
+        let fail = |m: String| FetchError::Signature(format!("commit {}: {m}", &commit[..commit.len().min(12)]));
+        let oid = git2::Oid::from_str(commit).map_err(|e| fail(e.to_string()))?;
+        let (sig, data) = self.repo.extract_signature(&oid, None).map_err(|_| fail("is not signed".into()))?;
+        if !sig.starts_with(b"-----BEGIN SSH SIGNATURE-----") {
+            return Err(fail("is signed, but not with an SSH key".into()));
+        }
+        let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+        let sig_path = dir.path().join("commit.sig");
+        std::fs::write(&sig_path, &*sig).map_err(|e| fail(e.to_string()))?;
+        let run = |args: &[&str], stdin: &[u8]| -> Result<std::process::Output, FetchError> {
+            use std::io::Write;
+            let mut child = std::process::Command::new("ssh-keygen")
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| fail(format!("cannot run ssh-keygen: {e}")))?;
+            child.stdin.take().expect("piped").write_all(stdin).map_err(|e| fail(e.to_string()))?;
+            child.wait_with_output().map_err(|e| fail(e.to_string()))
+        };
+        let signers = allowed_signers.to_string_lossy().to_string();
+        let sig_s = sig_path.to_string_lossy().to_string();
+        let found = run(&["-Y", "find-principals", "-f", &signers, "-s", &sig_s], b"")?;
+        let principal = String::from_utf8_lossy(&found.stdout).lines().next().unwrap_or("").trim().to_string();
+        if !found.status.success() || principal.is_empty() {
+            return Err(fail(format!("its signing key is not in {}", allowed_signers.display())));
+        }
+        let verified = run(&["-Y", "verify", "-f", &signers, "-I", &principal, "-n", "git", "-s", &sig_s], &data)?;
+        if !verified.status.success() {
+            return Err(fail(format!("bad signature: {}", String::from_utf8_lossy(&verified.stderr).trim())));
+        }
+        Ok(principal)
+    }
+}

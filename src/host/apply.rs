@@ -43,6 +43,19 @@ pub struct ApplyReport {
     pub reloaded: bool,
 }
 
+/// A crash point for the crash-safety tests: when `FLEETWRIGHT_CRASH_AT` names this point
+/// (`NAME`, or `NAME:N` for its Nth hit), the process aborts here as if killed.
+fn crash_point(name: &str) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static HITS: AtomicUsize = AtomicUsize::new(0);
+    let Ok(want) = std::env::var("FLEETWRIGHT_CRASH_AT") else { return };
+    let (point, nth) = want.split_once(':').map_or((want.as_str(), 1), |(p, n)| (p, n.parse().unwrap_or(1)));
+    if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+        eprintln!("crash point {name} reached: aborting");
+        std::process::abort();
+    }
+}
+
 /// Read one unit file as it is on disk. A symlink is reported as such: fleetwright never writes
 /// symlinks there, so one of our names is always foreign.
 fn read_unit_file(path: &Path) -> Result<Option<String>, ApplyError> {
@@ -89,12 +102,15 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         let content = u.content.as_deref().unwrap_or_default();
         pending.files.insert(u.unit.clone(), FileRecord { sha256: sha256(content), agent: u.agent.clone(), role: u.role });
     }
+    pending.reload_pending |= plan.daemon_reload;
     if pending != *prior {
         state.save_inventory(&pending)?;
     }
+    crash_point("after-pending-inventory");
 
     // 2. Stop and disable what goes away or is disabled.
     report.jobs.extend(sd.run_jobs("stop", &units_with(plan, Action::Stop)).await?);
+    crash_point("after-stop");
     sd.disable(&units_with(plan, Action::Disable)).await?;
 
     // 3. Files.
@@ -105,10 +121,12 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
             FileOp::Create | FileOp::Update(_) => {
                 write_atomic(&path, u.content.as_deref().unwrap_or_default().as_bytes(), 0o644).map_err(io)?;
                 report.files_written += 1;
+                crash_point("after-write");
             }
             FileOp::Remove => {
                 remove_durable(&path).map_err(io)?;
                 report.files_removed += 1;
+                crash_point("after-remove");
             }
             FileOp::Keep => {}
         }
@@ -117,13 +135,16 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     // 4. Enable, then exactly one reload: enabling reads the files on disk, and the reload makes
     //    the manager see both the new files and the new [Install] links.
     sd.enable(&units_with(plan, Action::Enable)).await?;
+    crash_point("before-reload");
     if plan.daemon_reload {
         sd.reload().await?;
         report.reloaded = true;
     }
+    crash_point("after-reload");
 
     // 5. Deploy markers, before any start: a (re)started agent reads its marker at exec.
     let mut inv = pending;
+    inv.reload_pending = false;
     inv.files.retain(|name, _| desired.units.contains_key(name));
     for (name, d) in &desired.units {
         inv.files.insert(name.clone(), FileRecord { sha256: sha256(&d.content), agent: d.agent.clone(), role: d.role });
@@ -145,6 +166,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     // 6. Jobs.
     for (verb, action) in [("reload", Action::Reload), ("restart", Action::Restart), ("start", Action::Start)] {
         report.jobs.extend(sd.run_jobs(verb, &units_with(plan, action)).await?);
+        crash_point("between-jobs");
     }
 
     // 7. The final inventory: exactly what is desired now.
@@ -153,6 +175,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         inv.applied_at = Some(now);
     }
     if inv != *prior {
+        crash_point("before-final-inventory");
         state.save_inventory(&inv)?;
     }
 

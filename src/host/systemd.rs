@@ -141,7 +141,12 @@ impl Systemd {
             return Ok(Vec::new());
         }
         let m = self.manager().await?;
-        m.subscribe().await.map_err(call("Subscribe"))?;
+        // One subscription per connection is enough; a second one is refused as
+        // AlreadySubscribed, which is fine.
+        match m.subscribe().await {
+            Err(zbus::Error::MethodError(name, ..)) if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => {}
+            other => other.map_err(call("Subscribe"))?,
+        }
         // Listen before queueing, so that no JobRemoved is missed.
         let mut removed = m.receive_job_removed().await.map_err(call("JobRemoved"))?;
         let mut pending: BTreeMap<String, String> = BTreeMap::new();

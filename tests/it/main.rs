@@ -3,6 +3,7 @@
 
 mod apply;
 mod common;
+mod daemon;
 mod plan;
 mod real;
 mod render;

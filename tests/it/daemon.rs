@@ -1,0 +1,226 @@
+//! The daemon against a real systemd: commits converge by themselves, webhooks, drift repair,
+//! automatic rollback, revert, and crash recovery.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::real::*;
+
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Host {
+    fn daemon(&self, repo: &str, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let port = free_port();
+        let log = tempfile::Builder::new().prefix("daemon-log-").tempfile_in(env!("CARGO_TARGET_TMPDIR")).unwrap().into_temp_path().keep().unwrap();
+        let mut c = self.sb.command(env!("CARGO_BIN_EXE_fleetwright"));
+        c.args(["--host", "vps-1", "daemon", "--repo", repo, "--listen", &format!("127.0.0.1:{port}")]).args(extra);
+        c.envs(env.iter().copied());
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+        Daemon { child: c.spawn().unwrap(), log, port }
+    }
+    fn marker_commit(&self, agent: &str) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(self.state_dir().join(format!("markers/{agent}.json"))).ok()?).ok()?;
+        v["commit"].as_str().map(str::to_string)
+    }
+    fn history(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.fw(&["history", "--json", "-n", "100"]).stdout).unwrap()
+    }
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes()).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (code, resp.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+    }
+    fn wait_http(&self) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < until, "the daemon never listened:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // nsenter forks the daemon; the sandbox's shutdown ends it. End nsenter itself, by pid.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        eprintln!("--- daemon log\n{}", self.log());
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn fleet(web_extra: &str) -> Vec<(&'static str, String)> {
+    vec![("fleet.yaml", FLEET.to_string()), ("web.yaml", service("web", web_extra)), ("tick.yaml", job("tick", "{every: 1h}", "echo tick"))]
+}
+
+fn commit(repo: &Repo, files: &[(&'static str, String)], msg: &str) -> String {
+    repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), msg)
+}
+
+#[test]
+fn commits_converge_by_themselves_and_a_revert_rolls_back() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet("description: one\n"), "one");
+    let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "1s", "--resync", "1h"], &[]);
+    host.wait("the first commit to converge", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
+    assert_eq!(host.prop("agent-web.service", "ActiveState"), "active");
+    d.wait_http();
+    host.wait("healthz once the health gate passed", 10, || d.http("GET", "/healthz", &[], "").0 == 200);
+    assert!(d.http("GET", "/healthz", &[], "").1.contains(&c1));
+
+    // A commit converges without any manual step; measure commit → converged.
+    let t0 = Instant::now();
+    let c2 = commit(&repo, &fleet("description: two\nservice: {restart: always}\n"), "two");
+    host.wait("the second commit to converge", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
+    let latency = t0.elapsed();
+    eprintln!("commit to converged: {latency:?}");
+    assert_eq!(host.prop("agent-web.service", "Restart"), "always");
+    let (_, metrics) = d.http("GET", "/metrics", &[], "");
+    assert!(metrics.contains(&format!("fleetwright_applied_commit_info{{commit=\"{c2}\"}} 1")), "{metrics}");
+    assert!(metrics.contains("fleetwright_commit_to_converged_seconds"), "{metrics}");
+
+    // git revert: a new commit with the old tree converges back.
+    let c3 = commit(&repo, &fleet("description: one\n"), "Revert \"two\"");
+    host.wait("the revert to converge", 10, || host.marker_commit("web").as_deref() == Some(c3.as_str()));
+    assert_eq!(host.prop("agent-web.service", "Restart"), "on-failure");
+    assert_eq!(host.prop("agent-web.service", "Description"), "one");
+    host.wait("the revert to pass its health gate", 10, || host.history()["lastGood"] == c3.as_str());
+    let h = host.history();
+    let rows = h["reconciles"].as_array().unwrap();
+    let applied_as = |c: &str, result: &str| rows.iter().any(|r| r["applied"] == c && r["result"] == result);
+    assert!(applied_as(&c1, "converged") && applied_as(&c3, "converged"), "{h}");
+    // c2 either passed its gate or was superseded by the revert while it was being watched.
+    assert!(applied_as(&c2, "converged") || applied_as(&c2, "superseded"), "{h}");
+}
+
+#[test]
+fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet(""), "one");
+    let secret = repo.dir.path().parent().unwrap().join(format!("secret-{}", std::process::id()));
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let url = format!("file://{}", repo.path().display());
+    let d = host.daemon(&url, &["--branch", "master", "--interval", "1h", "--resync", "1h", "--health-grace", "0s", "--webhook-secret-file", secret.to_str().unwrap()], &[]);
+    host.wait("the remote's first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
+    assert!(host.state_dir().join("cache").read_dir().unwrap().count() == 1, "fetched into a cache in the state directory");
+    d.wait_http();
+
+    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    let body = r#"{"ref":"refs/heads/master"}"#;
+    let (code, _) = d.http("POST", "/webhook", &[("X-Hub-Signature-256", "sha256=0000"), ("X-GitHub-Delivery", "d1")], body);
+    assert_eq!(code, 401);
+    let (code, _) = d.http("POST", "/webhook", &[("X-Gitea-Signature", &fleetwright::daemon::webhook::sign(b"wrong", body.as_bytes()))], body);
+    assert_eq!(code, 401);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(host.marker_commit("web").as_deref(), Some(c1.as_str()), "a bad signature fetches nothing");
+
+    let sig = format!("sha256={}", fleetwright::daemon::webhook::sign(b"s3cret", body.as_bytes()));
+    let (code, _) = d.http("POST", "/webhook", &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "d2")], body);
+    assert_eq!(code, 202);
+    host.wait("the webhook to converge the new commit", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
+    let (code, _) = d.http("POST", "/webhook", &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "d2")], body);
+    assert_eq!(code, 409, "a replayed delivery is refused");
+    let _ = std::fs::remove_file(secret);
+}
+
+#[test]
+fn drift_is_repaired_and_reported() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet(""), "one");
+    let _d = host.daemon(repo.path().to_str().unwrap(), &["--resync", "1s", "--health-grace", "0s"], &[]);
+    host.wait("converged", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
+    host.wait("the timer", 5, || host.prop("agent-tick.timer", "ActiveState") == "active");
+    // By hand: stop the timer, edit a unit file.
+    host.systemctl(&["stop", "agent-tick.timer"]);
+    let path = host.unit_dir().join("agent-web.service");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, good.replace("sleep 100000", "sleep 5")).unwrap();
+    host.wait("drift to be repaired", 15, || host.prop("agent-tick.timer", "ActiveState") == "active" && std::fs::read_to_string(&path).unwrap() == good);
+    let drift = || -> String {
+        let h = host.history();
+        h["reconciles"].as_array().unwrap().iter().filter(|r| r["result"] == "repaired").map(|r| r["drift"].as_str().unwrap().to_string()).collect::<Vec<_>>().join("; ")
+    };
+    host.wait("both repairs in the history", 5, || drift().contains("agent-web.service") && drift().contains("agent-tick.timer"));
+    let drift = drift();
+    assert!(drift.contains("agent-tick.timer") && drift.contains("agent-web.service: the file was edited outside fleetwright"), "{drift}");
+}
+
+#[test]
+fn a_crashing_deploy_is_rolled_back_and_not_retried() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet("service: {restart: always, restartSec: 200ms}\n"), "good");
+    let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "3s", "--resync", "1s"], &[]);
+    host.wait("the good commit", 20, || host.fw(&["history", "--json"]).stdout.windows(c1.len()).any(|w| w == c1.as_bytes()) && host.history()["lastGood"] == c1.as_str());
+    let bad_web = "apiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun:\n  command: [/bin/sh, -c, 'echo crashing; exit 3']\nservice: {restart: always, restartSec: 200ms}\n".to_string();
+    let mut files = fleet("");
+    files[1].1 = bad_web;
+    let c2 = commit(&repo, &files, "bad");
+    host.wait("the rollback", 20, || host.history()["reconciles"].as_array().unwrap().iter().any(|r| r["result"] == "rolled-back"));
+    host.wait("the good definition to run again", 10, || host.prop("agent-web.service", "ActiveState") == "active" && host.prop("agent-web.service", "ExecStart").contains("sleep 100000"));
+    assert_eq!(host.marker_commit("web").as_deref(), Some(c1.as_str()));
+    // Resyncs do not apply the bad commit again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(host.prop("agent-web.service", "ExecStart").contains("sleep 100000"));
+    let h = host.history();
+    assert_eq!(h["lastGood"], c1.as_str());
+    assert!(h["reconciles"].as_array().unwrap().iter().any(|r| r["result"] == "refused" && r["error"].as_str().unwrap_or("").contains("marked bad")), "{h}");
+    assert!(d.log().contains("rolling back"), "{}", d.log());
+    // A newer, good commit is applied.
+    let c3 = commit(&repo, &fleet("description: fixed\nservice: {restart: always, restartSec: 200ms}\n"), "fixed");
+    host.wait("the fix", 20, || host.marker_commit("web").as_deref() == Some(c3.as_str()));
+    let _ = c2;
+}
+
+#[test]
+fn a_daemon_killed_mid_apply_converges_after_restart() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet(""), "one");
+    let mut d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s"], &[("FLEETWRIGHT_CRASH_AT", "after-write:2")]);
+    let until = Instant::now() + Duration::from_secs(15);
+    while !d.log().contains("crash point after-write reached") {
+        assert!(Instant::now() < until, "no crash:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = d.child.wait();
+    // Half done: one file written, nothing reloaded or started.
+    assert_ne!(host.prop("agent-web.service", "ActiveState"), "active");
+    let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
+    assert_eq!(inv["files"].as_object().unwrap().len(), 3, "every file is recorded before it is written");
+    assert_eq!(inv["reloadPending"], true);
+    drop(d);
+    let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s"], &[]);
+    host.wait("convergence after the restart", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()) && host.prop("agent-web.service", "ActiveState") == "active");
+    host.wait("the timer", 5, || host.prop("agent-tick.timer", "ActiveState") == "active");
+    let again = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(code(&again), 0, "converged: {}", stdout(&again));
+}
