@@ -224,3 +224,151 @@ fn a_daemon_killed_mid_apply_converges_after_restart() {
     let again = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
     assert_eq!(code(&again), 0, "converged: {}", stdout(&again));
 }
+
+#[test]
+fn the_shipped_unit_runs_the_daemon_hardened_with_notify_and_watchdog() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet(""), "one");
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/systemd/fleetwright.service")).unwrap();
+    let exec = shipped.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    let unit = shipped
+        .replace(exec, &format!("ExecStart={} --host vps-1 daemon --repo {} --no-listen --health-grace 0s", env!("CARGO_BIN_EXE_fleetwright"), repo.path().display()))
+        .replace("WatchdogSec=2min", "WatchdogSec=2s");
+    std::fs::write(host.sb.host_path("/etc/systemd/system/fleetwright.service"), unit).unwrap();
+    host.systemctl(&["daemon-reload"]);
+    let o = host.sb.systemctl(&["start", "fleetwright.service"]).unwrap();
+    assert!(o.status.success(), "start (Type=notify: READY=1 was sent): {}\n{}", String::from_utf8_lossy(&o.stderr), host.sb.journal("fleetwright.service"));
+    host.wait("the fleet", 10, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
+    // Longer than two watchdog periods: the keep-alives arrive.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(host.prop("fleetwright.service", "ActiveState"), "active", "{}", host.sb.journal("fleetwright.service"));
+    assert_eq!(host.prop("fleetwright.service", "NRestarts"), "0");
+    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    host.wait("the next commit", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
+    // SIGTERM: a clean stop.
+    host.systemctl(&["stop", "fleetwright.service"]);
+    assert_eq!(host.prop("fleetwright.service", "Result"), "success", "{}", host.sb.journal("fleetwright.service"));
+    assert!(!host.state_dir().join("daemon.pid").exists());
+}
+
+#[test]
+fn sync_rollback_resume_and_notifications() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    // A notification sink on loopback.
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_url = format!("http://127.0.0.1:{}/hook", sink.local_addr().unwrap().port());
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            for conn in sink.incoming().flatten() {
+                let mut conn = conn;
+                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 { break }
+                    got.extend_from_slice(&buf[..n]);
+                    if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&got[..i]).to_lowercase();
+                        let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                        if got.len() >= i + 4 + len { break }
+                    }
+                }
+                let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+                events.lock().unwrap().push(String::from_utf8_lossy(&got).to_string());
+            }
+        });
+    }
+    let c1 = commit(&repo, &fleet(""), "one");
+    let url = format!("file://{}", repo.path().display());
+    let _d = host.daemon(&url, &["--branch", "master", "--interval", "1h", "--resync", "1h", "--health-grace", "0s", "--notify-url", &sink_url], &[]);
+    host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
+    host.wait("a deployed notification", 5, || events.lock().unwrap().iter().any(|e| e.contains("\"event\":\"deployed\"") && e.contains(&c1)));
+
+    // A remote is polled hourly here: `fleetwright sync` makes it fetch now.
+    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(host.marker_commit("web").as_deref(), Some(c1.as_str()));
+    assert_eq!(code(&host.fw(&["sync"])), 0);
+    host.wait("sync to converge", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
+
+    // Roll back to c1 and stay there, even when the branch moves, until resume.
+    let o = host.fw(&["rollback", "--to", &c1]);
+    assert_eq!(code(&o), 0);
+    host.wait("the rollback", 10, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
+    let c3 = commit(&repo, &fleet("description: three\n"), "three");
+    assert_eq!(code(&host.fw(&["sync"])), 0);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(host.marker_commit("web").as_deref(), Some(c1.as_str()), "the pin holds");
+    assert_eq!(code(&host.fw(&["resume"])), 0);
+    host.wait("resume to follow the branch", 10, || host.marker_commit("web").as_deref() == Some(c3.as_str()));
+}
+
+#[test]
+fn force_pushes_and_unsigned_commits_are_refused() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet(""), "one");
+    let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
+    host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
+    // Rewrite history: a new root commit replaces the branch.
+    let git = |args: &[&str]| {
+        let o = std::process::Command::new("git").arg("-C").arg(repo.path()).args(["-c", "user.name=t", "-c", "user.email=t@example.com"]).args(args).output().unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    git(&["checkout", "-q", "--orphan", "rewritten"]);
+    std::fs::write(repo.path().join("web.yaml"), service("web", "description: rewritten\n")).unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "rewritten history"]);
+    git(&["branch", "-f", "master", "rewritten"]);
+    git(&["checkout", "-q", "master"]);
+    host.wait("the force-push to be refused", 10, || {
+        host.history()["reconciles"].as_array().unwrap().iter().any(|r| r["result"] == "refused" && r["error"].as_str().unwrap_or("").contains("force-push"))
+    });
+    assert_eq!(host.marker_commit("web").as_deref(), Some(c1.as_str()));
+    assert_ne!(host.prop("agent-web.service", "Description"), "rewritten");
+}
+
+#[test]
+fn signed_commit_mode_applies_only_signed_commits() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let keys = tempfile::Builder::new().prefix("keys-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let key = keys.path().join("id_ed25519");
+    let o = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@example.com", "-f"]).arg(&key).output().unwrap();
+    assert!(o.status.success());
+    let public = std::fs::read_to_string(keys.path().join("id_ed25519.pub")).unwrap();
+    let signers = keys.path().join("allowed_signers");
+    std::fs::write(&signers, format!("ops@example.com {}", public.trim())).unwrap();
+    let git = |args: &[&str]| {
+        let o = std::process::Command::new("git").arg("-C").arg(repo.path())
+            .args(["-c", "user.name=ops", "-c", "user.email=ops@example.com", "-c", "gpg.format=ssh", "-c", &format!("user.signingkey={}", key.display())])
+            .args(args).output().unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let write = |desc: &str| {
+        for (p, t) in fleet(&format!("description: {desc}\n")) {
+            std::fs::write(repo.path().join(p), t).unwrap();
+        }
+    };
+    write("signed");
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-S", "-m", "signed"]);
+    let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h", "--allowed-signers", signers.to_str().unwrap()], &[]);
+    host.wait("the signed commit", 15, || host.prop("agent-web.service", "Description") == "signed");
+    write("unsigned");
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "unsigned"]);
+    host.wait("the unsigned commit to be refused", 10, || {
+        host.history()["reconciles"].as_array().unwrap().iter().any(|r| r["result"] == "refused" && r["error"].as_str().unwrap_or("").contains("is not signed"))
+    });
+    assert_eq!(host.prop("agent-web.service", "Description"), "signed");
+    write("signed again");
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-S", "-m", "signed again"]);
+    host.wait("the next signed commit", 10, || host.prop("agent-web.service", "Description") == "signed again");
+}

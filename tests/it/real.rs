@@ -18,6 +18,8 @@ impl Repo {
     pub fn new() -> Repo {
         let dir = tempfile::Builder::new().prefix("fleet-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let repo = git2::Repository::init(dir.path()).unwrap();
+        // The tests follow `master`, whatever init.defaultBranch says on this machine.
+        repo.set_head("refs/heads/master").unwrap();
         Repo { dir, repo }
     }
     pub fn path(&self) -> &Path {
