@@ -174,7 +174,7 @@ pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool) -> u8
         match result {
             Err(e) => {
                 eprintln!("error: {e}");
-                if e.to_string().starts_with("the plan cannot be applied") { exit::CHANGES_OR_INVALID } else { exit::ERROR }
+                if matches!(e.downcast_ref::<crate::host::apply::ApplyError>(), Some(crate::host::apply::ApplyError::Refused(_))) { exit::CHANGES_OR_INVALID } else { exit::ERROR }
             }
             Ok((p, report)) => {
                 if json {

@@ -55,7 +55,9 @@ pub fn marker_paths(ctx: &RenderCtx, agent: &str) -> (String, String) {
 fn header(agent: &Agent, changed_commit: &str) -> Vec<String> {
     vec![
         MARKER.to_string(),
-        format!("# Agent: {} (from {}:{})", agent.name, agent.source.file, agent.source.line),
+        // The file, not the line: editing one agent of a multi-document file must not rewrite
+        // the others.
+        format!("# Agent: {} (from {})", agent.name, agent.source.file),
         format!("# Commit: {changed_commit}"),
     ]
 }

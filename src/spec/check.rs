@@ -279,9 +279,10 @@ fn check_run(cx: &mut Ctx, r: &RunSpec, allow_root: bool) -> Option<Run> {
             }
         }
     }
-    if !allow_root && !cx.partial {
+    if !allow_root {
         match r.user.as_deref() {
-            None => cx.err("run", "run.user is not set, so the agent would run as root; set run.user (or defaults.run.user in the Fleet document), or allowRoot: true in the Fleet"),
+            None if !cx.partial => cx.err("run", "run.user is not set, so the agent would run as root; set run.user (or defaults.run.user in the Fleet document), or allowRoot: true in the Fleet"),
+            // In the Fleet's defaults this is reported there, once (err_value).
             Some("root" | "0") => cx.err_value("run.user", "run.user is root, which the Fleet does not allow; use an unprivileged user, or set allowRoot: true in the Fleet document"),
             _ => {}
         }

@@ -158,3 +158,12 @@ fn spec_paths_skip_hidden_and_non_yaml() {
     assert!(!is_spec_path("agents/.draft.yaml"));
     assert!(!is_spec_path("README.md"));
 }
+
+#[test]
+fn root_from_the_fleet_defaults_is_refused_unless_allowed() {
+    let fleet = "apiVersion: fleetwright/v1\nkind: Fleet\ndefaults:\n  run: {user: root}\n";
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true]}\n";
+    assert_eq!(errors(&[("fleet.yaml", fleet), ("a.yaml", a)]), "fleet.yaml:4:15: run.user is root, which the Fleet does not allow; use an unprivileged user, or set allowRoot: true in the Fleet document\n");
+    let allowed = fleet.replace("kind: Fleet\n", "kind: Fleet\nallowRoot: true\n");
+    assert_eq!(load(&files(&[("fleet.yaml", &allowed), ("a.yaml", a)])).unwrap().agents[0].run.user.as_deref(), Some("root"));
+}
