@@ -494,3 +494,82 @@ pub fn sync(g: &Globals) -> u8 {
         exit::ERROR
     }
 }
+
+pub fn slot_prepare(group: &str, limit: u32) -> u8 {
+    match crate::ops::slot::prepare(group, limit) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: preparing the slots of {group}: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+/// Take a slot of `group`, then become `command` (exec), holding the slot until it exits.
+pub fn slot(group: &str, limit: u32, when_full: &str, timeout: Option<&str>, command: &[String]) -> u8 {
+    use std::os::unix::process::CommandExt;
+    let wait = match when_full {
+        "skip" => false,
+        "wait" => true,
+        other => {
+            eprintln!("error: --when-full takes skip or wait, not {other:?}");
+            return exit::ERROR;
+        }
+    };
+    let timeout = match timeout.map(parse_duration_arg).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --timeout: {e}");
+            return exit::ERROR;
+        }
+    };
+    match crate::ops::slot::acquire(group, limit, wait, timeout) {
+        Err(e) => {
+            eprintln!("error: taking a slot of {group}: {e} (is `fleetwright slot-prepare` run before?)");
+            exit::ERROR
+        }
+        Ok(None) if !wait => {
+            // Counted as success: a full group is the cap working, not a failure.
+            println!("concurrency group {group} is full ({limit} of {limit} runs): skipped this run");
+            exit::OK
+        }
+        Ok(None) => {
+            eprintln!("concurrency group {group} stayed full for the whole timeout: this run did not start");
+            exit::CHANGES_OR_INVALID
+        }
+        Ok(Some(lock)) => {
+            if let Err(e) = crate::ops::slot::keep_across_exec(lock) {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            }
+            let e = std::process::Command::new(&command[0]).args(&command[1..]).exec();
+            eprintln!("error: cannot execute {}: {e}", command[0]);
+            exit::ERROR
+        }
+    }
+}
+
+pub fn heartbeat(g: &Globals, agent: &str, file: &Path, max_age: &str, unit: &str) -> u8 {
+    let cfg = g.host_config();
+    let max_age = match parse_duration_arg(max_age) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: --max-age: {e}");
+            return exit::ERROR;
+        }
+    };
+    match runtime().block_on(crate::ops::heartbeat::check(agent, file, max_age, unit, &cfg.state_dir, cfg.scope)) {
+        Ok(crate::ops::heartbeat::Verdict::Fine(m)) => {
+            println!("{m}");
+            exit::OK
+        }
+        Ok(crate::ops::heartbeat::Verdict::Restarted(m)) => {
+            eprintln!("{m}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::ERROR
+        }
+    }
+}

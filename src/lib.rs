@@ -10,3 +10,4 @@ pub mod host;
 pub mod source;
 pub mod cli;
 pub mod daemon;
+pub mod ops;

@@ -86,6 +86,38 @@ enum Command {
     Resume,
     /// Ask the running daemon to reconcile now.
     Sync,
+    /// Run a command in a concurrency slot of GROUP (used by rendered units): at most LIMIT at once
+    Slot {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        limit: u32,
+        /// skip: exit 0 at once when the group is full; wait: wait for a slot (up to --timeout)
+        #[arg(long, default_value = "skip")]
+        when_full: String,
+        #[arg(long)]
+        timeout: Option<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Create GROUP's slot lock files (run privileged before `slot`)
+    SlotPrepare {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        limit: u32,
+    },
+    /// Restart UNIT when FILE is older than MAX_AGE (used by rendered heartbeat timers)
+    Heartbeat {
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        max_age: String,
+        #[arg(long)]
+        unit: String,
+    },
     /// Print the JSON Schema of fleet documents (for editors: see docs/spec.md)
     Schema,
     /// Print the unit files a commit renders for this host (all agents, or the ones named).
@@ -111,6 +143,9 @@ fn main() -> ExitCode {
         Command::Rollback { to } => cli::rollback(&globals, to.as_deref()),
         Command::Resume => cli::resume(&globals),
         Command::Sync => cli::sync(&globals),
+        Command::Slot { group, limit, when_full, timeout, command } => cli::slot(&group, limit, &when_full, timeout.as_deref(), &command),
+        Command::SlotPrepare { group, limit } => cli::slot_prepare(&group, limit),
+        Command::Heartbeat { agent, file, max_age, unit } => cli::heartbeat(&globals, &agent, &file, &max_age, &unit),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&fleetwright::spec::json_schema_any()).expect("schema serializes"));
             0

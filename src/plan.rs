@@ -208,12 +208,12 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
         let semantic = change == Change::Semantic && file != FileOp::Create;
         let mut actions = Vec::new();
         match want.role {
-            Role::Job => {
+            Role::Job | Role::AuxJob => {
                 if semantic {
                     reasons.push("a run in progress keeps its definition; the next run uses the new one".to_string());
                 }
             }
-            Role::Timer | Role::Service => {
+            Role::Timer | Role::AuxTimer | Role::Service => {
                 if want.enabled {
                     if !status.is_enabled() || change == Change::Install {
                         actions.push(Action::Enable);
@@ -226,7 +226,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                         }
                     } else if semantic {
                         match (want.role, want.on_change) {
-                            (Role::Timer, _) | (_, OnChange::Restart) => actions.push(Action::Restart),
+                            (Role::Timer | Role::AuxTimer, _) | (_, OnChange::Restart) => actions.push(Action::Restart),
                             (_, OnChange::Reload) => actions.push(Action::Reload),
                             (_, OnChange::None) => reasons.push("onChange: none — the running service keeps its old definition until it restarts".to_string()),
                         }

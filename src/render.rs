@@ -1,6 +1,6 @@
 //! Render (pure): one agent → its systemd unit files. Every spec field maps to a directive here.
 
-use crate::spec::model::{Agent, Fleet, Mode, OnChange, Trigger};
+use crate::spec::model::{Agent, Fleet, Mode, OnChange, Trigger, WhenFull};
 use crate::unit::{escape_specifiers, quote, UnitFile, MARKER};
 
 /// Which manager the units are for.
@@ -21,6 +21,21 @@ pub enum Role {
     Job,
     /// The timer of a scheduled agent.
     Timer,
+    /// A day-two helper job of an agent (log cleanup, backup, heartbeat check): a oneshot run by
+    /// its timer, never started or restarted by a deploy, like `Job`.
+    AuxJob,
+    /// The timer of a helper job: restarted when it changes, like `Timer`.
+    AuxTimer,
+}
+
+impl Role {
+    /// Started by its timer, never by a deploy.
+    pub fn is_job(self) -> bool {
+        matches!(self, Role::Job | Role::AuxJob)
+    }
+    pub fn is_timer(self) -> bool {
+        matches!(self, Role::Timer | Role::AuxTimer)
+    }
 }
 
 /// Everything render needs beyond the spec.
@@ -29,6 +44,8 @@ pub struct RenderCtx {
     pub scope: Scope,
     /// The state directory, where deploy markers live (visible to agents).
     pub state_dir: String,
+    /// The fleetwright binary the helper units run (log cleanup, backups, heartbeat, slots).
+    pub exe: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +54,9 @@ pub struct RenderedUnit {
     pub role: Role,
     pub content: String,
 }
+
+/// Where concurrency slots live (lock files, one per slot, per group).
+pub const SLOT_DIR: &str = "/run/fleetwright/slots";
 
 pub fn unit_base(fleet: &Fleet, agent: &str) -> String {
     format!("{}{}", fleet.unit_prefix, agent)
@@ -102,7 +122,20 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
             }
         }
     }
-    let argv: Vec<String> = agent.run.command.iter().map(|w| quote(w, true)).collect();
+    let mut argv: Vec<String> = agent.run.command.iter().map(|w| quote(w, true)).collect();
+    if let Some(c) = &agent.concurrency {
+        // The slot is an flock held on a descriptor that survives exec: released when the run
+        // ends, however it ends (SIGKILL included). The lock files are made with privileges
+        // (`+`) so that any agent user can take them read-only.
+        let when = if c.when_full == WhenFull::Wait { "wait" } else { "skip" };
+        svc.set("ExecStartPre", format!("+{} slot-prepare --group {} --limit {}", quote(&ctx.exe, true), c.group, c.limit));
+        let mut wrap = vec![quote(&ctx.exe, true), "slot".into(), "--group".into(), c.group.clone(), "--limit".into(), c.limit.to_string(), "--when-full".into(), when.into()];
+        if let Some(t) = agent.run.timeout {
+            wrap.extend(["--timeout".into(), quote(&t.to_string(), true)]);
+        }
+        wrap.push("--".into());
+        argv.splice(0..0, wrap);
+    }
     svc.set("ExecStart", argv.join(" "));
     svc.set_opt("WorkingDirectory", agent.run.working_directory.as_deref().map(escape_specifiers));
     if ctx.scope == Scope::System {
@@ -143,9 +176,11 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
     // The agent's own paths stay writable under ProtectSystem=strict; `-` tolerates a path that
     // does not exist yet (systemd.exec(5), ReadWritePaths=).
     if h.protect_system.is_some() {
+        let slots = agent.concurrency.as_ref().map(|_| SLOT_DIR.to_string());
         let own = agent.logs.iter().map(|l| l.path.split("/*").next().unwrap_or(&l.path).to_string())
             .chain(agent.backups.iter().map(|b| parent(&b.sqlite)))
-            .chain(agent.health.iter().filter_map(|h| h.heartbeat.as_ref()).map(|hb| parent(&hb.file)));
+            .chain(agent.health.iter().filter_map(|h| h.heartbeat.as_ref()).map(|hb| parent(&hb.file)))
+            .chain(slots);
         for p in own {
             let q = format!("-{}", quote(&p, false));
             if !h.read_write_paths.contains(&p) && !rw.contains(&q) {
@@ -184,6 +219,148 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
         t.set("Unit", format!("{base}.service"));
         t.section("Install").set("WantedBy", "timers.target");
         out.push(RenderedUnit { name: format!("{base}.timer"), role: Role::Timer, content: t.render() });
+    }
+    out.extend(render_aux(fleet, agent, ctx, changed_commit));
+    out
+}
+
+/// A helper job and its timer: `<base>.<kind>.service` / `.timer`. Agent names cannot hold a
+/// dot, so these never collide with another agent's units.
+struct Aux<'a> {
+    kind: &'a str,
+    /// Directories made (privileged) before the job runs, so that they can be written to.
+    make_dirs: Vec<String>,
+    what: String,
+    exec: Vec<String>,
+    user: Option<&'a str>,
+    writable: Vec<String>,
+    timer: Vec<(&'static str, String)>,
+}
+
+fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &str) -> Vec<RenderedUnit> {
+    let base = unit_base(fleet, &agent.name);
+    let exe = quote(&ctx.exe, true);
+    let mut aux = Vec::new();
+    if !agent.logs.is_empty() {
+        let exec = agent
+            .logs
+            .iter()
+            .map(|l| {
+                let mut a = vec![exe.clone(), "logs-clean".into(), "--path".into(), quote(&l.path, true), "--match".into(), quote(&l.pattern, true)];
+                if let Some(d) = l.max_age {
+                    a.extend(["--max-age".into(), quote(&d.to_string(), true)]);
+                }
+                if let Some(n) = l.max_files {
+                    a.extend(["--max-files".into(), n.to_string()]);
+                }
+                if let Some(s) = l.max_size {
+                    a.extend(["--max-size".into(), s.to_string()]);
+                }
+                a.join(" ")
+            })
+            .collect();
+        let mut cals: Vec<String> = agent.logs.iter().map(|l| l.calendar.clone()).collect();
+        cals.dedup();
+        aux.push(Aux {
+            kind: "logs",
+            make_dirs: Vec::new(),
+            what: "log retention".into(),
+            exec,
+            // As the agent's user: it can delete only what the agent itself could.
+            user: agent.run.user.as_deref(),
+            writable: agent.logs.iter().map(|l| l.path.split("/*").next().unwrap_or(&l.path).to_string()).collect(),
+            timer: cals.into_iter().map(|c| ("OnCalendar", escape_specifiers(&c))).chain([("Persistent", "yes".to_string()), ("RandomizedDelaySec", "5min".to_string())]).collect(),
+        });
+    }
+    if !agent.backups.is_empty() {
+        let exec = agent
+            .backups
+            .iter()
+            .map(|b| {
+                let mut a = vec![
+                    exe.clone(),
+                    "backup".into(),
+                    "--sqlite".into(),
+                    quote(&b.sqlite, true),
+                    "--to".into(),
+                    quote(&b.to, true),
+                    "--keep-last".into(),
+                    b.keep_last.to_string(),
+                    "--keep-daily".into(),
+                    b.keep_daily.to_string(),
+                    "--keep-weekly".into(),
+                    b.keep_weekly.to_string(),
+                ];
+                if b.verify {
+                    a.push("--verify".into());
+                }
+                if b.wal {
+                    a.push("--wal".into());
+                }
+                a.join(" ")
+            })
+            .collect();
+        let mut cals: Vec<String> = agent.backups.iter().map(|b| b.calendar.clone()).collect();
+        cals.dedup();
+        aux.push(Aux {
+            kind: "backup",
+            make_dirs: agent.backups.iter().map(|b| b.to.clone()).collect(),
+            what: "SQLite backup".into(),
+            exec,
+            user: None,
+            writable: agent.backups.iter().flat_map(|b| [parent(&b.sqlite), b.to.clone()]).collect(),
+            timer: cals.into_iter().map(|c| ("OnCalendar", escape_specifiers(&c))).chain([("Persistent", "yes".to_string())]).collect(),
+        });
+    }
+    if let (Some(hb), Mode::Service(_)) = (agent.health.as_ref().and_then(|h| h.heartbeat.as_ref()), &agent.mode) {
+        let every = crate::spec::values::Duration((hb.max_age.0 / 2).max(1000));
+        let mut exec = vec![exe.clone(), "heartbeat".into(), "--agent".into(), agent.name.clone(), "--file".into(), quote(&hb.file, true), "--max-age".into(), quote(&hb.max_age.to_string(), true), "--unit".into(), format!("{base}.service")];
+        exec.extend(["--state-dir".into(), quote(&ctx.state_dir, true)]);
+        if ctx.scope == Scope::User {
+            exec.push("--user".into());
+        }
+        aux.push(Aux {
+            kind: "heartbeat",
+            make_dirs: Vec::new(),
+            what: "heartbeat check".into(),
+            exec: vec![exec.join(" ")],
+            user: None,
+            // The state directory (it exists: apply writes the inventory there); health/ inside
+            // may not exist yet, and a missing ReadWritePaths= entry would stay read-only.
+            writable: vec![ctx.state_dir.clone()],
+            timer: vec![("OnActiveSec", hb.max_age.to_string()), ("OnUnitActiveSec", every.to_string()), ("AccuracySec", "1s".to_string())],
+        });
+    }
+    let description = escape_specifiers(agent.description.as_deref().unwrap_or(&agent.name));
+    let mut out = Vec::new();
+    for a in aux {
+        let mut svc = UnitFile::new(header(agent, changed_commit));
+        svc.section("Unit").set("Description", format!("{} of {description}", a.what));
+        svc.section("Service").set("Type", "oneshot");
+        for d in &a.make_dirs {
+            svc.set("ExecStartPre", format!("+/bin/mkdir -p -m 0750 {}", quote(d, true)));
+        }
+        for e in a.exec {
+            svc.set("ExecStart", e);
+        }
+        if ctx.scope == Scope::System {
+            svc.set_opt("User", a.user.map(str::to_string));
+        }
+        svc.set("Nice", "10").set("IOSchedulingClass", "idle");
+        svc.set("NoNewPrivileges", "yes").set("PrivateTmp", "yes").set("ProtectSystem", "strict").set("ProtectHome", "read-only");
+        let rw: Vec<String> = a.writable.iter().map(|p| format!("-{}", quote(p, false))).collect();
+        svc.set("ReadWritePaths", rw.join(" "));
+        out.push(RenderedUnit { name: format!("{base}.{}.service", a.kind), role: Role::AuxJob, content: svc.render() });
+
+        let mut t = UnitFile::new(header(agent, changed_commit));
+        t.section("Unit").set("Description", format!("Timer of the {} of {description}", a.what));
+        t.section("Timer");
+        for (k, v) in a.timer {
+            t.set(k, v);
+        }
+        t.set("Unit", format!("{base}.{}.service", a.kind));
+        t.section("Install").set("WantedBy", "timers.target");
+        out.push(RenderedUnit { name: format!("{base}.{}.timer", a.kind), role: Role::AuxTimer, content: t.render() });
     }
     out
 }

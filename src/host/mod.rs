@@ -24,7 +24,9 @@ pub struct HostConfig {
 
 impl HostConfig {
     pub fn render_ctx(&self) -> crate::render::RenderCtx {
-        crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string() }
+        // Helper units run this very binary (resolved, so a relative invocation still works).
+        let exe = std::env::current_exe().ok().and_then(|p| std::fs::canonicalize(p).ok()).map(|p| p.display().to_string()).unwrap_or_else(|| "/usr/local/bin/fleetwright".into());
+        crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string(), exe }
     }
 }
 

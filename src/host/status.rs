@@ -49,6 +49,14 @@ pub struct AgentStatus {
     pub next_run: Option<String>,
     pub marker: Option<AgentRecord>,
     pub drift: Vec<String>,
+    /// Failed helper jobs (backups, log cleanup), stale heartbeats.
+    pub problems: Vec<String>,
+}
+
+/// What the heartbeat check last did for `agent`, if it ever restarted it.
+fn heartbeat_state(state_dir: &std::path::Path, agent: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(state_dir.join("health").join(format!("{agent}.json"))).ok()?).ok()?;
+    Some(format!("heartbeat went stale; restarted {} time(s), last at {}", v["restarts"], v["lastRestart"].as_str().unwrap_or("?")))
 }
 
 fn usec_to_rfc3339(us: u64) -> Option<String> {
@@ -74,6 +82,10 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
         let kind = if units.iter().any(|(_, r)| *r == Role::Timer) { "timer" } else { "service" };
         let mut failed = false;
         let mut running_job = false;
+        let mut problems = Vec::new();
+        if let Some(h) = heartbeat_state(&cfg.state_dir, agent) {
+            problems.push(h);
+        }
         for (unit, role) in units {
             let st = statuses.get(unit).cloned().unwrap_or_default();
             let path = cfg.unit_dir.join(unit);
@@ -82,12 +94,22 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
                 Err(_) => drift.push(format!("{unit} was deleted outside fleetwright")),
                 _ => {}
             }
-            if matches!(role, Role::Timer | Role::Service) && enabled && !st.is_active() {
+            if (role.is_timer() || role == Role::Service) && enabled && !st.is_active() {
                 drift.push(format!("{unit} is {}, and should be running", st.active_state));
             }
             // A crash loop shows as activating/auto-restart: that is failing, not fine.
             failed |= st.active_state == "failed" || st.sub_state == "auto-restart";
             match role {
+                Role::AuxJob => {
+                    // A helper (log cleanup, backup, heartbeat) that failed is the agent's problem.
+                    let p = sd.properties(unit, "org.freedesktop.systemd1.Service").await?;
+                    let result = prop::<String>(&p, "Result").unwrap_or_default();
+                    if st.active_state == "failed" || (!result.is_empty() && result != "success") {
+                        failed = true;
+                        problems.push(format!("{unit} failed ({result})"));
+                    }
+                }
+                Role::AuxTimer => {}
                 Role::Timer => {
                     let p = sd.properties(unit, "org.freedesktop.systemd1.Timer").await?;
                     next_run = prop::<u64>(&p, "NextElapseUSecRealtime").and_then(usec_to_rfc3339).or_else(|| {
@@ -134,7 +156,7 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
         } else {
             "ok"
         };
-        out.push(AgentStatus { agent: agent.to_string(), kind, state, enabled, units: reports, last_run, next_run, marker, drift });
+        out.push(AgentStatus { agent: agent.to_string(), kind, state, enabled, units: reports, last_run, next_run, marker, drift, problems });
     }
     // Failing agents first, then by name.
     out.sort_by_key(|a| (a.state != "failed", a.state != "drift", a.agent.clone()));
@@ -151,6 +173,9 @@ pub fn render_text(inv: &Inventory, agents: &[AgentStatus]) -> String {
         let _ = writeln!(out, "{:<28} {:<8} {:<8} {:<32} {:<22} {:<12}", a.agent, a.kind, a.state, last, a.next_run.as_deref().unwrap_or("-"), commit);
         for d in &a.drift {
             let _ = writeln!(out, "    drift: {d}");
+        }
+        for p in &a.problems {
+            let _ = writeln!(out, "    problem: {p}");
         }
     }
     out

@@ -4,6 +4,7 @@
 mod apply;
 mod common;
 mod daemon;
+mod daytwo;
 mod plan;
 mod real;
 mod render;

@@ -76,7 +76,7 @@ fn personal_infra_example_is_valid_and_large() {
 #[test]
 fn user_scope_omits_user_and_wants_default_target() {
     let f = fleet(&[("a.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/sleep, '9'], user: me}\n")]);
-    let ctx = fleetwright::render::RenderCtx { scope: fleetwright::render::Scope::User, state_dir: "/home/me/.local/state/fleetwright".into() };
+    let ctx = fleetwright::render::RenderCtx { scope: fleetwright::render::Scope::User, state_dir: "/home/me/.local/state/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
     let d = fleetwright::desired::desired(&f, "h", &ctx, "c", &Inventory::default());
     let svc = &d.units["agent-a.service"].content;
     assert!(!svc.contains("User="), "{svc}");

@@ -1,0 +1,63 @@
+//! The heartbeat check: a long-running agent touches a file; when it is older than `maxAge`
+//! while the service has been up longer than that, the service is hung: restart it and say so
+//! (in the journal, and in `<state>/health/<agent>.json`, which `status` shows).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::host::systemd::{prop, Systemd};
+use crate::render::Scope;
+
+/// What one check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Fresh, or the service is not (long enough) up to judge.
+    Fine(String),
+    /// Stale: restarted.
+    Restarted(String),
+}
+
+fn age(file: &Path, now: SystemTime) -> Option<Duration> {
+    let m = std::fs::metadata(file).and_then(|m| m.modified()).ok()?;
+    Some(now.duration_since(m).unwrap_or_default())
+}
+
+pub async fn check(agent: &str, file: &Path, max_age: Duration, unit: &str, state_dir: &Path, scope: Scope) -> Result<Verdict, Box<dyn std::error::Error>> {
+    let sd = Systemd::connect(scope, None).await?;
+    let props = sd.properties(unit, "org.freedesktop.systemd1.Unit").await?;
+    let active = prop::<String>(&props, "ActiveState").unwrap_or_default();
+    if active != "active" {
+        return Ok(Verdict::Fine(format!("{unit} is {active}: nothing to check")));
+    }
+    let now = SystemTime::now();
+    let entered = prop::<u64>(&props, "ActiveEnterTimestamp").unwrap_or(0);
+    let up_for = now.duration_since(UNIX_EPOCH + Duration::from_micros(entered)).unwrap_or_default();
+    let file_age = age(file, now);
+    let stale = file_age.is_none_or(|a| a > max_age);
+    if !stale || up_for <= max_age {
+        let a = file_age.map(|a| format!("{:.1}s old", a.as_secs_f64())).unwrap_or_else(|| "missing".into());
+        return Ok(Verdict::Fine(format!("{} is {a}; {unit} up {:.0}s", file.display(), up_for.as_secs_f64())));
+    }
+    let why = match file_age {
+        Some(a) => format!("{} was last touched {:.0}s ago (maxAge {:.0}s)", file.display(), a.as_secs_f64(), max_age.as_secs_f64()),
+        None => format!("{} does not exist after {:.0}s up", file.display(), up_for.as_secs_f64()),
+    };
+    let results = sd.run_jobs("restart", &[unit]).await?;
+    let ok = results.iter().all(|r| r.result == "done");
+    let dir = state_dir.join("health");
+    let path = dir.join(format!("{agent}.json"));
+    let prev: serde_json::Value = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let record = serde_json::json!({
+        "agent": agent,
+        "unit": unit,
+        "restarts": prev["restarts"].as_u64().unwrap_or(0) + 1,
+        "lastRestart": crate::host::now_rfc3339(),
+        "reason": why,
+        "restartResult": results.first().map(|r| r.result.clone()),
+    });
+    crate::host::state::write_atomic(&path, serde_json::to_vec_pretty(&record)?.as_slice(), 0o644)?;
+    if !ok {
+        return Err(format!("heartbeat stale ({why}) and the restart of {unit} failed: {results:?}").into());
+    }
+    Ok(Verdict::Restarted(format!("heartbeat stale: {why}; restarted {unit}")))
+}

@@ -1,0 +1,118 @@
+//! Day-two operations in a real systemd: concurrency caps, heartbeats, health checks, journal.
+
+use std::time::Duration;
+
+use crate::real::*;
+
+fn group_job(name: &str, when_full: &str, limit: u32, secs: f64) -> String {
+    format!(
+        "apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, 'mkdir -p /run/fw-test; echo \"start $(date +%s.%N) {name}\" >> /run/fw-test/runs; sleep {secs}; echo \"end $(date +%s.%N) {name}\" >> /run/fw-test/runs']\n  timeout: 1m\nschedule: {{every: 1h}}\nconcurrency: {{group: inference, limit: {limit}, whenFull: {when_full}}}\n"
+    )
+}
+
+/// The most runs that were ever in progress at the same time, from the start/end log.
+fn max_overlap(log: &str) -> (usize, usize) {
+    let mut events: Vec<(f64, i32)> = log
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let kind = w.next()?;
+            let t: f64 = w.next()?.parse().ok()?;
+            Some((t, if kind == "start" { 1 } else { -1 }))
+        })
+        .collect();
+    // At equal times, an end comes before a start (the slot was free again).
+    events.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap().then(a.1.cmp(&b.1)));
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in &events {
+        cur += d;
+        max = max.max(cur);
+    }
+    (max as usize, events.iter().filter(|e| e.1 == 1).count())
+}
+
+fn five(when_full: &str, limit: u32, secs: f64) -> Vec<(String, String)> {
+    let mut files = vec![("fleet.yaml".to_string(), FLEET.to_string())];
+    for n in ["a", "b", "c", "d", "e"] {
+        files.push((format!("{n}.yaml"), group_job(&format!("job-{n}"), when_full, limit, secs)));
+    }
+    files
+}
+
+fn commit_all(repo: &Repo, files: &[(String, String)]) -> String {
+    repo.commit(&files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>(), "fleet")
+}
+
+const JOBS: [&str; 5] = ["agent-job-a.service", "agent-job-b.service", "agent-job-c.service", "agent-job-d.service", "agent-job-e.service"];
+
+fn fire_all_and_wait(host: &Host) {
+    let mut args = vec!["start", "--no-block"];
+    args.extend(JOBS);
+    host.systemctl(&args);
+    host.wait("all runs to finish", 30, || JOBS.iter().all(|u| host.prop(u, "ActiveState") == "inactive" || host.prop(u, "ActiveState") == "failed"));
+}
+
+#[test]
+fn five_runs_of_a_group_with_limit_two_never_overlap_more_than_two() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    commit_all(&repo, &five("skip", 2, 1.5));
+    assert_eq!(code(&host.apply(&repo)), 0);
+    fire_all_and_wait(&host);
+    let log = std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).unwrap();
+    let (max, runs) = max_overlap(&log);
+    assert!(max <= 2, "at most 2 at once, saw {max}:\n{log}");
+    assert!((1..=2).contains(&runs), "with skip, the full group's runs are skipped: {runs} ran\n{log}");
+    for u in JOBS {
+        assert_eq!(host.prop(u, "Result"), "success", "a skipped run counts as success: {u}");
+    }
+    let skipped = JOBS.iter().filter(|u| host.sb.journal(u).contains("is full")).count();
+    assert_eq!(skipped, 5 - runs, "skips are logged");
+
+    // whenFull: wait — all five run, still never more than two at once.
+    std::fs::remove_file(host.sb.host_path("/run/fw-test/runs")).unwrap();
+    commit_all(&repo, &five("wait", 2, 1.0));
+    assert_eq!(code(&host.apply(&repo)), 0);
+    fire_all_and_wait(&host);
+    let log = std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).unwrap();
+    let (max, runs) = max_overlap(&log);
+    assert_eq!(runs, 5, "{log}");
+    assert!(max <= 2, "at most 2 at once, saw {max}:\n{log}");
+    assert_eq!(max, 2, "the cap is used, not serialized to one:\n{log}");
+}
+
+#[test]
+fn a_slot_is_released_when_its_run_is_killed() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let files = vec![("fleet.yaml".to_string(), FLEET.to_string()), ("a.yaml".into(), group_job("hog", "skip", 1, 1000.0)), ("b.yaml".into(), group_job("next", "skip", 1, 0.1))];
+    commit_all(&repo, &files);
+    assert_eq!(code(&host.apply(&repo)), 0);
+    host.systemctl(&["start", "--no-block", "agent-hog.service"]);
+    host.wait("the hog to hold the slot", 10, || std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).is_ok_and(|l| l.contains("start")));
+    host.systemctl(&["start", "agent-next.service"]);
+    assert!(host.sb.journal("agent-next.service").contains("is full"), "the slot is held");
+    host.systemctl(&["kill", "--signal=KILL", "agent-hog.service"]);
+    host.wait("the hog to die", 10, || host.prop("agent-hog.service", "ActiveState") != "activating");
+    host.systemctl(&["start", "agent-next.service"]);
+    host.wait("next to run", 10, || std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).is_ok_and(|l| l.lines().any(|x| x.starts_with("end") && x.ends_with(" next"))));
+}
+
+#[test]
+fn a_stale_heartbeat_restarts_the_service_and_status_says_so() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: hung\nrun:\n  command: [/bin/sh, -c, 'mkdir -p /run/fw-test; touch /run/fw-test/hb; exec sleep 100000']\nhealth: {heartbeat: {file: /run/fw-test/hb, maxAge: 2s}}\n";
+    repo.commit(&[("fleet.yaml", FLEET), ("hung.yaml", agent)], "hung");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(host.prop("agent-hung.heartbeat.timer", "ActiveState"), "active");
+    let first = host.prop("agent-hung.service", "InvocationID");
+    host.wait("the heartbeat check to restart the hung service", 15, || host.prop("agent-hung.service", "InvocationID") != first);
+    assert!(host.sb.journal("agent-hung.heartbeat.service").contains("heartbeat stale"), "{}", host.sb.journal("agent-hung.heartbeat.service"));
+    let status = host.fw(&["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let hung = s["agents"].as_array().unwrap().iter().find(|a| a["agent"] == "hung").unwrap().clone();
+    assert!(hung["problems"][0].as_str().unwrap_or("").contains("heartbeat went stale"), "{hung}");
+    assert_eq!(host.prop("agent-hung.service", "ActiveState"), "active");
+}
