@@ -22,6 +22,18 @@ pub struct DesiredUnit {
     /// The agent's `enabled`.
     pub enabled: bool,
     pub on_change: OnChange,
+    /// `health.check` of a long-running service: run before it is restarted or reloaded.
+    pub check: Option<HealthCheck>,
+}
+
+/// A command run as the agent (its user, group, environment and directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub argv: Vec<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub environment: BTreeMap<String, String>,
+    pub working_directory: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +60,17 @@ pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: 
             Mode::Scheduled(_) => OnChange::None,
         };
         for u in render_agent(fleet, agent, ctx, &changed_commit) {
-            units.insert(u.name, DesiredUnit { agent: agent.name.clone(), role: u.role, content: u.content, enabled: agent.enabled, on_change });
+            let check = match (u.role, agent.health.as_ref().and_then(|h| h.check.clone())) {
+                (Role::Service, Some(argv)) => Some(HealthCheck {
+                    argv,
+                    user: agent.run.user.clone(),
+                    group: agent.run.group.clone(),
+                    environment: agent.run.environment.clone(),
+                    working_directory: agent.run.working_directory.clone(),
+                }),
+                _ => None,
+            };
+            units.insert(u.name, DesiredUnit { agent: agent.name.clone(), role: u.role, content: u.content, enabled: agent.enabled, on_change, check });
         }
         agents.insert(agent.name.clone(), AgentDeploy { spec_hash, changed_commit });
     }

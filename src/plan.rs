@@ -225,6 +225,9 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                             drift.push(format!("it is {what}, and should be running"));
                         }
                     } else if semantic {
+                        if want.check.is_some() && want.on_change != OnChange::None {
+                            reasons.push("health.check runs first; if it fails, the old version keeps running".to_string());
+                        }
                         match (want.role, want.on_change) {
                             (Role::Timer | Role::AuxTimer, _) | (_, OnChange::Restart) => actions.push(Action::Restart),
                             (_, OnChange::Reload) => actions.push(Action::Reload),

@@ -92,6 +92,32 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     let now = super::now_rfc3339();
     let mut report = ApplyReport::default();
 
+    // 0. health.check: a changed service whose check fails is left alone, old file and all.
+    let mut vetoed: BTreeMap<String, String> = BTreeMap::new();
+    for u in plan.units.iter().filter(|u| u.actions.iter().any(|a| matches!(a, Action::Restart | Action::Reload))) {
+        if let Some(check) = desired.units.get(&u.unit).and_then(|d| d.check.as_ref()) {
+            if let Err(why) = super::check::run(check, cfg.scope) {
+                vetoed.insert(u.unit.clone(), why);
+            }
+        }
+    }
+    let vetoed_plan;
+    let plan = if vetoed.is_empty() {
+        plan
+    } else {
+        let mut p = plan.clone();
+        for u in p.units.iter_mut().filter(|u| vetoed.contains_key(&u.unit)) {
+            u.file = FileOp::Keep;
+            u.content = None;
+            u.actions.retain(|a| !matches!(a, Action::Restart | Action::Reload));
+            u.reasons.push(format!("health.check failed, the old version keeps running: {}", vetoed[&u.unit]));
+        }
+        p.daemon_reload = p.units.iter().any(|u| u.file != FileOp::Keep) || prior.reload_pending;
+        vetoed_plan = p;
+        &vetoed_plan
+    };
+    let vetoed_agents: std::collections::BTreeSet<&str> = plan.units.iter().filter(|u| vetoed.contains_key(&u.unit)).map(|u| u.agent.as_str()).collect();
+
     // 1. Record what we are about to write before writing it: a crash after a write never
     //    leaves a file of ours that the inventory does not know.
     let mut pending = prior.clone();
@@ -147,10 +173,19 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     inv.reload_pending = false;
     inv.files.retain(|name, _| desired.units.contains_key(name));
     for (name, d) in &desired.units {
-        inv.files.insert(name.clone(), FileRecord { sha256: sha256(&d.content), agent: d.agent.clone(), role: d.role });
+        match (vetoed.contains_key(name), prior.files.get(name)) {
+            // Not written: what is on disk is still what we wrote before.
+            (true, Some(old)) => inv.files.insert(name.clone(), old.clone()),
+            _ => inv.files.insert(name.clone(), FileRecord { sha256: sha256(&d.content), agent: d.agent.clone(), role: d.role }),
+        };
     }
     let mut agents = BTreeMap::new();
     for (name, deploy) in &desired.agents {
+        if let (true, Some(old)) = (vetoed_agents.contains(name.as_str()), prior.agents.get(name)) {
+            // Its change did not go through: it still runs the commit it ran.
+            agents.insert(name.clone(), old.clone());
+            continue;
+        }
         let enabled = desired.units.values().find(|u| &u.agent == name).is_some_and(|u| u.enabled);
         let changed_at = prior.agents.get(name).filter(|r| r.changed_commit == deploy.changed_commit && r.spec_hash == deploy.spec_hash).map(|r| r.changed_at.clone()).unwrap_or_else(|| now.clone());
         let applied_at = prior.agents.get(name).filter(|r| r.applied_commit == desired.commit).map(|r| r.applied_at.clone()).unwrap_or_else(|| now.clone());
@@ -191,6 +226,9 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         if st.active_state == "failed" && !failures.iter().any(|f| &f.unit == unit) {
             failures.push(Failure { unit: unit.clone(), what: "failed after start".into(), status: st.clone(), journal: journal_tail(cfg.scope, unit, 10) });
         }
+    }
+    for (unit, why) in vetoed {
+        failures.push(Failure { unit: unit.clone(), what: format!("health.check failed, not restarted (the old version keeps running): {why}"), status: UnitStatus::default(), journal: String::new() });
     }
     report.failures = failures;
     Ok(report)

@@ -2,6 +2,7 @@
 //! observes the host into a `plan::Observed`, executes a `plan::Plan`, and reports status.
 
 pub mod apply;
+pub mod check;
 pub mod sandbox;
 pub mod state;
 pub mod status;

@@ -116,3 +116,31 @@ fn a_stale_heartbeat_restarts_the_service_and_status_says_so() {
     assert!(hung["problems"][0].as_str().unwrap_or("").contains("heartbeat went stale"), "{hung}");
     assert_eq!(host.prop("agent-hung.service", "ActiveState"), "active");
 }
+
+#[test]
+fn a_failing_health_check_keeps_the_old_version_running() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let agent = |v: &str| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: checked\nrun:\n  command: [/bin/sh, -c, 'echo {v}; exec sleep 100000']\n  environment: {{WANT: /run/fw-test/ok}}\nhealth: {{check: [/bin/sh, -c, 'echo checking; test -e \"$WANT\"']}}\n");
+    repo.commit(&[("fleet.yaml", FLEET), ("c.yaml", &agent("v1"))], "v1");
+    assert_eq!(code(&host.apply(&repo)), 0);
+    let first = host.prop("agent-checked.service", "InvocationID");
+    let file = std::fs::read_to_string(host.unit_dir().join("agent-checked.service")).unwrap();
+
+    repo.commit(&[("fleet.yaml", FLEET), ("c.yaml", &agent("v2"))], "v2");
+    let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
+    assert!(stdout(&plan).contains("health.check runs first"), "{}", stdout(&plan));
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("health.check failed, not restarted (the old version keeps running)"), "{}", stderr(&out));
+    assert_eq!(host.prop("agent-checked.service", "InvocationID"), first);
+    assert_eq!(std::fs::read_to_string(host.unit_dir().join("agent-checked.service")).unwrap(), file, "the old file stays");
+
+    // Once the check passes, the change goes through.
+    std::fs::create_dir_all(host.sb.host_path("/run/fw-test")).unwrap();
+    std::fs::write(host.sb.host_path("/run/fw-test/ok"), "").unwrap();
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_ne!(host.prop("agent-checked.service", "InvocationID"), first);
+    assert!(host.prop("agent-checked.service", "ExecStart").contains("v2"));
+}
