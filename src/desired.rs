@@ -12,6 +12,9 @@ pub struct Desired {
     pub commit: String,
     pub units: BTreeMap<String, DesiredUnit>,
     pub agents: BTreeMap<String, AgentDeploy>,
+    /// Host configuration files outside the unit directory (absolute path → content), each
+    /// with the unit to try-restart when it changes: the journald drop-in.
+    pub config: BTreeMap<String, (String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,5 +77,17 @@ pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: 
         }
         agents.insert(agent.name.clone(), AgentDeploy { spec_hash, changed_commit });
     }
-    Desired { commit: commit.to_string(), units, agents }
+    let mut config = BTreeMap::new();
+    if ctx.scope == crate::render::Scope::System {
+        // The commit in its header is the one that last changed the Fleet's journal: kept from
+        // the inventory while the limits are the same, like an agent's.
+        if let Some(content) = crate::render::render_journal(fleet, commit) {
+            let stable = prior.config.get(crate::render::JOURNALD_DROPIN).and_then(|r| {
+                let old = crate::render::render_journal(fleet, &r.commit)?;
+                (crate::inventory::sha256(&old) == r.sha256).then_some(old)
+            });
+            config.insert(crate::render::JOURNALD_DROPIN.to_string(), (stable.unwrap_or(content), "systemd-journald.service".to_string()));
+        }
+    }
+    Desired { commit: commit.to_string(), units, agents, config }
 }

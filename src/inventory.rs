@@ -27,6 +27,16 @@ pub struct Inventory {
     /// interrupted): the next apply reloads even if it writes nothing.
     #[serde(default)]
     pub reload_pending: bool,
+    /// Host configuration files we wrote outside the unit directory (the journald drop-in).
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigRecord {
+    pub sha256: String,
+    pub commit: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -49,6 +49,8 @@ pub struct Observed {
     pub files: BTreeMap<String, Option<String>>,
     pub units: BTreeMap<String, UnitStatus>,
     pub inventory: Inventory,
+    /// Host configuration files (absolute path → content), desired or owned.
+    pub config: BTreeMap<String, Option<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -105,11 +107,26 @@ pub struct Plan {
     pub daemon_reload: bool,
     /// Problems that make the plan unappliable (a foreign file of our name, an empty fleet).
     pub errors: Vec<String>,
+    /// Host configuration files outside the unit directory (the journald drop-in).
+    pub config: Vec<ConfigChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigChange {
+    pub path: String,
+    pub file: FileOp,
+    #[serde(skip)]
+    pub content: Option<String>,
+    pub diff: Option<String>,
+    /// Try-restarted after the change (it reads the file at start).
+    pub restart: Option<String>,
+    pub drift: Vec<String>,
 }
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
-        self.daemon_reload || self.units.iter().any(|u| !u.is_noop())
+        self.daemon_reload || self.units.iter().any(|u| !u.is_noop()) || self.config.iter().any(|c| c.file != FileOp::Keep)
     }
     pub fn changes(&self) -> impl Iterator<Item = &UnitChange> {
         self.units.iter().filter(|u| !u.is_noop())
@@ -258,7 +275,43 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
         });
     }
     let daemon_reload = inv.reload_pending || units.iter().any(|u| u.file != FileOp::Keep);
-    Plan { commit: desired.commit.clone(), units, daemon_reload, errors }
+    let config = plan_config(desired, observed, &mut errors);
+    Plan { commit: desired.commit.clone(), units, daemon_reload, errors, config }
+}
+
+/// Host configuration files: written when their bytes differ, removed when no longer desired
+/// (only if ours), refused when a file we did not write is in the way.
+fn plan_config(desired: &Desired, observed: &Observed, errors: &mut Vec<String>) -> Vec<ConfigChange> {
+    let inv = &observed.inventory;
+    let paths: BTreeSet<&String> = desired.config.keys().chain(inv.config.keys()).collect();
+    let mut out = Vec::new();
+    for path in paths {
+        let on_disk = observed.config.get(path.as_str()).cloned().flatten();
+        let record = inv.config.get(path.as_str());
+        let mut drift = Vec::new();
+        if let (Some(r), Some(text)) = (record, &on_disk) {
+            if sha256(text) != r.sha256 {
+                drift.push("the file was edited outside fleetwright".to_string());
+            }
+        }
+        let (file, content, restart) = match desired.config.get(path.as_str()) {
+            Some((content, unit)) => {
+                if record.is_none() && on_disk.is_some() {
+                    errors.push(format!("{path} exists but fleetwright did not write it; it is never overwritten. Move it away, or drop `journal` from the Fleet document"));
+                }
+                match &on_disk {
+                    Some(old) if old == content => (FileOp::Keep, None, None),
+                    Some(old) => (FileOp::Update(compare(old, content)), Some(content.clone()), Some(unit.clone())),
+                    None => (FileOp::Create, Some(content.clone()), Some(unit.clone())),
+                }
+            }
+            None if on_disk.is_some() => (FileOp::Remove, None, Some("systemd-journald.service".to_string())),
+            None => (FileOp::Keep, None, None),
+        };
+        let diff = (file != FileOp::Keep).then(|| unified_diff(path, on_disk.as_deref().unwrap_or(""), content.as_deref().unwrap_or("")));
+        out.push(ConfigChange { path: path.clone(), file, content, diff, restart, drift });
+    }
+    out
 }
 
 pub fn unified_diff(name: &str, old: &str, new: &str) -> String {
@@ -276,7 +329,7 @@ pub fn render_text(plan: &Plan, with_diffs: bool) -> String {
         let _ = writeln!(out, "error: {e}");
     }
     let changes: Vec<&UnitChange> = plan.changes().collect();
-    if changes.is_empty() && plan.errors.is_empty() {
+    if !plan.has_changes() && plan.errors.is_empty() {
         let _ = writeln!(out, "Nothing to do: {} units up to date at {}.", plan.units.len(), short(&plan.commit));
         return out;
     }
@@ -301,6 +354,17 @@ pub fn render_text(plan: &Plan, with_diffs: bool) -> String {
                 for line in d.lines() {
                     let _ = writeln!(out, "    {line}");
                 }
+            }
+        }
+    }
+    for c in plan.config.iter().filter(|c| c.file != FileOp::Keep) {
+        let _ = writeln!(out, "{}: {:?}{}", c.path, c.file, c.restart.as_deref().map(|u| format!(", then try-restart {u}")).unwrap_or_default());
+        for d in &c.drift {
+            let _ = writeln!(out, "    drift: {d}");
+        }
+        if with_diffs {
+            for line in c.diff.iter().flat_map(|d| d.lines()) {
+                let _ = writeln!(out, "    {line}");
             }
         }
     }

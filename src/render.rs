@@ -48,6 +48,22 @@ pub struct RenderCtx {
     pub exe: String,
 }
 
+/// The journald drop-in fleetwright owns when the Fleet sets `journal` (system scope only).
+pub const JOURNALD_DROPIN: &str = "/etc/systemd/journald.conf.d/fleetwright.conf";
+
+/// The Fleet's `journal` as a journald.conf(5) drop-in: the caps apply to the persistent and
+/// the volatile journal alike.
+pub fn render_journal(fleet: &Fleet, commit: &str) -> Option<String> {
+    let j = fleet.journal.as_ref()?;
+    let mut f = UnitFile::new(vec![MARKER.to_string(), "# The journal limits of the Fleet document.".into(), format!("# Commit: {commit}")]);
+    f.section("Journal");
+    if let Some(u) = j.max_use {
+        f.set("SystemMaxUse", u.to_string()).set("RuntimeMaxUse", u.to_string());
+    }
+    f.set_opt("MaxRetentionSec", j.max_retention.map(|d| d.to_string()));
+    Some(f.render())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedUnit {
     pub name: String,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::desired::Desired;
-use crate::inventory::{sha256, AgentRecord, FileRecord, Inventory, VERSION};
+use crate::inventory::{sha256, AgentRecord, ConfigRecord, FileRecord, Inventory, VERSION};
 use crate::plan::{Action, FileOp, Observed, Plan, UnitStatus};
 
 use super::state::{remove_durable, write_atomic, StateDir, StateError};
@@ -77,7 +77,11 @@ pub async fn observe(sd: &Systemd, cfg: &HostConfig, desired: &Desired, inventor
         files.insert(n.to_string(), read_unit_file(&cfg.unit_dir.join(n))?);
     }
     let units = sd.statuses(&names).await?;
-    Ok(Observed { files, units, inventory })
+    let mut config = BTreeMap::new();
+    for path in desired.config.keys().chain(inventory.config.keys()) {
+        config.insert(path.clone(), read_unit_file(Path::new(path))?);
+    }
+    Ok(Observed { files, units, inventory, config })
 }
 
 fn units_with(plan: &Plan, action: Action) -> Vec<&str> {
@@ -128,6 +132,9 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         let content = u.content.as_deref().unwrap_or_default();
         pending.files.insert(u.unit.clone(), FileRecord { sha256: sha256(content), agent: u.agent.clone(), role: u.role });
     }
+    for c in plan.config.iter().filter(|c| matches!(c.file, FileOp::Create | FileOp::Update(_))) {
+        pending.config.insert(c.path.clone(), ConfigRecord { sha256: sha256(c.content.as_deref().unwrap_or_default()), commit: desired.commit.clone() });
+    }
     pending.reload_pending |= plan.daemon_reload;
     if pending != *prior {
         state.save_inventory(&pending)?;
@@ -158,6 +165,16 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         }
     }
 
+    for c in &plan.config {
+        let path = Path::new(&c.path);
+        let io = |source| ApplyError::Io { path: c.path.clone(), source };
+        match c.file {
+            FileOp::Create | FileOp::Update(_) => write_atomic(path, c.content.as_deref().unwrap_or_default().as_bytes(), 0o644).map_err(io)?,
+            FileOp::Remove => remove_durable(path).map_err(io)?,
+            FileOp::Keep => {}
+        }
+    }
+
     // 4. Enable, then exactly one reload: enabling reads the files on disk, and the reload makes
     //    the manager see both the new files and the new [Install] links.
     sd.enable(&units_with(plan, Action::Enable)).await?;
@@ -171,6 +188,11 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     // 5. Deploy markers, before any start: a (re)started agent reads its marker at exec.
     let mut inv = pending;
     inv.reload_pending = false;
+    inv.config.retain(|path, _| desired.config.contains_key(path));
+    for (path, (content, _)) in &desired.config {
+        let keep = prior.config.get(path).filter(|r| r.sha256 == sha256(content)).cloned();
+        inv.config.insert(path.clone(), keep.unwrap_or(ConfigRecord { sha256: sha256(content), commit: desired.commit.clone() }));
+    }
     inv.files.retain(|name, _| desired.units.contains_key(name));
     for (name, d) in &desired.units {
         match (vetoed.contains_key(name), prior.files.get(name)) {
@@ -203,6 +225,9 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         report.jobs.extend(sd.run_jobs(verb, &units_with(plan, action)).await?);
         crash_point("between-jobs");
     }
+
+    let restart: Vec<&str> = plan.config.iter().filter(|c| c.file != FileOp::Keep).filter_map(|c| c.restart.as_deref()).collect();
+    report.jobs.extend(sd.run_jobs("try-restart", &restart).await?);
 
     // 7. The final inventory: exactly what is desired now.
     if inv.applied_commit.as_deref() != Some(&desired.commit) {

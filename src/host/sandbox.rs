@@ -520,6 +520,7 @@ mkdir -p /var/log/journal && mount -t tmpfs -o mode=755 tmpfs /var/log/journal
 mkdir -p /var/lib/fleetwright && mount -t tmpfs -o mode=755 tmpfs /var/lib/fleetwright
 mkdir -p /etc/systemd/user && mount -t tmpfs -o mode=755 tmpfs /etc/systemd/user
 mkdir -p /root/.config/systemd && mount -t tmpfs -o mode=755 tmpfs /root/.config/systemd
+mkdir -p /etc/systemd/journald.conf.d && mount -t tmpfs -o mode=755 tmpfs /etc/systemd/journald.conf.d
 for d in "$@"; do
   mkdir -p "$d" && mount -t tmpfs -o mode=755 tmpfs "$d"
 done

@@ -21,6 +21,7 @@ pub trait Manager {
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn try_restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
     #[allow(clippy::type_complexity)]
@@ -156,6 +157,7 @@ impl Systemd {
                 "start" => m.start_unit(unit, "replace").await,
                 "stop" => m.stop_unit(unit, "replace").await,
                 "restart" => m.restart_unit(unit, "replace").await,
+                "try-restart" => m.try_restart_unit(unit, "replace").await,
                 _ => m.reload_unit(unit, "replace").await,
             };
             match queued {

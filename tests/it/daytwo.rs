@@ -144,3 +144,43 @@ fn a_failing_health_check_keeps_the_old_version_running() {
     assert_ne!(host.prop("agent-checked.service", "InvocationID"), first);
     assert!(host.prop("agent-checked.service", "ExecStart").contains("v2"));
 }
+
+#[test]
+fn the_fleet_journal_limits_become_an_owned_journald_drop_in() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let dropin = host.sb.host_path("/etc/systemd/journald.conf.d/fleetwright.conf");
+    let with_journal = format!("{FLEET}journal: {{maxUse: 64M, maxRetention: 7d}}\n");
+    let web = service("web", "");
+    repo.commit(&[("fleet.yaml", &with_journal), ("web.yaml", &web)], "journal");
+    let before = host.prop("systemd-journald.service", "InvocationID");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = std::fs::read_to_string(&dropin).unwrap();
+    assert!(text.contains("SystemMaxUse=64M") && text.contains("RuntimeMaxUse=64M") && text.contains("MaxRetentionSec=7d"), "{text}");
+    host.wait("journald to restart with the limits", 10, || host.prop("systemd-journald.service", "InvocationID") != before);
+    host.wait("journald to report the cap", 10, || host.sb.journal("systemd-journald.service").contains("max 64.0M"));
+    let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
+    assert!(inv["config"]["/etc/systemd/journald.conf.d/fleetwright.conf"]["sha256"].is_string(), "{inv}");
+    // The same commit again: nothing, journald keeps running.
+    let running = host.prop("systemd-journald.service", "InvocationID");
+    assert!(stdout(&host.apply(&repo)).contains("Nothing to do"));
+    assert_eq!(host.prop("systemd-journald.service", "InvocationID"), running);
+    // Dropping `journal` removes our drop-in.
+    repo.commit(&[("fleet.yaml", FLEET), ("web.yaml", &web)], "no journal");
+    assert_eq!(code(&host.apply(&repo)), 0);
+    assert!(!dropin.exists());
+}
+
+#[test]
+fn a_journald_drop_in_we_did_not_write_is_refused() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let dropin = host.sb.host_path("/etc/systemd/journald.conf.d/fleetwright.conf");
+    std::fs::write(&dropin, "[Journal]\nSystemMaxUse=1G\n").unwrap();
+    repo.commit(&[("fleet.yaml", &format!("{FLEET}journal: {{maxUse: 64M}}\n")), ("web.yaml", &service("web", ""))], "journal");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("fleetwright.conf exists but fleetwright did not write it"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&dropin).unwrap(), "[Journal]\nSystemMaxUse=1G\n");
+}
