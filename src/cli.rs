@@ -220,7 +220,9 @@ pub fn status(g: &Globals, json: bool) -> u8 {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "host": cfg.host, "appliedCommit": inv.applied_commit, "appliedAt": inv.applied_at, "agents": agents })).expect("serializes"));
                 } else {
-                    print!("{}", status::render_text(&inv, &agents));
+                    use std::io::IsTerminal;
+                    let text = status::render_text(&inv, &agents);
+                    print!("{}", if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() { status::colorize(&text) } else { text });
                 }
                 exit::OK
             }
@@ -572,4 +574,62 @@ pub fn heartbeat(g: &Globals, agent: &str, file: &Path, max_age: &str, unit: &st
             exit::ERROR
         }
     }
+}
+
+/// Read a commit and validate it; Err(exit code) after printing why.
+fn load_rev(src: &SourceArgs, rev: &str) -> Result<(CommitFiles, spec::Fleet), u8> {
+    let mut s = src.clone();
+    s.rev = rev.to_string();
+    load_commit(&s)
+}
+
+/// `plan --base --head`: review a change without a host.
+pub fn review(g: &Globals, src: &SourceArgs, base: &str, head: &str, format: &str) -> u8 {
+    let (Ok((bf, b)), Ok((hf, h))) = (load_rev(src, base), load_rev(src, head)) else { return exit::ERROR };
+    let cfg = g.host_config();
+    let r = crate::review::review((&bf.commit, &b), (&hf.commit, &h), g.host.as_deref(), &cfg.render_ctx());
+    match format {
+        "markdown" | "md" => print!("{}", crate::review::render_markdown(&r)),
+        "json" => println!("{}", serde_json::to_string_pretty(&r).expect("review serializes")),
+        "text" => print!("{}", crate::review::render_text(&r)),
+        other => {
+            eprintln!("error: --format takes text, json or markdown, not {other:?}");
+            return exit::ERROR;
+        }
+    }
+    if r.plan.has_changes() { exit::CHANGES_OR_INVALID } else { exit::OK }
+}
+
+pub fn schedule(g: &Globals, src: &SourceArgs, window: &str, at: Option<&str>, columns: usize, json: bool) -> u8 {
+    let Ok((_, fleet)) = load_commit(src) else { return exit::ERROR };
+    let window = match parse_duration_arg(window) {
+        Ok(w) => w.as_secs() as i64,
+        Err(e) => {
+            eprintln!("error: --window: {e}");
+            return exit::ERROR;
+        }
+    };
+    let from = match at {
+        Some(t) => match humantime::parse_rfc3339_weak(t) {
+            Ok(t) => t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+            Err(e) => {
+                eprintln!("error: --at {t:?}: {e}; write it like 2026-11-23T09:00:00Z");
+                return exit::ERROR;
+            }
+        },
+        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+    };
+    let s = crate::schedule::compute(&fleet, g.host.as_deref(), from, window);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s).expect("schedule serializes"));
+    } else {
+        print!("{}", crate::schedule::render_text(&s, columns.clamp(12, 400)));
+    }
+    exit::OK
+}
+
+pub fn inventory(src: &SourceArgs) -> u8 {
+    let Ok((files, fleet)) = load_commit(src) else { return exit::ERROR };
+    print!("{}", crate::catalog::render_markdown(&fleet, Some(&files.commit)));
+    exit::OK
 }

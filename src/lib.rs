@@ -11,3 +11,6 @@ pub mod source;
 pub mod cli;
 pub mod daemon;
 pub mod ops;
+pub mod review;
+pub mod schedule;
+pub mod catalog;

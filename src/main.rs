@@ -48,6 +48,14 @@ enum Command {
         no_diff: bool,
         #[arg(long)]
         allow_empty: bool,
+        /// Review a change without a host: plan HEAD against BASE as if BASE were applied
+        #[arg(long, value_name = "REV", requires = "head")]
+        base: Option<String>,
+        #[arg(long, value_name = "REV", requires = "base")]
+        head: Option<String>,
+        /// With --base/--head: text, json or markdown (a pull-request comment)
+        #[arg(long, default_value = "text")]
+        format: String,
     },
     /// Converge this host to a commit once. Exit 0 converged; 1 nothing applied (invalid commit or refused plan); 2 error; 4 applied, but a unit failed.
     Apply {
@@ -118,6 +126,29 @@ enum Command {
         #[arg(long)]
         unit: String,
     },
+    /// When every timer of the fleet runs in the next 24 hours (or --window), as a timeline, with warnings
+    Schedule {
+        #[command(flatten)]
+        src: cli::SourceArgs,
+        #[arg(long, default_value = "24h")]
+        window: String,
+        /// Start of the window (RFC 3339) [default: now]
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long, default_value_t = 72)]
+        columns: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A Markdown inventory of the fleet, from its specs
+    Inventory {
+        #[command(flatten)]
+        src: cli::SourceArgs,
+    },
+    /// Shell completions (bash, zsh, fish, elvish, powershell)
+    Completions { shell: clap_complete::Shell },
+    /// The man page (roff)
+    Man,
     /// Print the JSON Schema of fleet documents (for editors: see docs/spec.md)
     Schema,
     /// Print the unit files a commit renders for this host (all agents, or the ones named).
@@ -134,7 +165,8 @@ fn main() -> ExitCode {
     let globals = cli::Globals { unit_dir: args.unit_dir, state_dir: args.state_dir, user: args.user, host: args.host, bus_address: args.bus_address };
     let code = match args.command {
         Command::Validate { dir } => cli::validate(&dir),
-        Command::Plan { src, json, no_diff, allow_empty } => cli::plan(&globals, &src, json, !no_diff, allow_empty),
+        Command::Plan { src, base: Some(base), head: Some(head), format, json, .. } => cli::review(&globals, &src, &base, &head, if json { "json" } else { &format }),
+        Command::Plan { src, json, no_diff, allow_empty, .. } => cli::plan(&globals, &src, json, !no_diff, allow_empty),
         Command::Apply { src, sandbox: true, .. } => cli::apply_in_sandbox(&globals, &src),
         Command::Apply { src, allow_empty, json, .. } => cli::apply(&globals, &src, allow_empty, json),
         Command::Status { json } => cli::status(&globals, json),
@@ -146,6 +178,22 @@ fn main() -> ExitCode {
         Command::Slot { group, limit, when_full, timeout, command } => cli::slot(&group, limit, &when_full, timeout.as_deref(), &command),
         Command::SlotPrepare { group, limit } => cli::slot_prepare(&group, limit),
         Command::Heartbeat { agent, file, max_age, unit } => cli::heartbeat(&globals, &agent, &file, &max_age, &unit),
+        Command::Schedule { src, window, at, columns, json } => cli::schedule(&globals, &src, &window, at.as_deref(), columns, json),
+        Command::Inventory { src } => cli::inventory(&src),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut <Args as clap::CommandFactory>::command(), "fleetwright", &mut std::io::stdout());
+            0
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Args as clap::CommandFactory>::command());
+            match page.render(&mut std::io::stdout()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    2
+                }
+            }
+        }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&fleetwright::spec::json_schema_any()).expect("schema serializes"));
             0

@@ -379,3 +379,37 @@ pub fn render_text(plan: &Plan, with_diffs: bool) -> String {
 pub fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
 }
+
+/// The host exactly as applying `d` would leave it (files written, timers and services active
+/// and enabled unless disabled, the inventory recording it all). `plan --base --head` plans the
+/// head against this of the base, without a host.
+pub fn assume_converged(d: &Desired) -> Observed {
+    let mut o = Observed::default();
+    for (name, u) in &d.units {
+        o.files.insert(name.clone(), Some(u.content.clone()));
+        let running = u.enabled && !u.role.is_job();
+        o.units.insert(
+            name.clone(),
+            UnitStatus {
+                load_state: "loaded".into(),
+                active_state: if running { "active" } else { "inactive" }.into(),
+                sub_state: if running { "running" } else { "dead" }.into(),
+                unit_file_state: if u.role.is_job() { "static" } else if u.enabled { "enabled" } else { "disabled" }.into(),
+            },
+        );
+        o.inventory.files.insert(name.clone(), crate::inventory::FileRecord { sha256: sha256(&u.content), agent: u.agent.clone(), role: u.role });
+    }
+    for (name, a) in &d.agents {
+        let enabled = d.units.values().find(|u| &u.agent == name).is_some_and(|u| u.enabled);
+        o.inventory.agents.insert(
+            name.clone(),
+            crate::inventory::AgentRecord { spec_hash: a.spec_hash.clone(), changed_commit: a.changed_commit.clone(), changed_at: String::new(), applied_commit: d.commit.clone(), applied_at: String::new(), enabled },
+        );
+    }
+    for (path, (content, _)) in &d.config {
+        o.config.insert(path.clone(), Some(content.clone()));
+        o.inventory.config.insert(path.clone(), crate::inventory::ConfigRecord { sha256: sha256(content), commit: d.commit.clone() });
+    }
+    o.inventory.applied_commit = Some(d.commit.clone());
+    o
+}

@@ -181,3 +181,18 @@ pub fn render_text(inv: &Inventory, agents: &[AgentStatus]) -> String {
     out
 }
 
+
+/// Color the STATE column for a terminal: failed red, drift yellow, ok green.
+pub fn colorize(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            let painted = [(" failed ", "31"), (" drift ", "33"), (" ok ", "32"), (" running ", "36")]
+                .iter()
+                .find(|(w, _)| l.contains(w))
+                .map(|(w, c)| l.replacen(w, &format!(" \x1b[{c}m{}\x1b[0m ", w.trim()), 1));
+            painted.unwrap_or_else(|| l.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}

@@ -1,6 +1,5 @@
 //! Day-two operations in a real systemd: concurrency caps, heartbeats, health checks, journal.
 
-use std::time::Duration;
 
 use crate::real::*;
 
