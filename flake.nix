@@ -101,7 +101,7 @@
               cfg.stateDir
             ]
             ++ lib.optionals cfg.webhook.enable [
-              "--webhook-listen"
+              "--listen"
               cfg.webhook.listen
               "--webhook-secret-file"
               cfg.webhook.secretFile

@@ -26,6 +26,8 @@ pub struct Row {
     pub group: Option<(String, u32)>,
     /// Disabled agents are listed but do not run.
     pub enabled: bool,
+    /// `every`: the phase depends on the last run, unknown here; left out of pile-up warnings.
+    pub relative: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,15 +79,24 @@ pub fn compute(fleet: &Fleet, host: Option<&str>, from: i64, window: i64) -> Sch
             length: a.run.timeout.map(|d| (d.0 / 1000).max(1) as i64).unwrap_or(60),
             group: a.concurrency.as_ref().map(|c| (c.group.clone(), c.limit)),
             enabled: a.enabled,
+            relative: matches!(s.trigger, Trigger::Every(_)),
         });
     }
     let warnings = warnings(&rows);
     Schedule { from, to, rows, warnings }
 }
 
+fn rfc3339(t: i64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64)).to_string()
+}
+
 fn hhmm(t: i64) -> String {
-    let s = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64)).to_string();
-    s[11..16].to_string()
+    rfc3339(t)[11..16].to_string()
+}
+
+fn day_hhmm(t: i64) -> String {
+    let s = rfc3339(t);
+    format!("{} {}", &s[..10], &s[11..16])
 }
 
 fn warnings(rows: &[Row]) -> Vec<String> {
@@ -93,7 +104,7 @@ fn warnings(rows: &[Row]) -> Vec<String> {
     // Pile-ups: three or more agents starting in the same minute (without a spread that
     // separates them).
     let mut per_minute: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.enabled && r.spread < 60) {
+    for r in rows.iter().filter(|r| r.enabled && !r.relative && r.spread < 60) {
         for t in &r.runs {
             per_minute.entry(t / 60).or_default().push(&r.agent);
         }
@@ -149,7 +160,7 @@ pub fn render_text(s: &Schedule, columns: usize) -> String {
     let mut o = String::new();
     let span = (s.to - s.from).max(1);
     let name_w = s.rows.iter().map(|r| r.agent.len()).max().unwrap_or(5).max(5);
-    let _ = writeln!(o, "{:<name_w$}  {:<columns$}  runs  when", "agent", format!("{} UTC → {} UTC", hhmm(s.from), hhmm(s.to)));
+    let _ = writeln!(o, "{:<name_w$}  {:<columns$}  runs  when", "agent", format!("{} → {} UTC", day_hhmm(s.from), day_hhmm(s.to)));
     for r in &s.rows {
         let mut line = vec!['·'; columns];
         for t in &r.runs {
@@ -168,7 +179,7 @@ pub fn render_text(s: &Schedule, columns: usize) -> String {
         let flag = if r.enabled { "" } else { " (disabled)" };
         let _ = writeln!(o, "{:<name_w$}  {bar}  {:>4}  {}{flag}", r.agent, r.runs.len(), r.when);
     }
-    let _ = writeln!(o, "\n| = a run starts, ~ = its randomized delay span; times are UTC.");
+    let _ = writeln!(o, "\n| = a run starts, ~ = its randomized delay span; times are UTC; `every` timers count from their last run, shown from the window's start.");
     for w in &s.warnings {
         let _ = writeln!(o, "warning: {w}");
     }

@@ -247,3 +247,20 @@ fn apply_reads_the_commit_never_the_working_tree() {
     let out = host.fw(&["plan", "--repo", repo.path().to_str().unwrap(), "--rev", &c1]);
     assert_eq!(code(&out), 0, "{}", stdout(&out));
 }
+
+#[test]
+fn apply_sandbox_reports_a_missing_program_and_leaves_the_host_alone() {
+    // Run from this machine, as the README's first command is: the tool boots its own
+    // throw-away systemd and touches nothing here.
+    assert!(fleetwright::host::sandbox::Sandbox::available() || std::env::var_os("CI").is_none());
+    let repo = Repo::new();
+    let files = [("fleet.yaml", FLEET.to_string()), ("ok.yaml", service("fine-sbx", "")), ("bad.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: broken-sbx\nrun: {command: [/usr/local/bin/not-installed-fw]}\nservice: {restart: no}\n".to_string())];
+    repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "one broken");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright")).args(["--host", "vps-1", "apply", "--sandbox", "--repo", repo.path().to_str().unwrap()]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(err.contains("FAILED agent-broken-sbx.service"), "{err}");
+    assert!(err.contains("missing: broken-sbx: ExecStart program /usr/local/bin/not-installed-fw does not exist"), "{err}");
+    assert!(stdout(&out).contains("agent-fine-sbx") && stdout(&out).contains("this host was not changed"));
+    assert!(!std::path::Path::new("/etc/systemd/system/agent-fine-sbx.service").exists(), "the machine's unit directory is untouched");
+}

@@ -8,3 +8,4 @@ mod daytwo;
 mod plan;
 mod real;
 mod render;
+mod tools;

@@ -1,0 +1,79 @@
+//! The operator's tools on example fleets: schedule, inventory, pull-request plans, schema.
+
+use crate::common::*;
+
+const AT: i64 = 1_795_392_000; // 2026-11-23T00:00:00Z
+
+#[test]
+fn schedule_of_the_personal_infrastructure() {
+    let (_, f) = example("personal-infra");
+    let s = fleetwright::schedule::compute(&f, None, AT, 86_400);
+    insta::assert_snapshot!(fleetwright::schedule::render_text(&s, 48));
+}
+
+#[test]
+fn schedule_warns_about_pile_ups_and_full_groups() {
+    let f = fleet(&[(
+        "f.yaml",
+        "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], timeout: 20m}\nschedule: {calendar: hourly}\nconcurrency: {group: gpu, limit: 1}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: b\nrun: {command: [/bin/true]}\nschedule: {cron: '0 * * * *'}\nconcurrency: {group: gpu, limit: 1}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: c\nrun: {command: [/bin/true]}\nschedule: {calendar: '*:00'}\n",
+    )]);
+    let s = fleetwright::schedule::compute(&f, None, AT, 3 * 3600);
+    assert_eq!(s.rows.iter().map(|r| r.runs.len()).collect::<Vec<_>>(), [3, 3, 3]);
+    assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+    assert!(s.warnings[0].contains("3 runs start in the same minute 3 time(s) (first at 00:00 UTC): a, b, c"), "{:?}", s.warnings);
+    assert!(s.warnings[1].contains("concurrency group gpu: up to 2 runs may overlap"), "{:?}", s.warnings);
+}
+
+#[test]
+fn schedule_agrees_with_systemd_analyze() {
+    let (_, f) = example("timers");
+    let (_, p) = example("personal-infra");
+    let s = fleetwright::schedule::compute(&p, None, AT, 7 * 86_400);
+    let s2 = fleetwright::schedule::compute(&f, None, AT, 7 * 86_400);
+    let mut checked = 0;
+    for row in s.rows.iter().chain(s2.rows.iter()).filter(|r| !r.relative && !r.runs.is_empty()) {
+        let n = row.runs.len().min(5);
+        let out = std::process::Command::new("systemd-analyze")
+            .env("TZ", "UTC")
+            .args(["calendar", &format!("--iterations={n}"), &format!("--base-time=@{}", AT - 1), &row.when])
+            .output()
+            .expect("systemd-analyze (CI installs systemd)");
+        assert!(out.status.success(), "{}: {}", row.when, String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        // With TZ=UTC: "Next elapse: Mon 2026-11-23 03:15:00 UTC", then "Iter. #2: …".
+        let theirs: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("Next elapse:") || l.starts_with("Iter. #"))
+            .map(|l| l.split_once(": ").unwrap().1.trim())
+            .collect();
+        let ours: Vec<String> = row.runs.iter().take(n).map(|t| {
+            let s = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(*t as u64)).to_string();
+            s.replace('T', " ").trim_end_matches('Z').to_string()
+        }).collect();
+        let theirs_trimmed: Vec<String> = theirs.iter().map(|t| t.split_whitespace().skip(1).take(2).collect::<Vec<_>>().join(" ")).collect();
+        assert_eq!(ours, theirs_trimmed, "{}", row.when);
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} expressions checked");
+}
+
+#[test]
+fn inventory_of_the_day_two_example() {
+    let (_, f) = example("day-two");
+    insta::assert_snapshot!(fleetwright::catalog::render_markdown(&f, Some("c0ffee")));
+}
+
+#[test]
+fn pull_request_plan_as_markdown() {
+    let base = fleet(&[("f.yaml", "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun: {command: [/usr/bin/web]}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: old\nrun: {command: [/usr/bin/old]}\nschedule: {calendar: daily}\n")]);
+    let head = fleet(&[("f.yaml", "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun: {command: [/usr/bin/web, --fast]}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: new\nrun: {command: [/usr/bin/new]}\nschedule: {calendar: hourly}\nhosts: [gpu]\n")]);
+    let r = fleetwright::review::review(("base0000", &base), ("head1111", &head), None, &ctx());
+    assert_eq!(r.added, ["new"]);
+    assert_eq!(r.changed, ["web"]);
+    assert_eq!(r.removed, ["old"]);
+    assert_eq!(r.restarts, ["web"]);
+    insta::assert_snapshot!(fleetwright::review::render_markdown(&r));
+    let same = fleetwright::review::review(("base0000", &base), ("head2222", &base), None, &ctx());
+    assert!(!same.plan.has_changes());
+}
