@@ -77,3 +77,41 @@ fn pull_request_plan_as_markdown() {
     let same = fleetwright::review::review(("base0000", &base), ("head2222", &base), None, &ctx());
     assert!(!same.plan.has_changes());
 }
+
+/// Every document of a YAML file as JSON, the way an editor's YAML language server sees it.
+fn documents(text: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    serde_norway::Deserializer::from_str(text)
+        .filter_map(|d| serde_norway::Value::deserialize(d).ok())
+        .filter(|v| !v.is_null())
+        .map(|v| serde_json::to_value(v).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_schema_accepts_every_example_and_rejects_broken_documents() {
+    let schema = fleetwright::spec::json_schema_any();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let mut checked = 0;
+    for name in ["quickstart", "orchestrator", "timers", "personal-infra", "day-two"] {
+        let (files, _) = example(name);
+        for (path, text) in files {
+            for doc in documents(&text) {
+                let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+                assert!(errors.is_empty(), "{name}/{path}: {errors:?}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 40, "{checked} documents");
+    for broken in [
+        "apiVersion: fleetwright/v1\nkind: Agent\nname: x\nrun: {comand: [/bin/true]}\n",
+        "apiVersion: fleetwright/v1\nkind: Agent\nname: x\nrun: {command: /bin/true}\n",
+        "apiVersion: fleetwright/v2\nkind: Agent\nname: x\n",
+        "apiVersion: fleetwright/v1\nkind: Fleet\nunitPrefx: a-\n",
+        "apiVersion: fleetwright/v1\nkind: Agnet\n",
+    ] {
+        let doc = &documents(broken)[0];
+        assert!(!validator.is_valid(doc), "accepted: {broken}");
+    }
+}
