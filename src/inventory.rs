@@ -30,6 +30,12 @@ pub struct Inventory {
     /// Host configuration files we wrote outside the unit directory (the journald drop-in).
     #[serde(default)]
     pub config: BTreeMap<String, ConfigRecord>,
+    /// Restarts and reloads an apply planned, recorded before it wrote the new files and cleared
+    /// after its jobs ran: an apply interrupted in between leaves new files on disk that no
+    /// longer differ, and the next apply must still restart what runs the old definition (the
+    /// resume list of NixOS's switch-to-configuration).
+    #[serde(default)]
+    pub pending_restarts: BTreeMap<String, crate::plan::Action>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -63,7 +63,7 @@ pub enum FileOp {
 }
 
 /// One thing done to a unit through the manager; executed in this order across all units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Stop,
@@ -241,6 +241,10 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                             let what = if status.active_state == "failed" { "failed" } else { "not running" };
                             drift.push(format!("it is {what}, and should be running"));
                         }
+                    } else if let (false, Some(a)) = (semantic, inv.pending_restarts.get(name.as_str())) {
+                        // An interrupted apply wrote this file but did not get to restart it.
+                        actions.push(*a);
+                        reasons.push(format!("an interrupted apply had planned to {} it", format!("{a:?}").to_lowercase()));
                     } else if semantic {
                         if want.check.is_some() && want.on_change != OnChange::None {
                             reasons.push("health.check runs first; if it fails, the old version keeps running".to_string());

@@ -136,6 +136,11 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         pending.config.insert(c.path.clone(), ConfigRecord { sha256: sha256(c.content.as_deref().unwrap_or_default()), commit: desired.commit.clone() });
     }
     pending.reload_pending |= plan.daemon_reload;
+    for u in &plan.units {
+        if let Some(a) = u.actions.iter().find(|a| matches!(a, Action::Restart | Action::Reload)) {
+            pending.pending_restarts.insert(u.unit.clone(), *a);
+        }
+    }
     if pending != *prior {
         state.save_inventory(&pending)?;
     }
@@ -220,9 +225,16 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     }
     inv.agents = agents;
 
-    // 6. Jobs.
+    // 6. Jobs. Once reloads and restarts are done they are off the resume list, at once, so
+    //    that an interrupted apply never restarts a unit twice.
+    let mut saved = prior.clone();
     for (verb, action) in [("reload", Action::Reload), ("restart", Action::Restart), ("start", Action::Start)] {
         report.jobs.extend(sd.run_jobs(verb, &units_with(plan, action)).await?);
+        if action == Action::Restart && !inv.pending_restarts.is_empty() {
+            inv.pending_restarts.clear();
+            state.save_inventory(&inv)?;
+            saved = inv.clone();
+        }
         crash_point("between-jobs");
     }
 
@@ -234,7 +246,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         inv.applied_commit = Some(desired.commit.clone());
         inv.applied_at = Some(now);
     }
-    if inv != *prior {
+    if inv != *prior && inv != saved {
         crash_point("before-final-inventory");
         state.save_inventory(&inv)?;
     }

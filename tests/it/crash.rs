@@ -1,0 +1,102 @@
+//! Crash safety: kill apply at every crash point (FLEETWRIGHT_CRASH_AT), run it again, and
+//! check that the host converged — no half-written file, no orphaned unit, no unit we own
+//! missing from the inventory, and no restart done twice.
+
+use crate::real::*;
+
+fn v1() -> Vec<(&'static str, String)> {
+    vec![
+        ("fleet.yaml", FLEET.to_string()),
+        ("web.yaml", service("web", "")),
+        ("bot.yaml", service("bot", "")),
+        ("tick.yaml", job("tick", "{calendar: hourly}", "echo tick")),
+    ]
+}
+
+fn v2() -> Vec<(&'static str, String)> {
+    vec![
+        ("fleet.yaml", FLEET.to_string()),
+        ("web.yaml", service("web", "service: {restart: always}\n")),
+        ("fresh.yaml", service("fresh", "")),
+        ("tick.yaml", job("tick", "{calendar: daily}", "echo tick")),
+    ]
+}
+
+fn commit(repo: &Repo, files: &[(&'static str, String)], msg: &str) {
+    repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), msg);
+}
+
+fn crash_at(point: &str) {
+    let host = Host::boot();
+    let repo = Repo::new();
+    commit(&repo, &v1(), "v1");
+    assert_eq!(code(&host.apply(&repo)), 0);
+    let web_v1 = host.prop("agent-web.service", "InvocationID");
+    commit(&repo, &v2(), "v2");
+
+    let mut c = host.sb.command(env!("CARGO_BIN_EXE_fleetwright"));
+    c.env("FLEETWRIGHT_CRASH_AT", point).args(["--host", "vps-1", "apply", "--repo", repo.path().to_str().unwrap()]);
+    let out = c.output().unwrap();
+    assert!(stderr(&out).contains("crash point"), "{point}: did not crash: {}", stderr(&out));
+    assert_ne!(code(&out), 0);
+    let web_after_crash = host.prop("agent-web.service", "InvocationID");
+
+    let check_files = |when: &str| {
+        let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
+        let owned = inv["files"].as_object().unwrap();
+        for e in std::fs::read_dir(host.unit_dir()).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            assert!(!name.contains("fleetwright-tmp"), "{point} {when}: a half-written file was left: {name}");
+            if name.starts_with("agent-") {
+                assert!(owned.contains_key(&name), "{point} {when}: {name} is on disk but not in the inventory (orphan)");
+            }
+        }
+        owned.keys().cloned().collect::<Vec<_>>()
+    };
+    check_files("after the crash");
+
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{point}: recovery: {}", stderr(&out));
+    let owned = check_files("after recovery");
+    let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
+    for name in &owned {
+        let text = std::fs::read_to_string(host.unit_dir().join(name)).unwrap_or_else(|_| panic!("{point}: {name} is in the inventory but missing"));
+        assert_eq!(fleetwright::inventory::sha256(&text), inv["files"][name]["sha256"].as_str().unwrap(), "{point}: {name} differs from its record");
+    }
+    assert_eq!(inv["reloadPending"], false);
+    let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(code(&plan), 0, "{point}: not converged: {}", stdout(&plan));
+    assert_eq!(host.prop("agent-web.service", "Restart"), "always");
+    assert_eq!(host.prop("agent-web.service", "ActiveState"), "active");
+    assert_eq!(host.prop("agent-fresh.service", "ActiveState"), "active");
+    assert_ne!(host.prop("agent-bot.service", "ActiveState"), "active", "{point}: bot was pruned");
+    assert!(!host.unit_dir().join("agent-bot.service").exists());
+    assert_eq!(host.prop("agent-tick.timer", "ActiveState"), "active");
+    assert!(host.prop("agent-tick.timer", "TimersCalendar").contains("*-*-* 00:00:00"), "{point}: {}", host.prop("agent-tick.timer", "TimersCalendar"));
+    // Restarted once: if the crashed run already restarted web, recovery does not again.
+    let web_now = host.prop("agent-web.service", "InvocationID");
+    if web_after_crash != web_v1 {
+        assert_eq!(web_now, web_after_crash, "{point}: web was restarted twice");
+    } else {
+        assert_ne!(web_now, web_v1, "{point}: web never restarted");
+    }
+}
+
+macro_rules! crash_points {
+    ($($name:ident => $point:literal),* $(,)?) => {
+        $( #[test] fn $name() { crash_at($point); } )*
+    };
+}
+
+crash_points! {
+    crash_after_the_pending_inventory => "after-pending-inventory",
+    crash_after_stopping => "after-stop",
+    crash_after_the_first_file => "after-write:1",
+    crash_after_the_third_file => "after-write:3",
+    crash_after_a_removal => "after-remove",
+    crash_before_the_reload => "before-reload",
+    crash_after_the_reload => "after-reload",
+    crash_between_reloads_and_restarts => "between-jobs:1",
+    crash_between_restarts_and_starts => "between-jobs:2",
+    crash_before_the_final_inventory => "before-final-inventory",
+}
