@@ -633,3 +633,176 @@ pub fn inventory(src: &SourceArgs) -> u8 {
     print!("{}", crate::catalog::render_markdown(&fleet, Some(&files.commit)));
     exit::OK
 }
+
+pub fn logs_clean(path: &str, pattern: &str, max_age: Option<&str>, max_files: Option<u64>, max_size: Option<&str>, dry_run: bool, json: bool) -> u8 {
+    let max_age = match max_age.map(parse_duration_arg).transpose() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: --max-age: {e}");
+            return exit::ERROR;
+        }
+    };
+    let max_size = match max_size.map(|s| spec::values::parse_size(s, false)).transpose() {
+        Ok(s) => s.and_then(|s| s.bytes()),
+        Err(e) => {
+            eprintln!("error: --max-size: {e}");
+            return exit::ERROR;
+        }
+    };
+    let rule = crate::ops::retain::Rule { path: path.to_string(), pattern: pattern.to_string(), max_age, max_files, max_size };
+    match crate::ops::retain::apply(&rule, std::time::SystemTime::now(), dry_run) {
+        Ok(report) => {
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                for r in &report.removed {
+                    println!("{verb} {} ({} bytes, {})", r.path, r.bytes, r.reason);
+                }
+                println!("{path}/{pattern}: {verb} {} files, {} bytes freed; kept {}; {} symlinks left alone; {} vanished meanwhile", report.removed.len(), report.freed, report.kept, report.skipped_symlinks, report.vanished);
+                for e in &report.errors {
+                    eprintln!("error: {e}");
+                }
+            }
+            if report.errors.is_empty() { exit::OK } else { exit::CHANGES_OR_INVALID }
+        }
+        Err(e) => {
+            eprintln!("error: {path}: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+pub fn backup(sqlite: &Path, to: &Path, last: u32, daily: u32, weekly: u32, verify: bool, wal: bool) -> u8 {
+    let policy = crate::ops::backup::Policy { last, daily, weekly };
+    match crate::ops::backup::backup(sqlite, to, &policy, verify, wal, std::time::SystemTime::now()) {
+        Ok(r) => {
+            println!("backed up {} to {} ({} bytes, {} pages, {:.2}s{}); pruned {}", sqlite.display(), r.file.path, r.file.bytes, r.pages, r.seconds, if r.verified { ", verified" } else { "" }, r.pruned.len());
+            exit::OK
+        }
+        Err(e) => {
+            // A failed backup is a failed unit: visible in `status` and the journal.
+            eprintln!("error: {e}");
+            exit::CHANGES_OR_INVALID
+        }
+    }
+}
+
+fn agent_backups(g: &Globals, agent: &str, db: Option<&str>) -> Result<(String, String), u8> {
+    let state = StateDir::new(g.host_config().state_dir);
+    let inv = state.load_inventory().map_err(|e| {
+        eprintln!("error: {e}");
+        exit::ERROR
+    })?;
+    let Some(rec) = inv.agents.get(agent) else {
+        eprintln!("error: no agent {agent:?} is deployed on this host");
+        return Err(exit::ERROR);
+    };
+    let matching: Vec<&(String, String)> = rec.backups.iter().filter(|(d, _)| db.is_none_or(|x| x == d)).collect();
+    match matching.as_slice() {
+        [one] => Ok((one.0.clone(), one.1.clone())),
+        [] => {
+            eprintln!("error: agent {agent:?} has no backups{}", db.map(|d| format!(" of {d}")).unwrap_or_default());
+            Err(exit::ERROR)
+        }
+        many => {
+            eprintln!("error: agent {agent:?} backs up several databases; name one with --db: {}", many.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>().join(", "));
+            Err(exit::ERROR)
+        }
+    }
+}
+
+pub fn backups(g: &Globals, agent: &str, json: bool) -> u8 {
+    let state = StateDir::new(g.host_config().state_dir);
+    let Ok(inv) = state.load_inventory() else { return exit::ERROR };
+    let Some(rec) = inv.agents.get(agent) else {
+        eprintln!("error: no agent {agent:?} is deployed on this host");
+        return exit::ERROR;
+    };
+    let mut all = Vec::new();
+    for (db, dir) in &rec.backups {
+        match crate::ops::backup::list(Path::new(db), Path::new(dir)) {
+            Ok(files) => all.push((db.clone(), files)),
+            Err(e) => {
+                eprintln!("error: {dir}: {e}");
+                return exit::ERROR;
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all).expect("serializes"));
+    } else {
+        for (db, files) in &all {
+            println!("{db}: {} backups", files.len());
+            for f in files {
+                println!("  {}  {:>12} bytes  {}", f.taken_at, f.bytes, f.path);
+            }
+        }
+    }
+    exit::OK
+}
+
+pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: Option<&str>) -> u8 {
+    let cfg = g.host_config();
+    let Ok((db, dir)) = agent_backups(g, agent, db) else { return exit::ERROR };
+    let file = match (from, latest) {
+        (Some(f), _) => f.to_path_buf(),
+        (None, true) => match crate::ops::backup::list(Path::new(&db), Path::new(&dir)).ok().and_then(|l| l.into_iter().next()) {
+            Some(f) => PathBuf::from(f.path),
+            None => {
+                eprintln!("error: no backups of {db} in {dir}");
+                return exit::ERROR;
+            }
+        },
+        (None, false) => {
+            eprintln!("error: say which backup: --from FILE, or --latest (see `fleetwright backups {agent}`)");
+            return exit::ERROR;
+        }
+    };
+    let inv = match StateDir::new(&cfg.state_dir).load_inventory() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    // Timers first (no new run starts), then the services.
+    let mut units: Vec<&String> = inv.files.iter().filter(|(_, r)| r.agent == agent).map(|(n, _)| n).collect();
+    units.sort_by_key(|u| (!u.ends_with(".timer"), u.to_string()));
+    runtime().block_on(async {
+        let sd = match Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await {
+            Ok(sd) => sd,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            }
+        };
+        let names: Vec<&str> = units.iter().map(|u| u.as_str()).collect();
+        let before = sd.statuses(&names).await.unwrap_or_default();
+        let active: Vec<&str> = names.iter().copied().filter(|u| before.get(*u).is_some_and(|s| s.is_active())).collect();
+        println!("stopping {}", if active.is_empty() { "nothing (no unit of it is running)".to_string() } else { active.join(", ") });
+        if let Err(e) = sd.run_jobs("stop", &active).await {
+            eprintln!("error: stopping {agent}: {e}");
+            return exit::ERROR;
+        }
+        let result = crate::ops::backup::restore(Path::new(&db), &file, std::time::SystemTime::now());
+        // Start again whatever ran before, whether or not the swap worked.
+        let started = sd.run_jobs("start", &active).await;
+        match result {
+            Ok(replaced) => {
+                println!("restored {} from {}{}", db, file.display(), replaced.map(|p| format!("; the replaced database is kept at {}", p.display())).unwrap_or_default());
+                match started {
+                    Ok(jobs) if jobs.iter().all(|j| j.result == "done") => exit::OK,
+                    other => {
+                        eprintln!("error: starting {agent} again: {other:?}");
+                        exit::UNIT_FAILED
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}; the live database was not replaced");
+                exit::ERROR
+            }
+        }
+    })
+}

@@ -41,6 +41,8 @@ pub struct HealthCheck {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentDeploy {
+    /// Its SQLite backups: `(database, backup directory)`.
+    pub backups: Vec<(String, String)>,
     pub spec_hash: String,
     /// The commit that last changed the agent: kept from the inventory while the spec hash is
     /// the same, else this commit.
@@ -75,7 +77,8 @@ pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: 
             };
             units.insert(u.name, DesiredUnit { agent: agent.name.clone(), role: u.role, content: u.content, enabled: agent.enabled, on_change, check });
         }
-        agents.insert(agent.name.clone(), AgentDeploy { spec_hash, changed_commit });
+        let backups = agent.backups.iter().map(|b| (b.sqlite.clone(), b.to.clone())).collect();
+        agents.insert(agent.name.clone(), AgentDeploy { backups, spec_hash, changed_commit });
     }
     let mut config = BTreeMap::new();
     if ctx.scope == crate::render::Scope::System {

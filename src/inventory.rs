@@ -66,6 +66,9 @@ pub struct AgentRecord {
     pub applied_at: String,
     /// The agent's `enabled` at the last apply: its timer or service should be running.
     pub enabled: bool,
+    /// Its SQLite backups: `(database, backup directory)`, for `backups` and `restore`.
+    #[serde(default)]
+    pub backups: Vec<(String, String)>,
 }
 
 pub fn sha256(text: &str) -> String {

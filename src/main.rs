@@ -149,6 +149,59 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// The man page (roff)
     Man,
+    /// Apply a log-retention rule once (used by rendered units): oldest first, never outside PATH, never through a symlink
+    LogsClean {
+        #[arg(long)]
+        path: String,
+        #[arg(long = "match", default_value = "*")]
+        pattern: String,
+        #[arg(long)]
+        max_age: Option<String>,
+        #[arg(long)]
+        max_files: Option<u64>,
+        #[arg(long)]
+        max_size: Option<String>,
+        /// Report what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take one online backup of a SQLite database (used by rendered units)
+    Backup {
+        #[arg(long)]
+        sqlite: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        keep_last: u32,
+        #[arg(long, default_value_t = 0)]
+        keep_daily: u32,
+        #[arg(long, default_value_t = 0)]
+        keep_weekly: u32,
+        #[arg(long)]
+        verify: bool,
+        #[arg(long)]
+        wal: bool,
+    },
+    /// List an agent's backups, newest first
+    Backups {
+        agent: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Swap a backup in as an agent's live database: stops its units, swaps atomically (keeping the replaced file), starts them again
+    Restore {
+        agent: String,
+        /// The backup file [default: with --latest, the newest]
+        #[arg(long, conflicts_with = "latest")]
+        from: Option<PathBuf>,
+        #[arg(long)]
+        latest: bool,
+        /// Which database, when the agent backs up several
+        #[arg(long)]
+        db: Option<String>,
+    },
     /// Print the JSON Schema of fleet documents (for editors: see docs/spec.md)
     Schema,
     /// Print the unit files a commit renders for this host (all agents, or the ones named).
@@ -194,6 +247,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::LogsClean { path, pattern, max_age, max_files, max_size, dry_run, json } => cli::logs_clean(&path, &pattern, max_age.as_deref(), max_files, max_size.as_deref(), dry_run, json),
+        Command::Backup { sqlite, to, keep_last, keep_daily, keep_weekly, verify, wal } => cli::backup(&sqlite, &to, keep_last, keep_daily, keep_weekly, verify, wal),
+        Command::Backups { agent, json } => cli::backups(&globals, &agent, json),
+        Command::Restore { agent, from, latest, db } => cli::restore(&globals, &agent, from.as_deref(), latest, db.as_deref()),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&fleetwright::spec::json_schema_any()).expect("schema serializes"));
             0

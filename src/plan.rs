@@ -407,7 +407,7 @@ pub fn assume_converged(d: &Desired) -> Observed {
         let enabled = d.units.values().find(|u| &u.agent == name).is_some_and(|u| u.enabled);
         o.inventory.agents.insert(
             name.clone(),
-            crate::inventory::AgentRecord { spec_hash: a.spec_hash.clone(), changed_commit: a.changed_commit.clone(), changed_at: String::new(), applied_commit: d.commit.clone(), applied_at: String::new(), enabled },
+            crate::inventory::AgentRecord { spec_hash: a.spec_hash.clone(), changed_commit: a.changed_commit.clone(), changed_at: String::new(), applied_commit: d.commit.clone(), applied_at: String::new(), enabled, backups: a.backups.clone() },
         );
     }
     for (path, (content, _)) in &d.config {

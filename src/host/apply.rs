@@ -216,7 +216,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         let enabled = desired.units.values().find(|u| &u.agent == name).is_some_and(|u| u.enabled);
         let changed_at = prior.agents.get(name).filter(|r| r.changed_commit == deploy.changed_commit && r.spec_hash == deploy.spec_hash).map(|r| r.changed_at.clone()).unwrap_or_else(|| now.clone());
         let applied_at = prior.agents.get(name).filter(|r| r.applied_commit == desired.commit).map(|r| r.applied_at.clone()).unwrap_or_else(|| now.clone());
-        let rec = AgentRecord { spec_hash: deploy.spec_hash.clone(), changed_commit: deploy.changed_commit.clone(), changed_at, applied_commit: desired.commit.clone(), applied_at, enabled };
+        let rec = AgentRecord { spec_hash: deploy.spec_hash.clone(), changed_commit: deploy.changed_commit.clone(), changed_at, applied_commit: desired.commit.clone(), applied_at, enabled, backups: deploy.backups.clone() };
         state.write_marker(name, &rec)?;
         agents.insert(name.clone(), rec);
     }

@@ -2,5 +2,7 @@
 //! backups, heartbeat checks, concurrency slots), and `restore`. Each is a subcommand of the
 //! same binary, so the units need nothing else installed.
 
+pub mod backup;
 pub mod heartbeat;
+pub mod retain;
 pub mod slot;

@@ -183,3 +183,95 @@ fn a_journald_drop_in_we_did_not_write_is_refused() {
     assert!(stderr(&out).contains("fleetwright.conf exists but fleetwright did not write it"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&dropin).unwrap(), "[Journal]\nSystemMaxUse=1G\n");
 }
+
+#[test]
+fn backups_run_while_the_agent_writes_and_restore_round_trips() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    // The agent: a long-running writer inserting rows into its SQLite database.
+    let writer = r#"apiVersion: fleetwright/v1
+kind: Agent
+name: store
+run:
+  command: [/bin/sh, -c, 'mkdir -p /srv/fw-store; i=0; while true; do i=$((i+1)); sqlite3 /srv/fw-store/messages.db "CREATE TABLE IF NOT EXISTS m (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO m (body) VALUES (''row $i'');" || exit 1; done']
+backups:
+  - sqlite: /srv/fw-store/messages.db
+    to: /srv/fw-backups/store
+    schedule: {calendar: "*-*-* 03:00:00"}
+    keep: {last: 3}
+    verify: true
+    wal: true
+logs:
+  - path: /srv/fw-store
+    match: "*.log"
+    maxFiles: 2
+"#;
+    repo.commit(&[("fleet.yaml", FLEET), ("store.yaml", writer)], "store");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let db = host.sb.host_path("/srv/fw-store/messages.db");
+    host.wait("rows to be written", 10, || db.exists());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Four backups while the writer keeps inserting; keep: last 3.
+    for _ in 0..4 {
+        host.systemctl(&["start", "agent-store.backup.service"]);
+        assert_eq!(host.prop("agent-store.backup.service", "Result"), "success", "{}", host.sb.journal("agent-store.backup.service"));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let listed = host.fw(&["backups", "store", "--json"]);
+    let l: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let files = l[0][1].as_array().unwrap();
+    assert_eq!(files.len(), 3, "keep last 3: {l}");
+    let newest = files[0]["path"].as_str().unwrap().to_string();
+    // The backup is consistent: integrity ok, rows 1..=n with no gap.
+    let q = |path: &str, sql: &str| -> String {
+        let o = host.sb.command("sqlite3").args([path, sql]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(q(&newest, "PRAGMA integrity_check;"), "ok");
+    let (n, max): (u64, u64) = {
+        let r = q(&newest, "SELECT count(*) || ' ' || max(id) FROM m;");
+        let mut it = r.split_whitespace().map(|x| x.parse().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    assert!(n > 0 && n == max, "a consistent prefix: {n} rows, max id {max}");
+    assert_eq!(q("/srv/fw-store/messages.db", "PRAGMA journal_mode;"), "wal", "wal: true");
+
+    // Restore: stops the writer, swaps the newest backup in, keeps the replaced file, starts it.
+    let before = host.prop("agent-store.service", "InvocationID");
+    let out = host.fw(&["restore", "store", "--latest"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("the replaced database is kept at"), "{}", stdout(&out));
+    assert_ne!(host.prop("agent-store.service", "InvocationID"), before, "restarted");
+    assert_eq!(host.prop("agent-store.service", "ActiveState"), "active");
+    let kept = std::fs::read_dir(host.sb.host_path("/srv/fw-store")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("replaced")).count();
+    assert!(kept >= 1, "the replaced database is kept");
+    // The restored database starts from the backup's rows: row max+1 follows.
+    assert!(q("/srv/fw-store/messages.db", &format!("SELECT count(*) FROM m WHERE id <= {max};")).parse::<u64>().unwrap() == max);
+
+    // Log retention as a unit: keeps the newest two *.log files, runs as the agent.
+    for i in 0..5 {
+        std::fs::write(host.sb.host_path(format!("/srv/fw-store/agent-{i}.log")), "x").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    host.systemctl(&["start", "agent-store.logs.service"]);
+    assert_eq!(host.prop("agent-store.logs.service", "Result"), "success", "{}", host.sb.journal("agent-store.logs.service"));
+    let mut logs: Vec<String> = std::fs::read_dir(host.sb.host_path("/srv/fw-store")).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.ends_with(".log")).collect();
+    logs.sort();
+    assert_eq!(logs, ["agent-3.log", "agent-4.log"]);
+}
+
+#[test]
+fn a_failed_backup_is_a_failed_unit_visible_in_status() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: nodb\nrun: {command: [/bin/sleep, '100000']}\nbackups: [{sqlite: /srv/fw-none/missing.db, to: /srv/fw-none-backups}]\n";
+    repo.commit(&[("fleet.yaml", FLEET), ("nodb.yaml", agent)], "nodb");
+    assert_eq!(code(&host.apply(&repo)), 0);
+    host.systemctl(&["start", "agent-nodb.backup.service"]);
+    assert_eq!(host.prop("agent-nodb.backup.service", "ActiveState"), "failed");
+    let s: serde_json::Value = serde_json::from_slice(&host.fw(&["status", "--json"]).stdout).unwrap();
+    let a = s["agents"].as_array().unwrap().iter().find(|a| a["agent"] == "nodb").unwrap().clone();
+    assert_eq!(a["state"], "failed", "{a}");
+    assert!(a["problems"][0].as_str().unwrap().contains("agent-nodb.backup.service failed"), "{a}");
+}
