@@ -166,11 +166,15 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
 pub fn render_text(inv: &Inventory, agents: &[AgentStatus]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "applied commit: {} at {}", inv.applied_commit.as_deref().map(short).unwrap_or("none"), inv.applied_at.as_deref().unwrap_or("never"));
-    let _ = writeln!(out, "{:<28} {:<8} {:<8} {:<32} {:<22} {:<12}", "AGENT", "KIND", "STATE", "LAST RUN", "NEXT RUN", "COMMIT");
+    let _ = writeln!(out, "{:<28} {:<8} {:<8} {:<36} {:<22} {:<12}", "AGENT", "KIND", "STATE", "LAST RUN", "NEXT RUN", "COMMIT");
     for a in agents {
-        let last = a.last_run.as_ref().map(|r| format!("{} {}", r.started.as_deref().unwrap_or("-"), r.result)).unwrap_or_else(|| "-".into());
+        let last = a
+            .last_run
+            .as_ref()
+            .map(|r| format!("{} {}{}", r.started.as_deref().unwrap_or("-"), r.result, r.duration_secs.map(|d| format!(" {d:.0}s")).unwrap_or_default()))
+            .unwrap_or_else(|| "-".into());
         let commit = a.marker.as_ref().map(|m| short(&m.changed_commit).to_string()).unwrap_or_else(|| "-".into());
-        let _ = writeln!(out, "{:<28} {:<8} {:<8} {:<32} {:<22} {:<12}", a.agent, a.kind, a.state, last, a.next_run.as_deref().unwrap_or("-"), commit);
+        let _ = writeln!(out, "{:<28} {:<8} {:<8} {:<36} {:<22} {:<12}", a.agent, a.kind, a.state, last, a.next_run.as_deref().unwrap_or("-"), commit);
         for d in &a.drift {
             let _ = writeln!(out, "    drift: {d}");
         }

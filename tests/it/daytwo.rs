@@ -275,3 +275,19 @@ fn a_failed_backup_is_a_failed_unit_visible_in_status() {
     assert_eq!(a["state"], "failed", "{a}");
     assert!(a["problems"][0].as_str().unwrap().contains("agent-nodb.backup.service failed"), "{a}");
 }
+
+#[test]
+fn success_exit_codes_count_as_success() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let agent = |codes: &str| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: noop\nrun:\n  command: [/bin/sh, -c, 'echo nothing to do; exit 75']\n{codes}schedule: {{calendar: hourly}}\n");
+    repo.commit(&[("fleet.yaml", FLEET), ("noop.yaml", &agent("  successExitCodes: [75]\n"))], "75 ok");
+    assert_eq!(code(&host.apply(&repo)), 0);
+    host.systemctl(&["start", "agent-noop.service"]);
+    assert_eq!(host.prop("agent-noop.service", "Result"), "success");
+    assert_eq!(host.prop("agent-noop.service", "ExecMainStatus"), "75");
+    repo.commit(&[("fleet.yaml", FLEET), ("noop.yaml", &agent(""))], "75 is a failure");
+    assert_eq!(code(&host.apply(&repo)), 0);
+    host.systemctl(&["start", "agent-noop.service"]);
+    assert_eq!(host.prop("agent-noop.service", "Result"), "exit-code");
+}

@@ -94,3 +94,20 @@ fn the_schema_in_the_repository_is_current() {
     let stored = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(stored == now, "schema/fleetwright-v1.json is out of date: run `UPDATE_SCHEMA=1 cargo test --test it schema`");
 }
+
+#[test]
+fn status_screen() {
+    use fleetwright::host::status::{render_text, AgentStatus, LastRun, UnitReport};
+    use fleetwright::plan::UnitStatus;
+    let unit = |u: &str, role, active: &str, sub: &str| UnitReport { unit: u.into(), role, status: UnitStatus { load_state: "loaded".into(), active_state: active.into(), sub_state: sub.into(), unit_file_state: "enabled".into() } };
+    let marker = |c: &str| fleetwright::inventory::AgentRecord { spec_hash: "h".into(), changed_commit: c.into(), changed_at: "t".into(), applied_commit: "c2".into(), applied_at: "t".into(), enabled: true, backups: vec![] };
+    let agents = vec![
+        AgentStatus { agent: "digest".into(), kind: "timer", state: "failed", enabled: true, units: vec![unit("agent-digest.timer", fleetwright::render::Role::Timer, "active", "waiting")], last_run: Some(LastRun { started: Some("2026-11-23T03:00:00Z".into()), finished: Some("2026-11-23T03:00:09Z".into()), duration_secs: Some(9.0), result: "exit-code".into(), exit_status: Some(1) }), next_run: Some("2026-11-24T03:00:00Z".into()), marker: Some(marker("aaaaaaaaaaaa1111")), drift: vec![], problems: vec!["agent-digest.backup.service failed (exit-code)".into()] },
+        AgentStatus { agent: "web".into(), kind: "service", state: "drift", enabled: true, units: vec![unit("agent-web.service", fleetwright::render::Role::Service, "active", "running")], last_run: None, next_run: None, marker: Some(marker("bbbbbbbbbbbb2222")), drift: vec!["agent-web.service was edited outside fleetwright".into()], problems: vec![] },
+        AgentStatus { agent: "zeta".into(), kind: "timer", state: "ok", enabled: true, units: vec![], last_run: None, next_run: Some("2026-11-23T10:00:00Z".into()), marker: None, drift: vec![], problems: vec![] },
+    ];
+    let inv = fleetwright::inventory::Inventory { applied_commit: Some("c2c2c2c2c2c2c2c2".into()), applied_at: Some("2026-11-23T09:00:00Z".into()), ..Default::default() };
+    insta::assert_snapshot!(render_text(&inv, &agents));
+    let colored = fleetwright::host::status::colorize(&render_text(&inv, &agents));
+    assert!(colored.contains("\x1b[31mfailed\x1b[0m") && colored.contains("\x1b[33mdrift\x1b[0m"), "{colored}");
+}
