@@ -88,7 +88,8 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, SourceError> {
         for e in entries {
             let e = e.map_err(|source| SourceError::Io { path: d.clone(), source })?;
             let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with('.') || name == "target" {
+            // The same rule as for a commit: hidden paths are skipped, nothing else.
+            if name.starts_with('.') {
                 continue;
             }
             let path = e.path();

@@ -250,6 +250,10 @@ fn check_schedule(cx: &mut Ctx, path: &str, s: &ScheduleSpec) -> Option<Schedule
             None
         }
     };
+    if matches!(trigger, Some(Trigger::Every(_))) && s.persistent == Some(true) {
+        // Persistent= only affects OnCalendar= (systemd.timer(5)); said here rather than ignored.
+        cx.err_value(&p("persistent"), "persistent: applies to calendar and cron schedules only; an `every` schedule already counts from the last run, so remove it");
+    }
     let randomized_delay = cx.parse(&p("randomizedDelay"), s.randomized_delay.as_ref(), parse_duration);
     let accuracy = cx.parse(&p("accuracy"), s.accuracy.as_ref(), parse_duration);
     Some(Schedule { trigger: trigger?, persistent: s.persistent.unwrap_or(false), randomized_delay, accuracy })

@@ -167,3 +167,13 @@ fn root_from_the_fleet_defaults_is_refused_unless_allowed() {
     let allowed = fleet.replace("kind: Fleet\n", "kind: Fleet\nallowRoot: true\n");
     assert_eq!(load(&files(&[("fleet.yaml", &allowed), ("a.yaml", a)])).unwrap().agents[0].run.user.as_deref(), Some("root"));
 }
+
+#[test]
+fn persistent_with_every_is_an_error_where_it_is_written() {
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: x}\nschedule: {every: 10m, persistent: true}\n";
+    assert!(errors(&[("a.yaml", a)]).starts_with("a.yaml:5:36: persistent: applies to calendar and cron schedules only"), "{}", errors(&[("a.yaml", a)]));
+    // From the Fleet's defaults it is not the agent's mistake: accepted (and meaningless).
+    let fleet = "apiVersion: fleetwright/v1\nkind: Fleet\ndefaults: {schedule: {persistent: true}}\n";
+    let b = "apiVersion: fleetwright/v1\nkind: Agent\nname: b\nrun: {command: [/bin/true], user: x}\nschedule: {every: 10m}\n";
+    assert!(load(&files(&[("f.yaml", fleet), ("b.yaml", b)])).is_ok());
+}
