@@ -10,7 +10,7 @@ use crate::host::systemd::Systemd;
 use crate::host::{status, HostConfig};
 use crate::plan::{self, PlanOptions};
 use crate::render::Scope;
-use crate::source::{read_commit, read_dir, CommitFiles};
+use crate::source::{read_dir, CommitFiles};
 use crate::spec::{self, Diagnostics};
 
 /// Exit codes, as documented in the README.
@@ -33,9 +33,12 @@ pub struct Globals {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SourceArgs {
-    /// The fleet repository (a local path)
+    /// The fleet repository: a local path, or a URL (file://, https://, ssh://) fetched into the state directory's cache
     #[arg(long, default_value = ".")]
-    pub repo: PathBuf,
+    pub repo: String,
+    /// With a URL: the branch to fetch
+    #[arg(long, default_value = "main")]
+    pub branch: String,
     /// The commit to use
     #[arg(long, default_value = "HEAD")]
     pub rev: String,
@@ -98,9 +101,20 @@ pub fn validate(dir: &Path) -> u8 {
     }
 }
 
+/// Where fetched remotes are kept: the state directory's cache when it can be written (root),
+/// else a per-user directory under the system's temporary directory.
+fn cache_dir(g: &Globals) -> PathBuf {
+    let cache = g.host_config().state_dir.join("cache");
+    if std::fs::create_dir_all(&cache).is_ok() {
+        cache
+    } else {
+        std::env::temp_dir().join(format!("fleetwright-cache-{}", nix::unistd::getuid()))
+    }
+}
+
 /// Read and validate a commit; print why when it is not valid.
-fn load_commit(src: &SourceArgs) -> Result<(CommitFiles, spec::Fleet), u8> {
-    let files = read_commit(&src.repo, &src.rev, src.path.as_deref()).map_err(|e| {
+fn load_commit(g: &Globals, src: &SourceArgs) -> Result<(CommitFiles, spec::Fleet), u8> {
+    let files = crate::source::read_location(&src.repo, &src.rev, Some(&src.branch), src.path.as_deref(), &cache_dir(g)).map_err(|e| {
         eprintln!("error: {e}");
         exit::ERROR
     })?;
@@ -120,7 +134,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 pub fn plan(g: &Globals, src: &SourceArgs, json: bool, diffs: bool, allow_empty: bool) -> u8 {
     let cfg = g.host_config();
-    let Ok((files, fleet)) = load_commit(src) else { return exit::ERROR };
+    let Ok((files, fleet)) = load_commit(g, src) else { return exit::ERROR };
     runtime().block_on(async {
         let state = StateDir::new(&cfg.state_dir);
         let result = async {
@@ -156,7 +170,7 @@ pub fn plan(g: &Globals, src: &SourceArgs, json: bool, diffs: bool, allow_empty:
 
 pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool) -> u8 {
     let cfg = g.host_config();
-    let (files, fleet) = match load_commit(src) {
+    let (files, fleet) = match load_commit(g, src) {
         Ok(x) => x,
         Err(code) => return if code == exit::ERROR { exit::ERROR } else { exit::CHANGES_OR_INVALID },
     };
@@ -232,7 +246,7 @@ pub fn status(g: &Globals, json: bool) -> u8 {
 
 pub fn render(g: &Globals, src: &SourceArgs, agents: &[String]) -> u8 {
     let cfg = g.host_config();
-    let Ok((files, fleet)) = load_commit(src) else { return exit::ERROR };
+    let Ok((files, fleet)) = load_commit(g, src) else { return exit::ERROR };
     let want = desired(&fleet, &cfg.host, &cfg.render_ctx(), &files.commit, &Default::default());
     for (name, u) in &want.units {
         if agents.is_empty() || agents.contains(&u.agent) {
@@ -248,7 +262,11 @@ pub fn render(g: &Globals, src: &SourceArgs, agents: &[String]) -> u8 {
 pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs) -> u8 {
     use crate::host::sandbox::{Sandbox, SandboxOptions};
     let cfg = g.host_config();
-    let Ok((files, fleet)) = load_commit(src) else { return exit::CHANGES_OR_INVALID };
+    let Ok((files, fleet)) = load_commit(g, src) else { return exit::CHANGES_OR_INVALID };
+    if crate::source::looks_like_url(&src.repo) {
+        eprintln!("error: apply --sandbox takes a local repository; clone {} first", src.repo);
+        return exit::ERROR;
+    }
     let repo = match std::fs::canonicalize(&src.repo) {
         Ok(r) if r.starts_with("/tmp") || r.starts_with("/var/tmp") || r.starts_with("/run") => {
             eprintln!("error: {} is under /tmp, /var/tmp or /run, which the sandbox replaces with its own; clone the repository elsewhere", r.display());
@@ -256,7 +274,7 @@ pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs) -> u8 {
         }
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {}: {e}", src.repo.display());
+            eprintln!("error: {}: {e}", src.repo);
             return exit::ERROR;
         }
     };
@@ -577,15 +595,15 @@ pub fn heartbeat(g: &Globals, agent: &str, file: &Path, max_age: &str, unit: &st
 }
 
 /// Read a commit and validate it; Err(exit code) after printing why.
-fn load_rev(src: &SourceArgs, rev: &str) -> Result<(CommitFiles, spec::Fleet), u8> {
+fn load_rev(g: &Globals, src: &SourceArgs, rev: &str) -> Result<(CommitFiles, spec::Fleet), u8> {
     let mut s = src.clone();
     s.rev = rev.to_string();
-    load_commit(&s)
+    load_commit(g, &s)
 }
 
 /// `plan --base --head`: review a change without a host.
 pub fn review(g: &Globals, src: &SourceArgs, base: &str, head: &str, format: &str) -> u8 {
-    let (Ok((bf, b)), Ok((hf, h))) = (load_rev(src, base), load_rev(src, head)) else { return exit::ERROR };
+    let (Ok((bf, b)), Ok((hf, h))) = (load_rev(g, src, base), load_rev(g, src, head)) else { return exit::ERROR };
     let cfg = g.host_config();
     let r = crate::review::review((&bf.commit, &b), (&hf.commit, &h), g.host.as_deref(), &cfg.render_ctx());
     match format {
@@ -601,7 +619,7 @@ pub fn review(g: &Globals, src: &SourceArgs, base: &str, head: &str, format: &st
 }
 
 pub fn schedule(g: &Globals, src: &SourceArgs, window: &str, at: Option<&str>, columns: usize, json: bool) -> u8 {
-    let Ok((_, fleet)) = load_commit(src) else { return exit::ERROR };
+    let Ok((_, fleet)) = load_commit(g, src) else { return exit::ERROR };
     let window = match parse_duration_arg(window) {
         Ok(w) => w.as_secs() as i64,
         Err(e) => {
@@ -628,8 +646,8 @@ pub fn schedule(g: &Globals, src: &SourceArgs, window: &str, at: Option<&str>, c
     exit::OK
 }
 
-pub fn inventory(src: &SourceArgs) -> u8 {
-    let Ok((files, fleet)) = load_commit(src) else { return exit::ERROR };
+pub fn inventory(g: &Globals, src: &SourceArgs) -> u8 {
+    let Ok((files, fleet)) = load_commit(g, src) else { return exit::ERROR };
     print!("{}", crate::catalog::render_markdown(&fleet, Some(&files.commit)));
     exit::OK
 }

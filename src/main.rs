@@ -232,7 +232,7 @@ fn main() -> ExitCode {
         Command::SlotPrepare { group, limit } => cli::slot_prepare(&group, limit),
         Command::Heartbeat { agent, file, max_age, unit } => cli::heartbeat(&globals, &agent, &file, &max_age, &unit),
         Command::Schedule { src, window, at, columns, json } => cli::schedule(&globals, &src, &window, at.as_deref(), columns, json),
-        Command::Inventory { src } => cli::inventory(&src),
+        Command::Inventory { src } => cli::inventory(&globals, &src),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut <Args as clap::CommandFactory>::command(), "fleetwright", &mut std::io::stdout());
             0

@@ -131,7 +131,7 @@ pub enum FetchError {
     Signature(String),
 }
 
-fn looks_like_url(s: &str) -> bool {
+pub fn looks_like_url(s: &str) -> bool {
     s.contains("://") || (s.contains('@') && s.contains(':') && !s.starts_with('/'))
 }
 
@@ -207,6 +207,12 @@ impl GitSource {
         Ok(commit.id().to_string())
     }
 
+    /// A revision (a commit id, a tag, a ref) of the repository or of what was fetched.
+    pub fn resolve(&self, rev: &str) -> Result<String, FetchError> {
+        let git = |source| FetchError::Git { location: self.location.clone(), source };
+        Ok(self.repo.revparse_single(rev).and_then(|o| o.peel_to_commit()).map_err(git)?.id().to_string())
+    }
+
     /// The spec files of `commit`.
     pub fn read(&self, commit: &str) -> Result<CommitFiles, FetchError> {
         let git = |source| FetchError::Git { location: self.location.clone(), source };
@@ -260,4 +266,16 @@ impl GitSource {
         }
         Ok(principal)
     }
+}
+
+/// Read `rev` of a local repository, or fetch `branch` of a remote URL into `cache_root` and
+/// read `rev` there (`HEAD`: the branch's head).
+pub fn read_location(repo: &str, rev: &str, branch: Option<&str>, subdir: Option<&str>, cache_root: &Path) -> Result<CommitFiles, FetchError> {
+    if !looks_like_url(repo) {
+        return Ok(read_commit(Path::new(repo), rev, subdir)?);
+    }
+    let s = GitSource::open(repo, branch, subdir, cache_root)?;
+    s.fetch()?;
+    let commit = if rev == "HEAD" { s.head()? } else { s.resolve(rev)? };
+    s.read(&commit)
 }

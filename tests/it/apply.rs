@@ -264,3 +264,20 @@ fn apply_sandbox_reports_a_missing_program_and_leaves_the_host_alone() {
     assert!(stdout(&out).contains("agent-fine-sbx") && stdout(&out).contains("this host was not changed"));
     assert!(!std::path::Path::new("/etc/systemd/system/agent-fine-sbx.service").exists(), "the machine's unit directory is untouched");
 }
+
+#[test]
+fn plan_and_apply_take_a_remote_url() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = repo.commit(&refs(&mixed_fleet()), "first");
+    let url = format!("file://{}", repo.path().display());
+    let out = host.fw(&["plan", "--repo", &url, "--branch", "master"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let out = host.fw(&["apply", "--repo", &url, "--branch", "master"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains(&c1[..12]));
+    assert_eq!(host.prop("agent-web.service", "ActiveState"), "active");
+    assert!(host.state_dir().join("cache").read_dir().unwrap().count() == 1, "fetched into the state directory's cache");
+    let out = host.fw(&["plan", "--repo", &url, "--branch", "master", "--rev", &c1]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+}
