@@ -279,3 +279,61 @@ pub fn read_location(repo: &str, rev: &str, branch: Option<&str>, subdir: Option
     let commit = if rev == "HEAD" { s.head()? } else { s.resolve(rev)? };
     s.read(&commit)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(repo: &git2::Repository, files: &[(&str, &str)], msg: &str) -> String {
+        let root = repo.workdir().unwrap();
+        for (p, t) in files {
+            let path = root.join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, t).unwrap();
+        }
+        let mut index = repo.index().unwrap();
+        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        repo.commit(Some("HEAD"), &sig, &sig, msg, &tree, &parent.iter().collect::<Vec<_>>()).unwrap().to_string()
+    }
+
+    #[test]
+    fn reads_a_subdirectory_skipping_hidden_and_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        let c = commit(&repo, &[("fleet/a.yaml", "a"), ("fleet/sub/b.yml", "b"), ("fleet/.hidden/c.yaml", "c"), ("fleet/notes.md", "n"), ("other/d.yaml", "d")], "one");
+        let files = read_commit(dir.path(), "HEAD", Some("fleet")).unwrap();
+        assert_eq!(files.commit, c);
+        assert_eq!(files.files, vec![("a.yaml".to_string(), "a".to_string()), ("sub/b.yml".to_string(), "b".to_string())]);
+        assert!(matches!(read_commit(dir.path(), "HEAD", Some("nope")), Err(SourceError::NoSubdir { .. })));
+        // The working tree is never read: an uncommitted edit is invisible.
+        std::fs::write(dir.path().join("fleet/a.yaml"), "edited").unwrap();
+        assert_eq!(read_commit(dir.path(), "HEAD", Some("fleet")).unwrap().files[0].1, "a");
+    }
+
+    #[test]
+    fn a_remote_is_fetched_into_a_cache_and_force_pushes_are_detected() {
+        let origin_dir = tempfile::tempdir().unwrap();
+        let origin = git2::Repository::init(origin_dir.path()).unwrap();
+        origin.set_head("refs/heads/main").unwrap();
+        let c1 = commit(&origin, &[("fleet/a.yaml", "1")], "one");
+        let c2 = commit(&origin, &[("fleet/a.yaml", "2")], "two");
+        let cache = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", origin_dir.path().display());
+        let src = GitSource::open(&url, Some("main"), Some("fleet"), cache.path()).unwrap();
+        assert!(src.is_remote());
+        src.fetch().unwrap();
+        assert_eq!(src.head().unwrap(), c2);
+        assert_eq!(src.read(&c1).unwrap().files[0].1, "1");
+        assert_eq!(src.descends_from(&c2, &c1), Some(true));
+        assert_eq!(src.descends_from(&c1, &c2), Some(false));
+        assert_eq!(src.descends_from(&c2, "0123456789012345678901234567890123456789"), None);
+        // The same URL reuses the cache directory.
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+        let again = GitSource::open(&url, Some("main"), None, cache.path()).unwrap();
+        assert_eq!(again.resolve(&c1[..10]).unwrap(), c1);
+    }
+}
