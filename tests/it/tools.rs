@@ -115,3 +115,21 @@ fn the_schema_accepts_every_example_and_rejects_broken_documents() {
         assert!(!validator.is_valid(doc), "accepted: {broken}");
     }
 }
+
+#[test]
+fn the_flake_parses_and_its_module_uses_real_daemon_flags() {
+    let flake = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/flake.nix")).unwrap();
+    // Syntax: nix-instantiate --parse needs no nixpkgs (CI installs Debian's nix-bin).
+    match std::process::Command::new("nix-instantiate").args(["--parse", concat!(env!("CARGO_MANIFEST_DIR"), "/flake.nix")]).output() {
+        Ok(o) => assert!(o.status.success(), "flake.nix does not parse: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => assert!(std::env::var_os("CI").is_none(), "nix-instantiate is missing on CI: {e}"),
+    }
+    // Every flag the NixOS module passes to `fleetwright daemon` exists.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright")).args(["daemon", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let flags: Vec<&str> = flake.split('"').filter(|s| s.starts_with("--") && s.len() > 2 && !s.contains(' ')).collect();
+    assert!(flags.len() >= 4, "{flags:?}");
+    for f in flags {
+        assert!(help.contains(f), "flake.nix passes {f}, which `fleetwright daemon` does not take");
+    }
+}
