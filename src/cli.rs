@@ -462,7 +462,23 @@ pub fn rollback(g: &Globals, to: Option<&str>) -> u8 {
     let state = StateDir::new(g.host_config().state_dir);
     let applied = state.load_inventory().ok().and_then(|i| i.applied_commit);
     let target = match to {
-        Some(t) => t.to_string(),
+        // The daemon reads the pin as a full commit id: resolve an abbreviation against the
+        // commits it has seen.
+        Some(t) if t.len() == 40 && t.bytes().all(|b| b.is_ascii_hexdigit()) => t.to_ascii_lowercase(),
+        Some(t) => {
+            let seen: std::collections::BTreeSet<String> = h.recent(10_000).unwrap_or_default().into_iter().flat_map(|r| [r.head, r.applied]).flatten().filter(|c| c.starts_with(t)).collect();
+            match seen.len() {
+                1 => seen.into_iter().next().expect("one"),
+                0 => {
+                    eprintln!("error: no commit starting with {t:?} is in the daemon's history; give the full 40-character commit id");
+                    return exit::ERROR;
+                }
+                _ => {
+                    eprintln!("error: {t:?} is ambiguous ({}); give more of the commit id", seen.into_iter().collect::<Vec<_>>().join(", "));
+                    return exit::ERROR;
+                }
+            }
+        }
         None => match h.recent(1000).ok().and_then(|rows| {
             rows.into_iter().filter(|r| r.result == "converged").filter_map(|r| r.applied).find(|c| Some(c) != applied.as_ref() && matches!(h.verdict(c), Ok(Some((crate::daemon::history::Verdict::Good, _)))))
         }) {
@@ -496,7 +512,12 @@ pub fn resume(g: &Globals) -> u8 {
 /// SIGHUP to the running daemon (its pid file is in the state directory).
 fn signal_daemon(g: &Globals) -> bool {
     let pid_file = g.host_config().state_dir.join("daemon.pid");
-    let pid = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    // Only a live fleetwright daemon: a stale pid file must not make us signal a stranger.
+    let pid = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()).filter(|p| {
+        let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.first().is_some_and(|a| a.ends_with(b"fleetwright")) && args.iter().any(|a| *a == b"daemon")
+    });
     match pid.map(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGHUP)) {
         Some(Ok(())) => true,
         _ => {

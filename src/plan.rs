@@ -226,7 +226,17 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
         let mut actions = Vec::new();
         match want.role {
             Role::Job | Role::AuxJob => {
-                if semantic {
+                if record.is_some_and(|r| r.role == Role::Service) {
+                    // It was a long-running service: stop it and drop its boot-time link; from
+                    // now on its timer starts it.
+                    if status.is_active() {
+                        actions.push(Action::Stop);
+                    }
+                    if status.is_enabled() {
+                        actions.push(Action::Disable);
+                    }
+                    reasons.push("it was a long-running service and is now a scheduled job".to_string());
+                } else if semantic {
                     reasons.push("a run in progress keeps its definition; the next run uses the new one".to_string());
                 }
             }

@@ -243,7 +243,7 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
 /// A helper job and its timer: `<base>.<kind>.service` / `.timer`. Agent names cannot hold a
 /// dot, so these never collide with another agent's units.
 struct Aux<'a> {
-    kind: &'a str,
+    kind: String,
     /// Directories made (privileged) before the job runs, so that they can be written to.
     make_dirs: Vec<String>,
     what: String,
@@ -253,13 +253,31 @@ struct Aux<'a> {
     timer: Vec<(&'static str, String)>,
 }
 
+/// Entries grouped by their calendar, in the order each calendar first appears.
+fn group_by_calendar<'a, T>(items: &'a [T], cal: impl Fn(&T) -> &String) -> Vec<(&'a String, Vec<&'a T>)> {
+    let mut groups: Vec<(&String, Vec<&T>)> = Vec::new();
+    for it in items {
+        let c = cal(it);
+        match groups.iter_mut().find(|(g, _)| *g == c) {
+            Some((_, v)) => v.push(it),
+            None => groups.push((c, vec![it])),
+        }
+    }
+    groups
+}
+
+fn numbered(kind: &str, i: usize) -> String {
+    if i == 0 { kind.to_string() } else { format!("{kind}-{}", i + 1) }
+}
+
 fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &str) -> Vec<RenderedUnit> {
     let base = unit_base(fleet, &agent.name);
     let exe = quote(&ctx.exe, true);
     let mut aux = Vec::new();
-    if !agent.logs.is_empty() {
-        let exec = agent
-            .logs
+    // One unit and timer per distinct schedule: `<base>.logs`, then `<base>.logs-2`, … so that
+    // each entry runs on its own calendar.
+    for (i, (cal, rules)) in group_by_calendar(&agent.logs, |l| &l.calendar).into_iter().enumerate() {
+        let exec = rules
             .iter()
             .map(|l| {
                 let mut a = vec![exe.clone(), "logs-clean".into(), "--path".into(), quote(&l.path, true), "--match".into(), quote(&l.pattern, true)];
@@ -275,22 +293,19 @@ fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &st
                 a.join(" ")
             })
             .collect();
-        let mut cals: Vec<String> = agent.logs.iter().map(|l| l.calendar.clone()).collect();
-        cals.dedup();
         aux.push(Aux {
-            kind: "logs",
+            kind: numbered("logs", i),
             make_dirs: Vec::new(),
             what: "log retention".into(),
             exec,
             // As the agent's user: it can delete only what the agent itself could.
             user: agent.run.user.as_deref(),
-            writable: agent.logs.iter().map(|l| l.path.split("/*").next().unwrap_or(&l.path).to_string()).collect(),
-            timer: cals.into_iter().map(|c| ("OnCalendar", escape_specifiers(&c))).chain([("Persistent", "yes".to_string()), ("RandomizedDelaySec", "5min".to_string())]).collect(),
+            writable: rules.iter().map(|l| l.path.split("/*").next().unwrap_or(&l.path).to_string()).collect(),
+            timer: vec![("OnCalendar", escape_specifiers(cal)), ("Persistent", "yes".to_string()), ("RandomizedDelaySec", "5min".to_string())],
         });
     }
-    if !agent.backups.is_empty() {
-        let exec = agent
-            .backups
+    for (i, (cal, backups)) in group_by_calendar(&agent.backups, |b| &b.calendar).into_iter().enumerate() {
+        let exec = backups
             .iter()
             .map(|b| {
                 let mut a = vec![
@@ -316,16 +331,14 @@ fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &st
                 a.join(" ")
             })
             .collect();
-        let mut cals: Vec<String> = agent.backups.iter().map(|b| b.calendar.clone()).collect();
-        cals.dedup();
         aux.push(Aux {
-            kind: "backup",
-            make_dirs: agent.backups.iter().map(|b| b.to.clone()).collect(),
+            kind: numbered("backup", i),
+            make_dirs: backups.iter().map(|b| b.to.clone()).collect(),
             what: "SQLite backup".into(),
             exec,
             user: None,
-            writable: agent.backups.iter().flat_map(|b| [parent(&b.sqlite), b.to.clone()]).collect(),
-            timer: cals.into_iter().map(|c| ("OnCalendar", escape_specifiers(&c))).chain([("Persistent", "yes".to_string())]).collect(),
+            writable: backups.iter().flat_map(|b| [parent(&b.sqlite), b.to.clone()]).collect(),
+            timer: vec![("OnCalendar", escape_specifiers(cal)), ("Persistent", "yes".to_string())],
         });
     }
     if let (Some(hb), Mode::Service(_)) = (agent.health.as_ref().and_then(|h| h.heartbeat.as_ref()), &agent.mode) {
@@ -336,7 +349,7 @@ fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &st
             exec.push("--user".into());
         }
         aux.push(Aux {
-            kind: "heartbeat",
+            kind: "heartbeat".into(),
             make_dirs: Vec::new(),
             what: "heartbeat check".into(),
             exec: vec![exec.join(" ")],

@@ -289,9 +289,11 @@ impl Daemon {
         if matches!(outcome, Outcome::Converged { .. }) {
             m.last_success_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             m.healthy = true;
+        } else if matches!(outcome, Outcome::Superseded) {
+            m.healthy = true;
         } else {
             m.failures += 1;
-            m.healthy = matches!(outcome, Outcome::Superseded);
+            m.healthy = false;
         }
         if matches!(outcome, Outcome::RolledBack) {
             m.rollbacks += 1;
@@ -397,7 +399,7 @@ impl Daemon {
                 let why = failed.join("; ");
                 let _ = self.history.mark(&target, Verdict::Bad, &why, &now_rfc3339());
                 rec.error = Some(why.clone());
-                return self.roll_back(&target, last_good, &why).await;
+                return self.roll_back(rec, &target, last_good, &why).await;
             }
             let _ = self.history.mark(&target, Verdict::Good, "healthy", &now_rfc3339());
             if let Some((h, at)) = &self.head_seen {
@@ -441,11 +443,13 @@ impl Daemon {
         Outcome::Held(why)
     }
 
-    async fn roll_back(&mut self, bad: &str, last_good: Option<String>, why: &str) -> Outcome {
+    async fn roll_back(&mut self, rec: &mut Reconcile, bad: &str, last_good: Option<String>, why: &str) -> Outcome {
         error!(commit = short(bad), reason = why, "deploy failed its health gate; rolling back");
         let Some(good) = last_good else {
-            self.notify_event("failed", bad, &format!("{why}; there is no earlier good commit to roll back to"));
-            return Outcome::RolledBack;
+            let msg = format!("{why}; there is no earlier good commit to roll back to: the host stays at {}", short(bad));
+            self.notify_event("failed", bad, &msg);
+            rec.result = "failed".into();
+            return Outcome::Held(msg);
         };
         let result = match self.source.read(&good).map_err(|e| e.to_string()).and_then(|f| crate::spec::load(&f.files).map_err(|d| d.to_string())) {
             Ok(fleet) => self.apply(&good, &fleet).await.map(|_| ()).map_err(|o| format!("{o:?}")),
@@ -453,6 +457,7 @@ impl Daemon {
         };
         match result {
             Ok(()) => {
+                rec.applied = Some(good.clone());
                 self.notify_event("rolled-back", bad, &format!("{why}; rolled back to {}", short(&good)));
                 self.metrics.lock().expect("metrics lock").applied_commit = Some(good.clone());
             }
@@ -464,11 +469,19 @@ impl Daemon {
     /// Watch the services a deploy started or restarted for the grace period. A newer commit
     /// cancels the wait (as Flux users ask: stop waiting once something newer exists).
     async fn health_gate(&mut self, d: &Deployment) -> Gate {
+        // The services this deploy (re)started, and every service of an agent this commit changed:
+        // after a daemon restart in the middle of a gate, the re-apply starts nothing, and a
+        // crash-looping service must still be caught.
+        let changed_here: std::collections::BTreeSet<String> = self
+            .state
+            .load_inventory()
+            .map(|i| i.agents.into_iter().filter(|(_, r)| r.changed_commit == d.plan.commit).map(|(a, _)| a).collect())
+            .unwrap_or_default();
         let watched: Vec<String> = d
             .plan
             .units
             .iter()
-            .filter(|u| u.role == Role::Service && u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart)))
+            .filter(|u| u.role == Role::Service && (u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart)) || changed_here.contains(&u.agent)))
             .map(|u| u.unit.clone())
             .collect();
         if watched.is_empty() || self.cfg.health_grace.is_zero() {
@@ -484,17 +497,21 @@ impl Daemon {
             }
         }
         let until = Instant::now() + self.cfg.health_grace;
-        while Instant::now() < until {
+        // Triggers seen while waiting are answered once, after the gate (or at once by the main
+        // loop when a newer commit supersedes the wait).
+        let mut deferred: Option<Trigger> = None;
+        let verdict = loop {
+            if Instant::now() >= until {
+                break Gate::Healthy;
+            }
             tokio::select! {
                 t = self.triggers.recv() => {
                     if let Some(t) = t {
-                        // Put it back for the main loop, and stop waiting if the head moved.
-                        let _ = self.tx.send(t);
+                        deferred = Some(t);
                         let moved = tokio::task::block_in_place(|| self.source.fetch()).is_ok() && self.source.head().ok() != self.head_seen.as_ref().map(|(h, _)| h.clone());
                         if moved && self.history.pin().ok().flatten().is_none() {
-                            return Gate::Superseded;
+                            break Gate::Superseded;
                         }
-                        tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -503,17 +520,24 @@ impl Daemon {
             for u in &names {
                 let s = st.get(*u).cloned().unwrap_or_default();
                 if s.active_state == "failed" {
-                    return Gate::Failed(format!("{u} failed after the deploy"));
+                    return self.after_gate(deferred, Gate::Failed(format!("{u} failed after the deploy")));
                 }
                 if let Ok(p) = sd.properties(u, "org.freedesktop.systemd1.Service").await {
                     let n = restarts(&p);
                     if n > base.get(*u).copied().unwrap_or(0) || s.sub_state == "auto-restart" {
-                        return Gate::Failed(format!("{u} is crash-looping ({n} restarts since the deploy)"));
+                        return self.after_gate(deferred, Gate::Failed(format!("{u} is crash-looping ({n} restarts since the deploy)")));
                     }
                 }
             }
+        };
+        self.after_gate(deferred, verdict)
+    }
+
+    fn after_gate(&self, deferred: Option<Trigger>, verdict: Gate) -> Gate {
+        if let Some(t) = deferred {
+            let _ = self.tx.send(t);
         }
-        Gate::Healthy
+        verdict
     }
 
     fn notify_event(&self, event: &str, commit: &str, message: &str) {

@@ -657,6 +657,23 @@ pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics) -> Fleet {
             diags.push(loc.clone(), format!("`after` names {dep:?}, which is not an agent of this fleet{hint}"));
         }
     }
+    // A group's limit is one number: each agent's runs take a slot among `limit` lock files, so
+    // agents that disagree would each enforce their own cap on the same group.
+    let mut limits: BTreeMap<&str, (u32, &str)> = BTreeMap::new();
+    for a in &fleet.agents {
+        if let Some(c) = &a.concurrency {
+            match limits.get(c.group.as_str()) {
+                Some((l, other)) if *l != c.limit => {
+                    let loc = seen.get(&a.name).cloned().unwrap_or(Loc { file: a.source.file.clone(), line: a.source.line, col: 1 });
+                    diags.push(loc, format!("concurrency group {:?} has limit {} here but {l} in agent {other:?}; give every agent of a group the same limit", c.group, c.limit));
+                }
+                Some(_) => {}
+                None => {
+                    limits.insert(c.group.as_str(), (c.limit, a.name.as_str()));
+                }
+            }
+        }
+    }
     if let Some(cycle) = find_cycle(&fleet) {
         let loc = seen.get(&cycle[0]).cloned().unwrap_or(Loc { file: String::new(), line: 1, col: 1 });
         diags.push(loc, format!("`after` forms a cycle: {}; remove one of these orderings", cycle.join(" → ")));

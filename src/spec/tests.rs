@@ -177,3 +177,10 @@ fn persistent_with_every_is_an_error_where_it_is_written() {
     let b = "apiVersion: fleetwright/v1\nkind: Agent\nname: b\nrun: {command: [/bin/true], user: x}\nschedule: {every: 10m}\n";
     assert!(load(&files(&[("f.yaml", fleet), ("b.yaml", b)])).is_ok());
 }
+
+#[test]
+fn a_concurrency_group_has_one_limit() {
+    let a = |n: &str, l: u32| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: {n}\nrun: {{command: [/bin/true], user: x}}\nschedule: {{calendar: hourly}}\nconcurrency: {{group: gpu, limit: {l}}}\n");
+    let e = errors(&[("a.yaml", &a("a", 2)), ("b.yaml", &a("b", 3))]);
+    assert_eq!(e, "b.yaml:3:7: concurrency group \"gpu\" has limit 3 here but 2 in agent \"a\"; give every agent of a group the same limit\n");
+}

@@ -178,3 +178,13 @@ fn plans_are_deterministic() {
     sorted.sort();
     assert_eq!(names, sorted);
 }
+
+#[test]
+fn a_service_turned_scheduled_job_is_stopped_and_disabled_once() {
+    let f1 = fleet(&[("f.yaml", FLEET)]);
+    let host = converged(&want(&f1, "c1", &Inventory::default()));
+    let f2 = fleet(&[("f.yaml", &FLEET.replace("description: the web\n", "description: the web\nschedule: {calendar: hourly}\n"))]);
+    let p = plan(&want(&f2, "c2", &host.inventory), &host, opts());
+    assert_eq!(actions(&p, "agent-web.service"), (FileOp::Update(Change::Semantic), vec![Action::Stop, Action::Disable]));
+    assert_eq!(actions(&p, "agent-web.timer"), (FileOp::Create, vec![Action::Enable, Action::Start]));
+}

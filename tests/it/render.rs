@@ -111,3 +111,14 @@ fn status_screen() {
     let colored = fleetwright::host::status::colorize(&render_text(&inv, &agents));
     assert!(colored.contains("\x1b[31mfailed\x1b[0m") && colored.contains("\x1b[33mdrift\x1b[0m"), "{colored}");
 }
+
+#[test]
+fn each_schedule_of_backups_and_logs_gets_its_own_timer() {
+    let f = fleet(&[("a.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: db\nrun: {command: [/bin/db], user: db}\nbackups:\n  - {sqlite: /srv/db/a.db, to: /srv/bk/a, schedule: {calendar: daily}}\n  - {sqlite: /srv/db/b.db, to: /srv/bk/b, schedule: {calendar: weekly}}\n  - {sqlite: /srv/db/c.db, to: /srv/bk/c, schedule: {calendar: daily}}\nlogs:\n  - {path: /srv/db/logs, maxAge: 7d}\n")]);
+    let d = want(&f, "c", &Inventory::default());
+    let names: Vec<&str> = d.units.keys().map(String::as_str).collect();
+    assert_eq!(names, ["agent-db.backup-2.service", "agent-db.backup-2.timer", "agent-db.backup.service", "agent-db.backup.timer", "agent-db.logs.service", "agent-db.logs.timer", "agent-db.service"]);
+    let daily = &d.units["agent-db.backup.service"].content;
+    assert!(daily.contains("/srv/db/a.db") && daily.contains("/srv/db/c.db") && !daily.contains("/srv/db/b.db"), "{daily}");
+    assert!(d.units["agent-db.backup-2.timer"].content.contains("OnCalendar=weekly"));
+}
