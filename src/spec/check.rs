@@ -26,10 +26,25 @@ const KINDS: [&str; 2] = ["Agent", "Fleet"];
 /// Parse every document of one file; problems go to `diags`, good documents to `docs`.
 pub(super) fn parse_file(path: &str, text: &str, docs: &mut Vec<Doc>, diags: &mut Diagnostics) {
     let loc = |line: usize, col: usize| Loc { file: path.to_string(), line, col };
+    // The file name goes into every unit's header comment: a newline in it (git allows one)
+    // would start a directive.
+    if let Some(c) = path.chars().find(|c| c.is_control()) {
+        let shown = Loc { file: path.escape_debug().to_string(), line: 1, col: 1 };
+        diags.push(shown, format!("the file name contains the control character {c:?}; rename the file"));
+        return;
+    }
+    if text.len() > super::MAX_FILE_BYTES {
+        let mib = text.len() as f64 / f64::from(1u32 << 20);
+        diags.push(loc(1, 1), format!("the file is {mib:.1} MiB; a spec file may be at most 1 MiB (split it into several files)"));
+        return;
+    }
+    // The fields allowed at a (kind, parent), for "did you mean": the schema is generated once
+    // per parent, not once per unknown field.
+    let mut known_fields: std::collections::HashMap<(String, String), Vec<String>> = std::collections::HashMap::new();
     let indexes = match index_documents(text) {
         Ok(i) => i,
         Err((pos, msg)) => {
-            diags.push(loc(pos.line, pos.col), format!("YAML syntax error: {msg}"));
+            diags.push(loc(pos.line, pos.col), msg);
             return;
         }
     };
@@ -77,7 +92,7 @@ pub(super) fn parse_file(path: &str, text: &str, docs: &mut Vec<Doc>, diags: &mu
         for path in &unknown {
             let pos = index.key(path);
             let (parent, field) = path.rsplit_once('.').unwrap_or(("", path));
-            let known = super::schema_fields(&kind, parent);
+            let known = known_fields.entry((kind.clone(), parent.to_string())).or_insert_with(|| super::schema_fields(&kind, parent));
             let hint = match did_you_mean(field, known.iter().map(String::as_str)) {
                 Some(s) => format!("did you mean `{s}`?"),
                 None if known.is_empty() => "remove it".into(),
@@ -475,7 +490,7 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
         },
     };
     if let Some(d) = &a.description {
-        if let Err(e) = check_text(d) {
+        if let Err(e) = check_text(d).and_then(|()| check_no_continuation(d)) {
             cx.err("description", format!("description {e}"));
         }
     }
@@ -682,38 +697,43 @@ pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics) -> Fleet {
     fleet
 }
 
-/// A cycle in `after`, as the list of names around it, if any.
+/// A cycle in `after`, as the list of names around it, if any. Depth-first with an explicit
+/// stack: a long `after` chain must not overflow the thread's stack.
 fn find_cycle(fleet: &Fleet) -> Option<Vec<String>> {
     let edges: BTreeMap<&str, Vec<&str>> = fleet.agents.iter().map(|a| (a.name.as_str(), a.after.iter().map(String::as_str).collect())).collect();
-    // 0 = unvisited, 1 = on the stack, 2 = done.
+    // 1 = on the stack, 2 = done.
     let mut state: BTreeMap<&str, u8> = BTreeMap::new();
-    fn visit<'a>(n: &'a str, edges: &BTreeMap<&'a str, Vec<&'a str>>, state: &mut BTreeMap<&'a str, u8>, stack: &mut Vec<&'a str>) -> Option<Vec<String>> {
-        match state.get(n) {
-            Some(2) => return None,
-            Some(1) => {
-                let start = stack.iter().position(|s| *s == n).unwrap_or(0);
-                let mut cyc: Vec<String> = stack[start..].iter().map(|s| s.to_string()).collect();
-                cyc.push(n.to_string());
-                return Some(cyc);
-            }
-            _ => {}
+    for &root in edges.keys() {
+        if state.contains_key(root) {
+            continue;
         }
-        state.insert(n, 1);
-        stack.push(n);
-        for m in edges.get(n).into_iter().flatten() {
-            if edges.contains_key(m) {
-                if let Some(c) = visit(m, edges, state, stack) {
-                    return Some(c);
+        state.insert(root, 1);
+        // Each entry: a node and the index of its next edge to follow.
+        let mut stack: Vec<(&str, usize)> = vec![(root, 0)];
+        while let Some(top) = stack.last_mut() {
+            let (n, next) = (top.0, edges[top.0].get(top.1).copied());
+            top.1 += 1;
+            let Some(m) = next else {
+                state.insert(n, 2);
+                stack.pop();
+                continue;
+            };
+            if !edges.contains_key(m) {
+                continue;
+            }
+            match state.get(m) {
+                Some(2) => {}
+                Some(_) => {
+                    let start = stack.iter().position(|(s, _)| *s == m).unwrap_or(0);
+                    let mut cyc: Vec<String> = stack[start..].iter().map(|(s, _)| s.to_string()).collect();
+                    cyc.push(m.to_string());
+                    return Some(cyc);
+                }
+                None => {
+                    state.insert(m, 1);
+                    stack.push((m, 0));
                 }
             }
-        }
-        stack.pop();
-        state.insert(n, 2);
-        None
-    }
-    for n in edges.keys() {
-        if let Some(c) = visit(n, &edges, &mut state, &mut Vec::new()) {
-            return Some(c);
         }
     }
     None

@@ -35,7 +35,9 @@ impl Diagnostic {
     /// when the source is at hand (the style of `just` and rustc).
     pub fn render_with_source(&self, source: Option<&str>) -> String {
         let mut out = self.to_string();
-        if let Some(line) = source.and_then(|s| s.lines().nth(self.loc.line.saturating_sub(1))) {
+        // Lines as YAML (and so the line number) counts them: a lone `\r` ends one too.
+        let nth_line = |s: &str| s.lines().flat_map(|l| l.split('\r')).nth(self.loc.line.saturating_sub(1)).map(str::to_string);
+        if let Some(line) = source.and_then(nth_line) {
             let width = self.loc.line.to_string().len();
             let caret_pad: String = line
                 .chars()
@@ -119,6 +121,12 @@ mod tests {
         assert_eq!(did_you_mean("workingdir", fields), None);
         assert_eq!(did_you_mean("enviroment", fields), Some("environment"));
         assert_eq!(did_you_mean("zzz", fields), None);
+    }
+
+    #[test]
+    fn shows_the_line_yaml_counted_when_a_lone_carriage_return_ends_one() {
+        let d = Diagnostic::new(Loc { file: "a.yaml".into(), line: 3, col: 1 }, "bad");
+        assert_eq!(d.render_with_source(Some("a: 1\rb: 2\r\nc: 3\n")), "a.yaml:3:1: bad\n 3 | c: 3\n   | ^");
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub use model::Fleet;
 /// The API version every document declares.
 pub const API_VERSION: &str = "fleetwright/v1";
 
+/// A larger spec file is refused before it is parsed (a fleet's files are a few KiB).
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
 /// Is this path (relative to the fleet root) a spec file? `*.yaml`/`*.yml`, no hidden segment.
 pub fn is_spec_path(rel: &str) -> bool {
     (rel.ends_with(".yaml") || rel.ends_with(".yml")) && !rel.split('/').any(|seg| seg.starts_with('.'))

@@ -266,6 +266,16 @@ pub fn check_abs_path(s: &str) -> Result<(), String> {
     if s.split('/').any(|seg| seg == "..") {
         return Err(format!("path {s:?} contains '..'; write the resolved path"));
     }
+    check_no_continuation(s).map_err(|e| format!("path {s:?} {e}"))
+}
+
+/// Text written unquoted as a unit value (`Description=`, `WorkingDirectory=`, …) must not end
+/// in a backslash: systemd reads it as a line continuation and the next directive (`User=`!)
+/// would become part of this value.
+pub fn check_no_continuation(s: &str) -> Result<(), String> {
+    if s.ends_with('\\') {
+        return Err("ends with '\\', which systemd reads as a line continuation (the next directive would be swallowed); remove it".into());
+    }
     Ok(())
 }
 
@@ -327,6 +337,8 @@ mod tests {
         assert!(check_abs_path("srv/x").is_err());
         assert!(check_abs_path("/srv/../etc").is_err());
         assert!(check_abs_path("/srv/x\n[Service]").is_err());
+        assert!(check_abs_path("/srv/x\\").unwrap_err().contains("line continuation"));
+        assert!(check_abs_path("/srv/a\\b").is_ok());
         assert!(check_user_name("agent").is_ok());
         assert!(check_user_name("1000").is_ok());
         assert!(check_user_name("Agent;rm").is_err());

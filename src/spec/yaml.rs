@@ -51,26 +51,76 @@ impl DocIndex {
 }
 
 enum Frame {
-    Map { path: String, key: Option<String>, expecting_key: bool },
+    /// `seen`: the keys of this mapping so far and where, to refuse a duplicate.
+    Map { path: String, key: Option<String>, expecting_key: bool, seen: HashMap<String, Pos> },
     Seq { path: String, index: usize },
 }
+
+/// Deeper nesting is refused: a fleet document is a few levels deep, and every level costs a
+/// path string as long as the nesting (10 000 `- ` would index gigabytes).
+pub const MAX_DEPTH: usize = 64;
+
+/// What aliases may add to a document, in bytes of scalar text (plus one per node) after
+/// expansion. serde_norway expands aliases (its repetition limit stops the classic "billion
+/// laughs", not one long string aliased thousands of times into a list it keeps).
+pub const ALIAS_BUDGET: u64 = 1 << 20;
 
 fn join(parent: &str, seg: &str) -> String {
     if parent.is_empty() { seg.to_string() } else { format!("{parent}.{seg}") }
 }
 
-/// Index every document of `src`. A syntax error comes back with its position.
+/// Index every document of `src`. A syntax error (or a duplicate key, nesting deeper than
+/// [`MAX_DEPTH`], aliases expanding past [`ALIAS_BUDGET`]) comes back with its position and the
+/// whole message.
 pub fn index_documents(src: &str) -> Result<Vec<DocIndex>, (Pos, String)> {
     let mut docs = Vec::new();
     let mut cur: Option<DocIndex> = None;
     let mut stack: Vec<Frame> = Vec::new();
+    // Alias accounting: the expanded size so far, the size of each anchored node, and for each
+    // open collection its anchor and the expanded size where it started.
+    let mut expanded: u64 = 0;
+    let mut aliased: u64 = 0;
+    let mut anchor_size: HashMap<usize, u64> = HashMap::new();
+    let mut open: Vec<(usize, u64)> = Vec::new();
     let mut parser = Parser::new_from_str(src);
     while let Some(ev) = parser.next_event() {
         let (ev, span) = ev.map_err(|e: ScanError| {
             let m = e.marker();
-            (Pos { line: m.line(), col: m.col() + 1 }, e.info().to_string())
+            (Pos { line: m.line(), col: m.col() + 1 }, format!("YAML syntax error: {}", e.info()))
         })?;
         let pos = Pos { line: span.start.line(), col: span.start.col() + 1 };
+        match &ev {
+            Event::Scalar(v, _, anchor, _) => {
+                let size = v.len() as u64 + 1;
+                expanded += size;
+                if *anchor != 0 {
+                    anchor_size.insert(*anchor, size);
+                }
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                expanded += 1;
+                open.push((*anchor, expanded));
+                if open.len() > MAX_DEPTH {
+                    return Err((pos, format!("nested more than {MAX_DEPTH} levels deep; a fleet document needs only a few levels")));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((anchor, start)) = open.pop()
+                    && anchor != 0
+                {
+                    anchor_size.insert(anchor, expanded - start + 1);
+                }
+            }
+            Event::Alias(anchor) => {
+                let size = anchor_size.get(anchor).copied().unwrap_or(1);
+                expanded = expanded.saturating_add(size);
+                aliased = aliased.saturating_add(size);
+                if aliased > ALIAS_BUDGET {
+                    return Err((pos, format!("aliases expand this file by more than {} MiB (a \"billion laughs\" document?); write the values out, or alias less", ALIAS_BUDGET >> 20)));
+                }
+            }
+            _ => {}
+        }
         match ev {
             Event::DocumentStart(_) => {
                 cur = Some(DocIndex { start: Some(pos), ..Default::default() });
@@ -84,12 +134,17 @@ pub fn index_documents(src: &str) -> Result<Vec<DocIndex>, (Pos, String)> {
             Event::Scalar(..) | Event::Alias(_) | Event::SequenceStart(..) | Event::MappingStart(..) => {
                 let Some(doc) = cur.as_mut() else { continue };
                 // Is this node a mapping key?
-                if let Some(Frame::Map { path, key, expecting_key }) = stack.last_mut() {
+                if let Some(Frame::Map { path, key, expecting_key, seen }) = stack.last_mut() {
                     if *expecting_key {
                         let k = match &ev {
                             Event::Scalar(s, ..) => s.to_string(),
                             _ => "?".to_string(),
                         };
+                        if k != "?"
+                            && let Some(first) = seen.insert(k.clone(), pos)
+                        {
+                            return Err((pos, format!("duplicate key `{k}` (first at line {}, column {}); remove one of them", first.line, first.col)));
+                        }
                         doc.keys.insert(join(path, &k), pos);
                         *key = Some(k);
                         *expecting_key = false;
@@ -97,7 +152,7 @@ pub fn index_documents(src: &str) -> Result<Vec<DocIndex>, (Pos, String)> {
                             // A complex key: index nothing below it, but keep the nesting straight.
                             let p = join(path, "?");
                             stack.push(if matches!(ev, Event::MappingStart(..)) {
-                                Frame::Map { path: p, key: None, expecting_key: true }
+                                Frame::Map { path: p, key: None, expecting_key: true, seen: HashMap::new() }
                             } else {
                                 Frame::Seq { path: p, index: 0 }
                             });
@@ -120,7 +175,7 @@ pub fn index_documents(src: &str) -> Result<Vec<DocIndex>, (Pos, String)> {
                     }
                 }
                 match ev {
-                    Event::MappingStart(..) => stack.push(Frame::Map { path, key: None, expecting_key: true }),
+                    Event::MappingStart(..) => stack.push(Frame::Map { path, key: None, expecting_key: true, seen: HashMap::new() }),
                     Event::SequenceStart(..) => stack.push(Frame::Seq { path, index: 0 }),
                     _ => advance(&mut stack),
                 }
@@ -169,6 +224,19 @@ mod tests {
     fn reports_syntax_errors_with_position() {
         let err = index_documents("a: [1, 2\nb: c\n").unwrap_err();
         assert!(err.0.line >= 1, "{err:?}");
+    }
+
+    #[test]
+    fn refuses_duplicate_keys_deep_nesting_and_alias_bombs() {
+        let err = index_documents("a: 1\nb: {x: 1, x: 2}\n").unwrap_err();
+        assert_eq!((err.0, err.1.as_str()), (Pos { line: 2, col: 11 }, "duplicate key `x` (first at line 2, column 5); remove one of them"));
+        assert!(index_documents("a: {x: 1}\nb: {x: 2}\n").is_ok());
+        let err = index_documents(&format!("a:\n{}x\n", "- ".repeat(MAX_DEPTH))).unwrap_err();
+        assert!(err.1.starts_with("nested more than 64 levels"), "{err:?}");
+        let big = "x".repeat(1 << 16);
+        let err = index_documents(&format!("a: &s {big}\nb: [{}]\n", vec!["*s"; 17].join(", "))).unwrap_err();
+        assert!(err.1.starts_with("aliases expand this file by more than 1 MiB"), "{err:?}");
+        assert!(index_documents(&format!("a: &s {big}\nb: [{}]\n", vec!["*s"; 15].join(", "))).is_ok());
     }
 
     #[test]

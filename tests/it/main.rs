@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod daemon;
 mod daytwo;
+mod hostile;
 mod plan;
 mod real;
 mod render;
