@@ -150,24 +150,55 @@ impl Systemd {
         }
         // Listen before queueing, so that no JobRemoved is missed.
         let mut removed = m.receive_job_removed().await.map_err(call("JobRemoved"))?;
-        let mut pending: BTreeMap<String, String> = BTreeMap::new();
+        // The signals are read while the jobs are queued, not after: zbus holds at most a few
+        // dozen unread messages of a stream and then stops reading the socket, replies
+        // included, so queueing hundreds of jobs before reading their signals deadlocks
+        // (StartUnit's reply waits behind an unread JobRemoved). A signal may also arrive
+        // before the reply that names its job: `seen` keeps it until the reply does.
+        let queue = async {
+            let mut out = Vec::with_capacity(units.len());
+            for unit in units {
+                let queued = match verb {
+                    "start" => m.start_unit(unit, "replace").await,
+                    "stop" => m.stop_unit(unit, "replace").await,
+                    "restart" => m.restart_unit(unit, "replace").await,
+                    "try-restart" => m.try_restart_unit(unit, "replace").await,
+                    _ => m.reload_unit(unit, "replace").await,
+                };
+                out.push((unit.to_string(), queued));
+            }
+            out
+        };
+        let mut queue = std::pin::pin!(queue);
+        let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        let mut closed = false;
+        let queued = loop {
+            tokio::select! {
+                out = &mut queue => break out,
+                sig = removed.next(), if !closed => match sig {
+                    Some(sig) => {
+                        if let Ok(args) = sig.args() {
+                            seen.insert(args.job.to_string(), args.result.to_string());
+                        }
+                    }
+                    None => closed = true,
+                },
+            }
+        };
+        let mut pending: std::collections::HashMap<String, String> = std::collections::HashMap::new();
         let mut results = Vec::new();
-        for unit in units {
-            let queued = match verb {
-                "start" => m.start_unit(unit, "replace").await,
-                "stop" => m.stop_unit(unit, "replace").await,
-                "restart" => m.restart_unit(unit, "replace").await,
-                "try-restart" => m.try_restart_unit(unit, "replace").await,
-                _ => m.reload_unit(unit, "replace").await,
-            };
+        for (unit, queued) in queued {
             match queued {
-                Ok(job) => {
-                    pending.insert(job.to_string(), unit.to_string());
-                }
-                Err(e) => results.push(JobResult { unit: unit.to_string(), verb, result: format!("refused: {e}") }),
+                Ok(job) => match seen.remove(job.as_str()) {
+                    Some(result) => results.push(JobResult { unit, verb, result }),
+                    None => {
+                        pending.insert(job.to_string(), unit);
+                    }
+                },
+                Err(e) => results.push(JobResult { unit, verb, result: format!("refused: {e}") }),
             }
         }
-        while !pending.is_empty() {
+        while !pending.is_empty() && !closed {
             let Some(sig) = removed.next().await else { break };
             let Ok(args) = sig.args() else { continue };
             if let Some(unit) = pending.remove(args.job.as_str()) {
@@ -177,6 +208,7 @@ impl Systemd {
         for (_, unit) in pending {
             results.push(JobResult { unit, verb, result: "lost: the manager closed the connection".into() });
         }
+        results.sort_by(|a, b| a.unit.cmp(&b.unit));
         Ok(results)
     }
 

@@ -281,3 +281,34 @@ fn plan_and_apply_take_a_remote_url() {
     let out = host.fw(&["plan", "--repo", &url, "--branch", "master", "--rev", &c1]);
     assert_eq!(code(&out), 0, "{}", stdout(&out));
 }
+
+/// Hundreds of jobs in one apply: their JobRemoved signals outnumber what zbus buffers for an
+/// unread stream, which once deadlocked the apply (found by the benchmark at N=100: 68 of 100
+/// units started, then nothing, for ever). Every job must be awaited to its result.
+#[test]
+fn apply_awaits_hundreds_of_jobs_without_stalling() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let mut files = vec![("fleet.yaml".to_string(), FLEET.to_string())];
+    for i in 0..150 {
+        files.push((format!("svc/s{i:03}.yaml"), format!("apiVersion: fleetwright/v1\nkind: Agent\nname: s{i:03}\nrun: {{command: [/bin/sleep, '100000']}}\n")));
+        files.push((format!("job/j{i:03}.yaml"), job(&format!("j{i:03}"), "{every: 6h}", "true")));
+    }
+    repo.commit(&refs(&files), "300 agents");
+    let t = std::time::Instant::now();
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(t.elapsed() < std::time::Duration::from_secs(60), "apply took {:?}", t.elapsed());
+    let active = host.systemctl(&["list-units", "--no-legend", "--plain", "--state=active", "agent-*"]);
+    let count = |suffix: &str| active.lines().filter(|l| l.split_whitespace().next().is_some_and(|u| u.ends_with(suffix))).count();
+    assert_eq!((count(".service"), count(".timer")), (150, 150), "{active}");
+    // Stopping them all is the same number of jobs the other way.
+    let empty = repo.commit(&[("fleet.yaml", FLEET)], "none");
+    assert!(!empty.is_empty());
+    let out = host.fw(&["apply", "--repo", repo.path().to_str().unwrap(), "--allow-empty"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let left = host.systemctl(&["list-units", "--no-legend", "--plain", "--all", "agent-*"]);
+    assert!(left.lines().all(|l| !l.contains(" active ")), "{left}");
+    let files: Vec<_> = std::fs::read_dir(host.unit_dir()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("agent-")).collect();
+    assert!(files.is_empty(), "{} unit files left", files.len());
+}
