@@ -101,8 +101,10 @@ fn commits_converge_by_themselves_and_a_revert_rolls_back() {
     let latency = t0.elapsed();
     eprintln!("commit to converged: {latency:?}");
     assert_eq!(host.prop("agent-web.service", "Restart"), "always");
+    // The marker is written before the restart; the metrics when the reconcile has ended.
+    let applied = format!("fleetwright_applied_commit_info{{commit=\"{c2}\"}} 1");
+    host.wait("the metrics to name the second commit", 10, || d.http("GET", "/metrics", &[], "").1.contains(&applied));
     let (_, metrics) = d.http("GET", "/metrics", &[], "");
-    assert!(metrics.contains(&format!("fleetwright_applied_commit_info{{commit=\"{c2}\"}} 1")), "{metrics}");
     assert!(metrics.contains("fleetwright_commit_to_converged_seconds"), "{metrics}");
 
     // git revert: a new commit with the old tree converges back.
