@@ -36,6 +36,10 @@ pub struct Inventory {
     /// resume list of NixOS's switch-to-configuration).
     #[serde(default)]
     pub pending_restarts: BTreeMap<String, crate::plan::Action>,
+    /// For each pending restart, the InvocationID of the run it replaces: a resumed apply
+    /// that finds another run there knows the restart was done and does not do it twice.
+    #[serde(default)]
+    pub restart_from: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,6 +31,10 @@ pub struct UnitStatus {
     pub sub_state: String,
     /// `enabled`, `disabled`, `static`, … or empty when there is no file.
     pub unit_file_state: String,
+    /// The current run's InvocationID (hex), read only for units on the resume list (empty
+    /// otherwise, or when the unit is not running).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub invocation_id: String,
 }
 
 impl UnitStatus {
@@ -252,9 +256,16 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                             drift.push(format!("it is {what}, and should be running"));
                         }
                     } else if let (false, Some(a)) = (semantic, inv.pending_restarts.get(name.as_str())) {
-                        // An interrupted apply wrote this file but did not get to restart it.
-                        actions.push(*a);
-                        reasons.push(format!("an interrupted apply had planned to {} it", format!("{a:?}").to_lowercase()));
+                        // An interrupted apply wrote this file and planned to restart it. If the
+                        // run it meant to replace is gone, the restart was done (after the
+                        // reload, so the new run has the new definition): not again.
+                        let replaced = inv.restart_from.get(name.as_str()).filter(|id| !id.is_empty());
+                        if *a == Action::Restart && replaced.is_some_and(|id| *id != status.invocation_id) {
+                            reasons.push("an interrupted apply already restarted it".to_string());
+                        } else {
+                            actions.push(*a);
+                            reasons.push(format!("an interrupted apply had planned to {} it", format!("{a:?}").to_lowercase()));
+                        }
                     } else if semantic {
                         if want.check.is_some() && want.on_change != OnChange::None {
                             reasons.push("health.check runs first; if it fails, the old version keeps running".to_string());
@@ -409,6 +420,7 @@ pub fn assume_converged(d: &Desired) -> Observed {
                 active_state: if running { "active" } else { "inactive" }.into(),
                 sub_state: if running { "running" } else { "dead" }.into(),
                 unit_file_state: if u.role.is_job() { "static" } else if u.enabled { "enabled" } else { "disabled" }.into(),
+                ..Default::default()
             },
         );
         o.inventory.files.insert(name.clone(), crate::inventory::FileRecord { sha256: sha256(&u.content), agent: u.agent.clone(), role: u.role });

@@ -9,7 +9,8 @@ use crate::desired::Desired;
 use crate::inventory::{sha256, AgentRecord, ConfigRecord, FileRecord, Inventory, VERSION};
 use crate::plan::{Action, FileOp, Observed, Plan, UnitStatus};
 
-use super::state::{remove_durable, write_atomic, StateDir, StateError};
+use super::crash_point;
+use super::state::{remove_durable, sweep_temps, write_atomic, StateDir, StateError};
 use super::systemd::{JobResult, Systemd, SystemdError};
 use super::{journal_tail, HostConfig};
 
@@ -43,19 +44,6 @@ pub struct ApplyReport {
     pub reloaded: bool,
 }
 
-/// A crash point for the crash-safety tests: when `FLEETWRIGHT_CRASH_AT` names this point
-/// (`NAME`, or `NAME:N` for its Nth hit), the process aborts here as if killed.
-fn crash_point(name: &str) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static HITS: AtomicUsize = AtomicUsize::new(0);
-    let Ok(want) = std::env::var("FLEETWRIGHT_CRASH_AT") else { return };
-    let (point, nth) = want.split_once(':').map_or((want.as_str(), 1), |(p, n)| (p, n.parse().unwrap_or(1)));
-    if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth {
-        eprintln!("crash point {name} reached: aborting");
-        std::process::abort();
-    }
-}
-
 /// Read one unit file as it is on disk. A symlink is reported as such: fleetwright never writes
 /// symlinks there, so one of our names is always foreign.
 fn read_unit_file(path: &Path) -> Result<Option<String>, ApplyError> {
@@ -76,7 +64,13 @@ pub async fn observe(sd: &Systemd, cfg: &HostConfig, desired: &Desired, inventor
     for n in &names {
         files.insert(n.to_string(), read_unit_file(&cfg.unit_dir.join(n))?);
     }
-    let units = sd.statuses(&names).await?;
+    let mut units = sd.statuses(&names).await?;
+    let resume: Vec<&str> = inventory.pending_restarts.keys().map(String::as_str).collect();
+    for (name, id) in sd.invocation_ids(&resume).await? {
+        if let Some(u) = units.get_mut(&name) {
+            u.invocation_id = id;
+        }
+    }
     let mut config = BTreeMap::new();
     for path in desired.config.keys().chain(inventory.config.keys()) {
         config.insert(path.clone(), read_unit_file(Path::new(path))?);
@@ -141,6 +135,9 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
             pending.pending_restarts.insert(u.unit.clone(), *a);
         }
     }
+    // The runs the restarts replace, unless an interrupted apply recorded them already.
+    let restarts: Vec<&str> = units_with(plan, Action::Restart).into_iter().filter(|u| !pending.restart_from.contains_key(*u)).collect();
+    pending.restart_from.extend(sd.invocation_ids(&restarts).await?);
     if pending != *prior {
         state.save_inventory(&pending)?;
     }
@@ -232,6 +229,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         report.jobs.extend(sd.run_jobs(verb, &units_with(plan, action)).await?);
         if action == Action::Restart && !inv.pending_restarts.is_empty() {
             inv.pending_restarts.clear();
+            inv.restart_from.clear();
             state.save_inventory(&inv)?;
             saved = inv.clone();
         }
@@ -281,6 +279,14 @@ pub struct Deployment {
 pub async fn deploy(sd: &Systemd, cfg: &HostConfig, state: &StateDir, commit: &str, fleet: &crate::spec::Fleet, opts: crate::plan::PlanOptions) -> Result<Deployment, ApplyError> {
     let _lock = state.lock()?;
     let inv = state.load_inventory()?;
+    // What a killed apply left half-written (never under a real name): temp files.
+    let mut dirs = vec![cfg.unit_dir.clone(), state.root.clone(), state.markers_dir()];
+    dirs.extend(inv.config.keys().filter_map(|p| Path::new(p).parent().map(Path::to_path_buf)));
+    for dir in dirs {
+        for gone in sweep_temps(&dir).map_err(|source| ApplyError::Io { path: dir.display().to_string(), source })? {
+            tracing::info!(file = %gone.display(), "removed the temp file of an interrupted write");
+        }
+    }
     let want = crate::desired::desired(fleet, &cfg.host, &cfg.render_ctx(), commit, &inv);
     let observed = observe(sd, cfg, &want, inv.clone()).await?;
     let plan = crate::plan::plan(&want, &observed, opts);

@@ -31,6 +31,19 @@ impl HostConfig {
     }
 }
 
+/// A crash point for the crash-safety tests: when `FLEETWRIGHT_CRASH_AT` names this point
+/// (`NAME`, or `NAME:N` for its Nth hit), the process aborts here as if killed.
+pub(crate) fn crash_point(name: &str) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static HITS: AtomicUsize = AtomicUsize::new(0);
+    let Ok(want) = std::env::var("FLEETWRIGHT_CRASH_AT") else { return };
+    let (point, nth) = want.split_once(':').map_or((want.as_str(), 1), |(p, n)| (p, n.parse().unwrap_or(1)));
+    if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+        eprintln!("crash point {name} reached: aborting");
+        std::process::abort();
+    }
+}
+
 /// Now, as RFC 3339 in UTC (deploy markers, history).
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()

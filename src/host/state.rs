@@ -11,14 +11,22 @@ use crate::inventory::{AgentRecord, Inventory, VERSION};
 
 /// Write `content` to `path` atomically with `mode`.
 pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+    write_atomic_at(path, content, mode, "mid-write")
+}
+
+const TEMP_MARK: &str = ".fleetwright-tmp-";
+
+/// `write_atomic`, with the crash point (`crash`) between the durable temp file and the rename.
+fn write_atomic_at(path: &Path, content: &[u8], mode: u32, crash: &str) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.fleetwright-tmp-{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         f.write_all(content)?;
         f.sync_all()?;
+        super::crash_point(crash);
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
     })();
@@ -26,6 +34,30 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Remove the temp files (`.NAME.fleetwright-tmp-PID`) in `dir` whose writer is no longer
+/// running: what a write killed before its rename leaves. The real file was never touched.
+/// Returns what was removed; a missing `dir` has none.
+pub fn sweep_temps(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    let mut removed = vec![];
+    for e in entries {
+        let e = e?;
+        let name = e.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.starts_with('.')).and_then(|n| n.rsplit_once(TEMP_MARK)).and_then(|(_, pid)| pid.parse::<i32>().ok()) else { continue };
+        // Signal 0 only asks whether the pid exists (EPERM: it does, as someone else's).
+        let alive = pid == std::process::id() as i32 || !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH));
+        if !alive && e.file_type()?.is_file() {
+            remove_durable(&e.path())?;
+            removed.push(e.path());
+        }
+    }
+    Ok(removed)
 }
 
 /// Remove a file and make the removal durable.
@@ -96,7 +128,7 @@ impl StateDir {
     pub fn save_inventory(&self, inv: &Inventory) -> Result<(), StateError> {
         let path = self.inventory_path();
         let json = serde_json::to_vec_pretty(inv).expect("inventory serializes");
-        write_atomic(&path, &json, 0o644).map_err(self.io(&path))
+        write_atomic_at(&path, &json, 0o644, "mid-inventory-write").map_err(self.io(&path))
     }
 
     /// Write an agent's deploy marker: `<name>.json` (everything) and `<name>.env`

@@ -39,6 +39,7 @@ pub trait Manager {
 #[proxy(interface = "org.freedesktop.DBus.Properties", default_service = "org.freedesktop.systemd1")]
 pub trait Props {
     fn get_all(&self, interface: &str) -> zbus::Result<BTreeMap<String, OwnedValue>>;
+    fn get(&self, interface: &str, name: &str) -> zbus::Result<OwnedValue>;
 }
 
 /// How long one D-Bus call may take: a daemon-reload under load can take seconds.
@@ -104,7 +105,7 @@ impl Systemd {
         }
         let m = self.manager().await?;
         for (name, _desc, load, active, sub, ..) in m.list_units_by_names(names).await.map_err(call("ListUnitsByNames"))? {
-            out.insert(name, UnitStatus { load_state: load, active_state: active, sub_state: sub, unit_file_state: String::new() });
+            out.insert(name, UnitStatus { load_state: load, active_state: active, sub_state: sub, ..Default::default() });
         }
         for (path, state) in m.list_unit_files_by_patterns(&[], names).await.map_err(call("ListUnitFilesByPatterns"))? {
             let name = path.rsplit('/').next().unwrap_or(&path).to_string();
@@ -210,6 +211,27 @@ impl Systemd {
         }
         results.sort_by(|a, b| a.unit.cmp(&b.unit));
         Ok(results)
+    }
+
+    /// Each unit's current InvocationID as hex (empty when it has no run), by its object path:
+    /// a unit that is not loaded is not loaded for this.
+    pub async fn invocation_ids(&self, units: &[&str]) -> Result<BTreeMap<String, String>, SystemdError> {
+        let mut out = BTreeMap::new();
+        if units.is_empty() {
+            return Ok(out);
+        }
+        let m = self.manager().await?;
+        for (name, _, load, _, _, _, path, ..) in m.list_units_by_names(units).await.map_err(call("ListUnitsByNames"))? {
+            let id = if load == "loaded" {
+                let props = PropsProxy::builder(&self.conn).path(path).build().await.map_err(call("proxy"))?;
+                let v = props.get("org.freedesktop.systemd1.Unit", "InvocationID").await.map_err(call(format!("InvocationID of {name}")))?;
+                Vec::<u8>::try_from(v).map(hex::encode).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            out.insert(name, id);
+        }
+        Ok(out)
     }
 
     /// All properties of a unit on one interface (`org.freedesktop.systemd1.Unit`, `.Service`,

@@ -33,6 +33,7 @@ fn crash_at(point: &str) {
     assert_eq!(code(&host.apply(&repo)), 0);
     let web_v1 = host.prop("agent-web.service", "InvocationID");
     commit(&repo, &v2(), "v2");
+    let before: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
 
     let mut c = host.sb.command(env!("CARGO_BIN_EXE_fleetwright"));
     c.env("FLEETWRIGHT_CRASH_AT", point).args(["--host", "vps-1", "apply", "--repo", repo.path().to_str().unwrap()]);
@@ -41,23 +42,39 @@ fn crash_at(point: &str) {
     assert_ne!(code(&out), 0);
     let web_after_crash = host.prop("agent-web.service", "InvocationID");
 
+    // A crash in the middle of a write leaves its temp file (a name systemd does not load),
+    // never half a file under the real name; the next apply removes it.
+    let temps = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).filter(|n| n.contains("fleetwright-tmp")).collect()
+    };
     let check_files = |when: &str| {
         let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
         let owned = inv["files"].as_object().unwrap();
         for e in std::fs::read_dir(host.unit_dir()).unwrap() {
             let name = e.unwrap().file_name().to_string_lossy().to_string();
-            assert!(!name.contains("fleetwright-tmp"), "{point} {when}: a half-written file was left: {name}");
             if name.starts_with("agent-") {
                 assert!(owned.contains_key(&name), "{point} {when}: {name} is on disk but not in the inventory (orphan)");
+                // Whole: the old version or the new one, byte for byte.
+                let hash = fleetwright::inventory::sha256(&std::fs::read_to_string(host.unit_dir().join(&name)).unwrap());
+                let known = [&inv, &before].iter().any(|i| i["files"][&name]["sha256"] == hash.as_str());
+                assert!(known, "{point} {when}: {name} is neither the version before nor the one recorded");
             }
         }
         owned.keys().cloned().collect::<Vec<_>>()
     };
     check_files("after the crash");
+    let left = [temps(&host.unit_dir()), temps(&host.state_dir())].concat();
+    if point.starts_with("mid-") {
+        assert!(!left.is_empty(), "{point}: the crash point is after the temp file is written, yet none is there");
+    } else {
+        assert!(left.is_empty(), "{point}: a temp file was left: {left:?}");
+    }
 
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{point}: recovery: {}", stderr(&out));
     let owned = check_files("after recovery");
+    let left = [temps(&host.unit_dir()), temps(&host.state_dir()), temps(&host.state_dir().join("markers"))].concat();
+    assert!(left.is_empty(), "{point}: recovery left temp files: {left:?}");
     let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
     for name in &owned {
         let text = std::fs::read_to_string(host.unit_dir().join(name)).unwrap_or_else(|_| panic!("{point}: {name} is in the inventory but missing"));
@@ -99,4 +116,8 @@ crash_points! {
     crash_between_reloads_and_restarts => "between-jobs:1",
     crash_between_restarts_and_starts => "between-jobs:2",
     crash_before_the_final_inventory => "before-final-inventory",
+    crash_while_writing_a_unit_file => "mid-write:1",
+    crash_while_writing_the_pending_inventory => "mid-inventory-write:1",
+    crash_while_writing_the_inventory_after_restarts => "mid-inventory-write:2",
+    crash_while_writing_the_final_inventory => "mid-inventory-write:3",
 }

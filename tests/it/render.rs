@@ -99,7 +99,7 @@ fn the_schema_in_the_repository_is_current() {
 fn status_screen() {
     use fleetwright::host::status::{render_text, AgentStatus, LastRun, UnitReport};
     use fleetwright::plan::UnitStatus;
-    let unit = |u: &str, role, active: &str, sub: &str| UnitReport { unit: u.into(), role, status: UnitStatus { load_state: "loaded".into(), active_state: active.into(), sub_state: sub.into(), unit_file_state: "enabled".into() } };
+    let unit = |u: &str, role, active: &str, sub: &str| UnitReport { unit: u.into(), role, status: UnitStatus { load_state: "loaded".into(), active_state: active.into(), sub_state: sub.into(), unit_file_state: "enabled".into(), ..Default::default() } };
     let marker = |c: &str| fleetwright::inventory::AgentRecord { spec_hash: "h".into(), changed_commit: c.into(), changed_at: "t".into(), applied_commit: "c2".into(), applied_at: "t".into(), enabled: true, backups: vec![] };
     let agents = vec![
         AgentStatus { agent: "digest".into(), kind: "timer", state: "failed", enabled: true, units: vec![unit("agent-digest.timer", fleetwright::render::Role::Timer, "active", "waiting")], last_run: Some(LastRun { started: Some("2026-11-23T03:00:00Z".into()), finished: Some("2026-11-23T03:00:09Z".into()), duration_secs: Some(9.0), result: "exit-code".into(), exit_status: Some(1) }), next_run: Some("2026-11-24T03:00:00Z".into()), marker: Some(marker("aaaaaaaaaaaa1111")), drift: vec![], problems: vec!["agent-digest.backup.service failed (exit-code)".into()] },
