@@ -611,7 +611,6 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::symlink;
     use std::path::{Path, PathBuf};
-    use std::time::Instant;
 
     const DAY: u64 = 86_400;
 
@@ -1353,94 +1352,5 @@ mod tests {
         let mut total = Report::default();
         total.merge(rep);
         assert_eq!(total.directories, 1);
-    }
-
-    fn bench_tree(dir: &Path, n: usize) {
-        fs::create_dir(dir).unwrap();
-        for i in 0..n {
-            fs::write(dir.join(format!("agent-{i:06}.log")), b"0123456789abcdef").unwrap();
-        }
-    }
-
-    /// `cargo test --release -- --ignored --nocapture bench_100k`
-    /// (`RETAIN_BENCH_DIR=/dev/shm` to measure on tmpfs, without disk noise).
-    #[test]
-    #[ignore]
-    fn bench_100k_vs_find() {
-        const N: usize = 100_000;
-        let t = match std::env::var_os("RETAIN_BENCH_DIR") {
-            Some(d) => tempfile::tempdir_in(d).unwrap(),
-            None => tempfile::tempdir().unwrap(),
-        };
-        println!("bench dir: {}", t.path().display());
-        let mut ours = Vec::new();
-        let mut finds = Vec::new();
-        for round in 0..3 {
-            let a = t.path().join(format!("a{round}"));
-            let b = t.path().join(format!("b{round}"));
-            bench_tree(&a, N);
-            bench_tree(&b, N);
-            nix::unistd::sync();
-            let rule = Rule {
-                max_age: Some(Duration::ZERO),
-                ..rule(&a)
-            };
-            let run_ours = || {
-                nix::unistd::sync();
-                let s = Instant::now();
-                let mut listed = Duration::ZERO;
-                let mut hook = |_: &str| listed = s.elapsed();
-                let rep = apply_with_hook(
-                    &rule,
-                    SystemTime::now() + Duration::from_secs(1),
-                    false,
-                    &mut hook,
-                )
-                .unwrap();
-                let el = s.elapsed();
-                println!("  apply: list+plan {listed:?}, delete {:?}", el - listed);
-                assert_eq!(rep.removed.len(), N);
-                assert!(rep.errors.is_empty());
-                el
-            };
-            let run_find = || {
-                nix::unistd::sync();
-                let s = Instant::now();
-                let st = std::process::Command::new("find")
-                    .arg(&b)
-                    .args(["-type", "f", "-delete"])
-                    .status()
-                    .unwrap();
-                let el = s.elapsed();
-                assert!(st.success());
-                el
-            };
-            // Alternate which goes first.
-            let (o, f) = if round % 2 == 0 {
-                let o = run_ours();
-                (o, run_find())
-            } else {
-                let f = run_find();
-                (run_ours(), f)
-            };
-            assert!(names(&a).is_empty() && names(&b).is_empty());
-            println!(
-                "round {round}: apply {:?}  find {:?}  ratio {:.2}",
-                o,
-                f,
-                o.as_secs_f64() / f.as_secs_f64()
-            );
-            ours.push(o);
-            finds.push(f);
-        }
-        ours.sort();
-        finds.sort();
-        let (o, f) = (ours[1], finds[1]);
-        println!(
-            "median of 3 ({N} files): apply {:?}  find -delete {:?}  ratio {:.2}",
-            o,
-            f,
-            o.as_secs_f64() / f.as_secs_f64()
-        );
     }
 }
