@@ -17,6 +17,8 @@ pub enum SourceError {
     NoSubdir { path: PathBuf, subdir: String, commit: String },
     #[error("{file}: not UTF-8 text")]
     NotUtf8 { file: String },
+    #[error("{file}: a symbolic link; specs are read from regular files only (what a link points to is not part of the commit it is in). Copy the file instead")]
+    Symlink { file: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -53,13 +55,17 @@ pub fn read_tree(r: &git2::Repository, commit: &git2::Commit, repo: &Path, subdi
     }
     let mut files = Vec::new();
     let mut err = None;
-    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+    let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
         let name = entry.name().unwrap_or("");
         if name.starts_with('.') {
             return git2::TreeWalkResult::Skip;
         }
         let rel = format!("{dir}{name}");
         if entry.kind() == Some(git2::ObjectType::Blob) && is_spec_path(&rel) {
+            if entry.filemode() == 0o120000 {
+                err = Some(SourceError::Symlink { file: rel });
+                return git2::TreeWalkResult::Abort;
+            }
             match entry.to_object(r).ok().and_then(|o| o.into_blob().ok()) {
                 Some(blob) => match std::str::from_utf8(blob.content()) {
                     Ok(t) => files.push((rel, t.to_string())),
@@ -69,11 +75,11 @@ pub fn read_tree(r: &git2::Repository, commit: &git2::Commit, repo: &Path, subdi
             }
         }
         git2::TreeWalkResult::Ok
-    })
-    .map_err(git)?;
+    });
     if let Some(e) = err {
         return Err(e);
     }
+    walked.map_err(git)?;
     files.sort();
     Ok(CommitFiles { commit: id, summary: commit.summary().ok().flatten().unwrap_or("").to_string(), files })
 }
@@ -96,6 +102,11 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, SourceError> {
             let ft = e.file_type().map_err(|source| SourceError::Io { path: path.clone(), source })?;
             if ft.is_dir() {
                 stack.push(path);
+            } else if ft.is_symlink() {
+                let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().to_string();
+                if is_spec_path(&rel) {
+                    return Err(SourceError::Symlink { file: rel });
+                }
             } else if ft.is_file() {
                 let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().to_string();
                 if is_spec_path(&rel) {
@@ -312,6 +323,20 @@ mod tests {
         // The working tree is never read: an uncommitted edit is invisible.
         std::fs::write(dir.path().join("fleet/a.yaml"), "edited").unwrap();
         assert_eq!(read_commit(dir.path(), "HEAD", Some("fleet")).unwrap().files[0].1, "a");
+    }
+
+    #[test]
+    fn a_symlinked_spec_is_refused_the_same_way_in_a_commit_and_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("shared")).unwrap();
+        std::os::unix::fs::symlink("shared/web.yaml", dir.path().join("link.yaml")).unwrap();
+        commit(&repo, &[("shared/web.yaml", "w")], "one");
+        let e = read_commit(dir.path(), "HEAD", None).unwrap_err();
+        assert!(matches!(&e, SourceError::Symlink { file } if file == "link.yaml"), "{e}");
+        let e = read_dir(dir.path()).unwrap_err();
+        assert!(matches!(&e, SourceError::Symlink { file } if file == "link.yaml"), "{e}");
+        assert!(e.to_string().contains("Copy the file instead"), "{e}");
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub(super) fn parse_file(path: &str, text: &str, docs: &mut Vec<Doc>, diags: &mu
     // The fields allowed at a (kind, parent), for "did you mean": the schema is generated once
     // per parent, not once per unknown field.
     let mut known_fields: std::collections::HashMap<(String, String), Vec<String>> = std::collections::HashMap::new();
+    // A byte-order mark is not content (and editors do not count it as a column).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let indexes = match index_documents(text) {
         Ok(i) => i,
         Err((pos, msg)) => {
@@ -165,6 +167,16 @@ impl Ctx<'_> {
             }
         }
     }
+    /// A leaf of a fixed type: its value, or its wrong type reported at `path`.
+    fn typed<'v, T>(&mut self, path: &str, v: &'v Option<Typed<T>>) -> Option<&'v T> {
+        match v.as_ref()? {
+            Typed::Ok(t) => Some(t),
+            Typed::Bad(why) => {
+                self.err_value(path, format!("{}: {why}", last(path)));
+                None
+            }
+        }
+    }
     fn path(&mut self, path: &str, v: Option<&String>) -> Option<String> {
         let v = v?;
         match check_abs_path(v) {
@@ -265,13 +277,14 @@ fn check_schedule(cx: &mut Ctx, path: &str, s: &ScheduleSpec) -> Option<Schedule
             None
         }
     };
-    if matches!(trigger, Some(Trigger::Every(_))) && s.persistent == Some(true) {
+    let persistent = cx.typed(&p("persistent"), &s.persistent).copied();
+    if matches!(trigger, Some(Trigger::Every(_))) && persistent == Some(true) {
         // Persistent= only affects OnCalendar= (systemd.timer(5)); said here rather than ignored.
         cx.err_value(&p("persistent"), "persistent: applies to calendar and cron schedules only; an `every` schedule already counts from the last run, so remove it");
     }
     let randomized_delay = cx.parse(&p("randomizedDelay"), s.randomized_delay.as_ref(), parse_duration);
     let accuracy = cx.parse(&p("accuracy"), s.accuracy.as_ref(), parse_duration);
-    Some(Schedule { trigger: trigger?, persistent: s.persistent.unwrap_or(false), randomized_delay, accuracy })
+    Some(Schedule { trigger: trigger?, persistent: persistent.unwrap_or(false), randomized_delay, accuracy })
 }
 
 /// A calendar used by logs/backups schedules: only `calendar` (or cron), default `daily`.
@@ -288,7 +301,12 @@ fn check_job_calendar(cx: &mut Ctx, path: &str, s: Option<&ScheduleSpec>, defaul
 }
 
 fn check_run(cx: &mut Ctx, r: &RunSpec, allow_root: bool) -> Option<Run> {
-    let command = check_argv(cx, "run.command", r.command.as_ref(), "run.command");
+    let command = if matches!(r.command, Some(Typed::Bad(_))) {
+        cx.typed("run.command", &r.command);
+        None
+    } else {
+        check_argv(cx, "run.command", r.command.as_ref().and_then(Typed::ok), "run.command")
+    };
     let working_directory = cx.path("run.workingDirectory", r.working_directory.as_ref());
     let environment_file = cx.path("run.environmentFile", r.environment_file.as_ref());
     for (key, v) in [("run.user", &r.user), ("run.group", &r.group)] {
@@ -330,7 +348,7 @@ fn check_run(cx: &mut Ctx, r: &RunSpec, allow_root: bool) -> Option<Run> {
     }
     let timeout = cx.parse("run.timeout", r.timeout.as_ref(), parse_duration);
     let mut success_exit_codes = Vec::new();
-    for (i, c) in r.success_exit_codes.iter().flatten().enumerate() {
+    for (i, c) in cx.typed("run.successExitCodes", &r.success_exit_codes).into_iter().flatten().enumerate() {
         match u8::try_from(*c) {
             Ok(c) => success_exit_codes.push(c),
             Err(_) => cx.err_value(&format!("run.successExitCodes.{i}"), format!("exit code {c} is out of range; exit codes are 0 to 255")),
@@ -381,15 +399,23 @@ fn check_resources(cx: &mut Ctx, r: &ResourcesSpec) -> Resources {
 }
 
 fn check_hardening(cx: &mut Ctx, h: &HardeningSpec) -> Hardening {
-    let protect_system = cx.one_of("hardening.protectSystem", h.protect_system.as_ref().map(|s| s.0.as_str()), &["true", "false", "full", "strict"]);
-    let protect_home = cx.one_of("hardening.protectHome", h.protect_home.as_ref().map(|s| s.0.as_str()), &["true", "false", "read-only", "tmpfs"]);
+    // systemd's own spellings of the booleans (systemd.exec(5)) are accepted too.
+    let systemd_bool = |s: &Scalar| match s.0.as_str() {
+        "yes" => "true".to_string(),
+        "no" => "false".to_string(),
+        v => v.to_string(),
+    };
+    let protect_system = cx.one_of("hardening.protectSystem", h.protect_system.as_ref().map(systemd_bool).as_deref(), &["true", "false", "full", "strict"]);
+    let protect_home = cx.one_of("hardening.protectHome", h.protect_home.as_ref().map(systemd_bool).as_deref(), &["true", "false", "read-only", "tmpfs"]);
     let mut read_write_paths = Vec::new();
-    for (i, p) in h.read_write_paths.iter().flatten().enumerate() {
+    for (i, p) in cx.typed("hardening.readWritePaths", &h.read_write_paths).into_iter().flatten().enumerate() {
         if let Some(p) = cx.path(&format!("hardening.readWritePaths.{i}"), Some(p)) {
             read_write_paths.push(p);
         }
     }
-    Hardening { no_new_privileges: h.no_new_privileges, private_tmp: h.private_tmp, protect_system, protect_home, read_write_paths }
+    let no_new_privileges = cx.typed("hardening.noNewPrivileges", &h.no_new_privileges).copied();
+    let private_tmp = cx.typed("hardening.privateTmp", &h.private_tmp).copied();
+    Hardening { no_new_privileges, private_tmp, protect_system, protect_home, read_write_paths }
 }
 
 fn check_logs(cx: &mut Ctx, logs: &[LogSpec]) -> Vec<LogRule> {
@@ -422,13 +448,14 @@ fn check_logs(cx: &mut Ctx, logs: &[LogSpec]) -> Vec<LogRule> {
             cx.err(&p("match"), "match: a glob on file names, without '/', like \"agent-*.log\"");
         }
         let max_age = cx.parse(&p("maxAge"), l.max_age.as_ref(), parse_duration);
+        let max_files = cx.typed(&p("maxFiles"), &l.max_files).copied();
         let max_size = cx.parse(&p("maxSize"), l.max_size.as_ref(), |s| parse_size(s, false));
         if l.max_age.is_none() && l.max_files.is_none() && l.max_size.is_none() {
             cx.err(&format!("logs.{i}"), "logs entry has no limit; set maxAge, maxFiles or maxSize");
         }
         let calendar = check_job_calendar(cx, &p("schedule"), l.schedule.as_ref(), "daily");
         if let (Some(path), Some(calendar)) = (path, calendar) {
-            out.push(LogRule { path, pattern, max_age, max_files: l.max_files, max_size, calendar });
+            out.push(LogRule { path, pattern, max_age, max_files, max_size, calendar });
         }
     }
     out
@@ -448,12 +475,16 @@ fn check_backups(cx: &mut Ctx, backups: &[BackupSpec]) -> Vec<Backup> {
         let to = cx.path(&p("to"), b.to.as_ref());
         let calendar = check_job_calendar(cx, &p("schedule"), b.schedule.as_ref(), "daily");
         let keep = b.keep.clone().unwrap_or_default();
-        let (last, daily, weekly) = (keep.last.unwrap_or(7), keep.daily.unwrap_or(0), keep.weekly.unwrap_or(0));
-        if last + daily + weekly == 0 {
+        let last = cx.typed(&p("keep.last"), &keep.last).copied().unwrap_or(7);
+        let daily = cx.typed(&p("keep.daily"), &keep.daily).copied().unwrap_or(0);
+        let weekly = cx.typed(&p("keep.weekly"), &keep.weekly).copied().unwrap_or(0);
+        let verify = cx.typed(&p("verify"), &b.verify).copied().unwrap_or(true);
+        let wal = cx.typed(&p("wal"), &b.wal).copied().unwrap_or(false);
+        if u64::from(last) + u64::from(daily) + u64::from(weekly) == 0 {
             cx.err(&p("keep"), "keep: would keep no backup at all; keep at least `last: 1`");
         }
         if let (Some(sqlite), Some(to), Some(calendar)) = (sqlite, to, calendar) {
-            out.push(Backup { sqlite, to, calendar, keep_last: last, keep_daily: daily, keep_weekly: weekly, verify: b.verify.unwrap_or(true), wal: b.wal.unwrap_or(false) });
+            out.push(Backup { sqlite, to, calendar, keep_last: last, keep_daily: daily, keep_weekly: weekly, verify, wal });
         }
     }
     out
@@ -471,11 +502,20 @@ fn check_health(cx: &mut Ctx, h: &HealthSpec) -> Health {
         }
         Some(Heartbeat { file: file?, max_age: max_age? })
     });
-    let check = h.check.as_ref().and_then(|c| check_argv(cx, "health.check", Some(c), "health.check"));
+    let check = cx.typed("health.check", &h.check).and_then(|c| check_argv(cx, "health.check", Some(c), "health.check"));
     Health { heartbeat, check }
 }
 
+/// Sections an agent may leave out, but not leave empty: `schedule:` with nothing under it would
+/// quietly make a scheduled job a long-running service.
+const SECTIONS: [&str; 10] = ["run", "schedule", "service", "resources", "hardening", "concurrency", "logs", "backups", "health", "after"];
+
 fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
+    for section in SECTIONS {
+        if cx.index.nulls.contains(&cx.full(section)) {
+            cx.err(section, format!("`{section}` is empty; fill it in or remove the line"));
+        }
+    }
     let name = match &a.name {
         None => {
             cx.missing("", "agent has no name; add `name:` (lowercase letters, digits and '-')");
@@ -524,7 +564,8 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
                 None
             }
         };
-        let limit = match c.limit {
+        let limit = match cx.typed("concurrency.limit", &c.limit).copied() {
+            _ if matches!(c.limit, Some(Typed::Bad(_))) => None,
             Some(0) => {
                 cx.err("concurrency.limit", "concurrency.limit must be at least 1");
                 None
@@ -545,7 +586,7 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
     let backups = check_backups(cx, a.backups.as_deref().unwrap_or_default());
     let health = a.health.as_ref().map(|h| check_health(cx, h));
     let mut hosts = Vec::new();
-    for (i, h) in a.hosts.iter().flatten().enumerate() {
+    for (i, h) in cx.typed("hosts", &a.hosts).into_iter().flatten().enumerate() {
         let known: BTreeSet<&str> = fleet.hosts.keys().map(String::as_str).chain(fleet.hosts.values().flatten().map(String::as_str)).collect();
         if !fleet.hosts.is_empty() && !known.contains(h.as_str()) {
             let hint = did_you_mean(h, known.iter().copied()).map(|s| format!("did you mean `{s}`?")).unwrap_or_else(|| "declare it under `hosts` in the Fleet document".into());
@@ -554,10 +595,12 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
             hosts.push(h.clone());
         }
     }
+    let enabled = cx.typed("enabled", &a.enabled).copied().unwrap_or(true);
+    let after = cx.typed("after", &a.after).cloned().unwrap_or_default();
     let agent = Agent {
         name: name?,
         description: a.description.clone(),
-        enabled: a.enabled.unwrap_or(true),
+        enabled,
         hosts,
         run: run?,
         mode: mode?,
@@ -567,7 +610,7 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
         logs,
         backups,
         health,
-        after: a.after.clone().unwrap_or_default(),
+        after,
         source: Source { file: cx.file.to_string(), line: cx.index.value("").line },
     };
     Some(agent)
@@ -581,13 +624,14 @@ fn check_fleet(cx: &mut Ctx, f: &FleetDoc) -> Fleet {
             Err(e) => cx.err("unitPrefix", e),
         }
     }
-    fleet.allow_root = f.allow_root.unwrap_or(false);
+    fleet.allow_root = cx.typed("allowRoot", &f.allow_root).copied().unwrap_or(false);
     for (name, h) in f.hosts.iter().flatten() {
         if name.is_empty() || check_text(name).is_err() || name.contains('/') {
             cx.err(&format!("hosts.{name}"), format!("invalid host name {name:?}"));
             continue;
         }
-        fleet.hosts.insert(name.clone(), h.labels.clone().unwrap_or_default());
+        let labels = cx.typed(&format!("hosts.{name}.labels"), &h.labels).cloned().unwrap_or_default();
+        fleet.hosts.insert(name.clone(), labels);
     }
     if let Some(j) = &f.journal {
         fleet.journal = Some(Journal {

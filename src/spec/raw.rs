@@ -36,20 +36,186 @@ impl<'de> Deserialize<'de> for Scalar {
             fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
                 Ok(Scalar(v.to_string()))
             }
-            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+        }
+        // As a string: serde_norway then hands over a plain scalar exactly as written (`1.10`
+        // stays `1.10`, `0x1F` stays `0x1F`), where `deserialize_any` would re-print a number.
+        d.deserialize_str(V)
+    }
+}
+
+/// A leaf of a fixed type (a boolean, a count, a list) whose wrong type is kept as a message
+/// for `check` to report at the value's position, instead of failing the whole document:
+/// one `enabled: yes` must not hide every other problem of the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Typed<T> {
+    Ok(T),
+    /// What was wrong with the value, e.g. `expected true or false, not "yes"`.
+    Bad(String),
+}
+
+impl<T> Typed<T> {
+    pub fn ok(&self) -> Option<&T> {
+        match self {
+            Typed::Ok(t) => Some(t),
+            Typed::Bad(_) => None,
+        }
+    }
+}
+
+/// How a [`Typed`] leaf takes each kind of YAML node; anything not taken is a wrong type.
+pub trait Leaf: Sized {
+    /// What the leaf is, for messages: `true or false`, `a whole number`, `a list`.
+    const WHAT: &'static str;
+    /// A list: a single value in its place gets the hint to write it as a list of one.
+    const LIST: bool = false;
+    fn from_bool(_: bool) -> Option<Result<Self, String>> {
+        None
+    }
+    fn from_i128(_: i128) -> Option<Result<Self, String>> {
+        None
+    }
+    fn from_seq<'de, A: serde::de::SeqAccess<'de>>(_: &mut A) -> Option<Result<Self, A::Error>> {
+        None
+    }
+}
+
+impl Leaf for bool {
+    const WHAT: &'static str = "true or false";
+    fn from_bool(b: bool) -> Option<Result<Self, String>> {
+        Some(Ok(b))
+    }
+}
+
+macro_rules! count_leaf {
+    ($($t:ty),*) => {$(
+        impl Leaf for $t {
+            const WHAT: &'static str = "a whole number";
+            fn from_i128(n: i128) -> Option<Result<Self, String>> {
+                Some(<$t>::try_from(n).map_err(|_| format!("{n} is out of range ({}..={})", <$t>::MIN, <$t>::MAX)))
             }
         }
-        d.deserialize_any(V)
+    )*};
+}
+count_leaf!(u32, u64, i64);
+
+impl<T: for<'a> Deserialize<'a>> Leaf for Vec<T> {
+    const WHAT: &'static str = "a list, like [a, b]";
+    const LIST: bool = true;
+    fn from_seq<'de, A: serde::de::SeqAccess<'de>>(seq: &mut A) -> Option<Result<Self, A::Error>> {
+        let mut v = Vec::new();
+        loop {
+            match seq.next_element::<T>() {
+                Ok(Some(t)) => v.push(t),
+                Ok(None) => return Some(Ok(v)),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl<'de, T: Leaf> Deserialize<'de> for Typed<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{MapAccess, SeqAccess};
+        struct V<T>(std::marker::PhantomData<T>);
+        /// `found` describes the value; `scalar` is its text, when it is a single value.
+        fn wrong<T: Leaf, E>(found: String, scalar: Option<String>) -> Result<Typed<T>, E> {
+            let hint = match scalar {
+                Some(v) if T::LIST && v.split_whitespace().count() > 1 => format!(" (one item each: [{}])", v.split_whitespace().collect::<Vec<_>>().join(", ")),
+                Some(v) if T::LIST => format!(" (for one item, write [{v}])"),
+                _ => String::new(),
+            };
+            Ok(Typed::Bad(format!("expected {}, not {found}{hint}", T::WHAT)))
+        }
+        /// Consumes any node without telling serde_ignored (which reports what `IgnoredAny`
+        /// reads as unknown fields) and without serde_norway's `IgnoredAny` key rules.
+        struct Skip;
+        impl<'de> Deserialize<'de> for Skip {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct S;
+                impl<'de> serde::de::Visitor<'de> for S {
+                    type Value = Skip;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("anything")
+                    }
+                    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+                        Ok(Skip)
+                    }
+                    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+                        Ok(Skip)
+                    }
+                    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+                        Ok(Skip)
+                    }
+                    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+                        Ok(Skip)
+                    }
+                    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+                        Ok(Skip)
+                    }
+                    fn visit_unit<E>(self) -> Result<Skip, E> {
+                        Ok(Skip)
+                    }
+                    fn visit_none<E>(self) -> Result<Skip, E> {
+                        Ok(Skip)
+                    }
+                    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Skip, D::Error> {
+                        Skip::deserialize(d)
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+                        while seq.next_element::<Skip>()?.is_some() {}
+                        Ok(Skip)
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                        while map.next_entry::<Skip, Skip>()?.is_some() {}
+                        Ok(Skip)
+                    }
+                }
+                d.deserialize_any(S)
+            }
+        }
+        impl<'de, T: Leaf> serde::de::Visitor<'de> for V<T> {
+            type Value = Typed<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(T::WHAT)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Typed<T>, E> {
+                match T::from_bool(b) {
+                    Some(r) => Ok(r.map_or_else(Typed::Bad, Typed::Ok)),
+                    None => wrong(format!("`{b}`"), Some(b.to_string())),
+                }
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Typed<T>, E> {
+                match T::from_i128(n.into()) {
+                    Some(r) => Ok(r.map_or_else(Typed::Bad, Typed::Ok)),
+                    None => wrong(format!("the number {n}"), Some(n.to_string())),
+                }
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Typed<T>, E> {
+                match T::from_i128(n.into()) {
+                    Some(r) => Ok(r.map_or_else(Typed::Bad, Typed::Ok)),
+                    None => wrong(format!("the number {n}"), Some(n.to_string())),
+                }
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Typed<T>, E> {
+                wrong(format!("the number {n}"), Some(n.to_string()))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Typed<T>, E> {
+                wrong(format!("the text {s:?}"), Some(s.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Typed<T>, A::Error> {
+                if let Some(r) = T::from_seq(&mut seq) {
+                    return r.map(Typed::Ok);
+                }
+                while seq.next_element::<Skip>()?.is_some() {}
+                wrong("a list".into(), None)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Typed<T>, A::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                wrong("a mapping".into(), None)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -66,9 +232,11 @@ pub struct AgentDoc {
     pub name: Option<String>,
     pub description: Option<String>,
     /// `false`: units are installed but the timer/service is stopped and disabled.
-    pub enabled: Option<bool>,
+    #[schemars(with = "Option<bool>")]
+    pub enabled: Option<Typed<bool>>,
     /// Host names or labels that run this agent; default every host.
-    pub hosts: Option<Vec<String>>,
+    #[schemars(with = "Option<Vec<String>>")]
+    pub hosts: Option<Typed<Vec<String>>>,
     pub run: Option<RunSpec>,
     /// Present: a timer and a oneshot service. Absent: a long-running service.
     pub schedule: Option<ScheduleSpec>,
@@ -80,7 +248,8 @@ pub struct AgentDoc {
     pub backups: Option<Vec<BackupSpec>>,
     pub health: Option<HealthSpec>,
     /// Agents this one is ordered after (`After=` and `Wants=`).
-    pub after: Option<Vec<String>>,
+    #[schemars(with = "Option<Vec<String>>")]
+    pub after: Option<Typed<Vec<String>>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -88,7 +257,8 @@ pub struct AgentDoc {
 #[schemars(deny_unknown_fields)]
 pub struct RunSpec {
     /// argv, no shell; the program is an absolute path.
-    pub command: Option<Vec<String>>,
+    #[schemars(with = "Option<Vec<String>>")]
+    pub command: Option<Typed<Vec<String>>>,
     pub working_directory: Option<String>,
     pub user: Option<String>,
     pub group: Option<String>,
@@ -100,7 +270,8 @@ pub struct RunSpec {
     /// Hard wall-clock cap for one run.
     pub timeout: Option<Scalar>,
     /// Extra exit codes that count as success.
-    pub success_exit_codes: Option<Vec<i64>>,
+    #[schemars(with = "Option<Vec<i64>>")]
+    pub success_exit_codes: Option<Typed<Vec<i64>>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -113,7 +284,8 @@ pub struct ScheduleSpec {
     pub cron: Option<String>,
     /// Run every so often (OnBootSec + OnUnitActiveSec).
     pub every: Option<Scalar>,
-    pub persistent: Option<bool>,
+    #[schemars(with = "Option<bool>")]
+    pub persistent: Option<Typed<bool>>,
     pub randomized_delay: Option<Scalar>,
     pub accuracy: Option<Scalar>,
 }
@@ -146,13 +318,16 @@ pub struct ResourcesSpec {
 #[serde(rename_all = "camelCase")]
 #[schemars(deny_unknown_fields)]
 pub struct HardeningSpec {
-    pub no_new_privileges: Option<bool>,
-    pub private_tmp: Option<bool>,
+    #[schemars(with = "Option<bool>")]
+    pub no_new_privileges: Option<Typed<bool>>,
+    #[schemars(with = "Option<bool>")]
+    pub private_tmp: Option<Typed<bool>>,
     /// `true` | `false` | `full` | `strict`.
     pub protect_system: Option<Scalar>,
     /// `true` | `false` | `read-only` | `tmpfs`.
     pub protect_home: Option<Scalar>,
-    pub read_write_paths: Option<Vec<String>>,
+    #[schemars(with = "Option<Vec<String>>")]
+    pub read_write_paths: Option<Typed<Vec<String>>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -160,7 +335,8 @@ pub struct HardeningSpec {
 #[schemars(deny_unknown_fields)]
 pub struct ConcurrencySpec {
     pub group: Option<String>,
-    pub limit: Option<u32>,
+    #[schemars(with = "Option<u32>")]
+    pub limit: Option<Typed<u32>>,
     /// `skip` | `wait`.
     pub when_full: Option<String>,
 }
@@ -173,7 +349,8 @@ pub struct LogSpec {
     #[serde(rename = "match")]
     pub pattern: Option<String>,
     pub max_age: Option<Scalar>,
-    pub max_files: Option<u64>,
+    #[schemars(with = "Option<u64>")]
+    pub max_files: Option<Typed<u64>>,
     pub max_size: Option<Scalar>,
     pub schedule: Option<ScheduleSpec>,
 }
@@ -186,17 +363,22 @@ pub struct BackupSpec {
     pub to: Option<String>,
     pub schedule: Option<ScheduleSpec>,
     pub keep: Option<KeepSpec>,
-    pub verify: Option<bool>,
-    pub wal: Option<bool>,
+    #[schemars(with = "Option<bool>")]
+    pub verify: Option<Typed<bool>>,
+    #[schemars(with = "Option<bool>")]
+    pub wal: Option<Typed<bool>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(deny_unknown_fields)]
 pub struct KeepSpec {
-    pub last: Option<u32>,
-    pub daily: Option<u32>,
-    pub weekly: Option<u32>,
+    #[schemars(with = "Option<u32>")]
+    pub last: Option<Typed<u32>>,
+    #[schemars(with = "Option<u32>")]
+    pub daily: Option<Typed<u32>>,
+    #[schemars(with = "Option<u32>")]
+    pub weekly: Option<Typed<u32>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -204,7 +386,8 @@ pub struct KeepSpec {
 #[schemars(deny_unknown_fields)]
 pub struct HealthSpec {
     pub heartbeat: Option<HeartbeatSpec>,
-    pub check: Option<Vec<String>>,
+    #[schemars(with = "Option<Vec<String>>")]
+    pub check: Option<Typed<Vec<String>>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -225,7 +408,8 @@ pub struct FleetDoc {
     /// Unit names are `<prefix><name>.service`; default `agent-`.
     pub unit_prefix: Option<String>,
     /// May an agent run as root.
-    pub allow_root: Option<bool>,
+    #[schemars(with = "Option<bool>")]
+    pub allow_root: Option<Typed<bool>>,
     /// Merged under every Agent; the agent's own value wins.
     pub defaults: Option<DefaultsSpec>,
     pub hosts: Option<BTreeMap<String, HostSpec>>,
@@ -248,7 +432,8 @@ pub struct DefaultsSpec {
 #[serde(rename_all = "camelCase")]
 #[schemars(deny_unknown_fields)]
 pub struct HostSpec {
-    pub labels: Option<Vec<String>>,
+    #[schemars(with = "Option<Vec<String>>")]
+    pub labels: Option<Typed<Vec<String>>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

@@ -184,3 +184,53 @@ fn a_concurrency_group_has_one_limit() {
     let e = errors(&[("a.yaml", &a("a", 2)), ("b.yaml", &a("b", 3))]);
     assert_eq!(e, "b.yaml:3:7: concurrency group \"gpu\" has limit 3 here but 2 in agent \"a\"; give every agent of a group the same limit\n");
 }
+
+#[test]
+fn a_value_of_the_wrong_type_hides_no_other_error() {
+    let a = "apiVersion: fleetwright/v1
+kind: Agent
+name: Bad_Name
+enabled: yes
+hosts: vps-1
+run: {command: \"/bin/true --x\", user: agent, successExitCodes: 75, timeout: 5 parsecs}
+schedule: {calendar: daily, persistent: \"maybe\"}
+hardening: {noNewPrivileges: {a: 1}, readWritePaths: /srv/x, protectSystem: strikt}
+concurrency: {group: g, limit: two}
+backups: [{sqlite: /srv/a.db, to: /srv/b, keep: {last: -1}, verify: 1}]
+after: db
+environment_typo: 1
+";
+    let f = "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: no\nhosts: {h: {labels: gpu}}\n";
+    insta::assert_snapshot!(errors(&[("a.yaml", a), ("fleet.yaml", f)]));
+}
+
+#[test]
+fn scalars_are_kept_as_written() {
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/echo, 1.10, 0x1F, 1e3, 007, true], user: agent, environment: {V: 1.10, F: 3.0, H: 0x1F, O: 0o17, E: 1e3, B: yes}}\n";
+    let fleet = load(&files(&[("a.yaml", a)])).unwrap();
+    let run = &fleet.agents[0].run;
+    assert_eq!(run.command, ["/bin/echo", "1.10", "0x1F", "1e3", "007", "true"]);
+    let env: Vec<(&str, &str)> = run.environment.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(env, [("B", "yes"), ("E", "1e3"), ("F", "3.0"), ("H", "0x1F"), ("O", "0o17"), ("V", "1.10")]);
+}
+
+#[test]
+fn empty_sections_byte_order_marks_numeric_users_and_systemd_booleans() {
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: agent}\nschedule:\nhealth: ~\n";
+    let e = errors(&[("a.yaml", a)]);
+    assert!(e.contains("a.yaml:5:9: `schedule` is empty; fill it in or remove the line"), "{e}");
+    assert!(e.contains("a.yaml:6:9: `health` is empty"), "{e}");
+
+    let bom = "\u{feff}apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: agent}\n";
+    assert_eq!(load(&files(&[("a.yaml", bom)])).unwrap().agents[0].name, "a");
+
+    for (user, ok) in [("0", true), ("1000", true), ("00", false), ("0100", false), ("65535", false), ("4294967295", false), ("4294967294", true)] {
+        let a = format!("apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {{command: [/bin/true], user: \"{user}\"}}\n");
+        let f = "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n";
+        assert_eq!(load(&files(&[("a.yaml", &a), ("f.yaml", f)])).is_ok(), ok, "user {user}");
+    }
+
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: agent}\nhardening: {protectSystem: yes, protectHome: no}\n";
+    let h = &load(&files(&[("a.yaml", a)])).unwrap().agents[0].hardening;
+    assert_eq!((h.protect_system.as_deref(), h.protect_home.as_deref()), (Some("true"), Some("false")));
+}

@@ -247,12 +247,17 @@ pub fn check_unit_prefix(s: &str) -> Result<(), String> {
 
 /// User and group names as useradd(8) accepts them, or a numeric id.
 pub fn check_user_name(s: &str) -> Result<(), String> {
-    let numeric = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // A numeric id as systemd takes it (user_record_valid / parse_uid): no leading zero, at most
+    // 4294967294, and never 65535 (the 16-bit -1).
+    let numeric = !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'))
+        && s.parse::<u32>().is_ok_and(|n| n != 65535 && n != u32::MAX);
     let named = !s.is_empty()
         && s.len() <= 32
         && (s.as_bytes()[0].is_ascii_lowercase() || s.as_bytes()[0] == b'_')
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if numeric || named { Ok(()) } else { Err(format!("invalid user or group name {s:?}: use lowercase letters, digits, '_' and '-', starting with a letter")) }
+    if numeric || named { Ok(()) } else { Err(format!("invalid user or group name {s:?}: use lowercase letters, digits, '_' and '-', starting with a letter, or a numeric id without leading zeros")) }
 }
 
 /// An absolute, normalized path with nothing systemd would read as syntax.

@@ -28,6 +28,8 @@ pub struct DocIndex {
     pub top_scalars: HashMap<String, String>,
     /// Whether the document has any content at all.
     pub has_root: bool,
+    /// Paths whose value is written as null (`key:` with nothing after it, `~`, `null`).
+    pub nulls: std::collections::HashSet<String>,
 }
 
 impl DocIndex {
@@ -168,6 +170,11 @@ pub fn index_documents(src: &str) -> Result<Vec<DocIndex>, (Pos, String)> {
                 // An empty document parses as one null scalar: that is no content.
                 let null_root = stack.is_empty() && matches!(&ev, Event::Scalar(v, ..) if v.is_empty() || v == "~" || v == "null");
                 doc.has_root |= !null_root;
+                if let Event::Scalar(v, saphyr_parser::ScalarStyle::Plain, ..) = &ev
+                    && matches!(v.as_ref(), "" | "~" | "null" | "Null" | "NULL")
+                {
+                    doc.nulls.insert(path.clone());
+                }
                 doc.values.insert(path.clone(), pos);
                 if stack.len() == 1 {
                     if let (Event::Scalar(s, ..), Some(Frame::Map { key: Some(k), .. })) = (&ev, stack.last()) {
