@@ -15,8 +15,8 @@ fn when(a: &Agent) -> String {
         Mode::Service(s) => format!("always on (restart {})", s.restart.as_systemd()),
         Mode::Scheduled(s) => {
             let t = match &s.trigger {
-                Trigger::Calendar { expr, cron: Some(c) } => format!("cron `{c}` (`{expr}`)"),
-                Trigger::Calendar { expr, cron: None } => format!("`{expr}`"),
+                Trigger::Calendar { expr, cron: Some(c), also } => format!("cron `{c}` ({})", std::iter::once(expr).chain(also).map(|e| format!("`{e}`")).collect::<Vec<_>>().join(" or ")),
+                Trigger::Calendar { expr, cron: None, .. } => format!("`{expr}`"),
                 Trigger::Every(d) => format!("every {d}"),
             };
             let mut extra = Vec::new();

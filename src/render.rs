@@ -221,8 +221,11 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
         t.section("Unit").set("Description", format!("Timer of {description}"));
         t.section("Timer");
         match &s.trigger {
-            Trigger::Calendar { expr, .. } => {
-                t.set("OnCalendar", escape_specifiers(expr));
+            Trigger::Calendar { expr, also, .. } => {
+                // Several OnCalendar= lines: the timer fires on their union (systemd.timer(5)).
+                for e in std::iter::once(expr).chain(also) {
+                    t.set("OnCalendar", escape_specifiers(e));
+                }
                 t.set("Persistent", yes_no(s.persistent));
             }
             Trigger::Every(d) => {

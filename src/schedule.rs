@@ -51,19 +51,25 @@ pub fn compute(fleet: &Fleet, host: Option<&str>, from: i64, window: i64) -> Sch
     for a in agents {
         let Mode::Scheduled(s) = &a.mode else { continue };
         let (when, runs) = match &s.trigger {
-            Trigger::Calendar { expr, .. } => {
+            Trigger::Calendar { expr, also, .. } => {
+                // The union of every expression's runs (a timer with several OnCalendar= lines).
                 let mut runs = Vec::new();
-                if let Ok(spec) = parse_calendar(expr) {
-                    let mut t = from - 1;
-                    while let Some(n) = spec.next_elapse(t) {
-                        if n >= to || runs.len() >= MAX_RUNS {
-                            break;
+                for e in std::iter::once(expr).chain(also) {
+                    if let Ok(spec) = parse_calendar(e) {
+                        let mut t = from - 1;
+                        while let Some(n) = spec.next_elapse(t) {
+                            if n >= to || runs.len() >= MAX_RUNS {
+                                break;
+                            }
+                            runs.push(n);
+                            t = n;
                         }
-                        runs.push(n);
-                        t = n;
                     }
                 }
-                (expr.clone(), runs)
+                runs.sort_unstable();
+                runs.dedup();
+                runs.truncate(MAX_RUNS);
+                (std::iter::once(expr).chain(also).cloned().collect::<Vec<_>>().join(" or "), runs)
             }
             // Relative to the last run: shown as if the first run were at the window's start.
             Trigger::Every(d) => {

@@ -247,7 +247,7 @@ fn check_schedule(cx: &mut Ctx, path: &str, s: &ScheduleSpec) -> Option<Schedule
         ["calendar"] => {
             let expr = s.calendar.as_deref().unwrap_or_default();
             match check_text(expr).and_then(|()| calendar::parse_calendar(expr)) {
-                Ok(_) => Some(Trigger::Calendar { expr: expr.to_string(), cron: None }),
+                Ok(_) => Some(Trigger::Calendar { expr: expr.to_string(), cron: None, also: vec![] }),
                 Err(e) => {
                     cx.err_value(&p("calendar"), format!("calendar: invalid OnCalendar expression {expr:?}: {e}"));
                     None
@@ -256,8 +256,11 @@ fn check_schedule(cx: &mut Ctx, path: &str, s: &ScheduleSpec) -> Option<Schedule
         }
         ["cron"] => {
             let expr = s.cron.as_deref().unwrap_or_default();
-            match calendar::cron_to_calendar(expr) {
-                Ok(cal) => Some(Trigger::Calendar { expr: cal, cron: Some(expr.to_string()) }),
+            match calendar::cron_to_calendars(expr) {
+                Ok(mut cals) => {
+                    let first = cals.remove(0);
+                    Some(Trigger::Calendar { expr: first, cron: Some(expr.to_string()), also: cals })
+                }
                 Err(e) => {
                     cx.err_value(&p("cron"), format!("cron: {e}"));
                     None
@@ -295,7 +298,11 @@ fn check_job_calendar(cx: &mut Ctx, path: &str, s: Option<&ScheduleSpec>, defaul
         return None;
     }
     match check_schedule(cx, path, s)?.trigger {
-        Trigger::Calendar { expr, .. } => Some(expr),
+        Trigger::Calendar { expr, also, .. } if also.is_empty() => Some(expr),
+        Trigger::Calendar { expr, also, .. } => {
+            cx.err(&format!("{path}.cron"), format!("cron: restricts both day-of-month and day-of-week, which fires when either matches ({expr} or {}); this schedule takes one expression: write it as `calendar:`", also.join(" or ")));
+            None
+        }
         Trigger::Every(_) => None,
     }
 }

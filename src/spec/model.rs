@@ -124,7 +124,14 @@ pub struct Schedule {
 #[serde(rename_all = "camelCase")]
 pub enum Trigger {
     /// An OnCalendar expression, as written or translated from cron (`cron` keeps the original).
-    Calendar { expr: String, cron: Option<String> },
+    /// `also`: further expressions the timer fires on too (a cron line restricting both its
+    /// day-of-month and its day-of-week fires when either matches: two `OnCalendar=` lines).
+    Calendar {
+        expr: String,
+        cron: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        also: Vec<String>,
+    },
     /// OnBootSec + OnUnitActiveSec.
     Every(Duration),
 }

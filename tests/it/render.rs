@@ -122,3 +122,18 @@ fn each_schedule_of_backups_and_logs_gets_its_own_timer() {
     assert!(daily.contains("/srv/db/a.db") && daily.contains("/srv/db/c.db") && !daily.contains("/srv/db/b.db"), "{daily}");
     assert!(d.units["agent-db.backup-2.timer"].content.contains("OnCalendar=weekly"));
 }
+
+#[test]
+fn a_cron_line_with_day_of_month_and_weekday_fires_on_either() {
+    // cron fires when either field matches: two OnCalendar= lines, whose union systemd fires on
+    // (the translation itself is checked against systemd-analyze in spec::calendar's tests).
+    let f = fleet(&[("a.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: a}\nschedule: {cron: \"0 3 1,15 * mon\"}\n")]);
+    let d = want(&f, "c", &Inventory::default());
+    let timer = &d.units["agent-a.timer"].content;
+    let lines: Vec<&str> = timer.lines().filter(|l| l.starts_with("OnCalendar=")).collect();
+    assert_eq!(lines, ["OnCalendar=*-*-01,15 03:00:00", "OnCalendar=Mon *-*-* 03:00:00"], "{timer}");
+    // The same agent for a backup schedule is refused: helper timers take one expression.
+    let bad = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: a}\nbackups: [{sqlite: /srv/a.db, to: /srv/bk, schedule: {cron: \"0 3 1,15 * mon\"}}]\n";
+    let e = fleetwright::spec::load(&[("a.yaml".to_string(), bad.to_string())]).unwrap_err().to_string();
+    assert!(e.contains("a.yaml:5:61: cron: restricts both day-of-month and day-of-week"), "{e}");
+}
