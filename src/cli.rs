@@ -480,7 +480,7 @@ pub fn rollback(g: &Globals, to: Option<&str>) -> u8 {
             }
         }
         None => match h.recent(1000).ok().and_then(|rows| {
-            rows.into_iter().filter(|r| r.result == "converged").filter_map(|r| r.applied).find(|c| Some(c) != applied.as_ref() && matches!(h.verdict(c), Ok(Some((crate::daemon::history::Verdict::Good, _)))))
+            rows.into_iter().filter(|r| matches!(r.result.as_str(), "converged" | "repaired" | "unchanged")).filter_map(|r| r.applied).find(|c| Some(c) != applied.as_ref() && matches!(h.verdict(c), Ok(Some((crate::daemon::history::Verdict::Good, _)))))
         }) {
             Some(c) => c,
             None => {

@@ -214,6 +214,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    fleetwright::source::init_network_timeouts();
+    // A command whose output is piped into `head` ends quietly when the pipe closes, like any
+    // Unix tool (Rust ignores SIGPIPE, and println! would panic). Not the daemon: a client
+    // closing its connection must not kill it.
+    if !matches!(args.command, Command::Daemon(_)) {
+        // SAFETY: restoring a default signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     cli::init_logging();
     let globals = cli::Globals { unit_dir: args.unit_dir, state_dir: args.state_dir, user: args.user, host: args.host, bus_address: args.bus_address };
     let code = match args.command {

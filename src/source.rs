@@ -121,6 +121,21 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, SourceError> {
     Ok(out)
 }
 
+/// How long a fetch waits to connect, and then for each read, before it fails (a server that
+/// accepts and never answers must not hang the daemon).
+pub const CONNECT_TIMEOUT_MS: i32 = 30_000;
+pub const READ_TIMEOUT_MS: i32 = 60_000;
+
+/// Set libgit2's network timeouts. Call before any other thread starts (libgit2 keeps them
+/// in globals without a lock).
+pub fn init_network_timeouts() {
+    // SAFETY: called from `main` before the tokio runtime or any other thread exists.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(CONNECT_TIMEOUT_MS);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(READ_TIMEOUT_MS);
+    }
+}
+
 /// A followed branch: a local repository (watched in place) or a remote URL (file://, https,
 /// ssh) fetched into a bare cache in the state directory.
 pub struct GitSource {
@@ -184,7 +199,14 @@ impl GitSource {
         let git = |source| FetchError::Git { location: self.location.clone(), source };
         let mut cb = git2::RemoteCallbacks::new();
         let mut tried_agent = false;
+        // libgit2 asks again after every rejected credential: a key the server refuses would
+        // otherwise be offered forever.
+        let mut asked = 0;
         cb.credentials(move |_url, user, allowed| {
+            asked += 1;
+            if asked > 3 {
+                return Err(git2::Error::from_str("the server refused every credential offered (FLEETWRIGHT_SSH_KEY, the ssh agent, the default)"));
+            }
             if allowed.contains(git2::CredentialType::SSH_KEY) {
                 if let Ok(key) = std::env::var("FLEETWRIGHT_SSH_KEY") {
                     return git2::Cred::ssh_key(user.unwrap_or("git"), None, Path::new(&key), None);

@@ -22,7 +22,7 @@ use crate::host::apply::{deploy, Deployment};
 use crate::host::state::StateDir;
 use crate::host::systemd::Systemd;
 use crate::host::{now_rfc3339, HostConfig};
-use crate::plan::{short, Action, PlanOptions};
+use crate::plan::{short, Action, FileOp, PlanOptions};
 use crate::render::Role;
 use crate::source::{FetchError, GitSource};
 use history::{History, Reconcile, Verdict};
@@ -90,6 +90,30 @@ pub struct Metrics {
     pub drift_units: u64,
     pub commit_to_converged: Option<f64>,
     pub healthy: bool,
+    /// Every reconcile's duration.
+    pub durations: Histogram,
+}
+
+/// A Prometheus histogram of seconds with fixed buckets.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    /// Count of observations at or below each of `BUCKETS` (cumulative).
+    pub counts: [u64; Histogram::BUCKETS.len()],
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+    pub fn observe(&mut self, v: f64) {
+        for (b, c) in Self::BUCKETS.iter().zip(self.counts.iter_mut()) {
+            if v <= *b {
+                *c += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += v;
+    }
 }
 
 /// How one reconcile ended.
@@ -102,7 +126,39 @@ enum Outcome {
     /// Held at the last good state (bad/invalid/refused head); wait for a new commit.
     Held(String),
     RolledBack,
+    /// The rollback itself failed: the host may still run the bad commit; retried with backoff
+    /// (the next run holds the bad head and re-applies the last good commit).
+    RollbackFailed(String),
     Superseded,
+    /// SIGTERM arrived while the health gate waited: no verdict yet.
+    Interrupted,
+}
+
+impl Outcome {
+    fn retries(&self) -> bool {
+        matches!(self, Outcome::Transient(_) | Outcome::RollbackFailed(_))
+    }
+}
+
+/// How many reconciles in a row may fail to apply the same new commit before it is marked bad
+/// and the host rolled back: a failure that does not go away (a read-only directory, a file
+/// systemd refuses) must not leave the host half-applied, retrying forever.
+const MAX_APPLY_ATTEMPTS: u32 = 5;
+
+/// A fetch that has not finished after this long stops the watchdog pings, so that systemd
+/// restarts a daemon whose fetch hangs (libgit2's own timeouts should end it long before).
+const FETCH_STALL: Duration = Duration::from_secs(300);
+
+/// What the watchdog looks at: whether the loop is stuck in a fetch.
+#[derive(Default)]
+struct Liveness {
+    fetching_since: Mutex<Option<Instant>>,
+}
+
+impl Liveness {
+    fn alive(&self) -> bool {
+        self.fetching_since.lock().expect("liveness lock").is_none_or(|t| t.elapsed() < FETCH_STALL)
+    }
 }
 
 pub struct Daemon {
@@ -115,6 +171,16 @@ pub struct Daemon {
     tx: mpsc::UnboundedSender<Trigger>,
     /// When the head we last saw first appeared (for commit-to-converged latency).
     head_seen: Option<(String, Instant)>,
+    /// Set once SIGTERM or SIGINT arrived.
+    stop: tokio::sync::watch::Receiver<bool>,
+    liveness: Arc<Liveness>,
+    /// A Retry trigger is scheduled: further failures do not schedule (or double) another.
+    retry_pending: bool,
+    backoff: Duration,
+    /// The new commit that failed to apply, and how many times in a row.
+    failing: Option<(String, u32)>,
+    /// The last notification sent (event, commit), so a held head is announced once.
+    notified: Option<(String, String)>,
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -123,6 +189,9 @@ fn jitter(d: Duration) -> Duration {
     d + Duration::from_millis((d.as_millis() as u64 / 10).max(1) * (nanos % 1000) / 1000)
 }
 
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
 impl Daemon {
     pub fn new(cfg: DaemonConfig) -> Result<Daemon, Box<dyn std::error::Error>> {
         let state = StateDir::new(&cfg.host.state_dir);
@@ -130,19 +199,51 @@ impl Daemon {
         let history = History::open(&cfg.host.state_dir)?;
         let (tx, triggers) = mpsc::unbounded_channel();
         let metrics = Arc::new(Mutex::new(Metrics { last_good: history.last_good()?, ..Default::default() }));
-        Ok(Daemon { cfg, source, state, history, metrics, triggers, tx, head_seen: None })
+        let (_, stop) = tokio::sync::watch::channel(false);
+        Ok(Daemon {
+            cfg,
+            source,
+            state,
+            history,
+            metrics,
+            triggers,
+            tx,
+            head_seen: None,
+            stop,
+            liveness: Arc::default(),
+            retry_pending: false,
+            backoff: MIN_BACKOFF,
+            failing: None,
+            notified: None,
+        })
     }
 
-    /// Run until SIGTERM/SIGINT. The step in progress always finishes: a signal is seen only
-    /// between reconciles, so no apply is cut in half.
+    /// Run until SIGTERM/SIGINT. The step in progress always finishes: a signal stops the
+    /// loop between reconciles (or ends a health gate's wait), so no apply is cut in half.
     pub async fn run(mut self) -> Result<(), Box<dyn std::error::Error>> {
         use tokio::signal::unix::{signal, SignalKind};
-        std::fs::create_dir_all(&self.cfg.host.state_dir)?;
+        let _instance = self.state.lock_daemon()?;
         let pid_file = self.cfg.host.state_dir.join("daemon.pid");
-        std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        self.stop = stop;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: stopping once the step in progress is done"),
+                _ = int.recv() => info!("SIGINT: stopping once the step in progress is done"),
+            }
+            let _ = stop_tx.send(true);
+        });
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if tx.send(Trigger::Signal).is_err() {
+                    break;
+                }
+            }
+        });
 
         let _watcher = self.watch_local()?;
         self.spawn_timers();
@@ -151,41 +252,46 @@ impl Daemon {
             info!(%addr, "serving /healthz, /metrics and the webhook");
         }
         self.spawn_watchdog();
+        // Ready once set up: the first reconcile (a fetch, a whole fleet) may take longer than
+        // a start timeout, and what it does is reported in STATUS= and the history.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("set up; reconciling")]);
         let _ = self.tx.send(Trigger::Startup);
 
-        let mut backoff = Duration::from_secs(1);
-        let mut ready = false;
+        let mut stop = self.stop.clone();
         loop {
             let trigger = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
                 t = self.triggers.recv() => match t { Some(t) => t, None => break },
-                _ = term.recv() => { info!("SIGTERM: stopping between reconciles"); break }
-                _ = int.recv() => { info!("SIGINT: stopping between reconciles"); break }
-                _ = hup.recv() => Trigger::Signal,
             };
             // Coalesce a burst: everything queued now is served by this one run.
             let mut trigger = trigger;
             while let Ok(t) = self.triggers.try_recv() {
+                if t == Trigger::Retry {
+                    self.retry_pending = false;
+                }
                 if trigger == Trigger::Resync || trigger == Trigger::Poll {
                     trigger = t;
                 }
             }
-            let outcome = self.reconcile(trigger).await;
-            if !ready {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-                ready = true;
+            if trigger == Trigger::Retry {
+                self.retry_pending = false;
             }
-            match outcome {
-                Outcome::Transient(e) => {
-                    warn!(error = %e, retry_in = ?backoff, "transient failure; retrying");
+            let outcome = self.reconcile(trigger).await;
+            if outcome.retries() {
+                if !self.retry_pending {
+                    warn!(retry_in = ?self.backoff, "retrying after a transient failure");
+                    self.retry_pending = true;
                     let tx = self.tx.clone();
-                    let wait = backoff;
+                    let wait = self.backoff;
                     tokio::spawn(async move {
                         tokio::time::sleep(wait).await;
                         let _ = tx.send(Trigger::Retry);
                     });
-                    backoff = (backoff * 2).min(Duration::from_secs(300));
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 }
-                _ => backoff = Duration::from_secs(1),
+            } else {
+                self.backoff = MIN_BACKOFF;
             }
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
         }
@@ -247,12 +353,20 @@ impl Daemon {
         });
     }
 
+    /// WATCHDOG=1 at half the watchdog interval, as long as the loop is not stuck: a fetch
+    /// that hangs past FETCH_STALL stops the pings and systemd restarts the daemon. An apply
+    /// never does (its D-Bus calls have their own timeouts): it is never cut by the watchdog.
     fn spawn_watchdog(&self) {
         if let Some(timeout) = sd_notify::watchdog_enabled() {
             let every = timeout / 2;
+            let liveness = self.liveness.clone();
             tokio::spawn(async move {
                 loop {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    if liveness.alive() {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    } else {
+                        warn!("a fetch has not finished in {FETCH_STALL:?}; no watchdog ping");
+                    }
                     tokio::time::sleep(every).await;
                 }
             });
@@ -278,57 +392,86 @@ impl Daemon {
                 if rec.result.is_empty() { "held".into() } else { rec.result.clone() }
             }
             Outcome::RolledBack => "rolled-back".into(),
+            Outcome::RollbackFailed(e) => {
+                rec.error = Some(e.clone());
+                "rollback-failed".into()
+            }
             Outcome::Superseded => "superseded".into(),
+            Outcome::Interrupted => "interrupted".into(),
         };
         if let Err(e) = self.history.record(&rec) {
             error!(error = %e, "cannot record the reconcile");
         }
+        let last_good = self.history.last_good();
         let mut m = self.metrics.lock().expect("metrics lock");
         *m.reconciles.entry(rec.result.clone()).or_default() += 1;
         m.last_duration = rec.duration_ms as f64 / 1000.0;
-        if matches!(outcome, Outcome::Converged { .. }) {
-            m.last_success_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            m.healthy = true;
-        } else if matches!(outcome, Outcome::Superseded) {
-            m.healthy = true;
-        } else {
-            m.failures += 1;
-            m.healthy = false;
+        let secs = m.last_duration;
+        m.durations.observe(secs);
+        match outcome {
+            Outcome::Converged { .. } => {
+                m.last_success_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                m.healthy = true;
+            }
+            Outcome::Superseded | Outcome::Interrupted => m.healthy = true,
+            _ => {
+                m.failures += 1;
+                m.healthy = false;
+            }
         }
         if matches!(outcome, Outcome::RolledBack) {
             m.rollbacks += 1;
         }
-        m.last_good = self.history.last_good().ok().flatten();
+        if let Ok(good) = last_good {
+            m.last_good = good;
+        }
         info!(trigger = rec.trigger, result = rec.result, head = rec.head.as_deref().map(short), applied = rec.applied.as_deref().map(short), ms = rec.duration_ms, error = rec.error.as_deref(), "reconciled");
         outcome
     }
 
+    /// Fetch the branch (a no-op for a local repository), visible to the watchdog meanwhile.
+    fn fetch(&self) -> Result<(), FetchError> {
+        *self.liveness.fetching_since.lock().expect("liveness lock") = Some(Instant::now());
+        let r = tokio::task::block_in_place(|| self.source.fetch());
+        *self.liveness.fetching_since.lock().expect("liveness lock") = None;
+        r
+    }
+
     async fn reconcile_inner(&mut self, rec: &mut Reconcile) -> Outcome {
-        // 1. What should run: the pin, else the branch head.
-        if let Err(e) = tokio::task::block_in_place(|| self.source.fetch()) {
-            return Outcome::Transient(e.to_string());
+        let transient = |e: &dyn std::fmt::Display| Outcome::Transient(e.to_string());
+        // 1. What should run: the pin, else the branch head. A history that cannot be read is
+        //    transient: a pin or a verdict must never be silently ignored.
+        if let Err(e) = self.fetch() {
+            return transient(&e);
         }
         let head = match self.source.head() {
             Ok(h) => h,
-            Err(e) => return Outcome::Transient(e.to_string()),
+            Err(e) => return transient(&e),
         };
         if self.head_seen.as_ref().is_none_or(|(h, _)| *h != head) {
             self.head_seen = Some((head.clone(), Instant::now()));
         }
-        let pin = self.history.pin().ok().flatten();
-        let last_good = self.history.last_good().ok().flatten();
+        let (pin, last_good) = match (self.history.pin(), self.history.last_good()) {
+            (Ok(p), Ok(g)) => (p, g),
+            (Err(e), _) | (_, Err(e)) => return transient(&e),
+        };
         let target = pin.clone().unwrap_or_else(|| head.clone());
         rec.head = Some(target.clone());
 
         // 2. Is it allowed? Marked bad, force-pushed, unsigned: hold the last good state.
         let mut hold: Option<String> = None;
         if pin.is_none() {
-            if let Ok(Some((Verdict::Bad, why))) = self.history.verdict(&target) {
-                hold = Some(format!("commit {} is marked bad ({why}); holding the last good state until a newer commit", short(&target)));
+            match self.history.verdict(&target) {
+                Ok(Some((Verdict::Bad, why))) => hold = Some(format!("commit {} is marked bad ({why}); holding the last good state until a newer commit", short(&target))),
+                Ok(_) => {}
+                Err(e) => return transient(&e),
             }
         }
         if hold.is_none() && pin.is_none() && !self.cfg.allow_force_push {
-            let applied = self.state.load_inventory().ok().and_then(|i| i.applied_commit);
+            let applied = match self.state.load_inventory() {
+                Ok(i) => i.applied_commit,
+                Err(e) => return transient(&e),
+            };
             if let Some(applied) = applied.filter(|a| *a != target) {
                 if self.source.descends_from(&target, &applied) != Some(true) {
                     hold = Some(format!("the branch no longer contains the applied commit {} (force-push?); refusing {} — pass --allow-force-push to follow it", short(&applied), short(&target)));
@@ -345,6 +488,7 @@ impl Daemon {
         if let Some(why) = hold {
             rec.result = "refused".into();
             warn!("{why}");
+            self.notify_once("refused", &target, &why);
             return self.hold(rec, why, last_good).await;
         }
 
@@ -359,64 +503,105 @@ impl Daemon {
             Ok(f) => f,
             Err(diags) => {
                 let why = format!("commit {} is invalid: {}", short(&target), diags.0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; "));
-                let _ = self.history.mark(&target, Verdict::Bad, "invalid spec", &now_rfc3339());
+                if let Err(e) = self.history.mark(&target, Verdict::Bad, "invalid spec", &now_rfc3339()) {
+                    return transient(&e);
+                }
                 rec.result = "invalid".into();
                 warn!("{why}");
-                self.notify_event("failed", &target, &why);
+                self.notify_once("failed", &target, &why);
                 return self.hold(rec, why, last_good).await;
             }
         };
 
-        // 4. Apply.
-        let d = match self.apply(&target, &fleet).await {
-            Ok(d) => d,
-            Err(e) => return e,
-        };
-        rec.applied = Some(target.clone());
-        rec.actions = d.plan.changes().count() as i64;
-        let drift: Vec<String> = d.plan.drift().map(|(u, w)| format!("{u}: {w}")).collect();
-        if !drift.is_empty() {
-            warn!(drift = ?drift, "drift repaired");
-            rec.drift = Some(drift.join("; "));
-        }
-        self.metrics.lock().expect("metrics lock").drift_units = drift.len() as u64;
-        self.metrics.lock().expect("metrics lock").applied_commit = Some(target.clone());
-        let changed = d.plan.has_changes();
+        // 4. Apply. A new commit that keeps failing to apply is, after a few tries, bad.
         let is_new = last_good.as_deref() != Some(target.as_str());
+        let d = match self.converge(rec, &target, &fleet).await {
+            Ok(d) => {
+                self.failing = None;
+                d
+            }
+            Err(Outcome::Transient(e)) if is_new && pin.is_none() => {
+                let tries = match &mut self.failing {
+                    Some((c, n)) if *c == target => {
+                        *n += 1;
+                        *n
+                    }
+                    other => {
+                        *other = Some((target.clone(), 1));
+                        1
+                    }
+                };
+                if tries < MAX_APPLY_ATTEMPTS {
+                    return Outcome::Transient(format!("{e} (attempt {tries} of {MAX_APPLY_ATTEMPTS} for {})", short(&target)));
+                }
+                self.failing = None;
+                let why = format!("it failed to apply {MAX_APPLY_ATTEMPTS} times in a row: {e}");
+                if let Err(e) = self.history.mark(&target, Verdict::Bad, &why, &now_rfc3339()) {
+                    return transient(&e);
+                }
+                rec.error = Some(why.clone());
+                return self.roll_back(rec, &target, last_good, &why).await;
+            }
+            Err(o) => return o,
+        };
+        let changed = d.plan.has_changes();
 
-        // 5. Health gate: a new commit counts as good once its changed services stayed up for
-        //    the grace period; failed jobs or a crash loop roll it back.
+        // 5. Health gate: a new commit counts as good once what it changed stayed up for the
+        //    grace period; a failed job or a crash loop of its own units rolls it back. A unit
+        //    it did not change (drift repair of an old crash) is reported, never blamed on it.
+        let ours = self.changed_by(&d);
+        let (mine, others): (Vec<_>, Vec<_>) = d.report.failures.iter().partition(|f| ours.contains(&f.unit));
+        if !others.is_empty() {
+            let why: Vec<String> = others.iter().map(|f| format!("{}: {}", f.unit, f.what)).collect();
+            warn!(failures = ?why, "units this commit did not change are failing");
+            rec.error = Some(why.join("; "));
+        }
         if is_new && pin.is_none() {
-            let mut failed: Vec<String> = d.report.failures.iter().map(|f| format!("{}: {}", f.unit, f.what)).collect();
+            let mut failed: Vec<String> = mine.iter().map(|f| format!("{}: {}", f.unit, f.what)).collect();
             if failed.is_empty() {
-                match self.health_gate(&d).await {
+                match self.health_gate(&d, &ours).await {
                     Gate::Healthy => {}
                     Gate::Failed(why) => failed.push(why),
                     Gate::Superseded => return Outcome::Superseded,
+                    Gate::Interrupted => return Outcome::Interrupted,
+                    Gate::Unknown(e) => return Outcome::Transient(format!("cannot watch the deploy's health: {e}")),
                 }
             }
             if !failed.is_empty() {
                 let why = failed.join("; ");
-                let _ = self.history.mark(&target, Verdict::Bad, &why, &now_rfc3339());
+                if let Err(e) = self.history.mark(&target, Verdict::Bad, &why, &now_rfc3339()) {
+                    return transient(&e);
+                }
                 rec.error = Some(why.clone());
                 return self.roll_back(rec, &target, last_good, &why).await;
             }
-            let _ = self.history.mark(&target, Verdict::Good, "healthy", &now_rfc3339());
-            if let Some((h, at)) = &self.head_seen {
-                if *h == target {
-                    let secs = at.elapsed().as_secs_f64();
-                    self.metrics.lock().expect("metrics lock").commit_to_converged = Some(secs);
-                    info!(commit = short(&target), seconds = secs, "commit converged");
-                }
+            if let Err(e) = self.history.mark(&target, Verdict::Good, "healthy", &now_rfc3339()) {
+                return transient(&e);
             }
             if changed {
                 self.notify_event("deployed", &target, &format!("{} units changed", d.plan.changes().count()));
             }
-        } else if !d.report.failures.is_empty() {
-            let why: Vec<String> = d.report.failures.iter().map(|f| format!("{}: {}", f.unit, f.what)).collect();
+        } else if !mine.is_empty() {
+            let why: Vec<String> = mine.iter().map(|f| format!("{}: {}", f.unit, f.what)).collect();
             rec.error = Some(why.join("; "));
         }
         Outcome::Converged { changed }
+    }
+
+    /// The units a deploy changed: every unit of an agent whose last change is this commit,
+    /// and every unit whose file this plan wrote or which it restarted or reloaded.
+    fn changed_by(&self, d: &Deployment) -> std::collections::BTreeSet<String> {
+        let agents: std::collections::BTreeSet<String> = self
+            .state
+            .load_inventory()
+            .map(|i| i.agents.into_iter().filter(|(_, r)| r.changed_commit == d.plan.commit).map(|(a, _)| a).collect())
+            .unwrap_or_default();
+        d.plan
+            .units
+            .iter()
+            .filter(|u| agents.contains(&u.agent) || u.file != FileOp::Keep || u.actions.iter().any(|a| matches!(a, Action::Restart | Action::Reload)))
+            .map(|u| u.unit.clone())
+            .collect()
     }
 
     async fn apply(&self, commit: &str, fleet: &crate::spec::Fleet) -> Result<Deployment, Outcome> {
@@ -427,76 +612,113 @@ impl Daemon {
         })
     }
 
-    /// Keep (re-)converging the last good commit while the head cannot be applied.
+    /// Apply `commit` and record what it did (whichever commit it is: the head, the pin, the
+    /// last good one while the head is held): the commit applied, its actions, the drift it
+    /// repaired.
+    async fn converge(&mut self, rec: &mut Reconcile, commit: &str, fleet: &crate::spec::Fleet) -> Result<Deployment, Outcome> {
+        let d = self.apply(commit, fleet).await?;
+        rec.applied = Some(commit.to_string());
+        rec.actions = d.plan.changes().count() as i64;
+        let drift: Vec<String> = d.plan.drift().map(|(u, w)| format!("{u}: {w}")).collect();
+        if !drift.is_empty() {
+            warn!(drift = ?drift, "drift repaired");
+            rec.drift = Some(drift.join("; "));
+        }
+        let mut m = self.metrics.lock().expect("metrics lock");
+        m.drift_units = drift.len() as u64;
+        m.applied_commit = Some(commit.to_string());
+        if let Some((h, at)) = &self.head_seen {
+            if h == commit && d.plan.has_changes() {
+                let secs = at.elapsed().as_secs_f64();
+                m.commit_to_converged = Some(secs);
+                info!(commit = short(commit), seconds = secs, "commit converged");
+            }
+        }
+        Ok(d)
+    }
+
+    /// Keep (re-)converging the last good commit while the head cannot be applied; drift is
+    /// repaired and reported as on any run, and a failure to apply it is retried.
     async fn hold(&mut self, rec: &mut Reconcile, why: String, last_good: Option<String>) -> Outcome {
         rec.error = Some(why.clone());
         if let Some(good) = last_good {
-            if let Ok(files) = self.source.read(&good) {
-                if let Ok(fleet) = crate::spec::load(&files.files) {
-                    if let Ok(d) = self.apply(&good, &fleet).await {
-                        rec.applied = Some(good);
-                        rec.actions = d.plan.changes().count() as i64;
+            let fleet = match self.source.read(&good) {
+                Ok(files) => crate::spec::load(&files.files).map_err(|d| d.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match fleet {
+                Ok(fleet) => match self.converge(rec, &good, &fleet).await {
+                    Ok(d) if !d.report.failures.is_empty() => {
+                        let failed: Vec<String> = d.report.failures.iter().map(|f| format!("{}: {}", f.unit, f.what)).collect();
+                        rec.error = Some(format!("{why}; and at {}: {}", short(&good), failed.join("; ")));
                     }
-                }
+                    Ok(_) => {}
+                    Err(Outcome::Transient(e)) => return Outcome::Transient(format!("{why}; re-applying the last good commit {} failed: {e}", short(&good))),
+                    Err(_) => {}
+                },
+                Err(e) => warn!(error = %e, commit = short(&good), "the last good commit cannot be read"),
             }
         }
         Outcome::Held(why)
     }
 
     async fn roll_back(&mut self, rec: &mut Reconcile, bad: &str, last_good: Option<String>, why: &str) -> Outcome {
-        error!(commit = short(bad), reason = why, "deploy failed its health gate; rolling back");
+        error!(commit = short(bad), reason = why, "the deploy failed; rolling back");
         let Some(good) = last_good else {
             let msg = format!("{why}; there is no earlier good commit to roll back to: the host stays at {}", short(bad));
             self.notify_event("failed", bad, &msg);
             rec.result = "failed".into();
             return Outcome::Held(msg);
         };
-        let result = match self.source.read(&good).map_err(|e| e.to_string()).and_then(|f| crate::spec::load(&f.files).map_err(|d| d.to_string())) {
-            Ok(fleet) => self.apply(&good, &fleet).await.map(|_| ()).map_err(|o| format!("{o:?}")),
+        let fleet = match self.source.read(&good) {
+            Ok(f) => crate::spec::load(&f.files).map_err(|d| d.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let result = match fleet {
+            Ok(fleet) => self.converge(rec, &good, &fleet).await.map(|_| ()).map_err(|o| match o {
+                Outcome::Transient(e) | Outcome::Held(e) => e,
+                other => format!("{other:?}"),
+            }),
             Err(e) => Err(e),
         };
         match result {
             Ok(()) => {
-                rec.applied = Some(good.clone());
                 self.notify_event("rolled-back", bad, &format!("{why}; rolled back to {}", short(&good)));
-                self.metrics.lock().expect("metrics lock").applied_commit = Some(good.clone());
+                Outcome::RolledBack
             }
-            Err(e) => self.notify_event("failed", bad, &format!("{why}; the rollback to {} failed too: {e}", short(&good))),
+            Err(e) => {
+                let msg = format!("{why}; the rollback to {} failed too: {e}", short(&good));
+                self.notify_event("failed", bad, &msg);
+                Outcome::RollbackFailed(msg)
+            }
         }
-        Outcome::RolledBack
     }
 
-    /// Watch the services a deploy started or restarted for the grace period. A newer commit
-    /// cancels the wait (as Flux users ask: stop waiting once something newer exists).
-    async fn health_gate(&mut self, d: &Deployment) -> Gate {
-        // The services this deploy (re)started, and every service of an agent this commit changed:
-        // after a daemon restart in the middle of a gate, the re-apply starts nothing, and a
-        // crash-looping service must still be caught.
-        let changed_here: std::collections::BTreeSet<String> = self
-            .state
-            .load_inventory()
-            .map(|i| i.agents.into_iter().filter(|(_, r)| r.changed_commit == d.plan.commit).map(|(a, _)| a).collect())
-            .unwrap_or_default();
-        let watched: Vec<String> = d
-            .plan
-            .units
-            .iter()
-            .filter(|u| u.role == Role::Service && (u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart)) || changed_here.contains(&u.agent)))
-            .map(|u| u.unit.clone())
-            .collect();
+    /// Watch the services this deploy changed for the grace period. A newer commit cancels
+    /// the wait (as Flux users ask: stop waiting once something newer exists), and so does a
+    /// SIGTERM (the commit then has no verdict and is watched again after a restart).
+    async fn health_gate(&mut self, d: &Deployment, ours: &std::collections::BTreeSet<String>) -> Gate {
+        // Every service of what this commit changed: after a daemon restart in the middle of a
+        // gate, the re-apply starts nothing, and a crash-looping service must still be caught.
+        let watched: Vec<String> = d.plan.units.iter().filter(|u| u.role == Role::Service && ours.contains(&u.unit)).map(|u| u.unit.clone()).collect();
         if watched.is_empty() || self.cfg.health_grace.is_zero() {
             return Gate::Healthy;
         }
-        let Ok(sd) = Systemd::connect(self.cfg.host.scope, self.cfg.host.bus_address.as_deref()).await else { return Gate::Healthy };
+        let sd = match Systemd::connect(self.cfg.host.scope, self.cfg.host.bus_address.as_deref()).await {
+            Ok(sd) => sd,
+            Err(e) => return Gate::Unknown(e.to_string()),
+        };
         let names: Vec<&str> = watched.iter().map(String::as_str).collect();
         let restarts = |props: &std::collections::BTreeMap<String, zbus::OwnedVariant>| crate::host::systemd::prop::<u32>(props, "NRestarts").unwrap_or(0);
         let mut base = std::collections::BTreeMap::new();
         for u in &names {
-            if let Ok(p) = sd.properties(u, "org.freedesktop.systemd1.Service").await {
-                base.insert(u.to_string(), restarts(&p));
-            }
+            match sd.properties(u, "org.freedesktop.systemd1.Service").await {
+                Ok(p) => base.insert(u.to_string(), restarts(&p)),
+                Err(e) => return Gate::Unknown(e.to_string()),
+            };
         }
         let until = Instant::now() + self.cfg.health_grace;
+        let mut stop = self.stop.clone();
         // Triggers seen while waiting are answered once, after the gate (or at once by the main
         // loop when a newer commit supersedes the wait).
         let mut deferred: Option<Trigger> = None;
@@ -505,11 +727,13 @@ impl Daemon {
                 break Gate::Healthy;
             }
             tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break Gate::Interrupted,
                 t = self.triggers.recv() => {
                     if let Some(t) = t {
                         deferred = Some(t);
-                        let moved = tokio::task::block_in_place(|| self.source.fetch()).is_ok() && self.source.head().ok() != self.head_seen.as_ref().map(|(h, _)| h.clone());
-                        if moved && self.history.pin().ok().flatten().is_none() {
+                        let moved = self.fetch().is_ok() && self.source.head().ok() != self.head_seen.as_ref().map(|(h, _)| h.clone());
+                        if moved && matches!(self.history.pin(), Ok(None)) {
                             break Gate::Superseded;
                         }
                     }
@@ -540,6 +764,16 @@ impl Daemon {
         verdict
     }
 
+    /// `notify_event`, once per (event, commit): a held head is announced when it is first
+    /// refused, not at every resync.
+    fn notify_once(&mut self, event: &str, commit: &str, message: &str) {
+        let key = (event.to_string(), commit.to_string());
+        if self.notified.as_ref() != Some(&key) {
+            self.notify_event(event, commit, message);
+            self.notified = Some(key);
+        }
+    }
+
     fn notify_event(&self, event: &str, commit: &str, message: &str) {
         let Some(url) = self.cfg.notify_url.clone() else { return };
         let body = serde_json::json!({ "event": event, "commit": commit, "host": self.cfg.host.host, "message": message, "at": now_rfc3339() });
@@ -556,4 +790,7 @@ enum Gate {
     Healthy,
     Failed(String),
     Superseded,
+    Interrupted,
+    /// The manager could not be asked: no verdict.
+    Unknown(String),
 }

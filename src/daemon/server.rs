@@ -86,7 +86,13 @@ pub fn render_metrics(m: &Metrics) -> String {
     gauge("fleetwright_reconciles_total", "Reconciles by result.", "counter", m.reconciles.iter().map(|(r, n)| (format!("{{result=\"{r}\"}}"), *n as f64)).collect());
     gauge("fleetwright_reconcile_failures_total", "Reconciles that did not converge to the head.", "counter", vec![(String::new(), m.failures as f64)]);
     gauge("fleetwright_rollbacks_total", "Automatic rollbacks.", "counter", vec![(String::new(), m.rollbacks as f64)]);
-    gauge("fleetwright_reconcile_duration_seconds", "Duration of the last reconcile.", "gauge", vec![(String::new(), m.last_duration)]);
+    gauge("fleetwright_last_reconcile_duration_seconds", "Duration of the last reconcile.", "gauge", vec![(String::new(), m.last_duration)]);
+    let h = &m.durations;
+    let mut buckets: Vec<(String, f64)> = crate::daemon::Histogram::BUCKETS.iter().zip(h.counts).map(|(b, c)| (format!("_bucket{{le=\"{b}\"}}"), c as f64)).collect();
+    buckets.push(("_bucket{le=\"+Inf\"}".into(), h.count as f64));
+    buckets.push(("_sum".into(), h.sum));
+    buckets.push(("_count".into(), h.count as f64));
+    gauge("fleetwright_reconcile_duration_seconds", "Duration of reconciles.", "histogram", buckets);
     gauge("fleetwright_last_success_timestamp_seconds", "When the host last converged.", "gauge", vec![(String::new(), m.last_success_unix as f64)]);
     gauge("fleetwright_drift_units", "Units whose drift the last reconcile repaired.", "gauge", vec![(String::new(), m.drift_units as f64)]);
     gauge("fleetwright_commit_to_converged_seconds", "From a commit's first sight to converged.", "gauge", m.commit_to_converged.iter().map(|s| (String::new(), *s)).collect());
@@ -105,5 +111,11 @@ mod tests {
         assert!(text.contains("fleetwright_applied_commit_info{commit=\"abc\"} 1\n"), "{text}");
         assert!(text.contains("fleetwright_reconciles_total{result=\"converged\"} 3\n"), "{text}");
         assert!(text.contains("# TYPE fleetwright_reconcile_failures_total counter\nfleetwright_reconcile_failures_total 2\n"), "{text}");
+        m.durations.observe(0.3);
+        m.durations.observe(7.0);
+        let text = render_metrics(&m);
+        for line in ["# TYPE fleetwright_reconcile_duration_seconds histogram", "fleetwright_reconcile_duration_seconds_bucket{le=\"0.25\"} 0", "fleetwright_reconcile_duration_seconds_bucket{le=\"0.5\"} 1", "fleetwright_reconcile_duration_seconds_bucket{le=\"10\"} 2", "fleetwright_reconcile_duration_seconds_bucket{le=\"+Inf\"} 2", "fleetwright_reconcile_duration_seconds_sum 7.3", "fleetwright_reconcile_duration_seconds_count 2"] {
+            assert!(text.contains(&format!("{line}\n")), "{line}:\n{text}");
+        }
     }
 }

@@ -78,15 +78,17 @@ pub enum StateError {
     Corrupt { path: PathBuf, source: serde_json::Error },
     #[error("another fleetwright apply holds the lock {path}; it runs one apply at a time")]
     Locked { path: PathBuf },
+    #[error("another fleetwright daemon already runs on this state directory (it holds {path}{}); stop it first, or give this one its own --state-dir", .pid.map(|p| format!(", pid {p}")).unwrap_or_default())]
+    DaemonRunning { path: PathBuf, pid: Option<i32> },
 }
 
 pub struct StateDir {
     pub root: PathBuf,
 }
 
-/// Holds the apply lock (flock) until dropped.
+/// Holds a lock (flock) until dropped.
 pub struct Lock {
-    _file: File,
+    _flock: nix::fcntl::Flock<File>,
 }
 
 impl StateDir {
@@ -107,12 +109,30 @@ impl StateDir {
     /// Take the apply lock, failing at once when another process holds it.
     pub fn lock(&self) -> Result<Lock, StateError> {
         let path = self.root.join("apply.lock");
+        self.try_lock(&path)?.ok_or(StateError::Locked { path })
+    }
+
+    /// Take the daemon's lock for as long as it runs (one daemon per state directory), and
+    /// write its pid next to it for `sync` and `status`.
+    pub fn lock_daemon(&self) -> Result<Lock, StateError> {
+        let path = self.root.join("daemon.lock");
+        let pid_file = self.root.join("daemon.pid");
+        let Some(lock) = self.try_lock(&path)? else {
+            let pid = fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok());
+            return Err(StateError::DaemonRunning { path, pid });
+        };
+        fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(self.io(&pid_file))?;
+        Ok(lock)
+    }
+
+    /// An exclusive flock on `path`, or None when another process holds it.
+    fn try_lock(&self, path: &Path) -> Result<Option<Lock>, StateError> {
         fs::create_dir_all(&self.root).map_err(self.io(&self.root))?;
-        let file = OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&path).map_err(self.io(&path))?;
+        let file = OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map_err(self.io(path))?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(l) => Ok(Lock { _file: l.unlock().map_err(|(_, e)| StateError::Io { path: path.clone(), source: e.into() })? }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StateError::Locked { path }),
-            Err((_, e)) => Err(StateError::Io { path, source: e.into() }),
+            Ok(flock) => Ok(Some(Lock { _flock: flock })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(StateError::Io { path: path.to_path_buf(), source: e.into() }),
         }
     }
 
@@ -160,5 +180,49 @@ impl StateDir {
             remove_durable(&p).map_err(self.io(&p))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_apply_lock_is_held_until_dropped_and_one_daemon_runs_per_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let held = state.lock().unwrap();
+        // flock locks belong to the open file description: a second open, as a second process
+        // would make, is refused while the first is held.
+        assert!(matches!(state.lock(), Err(StateError::Locked { .. })));
+        drop(held);
+        let again = state.lock().unwrap();
+        drop(again);
+
+        let daemon = state.lock_daemon().unwrap();
+        assert_eq!(fs::read_to_string(dir.path().join("daemon.pid")).unwrap().trim(), std::process::id().to_string());
+        match state.lock_daemon() {
+            Err(e @ StateError::DaemonRunning { pid: Some(_), .. }) => assert!(e.to_string().contains("another fleetwright daemon already runs"), "{e}"),
+            other => panic!("a second daemon was not refused: {:?}", other.map(|_| ())),
+        }
+        // The apply lock is separate: the daemon takes it per reconcile.
+        drop(state.lock().unwrap());
+        drop(daemon);
+        drop(state.lock_daemon().unwrap());
+    }
+
+    #[test]
+    fn temp_files_of_dead_writers_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join(format!(".a.service{TEMP_MARK}{}", std::process::id()));
+        // pid_max is at most 2^22: this pid cannot be running.
+        let dead = dir.path().join(format!(".b.service{TEMP_MARK}{}", 1 << 23));
+        let real = dir.path().join("b.service");
+        for p in [&mine, &dead, &real] {
+            fs::write(p, "x").unwrap();
+        }
+        assert_eq!(sweep_temps(dir.path()).unwrap(), vec![dead.clone()]);
+        assert!(mine.exists() && real.exists() && !dead.exists());
+        assert!(sweep_temps(&dir.path().join("missing")).unwrap().is_empty());
     }
 }
