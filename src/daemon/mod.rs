@@ -123,6 +123,9 @@ enum Outcome {
     Converged { changed: bool },
     /// A transient failure: retry with backoff.
     Transient(String),
+    /// Applying the commit failed part-way (a file that cannot be written, a call the manager
+    /// refused): retried like a transient failure, but counted against the commit.
+    ApplyFailed(String),
     /// Held at the last good state (bad/invalid/refused head); wait for a new commit.
     Held(String),
     RolledBack,
@@ -136,7 +139,7 @@ enum Outcome {
 
 impl Outcome {
     fn retries(&self) -> bool {
-        matches!(self, Outcome::Transient(_) | Outcome::RollbackFailed(_))
+        matches!(self, Outcome::Transient(_) | Outcome::ApplyFailed(_) | Outcome::RollbackFailed(_))
     }
 }
 
@@ -383,7 +386,7 @@ impl Daemon {
             Outcome::Converged { .. } if rec.drift.is_some() => "repaired".into(),
             Outcome::Converged { changed: true } => "converged".into(),
             Outcome::Converged { changed: false } => "unchanged".into(),
-            Outcome::Transient(e) => {
+            Outcome::Transient(e) | Outcome::ApplyFailed(e) => {
                 rec.error = Some(e.clone());
                 "error".into()
             }
@@ -520,7 +523,7 @@ impl Daemon {
                 self.failing = None;
                 d
             }
-            Err(Outcome::Transient(e)) if is_new && pin.is_none() => {
+            Err(Outcome::ApplyFailed(e)) if is_new && pin.is_none() => {
                 let tries = match &mut self.failing {
                     Some((c, n)) if *c == target => {
                         *n += 1;
@@ -532,7 +535,7 @@ impl Daemon {
                     }
                 };
                 if tries < MAX_APPLY_ATTEMPTS {
-                    return Outcome::Transient(format!("{e} (attempt {tries} of {MAX_APPLY_ATTEMPTS} for {})", short(&target)));
+                    return Outcome::ApplyFailed(format!("{e} (attempt {tries} of {MAX_APPLY_ATTEMPTS} for {})", short(&target)));
                 }
                 self.failing = None;
                 let why = format!("it failed to apply {MAX_APPLY_ATTEMPTS} times in a row: {e}");
@@ -606,9 +609,13 @@ impl Daemon {
 
     async fn apply(&self, commit: &str, fleet: &crate::spec::Fleet) -> Result<Deployment, Outcome> {
         let sd = Systemd::connect(self.cfg.host.scope, self.cfg.host.bus_address.as_deref()).await.map_err(|e| Outcome::Transient(e.to_string()))?;
+        use crate::host::apply::ApplyError;
         deploy(&sd, &self.cfg.host, &self.state, commit, fleet, PlanOptions { allow_empty: self.cfg.allow_empty }).await.map_err(|e| match e {
-            crate::host::apply::ApplyError::Refused(why) => Outcome::Held(why.join("; ")),
-            other => Outcome::Transient(other.to_string()),
+            ApplyError::Refused(why) => Outcome::Held(why.join("; ")),
+            // The manager or the state directory out of reach, another apply running: nothing
+            // to do with the commit.
+            e @ (ApplyError::State(_) | ApplyError::Systemd(crate::host::systemd::SystemdError::Bus { .. })) => Outcome::Transient(e.to_string()),
+            e => Outcome::ApplyFailed(e.to_string()),
         })
     }
 
@@ -653,7 +660,7 @@ impl Daemon {
                         rec.error = Some(format!("{why}; and at {}: {}", short(&good), failed.join("; ")));
                     }
                     Ok(_) => {}
-                    Err(Outcome::Transient(e)) => return Outcome::Transient(format!("{why}; re-applying the last good commit {} failed: {e}", short(&good))),
+                    Err(Outcome::Transient(e) | Outcome::ApplyFailed(e)) => return Outcome::Transient(format!("{why}; re-applying the last good commit {} failed: {e}", short(&good))),
                     Err(_) => {}
                 },
                 Err(e) => warn!(error = %e, commit = short(&good), "the last good commit cannot be read"),
@@ -676,7 +683,7 @@ impl Daemon {
         };
         let result = match fleet {
             Ok(fleet) => self.converge(rec, &good, &fleet).await.map(|_| ()).map_err(|o| match o {
-                Outcome::Transient(e) | Outcome::Held(e) => e,
+                Outcome::Transient(e) | Outcome::ApplyFailed(e) | Outcome::Held(e) => e,
                 other => format!("{other:?}"),
             }),
             Err(e) => Err(e),

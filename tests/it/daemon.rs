@@ -105,7 +105,9 @@ fn commits_converge_by_themselves_and_a_revert_rolls_back() {
     let applied = format!("fleetwright_applied_commit_info{{commit=\"{c2}\"}} 1");
     host.wait("the metrics to name the second commit", 10, || d.http("GET", "/metrics", &[], "").1.contains(&applied));
     let (_, metrics) = d.http("GET", "/metrics", &[], "");
-    assert!(metrics.contains("fleetwright_commit_to_converged_seconds"), "{metrics}");
+    let sample = metrics.lines().find_map(|l| l.strip_prefix("fleetwright_commit_to_converged_seconds ")).and_then(|v| v.parse::<f64>().ok());
+    assert!(sample.is_some_and(|s| s > 0.0), "a commit-to-converged sample: {metrics}");
+    assert!(metrics.contains("fleetwright_reconcile_duration_seconds_count "), "{metrics}");
 
     // git revert: a new commit with the old tree converges back.
     let c3 = commit(&repo, &fleet("description: one\n"), "Revert \"two\"");
@@ -373,4 +375,150 @@ fn signed_commit_mode_applies_only_signed_commits() {
     git(&["add", "-A"]);
     git(&["commit", "-q", "-S", "-m", "signed again"]);
     host.wait("the next signed commit", 10, || host.prop("agent-web.service", "Description") == "signed again");
+}
+
+impl Host {
+    /// The daemon's pid inside the sandbox (from its pid file).
+    fn daemon_pid(&self) -> Option<String> {
+        std::fs::read_to_string(self.state_dir().join("daemon.pid")).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    }
+    fn reconciles(&self) -> Vec<serde_json::Value> {
+        self.history()["reconciles"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+#[test]
+fn an_old_failure_elsewhere_does_not_fail_a_new_commit_and_an_invalid_commit_is_held() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    // `flaky` runs while /srv/ok exists; without it, it fails for good (no restart).
+    let flaky = "apiVersion: fleetwright/v1\nkind: Agent\nname: flaky\nrun:\n  command: [/bin/sh, -c, 'test -e /srv/ok && exec sleep 100000']\nservice: {restart: \"no\"}\n".to_string();
+    let files = |desc: &str| {
+        let mut f = fleet(desc);
+        f.push(("flaky.yaml", flaky.clone()));
+        f
+    };
+    std::fs::write(host.sb.host_path("/srv/ok"), "").unwrap();
+    let c1 = commit(&repo, &files(""), "one");
+    let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "1s", "--resync", "1h"], &[]);
+    host.wait("the first commit to pass its gate", 15, || host.history()["lastGood"] == c1.as_str());
+    // By hand, outside any deploy: flaky breaks.
+    std::fs::remove_file(host.sb.host_path("/srv/ok")).unwrap();
+    host.systemctl(&["restart", "agent-flaky.service"]);
+    host.wait("flaky to fail", 10, || host.prop("agent-flaky.service", "ActiveState") == "failed");
+    // A commit that changes only web: its gate passes; flaky's repair failure is reported,
+    // not blamed on it (no rollback).
+    let c2 = commit(&repo, &files("service: {restartSec: 3s}\n"), "web only");
+    host.wait("the web-only commit to pass its gate", 15, || host.history()["lastGood"] == c2.as_str());
+    assert_eq!(host.prop("agent-web.service", "RestartUSec"), "3s");
+    let rows = host.reconciles();
+    assert!(!rows.iter().any(|r| r["result"] == "rolled-back"), "{rows:?}");
+    assert!(rows.iter().any(|r| r["applied"] == c2.as_str() && r["error"].as_str().unwrap_or("").contains("agent-flaky.service")), "{rows:?}");
+
+    // An invalid commit is rejected whole and the last good state keeps running.
+    let mut broken = files("service: {restartSec: 3s}\n");
+    broken[1].1.push_str("resources: {memoryMax: lots}\n");
+    let c3 = commit(&repo, &broken, "broken");
+    host.wait("the invalid commit to be held", 10, || host.reconciles().iter().any(|r| r["head"] == c3.as_str() && r["result"] == "invalid"));
+    let row = host.reconciles().into_iter().find(|r| r["head"] == c3.as_str()).unwrap();
+    assert!(row["error"].as_str().unwrap().contains("memoryMax: invalid size \"lots\""), "{row}");
+    assert_eq!(row["applied"], c2.as_str(), "the last good commit is re-applied: {row}");
+    assert_eq!(host.marker_commit("web").as_deref(), Some(c2.as_str()));
+}
+
+#[test]
+fn a_newer_commit_cancels_the_health_gate_wait_and_a_remote_is_polled() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet(""), "one");
+    let url = format!("file://{}", repo.path().display());
+    // No webhook, no sync: a 1 s poll finds every commit.
+    let _d = host.daemon(&url, &["--branch", "master", "--interval", "1s", "--resync", "1h", "--health-grace", "6s"], &[]);
+    host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
+    host.wait("its gate", 15, || host.history()["lastGood"] == c1.as_str());
+    let c2 = commit(&repo, &fleet("service: {restartSec: 2s}\n"), "two");
+    host.wait("the poll to find the second commit", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
+    // c2's gate waits 6 s; c3 arrives at once and does not wait for it.
+    let t0 = Instant::now();
+    let c3 = commit(&repo, &fleet("service: {restartSec: 3s}\n"), "three");
+    host.wait("the third commit", 10, || host.marker_commit("web").as_deref() == Some(c3.as_str()));
+    assert!(t0.elapsed() < Duration::from_secs(5), "c3 waited out c2's gate: {:?}", t0.elapsed());
+    host.wait("the third commit's gate", 15, || host.history()["lastGood"] == c3.as_str());
+    let rows = host.reconciles();
+    assert!(rows.iter().any(|r| r["applied"] == c2.as_str() && r["result"] == "superseded"), "{rows:?}");
+    assert!(rows.iter().any(|r| r["trigger"] == "poll"), "{rows:?}");
+}
+
+#[test]
+fn sigterm_during_an_apply_finishes_it_and_a_second_daemon_is_refused() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet(""), "one");
+    let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
+    host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
+    // One daemon per state directory.
+    let mut second = host.sb.command(env!("CARGO_BIN_EXE_fleetwright"));
+    second.args(["--host", "vps-1", "daemon", "--repo", repo.path().to_str().unwrap(), "--no-listen"]);
+    let out = second.output().unwrap();
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("another fleetwright daemon already runs"), "{}", stderr(&out));
+
+    // A slow step: web's health.check takes 2 s before its restart. SIGTERM in the middle.
+    let c2 = commit(&repo, &fleet("health: {check: [/bin/sleep, '2']}\nservice: {restartSec: 4s}\n"), "slow");
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = host.daemon_pid().expect("the daemon's pid");
+    let o = host.sb.command("kill").args(["-TERM", &pid]).output().unwrap();
+    assert!(o.status.success());
+    host.wait("the daemon to stop", 15, || host.daemon_pid().is_none());
+    // It finished the apply it was in: restarted with the new definition, nothing pending.
+    assert_eq!(host.marker_commit("web").as_deref(), Some(c2.as_str()));
+    assert_eq!(host.prop("agent-web.service", "RestartUSec"), "4s");
+    let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
+    assert_eq!(inv["appliedCommit"], c2.as_str());
+    assert!(inv["pendingRestarts"].as_object().unwrap().is_empty(), "{inv}");
+}
+
+#[test]
+fn transient_failures_retry_with_one_backoff_chain() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    commit(&repo, &fleet(""), "one");
+    // A bus that is not there: every reconcile fails to connect.
+    let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h", "--bus-address", "unix:path=/run/no-such-bus"], &[]);
+    host.wait("the first failure", 10, || host.reconciles().iter().any(|r| r["result"] == "error"));
+    // Syncs meanwhile run (and fail) but start no further retry chains and do not double it.
+    for _ in 0..4 {
+        assert_eq!(code(&host.fw(&["sync"])), 0);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(6000));
+    let rows = host.reconciles();
+    let retries = rows.iter().filter(|r| r["trigger"] == "retry").count();
+    // Backoff 1 s, 2 s, 4 s: at most three retries in about 7 s.
+    assert!((1..=3).contains(&retries), "{retries} retries: {rows:?}");
+    assert!(rows.iter().all(|r| r["result"] == "error"), "{rows:?}");
+    assert!(rows[0]["error"].as_str().unwrap().contains("cannot reach the systemd"), "{rows:?}");
+}
+
+#[test]
+fn a_commit_that_keeps_failing_to_apply_is_marked_bad_and_rolled_back() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet(""), "one");
+    let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
+    host.wait("the first commit", 15, || host.history()["lastGood"] == c1.as_str());
+    // The journald drop-in's place is taken by a directory: every apply of c2 fails there.
+    std::fs::create_dir_all(host.sb.host_path(fleetwright::render::JOURNALD_DROPIN)).unwrap();
+    let mut files = fleet("description: two\n");
+    files[0].1.push_str("journal: {maxUse: 100M}\n");
+    let c2 = commit(&repo, &files, "two");
+    // Attempts after 0, 1, 2, 4 and 8 s of backoff.
+    host.wait("the commit to be given up on", 40, || host.reconciles().iter().any(|r| r["result"] == "rolled-back"));
+    let rows = host.reconciles();
+    assert!(rows.iter().filter(|r| r["head"] == c2.as_str() && r["result"] == "error").count() >= 4, "{rows:?}");
+    assert_eq!(host.history()["lastGood"], c1.as_str());
+    let bad = host.reconciles().into_iter().find(|r| r["result"] == "rolled-back").unwrap();
+    assert!(bad["error"].as_str().unwrap().contains("failed to apply 5 times"), "{bad}");
+    assert_eq!(bad["applied"], c1.as_str());
+    assert_ne!(host.prop("agent-web.service", "Description"), "two");
 }
