@@ -168,7 +168,7 @@ pub fn plan(g: &Globals, src: &SourceArgs, json: bool, diffs: bool, allow_empty:
     })
 }
 
-pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool) -> u8 {
+pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool, wait: std::time::Duration) -> u8 {
     let cfg = g.host_config();
     let (files, fleet) = match load_commit(g, src) {
         Ok(x) => x,
@@ -178,9 +178,12 @@ pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool) -> u8
         let state = StateDir::new(&cfg.state_dir);
         let result = async {
             let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await?;
-            let d = deploy(&sd, &cfg, &state, &files.commit, &fleet, PlanOptions { allow_empty }).await?;
+            let mut d = deploy(&sd, &cfg, &state, &files.commit, &fleet, PlanOptions { allow_empty }).await?;
             if !json {
                 print!("{}", plan::render_text(&d.plan, false));
+            }
+            if d.report.failures.is_empty() {
+                d.report.failures = crate::host::apply::watch_after(&sd, &cfg, &d.plan, wait).await?;
             }
             Ok::<_, Box<dyn std::error::Error>>((d.plan, d.report))
         }
@@ -844,4 +847,43 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
             }
         }
     })
+}
+
+/// `mkdir -p -m MODE PATH`: what a rendered unit needs made before it runs.
+pub fn mkdir(path: &Path, mode: &str) -> u8 {
+    use std::os::unix::fs::DirBuilderExt;
+    let Ok(mode) = u32::from_str_radix(mode.trim_start_matches("0o"), 8) else {
+        eprintln!("error: --mode {mode:?}: an octal mode, like 0750");
+        return exit::ERROR;
+    };
+    match std::fs::DirBuilder::new().recursive(true).mode(mode).create(path) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            exit::ERROR
+        }
+    }
+}
+
+/// `kill -SIGNAL PID`.
+pub fn signal(name: &str, pid: i32) -> u8 {
+    // 0 and negative pids name process groups: never.
+    if pid <= 0 {
+        eprintln!("error: {pid} is not a process id");
+        return exit::ERROR;
+    }
+    let sig = match name.trim_start_matches("SIG").parse::<nix::sys::signal::Signal>().or_else(|_| format!("SIG{}", name.trim_start_matches("SIG")).parse()) {
+        Ok(s) => s,
+        Err(_) => {
+            eprintln!("error: unknown signal {name:?}");
+            return exit::ERROR;
+        }
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: signal {sig} to {pid}: {e}");
+            exit::ERROR
+        }
+    }
 }

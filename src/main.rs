@@ -67,6 +67,10 @@ enum Command {
         /// Print the plan and the outcome as JSON
         #[arg(long)]
         json: bool,
+        /// Watch the services it started or restarted this long: one that fails or restarts by
+        /// itself meanwhile fails the apply (exit 4), like a failed start
+        #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
         /// Try the commit in a throw-away systemd (booted in a namespace; needs root) instead of this host
         #[arg(long)]
         sandbox: bool,
@@ -125,6 +129,21 @@ enum Command {
         max_age: String,
         #[arg(long)]
         unit: String,
+    },
+    /// Make a directory and its parents (used by rendered units, which cannot count on /bin)
+    #[command(hide = true)]
+    Mkdir {
+        /// The new directories' mode, in octal
+        #[arg(long, default_value = "0755")]
+        mode: String,
+        path: PathBuf,
+    },
+    /// Send a signal to a process (used by rendered units for `onChange: reload`)
+    #[command(hide = true)]
+    Signal {
+        #[arg(long, default_value = "HUP")]
+        signal: String,
+        pid: i32,
     },
     /// When every timer of the fleet runs in the next 24 hours (or --window), as a timeline, with warnings
     Schedule {
@@ -231,7 +250,7 @@ fn main() -> ExitCode {
         Command::Plan { src, base: Some(base), head: Some(head), format, json, .. } => cli::review(&globals, &src, &base, &head, if json { "json" } else { &format }),
         Command::Plan { src, json, no_diff, allow_empty, .. } => cli::plan(&globals, &src, json, !no_diff, allow_empty),
         Command::Apply { src, sandbox: true, .. } => cli::apply_in_sandbox(&globals, &src),
-        Command::Apply { src, allow_empty, json, .. } => cli::apply(&globals, &src, allow_empty, json),
+        Command::Apply { src, allow_empty, json, wait, .. } => cli::apply(&globals, &src, allow_empty, json, wait),
         Command::Status { json } => cli::status(&globals, json),
         Command::Daemon(d) => cli::daemon(&globals, d),
         Command::History { limit, json } => cli::history(&globals, limit, json),
@@ -241,6 +260,8 @@ fn main() -> ExitCode {
         Command::Slot { group, limit, when_full, timeout, command } => cli::slot(&group, limit, &when_full, timeout.as_deref(), &command),
         Command::SlotPrepare { group, limit } => cli::slot_prepare(&group, limit),
         Command::Heartbeat { agent, file, max_age, unit } => cli::heartbeat(&globals, &agent, &file, &max_age, &unit),
+        Command::Mkdir { mode, path } => cli::mkdir(&path, &mode),
+        Command::Signal { signal, pid } => cli::signal(&signal, pid),
         Command::Schedule { src, window, at, columns, json } => cli::schedule(&globals, &src, &window, at.as_deref(), columns, json),
         Command::Inventory { src } => cli::inventory(&globals, &src),
         Command::Completions { shell } => {

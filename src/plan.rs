@@ -204,6 +204,13 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                 "{name} exists in the unit directory but fleetwright did not write it; it is never overwritten. Remove or rename that file, or rename the agent {:?}",
                 want.agent
             ));
+        } else if record.is_none() && matches!(status.load_state.as_str(), "loaded" | "masked") {
+            // Defined elsewhere (a package's unit in /lib/systemd/system, a generator, /run): a
+            // file of ours would shadow it, and removing ours later would disable theirs.
+            errors.push(format!(
+                "{name} is already a unit on this host ({}), from a file fleetwright did not write; it is never shadowed. Rename the agent {:?}, or set a unitPrefix",
+                status.load_state, want.agent
+            ));
         }
         let mut reasons = Vec::new();
         let (file, change) = match &on_disk {

@@ -124,17 +124,22 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
         }
         Mode::Service(s) => {
             // Type=exec: the start job fails when the program cannot be executed, so a broken
-            // ExecStart is reported by apply rather than discovered later.
-            svc.set("Type", if s.watchdog.is_some() { "notify" } else { "exec" });
+            // ExecStart is reported by apply rather than discovered later. With a watchdog too:
+            // the agent sends WATCHDOG=1, and need not send READY=1 (systemd.service(5): the
+            // watchdog runs for any type once start-up is complete).
+            svc.set("Type", "exec");
             svc.set("Restart", s.restart.as_systemd());
             svc.set_opt("RestartSec", s.restart_sec.map(|d| d.to_string()));
             svc.set_opt("WatchdogSec", s.watchdog.map(|d| d.to_string()));
             if s.watchdog.is_some() {
-                svc.set("NotifyAccess", "main");
+                // Any process of the service may send WATCHDOG=1 (a shell loop calling
+                // systemd-notify, a helper process), not only the main one.
+                svc.set("NotifyAccess", "all");
             }
             svc.set_opt("RuntimeMaxSec", agent.run.timeout.map(|d| d.to_string()));
             if s.on_change == OnChange::Reload {
-                svc.set("ExecReload", "/bin/kill -HUP $MAINPID");
+                // This very binary, not /bin/kill: NixOS has no /bin.
+                svc.set("ExecReload", format!("{} signal --signal HUP $MAINPID", quote(&ctx.exe, true)));
             }
         }
     }
@@ -183,7 +188,6 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
     svc.set_opt("TasksMax", r.tasks_max.map(|t| t.to_string()));
     svc.set_opt("LimitNOFILE", r.nofile.map(|t| t.to_string()));
     let h = &agent.hardening;
-    let yes_no = |b: bool| if b { "yes" } else { "no" };
     svc.set_opt("NoNewPrivileges", h.no_new_privileges.map(yes_no));
     svc.set_opt("PrivateTmp", h.private_tmp.map(yes_no));
     svc.set_opt("ProtectSystem", h.protect_system.clone());
@@ -253,8 +257,17 @@ struct Aux<'a> {
     exec: Vec<String>,
     user: Option<&'a str>,
     writable: Vec<String>,
+    /// Every path the job reads or writes: one under /tmp or /var/tmp keeps the job off a
+    /// private /tmp (where it would not see the file).
+    touches: Vec<String>,
     timer: Vec<(&'static str, String)>,
 }
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+
 
 /// Entries grouped by their calendar, in the order each calendar first appears.
 fn group_by_calendar<'a, T>(items: &'a [T], cal: impl Fn(&T) -> &String) -> Vec<(&'a String, Vec<&'a T>)> {
@@ -304,6 +317,7 @@ fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &st
             // As the agent's user: it can delete only what the agent itself could.
             user: agent.run.user.as_deref(),
             writable: rules.iter().map(|l| l.path.split("/*").next().unwrap_or(&l.path).to_string()).collect(),
+            touches: rules.iter().map(|l| l.path.clone()).collect(),
             timer: vec![("OnCalendar", escape_specifiers(cal)), ("Persistent", "yes".to_string()), ("RandomizedDelaySec", "5min".to_string())],
         });
     }
@@ -341,6 +355,7 @@ fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &st
             exec,
             user: None,
             writable: backups.iter().flat_map(|b| [parent(&b.sqlite), b.to.clone()]).collect(),
+            touches: backups.iter().flat_map(|b| [b.sqlite.clone(), b.to.clone()]).collect(),
             timer: vec![("OnCalendar", escape_specifiers(cal)), ("Persistent", "yes".to_string())],
         });
     }
@@ -360,6 +375,7 @@ fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &st
             // The state directory (it exists: apply writes the inventory there); health/ inside
             // may not exist yet, and a missing ReadWritePaths= entry would stay read-only.
             writable: vec![ctx.state_dir.clone()],
+            touches: vec![hb.file.clone()],
             timer: vec![("OnActiveSec", hb.max_age.to_string()), ("OnUnitActiveSec", every.to_string()), ("AccuracySec", "1s".to_string())],
         });
     }
@@ -370,7 +386,8 @@ fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &st
         svc.section("Unit").set("Description", format!("{} of {description}", a.what));
         svc.section("Service").set("Type", "oneshot");
         for d in &a.make_dirs {
-            svc.set("ExecStartPre", format!("+/bin/mkdir -p -m 0750 {}", quote(d, true)));
+            // This very binary, not /bin/mkdir: NixOS has no /bin.
+            svc.set("ExecStartPre", format!("+{exe} mkdir --mode 0750 {}", quote(d, true)));
         }
         for e in a.exec {
             svc.set("ExecStart", e);
@@ -379,7 +396,8 @@ fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &st
             svc.set_opt("User", a.user.map(str::to_string));
         }
         svc.set("Nice", "10").set("IOSchedulingClass", "idle");
-        svc.set("NoNewPrivileges", "yes").set("PrivateTmp", "yes").set("ProtectSystem", "strict").set("ProtectHome", "read-only");
+        let private_tmp = !a.touches.iter().any(|p| crate::spec::values::in_tmp(p));
+        svc.set("NoNewPrivileges", "yes").set("PrivateTmp", yes_no(private_tmp)).set("ProtectSystem", "strict").set("ProtectHome", "read-only");
         let rw: Vec<String> = a.writable.iter().map(|p| format!("-{}", quote(p, false))).collect();
         svc.set("ReadWritePaths", rw.join(" "));
         out.push(RenderedUnit { name: format!("{base}.{}.service", a.kind), role: Role::AuxJob, content: svc.render() });

@@ -716,14 +716,10 @@ impl Daemon {
             Err(e) => return Gate::Unknown(e.to_string()),
         };
         let names: Vec<&str> = watched.iter().map(String::as_str).collect();
-        let restarts = |props: &std::collections::BTreeMap<String, zbus::OwnedVariant>| crate::host::systemd::prop::<u32>(props, "NRestarts").unwrap_or(0);
-        let mut base = std::collections::BTreeMap::new();
-        for u in &names {
-            match sd.properties(u, "org.freedesktop.systemd1.Service").await {
-                Ok(p) => base.insert(u.to_string(), restarts(&p)),
-                Err(e) => return Gate::Unknown(e.to_string()),
-            };
-        }
+        let base = match crate::host::apply::restart_counts(&sd, &names).await {
+            Ok(b) => b,
+            Err(e) => return Gate::Unknown(e.to_string()),
+        };
         let until = Instant::now() + self.cfg.health_grace;
         let mut stop = self.stop.clone();
         // Triggers seen while waiting are answered once, after the gate (or at once by the main
@@ -747,18 +743,8 @@ impl Daemon {
                 }
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
-            let Ok(st) = sd.statuses(&names).await else { continue };
-            for u in &names {
-                let s = st.get(*u).cloned().unwrap_or_default();
-                if s.active_state == "failed" {
-                    return self.after_gate(deferred, Gate::Failed(format!("{u} failed after the deploy")));
-                }
-                if let Ok(p) = sd.properties(u, "org.freedesktop.systemd1.Service").await {
-                    let n = restarts(&p);
-                    if n > base.get(*u).copied().unwrap_or(0) || s.sub_state == "auto-restart" {
-                        return self.after_gate(deferred, Gate::Failed(format!("{u} is crash-looping ({n} restarts since the deploy)")));
-                    }
-                }
+            if let Ok(Some((_, why))) = crate::host::apply::unhealthy(&sd, &names, &base).await {
+                return self.after_gate(deferred, Gate::Failed(why));
             }
         };
         self.after_gate(deferred, verdict)

@@ -82,8 +82,9 @@ fn units_with(plan: &Plan, action: Action) -> Vec<&str> {
     plan.units.iter().filter(|u| u.actions.contains(&action)).map(|u| u.unit.as_str()).collect()
 }
 
-/// Execute `plan` (made from `desired` and the inventory in `observed`).
-pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Plan, desired: &Desired, prior: &Inventory) -> Result<ApplyReport, ApplyError> {
+/// Execute `plan` (made from `desired` and the inventory in `observed`). Returns the plan as
+/// executed: `plan` less the changes a failing health.check held back (with the reason).
+pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Plan, desired: &Desired, prior: &Inventory) -> Result<(Plan, ApplyReport), ApplyError> {
     if !plan.errors.is_empty() {
         return Err(ApplyError::Refused(plan.errors.clone()));
     }
@@ -146,7 +147,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     // 2. Stop and disable what goes away or is disabled.
     report.jobs.extend(sd.run_jobs("stop", &units_with(plan, Action::Stop)).await?);
     crash_point("after-stop");
-    sd.disable(&units_with(plan, Action::Disable)).await?;
+    sd.disable(&units_with(plan, Action::Disable), cfg.runtime_links()).await?;
 
     // 3. Files.
     for u in &plan.units {
@@ -179,7 +180,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
 
     // 4. Enable, then exactly one reload: enabling reads the files on disk, and the reload makes
     //    the manager see both the new files and the new [Install] links.
-    sd.enable(&units_with(plan, Action::Enable)).await?;
+    sd.enable(&units_with(plan, Action::Enable), cfg.runtime_links()).await?;
     crash_point("before-reload");
     if plan.daemon_reload {
         sd.reload().await?;
@@ -258,15 +259,22 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         failures.push(Failure { unit: j.unit.clone(), what: format!("{} {}", j.verb, j.result), status: after.get(&j.unit).cloned().unwrap_or_default(), journal: journal_tail(cfg.scope, &j.unit, 10) });
     }
     for (unit, st) in &after {
-        if st.active_state == "failed" && !failures.iter().any(|f| &f.unit == unit) {
-            failures.push(Failure { unit: unit.clone(), what: "failed after start".into(), status: st.clone(), journal: journal_tail(cfg.scope, unit, 10) });
+        // A service that exited at once and waits to be restarted (Restart=) is crash-looping
+        // even though its start job said done (Type=exec: done once the program is executed).
+        let what = match (st.active_state.as_str(), st.sub_state.as_str()) {
+            ("failed", _) => "failed after start",
+            (_, "auto-restart") => "exited after start and is being restarted (crash loop?)",
+            _ => continue,
+        };
+        if !failures.iter().any(|f| &f.unit == unit) {
+            failures.push(Failure { unit: unit.clone(), what: what.into(), status: st.clone(), journal: journal_tail(cfg.scope, unit, 10) });
         }
     }
     for (unit, why) in vetoed {
         failures.push(Failure { unit: unit.clone(), what: format!("health.check failed, not restarted (the old version keeps running): {why}"), status: UnitStatus::default(), journal: String::new() });
     }
     report.failures = failures;
-    Ok(report)
+    Ok((plan.clone(), report))
 }
 
 /// One whole apply of a validated commit: lock, observe, plan, execute. Used by `apply` and by
@@ -290,6 +298,53 @@ pub async fn deploy(sd: &Systemd, cfg: &HostConfig, state: &StateDir, commit: &s
     let want = crate::desired::desired(fleet, &cfg.host, &cfg.render_ctx(), commit, &inv);
     let observed = observe(sd, cfg, &want, inv.clone()).await?;
     let plan = crate::plan::plan(&want, &observed, opts);
-    let report = execute(sd, cfg, state, &plan, &want, &inv).await?;
+    let (plan, report) = execute(sd, cfg, state, &plan, &want, &inv).await?;
     Ok(Deployment { plan, report })
+}
+
+/// How many times each service has been restarted by the manager (NRestarts).
+pub async fn restart_counts(sd: &Systemd, services: &[&str]) -> Result<BTreeMap<String, u32>, ApplyError> {
+    let mut out = BTreeMap::new();
+    for u in services {
+        let p = sd.properties(u, "org.freedesktop.systemd1.Service").await?;
+        out.insert(u.to_string(), crate::host::systemd::prop::<u32>(&p, "NRestarts").unwrap_or(0));
+    }
+    Ok(out)
+}
+
+/// The first of `services` that is unhealthy now, and why: failed, waiting to be restarted,
+/// or restarted by the manager since `base` (`restart_counts` when the watch began).
+pub async fn unhealthy(sd: &Systemd, services: &[&str], base: &BTreeMap<String, u32>) -> Result<Option<(String, String)>, ApplyError> {
+    let st = sd.statuses(services).await?;
+    let now = restart_counts(sd, services).await?;
+    for u in services {
+        let s = st.get(*u).cloned().unwrap_or_default();
+        let n = now.get(*u).copied().unwrap_or(0);
+        if s.active_state == "failed" {
+            return Ok(Some((u.to_string(), format!("{u} failed after the deploy"))));
+        }
+        if n > base.get(*u).copied().unwrap_or(0) || s.sub_state == "auto-restart" {
+            return Ok(Some((u.to_string(), format!("{u} is crash-looping ({n} restarts since the deploy)"))));
+        }
+    }
+    Ok(None)
+}
+
+/// Watch the services `plan` started or restarted for `grace`; a failure or crash loop in
+/// that time is reported like a failed job (`apply --wait`).
+pub async fn watch_after(sd: &Systemd, cfg: &HostConfig, plan: &Plan, grace: std::time::Duration) -> Result<Vec<Failure>, ApplyError> {
+    let services: Vec<&str> = plan.units.iter().filter(|u| u.role == crate::render::Role::Service && u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart | Action::Reload))).map(|u| u.unit.as_str()).collect();
+    if services.is_empty() || grace.is_zero() {
+        return Ok(vec![]);
+    }
+    let base = restart_counts(sd, &services).await?;
+    let until = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if let Some((unit, what)) = unhealthy(sd, &services, &base).await? {
+            let status = sd.statuses(&[unit.as_str()]).await?.remove(&unit).unwrap_or_default();
+            return Ok(vec![Failure { journal: journal_tail(cfg.scope, &unit, 10), unit, what, status }]);
+        }
+    }
+    Ok(vec![])
 }

@@ -24,6 +24,12 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
+    /// Units in a directory under /run are enabled at runtime (links under /run too): that is
+    /// how a host with a read-only /etc/systemd/system (NixOS) is managed.
+    pub fn runtime_links(&self) -> bool {
+        self.unit_dir.starts_with("/run")
+    }
+
     pub fn render_ctx(&self) -> crate::render::RenderCtx {
         // Helper units run this very binary (resolved, so a relative invocation still works).
         let exe = std::env::current_exe().ok().and_then(|p| std::fs::canonicalize(p).ok()).map(|p| p.display().to_string()).unwrap_or_else(|| "/usr/local/bin/fleetwright".into());

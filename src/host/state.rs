@@ -152,7 +152,8 @@ impl StateDir {
     }
 
     /// Write an agent's deploy marker: `<name>.json` (everything) and `<name>.env`
-    /// (FLEETWRIGHT_COMMIT, FLEETWRIGHT_SPEC_HASH; read by the agent's units at each start).
+    /// (FLEETWRIGHT_COMMIT, FLEETWRIGHT_SPEC_HASH, FLEETWRIGHT_CHANGED_AT; read by the agent's
+    /// units at each start).
     /// Each file is written only when its content changes.
     pub fn write_marker(&self, agent: &str, rec: &AgentRecord) -> Result<(), StateError> {
         let dir = self.markers_dir();
@@ -165,7 +166,8 @@ impl StateDir {
             "specHash": rec.spec_hash,
         }))
         .expect("marker serializes");
-        let env = format!("FLEETWRIGHT_COMMIT={}\nFLEETWRIGHT_SPEC_HASH={}\n", rec.changed_commit, rec.spec_hash);
+        // Only what changes with the agent itself: an unrelated commit rewrites nothing here.
+        let env = format!("FLEETWRIGHT_COMMIT={}\nFLEETWRIGHT_SPEC_HASH={}\nFLEETWRIGHT_CHANGED_AT={}\n", rec.changed_commit, rec.spec_hash, rec.changed_at);
         for (path, bytes) in [(dir.join(format!("{agent}.json")), json), (dir.join(format!("{agent}.env")), env.into_bytes())] {
             if fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
                 write_atomic(&path, &bytes, 0o644).map_err(self.io(&path))?;

@@ -120,19 +120,21 @@ impl Systemd {
         self.manager().await?.reload().await.map_err(call("daemon-reload"))
     }
 
-    pub async fn enable(&self, units: &[&str]) -> Result<(), SystemdError> {
+    /// Enable `units` (their [Install] links). `runtime`: the links go under /run, for units
+    /// that live there (a read-only /etc, as on NixOS).
+    pub async fn enable(&self, units: &[&str], runtime: bool) -> Result<(), SystemdError> {
         if units.is_empty() {
             return Ok(());
         }
-        self.manager().await?.enable_unit_files(units, false, true).await.map_err(call(format!("enable {}", units.join(" "))))?;
+        self.manager().await?.enable_unit_files(units, runtime, true).await.map_err(call(format!("enable {}", units.join(" "))))?;
         Ok(())
     }
 
-    pub async fn disable(&self, units: &[&str]) -> Result<(), SystemdError> {
+    pub async fn disable(&self, units: &[&str], runtime: bool) -> Result<(), SystemdError> {
         if units.is_empty() {
             return Ok(());
         }
-        self.manager().await?.disable_unit_files(units, false).await.map_err(call(format!("disable {}", units.join(" "))))?;
+        self.manager().await?.disable_unit_files(units, runtime).await.map_err(call(format!("disable {}", units.join(" "))))?;
         Ok(())
     }
 

@@ -592,6 +592,23 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
     let logs = check_logs(cx, a.logs.as_deref().unwrap_or_default());
     let backups = check_backups(cx, a.backups.as_deref().unwrap_or_default());
     let health = a.health.as_ref().map(|h| check_health(cx, h));
+    // With privateTmp the agent's /tmp is its own: the helper units cannot see files there.
+    if hardening.private_tmp == Some(true) {
+        let mut seen: Vec<(String, &str)> = Vec::new();
+        for (i, l) in logs.iter().enumerate() {
+            seen.push((format!("logs.{i}.path"), &l.path));
+        }
+        for (i, b) in backups.iter().enumerate() {
+            seen.push((format!("backups.{i}.sqlite"), &b.sqlite));
+            seen.push((format!("backups.{i}.to"), &b.to));
+        }
+        if let Some(hb) = health.as_ref().and_then(|h| h.heartbeat.as_ref()) {
+            seen.push(("health.heartbeat.file".into(), &hb.file));
+        }
+        for (path, p) in seen.into_iter().filter(|(_, p)| in_tmp(p)) {
+            cx.err(&path, format!("{}: {p:?} is in the agent's private /tmp (privateTmp: true), where the unit that cleans, backs up or checks it cannot see it; keep it outside /tmp and /var/tmp, or set privateTmp: false", last(&path)));
+        }
+    }
     let mut hosts = Vec::new();
     for (i, h) in cx.typed("hosts", &a.hosts).into_iter().flatten().enumerate() {
         let known: BTreeSet<&str> = fleet.hosts.keys().map(String::as_str).chain(fleet.hosts.values().flatten().map(String::as_str)).collect();

@@ -260,6 +260,11 @@ pub fn check_user_name(s: &str) -> Result<(), String> {
     if numeric || named { Ok(()) } else { Err(format!("invalid user or group name {s:?}: use lowercase letters, digits, '_' and '-', starting with a letter, or a numeric id without leading zeros")) }
 }
 
+/// Is `path` in a directory that PrivateTmp= replaces?
+pub fn in_tmp(path: &str) -> bool {
+    ["/tmp", "/var/tmp"].iter().any(|t| path == *t || path.strip_prefix(t).is_some_and(|r| r.starts_with('/')))
+}
+
 /// An absolute, normalized path with nothing systemd would read as syntax.
 pub fn check_abs_path(s: &str) -> Result<(), String> {
     if let Some(c) = s.chars().find(|c| c.is_control()) {

@@ -51,7 +51,7 @@ fn apply_converges_a_mixed_fleet_and_the_same_commit_again_changes_nothing() {
 
     let ids: Vec<String> = UNITS.iter().map(|u| host.prop(u, "InvocationID")).collect();
     let mtimes: Vec<_> = UNITS.iter().map(|u| host.mtime(u)).collect();
-    let loads = host.manager_prop("UnitsLoadStartTimestampMonotonic");
+    host.arm_reload_probe();
     let inventory = std::fs::read(host.state_dir().join("inventory.json")).unwrap();
 
     let again = host.apply(&repo);
@@ -59,7 +59,7 @@ fn apply_converges_a_mixed_fleet_and_the_same_commit_again_changes_nothing() {
     assert!(stdout(&again).contains("Nothing to do"), "{}", stdout(&again));
     assert_eq!(UNITS.iter().map(|u| host.prop(u, "InvocationID")).collect::<Vec<_>>(), ids, "nothing restarted");
     assert_eq!(UNITS.iter().map(|u| host.mtime(u)).collect::<Vec<_>>(), mtimes, "no file written");
-    assert_eq!(host.manager_prop("UnitsLoadStartTimestampMonotonic"), loads, "no daemon-reload");
+    assert!(!host.reloaded_since_armed(), "no daemon-reload");
     assert_eq!(std::fs::read(host.state_dir().join("inventory.json")).unwrap(), inventory, "inventory untouched");
     let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
     assert_eq!(code(&plan), 0);
@@ -311,4 +311,63 @@ fn apply_awaits_hundreds_of_jobs_without_stalling() {
     assert!(left.lines().all(|l| !l.contains(" active ")), "{left}");
     let files: Vec<_> = std::fs::read_dir(host.unit_dir()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("agent-")).collect();
     assert!(files.is_empty(), "{} unit files left", files.len());
+}
+
+#[test]
+fn reload_watchdog_and_crash_loops_on_a_real_manager() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let agent = |name: &str, cmd: &str, extra: &str| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, '{cmd}']\n{extra}");
+    // Counts the SIGHUPs it gets; a reload must reach it without a restart.
+    let reloader = |env: &str| agent("reloader", "trap \"echo hup >> /srv/reloads\" HUP; while :; do sleep 0.1; done", &format!("  environment: {{V: \"{env}\"}}\nservice: {{onChange: reload}}\n"));
+    // Sends WATCHDOG=1 from a child process (systemd-notify), as a shell agent would.
+    let pinger = agent("pinger", "while :; do systemd-notify WATCHDOG=1; sleep 0.2; done", "service: {watchdog: 1s}\n");
+    // Never pings: the manager kills and restarts it.
+    let silent = agent("silent", "exec sleep 100000", "service: {watchdog: 1s, restart: always, restartSec: 100ms}\n");
+    let files = |env: &str, more: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
+        let mut f = vec![("fleet.yaml", FLEET.to_string()), ("reloader.yaml", reloader(env)), ("pinger.yaml", pinger.clone()), ("silent.yaml", silent.clone())];
+        f.extend(more.iter().cloned());
+        f
+    };
+    let commit = |f: &[(&str, String)], m: &str| repo.commit(&f.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), m);
+    commit(&files("1", &[]), "one");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(host.prop("agent-pinger.service", "ActiveState"), "active");
+    assert_eq!(host.prop("agent-pinger.service", "NRestarts"), "0", "WATCHDOG=1 from any process of the service counts");
+    assert!(host.prop("agent-silent.service", "NRestarts").parse::<u32>().unwrap() >= 1, "the watchdog restarted the silent one");
+
+    // onChange: reload — the changed definition is reloaded into the running process.
+    let id = host.prop("agent-reloader.service", "InvocationID");
+    commit(&files("2", &[]), "two");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("agent-reloader.service (reloader): write, reload"), "{}", stdout(&out));
+    assert_eq!(host.prop("agent-reloader.service", "InvocationID"), id, "reloaded, not restarted");
+    host.wait("the SIGHUP", 5, || std::fs::read_to_string(host.sb.host_path("/srv/reloads")).is_ok_and(|s| s.contains("hup")));
+
+    // A service that starts, runs a moment and exits, again and again: `apply --wait` sees it.
+    let crasher = agent("crasher", "sleep 0.3; exit 3", "service: {restart: on-failure, restartSec: 200ms}\n");
+    commit(&files("2", &[("crasher.yaml", crasher)]), "three");
+    let out = host.fw(&["apply", "--wait", "3s", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("FAILED agent-crasher.service: agent-crasher.service is crash-looping"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_unit_directory_under_run_is_enabled_at_runtime() {
+    // What a host with a read-only /etc/systemd/system (NixOS) uses.
+    let host = Host::boot();
+    let repo = Repo::new();
+    repo.commit(&refs(&mixed_fleet()), "first");
+    let args = ["--unit-dir", "/run/systemd/system", "apply", "--repo", repo.path().to_str().unwrap()];
+    let out = host.fw(&args);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(host.sb.host_path("/run/systemd/system/agent-web.service").exists());
+    assert!(!host.unit_dir().join("agent-web.service").exists());
+    assert_eq!(host.prop("agent-web.service", "UnitFileState"), "enabled-runtime");
+    assert_eq!(host.prop("agent-tick.timer", "UnitFileState"), "enabled-runtime");
+    assert_eq!(host.prop("agent-web.service", "ActiveState"), "active");
+    assert!(stdout(&host.fw(&args)).contains("Nothing to do"));
 }

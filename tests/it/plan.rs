@@ -133,6 +133,26 @@ fn a_foreign_file_of_our_name_is_an_error() {
 }
 
 #[test]
+fn a_unit_defined_elsewhere_is_never_shadowed() {
+    // `unitPrefix: ""` and an agent named like a package's unit: systemd already loads it
+    // from /lib/systemd/system, and there is no file of that name in the unit directory.
+    let f = "apiVersion: fleetwright/v1\nkind: Fleet\nunitPrefix: \"\"\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: apt-daily\nrun: {command: [/bin/true], user: a}\nschedule: {calendar: daily}\n";
+    let d = want(&fleet(&[("f.yaml", f)]), "c1", &Inventory::default());
+    let mut host = fleetwright::plan::Observed::default();
+    for u in ["apt-daily.service", "apt-daily.timer"] {
+        host.units.insert(u.into(), fleetwright::plan::UnitStatus { load_state: "loaded".into(), active_state: "active".into(), ..Default::default() });
+    }
+    let p = plan(&d, &host, opts());
+    assert_eq!(p.errors.len(), 2, "{:?}", p.errors);
+    assert!(p.errors[0].contains("apt-daily.service is already a unit on this host (loaded), from a file fleetwright did not write"), "{:?}", p.errors);
+    // Not found (the usual case for a new agent) is fine.
+    for u in host.units.values_mut() {
+        u.load_state = "not-found".into();
+    }
+    assert!(plan(&d, &host, opts()).errors.is_empty());
+}
+
+#[test]
 fn an_empty_fleet_prunes_nothing_without_allow_empty() {
     let host = converged(&want(&fleet(&[("f.yaml", FLEET)]), "c1", &Inventory::default()));
     let empty = want(&fleet(&[]), "c2", &host.inventory);

@@ -102,6 +102,29 @@ impl Host {
     pub fn mtime(&self, unit: &str) -> Option<std::time::SystemTime> {
         std::fs::metadata(self.unit_dir().join(unit)).and_then(|m| m.modified()).ok()
     }
+    /// Arm the daemon-reload probe: an active unit outside fleetwright's directory whose file
+    /// is then edited, so that the manager says `NeedDaemonReload=yes` for it until the next
+    /// daemon-reload. (systemd 252 sets UnitsLoadStartTimestamp only when the manager starts,
+    /// not on a reload: the probe is what shows whether a reload happened.)
+    pub fn arm_reload_probe(&self) {
+        let path = self.sb.host_path("/run/systemd/system/fw-reload-probe.service");
+        let unit = |n: u32| format!("[Unit]\nDescription=reload probe {n}\nDefaultDependencies=no\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n");
+        if self.sb.systemctl(&["show", "-P", "ActiveState", "fw-reload-probe.service"]).map(|o| String::from_utf8_lossy(&o.stdout).trim() == "active").unwrap_or(false) {
+            std::fs::write(&path, unit(std::process::id() ^ Instant::now().elapsed().subsec_nanos())).unwrap();
+        } else {
+            std::fs::write(&path, unit(0)).unwrap();
+            self.sb.systemctl(&["daemon-reload"]).unwrap();
+            self.sb.systemctl(&["start", "fw-reload-probe.service"]).unwrap();
+            std::fs::write(&path, unit(1)).unwrap();
+        }
+        let o = self.sb.systemctl(&["show", "-P", "NeedDaemonReload", "fw-reload-probe.service"]).unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "yes", "the reload probe is armed");
+    }
+    /// Whether the manager reloaded since the probe was armed.
+    pub fn reloaded_since_armed(&self) -> bool {
+        let o = self.sb.systemctl(&["show", "-P", "NeedDaemonReload", "fw-reload-probe.service"]).unwrap();
+        String::from_utf8_lossy(&o.stdout).trim() == "no"
+    }
     /// Wait until `f` holds, for up to `secs`.
     pub fn wait(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         let until = Instant::now() + Duration::from_secs(secs);
