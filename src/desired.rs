@@ -29,14 +29,33 @@ pub struct DesiredUnit {
     pub check: Option<HealthCheck>,
 }
 
-/// A command run as the agent (its user, group, environment and directory).
+/// A command run the way the agent's (new) service runs: with these properties of its unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub argv: Vec<String>,
-    pub user: Option<String>,
-    pub group: Option<String>,
-    pub environment: BTreeMap<String, String>,
-    pub working_directory: Option<String>,
+    /// `[Service]` settings of the unit that shape how it runs (user, environment, directory,
+    /// credentials, sandboxing, resources), as `systemd-run --property` takes them.
+    pub properties: Vec<(String, String)>,
+}
+
+/// The settings of a service that a health check runs with, as `systemd-run -p` takes them;
+/// the ones that control the service's own life (Type, Restart, Exec*, timeouts, watchdog)
+/// are not among them.
+const CHECK_PROPERTIES: [&str; 17] = [
+    "User", "Group", "WorkingDirectory", "Environment", "EnvironmentFile", "LoadCredential", "NoNewPrivileges", "PrivateTmp", "ProtectSystem", "ProtectHome",
+    "ReadWritePaths", "MemoryMax", "MemorySwapMax", "CPUQuota", "TasksMax", "LimitNOFILE", "UMask",
+];
+
+fn check_properties(content: &str) -> Vec<(String, String)> {
+    let parsed = crate::unit::parse(content);
+    parsed
+        .get("Service")
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| CHECK_PROPERTIES.contains(&k.as_str()))
+        // Transient properties get no specifier expansion: `%%` is a plain `%` there.
+        .map(|(k, v)| (k.clone(), v.replace("%%", "%")))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,13 +85,7 @@ pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: 
         };
         for u in render_agent(fleet, agent, ctx, &changed_commit) {
             let check = match (u.role, agent.health.as_ref().and_then(|h| h.check.clone())) {
-                (Role::Service, Some(argv)) => Some(HealthCheck {
-                    argv,
-                    user: agent.run.user.clone(),
-                    group: agent.run.group.clone(),
-                    environment: agent.run.environment.clone(),
-                    working_directory: agent.run.working_directory.clone(),
-                }),
+                (Role::Service, Some(argv)) => Some(HealthCheck { argv, properties: check_properties(&u.content) }),
                 _ => None,
             };
             units.insert(u.name, DesiredUnit { agent: agent.name.clone(), role: u.role, content: u.content, enabled: agent.enabled, on_change, check });

@@ -94,6 +94,10 @@ pub struct UnitChange {
     pub reasons: Vec<String>,
     /// Differences from the last apply that nobody committed (edited or stopped by hand).
     pub drift: Vec<String>,
+    /// Why its change was held back at apply time (its health.check failed): the old version
+    /// keeps running, file and process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 impl UnitChange {
@@ -195,6 +199,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                 actions,
                 reasons: vec![reason.to_string()],
                 drift,
+                held: None,
             });
             continue;
         };
@@ -304,6 +309,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             actions,
             reasons,
             drift,
+            held: None,
         });
     }
     let daemon_reload = inv.reload_pending || units.iter().any(|u| u.file != FileOp::Keep);
@@ -360,8 +366,8 @@ pub fn render_text(plan: &Plan, with_diffs: bool) -> String {
     for e in &plan.errors {
         let _ = writeln!(out, "error: {e}");
     }
-    let changes: Vec<&UnitChange> = plan.changes().collect();
-    if !plan.has_changes() && plan.errors.is_empty() {
+    let changes: Vec<&UnitChange> = plan.units.iter().filter(|u| !u.is_noop() || u.held.is_some()).collect();
+    if changes.is_empty() && !plan.has_changes() && plan.errors.is_empty() {
         let _ = writeln!(out, "Nothing to do: {} units up to date at {}.", plan.units.len(), short(&plan.commit));
         return out;
     }
@@ -374,6 +380,7 @@ pub fn render_text(plan: &Plan, with_diffs: bool) -> String {
             FileOp::Remove => "remove",
         };
         let actions: Vec<String> = u.actions.iter().map(|a| format!("{a:?}").to_lowercase()).collect();
+        let file = if u.held.is_some() { "held back" } else { file };
         let _ = writeln!(out, "{} ({}): {}{}{}", u.unit, u.agent, file, if actions.is_empty() { "" } else { ", " }, actions.join(", "));
         for r in &u.reasons {
             let _ = writeln!(out, "    because {r}");

@@ -95,7 +95,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     let mut vetoed: BTreeMap<String, String> = BTreeMap::new();
     for u in plan.units.iter().filter(|u| u.actions.iter().any(|a| matches!(a, Action::Restart | Action::Reload))) {
         if let Some(check) = desired.units.get(&u.unit).and_then(|d| d.check.as_ref()) {
-            if let Err(why) = super::check::run(check, cfg.scope) {
+            if let Err(why) = super::check::run(check, cfg.scope, cfg.bus_address.as_deref(), &u.unit) {
                 vetoed.insert(u.unit.clone(), why);
             }
         }
@@ -109,7 +109,8 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
             u.file = FileOp::Keep;
             u.content = None;
             u.actions.retain(|a| !matches!(a, Action::Restart | Action::Reload));
-            u.reasons.push(format!("health.check failed, the old version keeps running: {}", vetoed[&u.unit]));
+            u.held = Some(format!("health.check failed, the old version keeps running: {}", vetoed[&u.unit]));
+            u.reasons.push(u.held.clone().unwrap_or_default());
         }
         p.daemon_reload = p.units.iter().any(|u| u.file != FileOp::Keep) || prior.reload_pending;
         vetoed_plan = p;

@@ -1,51 +1,54 @@
-//! Run an agent's `health.check` the way its service would run: as its user and group, with
-//! its environment and working directory, bounded in time.
+//! Run an agent's `health.check` the way its (new) service would run: in a transient unit
+//! of the service's manager (`systemd-run --wait --pipe`) with the unit's user, group,
+//! environment, credentials, directory, sandboxing and limits, bounded in time. Not in
+//! fleetwright's own process: the daemon's hardening (MemoryDenyWriteExecute=, a private
+//! /tmp) would not be the agent's, and its environment is not the agent's either.
 
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::desired::HealthCheck;
 use crate::render::Scope;
 
-/// How long a check may take.
+/// How long a check may take (the transient unit's RuntimeMaxSec=).
 pub const TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The `systemd-run` command line of a check.
+pub fn command(check: &HealthCheck, scope: Scope, bus_address: Option<&str>, unit: &str) -> Command {
+    let mut cmd = Command::new("systemd-run");
+    if scope == Scope::User {
+        cmd.arg("--user");
+    }
+    if let Some(addr) = bus_address {
+        cmd.env(if scope == Scope::User { "DBUS_SESSION_BUS_ADDRESS" } else { "DBUS_SYSTEM_BUS_ADDRESS" }, addr);
+    }
+    cmd.args(["--wait", "--pipe", "--collect", "--quiet", "--service-type=exec"]);
+    cmd.arg(format!("--description=health.check of {unit}"));
+    cmd.arg(format!("--property=RuntimeMaxSec={}", TIMEOUT.as_secs()));
+    for (k, v) in &check.properties {
+        if scope == Scope::User && matches!(k.as_str(), "User" | "Group") {
+            continue;
+        }
+        cmd.arg(format!("--property={k}={v}"));
+    }
+    cmd.arg("--").args(&check.argv);
+    cmd
+}
+
 /// Ok when the check exits 0; Err with why (exit status and its last output) otherwise.
-pub fn run(check: &HealthCheck, scope: Scope) -> Result<(), String> {
-    let mut cmd = Command::new(&check.argv[0]);
-    cmd.args(&check.argv[1..]).envs(&check.environment).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if let Some(dir) = &check.working_directory {
-        cmd.current_dir(dir);
-    }
-    if scope == Scope::System {
-        if let Some(user) = &check.user {
-            let u = nix::unistd::User::from_name(user).ok().flatten().ok_or_else(|| format!("user {user:?} does not exist"))?;
-            let gid = match &check.group {
-                Some(g) => nix::unistd::Group::from_name(g).ok().flatten().ok_or_else(|| format!("group {g:?} does not exist"))?.gid,
-                None => u.gid,
-            };
-            cmd.uid(u.uid.as_raw()).gid(gid.as_raw()).env("HOME", &u.dir).env("USER", user);
-        }
-    }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", check.argv[0]))?;
-    let until = Instant::now() + TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{} did not finish within {}s", check.argv.join(" "), TIMEOUT.as_secs()));
-            }
-        }
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+pub fn run(check: &HealthCheck, scope: Scope, bus_address: Option<&str>, unit: &str) -> Result<(), String> {
+    let cmd = command(check, scope, bus_address, unit);
+    // The output is read while the check runs (a check that prints a lot must not block on a
+    // full pipe); the manager ends it at RuntimeMaxSec=, this a little later at the latest.
+    let out = match crate::host::sandbox::output_with_timeout(cmd, TIMEOUT + Duration::from_secs(10)) {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(format!("{} did not finish within {}s", check.argv.join(" "), TIMEOUT.as_secs())),
+        Err(e) => return Err(format!("cannot run systemd-run for {}: {e}", check.argv.join(" "))),
+    };
     if out.status.success() {
         return Ok(());
     }
     let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    let tail: Vec<&str> = text.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).rev().take(3).collect::<Vec<_>>().into_iter().rev().collect();
     Err(format!("{} exited with {}: {}", check.argv.join(" "), out.status, tail.join(" / ")))
 }

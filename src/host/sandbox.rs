@@ -75,6 +75,10 @@ pub struct SandboxOptions {
     /// More absolute paths to cover with a private tmpfs inside the sandbox (created on the host
     /// with `mkdir -p` if missing, as mount points).
     pub extra_tmpfs: Vec<PathBuf>,
+    /// Users (with a group of the same name and id) that exist only inside the sandbox:
+    /// `/etc/passwd` and `/etc/group` are private copies there with these added. For tests
+    /// of agents that are not root; the machine's own files are untouched.
+    pub users: Vec<(String, u32)>,
 }
 
 /// A running throw-away systemd manager. Dropping it kills it (see [`Sandbox::shutdown`]).
@@ -179,6 +183,7 @@ impl Sandbox {
         .arg(if opts.user_manager { "1" } else { "0" })
         .arg(if opts.dbus { "1" } else { "0" })
         .args(&opts.extra_tmpfs)
+        .env("FW_SANDBOX_USERS", opts.users.iter().map(|(n, id)| format!("{n}:{id}")).collect::<Vec<_>>().join(" "))
         .stdin(Stdio::piped())
         .stdout(Stdio::from(log_file.try_clone()?))
         .stderr(Stdio::from(log_file))
@@ -524,6 +529,19 @@ mkdir -p /etc/systemd/journald.conf.d && mount -t tmpfs -o mode=755 tmpfs /etc/s
 for d in "$@"; do
   mkdir -p "$d" && mount -t tmpfs -o mode=755 tmpfs "$d"
 done
+
+# Users that exist only in here: private copies of passwd and group.
+if [ -n "${FW_SANDBOX_USERS:-}" ]; then
+  cp /etc/passwd /run/fw-passwd && cp /etc/group /run/fw-group
+  for u in $FW_SANDBOX_USERS; do
+    name=${u%%:*}; id=${u#*:}
+    echo "$name:x:$id:$id::/run/fw-users/$name:/bin/sh" >> /run/fw-passwd
+    echo "$name:x:$id:" >> /run/fw-group
+    mkdir -p "/run/fw-users/$name" && chown "$id:$id" "/run/fw-users/$name"
+  done
+  mount --bind /run/fw-passwd /etc/passwd
+  mount --bind /run/fw-group /etc/group
+fi
 
 # Our own cgroup2 hierarchy, rooted at the sandbox's cgroup (cgroup namespace).
 mount -t cgroup2 cgroup2 /sys/fs/cgroup

@@ -120,7 +120,12 @@ fn a_stale_heartbeat_restarts_the_service_and_status_says_so() {
 fn a_failing_health_check_keeps_the_old_version_running() {
     let host = Host::boot();
     let repo = Repo::new();
-    let agent = |v: &str| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: checked\nrun:\n  command: [/bin/sh, -c, 'echo {v}; exec sleep 100000']\n  environment: {{WANT: /run/fw-test/ok}}\nhealth: {{check: [/bin/sh, -c, 'echo checking; test -e \"$WANT\"']}}\n");
+    // The check runs as the agent runs: its user, environment, credentials, private /tmp.
+    // (Only that the credentials are loaded: in the sandbox, systemd 252 cannot hand their
+    // directory to a user other than root, for the service itself as much as for the check.)
+    std::fs::write(host.sb.host_path("/srv/tok"), "secret").unwrap();
+    std::fs::write(host.sb.host_path("/tmp/host-only"), "").unwrap();
+    let agent = |v: &str| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: checked\nrun:\n  command: [/bin/sh, -c, 'echo {v}; exec sleep 100000']\n  user: agent\n  environment: {{WANT: /run/fw-test/ok}}\n  credentials: {{tok: /srv/tok}}\nhardening: {{privateTmp: true}}\nhealth: {{check: [/bin/sh, -c, 'echo checking as $(id -un); test \"$(id -un)\" = agent && test -n \"$CREDENTIALS_DIRECTORY\" && test ! -e /tmp/host-only && test -e \"$WANT\"']}}\n");
     repo.commit(&[("fleet.yaml", FLEET), ("c.yaml", &agent("v1"))], "v1");
     assert_eq!(code(&host.apply(&repo)), 0);
     let first = host.prop("agent-checked.service", "InvocationID");
@@ -132,6 +137,8 @@ fn a_failing_health_check_keeps_the_old_version_running() {
     let out = host.apply(&repo);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     assert!(stderr(&out).contains("health.check failed, not restarted (the old version keeps running)"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("checking as agent"), "the check's output is in the report: {}", stderr(&out));
+    assert!(stdout(&out).contains("health.check failed, the old version keeps running"), "the plan printed is the one executed: {}", stdout(&out));
     assert_eq!(host.prop("agent-checked.service", "InvocationID"), first);
     assert_eq!(std::fs::read_to_string(host.unit_dir().join("agent-checked.service")).unwrap(), file, "the old file stays");
 
@@ -291,3 +298,4 @@ fn success_exit_codes_count_as_success() {
     host.systemctl(&["start", "agent-noop.service"]);
     assert_eq!(host.prop("agent-noop.service", "Result"), "exit-code");
 }
+
