@@ -262,7 +262,46 @@ pub fn render(g: &Globals, src: &SourceArgs, agents: &[String]) -> u8 {
 /// `apply --sandbox`: boot a throw-away systemd, apply the commit there (this binary, run
 /// inside the sandbox's namespaces), report what failed to start and which programs are missing,
 /// show the status, and tear it all down. The host's systemd is never touched.
-pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs) -> u8 {
+/// What can be known of an agent without running it, and would make it fail on this machine:
+/// a program, a user or group, a working directory or a credential that is not there.
+fn missing_on_this_machine(a: &crate::spec::model::Agent, user_scope: bool) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut program = |what: &str, p: &str| match std::fs::metadata(p) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+        Ok(_) => out.push(format!("{}: {what} {p} is not an executable file", a.name)),
+        Err(_) => out.push(format!("{}: {what} {p} does not exist", a.name)),
+    };
+    program("ExecStart program", &a.run.command[0]);
+    if let Some(check) = a.health.as_ref().and_then(|h| h.check.as_ref()) {
+        program("health.check program", &check[0]);
+    }
+    if !user_scope {
+        if let Some(u) = &a.run.user {
+            if u.parse::<u32>().is_err() && nix::unistd::User::from_name(u).ok().flatten().is_none() {
+                out.push(format!("{}: user {u} does not exist", a.name));
+            }
+        }
+        if let Some(g) = &a.run.group {
+            if g.parse::<u32>().is_err() && nix::unistd::Group::from_name(g).ok().flatten().is_none() {
+                out.push(format!("{}: group {g} does not exist", a.name));
+            }
+        }
+    }
+    if let Some(d) = &a.run.working_directory {
+        if !Path::new(d).is_dir() {
+            out.push(format!("{}: workingDirectory {d} does not exist", a.name));
+        }
+    }
+    for (name, path) in &a.run.credentials {
+        if !Path::new(path).exists() {
+            out.push(format!("{}: credential {name} ({path}) does not exist", a.name));
+        }
+    }
+    out
+}
+
+pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs, offline: bool) -> u8 {
     use crate::host::sandbox::{Sandbox, SandboxOptions};
     let cfg = g.host_config();
     let Ok((files, fleet)) = load_commit(g, src) else { return exit::CHANGES_OR_INVALID };
@@ -285,7 +324,7 @@ pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs) -> u8 {
         eprintln!("error: the sandbox needs root, /lib/systemd/systemd, unshare, nsenter and a cgroup2 mount");
         return exit::ERROR;
     }
-    let sb = match Sandbox::boot(SandboxOptions { dbus: true, user_manager: g.user, ..Default::default() }) {
+    let sb = match Sandbox::boot(SandboxOptions { dbus: true, user_manager: g.user, offline, ..Default::default() }) {
         Ok(sb) => sb,
         Err(e) => {
             eprintln!("error: booting the sandbox: {e}");
@@ -293,13 +332,7 @@ pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs) -> u8 {
         }
     };
     println!("sandbox: a throw-away systemd is running as pid {}; applying {} for host {:?}", sb.pid(), plan::short(&files.commit), cfg.host);
-    let mut missing = Vec::new();
-    for a in fleet.agents_for_host(&cfg.host) {
-        let program = &a.run.command[0];
-        if !Path::new(program).exists() {
-            missing.push(format!("{}: ExecStart program {program} does not exist", a.name));
-        }
-    }
+    let missing: Vec<String> = fleet.agents_for_host(&cfg.host).flat_map(|a| missing_on_this_machine(a, g.user)).collect();
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "fleetwright".into());
     let run = |args: &[&str]| {
         let mut c = sb.command(&exe);
@@ -310,7 +343,8 @@ pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs) -> u8 {
         c.status().map(|s| s.code().unwrap_or(exit::ERROR as i32) as u8).unwrap_or(exit::ERROR)
     };
     let repo_s = repo.display().to_string();
-    let mut args = vec!["apply", "--repo", repo_s.as_str(), "--rev", files.commit.as_str()];
+    // Services are watched a few seconds: one that crash-loops is reported like a failed start.
+    let mut args = vec!["apply", "--wait", "3s", "--repo", repo_s.as_str(), "--rev", files.commit.as_str()];
     if let Some(p) = &src.path {
         args.extend(["--path", p.as_str()]);
     }
@@ -321,7 +355,10 @@ pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs) -> u8 {
         eprintln!("missing: {m}");
     }
     sb.shutdown();
-    println!("sandbox: shut down; this host was not changed.");
+    println!(
+        "sandbox: shut down. This host's systemd and unit files were not changed; the services did run for a moment, as this machine's users, on its files{}. Scheduled jobs were not run (their timers were checked).",
+        if offline { " (without network)" } else { " and network (--offline to cut them off)" }
+    );
     if code == exit::OK && !missing.is_empty() { exit::UNIT_FAILED } else { code }
 }
 

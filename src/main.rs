@@ -74,6 +74,9 @@ enum Command {
         /// Try the commit in a throw-away systemd (booted in a namespace; needs root) instead of this host
         #[arg(long)]
         sandbox: bool,
+        /// With --sandbox: give the sandbox no network
+        #[arg(long, requires = "sandbox")]
+        offline: bool,
     },
     /// Every agent on this host: unit states, last run and result, next run, deploy marker, drift.
     Status {
@@ -249,7 +252,7 @@ fn main() -> ExitCode {
         Command::Validate { dir } => cli::validate(&dir),
         Command::Plan { src, base: Some(base), head: Some(head), format, json, .. } => cli::review(&globals, &src, &base, &head, if json { "json" } else { &format }),
         Command::Plan { src, json, no_diff, allow_empty, .. } => cli::plan(&globals, &src, json, !no_diff, allow_empty),
-        Command::Apply { src, sandbox: true, .. } => cli::apply_in_sandbox(&globals, &src),
+        Command::Apply { src, sandbox: true, offline, .. } => cli::apply_in_sandbox(&globals, &src, offline),
         Command::Apply { src, allow_empty, json, wait, .. } => cli::apply(&globals, &src, allow_empty, json, wait),
         Command::Status { json } => cli::status(&globals, json),
         Command::Daemon(d) => cli::daemon(&globals, d),

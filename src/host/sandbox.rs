@@ -79,6 +79,9 @@ pub struct SandboxOptions {
     /// `/etc/passwd` and `/etc/group` are private copies there with these added. For tests
     /// of agents that are not root; the machine's own files are untouched.
     pub users: Vec<(String, u32)>,
+    /// A network namespace of its own (no interface but a loopback): what runs inside cannot
+    /// reach the network.
+    pub offline: bool,
 }
 
 /// A running throw-away systemd manager. Dropping it kills it (see [`Sandbox::shutdown`]).
@@ -163,6 +166,9 @@ impl Sandbox {
         sb.cgroup = Some(cgroup.clone());
 
         let mut cmd = Command::new("unshare");
+        if opts.offline {
+            cmd.arg("--net");
+        }
         cmd.args([
             "--pid",
             "--fork",

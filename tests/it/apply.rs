@@ -254,14 +254,24 @@ fn apply_sandbox_reports_a_missing_program_and_leaves_the_host_alone() {
     // throw-away systemd and touches nothing here.
     assert!(fleetwright::host::sandbox::Sandbox::available() || std::env::var_os("CI").is_none());
     let repo = Repo::new();
-    let files = [("fleet.yaml", FLEET.to_string()), ("ok.yaml", service("fine-sbx", "")), ("bad.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: broken-sbx\nrun: {command: [/usr/local/bin/not-installed-fw]}\nservice: {restart: no}\n".to_string())];
+    let files = [
+        ("fleet.yaml", FLEET.to_string()),
+        ("ok.yaml", service("fine-sbx", "")),
+        ("bad.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: broken-sbx\nrun: {command: [/usr/local/bin/not-installed-fw]}\nservice: {restart: no}\n".to_string()),
+        // A job is never run in the sandbox (it would do its real work): what can be known
+        // without running it is checked.
+        ("job.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: job-sbx\nrun: {command: [/bin/true], user: no-such-user-fw, workingDirectory: /srv/no-such-dir-fw, credentials: {key: /etc/no-such-secret-fw}}\nschedule: {calendar: daily}\n".to_string()),
+    ];
     repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "one broken");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright")).args(["--host", "vps-1", "apply", "--sandbox", "--repo", repo.path().to_str().unwrap()]).output().unwrap();
     let err = stderr(&out);
     assert_eq!(code(&out), 4, "{err}");
     assert!(err.contains("FAILED agent-broken-sbx.service"), "{err}");
     assert!(err.contains("missing: broken-sbx: ExecStart program /usr/local/bin/not-installed-fw does not exist"), "{err}");
-    assert!(stdout(&out).contains("agent-fine-sbx") && stdout(&out).contains("this host was not changed"));
+    for m in ["job-sbx: user no-such-user-fw does not exist", "job-sbx: workingDirectory /srv/no-such-dir-fw does not exist", "job-sbx: credential key (/etc/no-such-secret-fw) does not exist"] {
+        assert!(err.contains(&format!("missing: {m}")), "{m}: {err}");
+    }
+    assert!(stdout(&out).contains("agent-fine-sbx") && stdout(&out).contains("This host's systemd and unit files were not changed"), "{}", stdout(&out));
     assert!(!std::path::Path::new("/etc/systemd/system/agent-fine-sbx.service").exists(), "the machine's unit directory is untouched");
 }
 

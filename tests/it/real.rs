@@ -63,7 +63,7 @@ impl Host {
         assert!(Sandbox::available() || std::env::var_os("CI").is_none(), "the sandbox is not available on this CI machine");
         // /srv is where the tests' agents keep their data: private to the sandbox too.
         // `agent` (uid 4242) exists only inside: for agents that are not root.
-        let sb = Sandbox::boot(SandboxOptions { dbus: true, user_manager: user, extra_tmpfs: vec!["/srv".into()], users: vec![("agent".into(), 4242)] }).expect("boot a sandboxed systemd");
+        let sb = Sandbox::boot(SandboxOptions { dbus: true, user_manager: user, extra_tmpfs: vec!["/srv".into()], users: vec![("agent".into(), 4242)], ..Default::default() }).expect("boot a sandboxed systemd");
         Host { sb, user }
     }
     /// Run fleetwright inside the sandbox.
