@@ -679,7 +679,7 @@ pub fn review(g: &Globals, src: &SourceArgs, base: &str, head: &str, format: &st
     if r.plan.has_changes() { exit::CHANGES_OR_INVALID } else { exit::OK }
 }
 
-pub fn schedule(g: &Globals, src: &SourceArgs, window: &str, at: Option<&str>, columns: usize, json: bool) -> u8 {
+pub fn schedule(g: &Globals, src: &SourceArgs, window: &str, at: Option<&str>, columns: usize, tz: Option<&str>, json: bool) -> u8 {
     let Ok((_, fleet)) = load_commit(g, src) else { return exit::ERROR };
     let window = match parse_duration_arg(window) {
         Ok(w) => w.as_secs() as i64,
@@ -698,7 +698,24 @@ pub fn schedule(g: &Globals, src: &SourceArgs, window: &str, at: Option<&str>, c
         },
         None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
     };
-    let s = crate::schedule::compute(&fleet, g.host.as_deref(), from, window);
+    // The zones from the zone database, here at the edge: the schedule itself is pure.
+    let (local, local_name) = match tz {
+        Some(name) => match jiff::tz::TimeZone::get(name) {
+            Ok(z) => (z, name.to_string()),
+            Err(e) => {
+                eprintln!("error: --tz {name}: {e}");
+                return exit::ERROR;
+            }
+        },
+        None => {
+            let z = jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC);
+            let name = z.iana_name().unwrap_or("local time").to_string();
+            (z, name)
+        }
+    };
+    let named = crate::schedule::named_zones(&fleet).into_iter().filter_map(|n| jiff::tz::TimeZone::get(&n).ok().map(|z| (n, z))).collect();
+    let zones = crate::schedule::Zones { local, local_name, named };
+    let s = crate::schedule::compute(&fleet, g.host.as_deref(), from, window, &zones);
     if json {
         println!("{}", serde_json::to_string_pretty(&s).expect("schedule serializes"));
     } else {

@@ -159,6 +159,10 @@ enum Command {
         at: Option<String>,
         #[arg(long, default_value_t = 72)]
         columns: usize,
+        /// The zone of the host the timers run on (expressions without a zone are in its local
+        /// time, as systemd evaluates them) [default: this machine's zone]
+        #[arg(long, value_name = "ZONE")]
+        tz: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -265,7 +269,7 @@ fn main() -> ExitCode {
         Command::Heartbeat { agent, file, max_age, unit } => cli::heartbeat(&globals, &agent, &file, &max_age, &unit),
         Command::Mkdir { mode, path } => cli::mkdir(&path, &mode),
         Command::Signal { signal, pid } => cli::signal(&signal, pid),
-        Command::Schedule { src, window, at, columns, json } => cli::schedule(&globals, &src, &window, at.as_deref(), columns, json),
+        Command::Schedule { src, window, at, columns, tz, json } => cli::schedule(&globals, &src, &window, at.as_deref(), columns, tz.as_deref(), json),
         Command::Inventory { src } => cli::inventory(&globals, &src),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut <Args as clap::CommandFactory>::command(), "fleetwright", &mut std::io::stdout());

@@ -1,21 +1,26 @@
 //! `fleetwright schedule` (pure): when every timer of the fleet fires in a window, as a
 //! timeline, with warnings where runs pile up in the same minute or overlap beyond their
-//! concurrency group's limit. Computed from the OnCalendar expressions themselves (UTC), with
-//! the RandomizedDelaySec span of each run.
+//! concurrency group's limit. Computed from the timers the fleet renders to (the agents' own
+//! and their log-retention and backup timers, the same files `apply` writes), with the
+//! RandomizedDelaySec span of each run, in the zones systemd evaluates them in: the host's
+//! local zone, or the one an expression names. The zones are given by the caller (the host
+//! layer reads the zone database); nothing here does I/O.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::render::{render_agent, RenderCtx, Role, Scope};
 use crate::spec::calendar::parse_calendar;
-use crate::spec::model::{Fleet, Mode, Trigger};
+use crate::spec::model::Fleet;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Row {
+    /// The agent, or `agent.backup` / `agent.logs` for its helper timers.
     pub agent: String,
-    /// The OnCalendar expression, or `every 30min`.
+    /// The OnCalendar expressions (`a or b`), or `every 30min`.
     pub when: String,
     /// Run start times (unix seconds) in the window.
     pub runs: Vec<i64>,
@@ -34,78 +39,159 @@ pub struct Row {
 pub struct Schedule {
     pub from: i64,
     pub to: i64,
+    /// The zone times are shown in.
+    pub zone: String,
+    #[serde(skip)]
+    pub display: jiff::tz::TimeZone,
     pub rows: Vec<Row>,
     pub warnings: Vec<String>,
+}
+
+/// The zones a schedule is computed in: the host's (for expressions that name none, as
+/// systemd does), and each zone an expression names, resolved (missing: not installed).
+#[derive(Debug, Clone)]
+pub struct Zones {
+    pub local: jiff::tz::TimeZone,
+    /// Its name, for display (`UTC`, `Europe/Berlin`).
+    pub local_name: String,
+    pub named: BTreeMap<String, jiff::tz::TimeZone>,
+}
+
+impl Zones {
+    pub fn utc() -> Zones {
+        Zones { local: jiff::tz::TimeZone::UTC, local_name: "UTC".into(), named: BTreeMap::new() }
+    }
 }
 
 /// At most this many runs per agent are listed (a `minutely` timer has 1440 a day).
 const MAX_RUNS: usize = 10_000;
 
-pub fn compute(fleet: &Fleet, host: Option<&str>, from: i64, window: i64) -> Schedule {
+/// One timer as rendered: its calendar expressions, or its interval; its randomized delay.
+struct Timer {
+    calendars: Vec<String>,
+    every: Option<i64>,
+    spread: i64,
+}
+
+fn timer_of(content: &str) -> Option<Timer> {
+    let parsed = crate::unit::parse(content);
+    let entries = parsed.get("Timer")?;
+    let secs = |v: &str| crate::spec::values::parse_duration(v).map(|d| (d.0 / 1000) as i64).ok();
+    let mut t = Timer { calendars: vec![], every: None, spread: 0 };
+    for (k, v) in entries {
+        match k.as_str() {
+            // Unit files escape `%` as `%%`; the expression itself has one.
+            "OnCalendar" => t.calendars.push(v.replace("%%", "%")),
+            "OnUnitActiveSec" => t.every = secs(v),
+            "RandomizedDelaySec" => t.spread = secs(v).unwrap_or(0),
+            // Heartbeat checks (OnActiveSec=) are short and frequent: not runs to schedule.
+            "OnActiveSec" => return None,
+            _ => {}
+        }
+    }
+    Some(t)
+}
+
+/// Every zone the fleet's timers name, for the caller to resolve.
+pub fn named_zones(fleet: &Fleet) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in &fleet.agents {
+        for u in render_agent(fleet, a, &schedule_ctx(), "") {
+            for e in timer_of(&u.content).map(|t| t.calendars).unwrap_or_default() {
+                if let Some(z) = parse_calendar(&e).ok().and_then(|c| c.timezone().map(str::to_string)) {
+                    if z != "UTC" && !out.contains(&z) {
+                        out.push(z);
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Timers do not depend on where the state lives or which binary runs the jobs.
+fn schedule_ctx() -> RenderCtx {
+    RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "fleetwright".into() }
+}
+
+pub fn compute(fleet: &Fleet, host: Option<&str>, from: i64, window: i64, zones: &Zones) -> Schedule {
     let to = from + window;
     let mut rows = Vec::new();
+    let mut warnings = Vec::new();
     let agents: Vec<_> = match host {
         Some(h) => fleet.agents_for_host(h).collect(),
         None => fleet.agents.iter().collect(),
     };
+    let base_len = crate::render::unit_base(fleet, "").len();
     for a in agents {
-        let Mode::Scheduled(s) = &a.mode else { continue };
-        let (when, runs) = match &s.trigger {
-            Trigger::Calendar { expr, also, .. } => {
+        for u in render_agent(fleet, a, &schedule_ctx(), "") {
+            if !matches!(u.role, Role::Timer | Role::AuxTimer) {
+                continue;
+            }
+            let Some(t) = timer_of(&u.content) else { continue };
+            let name = u.name.trim_end_matches(".timer")[base_len..].to_string();
+            let (when, runs, relative) = if let Some(step) = t.every {
+                // Relative to the last run: shown as if the first run were at the window's start.
+                let step = step.max(1);
+                (format!("every {}", crate::spec::values::Duration(step as u64 * 1000)), (0..).map(|k| from + k * step).take_while(|t| *t < to).take(MAX_RUNS).collect(), true)
+            } else {
                 // The union of every expression's runs (a timer with several OnCalendar= lines).
                 let mut runs = Vec::new();
-                for e in std::iter::once(expr).chain(also) {
-                    if let Ok(spec) = parse_calendar(e) {
-                        let mut t = from - 1;
-                        while let Some(n) = spec.next_elapse(t) {
-                            if n >= to || runs.len() >= MAX_RUNS {
-                                break;
-                            }
-                            runs.push(n);
-                            t = n;
+                for e in &t.calendars {
+                    let Ok(spec) = parse_calendar(e) else { continue };
+                    let named = spec.timezone().filter(|z| *z != "UTC").map(|z| (z, zones.named.get(z)));
+                    if let Some((z, None)) = named {
+                        if !crate::spec::calendar::is_utc_alias(z) {
+                            warnings.push(format!("{name}: the zone {z} is not installed here; its runs of {e:?} are not shown"));
+                            continue;
                         }
+                    }
+                    let mut at = from - 1;
+                    while let Some(n) = spec.next_elapse_in(at, &zones.local, named.and_then(|(_, tz)| tz)) {
+                        if n >= to || runs.len() >= MAX_RUNS {
+                            break;
+                        }
+                        runs.push(n);
+                        at = n;
                     }
                 }
                 runs.sort_unstable();
                 runs.dedup();
                 runs.truncate(MAX_RUNS);
-                (std::iter::once(expr).chain(also).cloned().collect::<Vec<_>>().join(" or "), runs)
-            }
-            // Relative to the last run: shown as if the first run were at the window's start.
-            Trigger::Every(d) => {
-                let step = (d.0 / 1000).max(1) as i64;
-                (format!("every {d}"), (0..).map(|k| from + k * step).take_while(|t| *t < to).take(MAX_RUNS).collect())
-            }
-        };
-        rows.push(Row {
-            agent: a.name.clone(),
-            when,
-            runs,
-            spread: s.randomized_delay.map(|d| (d.0 / 1000) as i64).unwrap_or(0),
-            length: a.run.timeout.map(|d| (d.0 / 1000).max(1) as i64).unwrap_or(60),
-            group: a.concurrency.as_ref().map(|c| (c.group.clone(), c.limit)),
-            enabled: a.enabled,
-            relative: matches!(s.trigger, Trigger::Every(_)),
-        });
+                (t.calendars.join(" or "), runs, false)
+            };
+            let main = u.role == Role::Timer;
+            rows.push(Row {
+                agent: name,
+                when,
+                runs,
+                spread: t.spread,
+                length: if main { a.run.timeout.map(|d| (d.0 / 1000).max(1) as i64).unwrap_or(60) } else { 60 },
+                group: if main { a.concurrency.as_ref().map(|c| (c.group.clone(), c.limit)) } else { None },
+                enabled: a.enabled,
+                relative,
+            });
+        }
     }
-    let warnings = warnings(&rows);
-    Schedule { from, to, rows, warnings }
+    let display = zones.local.clone();
+    warnings.extend(self::warnings(&rows, &display, &zones.local_name));
+    Schedule { from, to, zone: zones.local_name.clone(), display, rows, warnings }
 }
 
-fn rfc3339(t: i64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64)).to_string()
+/// `YYYY-MM-DD HH:MM` of `t` in `tz`.
+fn day_hhmm(t: i64, tz: &jiff::tz::TimeZone) -> String {
+    match jiff::Timestamp::from_second(t) {
+        Ok(ts) => tz.to_datetime(ts).strftime("%Y-%m-%d %H:%M").to_string(),
+        Err(_) => "?".into(),
+    }
 }
 
-fn hhmm(t: i64) -> String {
-    rfc3339(t)[11..16].to_string()
+fn hhmm(t: i64, tz: &jiff::tz::TimeZone) -> String {
+    day_hhmm(t, tz).split_once(' ').map(|(_, hm)| hm.to_string()).unwrap_or_default()
 }
 
-fn day_hhmm(t: i64) -> String {
-    let s = rfc3339(t);
-    format!("{} {}", &s[..10], &s[11..16])
-}
-
-fn warnings(rows: &[Row]) -> Vec<String> {
+fn warnings(rows: &[Row], tz: &jiff::tz::TimeZone, zone: &str) -> Vec<String> {
     let mut out = Vec::new();
     // Pile-ups: three or more agents starting in the same minute (without a spread that
     // separates them).
@@ -125,10 +211,10 @@ fn warnings(rows: &[Row]) -> Vec<String> {
     }
     for (agents, at) in piles {
         out.push(format!(
-            "{} runs start in the same minute {} time(s) (first at {} UTC): {}; add randomizedDelay or move one",
+            "{} runs start in the same minute {} time(s) (first at {} {zone}): {}; add randomizedDelay or move one",
             agents.len(),
             at.len(),
-            hhmm(at[0]),
+            hhmm(at[0], tz),
             agents.join(", ")
         ));
     }
@@ -155,7 +241,7 @@ fn warnings(rows: &[Row]) -> Vec<String> {
             }
         }
         if max > limit as i32 {
-            out.push(format!("concurrency group {g}: up to {max} runs may overlap (first at {} UTC), over its limit of {limit}; the extra ones will skip or wait", hhmm(at)));
+            out.push(format!("concurrency group {g}: up to {max} runs may overlap (first at {} {zone}), over its limit of {limit}; the extra ones will skip or wait", hhmm(at, tz)));
         }
     }
     out
@@ -166,7 +252,7 @@ pub fn render_text(s: &Schedule, columns: usize) -> String {
     let mut o = String::new();
     let span = (s.to - s.from).max(1);
     let name_w = s.rows.iter().map(|r| r.agent.len()).max().unwrap_or(5).max(5);
-    let _ = writeln!(o, "{:<name_w$}  {:<columns$}  runs  when", "agent", format!("{} → {} UTC", day_hhmm(s.from), day_hhmm(s.to)));
+    let _ = writeln!(o, "{:<name_w$}  {:<columns$}  runs  when", "agent", format!("{} → {} {}", day_hhmm(s.from, &s.display), day_hhmm(s.to, &s.display), s.zone));
     for r in &s.rows {
         let mut line = vec!['·'; columns];
         for t in &r.runs {
@@ -185,7 +271,7 @@ pub fn render_text(s: &Schedule, columns: usize) -> String {
         let flag = if r.enabled { "" } else { " (disabled)" };
         let _ = writeln!(o, "{:<name_w$}  {bar}  {:>4}  {}{flag}", r.agent, r.runs.len(), r.when);
     }
-    let _ = writeln!(o, "\n| = a run starts, ~ = its randomized delay span; times are UTC; `every` timers count from their last run, shown from the window's start.");
+    let _ = writeln!(o, "\n| = a run starts, ~ = its randomized delay span; times are {}; `every` timers count from their last run, shown from the window's start.", s.zone);
     for w in &s.warnings {
         let _ = writeln!(o, "warning: {w}");
     }

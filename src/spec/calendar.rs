@@ -85,6 +85,11 @@ const WEEKDAY_NAMES: [(&str, u8); 14] = [
 /// Bit mask with all seven weekday bits (bit 0 = Monday ... bit 6 = Sunday).
 const ALL_WEEKDAYS: u8 = 0x7f;
 
+/// Is `zone` UTC under another name (`Etc/UTC`, `GMT`, …)?
+pub fn is_utc_alias(zone: &str) -> bool {
+    UTC_ALIASES.contains(&zone)
+}
+
 /// Zones with a constant zero offset: evaluating in them is evaluating in UTC.
 const UTC_ALIASES: [&str; 18] = [
     "UTC",
@@ -284,6 +289,48 @@ impl CalendarSpec {
             Zone::Named(_) => return None,
         }
         self.search(after_unix).ok()
+    }
+
+    /// Next elapse strictly after `after_unix`, evaluated where systemd evaluates it: in the
+    /// host's zone `local` when the expression names none, in `named` (the zone it names,
+    /// resolved by the caller) when it does, in UTC for ` UTC` and its aliases. None when the
+    /// expression names a zone and `named` is not given, or when it never elapses again.
+    ///
+    /// The search runs on civil (wall-clock) time as systemd's does on `localtime()`'s
+    /// result; a civil time is turned back into an instant as `mktime()` does, with the
+    /// "compatible" rule: a time in a spring-forward gap moves forward by the gap, a time in
+    /// a fall-back fold is its first occurrence.
+    pub fn next_elapse_in(&self, after_unix: i64, local: &jiff::tz::TimeZone, named: Option<&jiff::tz::TimeZone>) -> Option<i64> {
+        let tz = match &self.zone {
+            Zone::Utc => return self.next_elapse(after_unix),
+            Zone::Named(name) if UTC_ALIASES.contains(&name.as_str()) => return self.next_elapse(after_unix),
+            Zone::Local => local,
+            Zone::Named(_) => named?,
+        };
+        let offset = |t: i64| jiff::Timestamp::from_second(t).map(|ts| i64::from(tz.to_offset(ts).seconds())).unwrap_or(0);
+        // The instant of a civil time; None in a spring-forward gap (such a time does not
+        // exist, and systemd skips it: mktime() moves it, and the moved time no longer
+        // matches the expression).
+        let real = |naive: i64| -> Option<Option<i64>> {
+            let dt = jiff::tz::TimeZone::UTC.to_datetime(jiff::Timestamp::from_second(naive).ok()?);
+            let amb = tz.to_ambiguous_timestamp(dt);
+            if matches!(amb.offset(), jiff::tz::AmbiguousOffset::Gap { .. }) {
+                return Some(None);
+            }
+            Some(Some(amb.compatible().ok()?.as_second()))
+        };
+        let mut naive_after = after_unix.max(0) + offset(after_unix.max(0));
+        // A civil time found may not exist (a gap) or map to an instant not after
+        // `after_unix` (a fold repeats an hour): search on from it. A gap is at most a few
+        // hours: a per-second expression needs a few thousand steps through it.
+        for _ in 0..10_000 {
+            let naive = self.search(naive_after).ok()?;
+            match real(naive)? {
+                Some(t) if t > after_unix => return Some(t),
+                _ => naive_after = naive,
+            }
+        }
+        None
     }
 
     /// [`CalendarSpec::next_elapse`] with the reason a search found nothing.
@@ -3190,5 +3237,68 @@ mod tests {
         eprintln!(
             "random_crons_match_brute_force: {translated} translated ({split} needed two expressions), {refused} refused as never firing, {via_systemd} also checked with systemd"
         );
+    }
+
+    /// `systemd-analyze calendar` with `TZ=tz`: the elapses' "(in UTC)" lines (or, for TZ=UTC,
+    /// the elapse lines themselves).
+    fn analyze_in(tz: &str, expr: &str, base: i64, n: u32) -> Vec<i64> {
+        let out = Command::new(SYSTEMD_ANALYZE)
+            .env("TZ", tz)
+            .env("LC_ALL", "C")
+            .env("SYSTEMD_COLORS", "0")
+            .args(["calendar", &format!("--iterations={n}"), &format!("--base-time=@{base}"), "--", expr])
+            .output()
+            .expect("systemd-analyze");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut v = Vec::new();
+        for line in text.lines().map(str::trim) {
+            let Some((key, value)) = line.split_once(": ") else { continue };
+            let utc_line = key == "(in UTC)" || ((key == "Next elapse" || key.starts_with("Iter. #")) && value.ends_with(" UTC"));
+            if utc_line {
+                v.push(parse_analyze_time(value).unwrap_or_else(|| panic!("bad line {line:?}")));
+            }
+        }
+        v
+    }
+
+    /// Local time and named zones, around daylight-saving changes (a gap skips a run, a fold
+    /// runs once), against systemd in those zones.
+    #[test]
+    fn zones_and_daylight_saving_match_systemd() {
+        if !have_systemd_analyze() {
+            return;
+        }
+        let exprs = ["*-*-* 02:30:00", "*-*-* 01:30:00", "hourly", "*:0/20", "*:*:00", "daily", "Mon..Fri 09:00", "*-*-* 00/3:15:00", "*-*~1 23:00"];
+        // Around the 2026 changes: US 8 March / 1 November, EU 29 March / 25 October.
+        let bases = [1_772_870_400, 1_772_953_200, 1_793_491_200, 1_774_746_000, 1_792_800_000, 1_792_886_400, 1_800_000_000];
+        let mut checked = 0;
+        for zone in ["America/New_York", "Europe/Berlin", "Australia/Lord_Howe", "Asia/Kolkata"] {
+            let tz = jiff::tz::TimeZone::get(zone).expect("tzdata is installed");
+            for expr in exprs {
+                let spec = parse_calendar(expr).unwrap();
+                for base in bases {
+                    let n = 6;
+                    let theirs = analyze_in(zone, expr, base, n);
+                    let mut ours = Vec::new();
+                    let mut t = base;
+                    while ours.len() < n as usize {
+                        match spec.next_elapse_in(t, &tz, None) {
+                            Some(x) => {
+                                ours.push(x);
+                                t = x;
+                            }
+                            None => break,
+                        }
+                    }
+                    assert_eq!(ours, theirs, "{expr:?} in {zone} after @{base}");
+                    // The same expression naming the zone, from a UTC host.
+                    let named = parse_calendar(&format!("{expr} {zone}")).unwrap();
+                    let theirs = analyze_in("UTC", &format!("{expr} {zone}"), base, 1);
+                    assert_eq!(named.next_elapse_in(base, &jiff::tz::TimeZone::UTC, Some(&tz)).into_iter().collect::<Vec<_>>(), theirs, "{expr:?} {zone} after @{base}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 4 * exprs.len() * bases.len());
     }
 }
