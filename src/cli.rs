@@ -855,16 +855,36 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
             return exit::ERROR;
         }
     };
-    let inv = match StateDir::new(&cfg.state_dir).load_inventory() {
+    let state = StateDir::new(&cfg.state_dir);
+    // Under the apply lock: no apply, and no reconcile of the daemon, starts the agent again
+    // in the middle of the swap.
+    let _lock = match state.lock() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    let inv = match state.load_inventory() {
         Ok(i) => i,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::ERROR;
         }
     };
+    // The copy and its integrity check first, while the agent still runs: it is down only
+    // for the swap.
+    let prepared = match crate::ops::backup::prepare_restore(Path::new(&db), &file, std::time::SystemTime::now()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}; the live database was not replaced");
+            return exit::ERROR;
+        }
+    };
     // Timers first (no new run starts), then the services.
     let mut units: Vec<&String> = inv.files.iter().filter(|(_, r)| r.agent == agent).map(|(n, _)| n).collect();
     units.sort_by_key(|u| (!u.ends_with(".timer"), u.to_string()));
+    let enabled = inv.agents.get(agent).is_some_and(|r| r.enabled);
     runtime().block_on(async {
         let sd = match Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await {
             Ok(sd) => sd,
@@ -881,9 +901,14 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
             eprintln!("error: stopping {agent}: {e}");
             return exit::ERROR;
         }
-        let result = crate::ops::backup::restore(Path::new(&db), &file, std::time::SystemTime::now());
-        // Start again whatever ran before, whether or not the swap worked.
-        let started = sd.run_jobs("start", &active).await;
+        let result = prepared.swap();
+        // Start again what ran before, and what should run (an enabled agent's timers and
+        // service: one that had failed on a broken database comes back too), whether or not
+        // the swap worked. Never a job by itself: its timer starts it.
+        let should_run = |u: &&str| enabled && inv.files.get(*u).is_some_and(|r| matches!(r.role, crate::render::Role::Timer | crate::render::Role::AuxTimer | crate::render::Role::Service));
+        let mut start: Vec<&str> = names.iter().copied().filter(|u| active.contains(u) || should_run(u)).collect();
+        start.dedup();
+        let started = sd.run_jobs("start", &start).await;
         match result {
             Ok(replaced) => {
                 println!("restored {} from {}{}", db, file.display(), replaced.map(|p| format!("; the replaced database is kept at {}", p.display())).unwrap_or_default());

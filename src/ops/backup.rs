@@ -971,6 +971,28 @@ pub fn restore(
     backup_file: &Path,
     now: SystemTime,
 ) -> Result<Option<PathBuf>, BackupError> {
+    prepare_restore(db, backup_file, now)?.swap()
+}
+
+/// A verified copy of a backup beside the live database, ready to take its place: steps 1
+/// and 2 of [`restore`], which take as long as the database is big and need not wait for the
+/// agent to stop. Dropped without [`PreparedRestore::swap`], the copy is removed.
+pub struct PreparedRestore {
+    db: PathBuf,
+    backup_file: PathBuf,
+    parent: PathBuf,
+    tmp: PathBuf,
+    guard: TempGuard,
+    live: bool,
+    ts: String,
+}
+
+/// Steps 1 and 2 of [`restore`]: copy and verify.
+pub fn prepare_restore(
+    db: &Path,
+    backup_file: &Path,
+    now: SystemTime,
+) -> Result<PreparedRestore, BackupError> {
     let ts = compact_timestamp(now)?;
     let name = db
         .file_name()
@@ -1024,7 +1046,7 @@ pub fn restore(
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let hint = "the copy was discarded, the live database was not touched";
-    let mut guard = TempGuard::new(tmp.clone());
+    let guard = TempGuard::new(tmp.clone());
     {
         let mut out = OpenOptions::new()
             .write(true)
@@ -1079,66 +1101,94 @@ pub fn restore(
             .map_err(io_err("fsync of", &tmp, hint))?;
     }
     remove_aux_files(&tmp);
+    Ok(PreparedRestore {
+        db: db.to_path_buf(),
+        backup_file: backup_file.to_path_buf(),
+        parent,
+        tmp,
+        guard,
+        live: live.is_some(),
+        ts,
+    })
+}
 
-    // 3. Nobody may have the live database open.
-    if live.is_some()
-        && let Some(pid) =
-            lock_holder(db).map_err(io_err("checking the locks of", db, "nothing was changed"))?
-    {
-        return Err(BackupError::InUse {
-            path: db.to_path_buf(),
-            pid,
-        });
-    }
-
-    // 4. Move the current files aside.
-    let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let mut kept_at = None;
-    let swap_err = |step: &'static str, source: io::Error, moved: &[(PathBuf, PathBuf)]| {
-        let state = undo(moved);
-        BackupError::Swap {
-            backup: backup_file.to_path_buf(),
-            db: db.to_path_buf(),
-            step,
-            source,
-            state,
+impl PreparedRestore {
+    /// Steps 3 to 5 of [`restore`]: with the agent stopped, swap the copy in. Returns where
+    /// the replaced database was kept.
+    pub fn swap(self) -> Result<Option<PathBuf>, BackupError> {
+        let PreparedRestore {
+            db,
+            backup_file,
+            parent,
+            tmp,
+            mut guard,
+            live,
+            ts,
+        } = self;
+        let (db, backup_file) = (db.as_path(), backup_file.as_path());
+        // 3. Nobody may have the live database open.
+        if live
+            && let Some(pid) = lock_holder(db).map_err(io_err(
+                "checking the locks of",
+                db,
+                "nothing was changed",
+            ))?
+        {
+            return Err(BackupError::InUse {
+                path: db.to_path_buf(),
+                pid,
+            });
         }
-    };
-    let present: Vec<&str> = std::iter::once("")
-        .chain(AUX_SUFFIXES)
-        .filter(|s| with_suffix(db, s).symlink_metadata().is_ok())
-        .collect();
-    if !present.is_empty() {
-        let aside = free_aside_name(db, &ts);
-        for s in present {
-            let from = with_suffix(db, s);
-            let to = with_suffix(&aside, s);
-            if let Err(e) = rename_noreplace(&from, &to) {
-                return Err(swap_err("moving the current database aside", e, &moved));
+
+        // 4. Move the current files aside.
+        let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut kept_at = None;
+        let swap_err = |step: &'static str, source: io::Error, moved: &[(PathBuf, PathBuf)]| {
+            let state = undo(moved);
+            BackupError::Swap {
+                backup: backup_file.to_path_buf(),
+                db: db.to_path_buf(),
+                step,
+                source,
+                state,
             }
-            moved.push((from, to));
+        };
+        let present: Vec<&str> = std::iter::once("")
+            .chain(AUX_SUFFIXES)
+            .filter(|s| with_suffix(db, s).symlink_metadata().is_ok())
+            .collect();
+        if !present.is_empty() {
+            let aside = free_aside_name(db, &ts);
+            for s in present {
+                let from = with_suffix(db, s);
+                let to = with_suffix(&aside, s);
+                if let Err(e) = rename_noreplace(&from, &to) {
+                    return Err(swap_err("moving the current database aside", e, &moved));
+                }
+                moved.push((from, to));
+            }
+            kept_at = Some(aside);
         }
-        kept_at = Some(aside);
-    }
 
-    // 5. The copy takes the live database's place.
-    if let Err(e) = rename_noreplace(&tmp, db) {
-        return Err(swap_err("renaming the verified copy into place", e, &moved));
+        // 5. The copy takes the live database's place.
+        if let Err(e) = rename_noreplace(&tmp, db) {
+            return Err(swap_err("renaming the verified copy into place", e, &moved));
+        }
+        guard.disarm();
+        File::open(&parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| BackupError::Swap {
+                backup: backup_file.to_path_buf(),
+                db: db.to_path_buf(),
+                step: "fsync of the directory",
+                source,
+                state: format!(
+                    "the restored database is in place; the replaced one is at {}",
+                    kept_at.as_deref().unwrap_or(Path::new("(none)")).display()
+                ),
+            })?;
+        Ok(kept_at)
     }
-    guard.disarm();
-    File::open(&parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| BackupError::Swap {
-            backup: backup_file.to_path_buf(),
-            db: db.to_path_buf(),
-            step: "fsync of the directory",
-            source,
-            state: format!(
-                "the restored database is in place; the replaced one is at {}",
-                kept_at.as_deref().unwrap_or(Path::new("(none)")).display()
-            ),
-        })?;
-    Ok(kept_at)
 }
 
 /// `<db>.replaced-<ts>`, or `<db>.replaced-<ts>-<n>` if taken (with any suffix).

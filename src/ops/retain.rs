@@ -48,9 +48,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
-use nix::fcntl::{open, openat, AtFlags, OFlag};
-use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
-use nix::unistd::{unlinkat, UnlinkatFlags};
+use nix::fcntl::{AtFlags, OFlag, open, openat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
 /// `Removed::reason` for files removed because of `max_age`.
 pub const REASON_MAX_AGE: &str = "max-age";
@@ -187,7 +187,7 @@ fn apply_with_hook(
         },
         hook,
     };
-    ctx.walk(&root, String::new(), &components);
+    ctx.walk(&root, String::new(), &components, false);
     Ok(ctx.report)
 }
 
@@ -273,11 +273,7 @@ fn join(dir: &str, name: &CStr) -> String {
 }
 
 fn shown(dir: &str) -> &str {
-    if dir.is_empty() {
-        "/"
-    } else {
-        dir
-    }
+    if dir.is_empty() { "/" } else { dir }
 }
 
 fn is_dot(name: &CStr) -> bool {
@@ -326,7 +322,10 @@ const DIR_FLAGS: OFlag = OFlag::O_PATH
 impl Ctx<'_> {
     /// `dir` is an O_PATH descriptor of the directory shown as `shown_path`;
     /// resolve `rest` below it and process every resulting directory.
-    fn walk(&mut self, dir: &OwnedFd, shown_path: String, rest: &[Component]) {
+    /// `below_glob`: a `*` level was matched above: one of the directories it matched that
+    /// is not what the rest of the path needs (a symlink, a missing `logs`) is skipped with
+    /// a note, not an error: the other matches are cleaned all the same.
+    fn walk(&mut self, dir: &OwnedFd, shown_path: String, rest: &[Component], below_glob: bool) {
         let Some((first, rest)) = rest.split_first() else {
             self.process_dir(dir, &shown_path);
             return;
@@ -335,7 +334,13 @@ impl Ctx<'_> {
             Component::Literal(name) => {
                 let child_path = join(&shown_path, name);
                 match openat(dir, name.as_c_str(), DIR_FLAGS, Mode::empty()) {
-                    Ok(child) => self.walk(&child, child_path, rest),
+                    Ok(child) => self.walk(&child, child_path, rest, below_glob),
+                    Err(_) if below_glob && is_symlink(dir, name) => {
+                        self.report.skipped_symlinks += 1;
+                        self.report
+                            .notes
+                            .push(format!("{child_path}: symlink, not followed"));
+                    }
                     Err(e) => self.open_failed(dir, name, &child_path, e),
                 }
             }
@@ -365,7 +370,7 @@ impl Ctx<'_> {
                 for name in names {
                     let child_path = join(&shown_path, &name);
                     match openat(dir, name.as_c_str(), DIR_FLAGS, Mode::empty()) {
-                        Ok(child) => self.walk(&child, child_path, rest),
+                        Ok(child) => self.walk(&child, child_path, rest, true),
                         Err(Errno::ENOENT) => {} // vanished meanwhile
                         Err(Errno::ELOOP | Errno::ENOTDIR) if is_symlink(dir, &name) => {
                             self.report.skipped_symlinks += 1;
@@ -1153,10 +1158,12 @@ mod tests {
         assert_eq!(rep.removed.len(), 4);
         assert_eq!(rep.notes.len(), 2, "{:?}", rep.notes);
         assert_eq!(names(&logs), set(&["e.log", "f.log"]));
-        assert!(fs::symlink_metadata(logs.join("f.log"))
-            .unwrap()
-            .file_type()
-            .is_symlink());
+        assert!(
+            fs::symlink_metadata(logs.join("f.log"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(fs::read(&target).unwrap(), b"xxxxx");
     }
 

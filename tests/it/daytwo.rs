@@ -4,9 +4,19 @@
 use crate::real::*;
 
 fn group_job(name: &str, when_full: &str, limit: u32, secs: f64) -> String {
+    group_job_at(name, when_full, limit, secs, "{every: 1h}", "1m")
+}
+
+fn group_job_at(name: &str, when_full: &str, limit: u32, secs: f64, schedule: &str, timeout: &str) -> String {
     format!(
-        "apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, 'mkdir -p /run/fw-test; echo \"start $(date +%s.%N) {name}\" >> /run/fw-test/runs; sleep {secs}; echo \"end $(date +%s.%N) {name}\" >> /run/fw-test/runs']\n  timeout: 1m\nschedule: {{every: 1h}}\nconcurrency: {{group: inference, limit: {limit}, whenFull: {when_full}}}\n"
+        "apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, 'mkdir -p /run/fw-test; echo \"start $(date +%s.%N) {name}\" >> /run/fw-test/runs; sleep {secs}; echo \"end $(date +%s.%N) {name}\" >> /run/fw-test/runs']\n  timeout: {timeout}\nschedule: {schedule}\nconcurrency: {{group: inference, limit: {limit}, whenFull: {when_full}}}\n"
     )
+}
+
+/// A calendar schedule firing once, `secs` from now (UTC, to the second).
+fn in_seconds(secs: u64) -> String {
+    let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(secs)).to_string();
+    format!("{{calendar: \"{} {} UTC\", accuracy: 1s}}", &t[..10], &t[11..19])
 }
 
 /// The most runs that were ever in progress at the same time, from the start/end log.
@@ -30,10 +40,12 @@ fn max_overlap(log: &str) -> (usize, usize) {
     (max as usize, events.iter().filter(|e| e.1 == 1).count())
 }
 
-fn five(when_full: &str, limit: u32, secs: f64) -> Vec<(String, String)> {
+/// Five jobs of one group whose timers all fire at the same second, `at` seconds from now.
+fn five(when_full: &str, limit: u32, secs: f64, at: u64) -> Vec<(String, String)> {
     let mut files = vec![("fleet.yaml".to_string(), FLEET.to_string())];
+    let when = in_seconds(at);
     for n in ["a", "b", "c", "d", "e"] {
-        files.push((format!("{n}.yaml"), group_job(&format!("job-{n}"), when_full, limit, secs)));
+        files.push((format!("{n}.yaml"), group_job_at(&format!("job-{n}"), when_full, limit, secs, &when, "1m")));
     }
     files
 }
@@ -44,20 +56,20 @@ fn commit_all(repo: &Repo, files: &[(String, String)]) -> String {
 
 const JOBS: [&str; 5] = ["agent-job-a.service", "agent-job-b.service", "agent-job-c.service", "agent-job-d.service", "agent-job-e.service"];
 
-fn fire_all_and_wait(host: &Host) {
-    let mut args = vec!["start", "--no-block"];
-    args.extend(JOBS);
-    host.systemctl(&args);
-    host.wait("all runs to finish", 30, || JOBS.iter().all(|u| host.prop(u, "ActiveState") == "inactive" || host.prop(u, "ActiveState") == "failed"));
+/// Wait for the five timers to fire (each job has run) and every run to end.
+fn wait_for_the_timers(host: &Host) {
+    host.wait("the timers to fire and the runs to end", 40, || {
+        JOBS.iter().all(|u| host.prop(u, "ExecMainExitTimestampMonotonic") != "0" && matches!(host.prop(u, "ActiveState").as_str(), "inactive" | "failed"))
+    });
 }
 
 #[test]
 fn five_runs_of_a_group_with_limit_two_never_overlap_more_than_two() {
     let host = Host::boot();
     let repo = Repo::new();
-    commit_all(&repo, &five("skip", 2, 1.5));
+    commit_all(&repo, &five("skip", 2, 1.5, 8));
     assert_eq!(code(&host.apply(&repo)), 0);
-    fire_all_and_wait(&host);
+    wait_for_the_timers(&host);
     let log = std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).unwrap();
     let (max, runs) = max_overlap(&log);
     assert!(max <= 2, "at most 2 at once, saw {max}:\n{log}");
@@ -70,9 +82,10 @@ fn five_runs_of_a_group_with_limit_two_never_overlap_more_than_two() {
 
     // whenFull: wait — all five run, still never more than two at once.
     std::fs::remove_file(host.sb.host_path("/run/fw-test/runs")).unwrap();
-    commit_all(&repo, &five("wait", 2, 1.0));
+    let fired: Vec<String> = JOBS.iter().map(|u| host.prop(u, "ExecMainExitTimestampMonotonic")).collect();
+    commit_all(&repo, &five("wait", 2, 1.0, 8));
     assert_eq!(code(&host.apply(&repo)), 0);
-    fire_all_and_wait(&host);
+    host.wait("the second firing", 40, || JOBS.iter().zip(&fired).all(|(u, f)| host.prop(u, "ExecMainExitTimestampMonotonic") != *f && host.prop(u, "ActiveState") == "inactive"));
     let log = std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).unwrap();
     let (max, runs) = max_overlap(&log);
     assert_eq!(runs, 5, "{log}");
@@ -95,6 +108,26 @@ fn a_slot_is_released_when_its_run_is_killed() {
     host.wait("the hog to die", 10, || host.prop("agent-hog.service", "ActiveState") != "activating");
     host.systemctl(&["start", "agent-next.service"]);
     host.wait("next to run", 10, || std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).is_ok_and(|l| l.lines().any(|x| x.starts_with("end") && x.ends_with(" next"))));
+}
+
+#[test]
+fn a_run_that_waits_for_a_slot_gives_up_at_its_timeout() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let files = vec![
+        ("fleet.yaml".to_string(), FLEET.to_string()),
+        ("a.yaml".into(), group_job("hog", "skip", 1, 1000.0)),
+        ("b.yaml".into(), group_job_at("waiter", "wait", 1, 0.1, "{every: 1h}", "2s")),
+    ];
+    commit_all(&repo, &files);
+    assert_eq!(code(&host.apply(&repo)), 0);
+    host.systemctl(&["start", "--no-block", "agent-hog.service"]);
+    host.wait("the hog to hold the slot", 10, || std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).is_ok_and(|l| l.contains("start")));
+    let t0 = std::time::Instant::now();
+    host.systemctl(&["start", "agent-waiter.service"]);
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(1900), "it waited: {:?}", t0.elapsed());
+    assert_eq!(host.prop("agent-waiter.service", "ActiveState"), "failed", "{}", host.sb.journal("agent-waiter.service"));
+    assert!(!std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).unwrap().contains("waiter"), "it never ran");
 }
 
 #[test]
@@ -219,8 +252,16 @@ logs:
     let db = host.sb.host_path("/srv/fw-store/messages.db");
     host.wait("rows to be written", 10, || db.exists());
     std::thread::sleep(std::time::Duration::from_millis(500));
-    // Four backups while the writer keeps inserting; keep: last 3.
+    let q = |path: &str, sql: &str| -> String {
+        let o = host.sb.command("sqlite3").args(["-cmd", ".timeout 5000", path, sql]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    // Four backups while the writer keeps inserting (another process: each row its own
+    // committed transaction); keep: last 3.
+    let mut committed_before = 0;
     for _ in 0..4 {
+        // Every row committed before the backup starts must be in it.
+        committed_before = q("/srv/fw-store/messages.db", "SELECT count(*) FROM m;").parse::<u64>().unwrap();
         host.systemctl(&["start", "agent-store.backup.service"]);
         assert_eq!(host.prop("agent-store.backup.service", "Result"), "success", "{}", host.sb.journal("agent-store.backup.service"));
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -230,11 +271,8 @@ logs:
     let files = l[0][1].as_array().unwrap();
     assert_eq!(files.len(), 3, "keep last 3: {l}");
     let newest = files[0]["path"].as_str().unwrap().to_string();
-    // The backup is consistent: integrity ok, rows 1..=n with no gap.
-    let q = |path: &str, sql: &str| -> String {
-        let o = host.sb.command("sqlite3").args([path, sql]).output().unwrap();
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
+    // The backup is consistent: integrity ok, rows 1..=n with no gap, none committed before
+    // it started missing.
     assert_eq!(q(&newest, "PRAGMA integrity_check;"), "ok");
     let (n, max): (u64, u64) = {
         let r = q(&newest, "SELECT count(*) || ' ' || max(id) FROM m;");
@@ -242,6 +280,7 @@ logs:
         (it.next().unwrap(), it.next().unwrap())
     };
     assert!(n > 0 && n == max, "a consistent prefix: {n} rows, max id {max}");
+    assert!(committed_before > 0 && n >= committed_before, "{committed_before} rows were committed before the backup started, {n} are in it");
     assert_eq!(q("/srv/fw-store/messages.db", "PRAGMA journal_mode;"), "wal", "wal: true");
 
     // Restore: stops the writer, swaps the newest backup in, keeps the replaced file, starts it.
@@ -253,8 +292,12 @@ logs:
     assert_eq!(host.prop("agent-store.service", "ActiveState"), "active");
     let kept = std::fs::read_dir(host.sb.host_path("/srv/fw-store")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("replaced")).count();
     assert!(kept >= 1, "the replaced database is kept");
-    // The restored database starts from the backup's rows: row max+1 follows.
-    assert!(q("/srv/fw-store/messages.db", &format!("SELECT count(*) FROM m WHERE id <= {max};")).parse::<u64>().unwrap() == max);
+    // The live database is now the backup: the restarted writer (counting from 1 again)
+    // writes its first row right after the backup's last one. In the replaced database that
+    // id held a later row of the first run.
+    host.wait("the writer to write after the restore", 10, || q("/srv/fw-store/messages.db", "SELECT count(*) FROM m;").parse::<u64>().unwrap_or(0) > max);
+    assert_eq!(q("/srv/fw-store/messages.db", &format!("SELECT body FROM m WHERE id = {};", max + 1)), "row 1", "the restored rows are the backup's");
+    assert_eq!(q("/srv/fw-store/messages.db", &format!("SELECT count(*) FROM m WHERE id <= {max};")).parse::<u64>().unwrap(), max);
 
     // Log retention as a unit: keeps the newest two *.log files, runs as the agent.
     for i in 0..5 {
@@ -299,3 +342,63 @@ fn success_exit_codes_count_as_success() {
     assert_eq!(host.prop("agent-noop.service", "Result"), "exit-code");
 }
 
+
+#[test]
+fn log_retention_as_a_unit_keeps_what_it_should_and_never_follows_a_symlink() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let p = |rel: &str| host.sb.host_path(format!("/srv/{rel}"));
+    let now = std::time::SystemTime::now();
+    let age = |path: &std::path::Path, days: u64| {
+        let t = now - std::time::Duration::from_secs(days * 86_400);
+        let ts = nix::sys::time::TimeSpec::new(t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64, 0);
+        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, path, &ts, &ts, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+    };
+    let agent_owns = |path: &std::path::Path| std::os::unix::fs::lchown(path, Some(4242), Some(4242)).unwrap();
+    // Outside the declared directories: a file and a directory that symlinks point to.
+    std::fs::create_dir_all(p("outside/dir")).unwrap();
+    std::fs::write(p("outside/victim.log"), "keep me").unwrap();
+    std::fs::write(p("outside/dir/also.log"), "keep me").unwrap();
+    age(&p("outside/victim.log"), 30);
+    age(&p("outside/dir/also.log"), 30);
+    std::fs::create_dir_all(p("groups")).unwrap();
+    agent_owns(&p("groups"));
+    for g in ["g1", "g2"] {
+        std::fs::create_dir_all(p(&format!("groups/{g}/logs/sub.log"))).unwrap();
+        for d in [&p(&format!("groups/{g}")), &p(&format!("groups/{g}/logs")), &p(&format!("groups/{g}/logs/sub.log"))] {
+            agent_owns(d);
+        }
+        for days in [1, 2, 3, 4, 5, 10] {
+            let f = p(&format!("groups/{g}/logs/agent-{days:02}d.log"));
+            std::fs::write(&f, "x".repeat(100)).unwrap();
+            agent_owns(&f);
+            age(&f, days);
+        }
+        std::fs::write(p(&format!("groups/{g}/logs/notes.txt")), "not matched").unwrap();
+        age(&p(&format!("groups/{g}/logs/notes.txt")), 30);
+        // An old-looking link to a file outside: never followed, never removed.
+        std::os::unix::fs::symlink("/srv/outside/victim.log", p(&format!("groups/{g}/logs/old-link.log"))).unwrap();
+        age(&p(&format!("groups/{g}/logs/old-link.log")), 30);
+    }
+    // A whole group whose `logs` is a link to a directory outside: skipped.
+    std::fs::create_dir_all(p("groups/g3")).unwrap();
+    std::os::unix::fs::symlink("/srv/outside/dir", p("groups/g3/logs")).unwrap();
+    let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: groups\nrun: {command: [/bin/sleep, '100000'], user: agent}\nlogs:\n  - {path: /srv/groups/*/logs, match: \"*.log\", maxAge: 7d, maxFiles: 3}\n";
+    repo.commit(&[("fleet.yaml", FLEET), ("groups.yaml", agent)], "groups");
+    assert_eq!(code(&host.apply(&repo)), 0);
+    assert!(std::fs::read_to_string(host.unit_dir().join("agent-groups.logs.service")).unwrap().contains("User=agent"));
+    host.systemctl(&["start", "agent-groups.logs.service"]);
+    let journal = host.sb.journal("agent-groups.logs.service");
+    assert_eq!(host.prop("agent-groups.logs.service", "Result"), "success", "{journal}");
+    for g in ["g1", "g2"] {
+        let mut left: Vec<String> = std::fs::read_dir(p(&format!("groups/{g}/logs"))).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        left.sort();
+        // Older than 7 days: gone; of the rest, the newest 3 stay. The link, the directory
+        // and the unmatched file are left alone.
+        assert_eq!(left, ["agent-01d.log", "agent-02d.log", "agent-03d.log", "notes.txt", "old-link.log", "sub.log"], "{g}: {journal}");
+    }
+    assert_eq!(std::fs::read_to_string(p("outside/victim.log")).unwrap(), "keep me");
+    assert_eq!(std::fs::read_to_string(p("outside/dir/also.log")).unwrap(), "keep me");
+    // What it removed and freed is in the journal: 3 files of 100 bytes per group.
+    assert!(journal.contains("removed 6 files, 600 bytes freed"), "{journal}");
+}
