@@ -114,10 +114,22 @@ fn cache_dir(g: &Globals) -> PathBuf {
 
 /// Read and validate a commit; print why when it is not valid.
 fn load_commit(g: &Globals, src: &SourceArgs) -> Result<(CommitFiles, spec::Fleet), u8> {
-    let files = crate::source::read_location(&src.repo, &src.rev, Some(&src.branch), src.path.as_deref(), &cache_dir(g)).map_err(|e| {
-        eprintln!("error: {e}");
-        exit::ERROR
-    })?;
+    load_commit_with(g, src, false)
+}
+
+/// `load_commit`; with `missing_is_empty`, a commit without the fleet directory is an empty
+/// fleet (the base of the pull request that creates it).
+fn load_commit_with(g: &Globals, src: &SourceArgs, missing_is_empty: bool) -> Result<(CommitFiles, spec::Fleet), u8> {
+    let files = match crate::source::read_location(&src.repo, &src.rev, Some(&src.branch), src.path.as_deref(), &cache_dir(g)) {
+        Ok(f) => f,
+        Err(crate::source::FetchError::Source(crate::source::SourceError::NoSubdir { commit, .. })) if missing_is_empty => {
+            return Ok((CommitFiles { commit, summary: String::new(), files: vec![] }, spec::Fleet::default()));
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(exit::ERROR);
+        }
+    };
     match spec::load(&files.files) {
         Ok(fleet) => Ok((files, fleet)),
         Err(diags) => {
@@ -656,15 +668,15 @@ pub fn heartbeat(g: &Globals, agent: &str, file: &Path, max_age: &str, unit: &st
 }
 
 /// Read a commit and validate it; Err(exit code) after printing why.
-fn load_rev(g: &Globals, src: &SourceArgs, rev: &str) -> Result<(CommitFiles, spec::Fleet), u8> {
+fn load_rev(g: &Globals, src: &SourceArgs, rev: &str, missing_is_empty: bool) -> Result<(CommitFiles, spec::Fleet), u8> {
     let mut s = src.clone();
     s.rev = rev.to_string();
-    load_commit(g, &s)
+    load_commit_with(g, &s, missing_is_empty)
 }
 
 /// `plan --base --head`: review a change without a host.
 pub fn review(g: &Globals, src: &SourceArgs, base: &str, head: &str, format: &str) -> u8 {
-    let (Ok((bf, b)), Ok((hf, h))) = (load_rev(g, src, base), load_rev(g, src, head)) else { return exit::ERROR };
+    let (Ok((bf, b)), Ok((hf, h))) = (load_rev(g, src, base, true), load_rev(g, src, head, false)) else { return exit::ERROR };
     let cfg = g.host_config();
     let r = crate::review::review((&bf.commit, &b), (&hf.commit, &h), g.host.as_deref(), &cfg.render_ctx());
     match format {

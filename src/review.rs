@@ -76,9 +76,17 @@ fn verb(u: &UnitChange) -> String {
     parts.join(", ")
 }
 
-/// A pull-request comment.
+/// The first line of every plan comment: what a CI job looks for to update its own comment.
+pub const COMMENT_MARKER: &str = "<!-- fleetwright-plan -->";
+
+/// What a comment may hold: GitHub refuses a comment over 65 536 characters; this leaves room.
+pub const COMMENT_BUDGET: usize = 60_000;
+
+/// A pull-request comment, at most [`COMMENT_BUDGET`] characters: the unit diffs that do not
+/// fit are left out, and the comment says so.
 pub fn render_markdown(r: &Review) -> String {
     let mut o = String::new();
+    let _ = writeln!(o, "{COMMENT_MARKER}");
     let _ = writeln!(o, "### fleetwright plan: `{}` → `{}`\n", short(&r.base), short(&r.head));
     if !r.plan.has_changes() {
         let _ = writeln!(o, "No change to any agent.");
@@ -90,16 +98,34 @@ pub fn render_markdown(r: &Review) -> String {
     let _ = writeln!(o, "| changed | {} |", list(&r.changed));
     let _ = writeln!(o, "| removed (stopped, disabled, pruned) | {} |", list(&r.removed));
     let _ = writeln!(o, "| restarted or reloaded when applied | {} |\n", list(&r.restarts));
+    // Half the budget for the table, the rest for diffs.
+    let table_budget = COMMENT_BUDGET / 2;
     let _ = writeln!(o, "| unit | agent | what happens | why |\n|---|---|---|---|");
-    for u in r.plan.changes() {
-        let _ = writeln!(o, "| `{}` | `{}` | {} | {} |", u.unit, u.agent, verb(u), u.reasons.join("; ").replace('|', "\\|"));
+    let changes: Vec<&UnitChange> = r.plan.changes().collect();
+    for (i, u) in changes.iter().enumerate() {
+        let row = format!("| `{}` | `{}` | {} | {} |\n", u.unit, u.agent, verb(u), u.reasons.join("; ").replace('|', "\\|"));
+        if o.len() + row.len() > table_budget {
+            let _ = writeln!(o, "| … | | {} more units | |", changes.len() - i);
+            break;
+        }
+        o.push_str(&row);
     }
     for c in r.plan.config.iter().filter(|c| c.file != crate::plan::FileOp::Keep) {
         let _ = writeln!(o, "| `{}` | (fleet) | {:?} | journald limits |", c.path, c.file);
     }
     let _ = writeln!(o);
-    for u in r.plan.changes().filter(|u| u.diff.is_some()) {
-        let _ = writeln!(o, "<details><summary><code>{}</code></summary>\n\n```diff\n{}```\n</details>\n", u.unit, u.diff.as_deref().unwrap_or(""));
+    let with_diffs: Vec<&&UnitChange> = changes.iter().filter(|u| u.diff.is_some()).collect();
+    let mut left_out = 0;
+    for u in &with_diffs {
+        let block = format!("<details><summary><code>{}</code></summary>\n\n```diff\n{}```\n</details>\n\n", u.unit, u.diff.as_deref().unwrap_or(""));
+        if left_out > 0 || o.len() + block.len() > COMMENT_BUDGET - 400 {
+            left_out += 1;
+            continue;
+        }
+        o.push_str(&block);
+    }
+    if left_out > 0 {
+        let _ = writeln!(o, "*{left_out} more unit diffs do not fit in a comment; `fleetwright plan --base {} --head {}` shows them all.*", short(&r.base), short(&r.head));
     }
     o
 }

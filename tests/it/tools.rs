@@ -177,3 +177,42 @@ fn the_flake_parses_and_its_module_uses_real_daemon_flags() {
         assert!(help.contains(f), "flake.nix passes {f}, which `fleetwright daemon` does not take");
     }
 }
+
+/// `plan --base --head` as a fleet repository's CI runs it: on real commits, without a host.
+#[test]
+fn pull_request_plans_from_the_command_line() {
+    use crate::real::{code, stdout, Repo};
+    let repo = Repo::new();
+    let fw = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright")).args(args).output().unwrap();
+    let path = repo.path().to_str().unwrap().to_string();
+    // The first commit has no fleet directory yet: the PR that creates it plans against nothing.
+    let c0 = repo.commit(&[("README.md", "ops")], "empty");
+    let agent = |name: &str, desc: &str| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\ndescription: {desc}\nrun: {{command: [/bin/true], user: agent}}\nschedule: {{calendar: daily}}\n");
+    let c1 = repo.commit(&[("README.md", "ops"), ("fleet/a.yaml", &agent("a", "one")), ("fleet/b.yaml", &agent("b", "one"))], "fleet");
+    let o = fw(&["plan", "--repo", &path, "--path", "fleet", "--base", &c0, "--head", &c1, "--format", "markdown"]);
+    assert_eq!(code(&o), 1, "changes: {}", String::from_utf8_lossy(&o.stderr));
+    let md = stdout(&o);
+    assert!(md.starts_with(fleetwright::review::COMMENT_MARKER), "{md}");
+    assert!(md.contains("| added | `a`, `b` |"), "{md}");
+    // Nothing changes: exit 0.
+    let o = fw(&["plan", "--repo", &path, "--path", "fleet", "--base", &c1, "--head", &c1]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    // A removal and a change, as JSON.
+    let c2 = repo.commit(&[("fleet/a.yaml", &agent("a", "two"))], "drop b");
+    let o = fw(&["plan", "--repo", &path, "--path", "fleet", "--base", &c1, "--head", &c2, "--format", "json"]);
+    assert_eq!(code(&o), 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["removed"], serde_json::json!(["b"]));
+    assert_eq!(v["changed"], serde_json::json!(["a"]));
+    // An error: exit 2.
+    let o = fw(&["plan", "--repo", &path, "--base", &c1, "--head", "no-such-rev"]);
+    assert_eq!(code(&o), 2);
+    // A change too big for one comment: the diffs that do not fit are left out, and it says so.
+    let mut many: Vec<(String, String)> = (0..400).map(|i| (format!("fleet/a{i:03}.yaml"), agent(&format!("a{i:03}"), &"long description ".repeat(8)))).collect();
+    many.push(("fleet/a.yaml".into(), agent("a", "two")));
+    let c3 = repo.commit(&many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>(), "many");
+    let o = fw(&["plan", "--repo", &path, "--path", "fleet", "--base", &c2, "--head", &c3, "--format", "markdown"]);
+    let md = stdout(&o);
+    assert!(md.len() <= fleetwright::review::COMMENT_BUDGET, "{} characters", md.len());
+    assert!(md.contains("more unit diffs do not fit in a comment"), "{}", &md[md.len().saturating_sub(500)..]);
+}
