@@ -144,9 +144,17 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
 }
 
+/// What a fleet asks for that this scope cannot do, said once on stderr.
+fn scope_notes(cfg: &crate::host::HostConfig, fleet: &spec::Fleet) {
+    if cfg.scope == crate::render::Scope::User && fleet.journal.is_some() {
+        eprintln!("note: the Fleet's journal limits are for the system's journald; with --user they are not written");
+    }
+}
+
 pub fn plan(g: &Globals, src: &SourceArgs, json: bool, diffs: bool, allow_empty: bool) -> u8 {
     let cfg = g.host_config();
     let Ok((files, fleet)) = load_commit(g, src) else { return exit::ERROR };
+    scope_notes(&cfg, &fleet);
     runtime().block_on(async {
         let state = StateDir::new(&cfg.state_dir);
         let result = async {
@@ -186,6 +194,7 @@ pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool, wait:
         Ok(x) => x,
         Err(code) => return if code == exit::ERROR { exit::ERROR } else { exit::CHANGES_OR_INVALID },
     };
+    scope_notes(&cfg, &fleet);
     runtime().block_on(async {
         let state = StateDir::new(&cfg.state_dir);
         let result = async {
@@ -588,8 +597,8 @@ pub fn sync(g: &Globals) -> u8 {
     }
 }
 
-pub fn slot_prepare(group: &str, limit: u32) -> u8 {
-    match crate::ops::slot::prepare(group, limit) {
+pub fn slot_prepare(dir: &Path, group: &str, limit: u32) -> u8 {
+    match crate::ops::slot::prepare(dir, group, limit) {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("error: preparing the slots of {group}: {e}");
@@ -599,7 +608,7 @@ pub fn slot_prepare(group: &str, limit: u32) -> u8 {
 }
 
 /// Take a slot of `group`, then become `command` (exec), holding the slot until it exits.
-pub fn slot(group: &str, limit: u32, when_full: &str, timeout: Option<&str>, command: &[String]) -> u8 {
+pub fn slot(dir: &Path, group: &str, limit: u32, when_full: &str, timeout: Option<&str>, command: &[String]) -> u8 {
     use std::os::unix::process::CommandExt;
     let wait = match when_full {
         "skip" => false,
@@ -616,7 +625,7 @@ pub fn slot(group: &str, limit: u32, when_full: &str, timeout: Option<&str>, com
             return exit::ERROR;
         }
     };
-    match crate::ops::slot::acquire(group, limit, wait, timeout) {
+    match crate::ops::slot::acquire(dir, group, limit, wait, timeout) {
         Err(e) => {
             eprintln!("error: taking a slot of {group}: {e} (is `fleetwright slot-prepare` run before?)");
             exit::ERROR

@@ -103,6 +103,9 @@ enum Command {
     Sync,
     /// Run a command in a concurrency slot of GROUP (used by rendered units): at most LIMIT at once
     Slot {
+        /// Where the groups' lock files are
+        #[arg(long, default_value = fleetwright::render::SLOT_DIR)]
+        dir: PathBuf,
         #[arg(long)]
         group: String,
         #[arg(long)]
@@ -117,6 +120,8 @@ enum Command {
     },
     /// Create GROUP's slot lock files (run privileged before `slot`)
     SlotPrepare {
+        #[arg(long, default_value = fleetwright::render::SLOT_DIR)]
+        dir: PathBuf,
         #[arg(long)]
         group: String,
         #[arg(long)]
@@ -264,8 +269,8 @@ fn main() -> ExitCode {
         Command::Rollback { to } => cli::rollback(&globals, to.as_deref()),
         Command::Resume => cli::resume(&globals),
         Command::Sync => cli::sync(&globals),
-        Command::Slot { group, limit, when_full, timeout, command } => cli::slot(&group, limit, &when_full, timeout.as_deref(), &command),
-        Command::SlotPrepare { group, limit } => cli::slot_prepare(&group, limit),
+        Command::Slot { dir, group, limit, when_full, timeout, command } => cli::slot(&dir, &group, limit, &when_full, timeout.as_deref(), &command),
+        Command::SlotPrepare { dir, group, limit } => cli::slot_prepare(&dir, &group, limit),
         Command::Heartbeat { agent, file, max_age, unit } => cli::heartbeat(&globals, &agent, &file, &max_age, &unit),
         Command::Mkdir { mode, path } => cli::mkdir(&path, &mode),
         Command::Signal { signal, pid } => cli::signal(&signal, pid),

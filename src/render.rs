@@ -74,6 +74,15 @@ pub struct RenderedUnit {
 /// Where concurrency slots live (lock files, one per slot, per group).
 pub const SLOT_DIR: &str = "/run/fleetwright/slots";
 
+/// Where the concurrency slots of `scope` are: a user manager's under its runtime directory
+/// (`%t` is $XDG_RUNTIME_DIR in a user unit, systemd.unit(5)).
+pub fn slot_dir(scope: Scope) -> &'static str {
+    match scope {
+        Scope::System => SLOT_DIR,
+        Scope::User => "%t/fleetwright/slots",
+    }
+}
+
 pub fn unit_base(fleet: &Fleet, agent: &str) -> String {
     format!("{}{}", fleet.unit_prefix, agent)
 }
@@ -149,8 +158,9 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
         // ends, however it ends (SIGKILL included). The lock files are made with privileges
         // (`+`) so that any agent user can take them read-only.
         let when = if c.when_full == WhenFull::Wait { "wait" } else { "skip" };
-        svc.set("ExecStartPre", format!("+{} slot-prepare --group {} --limit {}", quote(&ctx.exe, true), c.group, c.limit));
-        let mut wrap = vec![quote(&ctx.exe, true), "slot".into(), "--group".into(), c.group.clone(), "--limit".into(), c.limit.to_string(), "--when-full".into(), when.into()];
+        let dir = slot_dir(ctx.scope);
+        svc.set("ExecStartPre", format!("+{} slot-prepare --dir {dir} --group {} --limit {}", quote(&ctx.exe, true), c.group, c.limit));
+        let mut wrap = vec![quote(&ctx.exe, true), "slot".into(), "--dir".into(), dir.into(), "--group".into(), c.group.clone(), "--limit".into(), c.limit.to_string(), "--when-full".into(), when.into()];
         if let Some(t) = agent.run.timeout {
             wrap.extend(["--timeout".into(), quote(&t.to_string(), true)]);
         }
@@ -196,16 +206,18 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
     // The agent's own paths stay writable under ProtectSystem=strict; `-` tolerates a path that
     // does not exist yet (systemd.exec(5), ReadWritePaths=).
     if h.protect_system.is_some() {
-        let slots = agent.concurrency.as_ref().map(|_| SLOT_DIR.to_string());
         let own = agent.logs.iter().map(|l| l.path.split("/*").next().unwrap_or(&l.path).to_string())
             .chain(agent.backups.iter().map(|b| parent(&b.sqlite)))
-            .chain(agent.health.iter().filter_map(|h| h.heartbeat.as_ref()).map(|hb| parent(&hb.file)))
-            .chain(slots);
+            .chain(agent.health.iter().filter_map(|h| h.heartbeat.as_ref()).map(|hb| parent(&hb.file)));
         for p in own {
             let q = format!("-{}", quote(&p, false));
             if !h.read_write_paths.contains(&p) && !rw.contains(&q) {
                 rw.push(q);
             }
+        }
+        // Written as is: for a user manager it holds the %t specifier.
+        if agent.concurrency.is_some() {
+            rw.push(format!("-{}", slot_dir(ctx.scope)));
         }
     }
     if !rw.is_empty() {

@@ -176,10 +176,11 @@ impl StateDir {
         Ok(())
     }
 
+    /// Remove a pruned agent's deploy marker and its heartbeat record.
     pub fn remove_marker(&self, agent: &str) -> Result<(), StateError> {
-        for ext in ["json", "env"] {
-            let p = self.markers_dir().join(format!("{agent}.{ext}"));
-            remove_durable(&p).map_err(self.io(&p))?;
+        let files = ["json", "env"].map(|ext| self.markers_dir().join(format!("{agent}.{ext}")));
+        for p in files.iter().chain([&self.root.join("health").join(format!("{agent}.json"))]) {
+            remove_durable(p).map_err(self.io(p))?;
         }
         Ok(())
     }

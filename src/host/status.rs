@@ -53,9 +53,13 @@ pub struct AgentStatus {
     pub problems: Vec<String>,
 }
 
-/// What the heartbeat check last did for `agent`, if it ever restarted it.
+/// What the heartbeat check last did for `agent`, if it restarted it and the heartbeat has
+/// not been fresh since.
 fn heartbeat_state(state_dir: &std::path::Path, agent: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(state_dir.join("health").join(format!("{agent}.json"))).ok()?).ok()?;
+    if v["recoveredAt"].is_string() {
+        return None;
+    }
     Some(format!("heartbeat went stale; restarted {} time(s), last at {}", v["restarts"], v["lastRestart"].as_str().unwrap_or("?")))
 }
 

@@ -34,6 +34,9 @@ pub async fn check(agent: &str, file: &Path, max_age: Duration, unit: &str, stat
     let up_for = now.duration_since(UNIX_EPOCH + Duration::from_micros(entered)).unwrap_or_default();
     let file_age = age(file, now);
     let stale = file_age.is_none_or(|a| a > max_age);
+    if !stale {
+        mark_recovered(state_dir, agent)?;
+    }
     if !stale || up_for <= max_age {
         let a = file_age.map(|a| format!("{:.1}s old", a.as_secs_f64())).unwrap_or_else(|| "missing".into());
         return Ok(Verdict::Fine(format!("{} is {a}; {unit} up {:.0}s", file.display(), up_for.as_secs_f64())));
@@ -54,10 +57,25 @@ pub async fn check(agent: &str, file: &Path, max_age: Duration, unit: &str, stat
         "lastRestart": crate::host::now_rfc3339(),
         "reason": why,
         "restartResult": results.first().map(|r| r.result.clone()),
+        "recoveredAt": null,
     });
     crate::host::state::write_atomic(&path, serde_json::to_vec_pretty(&record)?.as_slice(), 0o644)?;
     if !ok {
         return Err(format!("heartbeat stale ({why}) and the restart of {unit} failed: {results:?}").into());
     }
     Ok(Verdict::Restarted(format!("heartbeat stale: {why}; restarted {unit}")))
+}
+
+/// A fresh heartbeat after a restart: the record says when the agent recovered, so that
+/// `status` stops reporting the old stale heartbeat as a problem.
+fn mark_recovered(state_dir: &Path, agent: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let path = state_dir.join("health").join(format!("{agent}.json"));
+    let Ok(bytes) = std::fs::read(&path) else { return Ok(()) };
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes)?;
+    if v.get("recoveredAt").is_some_and(|r| !r.is_null()) {
+        return Ok(());
+    }
+    v["recoveredAt"] = serde_json::Value::String(crate::host::now_rfc3339());
+    crate::host::state::write_atomic(&path, serde_json::to_vec_pretty(&v)?.as_slice(), 0o644)?;
+    Ok(())
 }

@@ -6,21 +6,21 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::render::SLOT_DIR;
-
-fn group_dir(group: &str) -> std::io::Result<PathBuf> {
+/// The group's lock files are `DIR/<group>/<n>.lock` (`render::SLOT_DIR` for the system
+/// manager, `$XDG_RUNTIME_DIR/fleetwright/slots` for a user's).
+fn group_dir(dir: &Path, group: &str) -> std::io::Result<PathBuf> {
     crate::spec::values::check_agent_name(group).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    Ok(PathBuf::from(SLOT_DIR).join(group))
+    Ok(dir.join(group))
 }
 
 /// Make the group's lock files (as root, before the run): readable by every agent user.
-pub fn prepare(group: &str, limit: u32) -> std::io::Result<()> {
-    let dir = group_dir(group)?;
+pub fn prepare(dir: &Path, group: &str, limit: u32) -> std::io::Result<()> {
+    let dir = group_dir(dir, group)?;
     std::fs::create_dir_all(&dir)?;
     for i in 0..limit {
         OpenOptions::new().create(true).truncate(false).write(true).mode(0o644).open(dir.join(format!("{i}.lock")))?;
@@ -29,8 +29,8 @@ pub fn prepare(group: &str, limit: u32) -> std::io::Result<()> {
 }
 
 /// Try every slot once; the held lock on success.
-fn try_once(group: &str, limit: u32) -> std::io::Result<Option<Flock<File>>> {
-    let dir = group_dir(group)?;
+fn try_once(dir: &Path, group: &str, limit: u32) -> std::io::Result<Option<Flock<File>>> {
+    let dir = group_dir(dir, group)?;
     for i in 0..limit {
         let f = match File::open(dir.join(format!("{i}.lock"))) {
             Ok(f) => f,
@@ -47,10 +47,10 @@ fn try_once(group: &str, limit: u32) -> std::io::Result<Option<Flock<File>>> {
 }
 
 /// Take a slot: at once (`wait` false), or waiting up to `timeout` (forever when None).
-pub fn acquire(group: &str, limit: u32, wait: bool, timeout: Option<Duration>) -> std::io::Result<Option<Flock<File>>> {
+pub fn acquire(dir: &Path, group: &str, limit: u32, wait: bool, timeout: Option<Duration>) -> std::io::Result<Option<Flock<File>>> {
     let until = timeout.map(|t| Instant::now() + t);
     loop {
-        if let Some(l) = try_once(group, limit)? {
+        if let Some(l) = try_once(dir, group, limit)? {
             return Ok(Some(l));
         }
         if !wait || until.is_some_and(|u| Instant::now() >= u) {

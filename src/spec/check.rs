@@ -592,6 +592,23 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
     let logs = check_logs(cx, a.logs.as_deref().unwrap_or_default());
     let backups = check_backups(cx, a.backups.as_deref().unwrap_or_default());
     let health = a.health.as_ref().map(|h| check_health(cx, h));
+    // What means nothing for the kind of agent this is, said rather than ignored.
+    match &mode {
+        Some(Mode::Scheduled(_)) => {
+            if let Some(h) = &a.health {
+                if h.heartbeat.is_some() {
+                    cx.err("health.heartbeat", "health.heartbeat: applies to long-running agents only; a scheduled job's runs end by themselves (bound one with run.timeout)");
+                }
+                if h.check.is_some() {
+                    cx.err("health.check", "health.check: applies to long-running agents only (it runs before a changed service is restarted); a scheduled job is never restarted by a deploy");
+                }
+            }
+        }
+        Some(Mode::Service(_)) if a.concurrency.is_some() => {
+            cx.err("concurrency", "concurrency: applies to scheduled agents only; a long-running service would hold its slot for as long as it runs, or exit at once when the group is full");
+        }
+        _ => {}
+    }
     // With privateTmp the agent's /tmp is its own: the helper units cannot see files there.
     if hardening.private_tmp == Some(true) {
         let mut seen: Vec<(String, &str)> = Vec::new();

@@ -234,3 +234,24 @@ fn empty_sections_byte_order_marks_numeric_users_and_systemd_booleans() {
     let h = &load(&files(&[("a.yaml", a)])).unwrap().agents[0].hardening;
     assert_eq!((h.protect_system.as_deref(), h.protect_home.as_deref()), (Some("true"), Some("false")));
 }
+
+#[test]
+fn settings_that_would_do_nothing_are_refused_where_they_are_written() {
+    let job = "apiVersion: fleetwright/v1\nkind: Agent\nname: j\nrun: {command: [/bin/true], user: a}\nschedule: {calendar: daily}\nhealth: {heartbeat: {file: /srv/j/hb, maxAge: 30s}, check: [/bin/true]}\n";
+    let svc = "apiVersion: fleetwright/v1\nkind: Agent\nname: s\nrun: {command: [/bin/true], user: a}\nconcurrency: {group: g, limit: 1}\n";
+    let tmp = "apiVersion: fleetwright/v1\nkind: Agent\nname: t\nrun: {command: [/bin/true], user: a}\nhardening: {privateTmp: true}\nlogs: [{path: /tmp/t/logs, maxAge: 1d}]\nbackups: [{sqlite: /var/tmp/t.db, to: /srv/bk}]\nhealth: {heartbeat: {file: /tmp/t/hb, maxAge: 30s}}\n";
+    let e = errors(&[("j.yaml", job), ("s.yaml", svc), ("t.yaml", tmp)]);
+    for want in [
+        "j.yaml:6:21: health.heartbeat: applies to long-running agents only",
+        "j.yaml:6:60: health.check: applies to long-running agents only",
+        "s.yaml:5:14: concurrency: applies to scheduled agents only",
+        "t.yaml:6:15: path: \"/tmp/t/logs\" is in the agent's private /tmp",
+        "t.yaml:7:20: sqlite: \"/var/tmp/t.db\" is in the agent's private /tmp",
+        "t.yaml:8:28: file: \"/tmp/t/hb\" is in the agent's private /tmp",
+    ] {
+        assert!(e.contains(want), "{want}\n{e}");
+    }
+    // Without privateTmp, /tmp is the real one, for the helpers too.
+    let ok = tmp.replace("hardening: {privateTmp: true}\n", "");
+    assert!(load(&files(&[("t.yaml", &ok)])).is_ok());
+}

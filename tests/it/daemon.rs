@@ -391,19 +391,20 @@ impl Host {
 fn an_old_failure_elsewhere_does_not_fail_a_new_commit_and_an_invalid_commit_is_held() {
     let host = Host::boot();
     let repo = Repo::new();
-    // `flaky` runs while /srv/ok exists; without it, it fails for good (no restart).
-    let flaky = "apiVersion: fleetwright/v1\nkind: Agent\nname: flaky\nrun:\n  command: [/bin/sh, -c, 'test -e /srv/ok && exec sleep 100000']\nservice: {restart: \"no\"}\n".to_string();
+    // `flaky` runs while its program exists; without it, every start fails (203/EXEC).
+    let flaky = "apiVersion: fleetwright/v1\nkind: Agent\nname: flaky\nrun:\n  command: [/srv/flaky-prog]\nservice: {restart: \"no\"}\n".to_string();
     let files = |desc: &str| {
         let mut f = fleet(desc);
         f.push(("flaky.yaml", flaky.clone()));
         f
     };
-    std::fs::write(host.sb.host_path("/srv/ok"), "").unwrap();
+    std::fs::write(host.sb.host_path("/srv/flaky-prog"), "#!/bin/sh\nexec sleep 100000\n").unwrap();
+    std::fs::set_permissions(host.sb.host_path("/srv/flaky-prog"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let c1 = commit(&repo, &files(""), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "1s", "--resync", "1h"], &[]);
     host.wait("the first commit to pass its gate", 15, || host.history()["lastGood"] == c1.as_str());
     // By hand, outside any deploy: flaky breaks.
-    std::fs::remove_file(host.sb.host_path("/srv/ok")).unwrap();
+    std::fs::remove_file(host.sb.host_path("/srv/flaky-prog")).unwrap();
     host.systemctl(&["restart", "agent-flaky.service"]);
     host.wait("flaky to fail", 10, || host.prop("agent-flaky.service", "ActiveState") == "failed");
     // A commit that changes only web: its gate passes; flaky's repair failure is reported,
@@ -420,7 +421,7 @@ fn an_old_failure_elsewhere_does_not_fail_a_new_commit_and_an_invalid_commit_is_
     broken[1].1.push_str("resources: {memoryMax: lots}\n");
     let c3 = commit(&repo, &broken, "broken");
     host.wait("the invalid commit to be held", 10, || host.reconciles().iter().any(|r| r["head"] == c3.as_str() && r["result"] == "invalid"));
-    let row = host.reconciles().into_iter().find(|r| r["head"] == c3.as_str()).unwrap();
+    let row = host.reconciles().into_iter().find(|r| r["head"] == c3.as_str() && r["result"] == "invalid").unwrap();
     assert!(row["error"].as_str().unwrap().contains("memoryMax: invalid size \"lots\""), "{row}");
     assert_eq!(row["applied"], c2.as_str(), "the last good commit is re-applied: {row}");
     assert_eq!(host.marker_commit("web").as_deref(), Some(c2.as_str()));

@@ -402,3 +402,24 @@ fn log_retention_as_a_unit_keeps_what_it_should_and_never_follows_a_symlink() {
     // What it removed and freed is in the journal: 3 files of 100 bytes per group.
     assert!(journal.contains("removed 6 files, 600 bytes freed"), "{journal}");
 }
+
+#[test]
+fn concurrency_slots_work_for_a_user_manager() {
+    let host = Host::boot_with(true);
+    let repo = Repo::new();
+    let files = vec![
+        ("a.yaml".to_string(), group_job("hog", "skip", 1, 1000.0).replace("run:\n", "run:\n  user: me\n")),
+        ("b.yaml".into(), group_job("next", "skip", 1, 0.1).replace("run:\n", "run:\n  user: me\n")),
+    ];
+    commit_all(&repo, &files);
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    host.systemctl(&["start", "--no-block", "agent-hog.service"]);
+    host.wait("the hog to hold the slot", 10, || std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).is_ok_and(|l| l.contains("start")));
+    host.systemctl(&["start", "agent-next.service"]);
+    assert_eq!(host.prop("agent-next.service", "Result"), "success");
+    assert!(!std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).unwrap().contains("next"), "the group was full: skipped");
+    // The slots live in the user's runtime directory.
+    let slots = host.sb.host_path(format!("{}/fleetwright/slots/inference/0.lock", fleetwright::host::sandbox::USER_RUNTIME_DIR));
+    assert!(slots.exists(), "{}", slots.display());
+}

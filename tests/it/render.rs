@@ -36,7 +36,6 @@ resources: {memoryMax: 2G, memorySwapMax: 0, cpuQuota: 80%, tasksMax: 256, nofil
 hardening: {readWritePaths: [/srv/outreach/data]}
 backups: [{sqlite: /srv/outreach/store/messages.db, to: /var/backups/outreach}]
 logs: [{path: /srv/outreach/logs, maxAge: 14d}]
-health: {heartbeat: {file: /srv/outreach/run/health, maxAge: 30s}}
 after: [db]
 ---
 apiVersion: fleetwright/v1
@@ -44,6 +43,7 @@ kind: Agent
 name: db
 run: {command: [/usr/bin/db-server]}
 service: {restart: always, restartSec: 10s, watchdog: 60s, onChange: reload}
+health: {heartbeat: {file: /srv/db/run/health, maxAge: 30s}}
 ---
 apiVersion: fleetwright/v1
 kind: Agent
