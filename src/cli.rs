@@ -120,7 +120,10 @@ fn load_commit(g: &Globals, src: &SourceArgs) -> Result<(CommitFiles, spec::Flee
 /// `load_commit`; with `missing_is_empty`, a commit without the fleet directory is an empty
 /// fleet (the base of the pull request that creates it).
 fn load_commit_with(g: &Globals, src: &SourceArgs, missing_is_empty: bool) -> Result<(CommitFiles, spec::Fleet), u8> {
-    let files = match crate::source::read_location(&src.repo, &src.rev, Some(&src.branch), src.path.as_deref(), &cache_dir(g)) {
+    let t = std::time::Instant::now();
+    let read = crate::source::read_location(&src.repo, &src.rev, Some(&src.branch), src.path.as_deref(), &cache_dir(g));
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "commit read");
+    let files = match read {
         Ok(f) => f,
         Err(crate::source::FetchError::Source(crate::source::SourceError::NoSubdir { commit, .. })) if missing_is_empty => {
             return Ok((CommitFiles { commit, summary: String::new(), files: vec![] }, spec::Fleet::default()));
@@ -190,10 +193,12 @@ pub fn plan(g: &Globals, src: &SourceArgs, json: bool, diffs: bool, allow_empty:
 
 pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool, wait: std::time::Duration) -> u8 {
     let cfg = g.host_config();
+    let t = std::time::Instant::now();
     let (files, fleet) = match load_commit(g, src) {
         Ok(x) => x,
         Err(code) => return if code == exit::ERROR { exit::ERROR } else { exit::CHANGES_OR_INVALID },
     };
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, files = files.files.len(), "apply: commit read and validated");
     scope_notes(&cfg, &fleet);
     runtime().block_on(async {
         let state = StateDir::new(&cfg.state_dir);

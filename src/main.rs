@@ -245,7 +245,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    fleetwright::source::init_network_timeouts();
     // A command whose output is piped into `head` ends quietly when the pipe closes, like any
     // Unix tool (Rust ignores SIGPIPE, and println! would panic). Not the daemon: a client
     // closing its connection must not kill it.

@@ -126,14 +126,18 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, SourceError> {
 pub const CONNECT_TIMEOUT_MS: i32 = 30_000;
 pub const READ_TIMEOUT_MS: i32 = 60_000;
 
-/// Set libgit2's network timeouts. Call before any other thread starts (libgit2 keeps them
-/// in globals without a lock).
-pub fn init_network_timeouts() {
-    // SAFETY: called from `main` before the tokio runtime or any other thread exists.
-    unsafe {
-        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(CONNECT_TIMEOUT_MS);
-        let _ = git2::opts::set_server_timeout_in_milliseconds(READ_TIMEOUT_MS);
-    }
+/// Set libgit2's network timeouts, once, before the first fetch.
+fn init_network_timeouts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: libgit2 keeps these in plain globals, read by its network code. They are
+        // set before the first fetch and never again, and fleetwright fetches from one
+        // thread at a time: nothing reads them while they are written.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(CONNECT_TIMEOUT_MS);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(READ_TIMEOUT_MS);
+        }
+    });
 }
 
 /// A followed branch: a local repository (watched in place) or a remote URL (file://, https,
@@ -196,6 +200,7 @@ impl GitSource {
         if !self.remote {
             return Ok(());
         }
+        init_network_timeouts();
         let git = |source| FetchError::Git { location: self.location.clone(), source };
         let mut cb = git2::RemoteCallbacks::new();
         let mut tried_agent = false;

@@ -315,12 +315,17 @@ impl Daemon {
             return Ok(None);
         }
         let tx = self.tx.clone();
+        let git_dir = self.source.git_dir();
         let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             if let Ok(ev) = ev {
-                // Ref updates: refs/…, packed-refs, HEAD (and their .lock renames).
+                // Ref updates: refs/…, packed-refs, HEAD. Not git's `<ref>.lock` files: a ref is
+                // written to one and then renamed over the ref, and only the rename moves it
+                // (a reconcile woken by the lock would read the old head).
+                // Nor the reflogs under logs/, written beside the ref.
                 let relevant = ev.paths.iter().any(|p| {
-                    let s = p.to_string_lossy();
-                    s.contains("/refs/") || s.ends_with("packed-refs") || s.ends_with("/HEAD")
+                    let Ok(rel) = p.strip_prefix(&git_dir) else { return false };
+                    let s = rel.to_string_lossy();
+                    !s.ends_with(".lock") && (s.starts_with("refs/") || s == "packed-refs" || s == "HEAD")
                 });
                 if relevant && !matches!(ev.kind, notify::EventKind::Access(_)) {
                     let _ = tx.send(Trigger::Watch);

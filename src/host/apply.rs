@@ -60,11 +60,20 @@ fn read_unit_file(path: &Path) -> Result<Option<String>, ApplyError> {
 pub async fn observe(sd: &Systemd, cfg: &HostConfig, desired: &Desired, inventory: Inventory) -> Result<Observed, ApplyError> {
     let mut names: Vec<&str> = desired.units.keys().map(String::as_str).collect();
     names.extend(inventory.files.keys().map(String::as_str).filter(|n| !desired.units.contains_key(*n)));
+    let t = std::time::Instant::now();
     let mut files = BTreeMap::new();
     for n in &names {
         files.insert(n.to_string(), read_unit_file(&cfg.unit_dir.join(n))?);
     }
+    tracing::debug!(units = names.len(), ms = t.elapsed().as_millis() as u64, "observe: unit files read");
+    let t = std::time::Instant::now();
     let mut units = sd.statuses(&names).await?;
+    for (name, content) in &files {
+        if let Some(u) = units.get_mut(name) {
+            u.unit_file_state = cfg.enablement(name, content.as_deref()).to_string();
+        }
+    }
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "observe: unit states read");
     let resume: Vec<&str> = inventory.pending_restarts.keys().map(String::as_str).collect();
     for (name, id) in sd.invocation_ids(&resume).await? {
         if let Some(u) = units.get_mut(&name) {
@@ -206,17 +215,21 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         };
     }
     let mut agents = BTreeMap::new();
+    let enabled_of: BTreeMap<&str, bool> = desired.units.values().map(|u| (u.agent.as_str(), u.enabled)).collect();
     for (name, deploy) in &desired.agents {
         if let (true, Some(old)) = (vetoed_agents.contains(name.as_str()), prior.agents.get(name)) {
             // Its change did not go through: it still runs the commit it ran.
             agents.insert(name.clone(), old.clone());
             continue;
         }
-        let enabled = desired.units.values().find(|u| &u.agent == name).is_some_and(|u| u.enabled);
+        let enabled = enabled_of.get(name.as_str()).copied().unwrap_or(false);
         let changed_at = prior.agents.get(name).filter(|r| r.changed_commit == deploy.changed_commit && r.spec_hash == deploy.spec_hash).map(|r| r.changed_at.clone()).unwrap_or_else(|| now.clone());
         let applied_at = prior.agents.get(name).filter(|r| r.applied_commit == desired.commit).map(|r| r.applied_at.clone()).unwrap_or_else(|| now.clone());
         let rec = AgentRecord { spec_hash: deploy.spec_hash.clone(), changed_commit: deploy.changed_commit.clone(), changed_at, applied_commit: desired.commit.clone(), applied_at, enabled, backups: deploy.backups.clone() };
-        state.write_marker(name, &rec)?;
+        // The same record as the inventory's: its marker files say that already.
+        if prior.agents.get(name) != Some(&rec) {
+            state.write_marker(name, &rec)?;
+        }
         agents.insert(name.clone(), rec);
     }
     for gone in prior.agents.keys().filter(|n| !agents.contains_key(*n)) {
@@ -286,8 +299,10 @@ pub struct Deployment {
 }
 
 pub async fn deploy(sd: &Systemd, cfg: &HostConfig, state: &StateDir, commit: &str, fleet: &crate::spec::Fleet, opts: crate::plan::PlanOptions) -> Result<Deployment, ApplyError> {
+    let t = std::time::Instant::now();
     let _lock = state.lock()?;
     let inv = state.load_inventory()?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: lock and inventory");
     // What a killed apply left half-written (never under a real name): temp files.
     let mut dirs = vec![cfg.unit_dir.clone(), state.root.clone(), state.markers_dir()];
     dirs.extend(inv.config.keys().filter_map(|p| Path::new(p).parent().map(Path::to_path_buf)));
@@ -296,10 +311,18 @@ pub async fn deploy(sd: &Systemd, cfg: &HostConfig, state: &StateDir, commit: &s
             tracing::info!(file = %gone.display(), "removed the temp file of an interrupted write");
         }
     }
+    let t = std::time::Instant::now();
     let want = crate::desired::desired(fleet, &cfg.host, &cfg.render_ctx(), commit, &inv);
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: desired");
+    let t = std::time::Instant::now();
     let observed = observe(sd, cfg, &want, inv.clone()).await?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: observed");
+    let t = std::time::Instant::now();
     let plan = crate::plan::plan(&want, &observed, opts);
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: planned");
+    let t = std::time::Instant::now();
     let (plan, report) = execute(sd, cfg, state, &plan, &want, &inv).await?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: executed");
     Ok(Deployment { plan, report })
 }
 

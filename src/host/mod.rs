@@ -30,6 +30,41 @@ impl HostConfig {
         self.unit_dir.starts_with("/run")
     }
 
+    /// Where the manager puts the [Install] links of `systemctl enable` for this scope
+    /// (systemd.unit(5), "Unit File Load Path"): /etc/systemd/system, /run/systemd/system,
+    /// ~/.config/systemd/user or $XDG_RUNTIME_DIR/systemd/user.
+    pub fn links_dir(&self) -> PathBuf {
+        let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
+        match (self.scope, self.runtime_links()) {
+            (Scope::System, false) => PathBuf::from("/etc/systemd/system"),
+            (Scope::System, true) => PathBuf::from("/run/systemd/system"),
+            (Scope::User, false) => env("XDG_CONFIG_HOME").unwrap_or_else(|| env("HOME").unwrap_or_default().join(".config")).join("systemd/user"),
+            (Scope::User, true) => env("XDG_RUNTIME_DIR").unwrap_or_else(|| PathBuf::from(format!("/run/user/{}", nix::unistd::getuid()))).join("systemd/user"),
+        }
+    }
+
+    /// A unit file's enablement, as `systemctl is-enabled` would say for the files
+    /// fleetwright writes: `enabled` (or `enabled-runtime`) when the link of every
+    /// `WantedBy=` target of its [Install] section is there, `disabled` when not, `static`
+    /// without an [Install] section, "" without a file. Read from the file system: the
+    /// manager's ListUnitFilesByPatterns looks every unit file up against every link, and at
+    /// a thousand units takes seconds.
+    pub fn enablement(&self, unit: &str, content: Option<&str>) -> &'static str {
+        let Some(content) = content else { return "" };
+        let parsed = crate::unit::parse(content);
+        let targets: Vec<&str> = parsed.get("Install").into_iter().flatten().filter(|(k, _)| k == "WantedBy").flat_map(|(_, v)| v.split_whitespace()).collect();
+        if targets.is_empty() {
+            return "static";
+        }
+        let dir = self.links_dir();
+        let linked = targets.iter().all(|t| std::fs::symlink_metadata(dir.join(format!("{t}.wants")).join(unit)).is_ok());
+        match (linked, self.runtime_links()) {
+            (true, false) => "enabled",
+            (true, true) => "enabled-runtime",
+            (false, _) => "disabled",
+        }
+    }
+
     pub fn render_ctx(&self) -> crate::render::RenderCtx {
         // Helper units run this very binary (resolved, so a relative invocation still works).
         let exe = std::env::current_exe().ok().and_then(|p| std::fs::canonicalize(p).ok()).map(|p| p.display().to_string()).unwrap_or_else(|| "/usr/local/bin/fleetwright".into());

@@ -36,6 +36,27 @@ fn write_atomic_at(path: &Path, content: &[u8], mode: u32, crash: &str) -> std::
     result
 }
 
+/// `write_atomic` without the fsyncs: a file that is never half written (temp, rename), but
+/// whose durability rides on the next fsync of the file system. For deploy markers: one per
+/// agent, rewritten on every commit (they carry the applied commit), where a thousand fsyncs
+/// would cost seconds; the inventory, saved (and fsynced) after them, decides whether they
+/// are written again after a crash.
+pub fn write_replace(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        f.write_all(content)?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Remove the temp files (`.NAME.fleetwright-tmp-PID`) in `dir` whose writer is no longer
 /// running: what a write killed before its rename leaves. The real file was never touched.
 /// Returns what was removed; a missing `dir` has none.
@@ -170,7 +191,7 @@ impl StateDir {
         let env = format!("FLEETWRIGHT_COMMIT={}\nFLEETWRIGHT_SPEC_HASH={}\nFLEETWRIGHT_CHANGED_AT={}\n", rec.changed_commit, rec.spec_hash, rec.changed_at);
         for (path, bytes) in [(dir.join(format!("{agent}.json")), json), (dir.join(format!("{agent}.env")), env.into_bytes())] {
             if fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
-                write_atomic(&path, &bytes, 0o644).map_err(self.io(&path))?;
+                write_replace(&path, &bytes, 0o644).map_err(self.io(&path))?;
             }
         }
         Ok(())

@@ -91,12 +91,17 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
             problems.push(h);
         }
         for (unit, role) in units {
-            let st = statuses.get(unit).cloned().unwrap_or_default();
+            let mut st = statuses.get(unit).cloned().unwrap_or_default();
             let path = cfg.unit_dir.join(unit);
-            match std::fs::read_to_string(&path) {
-                Ok(text) if sha256(&text) != inv.files[unit].sha256 => drift.push(format!("{unit} was edited outside fleetwright")),
+            let text = std::fs::read_to_string(&path);
+            st.unit_file_state = cfg.enablement(unit, text.as_deref().ok()).to_string();
+            match &text {
+                Ok(text) if sha256(text) != inv.files[unit].sha256 => drift.push(format!("{unit} was edited outside fleetwright")),
                 Err(_) => drift.push(format!("{unit} was deleted outside fleetwright")),
                 _ => {}
+            }
+            if (role.is_timer() || role == Role::Service) && enabled && text.is_ok() && !st.is_enabled() {
+                drift.push(format!("{unit} was disabled outside fleetwright"));
             }
             if (role.is_timer() || role == Role::Service) && enabled && !st.is_active() {
                 drift.push(format!("{unit} is {}, and should be running", st.active_state));

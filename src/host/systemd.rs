@@ -29,7 +29,6 @@ pub trait Manager {
         &self,
         names: &[&str],
     ) -> zbus::Result<Vec<(String, String, String, String, String, String, OwnedObjectPath, u32, String, OwnedObjectPath)>>;
-    fn list_unit_files_by_patterns(&self, states: &[&str], patterns: &[&str]) -> zbus::Result<Vec<(String, String)>>;
     fn enable_unit_files(&self, files: &[&str], runtime: bool, force: bool) -> zbus::Result<(bool, Vec<(String, String, String)>)>;
     fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<(String, String, String)>>;
     #[zbus(signal)]
@@ -96,8 +95,8 @@ impl Systemd {
         ManagerProxy::new(&self.conn).await.map_err(call("proxy"))
     }
 
-    /// Status of each unit (load, active, sub state; unit-file state), in two calls whatever
-    /// the number of units.
+    /// Status of each unit (load, active, sub state), in one call whatever the number of
+    /// units. The unit-file state is left empty: `HostConfig::enablement` reads it.
     pub async fn statuses(&self, names: &[&str]) -> Result<BTreeMap<String, UnitStatus>, SystemdError> {
         let mut out = BTreeMap::new();
         if names.is_empty() {
@@ -106,12 +105,6 @@ impl Systemd {
         let m = self.manager().await?;
         for (name, _desc, load, active, sub, ..) in m.list_units_by_names(names).await.map_err(call("ListUnitsByNames"))? {
             out.insert(name, UnitStatus { load_state: load, active_state: active, sub_state: sub, ..Default::default() });
-        }
-        for (path, state) in m.list_unit_files_by_patterns(&[], names).await.map_err(call("ListUnitFilesByPatterns"))? {
-            let name = path.rsplit('/').next().unwrap_or(&path).to_string();
-            if let Some(s) = out.get_mut(&name) {
-                s.unit_file_state = state;
-            }
         }
         Ok(out)
     }

@@ -37,8 +37,34 @@ pub fn load(files: &[(String, String)]) -> Result<Fleet, Diagnostics> {
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let mut diags = Diagnostics::default();
     let mut docs = Vec::new();
-    for (path, text) in files {
-        check::parse_file(path, text, &mut docs, &mut diags);
+    // Files are parsed independently: a big fleet is split over the machine's cores, and the
+    // pieces are put back together in file order (so the result is the same as one by one).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    if files.len() < 64 || threads < 2 {
+        for (path, text) in files {
+            check::parse_file(path, text, &mut docs, &mut diags);
+        }
+    } else {
+        let chunk = files.len().div_ceil(threads);
+        let parts: Vec<(Vec<check::Doc>, Diagnostics)> = std::thread::scope(|s| {
+            let handles: Vec<_> = files
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        let (mut docs, mut diags) = (Vec::new(), Diagnostics::default());
+                        for (path, text) in part {
+                            check::parse_file(path, text, &mut docs, &mut diags);
+                        }
+                        (docs, diags)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        });
+        for (d, g) in parts {
+            docs.extend(d);
+            diags.0.extend(g.0);
+        }
     }
     let fleet = check::build_fleet(docs, &mut diags);
     if diags.is_empty() { Ok(fleet) } else { Err(diags.sorted()) }
