@@ -193,6 +193,28 @@ pub fn plan(g: &Globals, src: &SourceArgs, json: bool, diffs: bool, allow_empty:
 
 pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool, wait: std::time::Duration) -> u8 {
     let cfg = g.host_config();
+    // The commit the host was last converged from, again: planned from the inventory and the
+    // files on disk, without reading and rendering the commit (when anything differs, the
+    // full apply below does).
+    if !crate::source::looks_like_url(&src.repo) {
+        if let Ok(commit) = crate::source::resolve_commit(Path::new(&src.repo), &src.rev) {
+            let key = crate::host::apply::render_key(&cfg, &commit, src.path.as_deref());
+            let fast = runtime().block_on(async {
+                let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.ok()?;
+                crate::host::apply::deploy_unchanged(&sd, &cfg, &StateDir::new(&cfg.state_dir), &key, PlanOptions { allow_empty }).await.ok().flatten()
+            });
+            if let Some(d) = fast {
+                tracing::debug!("apply: the same commit, converged: nothing read or rendered");
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "plan": d.plan, "failures": d.report.failures, "filesWritten": 0, "filesRemoved": 0, "reloaded": false })).expect("serializes"));
+                } else {
+                    print!("{}", plan::render_text(&d.plan, false));
+                    print_report(&d.report, &commit);
+                }
+                return exit::OK;
+            }
+        }
+    }
     let t = std::time::Instant::now();
     let (files, fleet) = match load_commit(g, src) {
         Ok(x) => x,
@@ -204,7 +226,8 @@ pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool, wait:
         let state = StateDir::new(&cfg.state_dir);
         let result = async {
             let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await?;
-            let mut d = deploy(&sd, &cfg, &state, &files.commit, &fleet, PlanOptions { allow_empty }).await?;
+            let key = crate::host::apply::render_key(&cfg, &files.commit, src.path.as_deref());
+            let mut d = deploy(&sd, &cfg, &state, &files.commit, &key, &fleet, PlanOptions { allow_empty }).await?;
             if !json {
                 print!("{}", plan::render_text(&d.plan, false));
             }

@@ -40,6 +40,10 @@ pub struct Inventory {
     /// that finds another run there knows the restart was done and does not do it twice.
     #[serde(default)]
     pub restart_from: BTreeMap<String, String>,
+    /// What the files were rendered from (`host::apply::render_key`): the same key and the
+    /// same files on disk mean the same desired state, without reading the commit again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub render_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

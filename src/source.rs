@@ -32,6 +32,13 @@ pub struct CommitFiles {
     pub files: Vec<(String, String)>,
 }
 
+/// The commit `rev` names in the repository at `repo`, without reading its tree.
+pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, SourceError> {
+    let r = git2::Repository::open(repo).map_err(|source| SourceError::Open { path: repo.to_path_buf(), source })?;
+    let c = r.revparse_single(rev).and_then(|o| o.peel_to_commit()).map_err(|source| SourceError::Rev { path: repo.to_path_buf(), rev: rev.to_string(), source })?;
+    Ok(c.id().to_string())
+}
+
 /// Read every spec file of `rev` (default HEAD) under `subdir` of the repository at `repo`.
 pub fn read_commit(repo: &Path, rev: &str, subdir: Option<&str>) -> Result<CommitFiles, SourceError> {
     let r = git2::Repository::open(repo).map_err(|source| SourceError::Open { path: repo.to_path_buf(), source })?;

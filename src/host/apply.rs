@@ -93,7 +93,7 @@ fn units_with(plan: &Plan, action: Action) -> Vec<&str> {
 
 /// Execute `plan` (made from `desired` and the inventory in `observed`). Returns the plan as
 /// executed: `plan` less the changes a failing health.check held back (with the reason).
-pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Plan, desired: &Desired, prior: &Inventory) -> Result<(Plan, ApplyReport), ApplyError> {
+pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Plan, desired: &Desired, prior: &Inventory, key: &str) -> Result<(Plan, ApplyReport), ApplyError> {
     if !plan.errors.is_empty() {
         return Err(ApplyError::Refused(plan.errors.clone()));
     }
@@ -127,6 +127,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     };
     let vetoed_agents: std::collections::BTreeSet<&str> = plan.units.iter().filter(|u| vetoed.contains_key(&u.unit)).map(|u| u.agent.as_str()).collect();
 
+    let phase = std::time::Instant::now();
     // 1. Record what we are about to write before writing it: a crash after a write never
     //    leaves a file of ours that the inventory does not know.
     let mut pending = prior.clone();
@@ -141,6 +142,8 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         pending.config.insert(c.path.clone(), ConfigRecord { sha256: sha256(c.content.as_deref().unwrap_or_default()), commit: desired.commit.clone() });
     }
     pending.reload_pending |= plan.daemon_reload;
+    // Until this deploy is done, the files are not what any one key renders to.
+    pending.render_key = None;
     for u in &plan.units {
         if let Some(a) = u.actions.iter().find(|a| matches!(a, Action::Restart | Action::Reload)) {
             pending.pending_restarts.insert(u.unit.clone(), *a);
@@ -154,11 +157,13 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     }
     crash_point("after-pending-inventory");
 
+    tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 2");
     // 2. Stop and disable what goes away or is disabled.
     report.jobs.extend(sd.run_jobs("stop", &units_with(plan, Action::Stop)).await?);
     crash_point("after-stop");
     sd.disable(&units_with(plan, Action::Disable), cfg.runtime_links()).await?;
 
+    tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 3");
     // 3. Files.
     for u in &plan.units {
         let path = cfg.unit_dir.join(&u.unit);
@@ -188,6 +193,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         }
     }
 
+    tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 4");
     // 4. Enable, then exactly one reload: enabling reads the files on disk, and the reload makes
     //    the manager see both the new files and the new [Install] links.
     sd.enable(&units_with(plan, Action::Enable), cfg.runtime_links()).await?;
@@ -198,6 +204,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     }
     crash_point("after-reload");
 
+    tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 5");
     // 5. Deploy markers, before any start: a (re)started agent reads its marker at exec.
     let mut inv = pending;
     inv.reload_pending = false;
@@ -237,6 +244,7 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     }
     inv.agents = agents;
 
+    tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 6");
     // 6. Jobs. Once reloads and restarts are done they are off the resume list, at once, so
     //    that an interrupted apply never restarts a unit twice.
     let mut saved = prior.clone();
@@ -254,16 +262,21 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     let restart: Vec<&str> = plan.config.iter().filter(|c| c.file != FileOp::Keep).filter_map(|c| c.restart.as_deref()).collect();
     report.jobs.extend(sd.run_jobs("try-restart", &restart).await?);
 
+    tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 7");
     // 7. The final inventory: exactly what is desired now.
     if inv.applied_commit.as_deref() != Some(&desired.commit) {
         inv.applied_commit = Some(desired.commit.clone());
         inv.applied_at = Some(now);
     }
+    // Only a deploy that did all it planned may say what the files were rendered from: with a
+    // change held back by its health.check, the next apply must render again.
+    inv.render_key = vetoed.is_empty().then(|| key.to_string());
     if inv != *prior && inv != saved {
         crash_point("before-final-inventory");
         state.save_inventory(&inv)?;
     }
 
+    tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 8");
     // 8. What did not work, with the unit's state and its last journal lines.
     let started: Vec<&str> = plan.units.iter().filter(|u| u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart))).map(|u| u.unit.as_str()).collect();
     let after = sd.statuses(&started).await?;
@@ -291,14 +304,71 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     Ok((plan.clone(), report))
 }
 
+/// What a commit renders to on this host depends on: the commit and the fleet directory in
+/// it, the host's name, the scope and directories, and the binary (its path is in helper
+/// units, and another version may render otherwise).
+pub fn render_key(cfg: &HostConfig, commit: &str, path: Option<&str>) -> String {
+    let ctx = cfg.render_ctx();
+    format!(
+        "{commit} path={} host={} scope={:?} units={} state={} exe={} fleetwright={}",
+        path.unwrap_or(""),
+        cfg.host,
+        cfg.scope,
+        cfg.unit_dir.display(),
+        cfg.state_dir.display(),
+        ctx.exe,
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The same commit again, without reading it: when the inventory says the host was last
+/// converged from `key` (and nothing was left pending), the desired state is what the
+/// inventory records, with each file's content as on disk where its hash matches. Planned
+/// against the host like any commit; when that plan has nothing to do, this is the answer
+/// (`Some`). Anything else (a file edited or gone, a unit stopped, another key) is `None`:
+/// the caller reads, validates and renders the commit and deploys it in full.
+pub async fn deploy_unchanged(sd: &Systemd, cfg: &HostConfig, state: &StateDir, key: &str, opts: crate::plan::PlanOptions) -> Result<Option<Deployment>, ApplyError> {
+    let _lock = state.lock()?;
+    let inv = state.load_inventory()?;
+    if inv.render_key.as_deref() != Some(key) || inv.reload_pending || !inv.pending_restarts.is_empty() {
+        return Ok(None);
+    }
+    let Some(commit) = inv.applied_commit.clone() else { return Ok(None) };
+    let mut units = BTreeMap::new();
+    for (name, rec) in &inv.files {
+        let Some(content) = read_unit_file(&cfg.unit_dir.join(name))? else { return Ok(None) };
+        if sha256(&content) != rec.sha256 {
+            return Ok(None);
+        }
+        let enabled = inv.agents.get(&rec.agent).is_some_and(|a| a.enabled);
+        units.insert(name.clone(), crate::desired::DesiredUnit { agent: rec.agent.clone(), role: rec.role, content, enabled, on_change: crate::spec::model::OnChange::None, check: None });
+    }
+    let mut config = BTreeMap::new();
+    for (path, rec) in &inv.config {
+        let Some(content) = read_unit_file(Path::new(path))? else { return Ok(None) };
+        if sha256(&content) != rec.sha256 || path != crate::render::JOURNALD_DROPIN {
+            return Ok(None);
+        }
+        config.insert(path.clone(), (content, "systemd-journald.service".to_string()));
+    }
+    let agents = inv.agents.iter().map(|(n, r)| (n.clone(), crate::desired::AgentDeploy { backups: r.backups.clone(), spec_hash: r.spec_hash.clone(), changed_commit: r.changed_commit.clone() })).collect();
+    let want = Desired { commit, units, agents, config };
+    let observed = observe(sd, cfg, &want, inv).await?;
+    let plan = crate::plan::plan(&want, &observed, opts);
+    if plan.has_changes() || !plan.errors.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Deployment { plan, report: ApplyReport::default() }))
+}
+
 /// One whole apply of a validated commit: lock, observe, plan, execute. Used by `apply` and by
-/// the daemon's reconcile.
+/// the daemon's reconcile. `key`: `render_key` of the commit, recorded in the inventory.
 pub struct Deployment {
     pub plan: Plan,
     pub report: ApplyReport,
 }
 
-pub async fn deploy(sd: &Systemd, cfg: &HostConfig, state: &StateDir, commit: &str, fleet: &crate::spec::Fleet, opts: crate::plan::PlanOptions) -> Result<Deployment, ApplyError> {
+pub async fn deploy(sd: &Systemd, cfg: &HostConfig, state: &StateDir, commit: &str, key: &str, fleet: &crate::spec::Fleet, opts: crate::plan::PlanOptions) -> Result<Deployment, ApplyError> {
     let t = std::time::Instant::now();
     let _lock = state.lock()?;
     let inv = state.load_inventory()?;
@@ -321,7 +391,7 @@ pub async fn deploy(sd: &Systemd, cfg: &HostConfig, state: &StateDir, commit: &s
     let plan = crate::plan::plan(&want, &observed, opts);
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: planned");
     let t = std::time::Instant::now();
-    let (plan, report) = execute(sd, cfg, state, &plan, &want, &inv).await?;
+    let (plan, report) = execute(sd, cfg, state, &plan, &want, &inv, key).await?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: executed");
     Ok(Deployment { plan, report })
 }

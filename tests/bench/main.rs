@@ -81,6 +81,9 @@ struct Run {
     again: Vec<Duration>,
     plan: Vec<Duration>,
     changed: M,
+    /// systemd's own cost of a change with the fleet running: `systemctl daemon-reload` and a
+    /// `systemctl restart` of the changed service (each repetition).
+    change_floor: Vec<Duration>,
     removed: M,
     floor_write: M,
     floor_reload: M,
@@ -118,6 +121,7 @@ impl Run {
             again: vec![],
             plan: vec![],
             changed: skip(),
+            change_floor: vec![],
             removed: skip(),
             floor_write: skip(),
             floor_reload: skip(),
@@ -484,6 +488,16 @@ fn scenarios_fleetwright(r: &mut Run, a: &Host, repo: &Repo) {
         r.note(format!("N={n}: UnitsLoadStartTimestampMonotonic did not move across the change's daemon-reload either ({loads}), so it cannot show the absence of a reload; the probe unit's NeedDaemonReload does"));
     }
     r.changed = if t.ok() && only { M::Took(t.took) } else if t.out.is_none() { M::Skipped(format!("did not finish within {} s", limit().as_secs())) } else { M::Failed(t.took, t.why()) };
+    // The floor of a change, on the same host with the whole fleet running: what systemd itself
+    // takes to re-read the units and restart the one that changed.
+    for _ in 0..3 {
+        let reload = a.systemctl_timed(&["daemon-reload".to_string()], limit());
+        let restart = a.systemctl_timed(&["restart".to_string(), changed_unit.clone()], limit());
+        if reload.ok() && restart.ok() {
+            r.change_floor.push(reload.took + restart.took);
+        }
+    }
+    eprintln!("  change floor (daemon-reload + restart, fleet running): {}", runs(&r.change_floor));
 
     // 4. Every agent removed.
     let only_fleet = BTreeMap::from([("fleet.yaml".to_string(), fleet::FLEET.to_string())]);
@@ -754,10 +768,13 @@ fn table(results: &[Run]) -> Table {
     row("plan on the converged host (median of up to 3)", &|r| runs(&r.plan), "");
     row("render, no systemd (median of 3)", &|r| runs(&r.render), "");
     row("one agent changed (a service: rewrite, reload, restart)", &|r| r.changed.cell(), "");
+    row("  floor for it: daemon-reload + restart, fleet running", &|r| runs(&r.change_floor), "");
+    row("  one agent changed / its floor", &|r| ratio(r.changed.secs(), median(&r.change_floor).map(|d| d.as_secs_f64()), None), "");
     row("every agent removed (--allow-empty)", &|r| r.removed.cell(), "");
     row("daemon: startup converge of the fleet (cold)", &|r| r.daemon_startup.cell(), "");
     row("daemon: commit → marker (median of up to 3, min–max)", &|r| runs(&r.daemon_marker), "< 1 s");
     row("  met?", &|r| median(&r.daemon_marker).map(|m| verdict(m < Duration::from_secs(1)).to_string()).unwrap_or_else(|| "—".into()), "");
+    row("  commit → marker / floor of a change", &|r| ratio(median(&r.daemon_marker).map(|d| d.as_secs_f64()), median(&r.change_floor).map(|d| d.as_secs_f64()), None), "");
     row("daemon: commit → reconcile recorded (incl. restart)", &|r| runs(&r.daemon_recorded), "");
     row("daemon: its reconcile's own duration (history)", &|r| if r.daemon_reconcile_ms.is_empty() { "—".into() } else { let mut v = r.daemon_reconcile_ms.clone(); v.sort(); format!("{} ms", v[v.len() / 2]) }, "");
     row("daemon: reconciles caused by each commit", &|r| if r.daemon_reconciles.is_empty() { "—".into() } else { r.daemon_reconciles.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ") }, "1");

@@ -381,3 +381,34 @@ fn a_unit_directory_under_run_is_enabled_at_runtime() {
     assert_eq!(host.prop("agent-web.service", "ActiveState"), "active");
     assert!(stdout(&host.fw(&args)).contains("Nothing to do"));
 }
+
+#[test]
+fn the_same_commit_again_is_planned_from_the_inventory_and_drift_still_repaired() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    repo.commit(&refs(&mixed_fleet()), "first");
+    assert_eq!(code(&host.apply(&repo)), 0);
+    let again = |what: &str| {
+        let mut c = host.sb.command(env!("CARGO_BIN_EXE_fleetwright"));
+        c.env("RUST_LOG", "fleetwright=debug").args(["--host", "vps-1", "apply", "--repo", repo.path().to_str().unwrap()]);
+        let o = c.output().unwrap();
+        assert_eq!(code(&o), 0, "{what}: {}", stderr(&o));
+        (stdout(&o), stderr(&o).contains("nothing read or rendered"))
+    };
+    let (out, fast) = again("unchanged");
+    assert!(out.contains("Nothing to do") && fast, "{out}");
+    // A file edited by hand: the inventory no longer vouches for it; the commit is rendered
+    // and the file repaired.
+    let path = host.unit_dir().join("agent-web.service");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, good.replace("sleep 100000", "sleep 5")).unwrap();
+    let (out, fast) = again("edited");
+    assert!(!fast && out.contains("agent-web.service (web): write"), "{out}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
+    // A timer stopped by hand: planned from the inventory, found, and started again.
+    host.systemctl(&["stop", "agent-tick.timer"]);
+    let (out, fast) = again("stopped");
+    assert!(!fast && out.contains("agent-tick.timer (tick): keep, start"), "{out}");
+    assert_eq!(host.prop("agent-tick.timer", "ActiveState"), "active");
+    assert!(again("converged again").1);
+}
