@@ -91,9 +91,6 @@ impl Host {
     pub fn prop(&self, unit: &str, prop: &str) -> String {
         self.systemctl(&["show", "-P", prop, unit])
     }
-    pub fn manager_prop(&self, prop: &str) -> String {
-        self.systemctl(&["show", "-P", prop])
-    }
     pub fn unit_dir(&self) -> PathBuf {
         self.sb.host_path(if self.user { "/run/fw-home/.config/systemd/user" } else { "/etc/systemd/system" })
     }
