@@ -99,6 +99,8 @@
               cfg.interval
               "--state-dir"
               cfg.stateDir
+              "--unit-dir"
+              cfg.unitDir
             ]
             ++ lib.optionals cfg.webhook.enable [
               "--listen"
@@ -162,6 +164,18 @@
               description = "Where fleetwright keeps its inventory, deploy markers and history.";
             };
 
+            unitDir = mkOption {
+              type = types.str;
+              default = "/run/systemd/system";
+              description = ''
+                Where the agents' unit files are written. On NixOS /etc/systemd/system is a link
+                into the read-only Nix store: the default is the runtime unit directory, where
+                fleetwright also enables units at runtime (the links go under /run too). /run is
+                emptied at boot; the daemon, started at boot, writes the fleet again before
+                anything of it runs.
+              '';
+            };
+
             extraArgs = mkOption {
               type = types.listOf types.str;
               default = [ ];
@@ -186,13 +200,19 @@
             ];
 
             # A stateDir outside /var/lib is not covered by StateDirectory=; create it here.
-            systemd.tmpfiles.rules = lib.optional (!underVarLib) "d ${cfg.stateDir} 0750 root root - -";
+            systemd.tmpfiles.rules = lib.optional (!underVarLib) "d ${cfg.stateDir} 0755 root root - -";
 
             systemd.services.fleetwright = {
               description = "fleetwright GitOps reconciler";
               wantedBy = [ "multi-user.target" ];
               wants = [ "network-online.target" ];
               after = [ "network-online.target" ];
+              # systemd-run (health checks), journalctl (failure reports), ssh-keygen (signed
+              # commits), git's ssh for ssh:// remotes.
+              path = [
+                config.systemd.package
+                pkgs.openssh
+              ];
 
               serviceConfig = {
                 Type = "notify";
@@ -204,7 +224,8 @@
                 RestartSec = "10s";
                 # "fleetwright" for the default stateDir.
                 StateDirectory = if underVarLib then lib.removePrefix "/var/lib/" cfg.stateDir else "fleetwright";
-                StateDirectoryMode = "0750";
+                # Agents (other users) read their deploy marker in <stateDir>/markers.
+                StateDirectoryMode = "0755";
               };
             };
           };
