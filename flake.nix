@@ -219,7 +219,7 @@
                 # escapeSystemdExecArgs quotes each argument and escapes `%` and `$`, which systemd
                 # would otherwise expand in ExecStart=.
                 ExecStart = utils.escapeSystemdExecArgs args;
-                WatchdogSec = 60;
+                WatchdogSec = "2min";
                 Restart = "on-failure";
                 RestartSec = "10s";
                 # "fleetwright" for the default stateDir.

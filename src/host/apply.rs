@@ -161,7 +161,8 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     // 2. Stop and disable what goes away or is disabled.
     report.jobs.extend(sd.run_jobs("stop", &units_with(plan, Action::Stop)).await?);
     crash_point("after-stop");
-    sd.disable(&units_with(plan, Action::Disable), cfg.runtime_links()).await?;
+    let io = |source| ApplyError::Io { path: cfg.links_dir().display().to_string(), source };
+    cfg.unlink(&units_with(plan, Action::Disable)).map_err(io)?;
 
     tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 3");
     // 3. Files.
@@ -194,9 +195,10 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     }
 
     tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 4");
-    // 4. Enable, then exactly one reload: enabling reads the files on disk, and the reload makes
-    //    the manager see both the new files and the new [Install] links.
-    sd.enable(&units_with(plan, Action::Enable), cfg.runtime_links()).await?;
+    // 4. Enable (the [Install] links), then exactly one reload: it makes the manager see both
+    //    the new files and the new links.
+    let enable: Vec<(&str, &str)> = units_with(plan, Action::Enable).into_iter().filter_map(|u| desired.units.get(u).map(|d| (u, d.content.as_str()))).collect();
+    cfg.link(&enable).map_err(io)?;
     crash_point("before-reload");
     if plan.daemon_reload {
         sd.reload().await?;

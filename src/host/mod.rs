@@ -51,8 +51,7 @@ impl HostConfig {
     /// a thousand units takes seconds.
     pub fn enablement(&self, unit: &str, content: Option<&str>) -> &'static str {
         let Some(content) = content else { return "" };
-        let parsed = crate::unit::parse(content);
-        let targets: Vec<&str> = parsed.get("Install").into_iter().flatten().filter(|(k, _)| k == "WantedBy").flat_map(|(_, v)| v.split_whitespace()).collect();
+        let targets = wanted_by(content);
         if targets.is_empty() {
             return "static";
         }
@@ -65,11 +64,87 @@ impl HostConfig {
         }
     }
 
+    /// Enable `units` (name, content): the links `systemctl enable` makes for the [Install]
+    /// sections fleetwright renders (only `WantedBy=`): `<links_dir>/<target>.wants/<unit>` → the
+    /// unit file, an existing link of that name replaced (as EnableUnitFiles with force). Made
+    /// here rather than by the manager's EnableUnitFiles, which looks every unit up on the whole
+    /// search path and at a thousand units takes a second; the daemon-reload that follows makes
+    /// the manager read them, as after `systemctl enable`. Something there that is not a link
+    /// is not ours: an error, left alone.
+    pub fn link(&self, units: &[(&str, &str)]) -> std::io::Result<()> {
+        let dir = self.links_dir();
+        let unit_dir = std::path::absolute(&self.unit_dir)?;
+        let mut touched = std::collections::BTreeSet::new();
+        for (unit, content) in units {
+            let target = unit_dir.join(unit);
+            for t in wanted_by(content) {
+                let wants = dir.join(format!("{t}.wants"));
+                let link = wants.join(unit);
+                match std::fs::symlink_metadata(&link) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        if std::fs::read_link(&link)? == target {
+                            continue;
+                        }
+                        std::fs::remove_file(&link)?;
+                    }
+                    Ok(_) => return Err(std::io::Error::other(format!("{}: not a link; fleetwright enables {unit} by a link there and will not replace what it did not make", link.display()))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        std::fs::DirBuilder::new().recursive(true).create(&wants)?;
+                    }
+                    Err(e) => return Err(e),
+                }
+                std::os::unix::fs::symlink(&target, &link).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", link.display())))?;
+                touched.insert(wants);
+            }
+        }
+        for wants in touched {
+            std::fs::File::open(&wants)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Disable `units`, as DisableUnitFiles would: remove every link to them in the `.wants`,
+    /// `.requires` and `.upholds` directories of the links directory (the ones of fleetwright's
+    /// [Install] sections, and any a user made with `systemctl add-wants`). Only symlinks to a
+    /// file of the unit's name are removed; anything else is left alone.
+    pub fn unlink(&self, units: &[&str]) -> std::io::Result<()> {
+        if units.is_empty() {
+            return Ok(());
+        }
+        let dir = self.links_dir();
+        let deps: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "wants" || x == "requires" || x == "upholds") && p.is_dir()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut touched = std::collections::BTreeSet::new();
+        for unit in units {
+            for wants in &deps {
+                let link = wants.join(unit);
+                let ours = std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) && std::fs::read_link(&link).is_ok_and(|to| to.file_name() == Some(std::ffi::OsStr::new(unit)));
+                if ours {
+                    std::fs::remove_file(&link)?;
+                    touched.insert(wants);
+                }
+            }
+        }
+        for wants in touched {
+            std::fs::File::open(wants)?.sync_all()?;
+        }
+        Ok(())
+    }
+
     pub fn render_ctx(&self) -> crate::render::RenderCtx {
         // Helper units run this very binary (resolved, so a relative invocation still works).
         let exe = std::env::current_exe().ok().and_then(|p| std::fs::canonicalize(p).ok()).map(|p| p.display().to_string()).unwrap_or_else(|| "/usr/local/bin/fleetwright".into());
         crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string(), exe }
     }
+}
+
+/// The targets of a unit file's `WantedBy=` lines.
+fn wanted_by(content: &str) -> Vec<String> {
+    let parsed = crate::unit::parse(content);
+    parsed.get("Install").into_iter().flatten().filter(|(k, _)| k == "WantedBy").flat_map(|(_, v)| v.split_whitespace()).map(str::to_string).collect()
 }
 
 /// A crash point for the crash-safety tests: when `FLEETWRIGHT_CRASH_AT` names this point

@@ -29,8 +29,6 @@ pub trait Manager {
         &self,
         names: &[&str],
     ) -> zbus::Result<Vec<(String, String, String, String, String, String, OwnedObjectPath, u32, String, OwnedObjectPath)>>;
-    fn enable_unit_files(&self, files: &[&str], runtime: bool, force: bool) -> zbus::Result<(bool, Vec<(String, String, String)>)>;
-    fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<(String, String, String)>>;
     #[zbus(signal)]
     fn job_removed(&self, id: u32, job: zbus::ObjectPath<'_>, unit: &str, result: &str) -> zbus::Result<()>;
 }
@@ -111,24 +109,6 @@ impl Systemd {
 
     pub async fn reload(&self) -> Result<(), SystemdError> {
         self.manager().await?.reload().await.map_err(call("daemon-reload"))
-    }
-
-    /// Enable `units` (their [Install] links). `runtime`: the links go under /run, for units
-    /// that live there (a read-only /etc, as on NixOS).
-    pub async fn enable(&self, units: &[&str], runtime: bool) -> Result<(), SystemdError> {
-        if units.is_empty() {
-            return Ok(());
-        }
-        self.manager().await?.enable_unit_files(units, runtime, true).await.map_err(call(format!("enable {}", units.join(" "))))?;
-        Ok(())
-    }
-
-    pub async fn disable(&self, units: &[&str], runtime: bool) -> Result<(), SystemdError> {
-        if units.is_empty() {
-            return Ok(());
-        }
-        self.manager().await?.disable_unit_files(units, runtime).await.map_err(call(format!("disable {}", units.join(" "))))?;
-        Ok(())
     }
 
     /// Queue `verb` (start, stop, restart, reload) for every unit at once and wait for each job's

@@ -129,6 +129,48 @@ fn a_removed_agent_is_stopped_disabled_and_pruned() {
     assert_eq!(host.prop("agent-web.service", "ActiveState"), "active");
 }
 
+/// fleetwright makes and removes the [Install] links itself (EnableUnitFiles is slow at scale):
+/// what systemd's own `is-enabled` reads from disk, and what a daemon-reload loads, must be
+/// what `systemctl enable` and `disable` would have left.
+#[test]
+fn enablement_is_what_systemctl_enable_and_disable_would_leave() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let mut files = mixed_fleet();
+    repo.commit(&refs(&files), "first");
+    assert_eq!(code(&host.apply(&repo)), 0);
+    for (u, target) in [("agent-web.service", "multi-user.target"), ("agent-tick.timer", "timers.target")] {
+        assert_eq!(host.systemctl(&["is-enabled", u]), "enabled", "{u}");
+        let link = host.unit_dir().join(format!("{target}.wants/{u}"));
+        assert_eq!(std::fs::read_link(&link).unwrap(), std::path::Path::new("/etc/systemd/system").join(u), "{u}: the link systemctl would make");
+        assert!(host.systemctl(&["show", "-P", "Wants", target]).split_whitespace().any(|w| w == u), "{u}: the manager loaded the link: {} wants {}", target, host.systemctl(&["show", "-P", "Wants", target]));
+    }
+    // Disabled by hand (systemctl's own disable): drift, and the next apply enables it again.
+    host.systemctl(&["disable", "agent-web.service"]);
+    assert_eq!(host.systemctl(&["is-enabled", "agent-web.service"]), "disabled");
+    let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
+    assert!(stdout(&plan).contains("enable"), "{}", stdout(&plan));
+    assert_eq!(code(&host.apply(&repo)), 0);
+    assert_eq!(host.systemctl(&["is-enabled", "agent-web.service"]), "enabled");
+    // A link of a user's own to one of our units (`systemctl add-wants`) goes with its
+    // disable, as with systemctl's; a link of another name, and a file that is not a link, stay.
+    host.systemctl(&["add-wants", "graphical.target", "agent-bot.service"]);
+    let theirs = host.unit_dir().join("graphical.target.wants/agent-bot.service");
+    assert!(std::fs::symlink_metadata(&theirs).is_ok());
+    let other = host.unit_dir().join("graphical.target.wants/not-ours.service");
+    std::os::unix::fs::symlink("/etc/systemd/system/not-ours.service", &other).unwrap();
+    files = files.into_iter().map(|(p, c)| if p == "jobs/tick.yaml" { (p, c.replace("name: tick\n", "name: tick\nenabled: false\n")) } else { (p, c) }).filter(|(p, _)| p != "agents/bot.yaml").collect();
+    repo.commit(&refs(&files), "retire bot, switch tick off");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(std::fs::symlink_metadata(&theirs).is_err(), "the link to the removed unit went with it");
+    assert!(std::fs::symlink_metadata(&other).is_ok(), "a link to another unit stays");
+    assert!(std::fs::symlink_metadata(host.unit_dir().join("multi-user.target.wants/agent-bot.service")).is_err());
+    assert_eq!(host.systemctl(&["is-enabled", "agent-tick.timer"]), "disabled");
+    assert_ne!(host.prop("agent-tick.timer", "ActiveState"), "active");
+    assert_eq!(host.systemctl(&["is-enabled", "agent-web.service"]), "enabled");
+}
+
 #[test]
 fn an_invalid_commit_changes_nothing_and_says_why() {
     let host = Host::boot();

@@ -63,7 +63,14 @@ impl Host {
         assert!(Sandbox::available() || std::env::var_os("CI").is_none(), "the sandbox is not available on this CI machine");
         // /srv is where the tests' agents keep their data: private to the sandbox too.
         // `agent` (uid 4242) exists only inside: for agents that are not root.
-        let sb = Sandbox::boot(SandboxOptions { dbus: true, user_manager: user, extra_tmpfs: vec!["/srv".into()], users: vec![("agent".into(), 4242)], ..Default::default() }).expect("boot a sandboxed systemd");
+        let opts = || SandboxOptions { dbus: true, user_manager: user, extra_tmpfs: vec!["/srv".into()], users: vec![("agent".into(), 4242)], ..Default::default() };
+        // One more try when a boot fails (it has, rarely, on a loaded 2-core machine with every
+        // test booting at once); the first error is kept in the test's output.
+        let sb = Sandbox::boot(opts()).or_else(|e| {
+            eprintln!("booting the sandbox failed, once more: {e}");
+            Sandbox::boot(opts())
+        });
+        let sb = sb.expect("boot a sandboxed systemd");
         Host { sb, user }
     }
     /// Run fleetwright inside the sandbox.
