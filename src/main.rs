@@ -244,6 +244,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first thing, before any thread is started.
+    unsafe { fleetwright::source::init_libgit2() };
     let args = Args::parse();
     // A command whose output is piped into `head` ends quietly when the pipe closes, like any
     // Unix tool (Rust ignores SIGPIPE, and println! would panic). Not the daemon: a client

@@ -133,10 +133,49 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, SourceError> {
 pub const CONNECT_TIMEOUT_MS: i32 = 30_000;
 pub const READ_TIMEOUT_MS: i32 = 60_000;
 
-/// Set libgit2's network timeouts, once, before the first fetch.
-fn init_network_timeouts() {
+/// Whether `init_libgit2` started libgit2 without its CA certificates (then `init_network`
+/// loads them before the first fetch).
+static TLS_ROOTS_DEFERRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Start libgit2 without reading the CA certificate bundle. libgit2 sets up OpenSSL when it
+/// starts, and OpenSSL's default verify paths parse the whole bundle file: about 25 ms, in every
+/// command, for a local repository that never speaks TLS. It starts here with an empty bundle
+/// file (`SSL_CERT_FILE=/dev/null` for that moment; the hashed certificate directory, read
+/// lazily, stays); the bundle (`SSL_CERT_FILE` as it was, or the system's) is loaded before the
+/// first fetch from a remote, by `init_network`.
+///
+/// # Safety
+/// It changes the environment for a moment: call it first thing in `main`, before any other
+/// thread exists. Without it, libgit2 starts the usual way at its first use.
+pub unsafe fn init_libgit2() {
+    let before = std::env::var_os("SSL_CERT_FILE");
+    // SAFETY: the caller guarantees that no other thread runs (and reads the environment).
+    unsafe { std::env::set_var("SSL_CERT_FILE", "/dev/null") };
+    // Any call starts libgit2; this one sets what is the default anyway.
+    git2::opts::enable_caching(true);
+    match before {
+        // SAFETY: as above.
+        Some(v) => unsafe { std::env::set_var("SSL_CERT_FILE", v) },
+        None => unsafe { std::env::remove_var("SSL_CERT_FILE") },
+    }
+    TLS_ROOTS_DEFERRED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Before the first fetch: libgit2's network timeouts, and the CA certificates `init_libgit2`
+/// left out.
+fn init_network() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        if TLS_ROOTS_DEFERRED.load(std::sync::atomic::Ordering::SeqCst) {
+            // SSL_CERT_FILE if set, else the system's bundle (the probe libgit2's own start uses).
+            let roots = openssl_probe::probe();
+            // SAFETY: as for the timeouts below; OpenSSL's store is set before any TLS stream.
+            if let Some(file) = roots.cert_file {
+                if let Err(e) = unsafe { git2::opts::set_ssl_cert_file(&file) } {
+                    tracing::warn!(file = %file.display(), "could not load the CA certificates: {e}");
+                }
+            }
+        }
         // SAFETY: libgit2 keeps these in plain globals, read by its network code. They are
         // set before the first fetch and never again, and fleetwright fetches from one
         // thread at a time: nothing reads them while they are written.
@@ -207,7 +246,7 @@ impl GitSource {
         if !self.remote {
             return Ok(());
         }
-        init_network_timeouts();
+        init_network();
         let git = |source| FetchError::Git { location: self.location.clone(), source };
         let mut cb = git2::RemoteCallbacks::new();
         let mut tried_agent = false;

@@ -216,3 +216,52 @@ fn pull_request_plans_from_the_command_line() {
     assert!(md.len() <= fleetwright::review::COMMENT_BUDGET, "{} characters", md.len());
     assert!(md.contains("more unit diffs do not fit in a comment"), "{}", &md[md.len().saturating_sub(500)..]);
 }
+
+/// libgit2 starts without the CA bundle (`source::init_libgit2`: 25 ms of every command) and
+/// gets it before the first fetch: over https, the server's certificate is checked against
+/// `SSL_CERT_FILE` (or the system's bundle), and a certificate it does not vouch for is refused.
+/// Against `openssl s_server` with a self-signed certificate for localhost.
+#[test]
+fn https_fetches_verify_the_server_against_the_certificates_loaded_at_the_first_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", &d("key.pem"), "-out", &d("cert.pem")])
+        .output()
+        .expect("the openssl command (.ci/run installs it)");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    std::fs::create_dir(d("no-certs")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept", &format!("127.0.0.1:{port}"), "-cert", &d("cert.pem"), "-key", &d("key.pem")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < until, "openssl s_server did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let url = format!("https://localhost:{port}/fleet.git");
+    let plan = |cert_file: &str, state: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright"))
+            .env("SSL_CERT_FILE", cert_file)
+            // No other certificates: only the bundle fleetwright loads at the fetch can vouch.
+            .env("SSL_CERT_DIR", d("no-certs"))
+            .args(["plan", "--repo", &url, "--state-dir", &d(state), "--unit-dir", &d("units")])
+            .output()
+            .unwrap()
+    };
+    let trusted = plan(&d("cert.pem"), "s1");
+    let untrusted = plan(&d("no-certs/none.pem"), "s2");
+    let _ = server.kill();
+    let _ = server.wait();
+    let (t, u) = (String::from_utf8_lossy(&trusted.stderr), String::from_utf8_lossy(&untrusted.stderr));
+    // s_server answers HTTP with a status page, not git: past the TLS handshake, the fetch
+    // fails on the content type.
+    assert_eq!(trusted.status.code(), Some(2), "{t}");
+    assert!(t.contains("content-type") && !t.contains("certificate"), "the handshake succeeded with the certificate loaded: {t}");
+    assert_eq!(untrusted.status.code(), Some(2), "{u}");
+    assert!(u.contains("certificate is invalid"), "a server no certificate vouches for is refused: {u}");
+}

@@ -11,7 +11,7 @@
 use libfuzzer_sys::fuzz_target;
 
 use fleetwright::render::{RenderCtx, Scope};
-use fleetwright::spec::calendar::{cron_to_calendar, parse_calendar};
+use fleetwright::spec::calendar::{cron_to_calendars, parse_calendar};
 
 /// Files are separated by a NUL byte or by a line `===`.
 fn split(text: &str) -> Vec<(String, String)> {
@@ -73,9 +73,12 @@ fn check_calendar(expr: &str) {
         assert!(parse_calendar(&norm).is_ok(), "normalized form {norm:?} of {expr:?} does not parse");
         let _ = spec.next_elapse(1_700_000_000);
     }
-    if let Ok(cal) = cron_to_calendar(expr) {
-        assert!(!cal.chars().any(char::is_control), "cron {expr:?} → {cal:?} has a control character");
-        assert!(parse_calendar(&cal).is_ok(), "cron {expr:?} translates to {cal:?}, which does not parse");
+    if let Ok(cals) = cron_to_calendars(expr) {
+        assert!(matches!(cals.len(), 1 | 2), "cron {expr:?} → {cals:?}: one or two expressions");
+        for cal in &cals {
+            assert!(!cal.chars().any(char::is_control), "cron {expr:?} → {cal:?} has a control character");
+            assert!(parse_calendar(cal).is_ok(), "cron {expr:?} translates to {cal:?}, which does not parse");
+        }
     }
 }
 
