@@ -47,15 +47,29 @@ pub enum Verdict {
     Bad,
 }
 
+/// How long an open, or a statement, waits for another connection's lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl History {
     pub fn open(state_dir: &Path) -> Result<History, HistoryError> {
         let path = state_dir.join("history.sqlite");
         let err = |source| HistoryError { path: path.display().to_string(), source };
         std::fs::create_dir_all(state_dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let conn = Connection::open(&path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        // WAL is kept in the file: the first opener of a new database sets it. The switch needs
+        // the database to itself and SQLite's busy handler does not wait for that: another
+        // opener at that moment (`fleetwright history` as the daemon starts) is waited out here.
+        let until = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            let set = conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)).and_then(|mode| if mode.eq_ignore_ascii_case("wal") { Ok(()) } else { conn.pragma_update(None, "journal_mode", "WAL") });
+            match set {
+                Ok(()) => break,
+                Err(e) if matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)) && std::time::Instant::now() < until => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Err(e) => return Err(err(e)),
+            }
+        }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS reconciles (
                 id INTEGER PRIMARY KEY,
@@ -199,5 +213,28 @@ mod tests {
         let h = History::open(dir.path()).unwrap();
         assert_eq!(h.recent(10).unwrap().len(), 3);
         assert_eq!(h.last_good().unwrap().as_deref(), Some("c1"));
+    }
+}
+
+#[cfg(test)]
+mod concurrent {
+    use super::*;
+
+    /// The daemon opening its history while `fleetwright history` opens it too (as at the daemon's
+    /// start, with an operator or a test looking): neither fails with "database is locked".
+    #[test]
+    fn opening_a_new_history_from_several_processes_at_once_never_fails() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let path = dir.path().to_path_buf();
+                    std::thread::spawn(move || History::open(&path).and_then(|h| h.recent(1).map(|_| ())))
+                })
+                .collect();
+            for o in openers {
+                o.join().unwrap().unwrap();
+            }
+        }
     }
 }

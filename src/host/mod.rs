@@ -55,8 +55,7 @@ impl HostConfig {
         if targets.is_empty() {
             return "static";
         }
-        let dir = self.links_dir();
-        let linked = targets.iter().all(|t| std::fs::symlink_metadata(dir.join(format!("{t}.wants")).join(unit)).is_ok());
+        let linked = targets.iter().all(|t| std::fs::symlink_metadata(self.wants_link(t, unit)).is_ok());
         match (linked, self.runtime_links()) {
             (true, false) => "enabled",
             (true, true) => "enabled-runtime",
@@ -72,14 +71,13 @@ impl HostConfig {
     /// the manager read them, as after `systemctl enable`. Something there that is not a link
     /// is not ours: an error, left alone.
     pub fn link(&self, units: &[(&str, &str)]) -> std::io::Result<()> {
-        let dir = self.links_dir();
         let unit_dir = std::path::absolute(&self.unit_dir)?;
         let mut touched = std::collections::BTreeSet::new();
         for (unit, content) in units {
             let target = unit_dir.join(unit);
             for t in wanted_by(content) {
-                let wants = dir.join(format!("{t}.wants"));
-                let link = wants.join(unit);
+                let link = self.wants_link(&t, unit);
+                let wants = link.parent().unwrap_or(&link).to_path_buf();
                 match std::fs::symlink_metadata(&link) {
                     Ok(m) if m.file_type().is_symlink() => {
                         if std::fs::read_link(&link)? == target {
@@ -97,10 +95,7 @@ impl HostConfig {
                 touched.insert(wants);
             }
         }
-        for wants in touched {
-            std::fs::File::open(&wants)?.sync_all()?;
-        }
-        Ok(())
+        sync_dirs(touched)
     }
 
     /// Disable `units`, as DisableUnitFiles would: remove every link to them in the `.wants`,
@@ -128,10 +123,12 @@ impl HostConfig {
                 }
             }
         }
-        for wants in touched {
-            std::fs::File::open(wants)?.sync_all()?;
-        }
-        Ok(())
+        sync_dirs(touched)
+    }
+
+    /// Where `systemctl enable` links `unit` for `WantedBy=target`.
+    fn wants_link(&self, target: &str, unit: &str) -> PathBuf {
+        self.links_dir().join(format!("{target}.wants")).join(unit)
     }
 
     pub fn render_ctx(&self) -> crate::render::RenderCtx {
@@ -139,6 +136,14 @@ impl HostConfig {
         let exe = std::env::current_exe().ok().and_then(|p| std::fs::canonicalize(p).ok()).map(|p| p.display().to_string()).unwrap_or_else(|| "/usr/local/bin/fleetwright".into());
         crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string(), exe }
     }
+}
+
+/// Make the links made or removed in these directories durable.
+fn sync_dirs<P: AsRef<std::path::Path>>(dirs: impl IntoIterator<Item = P>) -> std::io::Result<()> {
+    for dir in dirs {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The targets of a unit file's `WantedBy=` lines.

@@ -89,7 +89,8 @@ fn commits_converge_by_themselves_and_a_revert_rolls_back() {
     let c1 = commit(&repo, &fleet("description: one\n"), "one");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "1s", "--resync", "1h"], &[]);
     host.wait("the first commit to converge", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
-    assert_eq!(host.prop("agent-web.service", "ActiveState"), "active");
+    // The marker is written before the starts (the agent reads it at exec): the start follows.
+    host.wait("web to start", 10, || host.prop("agent-web.service", "ActiveState") == "active");
     d.wait_http();
     host.wait("healthz once the health gate passed", 10, || d.http("GET", "/healthz", &[], "").0 == 200);
     assert!(d.http("GET", "/healthz", &[], "").1.contains(&c1));
