@@ -18,22 +18,7 @@ const TEMP_MARK: &str = ".fleetwright-tmp-";
 
 /// `write_atomic`, with the crash point (`crash`) between the durable temp file and the rename.
 fn write_atomic_at(path: &Path, content: &[u8], mode: u32, crash: &str) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-        f.write_all(content)?;
-        f.sync_all()?;
-        super::crash_point(crash);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    write_via_temp(path, content, mode, Some(crash))
 }
 
 /// `write_atomic` without the fsyncs: a file that is never half written (temp, rename), but
@@ -42,6 +27,12 @@ fn write_atomic_at(path: &Path, content: &[u8], mode: u32, crash: &str) -> std::
 /// would cost seconds; the inventory, saved (and fsynced) after them, decides whether they
 /// are written again after a crash.
 pub fn write_replace(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+    write_via_temp(path, content, mode, None)
+}
+
+/// Write a temp file beside `path` and rename it over `path`. `durable`: fsync the file before
+/// the rename (with that crash point between) and the directory after it.
+fn write_via_temp(path: &Path, content: &[u8], mode: u32, durable: Option<&str>) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
@@ -49,7 +40,15 @@ pub fn write_replace(path: &Path, content: &[u8], mode: u32) -> std::io::Result<
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         f.write_all(content)?;
-        fs::rename(&tmp, path)
+        if let Some(crash) = durable {
+            f.sync_all()?;
+            super::crash_point(crash);
+        }
+        fs::rename(&tmp, path)?;
+        if durable.is_some() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
