@@ -66,6 +66,16 @@ pub async fn observe(sd: &Systemd, cfg: &HostConfig, desired: &Desired, inventor
         files.insert(n.to_string(), read_unit_file(&cfg.unit_dir.join(n))?);
     }
     tracing::debug!(units = names.len(), ms = t.elapsed().as_millis() as u64, "observe: unit files read");
+    let mut config = BTreeMap::new();
+    for path in desired.config.keys().chain(inventory.config.keys()) {
+        config.insert(path.clone(), read_unit_file(Path::new(path))?);
+    }
+    observe_with(sd, cfg, files, config, inventory).await
+}
+
+/// `observe`, with the files (unit files and host config files, `None` when absent) already read.
+async fn observe_with(sd: &Systemd, cfg: &HostConfig, files: BTreeMap<String, Option<String>>, config: BTreeMap<String, Option<String>>, inventory: Inventory) -> Result<Observed, ApplyError> {
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
     let t = std::time::Instant::now();
     let mut units = sd.statuses(&names).await?;
     for (name, content) in &files {
@@ -79,10 +89,6 @@ pub async fn observe(sd: &Systemd, cfg: &HostConfig, desired: &Desired, inventor
         if let Some(u) = units.get_mut(&name) {
             u.invocation_id = id;
         }
-    }
-    let mut config = BTreeMap::new();
-    for path in desired.config.keys().chain(inventory.config.keys()) {
-        config.insert(path.clone(), read_unit_file(Path::new(path))?);
     }
     Ok(Observed { files, units, inventory, config })
 }
@@ -355,7 +361,10 @@ pub async fn deploy_unchanged(sd: &Systemd, cfg: &HostConfig, state: &StateDir, 
     }
     let agents = inv.agents.iter().map(|(n, r)| (n.clone(), crate::desired::AgentDeploy { backups: r.backups.clone(), spec_hash: r.spec_hash.clone(), changed_commit: r.changed_commit.clone() })).collect();
     let want = Desired { commit, units, agents, config };
-    let observed = observe(sd, cfg, &want, inv).await?;
+    // What is on disk is what was just read (the desired state is made of it).
+    let files = want.units.iter().map(|(n, u)| (n.clone(), Some(u.content.clone()))).collect();
+    let on_disk = want.config.iter().map(|(p, (c, _))| (p.clone(), Some(c.clone()))).collect();
+    let observed = observe_with(sd, cfg, files, on_disk, inv).await?;
     let plan = crate::plan::plan(&want, &observed, opts);
     if plan.has_changes() || !plan.errors.is_empty() {
         return Ok(None);
