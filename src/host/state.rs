@@ -199,7 +199,7 @@ impl StateDir {
     /// Remove a pruned agent's deploy marker and its heartbeat record.
     pub fn remove_marker(&self, agent: &str) -> Result<(), StateError> {
         let files = ["json", "env"].map(|ext| self.markers_dir().join(format!("{agent}.{ext}")));
-        for p in files.iter().chain([&self.root.join("health").join(format!("{agent}.json"))]) {
+        for p in files.iter().chain([&crate::ops::heartbeat::record_path(&self.root, agent)]) {
             remove_durable(p).map_err(self.io(p))?;
         }
         Ok(())
