@@ -762,9 +762,10 @@ pub fn schedule(g: &Globals, src: &SourceArgs, window: &str, at: Option<&str>, c
             (z, name)
         }
     };
-    let named = crate::schedule::named_zones(&fleet).into_iter().filter_map(|n| jiff::tz::TimeZone::get(&n).ok().map(|z| (n, z))).collect();
+    let timers = crate::schedule::timers(&fleet, g.host.as_deref());
+    let named = crate::schedule::named_zones(&timers).into_iter().filter_map(|n| jiff::tz::TimeZone::get(&n).ok().map(|z| (n, z))).collect();
     let zones = crate::schedule::Zones { local, local_name, named };
-    let s = crate::schedule::compute(&fleet, g.host.as_deref(), from, window, &zones);
+    let s = crate::schedule::compute(&timers, from, window, &zones);
     if json {
         println!("{}", serde_json::to_string_pretty(&s).expect("schedule serializes"));
     } else {

@@ -92,17 +92,52 @@ fn timer_of(content: &str) -> Option<Timer> {
     Some(t)
 }
 
-/// Every zone the fleet's timers name, for the caller to resolve.
-pub fn named_zones(fleet: &Fleet) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for a in &fleet.agents {
+/// A timer the fleet renders on this host, parsed: what `named_zones` and `compute` read
+/// (the fleet is rendered once for both).
+pub struct FleetTimer {
+    /// The agent, or `agent.backup` / `agent.logs` for a helper timer.
+    name: String,
+    timer: Timer,
+    /// How long a run is taken to last, and its concurrency group (the agent's own timer).
+    length: i64,
+    group: Option<(String, u32)>,
+    enabled: bool,
+}
+
+/// Every timer of the agents for `host` (all of them without one), as `apply` renders them.
+pub fn timers(fleet: &Fleet, host: Option<&str>) -> Vec<FleetTimer> {
+    let agents: Vec<_> = match host {
+        Some(h) => fleet.agents_for_host(h).collect(),
+        None => fleet.agents.iter().collect(),
+    };
+    let base_len = crate::render::unit_base(fleet, "").len();
+    let mut out = Vec::new();
+    for a in agents {
         for u in render_agent(fleet, a, &schedule_ctx(), "") {
-            for e in timer_of(&u.content).map(|t| t.calendars).unwrap_or_default() {
-                if let Some(z) = parse_calendar(&e).ok().and_then(|c| c.timezone().map(str::to_string)) {
-                    if z != "UTC" && !out.contains(&z) {
-                        out.push(z);
-                    }
-                }
+            if !matches!(u.role, Role::Timer | Role::AuxTimer) {
+                continue;
+            }
+            let Some(timer) = timer_of(&u.content) else { continue };
+            let main = u.role == Role::Timer;
+            out.push(FleetTimer {
+                name: u.name.trim_end_matches(".timer")[base_len..].to_string(),
+                timer,
+                length: if main { a.run.timeout.map(|d| (d.0 / 1000).max(1) as i64).unwrap_or(60) } else { 60 },
+                group: if main { a.concurrency.as_ref().map(|c| (c.group.clone(), c.limit)) } else { None },
+                enabled: a.enabled,
+            });
+        }
+    }
+    out
+}
+
+/// Every zone the timers name, for the caller to resolve.
+pub fn named_zones(timers: &[FleetTimer]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in timers.iter().flat_map(|t| &t.timer.calendars) {
+        if let Some(z) = parse_calendar(e).ok().and_then(|c| c.timezone().map(str::to_string)) {
+            if z != "UTC" && !out.contains(&z) {
+                out.push(z);
             }
         }
     }
@@ -115,64 +150,43 @@ fn schedule_ctx() -> RenderCtx {
     RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "fleetwright".into() }
 }
 
-pub fn compute(fleet: &Fleet, host: Option<&str>, from: i64, window: i64, zones: &Zones) -> Schedule {
+pub fn compute(timers: &[FleetTimer], from: i64, window: i64, zones: &Zones) -> Schedule {
     let to = from + window;
     let mut rows = Vec::new();
     let mut warnings = Vec::new();
-    let agents: Vec<_> = match host {
-        Some(h) => fleet.agents_for_host(h).collect(),
-        None => fleet.agents.iter().collect(),
-    };
-    let base_len = crate::render::unit_base(fleet, "").len();
-    for a in agents {
-        for u in render_agent(fleet, a, &schedule_ctx(), "") {
-            if !matches!(u.role, Role::Timer | Role::AuxTimer) {
-                continue;
-            }
-            let Some(t) = timer_of(&u.content) else { continue };
-            let name = u.name.trim_end_matches(".timer")[base_len..].to_string();
-            let (when, runs, relative) = if let Some(step) = t.every {
-                // Relative to the last run: shown as if the first run were at the window's start.
-                let step = step.max(1);
-                (format!("every {}", crate::spec::values::Duration(step as u64 * 1000)), (0..).map(|k| from + k * step).take_while(|t| *t < to).take(MAX_RUNS).collect(), true)
-            } else {
-                // The union of every expression's runs (a timer with several OnCalendar= lines).
-                let mut runs = Vec::new();
-                for e in &t.calendars {
-                    let Ok(spec) = parse_calendar(e) else { continue };
-                    let named = spec.timezone().filter(|z| *z != "UTC").map(|z| (z, zones.named.get(z)));
-                    if let Some((z, None)) = named {
-                        if !crate::spec::calendar::is_utc_alias(z) {
-                            warnings.push(format!("{name}: the zone {z} is not installed here; its runs of {e:?} are not shown"));
-                            continue;
-                        }
-                    }
-                    let mut at = from - 1;
-                    while let Some(n) = spec.next_elapse_in(at, &zones.local, named.and_then(|(_, tz)| tz)) {
-                        if n >= to || runs.len() >= MAX_RUNS {
-                            break;
-                        }
-                        runs.push(n);
-                        at = n;
+    for ft in timers {
+        let (name, t) = (&ft.name, &ft.timer);
+        let (when, runs, relative) = if let Some(step) = t.every {
+            // Relative to the last run: shown as if the first run were at the window's start.
+            let step = step.max(1);
+            (format!("every {}", crate::spec::values::Duration(step as u64 * 1000)), (0..).map(|k| from + k * step).take_while(|t| *t < to).take(MAX_RUNS).collect(), true)
+        } else {
+            // The union of every expression's runs (a timer with several OnCalendar= lines).
+            let mut runs = Vec::new();
+            for e in &t.calendars {
+                let Ok(spec) = parse_calendar(e) else { continue };
+                let named = spec.timezone().filter(|z| *z != "UTC").map(|z| (z, zones.named.get(z)));
+                if let Some((z, None)) = named {
+                    if !crate::spec::calendar::is_utc_alias(z) {
+                        warnings.push(format!("{name}: the zone {z} is not installed here; its runs of {e:?} are not shown"));
+                        continue;
                     }
                 }
-                runs.sort_unstable();
-                runs.dedup();
-                runs.truncate(MAX_RUNS);
-                (t.calendars.join(" or "), runs, false)
-            };
-            let main = u.role == Role::Timer;
-            rows.push(Row {
-                agent: name,
-                when,
-                runs,
-                spread: t.spread,
-                length: if main { a.run.timeout.map(|d| (d.0 / 1000).max(1) as i64).unwrap_or(60) } else { 60 },
-                group: if main { a.concurrency.as_ref().map(|c| (c.group.clone(), c.limit)) } else { None },
-                enabled: a.enabled,
-                relative,
-            });
-        }
+                let mut at = from - 1;
+                while let Some(n) = spec.next_elapse_in(at, &zones.local, named.and_then(|(_, tz)| tz)) {
+                    if n >= to || runs.len() >= MAX_RUNS {
+                        break;
+                    }
+                    runs.push(n);
+                    at = n;
+                }
+            }
+            runs.sort_unstable();
+            runs.dedup();
+            runs.truncate(MAX_RUNS);
+            (t.calendars.join(" or "), runs, false)
+        };
+        rows.push(Row { agent: name.clone(), when, runs, spread: t.spread, length: ft.length, group: ft.group.clone(), enabled: ft.enabled, relative });
     }
     let display = zones.local.clone();
     warnings.extend(self::warnings(&rows, &display, &zones.local_name));
