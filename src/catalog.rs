@@ -15,7 +15,9 @@ fn when(a: &Agent) -> String {
         Mode::Service(s) => format!("always on (restart {})", s.restart.as_systemd()),
         Mode::Scheduled(s) => {
             let t = match &s.trigger {
-                Trigger::Calendar { expr, cron: Some(c), also } => format!("cron `{c}` ({})", std::iter::once(expr).chain(also).map(|e| format!("`{e}`")).collect::<Vec<_>>().join(" or ")),
+                Trigger::Calendar { expr, cron: Some(c), also } => {
+                    format!("cron `{c}` ({})", std::iter::once(expr).chain(also).map(|e| format!("`{e}`")).collect::<Vec<_>>().join(" or "))
+                }
                 Trigger::Calendar { expr, cron: None, .. } => format!("`{expr}`"),
                 Trigger::Every(d) => format!("every {d}"),
             };
@@ -65,7 +67,12 @@ pub fn render_markdown(fleet: &Fleet, commit: Option<&str>) -> String {
         let hosts = if a.hosts.is_empty() { "all".to_string() } else { a.hosts.join(", ") };
         let creds = a.run.credentials.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
         let after = a.after.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-        let backups = a.backups.iter().map(|b| format!("`{}` → `{}` ({}, keep {}/{}d/{}w)", b.sqlite, b.to, b.calendar, b.keep_last, b.keep_daily, b.keep_weekly)).collect::<Vec<_>>().join("<br>");
+        let backups = a
+            .backups
+            .iter()
+            .map(|b| format!("`{}` → `{}` ({}, keep {}/{}d/{}w)", b.sqlite, b.to, b.calendar, b.keep_last, b.keep_daily, b.keep_weekly))
+            .collect::<Vec<_>>()
+            .join("<br>");
         let logs = a
             .logs
             .iter()

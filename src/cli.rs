@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use crate::desired::desired;
-use crate::host::apply::{deploy, observe, ApplyReport};
+use crate::host::apply::{ApplyReport, deploy, observe};
 use crate::host::state::StateDir;
 use crate::host::systemd::Systemd;
-use crate::host::{status, HostConfig};
+use crate::host::{HostConfig, status};
 use crate::plan::{self, PlanOptions};
 use crate::render::Scope;
-use crate::source::{read_dir, CommitFiles};
+use crate::source::{CommitFiles, read_dir};
 use crate::spec::{self, Diagnostics};
 
 /// Exit codes, as documented in the README.
@@ -63,7 +63,8 @@ impl Globals {
             Scope::System => PathBuf::from("/var/lib/fleetwright"),
             Scope::User => xdg("XDG_STATE_HOME", ".local/state").join("fleetwright"),
         });
-        let host = self.host.clone().unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "localhost".into()));
+        let host =
+            self.host.clone().unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "localhost".into()));
         HostConfig { scope, unit_dir, state_dir, host, bus_address: self.bus_address.clone() }
     }
 }
@@ -105,11 +106,7 @@ pub fn validate(dir: &Path) -> u8 {
 /// else a per-user directory under the system's temporary directory.
 fn cache_dir(g: &Globals) -> PathBuf {
     let cache = g.host_config().state_dir.join("cache");
-    if std::fs::create_dir_all(&cache).is_ok() {
-        cache
-    } else {
-        std::env::temp_dir().join(format!("fleetwright-cache-{}", nix::unistd::getuid()))
-    }
+    if std::fs::create_dir_all(&cache).is_ok() { cache } else { std::env::temp_dir().join(format!("fleetwright-cache-{}", nix::unistd::getuid())) }
 }
 
 /// Read and validate a commit; print why when it is not valid.
@@ -206,7 +203,13 @@ pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool, wait:
             if let Some(d) = fast {
                 tracing::debug!("apply: the same commit, converged: nothing read or rendered");
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "plan": d.plan, "failures": d.report.failures, "filesWritten": 0, "filesRemoved": 0, "reloaded": false })).expect("serializes"));
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(
+                            &serde_json::json!({ "plan": d.plan, "failures": d.report.failures, "filesWritten": 0, "filesRemoved": 0, "reloaded": false })
+                        )
+                        .expect("serializes")
+                    );
                 } else {
                     print!("{}", plan::render_text(&d.plan, false));
                     print_report(&d.report, &commit);
@@ -284,7 +287,13 @@ pub fn status(g: &Globals, json: bool) -> u8 {
             }
             Ok((inv, agents)) => {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "host": cfg.host, "appliedCommit": inv.applied_commit, "appliedAt": inv.applied_at, "agents": agents })).expect("serializes"));
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(
+                            &serde_json::json!({ "host": cfg.host, "appliedCommit": inv.applied_commit, "appliedAt": inv.applied_at, "agents": agents })
+                        )
+                        .expect("serializes")
+                    );
                 } else {
                     use std::io::IsTerminal;
                     let text = status::render_text(&inv, &agents);
@@ -471,7 +480,8 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
 
 pub fn daemon(g: &Globals, a: DaemonArgs) -> u8 {
     let host = g.host_config();
-    let repo = if Path::new(&a.repo).exists() { std::fs::canonicalize(&a.repo).map(|p| p.display().to_string()).unwrap_or(a.repo.clone()) } else { a.repo.clone() };
+    let repo =
+        if Path::new(&a.repo).exists() { std::fs::canonicalize(&a.repo).map(|p| p.display().to_string()).unwrap_or(a.repo.clone()) } else { a.repo.clone() };
     let webhook_secret = match &a.webhook_secret_file {
         Some(f) => match std::fs::read(f) {
             Ok(s) => Some(s.trim_ascii().to_vec()),
@@ -525,10 +535,18 @@ pub fn history(g: &Globals, limit: usize, json: bool) -> u8 {
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "lastGood": h.last_good().ok().flatten(), "pin": h.pin().ok().flatten(), "reconciles": rows })).expect("serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "lastGood": h.last_good().ok().flatten(), "pin": h.pin().ok().flatten(), "reconciles": rows }))
+                .expect("serializes")
+        );
         return exit::OK;
     }
-    println!("last good: {}   pin: {}", h.last_good().ok().flatten().as_deref().map(plan::short).unwrap_or("none"), h.pin().ok().flatten().as_deref().map(plan::short).unwrap_or("none"));
+    println!(
+        "last good: {}   pin: {}",
+        h.last_good().ok().flatten().as_deref().map(plan::short).unwrap_or("none"),
+        h.pin().ok().flatten().as_deref().map(plan::short).unwrap_or("none")
+    );
     println!("{:<22} {:<8} {:<12} {:<12} {:<11} {:>7} {:>7}  ERROR", "STARTED", "TRIGGER", "HEAD", "APPLIED", "RESULT", "ACTIONS", "MS");
     for r in rows {
         println!(
@@ -555,7 +573,8 @@ pub fn rollback(g: &Globals, to: Option<&str>) -> u8 {
         // commits it has seen.
         Some(t) if t.len() == 40 && t.bytes().all(|b| b.is_ascii_hexdigit()) => t.to_ascii_lowercase(),
         Some(t) => {
-            let seen: std::collections::BTreeSet<String> = h.recent(10_000).unwrap_or_default().into_iter().flat_map(|r| [r.head, r.applied]).flatten().filter(|c| c.starts_with(t)).collect();
+            let seen: std::collections::BTreeSet<String> =
+                h.recent(10_000).unwrap_or_default().into_iter().flat_map(|r| [r.head, r.applied]).flatten().filter(|c| c.starts_with(t)).collect();
             match seen.len() {
                 1 => seen.into_iter().next().expect("one"),
                 0 => {
@@ -569,7 +588,10 @@ pub fn rollback(g: &Globals, to: Option<&str>) -> u8 {
             }
         }
         None => match h.recent(1000).ok().and_then(|rows| {
-            rows.into_iter().filter(|r| matches!(r.result.as_str(), "converged" | "repaired" | "unchanged")).filter_map(|r| r.applied).find(|c| Some(c) != applied.as_ref() && matches!(h.verdict(c), Ok(Some((crate::daemon::history::Verdict::Good, _)))))
+            rows.into_iter()
+                .filter(|r| matches!(r.result.as_str(), "converged" | "repaired" | "unchanged"))
+                .filter_map(|r| r.applied)
+                .find(|c| Some(c) != applied.as_ref() && matches!(h.verdict(c), Ok(Some((crate::daemon::history::Verdict::Good, _)))))
         }) {
             Some(c) => c,
             None => {
@@ -805,7 +827,14 @@ pub fn logs_clean(path: &str, pattern: &str, max_age: Option<&str>, max_files: O
                 for r in &report.removed {
                     println!("{verb} {} ({} bytes, {})", r.path, r.bytes, r.reason);
                 }
-                println!("{path}/{pattern}: {verb} {} files, {} bytes freed; kept {}; {} symlinks left alone; {} vanished meanwhile", report.removed.len(), report.freed, report.kept, report.skipped_symlinks, report.vanished);
+                println!(
+                    "{path}/{pattern}: {verb} {} files, {} bytes freed; kept {}; {} symlinks left alone; {} vanished meanwhile",
+                    report.removed.len(),
+                    report.freed,
+                    report.kept,
+                    report.skipped_symlinks,
+                    report.vanished
+                );
                 for e in &report.errors {
                     eprintln!("error: {e}");
                 }
@@ -823,7 +852,16 @@ pub fn backup(sqlite: &Path, to: &Path, last: u32, daily: u32, weekly: u32, veri
     let policy = crate::ops::backup::Policy { last, daily, weekly };
     match crate::ops::backup::backup(sqlite, to, &policy, verify, wal, std::time::SystemTime::now()) {
         Ok(r) => {
-            println!("backed up {} to {} ({} bytes, {} pages, {:.2}s{}); pruned {}", sqlite.display(), r.file.path, r.file.bytes, r.pages, r.seconds, if r.verified { ", verified" } else { "" }, r.pruned.len());
+            println!(
+                "backed up {} to {} ({} bytes, {} pages, {:.2}s{}); pruned {}",
+                sqlite.display(),
+                r.file.path,
+                r.file.bytes,
+                r.pages,
+                r.seconds,
+                if r.verified { ", verified" } else { "" },
+                r.pruned.len()
+            );
             exit::OK
         }
         Err(e) => {
@@ -852,7 +890,10 @@ fn agent_backups(g: &Globals, agent: &str, db: Option<&str>) -> Result<(String, 
             Err(exit::ERROR)
         }
         many => {
-            eprintln!("error: agent {agent:?} backs up several databases; name one with --db: {}", many.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>().join(", "));
+            eprintln!(
+                "error: agent {agent:?} backs up several databases; name one with --db: {}",
+                many.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>().join(", ")
+            );
             Err(exit::ERROR)
         }
     }
@@ -955,13 +996,24 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
         // Start again what ran before, and what should run (an enabled agent's timers and
         // service: one that had failed on a broken database comes back too), whether or not
         // the swap worked. Never a job by itself: its timer starts it.
-        let should_run = |u: &&str| enabled && inv.files.get(*u).is_some_and(|r| matches!(r.role, crate::render::Role::Timer | crate::render::Role::AuxTimer | crate::render::Role::Service));
+        let should_run = |u: &&str| {
+            enabled
+                && inv
+                    .files
+                    .get(*u)
+                    .is_some_and(|r| matches!(r.role, crate::render::Role::Timer | crate::render::Role::AuxTimer | crate::render::Role::Service))
+        };
         let mut start: Vec<&str> = names.iter().copied().filter(|u| active.contains(u) || should_run(u)).collect();
         start.dedup();
         let started = sd.run_jobs("start", &start).await;
         match result {
             Ok(replaced) => {
-                println!("restored {} from {}{}", db, file.display(), replaced.map(|p| format!("; the replaced database is kept at {}", p.display())).unwrap_or_default());
+                println!(
+                    "restored {} from {}{}",
+                    db,
+                    file.display(),
+                    replaced.map(|p| format!("; the replaced database is kept at {}", p.display())).unwrap_or_default()
+                );
                 match started {
                     Ok(jobs) if jobs.iter().all(|j| j.result == "done") => exit::OK,
                     other => {

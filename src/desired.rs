@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::inventory::Inventory;
-use crate::render::{render_agent, RenderCtx, Role};
+use crate::render::{RenderCtx, Role, render_agent};
 use crate::spec::model::{Fleet, Mode, OnChange};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,8 +42,23 @@ pub struct HealthCheck {
 /// the ones that control the service's own life (Type, Restart, Exec*, timeouts, watchdog)
 /// are not among them.
 const CHECK_PROPERTIES: [&str; 17] = [
-    "User", "Group", "WorkingDirectory", "Environment", "EnvironmentFile", "LoadCredential", "NoNewPrivileges", "PrivateTmp", "ProtectSystem", "ProtectHome",
-    "ReadWritePaths", "MemoryMax", "MemorySwapMax", "CPUQuota", "TasksMax", "LimitNOFILE", "UMask",
+    "User",
+    "Group",
+    "WorkingDirectory",
+    "Environment",
+    "EnvironmentFile",
+    "LoadCredential",
+    "NoNewPrivileges",
+    "PrivateTmp",
+    "ProtectSystem",
+    "ProtectHome",
+    "ReadWritePaths",
+    "MemoryMax",
+    "MemorySwapMax",
+    "CPUQuota",
+    "TasksMax",
+    "LimitNOFILE",
+    "UMask",
 ];
 
 fn check_properties(content: &str) -> Vec<(String, String)> {
@@ -73,12 +88,8 @@ pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: 
     let mut agents = BTreeMap::new();
     for agent in fleet.agents_for_host(host) {
         let spec_hash = agent.spec_hash();
-        let changed_commit = prior
-            .agents
-            .get(&agent.name)
-            .filter(|r| r.spec_hash == spec_hash)
-            .map(|r| r.changed_commit.clone())
-            .unwrap_or_else(|| commit.to_string());
+        let changed_commit =
+            prior.agents.get(&agent.name).filter(|r| r.spec_hash == spec_hash).map(|r| r.changed_commit.clone()).unwrap_or_else(|| commit.to_string());
         let on_change = match &agent.mode {
             Mode::Service(s) => s.on_change,
             Mode::Scheduled(_) => OnChange::None,

@@ -260,7 +260,9 @@ fn main() -> ExitCode {
     let globals = cli::Globals { unit_dir: args.unit_dir, state_dir: args.state_dir, user: args.user, host: args.host, bus_address: args.bus_address };
     let code = match args.command {
         Command::Validate { dir } => cli::validate(&dir),
-        Command::Plan { src, base: Some(base), head: Some(head), format, json, .. } => cli::review(&globals, &src, &base, &head, if json { "json" } else { &format }),
+        Command::Plan { src, base: Some(base), head: Some(head), format, json, .. } => {
+            cli::review(&globals, &src, &base, &head, if json { "json" } else { &format })
+        }
         Command::Plan { src, json, no_diff, allow_empty, .. } => cli::plan(&globals, &src, json, !no_diff, allow_empty),
         Command::Apply { src, sandbox: true, offline, .. } => cli::apply_in_sandbox(&globals, &src, offline),
         Command::Apply { src, allow_empty, json, wait, .. } => cli::apply(&globals, &src, allow_empty, json, wait),
@@ -291,8 +293,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::LogsClean { path, pattern, max_age, max_files, max_size, dry_run, json } => cli::logs_clean(&path, &pattern, max_age.as_deref(), max_files, max_size.as_deref(), dry_run, json),
-        Command::Backup { sqlite, to, keep_last, keep_daily, keep_weekly, verify, wal } => cli::backup(&sqlite, &to, keep_last, keep_daily, keep_weekly, verify, wal),
+        Command::LogsClean { path, pattern, max_age, max_files, max_size, dry_run, json } => {
+            cli::logs_clean(&path, &pattern, max_age.as_deref(), max_files, max_size.as_deref(), dry_run, json)
+        }
+        Command::Backup { sqlite, to, keep_last, keep_daily, keep_weekly, verify, wal } => {
+            cli::backup(&sqlite, &to, keep_last, keep_daily, keep_weekly, verify, wal)
+        }
         Command::Backups { agent, json } => cli::backups(&globals, &agent, json),
         Command::Restore { agent, from, latest, db } => cli::restore(&globals, &agent, from.as_deref(), latest, db.as_deref()),
         Command::Schema => {

@@ -17,10 +17,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::desired::Desired;
-use crate::inventory::{sha256, Inventory};
+use crate::inventory::{Inventory, sha256};
 use crate::render::Role;
 use crate::spec::model::OnChange;
-use crate::unit::{compare, Change};
+use crate::unit::{Change, compare};
 
 /// What systemd says about a unit, as observed by the host layer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -188,7 +188,11 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             if status.is_enabled() {
                 actions.push(Action::Disable);
             }
-            let reason = if desired.agents.contains_key(&rec.agent) { "no longer part of its agent" } else { "its agent was removed from the fleet (or from this host)" };
+            let reason = if desired.agents.contains_key(&rec.agent) {
+                "no longer part of its agent"
+            } else {
+                "its agent was removed from the fleet (or from this host)"
+            };
             units.push(UnitChange {
                 unit: name.clone(),
                 agent: rec.agent.clone(),
@@ -335,7 +339,9 @@ fn plan_config(desired: &Desired, observed: &Observed, errors: &mut Vec<String>)
         let (file, content, restart) = match desired.config.get(path.as_str()) {
             Some((content, unit)) => {
                 if record.is_none() && on_disk.is_some() {
-                    errors.push(format!("{path} exists but fleetwright did not write it; it is never overwritten. Move it away, or drop `journal` from the Fleet document"));
+                    errors.push(format!(
+                        "{path} exists but fleetwright did not write it; it is never overwritten. Move it away, or drop `journal` from the Fleet document"
+                    ));
                 }
                 match &on_disk {
                     Some(old) if old == content => (FileOp::Keep, None, None),
@@ -353,11 +359,7 @@ fn plan_config(desired: &Desired, observed: &Observed, errors: &mut Vec<String>)
 }
 
 pub fn unified_diff(name: &str, old: &str, new: &str) -> String {
-    similar::TextDiff::from_lines(old, new)
-        .unified_diff()
-        .context_radius(3)
-        .header(&format!("a/{name}"), &format!("b/{name}"))
-        .to_string()
+    similar::TextDiff::from_lines(old, new).unified_diff().context_radius(3).header(&format!("a/{name}"), &format!("b/{name}")).to_string()
 }
 
 /// The plan as text, unit by unit (what `fleetwright plan` prints).
@@ -433,7 +435,14 @@ pub fn assume_converged(d: &Desired) -> Observed {
                 load_state: "loaded".into(),
                 active_state: if running { "active" } else { "inactive" }.into(),
                 sub_state: if running { "running" } else { "dead" }.into(),
-                unit_file_state: if u.role.is_job() { "static" } else if u.enabled { "enabled" } else { "disabled" }.into(),
+                unit_file_state: if u.role.is_job() {
+                    "static"
+                } else if u.enabled {
+                    "enabled"
+                } else {
+                    "disabled"
+                }
+                .into(),
                 ..Default::default()
             },
         );
@@ -443,7 +452,15 @@ pub fn assume_converged(d: &Desired) -> Observed {
         let enabled = d.units.values().find(|u| &u.agent == name).is_some_and(|u| u.enabled);
         o.inventory.agents.insert(
             name.clone(),
-            crate::inventory::AgentRecord { spec_hash: a.spec_hash.clone(), changed_commit: a.changed_commit.clone(), changed_at: String::new(), applied_commit: d.commit.clone(), applied_at: String::new(), enabled, backups: a.backups.clone() },
+            crate::inventory::AgentRecord {
+                spec_hash: a.spec_hash.clone(),
+                changed_commit: a.changed_commit.clone(),
+                changed_at: String::new(),
+                applied_commit: d.commit.clone(),
+                applied_at: String::new(),
+                enabled,
+                backups: a.backups.clone(),
+            },
         );
     }
     for (path, (content, _)) in &d.config {

@@ -1,7 +1,7 @@
 //! Render (pure): one agent → its systemd unit files. Every spec field maps to a directive here.
 
 use crate::spec::model::{Agent, Fleet, Mode, OnChange, Trigger, WhenFull};
-use crate::unit::{escape_specifiers, quote, UnitFile, MARKER};
+use crate::unit::{MARKER, UnitFile, escape_specifiers, quote};
 
 /// Which manager the units are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -160,7 +160,18 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
         let when = if c.when_full == WhenFull::Wait { "wait" } else { "skip" };
         let dir = slot_dir(ctx.scope);
         svc.set("ExecStartPre", format!("+{} slot-prepare --dir {dir} --group {} --limit {}", quote(&ctx.exe, true), c.group, c.limit));
-        let mut wrap = vec![quote(&ctx.exe, true), "slot".into(), "--dir".into(), dir.into(), "--group".into(), c.group.clone(), "--limit".into(), c.limit.to_string(), "--when-full".into(), when.into()];
+        let mut wrap = vec![
+            quote(&ctx.exe, true),
+            "slot".into(),
+            "--dir".into(),
+            dir.into(),
+            "--group".into(),
+            c.group.clone(),
+            "--limit".into(),
+            c.limit.to_string(),
+            "--when-full".into(),
+            when.into(),
+        ];
         if let Some(t) = agent.run.timeout {
             wrap.extend(["--timeout".into(), quote(&t.to_string(), true)]);
         }
@@ -206,7 +217,10 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
     // The agent's own paths stay writable under ProtectSystem=strict; `-` tolerates a path that
     // does not exist yet (systemd.exec(5), ReadWritePaths=).
     if h.protect_system.is_some() {
-        let own = agent.logs.iter().map(|l| l.path.split("/*").next().unwrap_or(&l.path).to_string())
+        let own = agent
+            .logs
+            .iter()
+            .map(|l| l.path.split("/*").next().unwrap_or(&l.path).to_string())
             .chain(agent.backups.iter().map(|b| parent(&b.sqlite)))
             .chain(agent.health.iter().filter_map(|h| h.heartbeat.as_ref()).map(|hb| parent(&hb.file)));
         for p in own {
@@ -278,8 +292,6 @@ struct Aux<'a> {
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
-
-
 
 /// Entries grouped by their calendar, in the order each calendar first appears.
 fn group_by_calendar<'a, T>(items: &'a [T], cal: impl Fn(&T) -> &String) -> Vec<(&'a String, Vec<&'a T>)> {
@@ -373,7 +385,18 @@ fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &st
     }
     if let (Some(hb), Mode::Service(_)) = (agent.health.as_ref().and_then(|h| h.heartbeat.as_ref()), &agent.mode) {
         let every = crate::spec::values::Duration((hb.max_age.0 / 2).max(1000));
-        let mut exec = vec![exe.clone(), "heartbeat".into(), "--agent".into(), agent.name.clone(), "--file".into(), quote(&hb.file, true), "--max-age".into(), quote(&hb.max_age.to_string(), true), "--unit".into(), format!("{base}.service")];
+        let mut exec = vec![
+            exe.clone(),
+            "heartbeat".into(),
+            "--agent".into(),
+            agent.name.clone(),
+            "--file".into(),
+            quote(&hb.file, true),
+            "--max-age".into(),
+            quote(&hb.max_age.to_string(), true),
+            "--unit".into(),
+            format!("{base}.service"),
+        ];
         exec.extend(["--state-dir".into(), quote(&ctx.state_dir, true)]);
         if ctx.scope == Scope::User {
             exec.push("--user".into());

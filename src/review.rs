@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::desired::desired;
 use crate::inventory::Inventory;
-use crate::plan::{assume_converged, plan, short, Plan, PlanOptions, UnitChange};
+use crate::plan::{Plan, PlanOptions, UnitChange, assume_converged, plan, short};
 use crate::render::RenderCtx;
 use crate::spec::Fleet;
 use crate::unit::Change;
@@ -48,7 +48,11 @@ pub fn review(base: (&str, &Fleet), head: (&str, &Fleet), host: Option<&str>, ct
     let was: BTreeSet<&String> = before.agents.keys().collect();
     let is: BTreeSet<&String> = after.agents.keys().collect();
     let touched: BTreeSet<&str> = p.changes().map(|u| u.agent.as_str()).collect();
-    let restarts: BTreeSet<String> = p.changes().filter(|u| u.actions.iter().any(|a| matches!(a, crate::plan::Action::Restart | crate::plan::Action::Reload))).map(|u| u.agent.clone()).collect();
+    let restarts: BTreeSet<String> = p
+        .changes()
+        .filter(|u| u.actions.iter().any(|a| matches!(a, crate::plan::Action::Restart | crate::plan::Action::Reload)))
+        .map(|u| u.agent.clone())
+        .collect();
     Review {
         base: base.0.to_string(),
         head: head.0.to_string(),
@@ -125,7 +129,12 @@ pub fn render_markdown(r: &Review) -> String {
         o.push_str(&block);
     }
     if left_out > 0 {
-        let _ = writeln!(o, "*{left_out} more unit diffs do not fit in a comment; `fleetwright plan --base {} --head {}` shows them all.*", short(&r.base), short(&r.head));
+        let _ = writeln!(
+            o,
+            "*{left_out} more unit diffs do not fit in a comment; `fleetwright plan --base {} --head {}` shows them all.*",
+            short(&r.base),
+            short(&r.head)
+        );
     }
     o
 }

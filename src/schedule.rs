@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::render::{render_agent, RenderCtx, Role, Scope};
+use crate::render::{RenderCtx, Role, Scope, render_agent};
 use crate::spec::calendar::parse_calendar;
 use crate::spec::model::Fleet;
 
@@ -159,7 +159,11 @@ pub fn compute(timers: &[FleetTimer], from: i64, window: i64, zones: &Zones) -> 
         let (when, runs, relative) = if let Some(step) = t.every {
             // Relative to the last run: shown as if the first run were at the window's start.
             let step = step.max(1);
-            (format!("every {}", crate::spec::values::Duration(step as u64 * 1000)), (0..).map(|k| from + k * step).take_while(|t| *t < to).take(MAX_RUNS).collect(), true)
+            (
+                format!("every {}", crate::spec::values::Duration(step as u64 * 1000)),
+                (0..).map(|k| from + k * step).take_while(|t| *t < to).take(MAX_RUNS).collect(),
+                true,
+            )
         } else {
             // The union of every expression's runs (a timer with several OnCalendar= lines).
             let mut runs = Vec::new();
@@ -255,7 +259,10 @@ fn warnings(rows: &[Row], tz: &jiff::tz::TimeZone, zone: &str) -> Vec<String> {
             }
         }
         if max > limit as i32 {
-            out.push(format!("concurrency group {g}: up to {max} runs may overlap (first at {} {zone}), over its limit of {limit}; the extra ones will skip or wait", hhmm(at, tz)));
+            out.push(format!(
+                "concurrency group {g}: up to {max} runs may overlap (first at {} {zone}), over its limit of {limit}; the extra ones will skip or wait",
+                hhmm(at, tz)
+            ));
         }
     }
     out
@@ -266,7 +273,8 @@ pub fn render_text(s: &Schedule, columns: usize) -> String {
     let mut o = String::new();
     let span = (s.to - s.from).max(1);
     let name_w = s.rows.iter().map(|r| r.agent.len()).max().unwrap_or(5).max(5);
-    let _ = writeln!(o, "{:<name_w$}  {:<columns$}  runs  when", "agent", format!("{} → {} {}", day_hhmm(s.from, &s.display), day_hhmm(s.to, &s.display), s.zone));
+    let _ =
+        writeln!(o, "{:<name_w$}  {:<columns$}  runs  when", "agent", format!("{} → {} {}", day_hhmm(s.from, &s.display), day_hhmm(s.to, &s.display), s.zone));
     for r in &s.rows {
         let mut line = vec!['·'; columns];
         for t in &r.runs {
@@ -285,7 +293,11 @@ pub fn render_text(s: &Schedule, columns: usize) -> String {
         let flag = if r.enabled { "" } else { " (disabled)" };
         let _ = writeln!(o, "{:<name_w$}  {bar}  {:>4}  {}{flag}", r.agent, r.runs.len(), r.when);
     }
-    let _ = writeln!(o, "\n| = a run starts, ~ = its randomized delay span; times are {}; `every` timers count from their last run, shown from the window's start.", s.zone);
+    let _ = writeln!(
+        o,
+        "\n| = a run starts, ~ = its randomized delay span; times are {}; `every` timers count from their last run, shown from the window's start.",
+        s.zone
+    );
     for w in &s.warnings {
         let _ = writeln!(o, "warning: {w}");
     }

@@ -17,7 +17,9 @@ pub enum SourceError {
     NoSubdir { path: PathBuf, subdir: String, commit: String },
     #[error("{file}: not UTF-8 text")]
     NotUtf8 { file: String },
-    #[error("{file}: a symbolic link; specs are read from regular files only (what a link points to is not part of the commit it is in). Copy the file instead")]
+    #[error(
+        "{file}: a symbolic link; specs are read from regular files only (what a link points to is not part of the commit it is in). Copy the file instead"
+    )]
     Symlink { file: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -35,17 +37,22 @@ pub struct CommitFiles {
 /// The commit `rev` names in the repository at `repo`, without reading its tree.
 pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, SourceError> {
     let r = git2::Repository::open(repo).map_err(|source| SourceError::Open { path: repo.to_path_buf(), source })?;
-    let c = r.revparse_single(rev).and_then(|o| o.peel_to_commit()).map_err(|source| SourceError::Rev { path: repo.to_path_buf(), rev: rev.to_string(), source })?;
+    let c = r.revparse_single(rev).and_then(|o| o.peel_to_commit()).map_err(|source| SourceError::Rev {
+        path: repo.to_path_buf(),
+        rev: rev.to_string(),
+        source,
+    })?;
     Ok(c.id().to_string())
 }
 
 /// Read every spec file of `rev` (default HEAD) under `subdir` of the repository at `repo`.
 pub fn read_commit(repo: &Path, rev: &str, subdir: Option<&str>) -> Result<CommitFiles, SourceError> {
     let r = git2::Repository::open(repo).map_err(|source| SourceError::Open { path: repo.to_path_buf(), source })?;
-    let commit = r
-        .revparse_single(rev)
-        .and_then(|o| o.peel_to_commit())
-        .map_err(|source| SourceError::Rev { path: repo.to_path_buf(), rev: rev.to_string(), source })?;
+    let commit = r.revparse_single(rev).and_then(|o| o.peel_to_commit()).map_err(|source| SourceError::Rev {
+        path: repo.to_path_buf(),
+        rev: rev.to_string(),
+        source,
+    })?;
     read_tree(&r, &commit, repo, subdir)
 }
 
@@ -55,10 +62,11 @@ pub fn read_tree(r: &git2::Repository, commit: &git2::Commit, repo: &Path, subdi
     let mut tree = commit.tree().map_err(git)?;
     if let Some(sub) = subdir.map(|s| s.trim_matches('/')).filter(|s| !s.is_empty()) {
         let entry = tree.get_path(Path::new(sub)).map_err(|_| SourceError::NoSubdir { path: repo.to_path_buf(), subdir: sub.into(), commit: id.clone() })?;
-        tree = entry
-            .to_object(r)
-            .and_then(|o| o.peel_to_tree())
-            .map_err(|_| SourceError::NoSubdir { path: repo.to_path_buf(), subdir: sub.into(), commit: id.clone() })?;
+        tree = entry.to_object(r).and_then(|o| o.peel_to_tree()).map_err(|_| SourceError::NoSubdir {
+            path: repo.to_path_buf(),
+            subdir: sub.into(),
+            commit: id.clone(),
+        })?;
     }
     let mut files = Vec::new();
     let mut err = None;
@@ -388,7 +396,11 @@ mod tests {
     fn reads_a_subdirectory_skipping_hidden_and_other_files() {
         let dir = tempfile::tempdir().unwrap();
         let repo = git2::Repository::init(dir.path()).unwrap();
-        let c = commit(&repo, &[("fleet/a.yaml", "a"), ("fleet/sub/b.yml", "b"), ("fleet/.hidden/c.yaml", "c"), ("fleet/notes.md", "n"), ("other/d.yaml", "d")], "one");
+        let c = commit(
+            &repo,
+            &[("fleet/a.yaml", "a"), ("fleet/sub/b.yml", "b"), ("fleet/.hidden/c.yaml", "c"), ("fleet/notes.md", "n"), ("other/d.yaml", "d")],
+            "one",
+        );
         let files = read_commit(dir.path(), "HEAD", Some("fleet")).unwrap();
         assert_eq!(files.commit, c);
         assert_eq!(files.files, vec![("a.yaml".to_string(), "a".to_string()), ("sub/b.yml".to_string(), "b".to_string())]);

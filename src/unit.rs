@@ -100,9 +100,8 @@ pub fn compare(old: &str, new: &str) -> Change {
     if old == new {
         return Change::Identical;
     }
-    let strip = |p: Parsed| -> Parsed {
-        p.into_iter().map(|(s, kv)| (s, kv.into_iter().filter(|(k, _)| !COSMETIC_KEYS.contains(&k.as_str())).collect())).collect()
-    };
+    let strip =
+        |p: Parsed| -> Parsed { p.into_iter().map(|(s, kv)| (s, kv.into_iter().filter(|(k, _)| !COSMETIC_KEYS.contains(&k.as_str())).collect())).collect() };
     let (a, b) = (strip(parse(old)), strip(parse(new)));
     if a == b {
         return Change::Cosmetic;

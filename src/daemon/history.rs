@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,10 +62,17 @@ impl History {
         // opener at that moment (`fleetwright history` as the daemon starts) is waited out here.
         let until = std::time::Instant::now() + BUSY_TIMEOUT;
         loop {
-            let set = conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)).and_then(|mode| if mode.eq_ignore_ascii_case("wal") { Ok(()) } else { conn.pragma_update(None, "journal_mode", "WAL") });
+            let set = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+                .and_then(|mode| if mode.eq_ignore_ascii_case("wal") { Ok(()) } else { conn.pragma_update(None, "journal_mode", "WAL") });
             match set {
                 Ok(()) => break,
-                Err(e) if matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)) && std::time::Instant::now() < until => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Err(e)
+                    if matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+                        && std::time::Instant::now() < until =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
                 Err(e) => return Err(err(e)),
             }
         }
@@ -174,7 +181,9 @@ impl History {
 
     fn set(&self, key: &str, value: Option<&str>) -> Result<(), HistoryError> {
         match value {
-            Some(v) => self.conn.execute("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", params![key, v]),
+            Some(v) => {
+                self.conn.execute("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", params![key, v])
+            }
             None => self.conn.execute("DELETE FROM settings WHERE key = ?1", params![key]),
         }
         .map_err(self.err())?;

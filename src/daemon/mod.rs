@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::host::apply::{deploy, Deployment};
+use crate::host::apply::{Deployment, deploy};
 use crate::host::state::StateDir;
 use crate::host::systemd::Systemd;
-use crate::host::{now_rfc3339, HostConfig};
-use crate::plan::{short, Action, FileOp, PlanOptions};
+use crate::host::{HostConfig, now_rfc3339};
+use crate::plan::{Action, FileOp, PlanOptions, short};
 use crate::render::Role;
 use crate::source::{FetchError, GitSource};
 use history::{History, Reconcile, Verdict};
@@ -120,7 +120,9 @@ impl Histogram {
 #[derive(Debug)]
 enum Outcome {
     /// Converged (changed or not) to this commit.
-    Converged { changed: bool },
+    Converged {
+        changed: bool,
+    },
     /// A transient failure: retry with backoff.
     Transient(String),
     /// Applying the commit failed part-way (a file that cannot be written, a call the manager
@@ -224,7 +226,7 @@ impl Daemon {
     /// Run until SIGTERM/SIGINT. The step in progress always finishes: a signal stops the
     /// loop between reconciles (or ends a health gate's wait), so no apply is cut in half.
     pub async fn run(mut self) -> Result<(), Box<dyn std::error::Error>> {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let _instance = self.state.lock_daemon()?;
         let pid_file = self.cfg.host.state_dir.join("daemon.pid");
         let mut term = signal(SignalKind::terminate())?;
@@ -439,7 +441,15 @@ impl Daemon {
         if let Ok(good) = last_good {
             m.last_good = good;
         }
-        info!(trigger = rec.trigger, result = rec.result, head = rec.head.as_deref().map(short), applied = rec.applied.as_deref().map(short), ms = rec.duration_ms, error = rec.error.as_deref(), "reconciled");
+        info!(
+            trigger = rec.trigger,
+            result = rec.result,
+            head = rec.head.as_deref().map(short),
+            applied = rec.applied.as_deref().map(short),
+            ms = rec.duration_ms,
+            error = rec.error.as_deref(),
+            "reconciled"
+        );
         outcome
     }
 
@@ -476,7 +486,9 @@ impl Daemon {
         let mut hold: Option<String> = None;
         if pin.is_none() {
             match self.history.verdict(&target) {
-                Ok(Some((Verdict::Bad, why))) => hold = Some(format!("commit {} is marked bad ({why}); holding the last good state until a newer commit", short(&target))),
+                Ok(Some((Verdict::Bad, why))) => {
+                    hold = Some(format!("commit {} is marked bad ({why}); holding the last good state until a newer commit", short(&target)))
+                }
                 Ok(_) => {}
                 Err(e) => return transient(&e),
             }
@@ -488,7 +500,11 @@ impl Daemon {
             };
             if let Some(applied) = applied.filter(|a| *a != target) {
                 if self.source.descends_from(&target, &applied) != Some(true) {
-                    hold = Some(format!("the branch no longer contains the applied commit {} (force-push?); refusing {} — pass --allow-force-push to follow it", short(&applied), short(&target)));
+                    hold = Some(format!(
+                        "the branch no longer contains the applied commit {} (force-push?); refusing {} — pass --allow-force-push to follow it",
+                        short(&applied),
+                        short(&target)
+                    ));
                 }
             }
         }
@@ -647,7 +663,10 @@ impl Daemon {
     async fn unchanged(&self, commit: &str) -> bool {
         let Ok(sd) = Systemd::connect(self.cfg.host.scope, self.cfg.host.bus_address.as_deref()).await else { return false };
         let key = crate::host::apply::render_key(&self.cfg.host, commit, self.cfg.path.as_deref());
-        matches!(crate::host::apply::deploy_unchanged(&sd, &self.cfg.host, &self.state, &key, PlanOptions { allow_empty: self.cfg.allow_empty }).await, Ok(Some(_)))
+        matches!(
+            crate::host::apply::deploy_unchanged(&sd, &self.cfg.host, &self.state, &key, PlanOptions { allow_empty: self.cfg.allow_empty }).await,
+            Ok(Some(_))
+        )
     }
 
     /// Apply `commit` and record what it did (whichever commit it is: the head, the pin, the
@@ -691,7 +710,9 @@ impl Daemon {
                         rec.error = Some(format!("{why}; and at {}: {}", short(&good), failed.join("; ")));
                     }
                     Ok(_) => {}
-                    Err(Outcome::Transient(e) | Outcome::ApplyFailed(e)) => return Outcome::Transient(format!("{why}; re-applying the last good commit {} failed: {e}", short(&good))),
+                    Err(Outcome::Transient(e) | Outcome::ApplyFailed(e)) => {
+                        return Outcome::Transient(format!("{why}; re-applying the last good commit {} failed: {e}", short(&good)));
+                    }
                     Err(_) => {}
                 },
                 Err(e) => warn!(error = %e, commit = short(&good), "the last good commit cannot be read"),

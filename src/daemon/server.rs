@@ -6,15 +6,15 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::Router;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::webhook::{delivery_id, verify, Seen};
+use super::webhook::{Seen, delivery_id, verify};
 use super::{Metrics, Trigger};
 
 #[derive(Clone)]
@@ -27,11 +27,7 @@ struct AppState {
 
 pub async fn spawn(addr: SocketAddr, secret: Option<Vec<u8>>, tx: mpsc::UnboundedSender<Trigger>, metrics: Arc<Mutex<Metrics>>) -> std::io::Result<()> {
     let state = AppState { secret: secret.map(Arc::new), seen: Arc::default(), tx, stats: metrics };
-    let app = Router::new()
-        .route("/webhook", post(webhook))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_handler))
-        .with_state(state);
+    let app = Router::new().route("/webhook", post(webhook)).route("/healthz", get(healthz)).route("/metrics", get(metrics_handler)).with_state(state);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -81,21 +77,42 @@ pub fn render_metrics(m: &Metrics) -> String {
             let _ = writeln!(o, "{name}{labels} {v}");
         }
     };
-    gauge("fleetwright_applied_commit_info", "The commit the host is converged to.", "gauge", m.applied_commit.iter().map(|c| (format!("{{commit=\"{c}\"}}"), 1.0)).collect());
-    gauge("fleetwright_last_good_commit_info", "The last commit that passed its health gate.", "gauge", m.last_good.iter().map(|c| (format!("{{commit=\"{c}\"}}"), 1.0)).collect());
-    gauge("fleetwright_reconciles_total", "Reconciles by result.", "counter", m.reconciles.iter().map(|(r, n)| (format!("{{result=\"{r}\"}}"), *n as f64)).collect());
+    gauge(
+        "fleetwright_applied_commit_info",
+        "The commit the host is converged to.",
+        "gauge",
+        m.applied_commit.iter().map(|c| (format!("{{commit=\"{c}\"}}"), 1.0)).collect(),
+    );
+    gauge(
+        "fleetwright_last_good_commit_info",
+        "The last commit that passed its health gate.",
+        "gauge",
+        m.last_good.iter().map(|c| (format!("{{commit=\"{c}\"}}"), 1.0)).collect(),
+    );
+    gauge(
+        "fleetwright_reconciles_total",
+        "Reconciles by result.",
+        "counter",
+        m.reconciles.iter().map(|(r, n)| (format!("{{result=\"{r}\"}}"), *n as f64)).collect(),
+    );
     gauge("fleetwright_reconcile_failures_total", "Reconciles that did not converge to the head.", "counter", vec![(String::new(), m.failures as f64)]);
     gauge("fleetwright_rollbacks_total", "Automatic rollbacks.", "counter", vec![(String::new(), m.rollbacks as f64)]);
     gauge("fleetwright_last_reconcile_duration_seconds", "Duration of the last reconcile.", "gauge", vec![(String::new(), m.last_duration)]);
     let h = &m.durations;
-    let mut buckets: Vec<(String, f64)> = crate::daemon::Histogram::BUCKETS.iter().zip(h.counts).map(|(b, c)| (format!("_bucket{{le=\"{b}\"}}"), c as f64)).collect();
+    let mut buckets: Vec<(String, f64)> =
+        crate::daemon::Histogram::BUCKETS.iter().zip(h.counts).map(|(b, c)| (format!("_bucket{{le=\"{b}\"}}"), c as f64)).collect();
     buckets.push(("_bucket{le=\"+Inf\"}".into(), h.count as f64));
     buckets.push(("_sum".into(), h.sum));
     buckets.push(("_count".into(), h.count as f64));
     gauge("fleetwright_reconcile_duration_seconds", "Duration of reconciles.", "histogram", buckets);
     gauge("fleetwright_last_success_timestamp_seconds", "When the host last converged.", "gauge", vec![(String::new(), m.last_success_unix as f64)]);
     gauge("fleetwright_drift_units", "Units whose drift the last reconcile repaired.", "gauge", vec![(String::new(), m.drift_units as f64)]);
-    gauge("fleetwright_commit_to_converged_seconds", "From a commit's first sight to converged.", "gauge", m.commit_to_converged.iter().map(|s| (String::new(), *s)).collect());
+    gauge(
+        "fleetwright_commit_to_converged_seconds",
+        "From a commit's first sight to converged.",
+        "gauge",
+        m.commit_to_converged.iter().map(|s| (String::new(), *s)).collect(),
+    );
     o
 }
 
@@ -114,7 +131,15 @@ mod tests {
         m.durations.observe(0.3);
         m.durations.observe(7.0);
         let text = render_metrics(&m);
-        for line in ["# TYPE fleetwright_reconcile_duration_seconds histogram", "fleetwright_reconcile_duration_seconds_bucket{le=\"0.25\"} 0", "fleetwright_reconcile_duration_seconds_bucket{le=\"0.5\"} 1", "fleetwright_reconcile_duration_seconds_bucket{le=\"10\"} 2", "fleetwright_reconcile_duration_seconds_bucket{le=\"+Inf\"} 2", "fleetwright_reconcile_duration_seconds_sum 7.3", "fleetwright_reconcile_duration_seconds_count 2"] {
+        for line in [
+            "# TYPE fleetwright_reconcile_duration_seconds histogram",
+            "fleetwright_reconcile_duration_seconds_bucket{le=\"0.25\"} 0",
+            "fleetwright_reconcile_duration_seconds_bucket{le=\"0.5\"} 1",
+            "fleetwright_reconcile_duration_seconds_bucket{le=\"10\"} 2",
+            "fleetwright_reconcile_duration_seconds_bucket{le=\"+Inf\"} 2",
+            "fleetwright_reconcile_duration_seconds_sum 7.3",
+            "fleetwright_reconcile_duration_seconds_count 2",
+        ] {
             assert!(text.contains(&format!("{line}\n")), "{line}:\n{text}");
         }
     }

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::desired::Desired;
-use crate::inventory::{sha256, AgentRecord, ConfigRecord, FileRecord, Inventory, VERSION};
+use crate::inventory::{AgentRecord, ConfigRecord, FileRecord, Inventory, VERSION, sha256};
 use crate::plan::{Action, FileOp, Observed, Plan, UnitStatus};
 
 use super::crash_point;
-use super::state::{remove_durable, sweep_temps, write_atomic, StateDir, StateError};
+use super::state::{StateDir, StateError, remove_durable, sweep_temps, write_atomic};
 use super::systemd::{JobResult, Systemd, SystemdError};
-use super::{journal_tail, HostConfig};
+use super::{HostConfig, journal_tail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -74,7 +74,13 @@ pub async fn observe(sd: &Systemd, cfg: &HostConfig, desired: &Desired, inventor
 }
 
 /// `observe`, with the files (unit files and host config files, `None` when absent) already read.
-async fn observe_with(sd: &Systemd, cfg: &HostConfig, files: BTreeMap<String, Option<String>>, config: BTreeMap<String, Option<String>>, inventory: Inventory) -> Result<Observed, ApplyError> {
+async fn observe_with(
+    sd: &Systemd,
+    cfg: &HostConfig,
+    files: BTreeMap<String, Option<String>>,
+    config: BTreeMap<String, Option<String>>,
+    inventory: Inventory,
+) -> Result<Observed, ApplyError> {
     let names: Vec<&str> = files.keys().map(String::as_str).collect();
     let t = std::time::Instant::now();
     let mut units = sd.statuses(&names).await?;
@@ -99,7 +105,15 @@ fn units_with(plan: &Plan, action: Action) -> Vec<&str> {
 
 /// Execute `plan` (made from `desired` and the inventory in `observed`). Returns the plan as
 /// executed: `plan` less the changes a failing health.check held back (with the reason).
-pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Plan, desired: &Desired, prior: &Inventory, key: &str) -> Result<(Plan, ApplyReport), ApplyError> {
+pub async fn execute(
+    sd: &Systemd,
+    cfg: &HostConfig,
+    state: &StateDir,
+    plan: &Plan,
+    desired: &Desired,
+    prior: &Inventory,
+    key: &str,
+) -> Result<(Plan, ApplyReport), ApplyError> {
     if !plan.errors.is_empty() {
         return Err(ApplyError::Refused(plan.errors.clone()));
     }
@@ -203,7 +217,8 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
     tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 4");
     // 4. Enable (the [Install] links), then exactly one reload: it makes the manager see both
     //    the new files and the new links.
-    let enable: Vec<(&str, &str)> = units_with(plan, Action::Enable).into_iter().filter_map(|u| desired.units.get(u).map(|d| (u, d.content.as_str()))).collect();
+    let enable: Vec<(&str, &str)> =
+        units_with(plan, Action::Enable).into_iter().filter_map(|u| desired.units.get(u).map(|d| (u, d.content.as_str()))).collect();
     cfg.link(&enable).map_err(io)?;
     crash_point("before-reload");
     if plan.daemon_reload {
@@ -238,9 +253,22 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
             continue;
         }
         let enabled = enabled_of.get(name.as_str()).copied().unwrap_or(false);
-        let changed_at = prior.agents.get(name).filter(|r| r.changed_commit == deploy.changed_commit && r.spec_hash == deploy.spec_hash).map(|r| r.changed_at.clone()).unwrap_or_else(|| now.clone());
+        let changed_at = prior
+            .agents
+            .get(name)
+            .filter(|r| r.changed_commit == deploy.changed_commit && r.spec_hash == deploy.spec_hash)
+            .map(|r| r.changed_at.clone())
+            .unwrap_or_else(|| now.clone());
         let applied_at = prior.agents.get(name).filter(|r| r.applied_commit == desired.commit).map(|r| r.applied_at.clone()).unwrap_or_else(|| now.clone());
-        let rec = AgentRecord { spec_hash: deploy.spec_hash.clone(), changed_commit: deploy.changed_commit.clone(), changed_at, applied_commit: desired.commit.clone(), applied_at, enabled, backups: deploy.backups.clone() };
+        let rec = AgentRecord {
+            spec_hash: deploy.spec_hash.clone(),
+            changed_commit: deploy.changed_commit.clone(),
+            changed_at,
+            applied_commit: desired.commit.clone(),
+            applied_at,
+            enabled,
+            backups: deploy.backups.clone(),
+        };
         // The same record as the inventory's: its marker files say that already.
         if prior.agents.get(name) != Some(&rec) {
             state.write_marker(name, &rec)?;
@@ -286,12 +314,18 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
 
     tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 8");
     // 8. What did not work, with the unit's state and its last journal lines.
-    let started: Vec<&str> = plan.units.iter().filter(|u| u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart))).map(|u| u.unit.as_str()).collect();
+    let started: Vec<&str> =
+        plan.units.iter().filter(|u| u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart))).map(|u| u.unit.as_str()).collect();
     let after = sd.statuses(&started).await?;
     let failed_jobs: Vec<&JobResult> = report.jobs.iter().filter(|j| j.result != "done").collect();
     let mut failures: Vec<Failure> = Vec::new();
     for j in failed_jobs {
-        failures.push(Failure { unit: j.unit.clone(), what: format!("{} {}", j.verb, j.result), status: after.get(&j.unit).cloned().unwrap_or_default(), journal: journal_tail(cfg.scope, &j.unit, 10) });
+        failures.push(Failure {
+            unit: j.unit.clone(),
+            what: format!("{} {}", j.verb, j.result),
+            status: after.get(&j.unit).cloned().unwrap_or_default(),
+            journal: journal_tail(cfg.scope, &j.unit, 10),
+        });
     }
     for (unit, st) in &after {
         // A service that exited at once and waits to be restarted (Restart=) is crash-looping
@@ -306,7 +340,12 @@ pub async fn execute(sd: &Systemd, cfg: &HostConfig, state: &StateDir, plan: &Pl
         }
     }
     for (unit, why) in vetoed {
-        failures.push(Failure { unit: unit.clone(), what: format!("health.check failed, not restarted (the old version keeps running): {why}"), status: UnitStatus::default(), journal: String::new() });
+        failures.push(Failure {
+            unit: unit.clone(),
+            what: format!("health.check failed, not restarted (the old version keeps running): {why}"),
+            status: UnitStatus::default(),
+            journal: String::new(),
+        });
     }
     report.failures = failures;
     Ok((plan.clone(), report))
@@ -335,7 +374,13 @@ pub fn render_key(cfg: &HostConfig, commit: &str, path: Option<&str>) -> String 
 /// against the host like any commit; when that plan has nothing to do, this is the answer
 /// (`Some`). Anything else (a file edited or gone, a unit stopped, another key) is `None`:
 /// the caller reads, validates and renders the commit and deploys it in full.
-pub async fn deploy_unchanged(sd: &Systemd, cfg: &HostConfig, state: &StateDir, key: &str, opts: crate::plan::PlanOptions) -> Result<Option<Deployment>, ApplyError> {
+pub async fn deploy_unchanged(
+    sd: &Systemd,
+    cfg: &HostConfig,
+    state: &StateDir,
+    key: &str,
+    opts: crate::plan::PlanOptions,
+) -> Result<Option<Deployment>, ApplyError> {
     let _lock = state.lock()?;
     let inv = state.load_inventory()?;
     if inv.render_key.as_deref() != Some(key) || inv.reload_pending || !inv.pending_restarts.is_empty() {
@@ -349,7 +394,17 @@ pub async fn deploy_unchanged(sd: &Systemd, cfg: &HostConfig, state: &StateDir, 
             return Ok(None);
         }
         let enabled = inv.agents.get(&rec.agent).is_some_and(|a| a.enabled);
-        units.insert(name.clone(), crate::desired::DesiredUnit { agent: rec.agent.clone(), role: rec.role, content, enabled, on_change: crate::spec::model::OnChange::None, check: None });
+        units.insert(
+            name.clone(),
+            crate::desired::DesiredUnit {
+                agent: rec.agent.clone(),
+                role: rec.role,
+                content,
+                enabled,
+                on_change: crate::spec::model::OnChange::None,
+                check: None,
+            },
+        );
     }
     let mut config = BTreeMap::new();
     for (path, rec) in &inv.config {
@@ -359,7 +414,13 @@ pub async fn deploy_unchanged(sd: &Systemd, cfg: &HostConfig, state: &StateDir, 
         }
         config.insert(path.clone(), (content, "systemd-journald.service".to_string()));
     }
-    let agents = inv.agents.iter().map(|(n, r)| (n.clone(), crate::desired::AgentDeploy { backups: r.backups.clone(), spec_hash: r.spec_hash.clone(), changed_commit: r.changed_commit.clone() })).collect();
+    let agents = inv
+        .agents
+        .iter()
+        .map(|(n, r)| {
+            (n.clone(), crate::desired::AgentDeploy { backups: r.backups.clone(), spec_hash: r.spec_hash.clone(), changed_commit: r.changed_commit.clone() })
+        })
+        .collect();
     let want = Desired { commit, units, agents, config };
     // What is on disk is what was just read (the desired state is made of it).
     let files = want.units.iter().map(|(n, u)| (n.clone(), Some(u.content.clone()))).collect();
@@ -379,7 +440,15 @@ pub struct Deployment {
     pub report: ApplyReport,
 }
 
-pub async fn deploy(sd: &Systemd, cfg: &HostConfig, state: &StateDir, commit: &str, key: &str, fleet: &crate::spec::Fleet, opts: crate::plan::PlanOptions) -> Result<Deployment, ApplyError> {
+pub async fn deploy(
+    sd: &Systemd,
+    cfg: &HostConfig,
+    state: &StateDir,
+    commit: &str,
+    key: &str,
+    fleet: &crate::spec::Fleet,
+    opts: crate::plan::PlanOptions,
+) -> Result<Deployment, ApplyError> {
     let t = std::time::Instant::now();
     let _lock = state.lock()?;
     let inv = state.load_inventory()?;
@@ -438,7 +507,12 @@ pub async fn unhealthy(sd: &Systemd, services: &[&str], base: &BTreeMap<String, 
 /// Watch the services `plan` started or restarted for `grace`; a failure or crash loop in
 /// that time is reported like a failed job (`apply --wait`).
 pub async fn watch_after(sd: &Systemd, cfg: &HostConfig, plan: &Plan, grace: std::time::Duration) -> Result<Vec<Failure>, ApplyError> {
-    let services: Vec<&str> = plan.units.iter().filter(|u| u.role == crate::render::Role::Service && u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart | Action::Reload))).map(|u| u.unit.as_str()).collect();
+    let services: Vec<&str> = plan
+        .units
+        .iter()
+        .filter(|u| u.role == crate::render::Role::Service && u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart | Action::Reload)))
+        .map(|u| u.unit.as_str())
+        .collect();
     if services.is_empty() || grace.is_zero() {
         return Ok(vec![]);
     }

@@ -85,7 +85,12 @@ impl HostConfig {
                         }
                         std::fs::remove_file(&link)?;
                     }
-                    Ok(_) => return Err(std::io::Error::other(format!("{}: not a link; fleetwright enables {unit} by a link there and will not replace what it did not make", link.display()))),
+                    Ok(_) => {
+                        return Err(std::io::Error::other(format!(
+                            "{}: not a link; fleetwright enables {unit} by a link there and will not replace what it did not make",
+                            link.display()
+                        )));
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         std::fs::DirBuilder::new().recursive(true).create(&wants)?;
                     }
@@ -108,7 +113,11 @@ impl HostConfig {
         }
         let dir = self.links_dir();
         let deps: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "wants" || x == "requires" || x == "upholds") && p.is_dir()).collect(),
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "wants" || x == "requires" || x == "upholds") && p.is_dir())
+                .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
@@ -116,7 +125,8 @@ impl HostConfig {
         for unit in units {
             for wants in &deps {
                 let link = wants.join(unit);
-                let ours = std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) && std::fs::read_link(&link).is_ok_and(|to| to.file_name() == Some(std::ffi::OsStr::new(unit)));
+                let ours = std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink())
+                    && std::fs::read_link(&link).is_ok_and(|to| to.file_name() == Some(std::ffi::OsStr::new(unit)));
                 if ours {
                     std::fs::remove_file(&link)?;
                     touched.insert(wants);
@@ -133,7 +143,11 @@ impl HostConfig {
 
     pub fn render_ctx(&self) -> crate::render::RenderCtx {
         // Helper units run this very binary (resolved, so a relative invocation still works).
-        let exe = std::env::current_exe().ok().and_then(|p| std::fs::canonicalize(p).ok()).map(|p| p.display().to_string()).unwrap_or_else(|| "/usr/local/bin/fleetwright".into());
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "/usr/local/bin/fleetwright".into());
         crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string(), exe }
     }
 }

@@ -110,10 +110,7 @@ impl Sandbox {
     pub fn available() -> bool {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
-        root && Path::new(SYSTEMD).exists()
-            && which("unshare").is_some()
-            && which("nsenter").is_some()
-            && cgroup2_mount().is_some()
+        root && Path::new(SYSTEMD).exists() && which("unshare").is_some() && which("nsenter").is_some() && cgroup2_mount().is_some()
     }
 
     /// Boot a sandbox and wait until `systemctl is-system-running --wait` says `running` or
@@ -129,23 +126,14 @@ impl Sandbox {
         let deadline = Instant::now() + timeout;
         for p in &opts.extra_tmpfs {
             if !p.is_absolute() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("sandbox: extra_tmpfs path {} is not absolute", p.display()),
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("sandbox: extra_tmpfs path {} is not absolute", p.display())));
             }
         }
-        let cg_root = cgroup2_mount().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::Unsupported,
-                "sandbox: no cgroup2 mount on this host",
-            )
-        })?;
+        let cg_root = cgroup2_mount().ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "sandbox: no cgroup2 mount on this host"))?;
         let id = unique_id();
         let state_dir = std::env::temp_dir().join(format!("fleetwright-sandbox-{id}"));
         // create_dir, not create_dir_all: the directory must be new, and ours.
-        fs::create_dir(&state_dir)
-            .map_err(|e| ctx(e, &format!("sandbox: {}", state_dir.display())))?;
+        fs::create_dir(&state_dir).map_err(|e| ctx(e, &format!("sandbox: {}", state_dir.display())))?;
         let mut sb = Sandbox {
             unshare: None,
             watchdog: None,
@@ -169,36 +157,22 @@ impl Sandbox {
         if opts.offline {
             cmd.arg("--net");
         }
-        cmd.args([
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--mount",
-            "--mount-proc",
-            "--propagation",
-            "private",
-            "--uts",
-            "--ipc",
-            "--",
-            "bash",
-        ])
-        .arg(&script)
-        .arg("stage1")
-        .arg(&cgroup)
-        .arg(&log)
-        .arg(if opts.user_manager { "1" } else { "0" })
-        .arg(if opts.dbus { "1" } else { "0" })
-        .args(&opts.extra_tmpfs)
-        .env("FW_SANDBOX_USERS", opts.users.iter().map(|(n, id)| format!("{n}:{id}")).collect::<Vec<_>>().join(" "))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::from(log_file.try_clone()?))
-        .stderr(Stdio::from(log_file))
-        // Own process group: a terminal's Ctrl-C ends only the owning process, whose death
-        // closes the watchdog pipe, which powers the sandbox off (no half-killed namespace).
-        .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| ctx(e, "sandbox: spawning unshare"))?;
+        cmd.args(["--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--propagation", "private", "--uts", "--ipc", "--", "bash"])
+            .arg(&script)
+            .arg("stage1")
+            .arg(&cgroup)
+            .arg(&log)
+            .arg(if opts.user_manager { "1" } else { "0" })
+            .arg(if opts.dbus { "1" } else { "0" })
+            .args(&opts.extra_tmpfs)
+            .env("FW_SANDBOX_USERS", opts.users.iter().map(|(n, id)| format!("{n}:{id}")).collect::<Vec<_>>().join(" "))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(log_file.try_clone()?))
+            .stderr(Stdio::from(log_file))
+            // Own process group: a terminal's Ctrl-C ends only the owning process, whose death
+            // closes the watchdog pipe, which powers the sandbox off (no half-killed namespace).
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| ctx(e, "sandbox: spawning unshare"))?;
         sb.watchdog = child.stdin.take();
         let unshare_pid = child.id();
         sb.unshare = Some(child);
@@ -237,15 +211,12 @@ impl Sandbox {
                         .systemctl(&["status", "--no-pager", USER_MANAGER_SERVICE])
                         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                         .unwrap_or_default();
-                    return Err(sb.boot_error(&format!(
-                        "the user manager's private socket did not appear\n{status}"
-                    )));
+                    return Err(sb.boot_error(&format!("the user manager's private socket did not appear\n{status}")));
                 }
                 thread::sleep(Duration::from_millis(10));
             }
             let mut c = sb.command("systemctl");
-            c.envs(sb.user_env())
-                .args(["--user", "is-system-running", "--wait"]);
+            c.envs(sb.user_env()).args(["--user", "is-system-running", "--wait"]);
             sb.wait_state(c, deadline, "systemctl --user is-system-running --wait")?;
         }
 
@@ -297,10 +268,7 @@ impl Sandbox {
     /// `nsenter -t PID -m -p -u -i -- program`. The caller adds args, env and stdio.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg("-t")
-            .arg(self.pid.to_string())
-            .args(["-m", "-p", "-u", "-i", "--"])
-            .arg(program);
+        c.arg("-t").arg(self.pid.to_string()).args(["-m", "-p", "-u", "-i", "--"]).arg(program);
         c
     }
 
@@ -314,10 +282,7 @@ impl Sandbox {
     /// Runs `systemctl --user ARGS...` inside the sandbox against root's user manager.
     pub fn systemctl_user(&self, args: &[&str]) -> io::Result<Output> {
         let mut c = self.command("systemctl");
-        c.envs(self.user_env())
-            .arg("--user")
-            .args(args)
-            .stdin(Stdio::null());
+        c.envs(self.user_env()).arg("--user").args(args).stdin(Stdio::null());
         c.output()
     }
 
@@ -328,14 +293,12 @@ impl Sandbox {
 
     /// The system bus socket as seen from the host (only listening with [`SandboxOptions::dbus`]).
     pub fn system_bus_socket(&self) -> Option<PathBuf> {
-        self.dbus
-            .then(|| self.host_path("/run/dbus/system_bus_socket"))
+        self.dbus.then(|| self.host_path("/run/dbus/system_bus_socket"))
     }
 
     /// The user manager's private socket as seen from the host, when it was requested.
     pub fn user_private_socket(&self) -> Option<PathBuf> {
-        self.user_manager
-            .then(|| self.host_path(format!("{USER_RUNTIME_DIR}/systemd/private")))
+        self.user_manager.then(|| self.host_path(format!("{USER_RUNTIME_DIR}/systemd/private")))
     }
 
     /// Environment for a process inside the sandbox so that `systemctl --user` reaches the
@@ -348,10 +311,7 @@ impl Sandbox {
             ("USER", "root".to_string()),
             ("LOGNAME", "root".to_string()),
             // The user bus (with `dbus`), never one from the host's environment.
-            (
-                "DBUS_SESSION_BUS_ADDRESS",
-                format!("unix:path={USER_RUNTIME_DIR}/bus"),
-            ),
+            ("DBUS_SESSION_BUS_ADDRESS", format!("unix:path={USER_RUNTIME_DIR}/bus")),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -372,8 +332,7 @@ impl Sandbox {
     /// `journalctl --user-unit UNIT --no-pager` inside: output of a unit of the user manager.
     pub fn user_journal(&self, unit: &str) -> String {
         let mut c = self.command("journalctl");
-        c.args(["--user-unit", unit, "--no-pager"])
-            .stdin(Stdio::null());
+        c.args(["--user-unit", unit, "--no-pager"]).stdin(Stdio::null());
         match c.output() {
             Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
             Err(e) => format!("(journalctl failed: {e})"),
@@ -464,16 +423,10 @@ impl Sandbox {
                 if state == "running" || state == "degraded" {
                     Ok(())
                 } else {
-                    Err(self.boot_error(&format!(
-                        "`{what}` said {state:?} ({}), stderr: {}",
-                        o.status,
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    )))
+                    Err(self.boot_error(&format!("`{what}` said {state:?} ({}), stderr: {}", o.status, String::from_utf8_lossy(&o.stderr).trim())))
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                Err(self.boot_error(&format!("`{what}` did not finish in time")))
-            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(self.boot_error(&format!("`{what}` did not finish in time"))),
             Err(e) => Err(self.boot_error(&format!("`{what}` failed: {e}"))),
         }
     }
@@ -485,13 +438,7 @@ impl Sandbox {
         let tail: Vec<&str> = log.lines().rev().take(40).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         self.teardown();
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "sandbox boot failed: {msg}\n--- console log (tail) ---\n{}",
-                tail.join("\n")
-            ),
-        )
+        io::Error::new(io::ErrorKind::TimedOut, format!("sandbox boot failed: {msg}\n--- console log (tail) ---\n{}", tail.join("\n")))
     }
 }
 
@@ -622,18 +569,13 @@ fn ctx(e: io::Error, what: &str) -> io::Error {
 
 fn unique_id() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{}-{}-{:08x}", std::process::id(), n, t)
 }
 
 fn which(prog: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(prog))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| p.is_file())
 }
 
 /// The first cgroup2 mount point of the host (`/sys/fs/cgroup` on a unified host,
@@ -655,10 +597,7 @@ fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -710,22 +649,12 @@ fn make_cgroup(root: &Path, id: &str) -> io::Result<PathBuf> {
         match fs::create_dir(&parent) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(ctx(
-                    e,
-                    &format!("sandbox: creating cgroup {}", parent.display()),
-                ))
-            }
+            Err(e) => return Err(ctx(e, &format!("sandbox: creating cgroup {}", parent.display()))),
         }
         match fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(ctx(
-                    e,
-                    &format!("sandbox: creating cgroup {}", dir.display()),
-                ))
-            }
+            Err(e) => return Err(ctx(e, &format!("sandbox: creating cgroup {}", dir.display()))),
         }
     }
     Err(io::Error::other("sandbox: could not create its cgroup"))
@@ -778,12 +707,7 @@ fn only_child(pid: u32) -> Option<u32> {
         if let Ok(stat) = fs::read_to_string(format!("/proc/{cpid}/stat")) {
             // pid (comm) state ppid ...; comm may contain spaces/parens: split after last ')'.
             if let Some((_, rest)) = stat.rsplit_once(')') {
-                if rest
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|p| p.parse::<u32>().ok())
-                    == Some(pid)
-                {
+                if rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
                     return Some(cpid);
                 }
             }
@@ -812,9 +736,7 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> bool {
 /// Like `Command::output`, but gives up (killing the direct child) after `timeout` with
 /// `ErrorKind::TimedOut`.
 pub fn output_with_timeout(mut cmd: Command, timeout: Duration) -> io::Result<Output> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
@@ -842,11 +764,7 @@ pub fn output_with_timeout(mut cmd: Command, timeout: Duration) -> io::Result<Ou
         }
         thread::sleep(Duration::from_millis(5));
     };
-    Ok(Output {
-        status,
-        stdout: t_out.join().unwrap_or_default(),
-        stderr: t_err.join().unwrap_or_default(),
-    })
+    Ok(Output { status, stdout: t_out.join().unwrap_or_default(), stderr: t_err.join().unwrap_or_default() })
 }
 
 #[cfg(test)]
@@ -876,12 +794,7 @@ mod tests {
 
     fn ok(o: io::Result<Output>) -> String {
         let o = o.expect("command ran");
-        assert!(
-            o.status.success(),
-            "failed: {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
@@ -900,54 +813,25 @@ mod tests {
         let pid = sb.pid();
         assert!(sb.is_running());
         assert!(sb.system_private_socket().exists());
-        assert_eq!(
-            fs::read_to_string(format!("/proc/{pid}/comm"))
-                .unwrap()
-                .trim(),
-            "systemd"
-        );
+        assert_eq!(fs::read_to_string(format!("/proc/{pid}/comm")).unwrap().trim(), "systemd");
         let state = ok(sb.systemctl(&["is-system-running"]));
-        assert!(
-            state.trim() == "running" || state.trim() == "degraded",
-            "{state}"
-        );
+        assert!(state.trim() == "running" || state.trim() == "degraded", "{state}");
         // It really is PID 1 of its namespace.
         let o = ok(sb.command("cat").arg("/proc/1/comm").output());
         assert_eq!(o.trim(), "systemd");
         // Nothing from the host's enablement or sysinit was pulled in.
-        let units = ok(sb.systemctl(&[
-            "list-units",
-            "--all",
-            "--no-legend",
-            "--plain",
-            "--type=service,socket,timer,path",
-        ]));
-        for bad in [
-            "systemd-tmpfiles",
-            "getty",
-            "postgresql",
-            "apt-daily",
-            "systemd-logind",
-            "udev",
-        ] {
-            assert!(
-                !units.lines().any(|l| l.trim_start().starts_with(bad)),
-                "{bad} loaded in sandbox:\n{units}"
-            );
+        let units = ok(sb.systemctl(&["list-units", "--all", "--no-legend", "--plain", "--type=service,socket,timer,path"]));
+        for bad in ["systemd-tmpfiles", "getty", "postgresql", "apt-daily", "systemd-logind", "udev"] {
+            assert!(!units.lines().any(|l| l.trim_start().starts_with(bad)), "{bad} loaded in sandbox:\n{units}");
         }
         // The manager's cgroup is its own.
         let cg = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
         assert!(cg.contains("fleetwright-sandbox/"), "{cg}");
         let cgdir = sb.cgroup.clone().unwrap();
         let log = sb.console_log();
-        assert!(fs::read_to_string(&log)
-            .unwrap()
-            .contains("running in system mode"));
+        assert!(fs::read_to_string(&log).unwrap().contains("running in system mode"));
         sb.shutdown();
-        assert!(
-            !pid_alive(pid),
-            "sandbox pid {pid} still alive after shutdown"
-        );
+        assert!(!pid_alive(pid), "sandbox pid {pid} still alive after shutdown");
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
         assert!(!cgdir.exists(), "cgroup {} left behind", cgdir.display());
         assert!(!log.exists(), "state dir left behind");
@@ -960,39 +844,14 @@ mod tests {
         }
         let sb = Sandbox::boot(SandboxOptions::default()).expect("boot");
         // File-based oneshot, written through /proc/PID/root into the sandbox's tmpfs.
-        write(
-            &sb,
-            "/etc/systemd/system/fw-hello.service",
-            "[Service]\nType=oneshot\nExecStart=/bin/echo hello-from-fw-oneshot\n",
-        );
+        write(&sb, "/etc/systemd/system/fw-hello.service", "[Service]\nType=oneshot\nExecStart=/bin/echo hello-from-fw-oneshot\n");
         ok(sb.systemctl(&["daemon-reload"]));
         ok(sb.systemctl(&["start", "fw-hello.service"]));
-        wait_for("oneshot output in journal", Duration::from_secs(10), || {
-            sb.journal("fw-hello.service")
-                .contains("hello-from-fw-oneshot")
-                .then(String::new)
-        });
+        wait_for("oneshot output in journal", Duration::from_secs(10), || sb.journal("fw-hello.service").contains("hello-from-fw-oneshot").then(String::new));
         // Transient unit too. (`systemd-run --wait` needs a real bus: see system_bus_works.)
-        let o = sb
-            .command("systemd-run")
-            .args([
-                "--unit=fw-transient",
-                "--service-type=oneshot",
-                "--",
-                "/bin/echo",
-                "hello-transient",
-            ])
-            .output();
+        let o = sb.command("systemd-run").args(["--unit=fw-transient", "--service-type=oneshot", "--", "/bin/echo", "hello-transient"]).output();
         ok(o);
-        wait_for(
-            "transient output in journal",
-            Duration::from_secs(10),
-            || {
-                sb.journal("fw-transient.service")
-                    .contains("hello-transient")
-                    .then(String::new)
-            },
-        );
+        wait_for("transient output in journal", Duration::from_secs(10), || sb.journal("fw-transient.service").contains("hello-transient").then(String::new));
         // The unit file never reached the host.
         assert!(!Path::new("/etc/systemd/system/fw-hello.service").exists());
         let pid = sb.pid();
@@ -1006,28 +865,13 @@ mod tests {
             return;
         }
         let sb = Sandbox::boot(SandboxOptions::default()).expect("boot");
-        write(
-            &sb,
-            "/etc/systemd/system/fw-tick.service",
-            "[Service]\nType=oneshot\nExecStart=/bin/echo fw-tick-fired\n",
-        );
-        write(
-            &sb,
-            "/etc/systemd/system/fw-tick.timer",
-            "[Timer]\nOnActiveSec=1s\nAccuracySec=10ms\n",
-        );
+        write(&sb, "/etc/systemd/system/fw-tick.service", "[Service]\nType=oneshot\nExecStart=/bin/echo fw-tick-fired\n");
+        write(&sb, "/etc/systemd/system/fw-tick.timer", "[Timer]\nOnActiveSec=1s\nAccuracySec=10ms\n");
         ok(sb.systemctl(&["daemon-reload"]));
         let started = Instant::now();
         ok(sb.systemctl(&["start", "fw-tick.timer"]));
-        wait_for("timer to fire", Duration::from_secs(10), || {
-            sb.journal("fw-tick.service")
-                .contains("fw-tick-fired")
-                .then(String::new)
-        });
-        assert!(
-            started.elapsed() >= Duration::from_millis(900),
-            "fired too early"
-        );
+        wait_for("timer to fire", Duration::from_secs(10), || sb.journal("fw-tick.service").contains("fw-tick-fired").then(String::new));
+        assert!(started.elapsed() >= Duration::from_millis(900), "fired too early");
         let show = ok(sb.systemctl(&["show", "-p", "Result", "-p", "NMainPID", "fw-tick.service"]));
         assert!(show.contains("Result=success"), "{show}");
         let pid = sb.pid();
@@ -1044,30 +888,18 @@ mod tests {
         let a = Sandbox::boot(SandboxOptions::default()).expect("boot a");
         let b = h.join().unwrap();
         assert_ne!(a.pid(), b.pid());
-        write(
-            &a,
-            "/etc/systemd/system/fw-only-a.service",
-            "[Service]\nExecStart=/bin/sleep 300\n",
-        );
+        write(&a, "/etc/systemd/system/fw-only-a.service", "[Service]\nExecStart=/bin/sleep 300\n");
         ok(a.systemctl(&["daemon-reload"]));
         ok(a.systemctl(&["start", "fw-only-a.service"]));
         // B sees neither the unit file nor the process.
         let o = b.systemctl(&["is-active", "fw-only-a.service"]).unwrap();
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "inactive");
-        assert!(!b
-            .host_path("/etc/systemd/system/fw-only-a.service")
-            .exists());
+        assert!(!b.host_path("/etc/systemd/system/fw-only-a.service").exists());
         let ps_b = ok(b.command("ps").args(["-e", "-o", "args"]).output());
         assert!(!ps_b.contains("sleep 300"), "{ps_b}");
         // Stopping journald in B leaves A's alone (separate cgroups).
-        ok(b.systemctl(&[
-            "stop",
-            "systemd-journald.service",
-            "systemd-journald.socket",
-        ]));
-        let o = a
-            .systemctl(&["is-active", "systemd-journald.service", "fw-only-a.service"])
-            .unwrap();
+        ok(b.systemctl(&["stop", "systemd-journald.service", "systemd-journald.socket"]));
+        let o = a.systemctl(&["is-active", "systemd-journald.service", "fw-only-a.service"]).unwrap();
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "active\nactive");
         let (pa, pb) = (a.pid(), b.pid());
         a.shutdown();
@@ -1084,32 +916,20 @@ mod tests {
         if skip() {
             return;
         }
-        let sb = Sandbox::boot(SandboxOptions {
-            user_manager: true,
-            ..Default::default()
-        })
-        .expect("boot");
+        let sb = Sandbox::boot(SandboxOptions { user_manager: true, ..Default::default() }).expect("boot");
         let sock = sb.user_private_socket().unwrap();
         assert!(sock.exists(), "{}", sock.display());
         let st = ok(sb.systemctl_user(&["is-system-running"]));
         assert!(st.trim() == "running" || st.trim() == "degraded", "{st}");
         // A unit in $HOME/.config/systemd/user, written from inside (as fleetwright would).
-        let home = sb
-            .user_env()
-            .into_iter()
-            .find(|(k, _)| k == "HOME")
-            .unwrap()
-            .1;
+        let home = sb.user_env().into_iter().find(|(k, _)| k == "HOME").unwrap().1;
         let unit = format!("{home}/.config/systemd/user/fw-user-hello.service");
         let body = "[Service]\nType=oneshot\nRemainAfterExit=yes\n\
                     ExecStart=/bin/sh -c 'echo user-hello; echo ran > %h/fw-user-hello.out'\n";
         let o = sb
             .command("sh")
             .envs(sb.user_env())
-            .args([
-                "-c",
-                &format!("mkdir -p \"$(dirname {unit})\" && cat > {unit}"),
-            ])
+            .args(["-c", &format!("mkdir -p \"$(dirname {unit})\" && cat > {unit}")])
             .stdin(Stdio::piped())
             .spawn()
             .and_then(|mut c| {
@@ -1119,34 +939,14 @@ mod tests {
             });
         ok(o);
         ok(sb.systemctl_user(&["daemon-reload"]));
-        let o = ok(sb.systemctl_user(&[
-            "show",
-            "-p",
-            "LoadState",
-            "-p",
-            "FragmentPath",
-            "fw-user-hello.service",
-        ]));
+        let o = ok(sb.systemctl_user(&["show", "-p", "LoadState", "-p", "FragmentPath", "fw-user-hello.service"]));
         assert!(o.contains("LoadState=loaded"), "{o}");
         assert!(o.contains(&unit), "{o}");
         ok(sb.systemctl_user(&["start", "fw-user-hello.service"]));
         let o = ok(sb.systemctl_user(&["is-active", "fw-user-hello.service"]));
         assert_eq!(o.trim(), "active");
-        assert_eq!(
-            fs::read_to_string(sb.host_path(format!("{home}/fw-user-hello.out")))
-                .unwrap()
-                .trim(),
-            "ran"
-        );
-        wait_for(
-            "user unit output in journal",
-            Duration::from_secs(10),
-            || {
-                sb.user_journal("fw-user-hello.service")
-                    .contains("user-hello")
-                    .then(String::new)
-            },
-        );
+        assert_eq!(fs::read_to_string(sb.host_path(format!("{home}/fw-user-hello.out"))).unwrap().trim(), "ran");
+        wait_for("user unit output in journal", Duration::from_secs(10), || sb.user_journal("fw-user-hello.service").contains("user-hello").then(String::new));
         // Nothing landed in the host's home.
         assert!(!Path::new("/root/.config/systemd/user/fw-user-hello.service").exists());
         let pid = sb.pid();
@@ -1159,30 +959,17 @@ mod tests {
         if skip() {
             return;
         }
-        let sb = Sandbox::boot(SandboxOptions {
-            dbus: true,
-            ..Default::default()
-        })
-        .expect("boot");
+        let sb = Sandbox::boot(SandboxOptions { dbus: true, ..Default::default() }).expect("boot");
         let sock = sb.system_bus_socket().unwrap();
         // From the host, over /proc/PID/root.
         let o = Command::new("busctl")
             .arg(format!("--address=unix:path={}", sock.display()))
-            .args([
-                "get-property",
-                "org.freedesktop.systemd1",
-                "/org/freedesktop/systemd1",
-                "org.freedesktop.systemd1.Manager",
-                "Version",
-            ])
+            .args(["get-property", "org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", "Version"])
             .output();
         let v = ok(o);
         assert!(v.contains("252"), "{v}");
         // Inside, the bus makes `systemd-run --wait` work (it refuses without a bus).
-        let o = sb
-            .command("systemd-run")
-            .args(["--wait", "--unit=fw-wait", "--", "/bin/true"])
-            .output();
+        let o = sb.command("systemd-run").args(["--wait", "--unit=fw-wait", "--", "/bin/true"]).output();
         ok(o);
         let pid = sb.pid();
         sb.shutdown();
@@ -1195,19 +982,9 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir_in("/var/tmp").unwrap(); // host-side dir
-        let sb = Sandbox::boot(SandboxOptions {
-            extra_tmpfs: vec![dir.path().to_path_buf()],
-            ..Default::default()
-        })
-        .expect("boot");
-        ok(sb
-            .command("sh")
-            .args(["-c", &format!("echo x > {}/inside", dir.path().display())])
-            .output());
-        ok(sb
-            .command("sh")
-            .args(["-c", "echo x > /var/lib/fleetwright/state"])
-            .output());
+        let sb = Sandbox::boot(SandboxOptions { extra_tmpfs: vec![dir.path().to_path_buf()], ..Default::default() }).expect("boot");
+        ok(sb.command("sh").args(["-c", &format!("echo x > {}/inside", dir.path().display())]).output());
+        ok(sb.command("sh").args(["-c", "echo x > /var/lib/fleetwright/state"]).output());
         assert!(!dir.path().join("inside").exists());
         assert!(!Path::new("/var/lib/fleetwright/state").exists());
         sb.shutdown();
@@ -1218,15 +995,10 @@ mod tests {
         if skip() {
             return;
         }
-        let e = Sandbox::boot(SandboxOptions {
-            extra_tmpfs: vec![PathBuf::from("relative/path")],
-            ..Default::default()
-        })
-        .unwrap_err();
+        let e = Sandbox::boot(SandboxOptions { extra_tmpfs: vec![PathBuf::from("relative/path")], ..Default::default() }).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         // A timeout too short to boot: error, nothing left running.
-        let e = Sandbox::boot_with_timeout(SandboxOptions::default(), Duration::from_millis(1))
-            .unwrap_err();
+        let e = Sandbox::boot_with_timeout(SandboxOptions::default(), Duration::from_millis(1)).unwrap_err();
         assert!(e.to_string().contains("sandbox boot failed"), "{e}");
     }
 
@@ -1237,11 +1009,7 @@ mod tests {
             return;
         }
         let sb = Sandbox::boot(SandboxOptions::default()).expect("boot");
-        println!(
-            "SANDBOX {} {}",
-            sb.pid(),
-            sb.cgroup.as_ref().unwrap().display()
-        );
+        println!("SANDBOX {} {}", sb.pid(), sb.cgroup.as_ref().unwrap().display());
         thread::sleep(Duration::from_secs(60));
         panic!("helper was not killed");
     }
@@ -1271,43 +1039,22 @@ mod tests {
             .spawn()
             .unwrap();
         let mut lines = io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines
-            .find_map(|l| {
-                l.ok()
-                    .and_then(|l| l.find("SANDBOX ").map(|i| l[i..].to_string()))
-            })
-            .expect("helper reported its sandbox");
+        let line = lines.find_map(|l| l.ok().and_then(|l| l.find("SANDBOX ").map(|i| l[i..].to_string()))).expect("helper reported its sandbox");
         let mut f = line.split_whitespace().skip(1);
         let pid: u32 = f.next().unwrap().parse().unwrap();
         let cg = PathBuf::from(f.next().unwrap());
         assert!(pid_alive(pid));
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let unshare_pid: libc::pid_t = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let unshare_pid: libc::pid_t = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(1).unwrap().parse().unwrap();
         child.kill().unwrap(); // SIGKILL, by pid
         child.wait().unwrap();
-        wait_for(
-            "orphaned sandbox to power off",
-            Duration::from_secs(10),
-            || (!pid_alive(pid)).then(String::new),
-        );
-        wait_for(
-            "orphaned unshare to be reaped",
-            Duration::from_secs(10),
-            || {
-                let mut st = 0;
-                // SAFETY: waitpid on one specific pid that was reparented to us.
-                let r = unsafe { libc::waitpid(unshare_pid, &mut st, libc::WNOHANG) };
-                (r == unshare_pid || (r < 0 && !pid_alive(unshare_pid as u32))).then(String::new)
-            },
-        );
+        wait_for("orphaned sandbox to power off", Duration::from_secs(10), || (!pid_alive(pid)).then(String::new));
+        wait_for("orphaned unshare to be reaped", Duration::from_secs(10), || {
+            let mut st = 0;
+            // SAFETY: waitpid on one specific pid that was reparented to us.
+            let r = unsafe { libc::waitpid(unshare_pid, &mut st, libc::WNOHANG) };
+            (r == unshare_pid || (r < 0 && !pid_alive(unshare_pid as u32))).then(String::new)
+        });
         // Its leftovers are swept by the next boot (or here, directly).
         sweep_stale(cg.parent().unwrap().parent().unwrap(), false);
         assert!(!cg.exists(), "stale cgroup {} not swept", cg.display());
@@ -1319,43 +1066,19 @@ mod tests {
         if skip() {
             return;
         }
-        let marker = tempfile::Builder::new()
-            .prefix("fw-hazard-marker-")
-            .tempfile_in("/tmp")
-            .unwrap();
-        let sb = Sandbox::boot(SandboxOptions {
-            user_manager: true,
-            dbus: true,
-            ..Default::default()
-        })
-        .expect("boot");
+        let marker = tempfile::Builder::new().prefix("fw-hazard-marker-").tempfile_in("/tmp").unwrap();
+        let sb = Sandbox::boot(SandboxOptions { user_manager: true, dbus: true, ..Default::default() }).expect("boot");
         // Exercise it: services with default dependencies pull sysinit.target, the unit that
         // would run systemd-tmpfiles --boot --remove if it were not hidden.
-        write(
-            &sb,
-            "/etc/systemd/system/fw-hazard.service",
-            "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'ls /tmp; touch /tmp/inside-only'\n",
-        );
+        write(&sb, "/etc/systemd/system/fw-hazard.service", "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'ls /tmp; touch /tmp/inside-only'\n");
         ok(sb.systemctl(&["daemon-reload"]));
-        ok(sb.systemctl(&[
-            "start",
-            "fw-hazard.service",
-            "sysinit.target",
-            "basic.target",
-        ]));
-        let o = sb
-            .command("systemd-tmpfiles")
-            .args(["--cat-config"])
-            .output();
+        ok(sb.systemctl(&["start", "fw-hazard.service", "sysinit.target", "basic.target"]));
+        let o = sb.command("systemd-tmpfiles").args(["--cat-config"]).output();
         assert!(o.is_ok());
         let pid = sb.pid();
         sb.shutdown();
         assert!(!pid_alive(pid));
-        assert!(
-            marker.path().exists(),
-            "host /tmp was emptied: {} is gone",
-            marker.path().display()
-        );
+        assert!(marker.path().exists(), "host /tmp was emptied: {} is gone", marker.path().display());
         assert!(!Path::new("/tmp/inside-only").exists());
     }
 }

@@ -69,7 +69,9 @@ pub fn sweep_temps(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     for e in entries {
         let e = e?;
         let name = e.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.starts_with('.')).and_then(|n| n.rsplit_once(TEMP_MARK)).and_then(|(_, pid)| pid.parse::<i32>().ok()) else { continue };
+        let Some(pid) = name.to_str().filter(|n| n.starts_with('.')).and_then(|n| n.rsplit_once(TEMP_MARK)).and_then(|(_, pid)| pid.parse::<i32>().ok()) else {
+            continue;
+        };
         // Signal 0 only asks whether the pid exists (EPERM: it does, as someone else's).
         let alive = pid == std::process::id() as i32 || !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH));
         if !alive && e.file_type()?.is_file() {
@@ -94,7 +96,9 @@ pub fn remove_durable(path: &Path) -> std::io::Result<()> {
 pub enum StateError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: the inventory is damaged ({source}); fleetwright will not guess what it owns. Restore it from a backup, or move it away to start over (files it wrote will then be refused as foreign)")]
+    #[error(
+        "{path}: the inventory is damaged ({source}); fleetwright will not guess what it owns. Restore it from a backup, or move it away to start over (files it wrote will then be refused as foreign)"
+    )]
     Corrupt { path: PathBuf, source: serde_json::Error },
     #[error("another fleetwright apply holds the lock {path}; it runs one apply at a time")]
     Locked { path: PathBuf },

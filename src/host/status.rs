@@ -7,13 +7,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::inventory::{sha256, AgentRecord, Inventory};
-use crate::plan::{short, UnitStatus};
+use crate::inventory::{AgentRecord, Inventory, sha256};
+use crate::plan::{UnitStatus, short};
 use crate::render::Role;
 
-use super::state::StateDir;
-use super::systemd::{prop, Systemd};
 use super::HostConfig;
+use super::state::StateDir;
+use super::systemd::{Systemd, prop};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -193,7 +193,6 @@ pub fn render_text(inv: &Inventory, agents: &[AgentStatus]) -> String {
     }
     out
 }
-
 
 /// Color the STATE column for a terminal: failed red, drift yellow, ok green.
 pub fn colorize(text: &str) -> String {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use zbus::{Connection, proxy};
 use zbus::{OwnedObjectPath, OwnedVariant as OwnedValue};
-use zbus::{proxy, Connection};
 
 use crate::plan::UnitStatus;
 use crate::render::Scope;

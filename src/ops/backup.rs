@@ -144,12 +144,7 @@ impl Default for Tuning {
     /// step (a few milliseconds of memcpy and page-cache I/O) before it gets
     /// the lock. In WAL mode writers are never blocked by the copy at all.
     fn default() -> Self {
-        Tuning {
-            pages_per_step: 4096,
-            pause: Duration::from_millis(1),
-            max_restarts: 3,
-            lock_timeout: Duration::from_secs(30),
-        }
+        Tuning { pages_per_step: 4096, pause: Duration::from_millis(1), max_restarts: 3, lock_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -157,37 +152,22 @@ impl Default for Tuning {
 /// what state things were left in.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    #[error(
-        "database {path} does not exist; check the `sqlite:` path of this backup (nothing was backed up)"
-    )]
+    #[error("database {path} does not exist; check the `sqlite:` path of this backup (nothing was backed up)")]
     MissingDatabase { path: PathBuf },
 
-    #[error(
-        "cannot open database {path}: {source}; check that it is an SQLite database and readable by fleetwright (nothing was backed up)"
-    )]
-    OpenDatabase {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    #[error("cannot open database {path}: {source}; check that it is an SQLite database and readable by fleetwright (nothing was backed up)")]
+    OpenDatabase { path: PathBuf, source: rusqlite::Error },
 
     #[error(
         "cannot switch {path} to WAL mode: {detail}; the database is still in its old journal mode — set `wal: false` or move it to a local filesystem that supports shared memory"
     )]
     Wal { path: PathBuf, detail: String },
 
-    #[error(
-        "cannot create backup directory {path}: {source}; create it by hand (mode 0750) or fix the permissions of its parent"
-    )]
+    #[error("cannot create backup directory {path}: {source}; create it by hand (mode 0750) or fix the permissions of its parent")]
     CreateDir { path: PathBuf, source: io::Error },
 
-    #[error(
-        "online backup of {db} into {tmp} failed: {detail}; the partial backup was discarded, the live database was not touched"
-    )]
-    Copy {
-        db: PathBuf,
-        tmp: PathBuf,
-        detail: String,
-    },
+    #[error("online backup of {db} into {tmp} failed: {detail}; the partial backup was discarded, the live database was not touched")]
+    Copy { db: PathBuf, tmp: PathBuf, detail: String },
 
     #[error(
         "integrity check of {path} failed: {detail}; the backup was discarded, the live database was not touched — run `PRAGMA integrity_check` on the live database"
@@ -195,44 +175,19 @@ pub enum BackupError {
     Integrity { path: PathBuf, detail: String },
 
     #[error("{action} {path} failed: {source}; {hint}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
-        hint: &'static str,
-    },
+    Io { action: &'static str, path: PathBuf, source: io::Error, hint: &'static str },
 
-    #[error(
-        "backup {taken} was taken, but deleting the old backup {path} failed: {source}; delete it by hand or fix the permissions of its directory"
-    )]
-    Prune {
-        taken: PathBuf,
-        path: PathBuf,
-        source: io::Error,
-    },
+    #[error("backup {taken} was taken, but deleting the old backup {path} failed: {source}; delete it by hand or fix the permissions of its directory")]
+    Prune { taken: PathBuf, path: PathBuf, source: io::Error },
 
-    #[error(
-        "backup {path} cannot be restored: {detail}; pick another backup — the live database {db} was not touched"
-    )]
-    BadBackup {
-        path: PathBuf,
-        db: PathBuf,
-        detail: String,
-    },
+    #[error("backup {path} cannot be restored: {detail}; pick another backup — the live database {db} was not touched")]
+    BadBackup { path: PathBuf, db: PathBuf, detail: String },
 
-    #[error(
-        "database {path} is in use by process {pid}; stop the units that use it before restoring — nothing was changed"
-    )]
+    #[error("database {path} is in use by process {pid}; stop the units that use it before restoring — nothing was changed")]
     InUse { path: PathBuf, pid: i32 },
 
     #[error("restoring {backup} as {db} failed while {step}: {source}; {state}")]
-    Swap {
-        backup: PathBuf,
-        db: PathBuf,
-        step: &'static str,
-        source: io::Error,
-        state: String,
-    },
+    Swap { backup: PathBuf, db: PathBuf, step: &'static str, source: io::Error, state: String },
 
     #[error("timestamp {0:?} is before 1970 or after 9999; fix the system clock")]
     Clock(SystemTime),
@@ -241,18 +196,9 @@ pub enum BackupError {
     NoFileName { path: PathBuf },
 }
 
-fn io_err(
-    action: &'static str,
-    path: &Path,
-    hint: &'static str,
-) -> impl FnOnce(io::Error) -> BackupError {
+fn io_err(action: &'static str, path: &Path, hint: &'static str) -> impl FnOnce(io::Error) -> BackupError {
     let path = path.to_path_buf();
-    move |source| BackupError::Io {
-        action,
-        path,
-        source,
-        hint,
-    }
+    move |source| BackupError::Io { action, path, source, hint }
 }
 
 const UNTOUCHED: &str = "the backup was discarded, the live database was not touched";
@@ -267,27 +213,12 @@ const UNTOUCHED: &str = "the backup was discarded, the live database was not tou
 /// never overwritten: when the same second repeats the new file gets a
 /// `-1`, `-2`, ... suffix. The backup just taken is never pruned, whatever
 /// the policy.
-pub fn backup(
-    db: &Path,
-    dir: &Path,
-    policy: &Policy,
-    verify: bool,
-    wal: bool,
-    now: SystemTime,
-) -> Result<BackupReport, BackupError> {
+pub fn backup(db: &Path, dir: &Path, policy: &Policy, verify: bool, wal: bool, now: SystemTime) -> Result<BackupReport, BackupError> {
     backup_with(db, dir, policy, verify, wal, now, &Tuning::default())
 }
 
 /// [`backup`] with explicit pacing.
-pub fn backup_with(
-    db: &Path,
-    dir: &Path,
-    policy: &Policy,
-    verify: bool,
-    wal: bool,
-    now: SystemTime,
-    tuning: &Tuning,
-) -> Result<BackupReport, BackupError> {
+pub fn backup_with(db: &Path, dir: &Path, policy: &Policy, verify: bool, wal: bool, now: SystemTime, tuning: &Tuning) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
     let ts = compact_timestamp(now)?;
     let stem = db_stem(db)?;
@@ -303,9 +234,7 @@ pub fn backup_with(
             });
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(BackupError::MissingDatabase {
-                path: db.to_path_buf(),
-            });
+            return Err(BackupError::MissingDatabase { path: db.to_path_buf() });
         }
         Err(e) => {
             return Err(BackupError::Io {
@@ -321,57 +250,27 @@ pub fn backup_with(
     let removed_temps = sweep_stale_temps(dir, &stem);
 
     // The live database: never created here (no SQLITE_OPEN_CREATE).
-    let src = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|source| BackupError::OpenDatabase {
-        path: db.to_path_buf(),
-        source,
-    })?;
-    src.busy_timeout(tuning.lock_timeout)
-        .map_err(|source| BackupError::OpenDatabase {
-            path: db.to_path_buf(),
-            source,
-        })?;
+    let src = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|source| BackupError::OpenDatabase { path: db.to_path_buf(), source })?;
+    src.busy_timeout(tuning.lock_timeout).map_err(|source| BackupError::OpenDatabase { path: db.to_path_buf(), source })?;
     if wal {
-        let mode: String = src
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(|e| BackupError::Wal {
-                path: db.to_path_buf(),
-                detail: e.to_string(),
-            })?;
+        let mode: String =
+            src.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| BackupError::Wal { path: db.to_path_buf(), detail: e.to_string() })?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(BackupError::Wal {
-                path: db.to_path_buf(),
-                detail: format!("SQLite kept journal_mode={mode}"),
-            });
+            return Err(BackupError::Wal { path: db.to_path_buf(), detail: format!("SQLite kept journal_mode={mode}") });
         }
     }
-    let journal_mode: String = src
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .map_err(|source| BackupError::OpenDatabase {
-            path: db.to_path_buf(),
-            source,
-        })?;
+    let journal_mode: String =
+        src.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(|source| BackupError::OpenDatabase { path: db.to_path_buf(), source })?;
     let journal_mode = journal_mode.to_ascii_lowercase();
 
     // The temporary file, created exclusively with the backup's final mode.
-    let tmp = dir.join(format!(
-        ".{stem}-{ts}.sqlite.tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o640)
-        .open(&tmp)
-        .map_err(io_err(
-            "creating",
-            &tmp,
-            "check that the backup directory is writable (nothing was backed up)",
-        ))?;
+    let tmp = dir.join(format!(".{stem}-{ts}.sqlite.tmp-{}-{}", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+    OpenOptions::new().write(true).create_new(true).mode(0o640).open(&tmp).map_err(io_err(
+        "creating",
+        &tmp,
+        "check that the backup directory is writable (nothing was backed up)",
+    ))?;
     let mut guard = TempGuard::new(tmp.clone());
 
     let stats = copy_online(&src, db, &tmp, journal_mode == "wal", tuning)?;
@@ -385,9 +284,7 @@ pub fn backup_with(
     })?;
     remove_aux_files(&tmp);
 
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("fsync of", &tmp, UNTOUCHED))?;
+    File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err("fsync of", &tmp, UNTOUCHED))?;
 
     #[cfg(test)]
     if let Some(hook) = test_hooks::BEFORE_VERIFY.with(|h| h.get()) {
@@ -395,36 +292,20 @@ pub fn backup_with(
     }
 
     if verify {
-        integrity_check(&tmp).map_err(|detail| BackupError::Integrity {
-            path: tmp.clone(),
-            detail,
-        })?;
+        integrity_check(&tmp).map_err(|detail| BackupError::Integrity { path: tmp.clone(), detail })?;
     }
 
     let final_path = publish(&tmp, dir, &stem, &ts)?;
     guard.disarm();
     fsync_dir(dir)?;
 
-    let bytes = fs::metadata(&final_path)
-        .map_err(io_err(
-            "reading",
-            &final_path,
-            "the backup was taken but cannot be read back; check the backup directory",
-        ))?
-        .len();
+    let bytes =
+        fs::metadata(&final_path).map_err(io_err("reading", &final_path, "the backup was taken but cannot be read back; check the backup directory"))?.len();
     let taken_at = humantime::format_rfc3339_seconds(now).to_string();
-    let file = BackupFile {
-        path: final_path.to_string_lossy().into_owned(),
-        taken_at,
-        bytes,
-    };
+    let file = BackupFile { path: final_path.to_string_lossy().into_owned(), taken_at, bytes };
 
     // Prune.
-    let listed = list_paths(&stem, dir).map_err(io_err(
-        "listing",
-        dir,
-        "the backup was taken; old backups were not pruned",
-    ))?;
+    let listed = list_paths(&stem, dir).map_err(io_err("listing", dir, "the backup was taken; old backups were not pruned"))?;
     let files: Vec<BackupFile> = listed.iter().map(|(_, f)| f.clone()).collect();
     let kept = keep(&files, policy);
     let mut pruned = Vec::new();
@@ -436,11 +317,7 @@ pub fn backup_with(
             Ok(()) => pruned.push(f.path.clone()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => {
-                return Err(BackupError::Prune {
-                    taken: final_path,
-                    path: path.clone(),
-                    source,
-                });
+                return Err(BackupError::Prune { taken: final_path, path: path.clone(), source });
             }
         }
     }
@@ -470,54 +347,30 @@ struct CopyStats {
 }
 
 /// Copy `src` into the (empty) file `tmp` with the online backup API.
-fn copy_online(
-    src: &Connection,
-    db: &Path,
-    tmp: &Path,
-    snapshot: bool,
-    tuning: &Tuning,
-) -> Result<CopyStats, BackupError> {
-    let copy_err = |detail: String| BackupError::Copy {
-        db: db.to_path_buf(),
-        tmp: tmp.to_path_buf(),
-        detail,
-    };
-    let mut dst = Connection::open_with_flags(
-        tmp,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| copy_err(format!("cannot open the temporary file: {e}")))?;
+fn copy_online(src: &Connection, db: &Path, tmp: &Path, snapshot: bool, tuning: &Tuning) -> Result<CopyStats, BackupError> {
+    let copy_err = |detail: String| BackupError::Copy { db: db.to_path_buf(), tmp: tmp.to_path_buf(), detail };
+    let mut dst = Connection::open_with_flags(tmp, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| copy_err(format!("cannot open the temporary file: {e}")))?;
     // The temporary file is thrown away on any failure and fsynced by us
     // once complete: no journal, no syncs of its own.
-    dst.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
-        .map_err(|e| copy_err(e.to_string()))?;
+    dst.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;").map_err(|e| copy_err(e.to_string()))?;
 
     if snapshot {
         // WAL: pin one read snapshot for the whole copy (see module docs).
         src.execute_batch("BEGIN DEFERRED")
-            .and_then(|_| {
-                src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-                    r.get::<_, i64>(0)
-                })
-            })
+            .and_then(|_| src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)))
             .map_err(|e| copy_err(format!("cannot start a read transaction: {e}")))?;
     }
 
     let result = (|| -> Result<CopyStats, BackupError> {
         let b = Backup::new(src, &mut dst).map_err(|e| copy_err(e.to_string()))?;
         let per_step = tuning.pages_per_step.max(1);
-        let mut stats = CopyStats {
-            pages: 0,
-            steps: 0,
-            restarts: 0,
-        };
+        let mut stats = CopyStats { pages: 0, steps: 0, restarts: 0 };
         let mut copied_before: Option<i64> = None;
         let mut all_at_once = false;
         let mut stuck_since: Option<Instant> = None;
         loop {
-            let r = b
-                .step(if all_at_once { -1 } else { per_step })
-                .map_err(|e| copy_err(e.to_string()))?;
+            let r = b.step(if all_at_once { -1 } else { per_step }).map_err(|e| copy_err(e.to_string()))?;
             stats.steps += 1;
             let p = b.progress();
             let copied = i64::from(p.pagecount) - i64::from(p.remaining);
@@ -570,14 +423,8 @@ fn to_rollback_journal(path: &Path) -> Result<(), String> {
     if header_write_version(path).map_err(|e| e.to_string())? != Some(2) {
         return Ok(());
     }
-    let c = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| e.to_string())?;
-    let mode: String = c
-        .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(|e| e.to_string())?;
+    let mode: String = c.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0)).map_err(|e| e.to_string())?;
     if !mode.eq_ignore_ascii_case("delete") {
         return Err(format!("SQLite kept journal_mode={mode}"));
     }
@@ -604,15 +451,9 @@ fn header_write_version(path: &Path) -> io::Result<Option<u8>> {
 
 /// `PRAGMA integrity_check` on a closed database file, read-only.
 fn integrity_check(path: &Path) -> Result<(), String> {
-    let c = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| e.to_string())?;
-    let rows: Vec<String> = c
-        .prepare("PRAGMA integrity_check")
-        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
-        .map_err(|e| e.to_string())?;
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(|e| e.to_string())?;
+    let rows: Vec<String> =
+        c.prepare("PRAGMA integrity_check").and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect()).map_err(|e| e.to_string())?;
     if rows.len() == 1 && rows[0] == "ok" {
         return Ok(());
     }
@@ -629,31 +470,20 @@ fn integrity_check(path: &Path) -> Result<(), String> {
 /// Rename `tmp` to the first free `<stem>-<ts>[-n].sqlite` in `dir`.
 fn publish(tmp: &Path, dir: &Path, stem: &str, ts: &str) -> Result<PathBuf, BackupError> {
     for seq in 0..10_000u32 {
-        let name = if seq == 0 {
-            format!("{stem}-{ts}.sqlite")
-        } else {
-            format!("{stem}-{ts}-{seq}.sqlite")
-        };
+        let name = if seq == 0 { format!("{stem}-{ts}.sqlite") } else { format!("{stem}-{ts}-{seq}.sqlite") };
         let target = dir.join(name);
         match rename_noreplace(tmp, &target) {
             Ok(()) => return Ok(target),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
-                return Err(io_err(
-                    "renaming the finished backup to",
-                    &target,
-                    UNTOUCHED,
-                )(e));
+                return Err(io_err("renaming the finished backup to", &target, UNTOUCHED)(e));
             }
         }
     }
     Err(BackupError::Io {
         action: "finding a free name for",
         path: dir.join(format!("{stem}-{ts}.sqlite")),
-        source: io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "10000 backups in the same second",
-        ),
+        source: io::Error::new(io::ErrorKind::AlreadyExists, "10000 backups in the same second"),
         hint: UNTOUCHED,
     })
 }
@@ -675,11 +505,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), BackupError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(
-        "fsync of directory",
-        dir,
-        "the rename may not survive a power failure; check the filesystem",
-    ))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync of directory", dir, "the rename may not survive a power failure; check the filesystem"))
 }
 
 /// Create `dir` (and missing parents) with mode 0750.
@@ -687,15 +513,8 @@ fn ensure_dir(dir: &Path) -> Result<(), BackupError> {
     if dir.is_dir() {
         return Ok(());
     }
-    let create_err = |source| BackupError::CreateDir {
-        path: dir.to_path_buf(),
-        source,
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .map_err(create_err)?;
+    let create_err = |source| BackupError::CreateDir { path: dir.to_path_buf(), source };
+    fs::DirBuilder::new().recursive(true).mode(0o750).create(dir).map_err(create_err)?;
     // The umask may have taken bits away; 0750 is what we promise.
     fs::set_permissions(dir, fs::Permissions::from_mode(0o750)).map_err(create_err)?;
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -784,21 +603,12 @@ fn remove_aux_files(path: &Path) {
 // ---------------------------------------------------------------------------
 
 fn db_stem(db: &Path) -> Result<String, BackupError> {
-    db.file_stem()
-        .and_then(|s| s.to_str())
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| BackupError::NoFileName {
-            path: db.to_path_buf(),
-        })
+    db.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty()).map(str::to_owned).ok_or_else(|| BackupError::NoFileName { path: db.to_path_buf() })
 }
 
 /// `2025-01-31T04:05:06Z` → `20250131T040506Z`.
 fn compact_timestamp(t: SystemTime) -> Result<String, BackupError> {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| BackupError::Clock(t))?
-        .as_secs();
+    let secs = t.duration_since(UNIX_EPOCH).map_err(|_| BackupError::Clock(t))?.as_secs();
     if secs >= 253_402_300_800 {
         return Err(BackupError::Clock(t));
     }
@@ -813,25 +623,14 @@ fn expand_timestamp(c: &str) -> Option<String> {
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' || !digits(0..8) || !digits(9..15) {
         return None;
     }
-    let s = format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &c[0..4],
-        &c[4..6],
-        &c[6..8],
-        &c[9..11],
-        &c[11..13],
-        &c[13..15]
-    );
+    let s = format!("{}-{}-{}T{}:{}:{}Z", &c[0..4], &c[4..6], &c[6..8], &c[9..11], &c[11..13], &c[13..15]);
     humantime::parse_rfc3339(&s).ok()?;
     Some(s)
 }
 
 /// If `name` is a backup of `stem`: (compact timestamp, sequence, RFC 3339).
 fn parse_backup_name<'a>(stem: &str, name: &'a str) -> Option<(&'a str, u32, String)> {
-    let rest = name
-        .strip_prefix(stem)?
-        .strip_prefix('-')?
-        .strip_suffix(".sqlite")?;
+    let rest = name.strip_prefix(stem)?.strip_prefix('-')?.strip_suffix(".sqlite")?;
     let (ts, seq) = match rest.len() {
         16 => (rest, 0),
         n if n > 17 && rest.as_bytes()[16] == b'-' => {
@@ -854,12 +653,8 @@ fn parse_backup_name<'a>(stem: &str, name: &'a str) -> Option<(&'a str, u32, Str
 /// The backups in `dir` for database `db` (only regular files matching our
 /// naming pattern), newest first. A missing `dir` has no backups.
 pub fn list(db: &Path, dir: &Path) -> io::Result<Vec<BackupFile>> {
-    let stem =
-        db_stem(db).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    Ok(list_paths(&stem, dir)?
-        .into_iter()
-        .map(|(_, f)| f)
-        .collect())
+    let stem = db_stem(db).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    Ok(list_paths(&stem, dir)?.into_iter().map(|(_, f)| f).collect())
 }
 
 fn list_paths(stem: &str, dir: &Path) -> io::Result<Vec<(PathBuf, BackupFile)>> {
@@ -885,11 +680,7 @@ fn list_paths(stem: &str, dir: &Path) -> io::Result<Vec<(PathBuf, BackupFile)>> 
             continue;
         }
         let path = entry.path();
-        let file = BackupFile {
-            path: path.to_string_lossy().into_owned(),
-            taken_at,
-            bytes: meta.len(),
-        };
+        let file = BackupFile { path: path.to_string_lossy().into_owned(), taken_at, bytes: meta.len() };
         found.push((ts.to_owned(), seq, path, file));
     }
     found.sort_by(|a, b| (&b.0, b.1).cmp(&(&a.0, a.1)));
@@ -905,10 +696,7 @@ pub fn keep(files: &[BackupFile], policy: &Policy) -> BTreeSet<String> {
     let mut kept = BTreeSet::new();
     // Tolerate input that is not sorted: stable sort by time, newest first
     // (unparseable timestamps last; they are kept anyway).
-    let mut order: Vec<(Option<SystemTime>, &BackupFile)> = files
-        .iter()
-        .map(|f| (humantime::parse_rfc3339(&f.taken_at).ok(), f))
-        .collect();
+    let mut order: Vec<(Option<SystemTime>, &BackupFile)> = files.iter().map(|f| (humantime::parse_rfc3339(&f.taken_at).ok(), f)).collect();
     order.sort_by_key(|&(t, _)| std::cmp::Reverse(t));
     let mut days = HashSet::new();
     let mut weeks = HashSet::new();
@@ -966,11 +754,7 @@ fn iso_week_monday(day: i64) -> i64 {
 /// before and starts them after. Returns where the replaced database was
 /// kept, or `None` when there was nothing to move aside (restoring onto a
 /// host that lost its database).
-pub fn restore(
-    db: &Path,
-    backup_file: &Path,
-    now: SystemTime,
-) -> Result<Option<PathBuf>, BackupError> {
+pub fn restore(db: &Path, backup_file: &Path, now: SystemTime) -> Result<Option<PathBuf>, BackupError> {
     prepare_restore(db, backup_file, now)?.swap()
 }
 
@@ -988,27 +772,14 @@ pub struct PreparedRestore {
 }
 
 /// Steps 1 and 2 of [`restore`]: copy and verify.
-pub fn prepare_restore(
-    db: &Path,
-    backup_file: &Path,
-    now: SystemTime,
-) -> Result<PreparedRestore, BackupError> {
+pub fn prepare_restore(db: &Path, backup_file: &Path, now: SystemTime) -> Result<PreparedRestore, BackupError> {
     let ts = compact_timestamp(now)?;
-    let name = db
-        .file_name()
-        .ok_or_else(|| BackupError::NoFileName {
-            path: db.to_path_buf(),
-        })?
-        .to_owned();
+    let name = db.file_name().ok_or_else(|| BackupError::NoFileName { path: db.to_path_buf() })?.to_owned();
     let parent = match db.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let bad = |detail: String| BackupError::BadBackup {
-        path: backup_file.to_path_buf(),
-        db: db.to_path_buf(),
-        detail,
-    };
+    let bad = |detail: String| BackupError::BadBackup { path: backup_file.to_path_buf(), db: db.to_path_buf(), detail };
 
     let mut source = File::open(backup_file).map_err(|e| bad(e.to_string()))?;
     if !source.metadata().map_err(|e| bad(e.to_string()))?.is_file() {
@@ -1020,124 +791,64 @@ pub fn prepare_restore(
         Err(e) => return Err(io_err("reading", db, "nothing was changed")(e)),
     };
     let live_is_wal = match &live {
-        Some(_) => {
-            header_write_version(db).map_err(io_err("reading", db, "nothing was changed"))?
-                == Some(2)
-        }
+        Some(_) => header_write_version(db).map_err(io_err("reading", db, "nothing was changed"))? == Some(2),
         None => false,
     };
     let (uid, gid, mode) = match &live {
         Some(m) => (m.uid(), m.gid(), m.mode() & 0o7777),
         None => {
-            let d = fs::metadata(&parent).map_err(io_err(
-                "reading",
-                &parent,
-                "create the database's directory first; nothing was changed",
-            ))?;
+            let d = fs::metadata(&parent).map_err(io_err("reading", &parent, "create the database's directory first; nothing was changed"))?;
             (d.uid(), d.gid(), 0o640)
         }
     };
 
     // 1. Copy beside the live database.
-    let tmp = parent.join(format!(
-        ".{}.restore-{}-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = parent.join(format!(".{}.restore-{}-{}.tmp", name.to_string_lossy(), std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
     let hint = "the copy was discarded, the live database was not touched";
     let guard = TempGuard::new(tmp.clone());
     {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err(
-                "creating",
-                &tmp,
-                "check that the database's directory is writable; nothing was changed",
-            ))?;
+        let mut out = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err(
+            "creating",
+            &tmp,
+            "check that the database's directory is writable; nothing was changed",
+        ))?;
         io::copy(&mut source, &mut out).map_err(io_err("copying the backup to", &tmp, hint))?;
         out.flush().map_err(io_err("writing", &tmp, hint))?;
         let meta = out.metadata().map_err(io_err("reading", &tmp, hint))?;
         if (meta.uid(), meta.gid()) != (uid, gid) {
-            std::os::unix::fs::fchown(&out, Some(uid), Some(gid)).map_err(io_err(
-                "changing the owner of",
-                &tmp,
-                hint,
-            ))?;
+            std::os::unix::fs::fchown(&out, Some(uid), Some(gid)).map_err(io_err("changing the owner of", &tmp, hint))?;
         }
-        out.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io_err("changing the mode of", &tmp, hint))?;
+        out.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err("changing the mode of", &tmp, hint))?;
         out.sync_all().map_err(io_err("fsync of", &tmp, hint))?;
     }
 
     // 2. Verify, and match the live database's journal mode.
-    integrity_check(&tmp).map_err(|d| {
-        bad(format!(
-            "integrity check of its copy {} failed: {d}",
-            tmp.display()
-        ))
-    })?;
+    integrity_check(&tmp).map_err(|d| bad(format!("integrity check of its copy {} failed: {d}", tmp.display())))?;
     if live.is_some() {
         let want = if live_is_wal { "wal" } else { "delete" };
-        let c = Connection::open_with_flags(
-            &tmp,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| bad(e.to_string()))?;
+        let c = Connection::open_with_flags(&tmp, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(|e| bad(e.to_string()))?;
         let got: String = c
             .query_row(&format!("PRAGMA journal_mode={want}"), [], |r| r.get(0))
             .map_err(|e| bad(format!("cannot set journal_mode={want} on the copy: {e}")))?;
         if !got.eq_ignore_ascii_case(want) {
-            return Err(bad(format!(
-                "cannot set journal_mode={want} on the copy: SQLite kept {got}"
-            )));
+            return Err(bad(format!("cannot set journal_mode={want} on the copy: SQLite kept {got}")));
         }
         c.close().map_err(|(_, e)| bad(e.to_string()))?;
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err("fsync of", &tmp, hint))?;
+        File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err("fsync of", &tmp, hint))?;
     }
     remove_aux_files(&tmp);
-    Ok(PreparedRestore {
-        db: db.to_path_buf(),
-        backup_file: backup_file.to_path_buf(),
-        parent,
-        tmp,
-        guard,
-        live: live.is_some(),
-        ts,
-    })
+    Ok(PreparedRestore { db: db.to_path_buf(), backup_file: backup_file.to_path_buf(), parent, tmp, guard, live: live.is_some(), ts })
 }
 
 impl PreparedRestore {
     /// Steps 3 to 5 of [`restore`]: with the agent stopped, swap the copy in. Returns where
     /// the replaced database was kept.
     pub fn swap(self) -> Result<Option<PathBuf>, BackupError> {
-        let PreparedRestore {
-            db,
-            backup_file,
-            parent,
-            tmp,
-            mut guard,
-            live,
-            ts,
-        } = self;
+        let PreparedRestore { db, backup_file, parent, tmp, mut guard, live, ts } = self;
         let (db, backup_file) = (db.as_path(), backup_file.as_path());
         // 3. Nobody may have the live database open.
-        if live
-            && let Some(pid) = lock_holder(db).map_err(io_err(
-                "checking the locks of",
-                db,
-                "nothing was changed",
-            ))?
-        {
-            return Err(BackupError::InUse {
-                path: db.to_path_buf(),
-                pid,
-            });
+        if live && let Some(pid) = lock_holder(db).map_err(io_err("checking the locks of", db, "nothing was changed"))? {
+            return Err(BackupError::InUse { path: db.to_path_buf(), pid });
         }
 
         // 4. Move the current files aside.
@@ -1145,18 +856,9 @@ impl PreparedRestore {
         let mut kept_at = None;
         let swap_err = |step: &'static str, source: io::Error, moved: &[(PathBuf, PathBuf)]| {
             let state = undo(moved);
-            BackupError::Swap {
-                backup: backup_file.to_path_buf(),
-                db: db.to_path_buf(),
-                step,
-                source,
-                state,
-            }
+            BackupError::Swap { backup: backup_file.to_path_buf(), db: db.to_path_buf(), step, source, state }
         };
-        let present: Vec<&str> = std::iter::once("")
-            .chain(AUX_SUFFIXES)
-            .filter(|s| with_suffix(db, s).symlink_metadata().is_ok())
-            .collect();
+        let present: Vec<&str> = std::iter::once("").chain(AUX_SUFFIXES).filter(|s| with_suffix(db, s).symlink_metadata().is_ok()).collect();
         if !present.is_empty() {
             let aside = free_aside_name(db, &ts);
             for s in present {
@@ -1175,18 +877,13 @@ impl PreparedRestore {
             return Err(swap_err("renaming the verified copy into place", e, &moved));
         }
         guard.disarm();
-        File::open(&parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| BackupError::Swap {
-                backup: backup_file.to_path_buf(),
-                db: db.to_path_buf(),
-                step: "fsync of the directory",
-                source,
-                state: format!(
-                    "the restored database is in place; the replaced one is at {}",
-                    kept_at.as_deref().unwrap_or(Path::new("(none)")).display()
-                ),
-            })?;
+        File::open(&parent).and_then(|d| d.sync_all()).map_err(|source| BackupError::Swap {
+            backup: backup_file.to_path_buf(),
+            db: db.to_path_buf(),
+            step: "fsync of the directory",
+            source,
+            state: format!("the restored database is in place; the replaced one is at {}", kept_at.as_deref().unwrap_or(Path::new("(none)")).display()),
+        })?;
         Ok(kept_at)
     }
 }
@@ -1195,14 +892,8 @@ impl PreparedRestore {
 fn free_aside_name(db: &Path, ts: &str) -> PathBuf {
     let mut n = 0u32;
     loop {
-        let candidate = if n == 0 {
-            with_suffix(db, &format!(".replaced-{ts}"))
-        } else {
-            with_suffix(db, &format!(".replaced-{ts}-{n}"))
-        };
-        let taken = std::iter::once("")
-            .chain(AUX_SUFFIXES)
-            .any(|s| with_suffix(&candidate, s).symlink_metadata().is_ok());
+        let candidate = if n == 0 { with_suffix(db, &format!(".replaced-{ts}")) } else { with_suffix(db, &format!(".replaced-{ts}-{n}")) };
+        let taken = std::iter::once("").chain(AUX_SUFFIXES).any(|s| with_suffix(&candidate, s).symlink_metadata().is_ok());
         if !taken {
             return candidate;
         }
@@ -1223,10 +914,7 @@ fn undo(moved: &[(PathBuf, PathBuf)]) -> String {
     } else if failed.is_empty() {
         "the previous database was put back, nothing was changed".into()
     } else {
-        format!(
-            "the previous database could not be put back: move {} by hand",
-            failed.join(", ")
-        )
+        format!("the previous database could not be put back: move {} by hand", failed.join(", "))
     }
 }
 
@@ -1274,64 +962,37 @@ mod tests {
     }
 
     fn names(dir: &Path) -> BTreeSet<String> {
-        fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
     }
 
     /// A small database with rows 1..=n.
     fn make_db(path: &Path, n: i64) {
         let c = Connection::open(path).unwrap();
-        c.execute_batch(
-            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL); CREATE INDEX t_v ON t(v);",
-        )
-        .unwrap();
+        c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL); CREATE INDEX t_v ON t(v);").unwrap();
         let tx = c.unchecked_transaction().unwrap();
         for i in 1..=n {
-            tx.execute(
-                "INSERT INTO t(id, v) VALUES (?1, ?2)",
-                (i, format!("row {i} {}", "x".repeat(50))),
-            )
-            .unwrap();
+            tx.execute("INSERT INTO t(id, v) VALUES (?1, ?2)", (i, format!("row {i} {}", "x".repeat(50)))).unwrap();
         }
         tx.commit().unwrap();
     }
 
     fn ids(path: &Path) -> (i64, i64, i64) {
         let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-        c.query_row(
-            "SELECT coalesce(min(id),0), coalesce(max(id),0), count(*) FROM t",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap()
+        c.query_row("SELECT coalesce(min(id),0), coalesce(max(id),0), count(*) FROM t", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap()
     }
 
     fn journal_mode_of(path: &Path) -> String {
         let c = Connection::open(path).unwrap();
-        c.query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap()
+        c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap()
     }
 
-    const NO_PRUNE: Policy = Policy {
-        last: 1000,
-        daily: 0,
-        weekly: 0,
-    };
+    const NO_PRUNE: Policy = Policy { last: 1000, daily: 0, weekly: 0 };
 
     // --- 1. consistency under load --------------------------------------
 
     /// Writer thread inserting ~1 KiB rows in committed transactions;
     /// returns (handle, highest committed id, stop flag).
-    fn start_writer(
-        db: PathBuf,
-        wal: bool,
-    ) -> (
-        std::thread::JoinHandle<i64>,
-        Arc<AtomicI64>,
-        Arc<AtomicBool>,
-    ) {
+    fn start_writer(db: PathBuf, wal: bool) -> (std::thread::JoinHandle<i64>, Arc<AtomicI64>, Arc<AtomicBool>) {
         let committed = Arc::new(AtomicI64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (c2, s2) = (committed.clone(), stop.clone());
@@ -1339,23 +1000,17 @@ mod tests {
             let mut c = Connection::open(&db).unwrap();
             c.busy_timeout(Duration::from_secs(30)).unwrap();
             if wal {
-                c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-                    .unwrap();
+                c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").unwrap();
             } else {
-                c.execute_batch("PRAGMA journal_mode=DELETE; PRAGMA synchronous=OFF;")
-                    .unwrap();
+                c.execute_batch("PRAGMA journal_mode=DELETE; PRAGMA synchronous=OFF;").unwrap();
             }
-            c.execute_batch(
-                "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB NOT NULL)",
-            )
-            .unwrap();
+            c.execute_batch("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB NOT NULL)").unwrap();
             let mut id = 0i64;
             while !s2.load(Ordering::SeqCst) && id < 200_000 {
                 let tx = c.transaction().unwrap();
                 for _ in 0..5 {
                     id += 1;
-                    tx.execute("INSERT INTO t(id, v) VALUES (?1, randomblob(1000))", [id])
-                        .unwrap();
+                    tx.execute("INSERT INTO t(id, v) VALUES (?1, randomblob(1000))", [id]).unwrap();
                 }
                 tx.commit().unwrap();
                 c2.store(id, Ordering::SeqCst);
@@ -1376,42 +1031,18 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         let before = committed.load(Ordering::SeqCst);
-        let tuning = Tuning {
-            pages_per_step: 16,
-            pause: Duration::from_millis(2),
-            ..Tuning::default()
-        };
-        let report = backup_with(
-            &db,
-            &dir,
-            &NO_PRUNE,
-            true,
-            false,
-            SystemTime::now(),
-            &tuning,
-        )
-        .unwrap();
+        let tuning = Tuning { pages_per_step: 16, pause: Duration::from_millis(2), ..Tuning::default() };
+        let report = backup_with(&db, &dir, &NO_PRUNE, true, false, SystemTime::now(), &tuning).unwrap();
         let after = committed.load(Ordering::SeqCst);
         stop.store(true, Ordering::SeqCst);
         let total = writer.join().unwrap();
         let live_bytes = fs::metadata(&db).unwrap().len();
-        println!(
-            "wal={wal}: before={before} after={after} total={total} live={live_bytes}B report={}",
-            serde_json::to_string(&report).unwrap()
-        );
+        println!("wal={wal}: before={before} after={after} total={total} live={live_bytes}B report={}", serde_json::to_string(&report).unwrap());
 
         assert!(report.verified);
-        assert!(
-            report.pages > 1000,
-            "database should be several MB, got {} pages",
-            report.pages
-        );
+        assert!(report.pages > 1000, "database should be several MB, got {} pages", report.pages);
         if wal {
-            assert!(
-                report.steps > 10,
-                "backup should take several steps, took {}",
-                report.steps
-            );
+            assert!(report.steps > 10, "backup should take several steps, took {}", report.steps);
         } else {
             // A commit between two steps restarts SQLite's copy; after
             // max_restarts the rest goes in one step, so it always finishes.
@@ -1420,23 +1051,14 @@ mod tests {
         integrity_check(Path::new(&report.file.path)).unwrap();
         let (min, max, count) = ids(Path::new(&report.file.path));
         assert_eq!(min, 1);
-        assert_eq!(
-            count, max,
-            "ids 1..={max} must be contiguous (a consistent snapshot)"
-        );
-        assert!(
-            max >= before,
-            "lost committed rows: backup has up to {max}, {before} were committed before it began"
-        );
+        assert_eq!(count, max, "ids 1..={max} must be contiguous (a consistent snapshot)");
+        assert!(max >= before, "lost committed rows: backup has up to {max}, {before} were committed before it began");
         assert!(max <= total);
         assert_eq!(max % 5, 0, "a transaction was split");
         if wal {
             assert_eq!(report.restarts, 0);
             assert_eq!(report.journal_mode, "wal");
-            assert!(
-                after > before,
-                "the writer must keep committing during the backup"
-            );
+            assert!(after > before, "the writer must keep committing during the backup");
         }
     }
 
@@ -1470,8 +1092,7 @@ mod tests {
         let live = crashed.join("messages.db");
         {
             let c = Connection::open(&db).unwrap();
-            c.execute_batch("PRAGMA wal_autocheckpoint=0; DELETE FROM t WHERE id > 50; INSERT INTO t(id, v) VALUES (1000, 'new');")
-                .unwrap();
+            c.execute_batch("PRAGMA wal_autocheckpoint=0; DELETE FROM t WHERE id > 50; INSERT INTO t(id, v) VALUES (1000, 'new');").unwrap();
             for s in ["", "-wal", "-shm"] {
                 fs::copy(with_suffix(&db, s), with_suffix(&live, s)).unwrap();
             }
@@ -1480,13 +1101,7 @@ mod tests {
         assert!(fs::metadata(with_suffix(&live, "-wal")).unwrap().len() > 0);
         assert_eq!(ids(&live), (1, 1000, 51));
 
-        let kept = restore(
-            &live,
-            Path::new(&report.file.path),
-            at("2025-03-02T11:00:00Z"),
-        )
-        .unwrap()
-        .expect("something was replaced");
+        let kept = restore(&live, Path::new(&report.file.path), at("2025-03-02T11:00:00Z")).unwrap().expect("something was replaced");
         assert_eq!(kept, crashed.join("messages.db.replaced-20250302T110000Z"));
 
         // Live: the backup's content, WAL mode like before, no stale side files.
@@ -1501,15 +1116,11 @@ mod tests {
         assert!(with_suffix(&kept, "-shm").exists());
         assert_eq!(ids(&kept), (1, 1000, 51));
         // Nothing else left behind; the backup itself untouched.
-        let expected: BTreeSet<String> = [
-            "messages.db",
-            "messages.db.replaced-20250302T110000Z",
-            "messages.db.replaced-20250302T110000Z-wal",
-            "messages.db.replaced-20250302T110000Z-shm",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
+        let expected: BTreeSet<String> =
+            ["messages.db", "messages.db.replaced-20250302T110000Z", "messages.db.replaced-20250302T110000Z-wal", "messages.db.replaced-20250302T110000Z-shm"]
+                .into_iter()
+                .map(String::from)
+                .collect();
         let mut after = names(&crashed);
         after.retain(|n| !n.ends_with("-wal") || n.contains("replaced")); // opening `live` above may create -wal/-shm
         after.retain(|n| !n.ends_with("-shm") || n.contains("replaced"));
@@ -1517,17 +1128,8 @@ mod tests {
         assert_eq!(names(&dir).len(), 1);
 
         // Restoring again in the same second keeps both replaced copies.
-        let kept2 = restore(
-            &live,
-            Path::new(&report.file.path),
-            at("2025-03-02T11:00:00Z"),
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            kept2,
-            crashed.join("messages.db.replaced-20250302T110000Z-1")
-        );
+        let kept2 = restore(&live, Path::new(&report.file.path), at("2025-03-02T11:00:00Z")).unwrap().unwrap();
+        assert_eq!(kept2, crashed.join("messages.db.replaced-20250302T110000Z-1"));
         assert_eq!(ids(&kept2), (1, 100, 100));
         assert_eq!(ids(&kept), (1, 1000, 51));
     }
@@ -1537,20 +1139,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join("m.db");
         make_db(&db, 10);
-        let r = backup(
-            &db,
-            tmp.path(),
-            &NO_PRUNE,
-            true,
-            false,
-            at("2025-01-01T00:00:00Z"),
-        )
-        .unwrap();
+        let r = backup(&db, tmp.path(), &NO_PRUNE, true, false, at("2025-01-01T00:00:00Z")).unwrap();
         fs::remove_file(&db).unwrap();
-        assert_eq!(
-            restore(&db, Path::new(&r.file.path), SystemTime::now()).unwrap(),
-            None
-        );
+        assert_eq!(restore(&db, Path::new(&r.file.path), SystemTime::now()).unwrap(), None);
         assert_eq!(ids(&db), (1, 10, 10));
     }
 
@@ -1565,10 +1156,7 @@ mod tests {
         let err = restore(&db, &bogus, SystemTime::now()).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, BackupError::BadBackup { .. }), "{msg}");
-        assert!(
-            msg.contains("bogus.sqlite") && msg.contains("was not touched"),
-            "{msg}"
-        );
+        assert!(msg.contains("bogus.sqlite") && msg.contains("was not touched"), "{msg}");
         assert_eq!(names(tmp.path()), before);
         assert_eq!(ids(&db), (1, 10, 10));
     }
@@ -1584,12 +1172,7 @@ mod tests {
         let db = tmp.path().join("busy.db");
         make_db(&db, 10);
         let r = backup(&db, tmp.path(), &NO_PRUNE, true, true, SystemTime::now()).unwrap();
-        let mut child = std::process::Command::new(sqlite3)
-            .arg(&db)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = std::process::Command::new(sqlite3).arg(&db).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(b"SELECT count(*) FROM t;\n").unwrap();
         stdin.flush().unwrap();
@@ -1599,10 +1182,7 @@ mod tests {
         let before = names(tmp.path());
 
         let err = restore(&db, Path::new(&r.file.path), SystemTime::now()).unwrap_err();
-        assert!(
-            matches!(err, BackupError::InUse { pid, .. } if pid == child.id() as i32),
-            "{err}"
-        );
+        assert!(matches!(err, BackupError::InUse { pid, .. } if pid == child.id() as i32), "{err}");
         assert!(err.to_string().contains("stop the units"), "{err}");
         assert_eq!(names(tmp.path()), before);
 
@@ -1622,11 +1202,7 @@ mod tests {
             for hour in [6u64, 18] {
                 let t = monday + Duration::from_secs(day * 86_400 + hour * 3600);
                 let ts = compact_timestamp(t).unwrap();
-                v.push(BackupFile {
-                    path: format!("/b/m-{ts}.sqlite"),
-                    taken_at: humantime::format_rfc3339_seconds(t).to_string(),
-                    bytes: 1,
-                });
+                v.push(BackupFile { path: format!("/b/m-{ts}.sqlite"), taken_at: humantime::format_rfc3339_seconds(t).to_string(), bytes: 1 });
             }
         }
         v.reverse();
@@ -1647,28 +1223,14 @@ mod tests {
     #[test]
     fn keep_last_only() {
         let files = synthetic();
-        let k = keep(
-            &files,
-            &Policy {
-                last: 3,
-                daily: 0,
-                weekly: 0,
-            },
-        );
+        let k = keep(&files, &Policy { last: 3, daily: 0, weekly: 0 });
         assert_eq!(k, set(&[(57, 18), (57, 6), (54, 18)]));
     }
 
     #[test]
     fn keep_daily_only() {
         let files = synthetic();
-        let k = keep(
-            &files,
-            &Policy {
-                last: 0,
-                daily: 5,
-                weekly: 0,
-            },
-        );
+        let k = keep(&files, &Policy { last: 0, daily: 5, weekly: 0 });
         assert_eq!(k, set(&[(57, 18), (54, 18), (51, 18), (48, 18), (45, 18)]));
     }
 
@@ -1676,71 +1238,19 @@ mod tests {
     fn keep_weekly_only() {
         // Weeks are days 0-6, 7-13, ...: backups on 57 | 54, 51 | 48, 45, 42 | 39, 36 | ...
         let files = synthetic();
-        let k = keep(
-            &files,
-            &Policy {
-                last: 0,
-                daily: 0,
-                weekly: 4,
-            },
-        );
+        let k = keep(&files, &Policy { last: 0, daily: 0, weekly: 4 });
         assert_eq!(k, set(&[(57, 18), (54, 18), (48, 18), (39, 18)]));
-        let all_weeks = keep(
-            &files,
-            &Policy {
-                last: 0,
-                daily: 0,
-                weekly: 100,
-            },
-        );
-        assert_eq!(
-            all_weeks,
-            set(&[
-                (57, 18),
-                (54, 18),
-                (48, 18),
-                (39, 18),
-                (33, 18),
-                (27, 18),
-                (18, 18),
-                (12, 18),
-                (6, 18)
-            ])
-        );
+        let all_weeks = keep(&files, &Policy { last: 0, daily: 0, weekly: 100 });
+        assert_eq!(all_weeks, set(&[(57, 18), (54, 18), (48, 18), (39, 18), (33, 18), (27, 18), (18, 18), (12, 18), (6, 18)]));
     }
 
     #[test]
     fn keep_combined_is_the_union() {
         let files = synthetic();
-        let k = keep(
-            &files,
-            &Policy {
-                last: 3,
-                daily: 5,
-                weekly: 4,
-            },
-        );
-        assert_eq!(
-            k,
-            set(&[
-                (57, 18),
-                (57, 6),
-                (54, 18),
-                (51, 18),
-                (48, 18),
-                (45, 18),
-                (39, 18)
-            ])
-        );
+        let k = keep(&files, &Policy { last: 3, daily: 5, weekly: 4 });
+        assert_eq!(k, set(&[(57, 18), (57, 6), (54, 18), (51, 18), (48, 18), (45, 18), (39, 18)]));
         // The example from the docs: {last: 7, daily: 7, weekly: 4}.
-        let k = keep(
-            &files,
-            &Policy {
-                last: 7,
-                daily: 7,
-                weekly: 4,
-            },
-        );
+        let k = keep(&files, &Policy { last: 7, daily: 7, weekly: 4 });
         assert_eq!(
             k,
             set(&[
@@ -1762,60 +1272,20 @@ mod tests {
     fn keep_edges() {
         let files = synthetic();
         assert!(keep(&files, &Policy::default()).is_empty());
-        assert!(
-            keep(
-                &[],
-                &Policy {
-                    last: 3,
-                    daily: 3,
-                    weekly: 3
-                }
-            )
-            .is_empty()
-        );
-        assert_eq!(
-            keep(
-                &files,
-                &Policy {
-                    last: 100,
-                    daily: 0,
-                    weekly: 0
-                }
-            )
-            .len(),
-            40
-        );
-        assert_eq!(
-            keep(
-                &files,
-                &Policy {
-                    last: 0,
-                    daily: 100,
-                    weekly: 0
-                }
-            )
-            .len(),
-            20
-        );
+        assert!(keep(&[], &Policy { last: 3, daily: 3, weekly: 3 }).is_empty());
+        assert_eq!(keep(&files, &Policy { last: 100, daily: 0, weekly: 0 }).len(), 40);
+        assert_eq!(keep(&files, &Policy { last: 0, daily: 100, weekly: 0 }).len(), 20);
         // Unsorted input gives the same answer.
         let mut shuffled = files.clone();
         shuffled.reverse();
         shuffled.swap(3, 17);
-        let pol = Policy {
-            last: 3,
-            daily: 5,
-            weekly: 4,
-        };
+        let pol = Policy { last: 3, daily: 5, weekly: 4 };
         assert_eq!(keep(&shuffled, &pol), keep(&files, &pol));
     }
 
     #[test]
     fn keep_iso_weeks_and_utc_days_across_year_end() {
-        let f = |t: &str| BackupFile {
-            path: t.to_string(),
-            taken_at: t.to_string(),
-            bytes: 0,
-        };
+        let f = |t: &str| BackupFile { path: t.to_string(), taken_at: t.to_string(), bytes: 0 };
         // 2020-12-28 (Mon) .. 2021-01-03 (Sun) is ISO week 2020-W53.
         let files = vec![
             f("2021-01-04T00:00:00Z"), // Mon, 2021-W01
@@ -1825,53 +1295,15 @@ mod tests {
             f("2020-12-28T00:00:00Z"),
             f("2020-12-27T23:59:59Z"), // Sun, 2020-W52
         ];
-        let k = keep(
-            &files,
-            &Policy {
-                last: 0,
-                daily: 0,
-                weekly: 3,
-            },
-        );
-        let want: BTreeSet<String> = [
-            "2021-01-04T00:00:00Z",
-            "2021-01-03T23:59:59Z",
-            "2020-12-27T23:59:59Z",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
+        let k = keep(&files, &Policy { last: 0, daily: 0, weekly: 3 });
+        let want: BTreeSet<String> = ["2021-01-04T00:00:00Z", "2021-01-03T23:59:59Z", "2020-12-27T23:59:59Z"].into_iter().map(String::from).collect();
         assert_eq!(k, want);
-        let k = keep(
-            &files,
-            &Policy {
-                last: 0,
-                daily: 2,
-                weekly: 0,
-            },
-        );
-        let want: BTreeSet<String> = ["2021-01-04T00:00:00Z", "2021-01-03T23:59:59Z"]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let k = keep(&files, &Policy { last: 0, daily: 2, weekly: 0 });
+        let want: BTreeSet<String> = ["2021-01-04T00:00:00Z", "2021-01-03T23:59:59Z"].into_iter().map(String::from).collect();
         assert_eq!(k, want);
         // Unparseable timestamps are never pruned, and use no `last` slot.
-        let k = keep(
-            &[
-                f("yesterday"),
-                f("2021-01-04T00:00:00Z"),
-                f("2021-01-03T00:00:00Z"),
-            ],
-            &Policy {
-                last: 1,
-                daily: 0,
-                weekly: 0,
-            },
-        );
-        let want: BTreeSet<String> = ["yesterday", "2021-01-04T00:00:00Z"]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let k = keep(&[f("yesterday"), f("2021-01-04T00:00:00Z"), f("2021-01-03T00:00:00Z")], &Policy { last: 1, daily: 0, weekly: 0 });
+        let want: BTreeSet<String> = ["yesterday", "2021-01-04T00:00:00Z"].into_iter().map(String::from).collect();
         assert_eq!(k, want);
     }
 
@@ -1889,7 +1321,7 @@ mod tests {
             "messages-20250101T000000Z.sqlite.bak",
             "messages-20250101T000000Z-01.sqlite",
             "messages-2025-01-01.sqlite",
-            "messages-20251301T000000Z.sqlite", // month 13
+            "messages-20251301T000000Z.sqlite",           // month 13
             ".messages-20250101T000000Z.sqlite.tmp-1-0x", // not a pid of ours to parse
         ];
         for f in foreign {
@@ -1898,47 +1330,23 @@ mod tests {
         // A directory with a matching name is not a backup either.
         fs::create_dir(dir.join("messages-20240101T000000Z.sqlite")).unwrap();
         // Old backups of ours (content is irrelevant to pruning).
-        for ts in [
-            "20250107T030000Z",
-            "20250108T030000Z",
-            "20250109T030000Z",
-            "20250109T030000Z-1",
-        ] {
+        for ts in ["20250107T030000Z", "20250108T030000Z", "20250109T030000Z", "20250109T030000Z-1"] {
             fs::write(dir.join(format!("messages-{ts}.sqlite")), b"old").unwrap();
         }
         assert_eq!(list(&db, &dir).unwrap().len(), 4);
 
-        let policy = Policy {
-            last: 2,
-            daily: 2,
-            weekly: 0,
-        };
+        let policy = Policy { last: 2, daily: 2, weekly: 0 };
         let r = backup(&db, &dir, &policy, true, false, at("2025-01-10T03:00:00Z")).unwrap();
         // Kept: new (last, daily 01-10), 09-1 (last, daily 01-09). Pruned: 09, 08, 07.
-        let mut pruned: Vec<String> = r
-            .pruned
-            .iter()
-            .map(|p| p.rsplit('/').next().unwrap().to_string())
-            .collect();
+        let mut pruned: Vec<String> = r.pruned.iter().map(|p| p.rsplit('/').next().unwrap().to_string()).collect();
         pruned.sort();
-        assert_eq!(
-            pruned,
-            [
-                "messages-20250107T030000Z.sqlite",
-                "messages-20250108T030000Z.sqlite",
-                "messages-20250109T030000Z.sqlite"
-            ]
-        );
+        assert_eq!(pruned, ["messages-20250107T030000Z.sqlite", "messages-20250108T030000Z.sqlite", "messages-20250109T030000Z.sqlite"]);
         let mut want: BTreeSet<String> = foreign.iter().map(|s| s.to_string()).collect();
         want.insert("messages-20240101T000000Z.sqlite".into());
         want.insert("messages-20250109T030000Z-1.sqlite".into());
         want.insert("messages-20250110T030000Z.sqlite".into());
         assert_eq!(names(&dir), want);
-        let listed: Vec<String> = list(&db, &dir)
-            .unwrap()
-            .into_iter()
-            .map(|f| f.taken_at)
-            .collect();
+        let listed: Vec<String> = list(&db, &dir).unwrap().into_iter().map(|f| f.taken_at).collect();
         assert_eq!(listed, ["2025-01-10T03:00:00Z", "2025-01-09T03:00:00Z"]);
     }
 
@@ -1956,31 +1364,12 @@ mod tests {
         assert!(a.file.path.ends_with("/m-20250601T120000Z.sqlite"));
         assert!(b.file.path.ends_with("/m-20250601T120000Z-1.sqlite"));
         assert!(c.file.path.ends_with("/m-20250601T120000Z-2.sqlite"));
-        let l: Vec<String> = list(&db, &dir)
-            .unwrap()
-            .into_iter()
-            .map(|f| f.path)
-            .collect();
-        assert_eq!(
-            l,
-            [
-                c.file.path.clone(),
-                b.file.path.clone(),
-                a.file.path.clone()
-            ]
-        );
+        let l: Vec<String> = list(&db, &dir).unwrap().into_iter().map(|f| f.path).collect();
+        assert_eq!(l, [c.file.path.clone(), b.file.path.clone(), a.file.path.clone()]);
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o750);
         assert_eq!(fs::metadata(&a.file.path).unwrap().mode() & 0o777, 0o640);
         // Keep-nothing policy: everything else goes, the new one stays.
-        let d = backup(
-            &db,
-            &dir,
-            &nothing,
-            false,
-            false,
-            now + Duration::from_secs(1),
-        )
-        .unwrap();
+        let d = backup(&db, &dir, &nothing, false, false, now + Duration::from_secs(1)).unwrap();
         assert_eq!(d.pruned.len(), 3);
         assert_eq!(list(&db, &dir).unwrap(), std::slice::from_ref(&d.file));
         assert_eq!(d.file.bytes, fs::metadata(&d.file.path).unwrap().len());
@@ -2007,14 +1396,8 @@ mod tests {
         test_hooks::BEFORE_VERIFY.with(|h| h.set(None));
         let msg = err.to_string();
         assert!(matches!(err, BackupError::Integrity { .. }), "{msg}");
-        assert!(
-            msg.starts_with(&format!("integrity check of {}/.m-", dir.display())),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("the backup was discarded, the live database was not touched"),
-            "{msg}"
-        );
+        assert!(msg.starts_with(&format!("integrity check of {}/.m-", dir.display())), "{msg}");
+        assert!(msg.contains("the backup was discarded, the live database was not touched"), "{msg}");
         assert!(names(&dir).is_empty(), "left behind: {:?}", names(&dir));
         integrity_check(&db).unwrap();
     }
@@ -2044,11 +1427,7 @@ mod tests {
         assert!(matches!(err, BackupError::MissingDatabase { .. }));
         assert!(err.to_string().contains(&*db.to_string_lossy()), "{err}");
         assert!(!db.exists() && !dir.exists());
-        fs::write(
-            &db,
-            b"this is not a database, it is text long enough to not be empty......",
-        )
-        .unwrap();
+        fs::write(&db, b"this is not a database, it is text long enough to not be empty......").unwrap();
         let err = backup(&db, &dir, &NO_PRUNE, true, false, SystemTime::now()).unwrap_err();
         println!("{err}");
         assert!(err.to_string().contains("nope.db"), "{err}");
@@ -2083,26 +1462,15 @@ mod tests {
         assert_eq!(journal_mode_of(&db), "delete");
         let r = backup(&db, &dir, &NO_PRUNE, true, false, SystemTime::now()).unwrap();
         assert_eq!(r.journal_mode, "delete");
-        assert_eq!(
-            journal_mode_of(&db),
-            "delete",
-            "wal: false leaves the mode alone"
-        );
+        assert_eq!(journal_mode_of(&db), "delete", "wal: false leaves the mode alone");
         let r = backup(&db, &dir, &NO_PRUNE, true, true, SystemTime::now()).unwrap();
         assert_eq!(r.journal_mode, "wal");
         assert_eq!(journal_mode_of(&db), "wal");
         assert_eq!(header_write_version(&db).unwrap(), Some(2));
         // The backup of a WAL database is a rollback-journal database, alone.
-        assert_eq!(
-            header_write_version(Path::new(&r.file.path)).unwrap(),
-            Some(1)
-        );
+        assert_eq!(header_write_version(Path::new(&r.file.path)).unwrap(), Some(1));
         assert_eq!(names(&dir).len(), 2, "{:?}", names(&dir));
         assert_eq!(ids(Path::new(&r.file.path)), (1, 50, 50));
-        assert_eq!(
-            names(&dir).len(),
-            2,
-            "opening a backup read-only creates nothing"
-        );
+        assert_eq!(names(&dir).len(), 2, "opening a backup read-only creates nothing");
     }
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::host::systemd::{prop, Systemd};
+use crate::host::systemd::{Systemd, prop};
 use crate::render::Scope;
 
 /// What one check found.

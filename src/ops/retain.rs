@@ -76,13 +76,7 @@ pub struct Rule {
 impl Rule {
     /// A rule for `path` matching every (non-hidden) file, with no limits.
     pub fn new(path: impl Into<String>) -> Rule {
-        Rule {
-            path: path.into(),
-            pattern: "*".into(),
-            max_age: None,
-            max_files: None,
-            max_size: None,
-        }
+        Rule { path: path.into(), pattern: "*".into(), max_age: None, max_files: None, max_size: None }
     }
 }
 
@@ -156,37 +150,14 @@ pub fn apply(rule: &Rule, now: SystemTime, dry_run: bool) -> io::Result<Report> 
 /// [`apply`] with a hook called once per directory, after the directory has
 /// been listed and the deletions planned, right before they are carried out
 /// (with the directory's display path). Used by tests to simulate races.
-fn apply_with_hook(
-    rule: &Rule,
-    now: SystemTime,
-    dry_run: bool,
-    hook: &mut dyn FnMut(&str),
-) -> io::Result<Report> {
+fn apply_with_hook(rule: &Rule, now: SystemTime, dry_run: bool, hook: &mut dyn FnMut(&str)) -> io::Result<Report> {
     let components = parse_dir_path(&rule.path)?;
     let pattern = parse_name_pattern(&rule.pattern)?;
-    let limits = Limits {
-        cutoff: rule
-            .max_age
-            .map(|age| system_time_ns(now).saturating_sub(duration_ns(age))),
-        max_files: rule.max_files,
-        max_size: rule.max_size,
-    };
-    let root = open(
-        "/",
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("cannot open /: {e}")))?;
-    let mut ctx = Ctx {
-        pattern,
-        limits,
-        dry_run,
-        report: Report {
-            dry_run,
-            ..Report::default()
-        },
-        hook,
-    };
+    let limits =
+        Limits { cutoff: rule.max_age.map(|age| system_time_ns(now).saturating_sub(duration_ns(age))), max_files: rule.max_files, max_size: rule.max_size };
+    let root = open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("cannot open /: {e}")))?;
+    let mut ctx = Ctx { pattern, limits, dry_run, report: Report { dry_run, ..Report::default() }, hook };
     ctx.walk(&root, String::new(), &components, false);
     Ok(ctx.report)
 }
@@ -204,11 +175,7 @@ fn invalid(msg: String) -> io::Error {
 }
 
 fn match_options() -> glob::MatchOptions {
-    glob::MatchOptions {
-        case_sensitive: true,
-        require_literal_separator: true,
-        require_literal_leading_dot: true,
-    }
+    glob::MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: true }
 }
 
 fn parse_dir_path(path: &str) -> io::Result<Vec<Component>> {
@@ -224,13 +191,11 @@ fn parse_dir_path(path: &str) -> io::Result<Vec<Component>> {
             "" | "." => {}
             ".." => return Err(invalid(format!("log path {path:?} contains '..'"))),
             c if c.contains(['*', '?', '[']) => {
-                let p = glob::Pattern::new(c)
-                    .map_err(|e| invalid(format!("log path {path:?}: bad glob {c:?}: {e}")))?;
+                let p = glob::Pattern::new(c).map_err(|e| invalid(format!("log path {path:?}: bad glob {c:?}: {e}")))?;
                 out.push(Component::Glob(p));
             }
             c => {
-                let c = CString::new(c)
-                    .map_err(|_| invalid(format!("log path {path:?} contains a NUL byte")))?;
+                let c = CString::new(c).map_err(|_| invalid(format!("log path {path:?} contains a NUL byte")))?;
                 out.push(Component::Literal(c));
             }
         }
@@ -241,12 +206,9 @@ fn parse_dir_path(path: &str) -> io::Result<Vec<Component>> {
 fn parse_name_pattern(pattern: &str) -> io::Result<Option<glob::Pattern>> {
     let pattern = if pattern.is_empty() { "*" } else { pattern };
     if pattern.contains('/') || pattern.contains('\0') {
-        return Err(invalid(format!(
-            "match pattern {pattern:?} must be a file-name glob (no '/')"
-        )));
+        return Err(invalid(format!("match pattern {pattern:?} must be a file-name glob (no '/')")));
     }
-    let p = glob::Pattern::new(pattern)
-        .map_err(|e| invalid(format!("bad match pattern {pattern:?}: {e}")))?;
+    let p = glob::Pattern::new(pattern).map_err(|e| invalid(format!("bad match pattern {pattern:?}: {e}")))?;
     Ok(Some(p))
 }
 
@@ -314,10 +276,7 @@ struct Ctx<'h> {
     hook: &'h mut dyn FnMut(&str),
 }
 
-const DIR_FLAGS: OFlag = OFlag::O_PATH
-    .union(OFlag::O_DIRECTORY)
-    .union(OFlag::O_NOFOLLOW)
-    .union(OFlag::O_CLOEXEC);
+const DIR_FLAGS: OFlag = OFlag::O_PATH.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
 
 impl Ctx<'_> {
     /// `dir` is an O_PATH descriptor of the directory shown as `shown_path`;
@@ -337,9 +296,7 @@ impl Ctx<'_> {
                     Ok(child) => self.walk(&child, child_path, rest, below_glob),
                     Err(_) if below_glob && is_symlink(dir, name) => {
                         self.report.skipped_symlinks += 1;
-                        self.report
-                            .notes
-                            .push(format!("{child_path}: symlink, not followed"));
+                        self.report.notes.push(format!("{child_path}: symlink, not followed"));
                     }
                     Err(e) => self.open_failed(dir, name, &child_path, e),
                 }
@@ -355,10 +312,7 @@ impl Ctx<'_> {
                         Some(Type::Directory) | None => names.push(name.to_owned()),
                         Some(Type::Symlink) => {
                             ctx.report.skipped_symlinks += 1;
-                            ctx.report.notes.push(format!(
-                                "{}: symlink, not followed",
-                                join(&shown_path, name)
-                            ));
+                            ctx.report.notes.push(format!("{}: symlink, not followed", join(&shown_path, name)));
                         }
                         Some(_) => {}
                     }
@@ -374,15 +328,10 @@ impl Ctx<'_> {
                         Err(Errno::ENOENT) => {} // vanished meanwhile
                         Err(Errno::ELOOP | Errno::ENOTDIR) if is_symlink(dir, &name) => {
                             self.report.skipped_symlinks += 1;
-                            self.report
-                                .notes
-                                .push(format!("{child_path}: symlink, not followed"));
+                            self.report.notes.push(format!("{child_path}: symlink, not followed"));
                         }
                         Err(Errno::ENOTDIR) => {} // d_type was unknown: not a directory
-                        Err(e) => self
-                            .report
-                            .errors
-                            .push(format!("{child_path}: cannot open: {e}")),
+                        Err(e) => self.report.errors.push(format!("{child_path}: cannot open: {e}")),
                     }
                 }
             }
@@ -391,13 +340,10 @@ impl Ctx<'_> {
 
     fn open_failed(&mut self, parent: &OwnedFd, name: &CStr, path: &str, e: Errno) {
         match e {
-            Errno::ENOENT => self
-                .report
-                .notes
-                .push(format!("{path}: does not exist, nothing to do")),
-            Errno::ELOOP | Errno::ENOTDIR if is_symlink(parent, name) => self.report.errors.push(
-                format!("{path}: is a symlink; refusing to follow it (use the real path)"),
-            ),
+            Errno::ENOENT => self.report.notes.push(format!("{path}: does not exist, nothing to do")),
+            Errno::ELOOP | Errno::ENOTDIR if is_symlink(parent, name) => {
+                self.report.errors.push(format!("{path}: is a symlink; refusing to follow it (use the real path)"))
+            }
             Errno::ENOTDIR => self.report.errors.push(format!("{path}: not a directory")),
             e => self.report.errors.push(format!("{path}: cannot open: {e}")),
         }
@@ -405,19 +351,12 @@ impl Ctx<'_> {
 
     /// Reads the directory `dir` (an O_PATH fd) calling `f` for every entry.
     /// Returns false (after recording an error) if it could not be read fully.
-    fn list(
-        &mut self,
-        dir: &OwnedFd,
-        path: &str,
-        mut f: impl FnMut(&mut Self, &nix::dir::Entry),
-    ) -> bool {
+    fn list(&mut self, dir: &OwnedFd, path: &str, mut f: impl FnMut(&mut Self, &nix::dir::Entry)) -> bool {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let mut d = match openat(dir, c".", flags, Mode::empty()).and_then(Dir::from_fd) {
             Ok(d) => d,
             Err(e) => {
-                self.report
-                    .errors
-                    .push(format!("{}: cannot read directory: {e}", shown(path)));
+                self.report.errors.push(format!("{}: cannot read directory: {e}", shown(path)));
                 return false;
             }
         };
@@ -425,10 +364,7 @@ impl Ctx<'_> {
             match ent {
                 Ok(ent) => f(self, &ent),
                 Err(e) => {
-                    self.report.errors.push(format!(
-                        "{}: reading directory failed, skipped: {e}",
-                        shown(path)
-                    ));
+                    self.report.errors.push(format!("{}: reading directory failed, skipped: {e}", shown(path)));
                     return false;
                 }
             }
@@ -466,10 +402,7 @@ impl Ctx<'_> {
                     _ => {}
                 },
                 Err(Errno::ENOENT) => ctx.report.vanished += 1,
-                Err(e) => ctx
-                    .report
-                    .errors
-                    .push(format!("{}: cannot stat: {e}", join(path, name))),
+                Err(e) => ctx.report.errors.push(format!("{}: cannot stat: {e}", join(path, name))),
             }
         });
         self.pattern = pattern;
@@ -482,9 +415,7 @@ impl Ctx<'_> {
         // Rank: oldest first, ties broken by name (names are unique in a
         // directory). Every criterion removes a prefix of this order.
         let mut order: Vec<usize> = (0..files.len()).collect();
-        order.sort_unstable_by(|&a, &b| {
-            (files[a].mtime, &files[a].name).cmp(&(files[b].mtime, &files[b].name))
-        });
+        order.sort_unstable_by(|&a, &b| (files[a].mtime, &files[a].name).cmp(&(files[b].mtime, &files[b].name)));
         let age_end = match self.limits.cutoff {
             Some(cutoff) => order.partition_point(|&i| files[i].mtime < cutoff),
             None => 0,
@@ -498,10 +429,7 @@ impl Ctx<'_> {
         };
         let mut size_end = files_end;
         if let Some(max) = self.limits.max_size {
-            let mut total: u128 = order[files_end..]
-                .iter()
-                .map(|&i| u128::from(files[i].size))
-                .sum();
+            let mut total: u128 = order[files_end..].iter().map(|&i| u128::from(files[i].size)).sum();
             while total > u128::from(max) && size_end < order.len() {
                 total -= u128::from(files[order[size_end]].size);
                 size_end += 1;
@@ -511,11 +439,7 @@ impl Ctx<'_> {
         // The doomed set is fixed now. Carry it out in directory (readdir)
         // order, which on hashed directories (ext4 htree) is markedly cheaper
         // than mtime order; the report is put back in oldest-first order.
-        let mut doomed: Vec<(usize, usize)> = order[..size_end]
-            .iter()
-            .enumerate()
-            .map(|(rank, &i)| (i, rank))
-            .collect();
+        let mut doomed: Vec<(usize, usize)> = order[..size_end].iter().enumerate().map(|(rank, &i)| (i, rank)).collect();
         doomed.sort_unstable();
         drop(order);
 
@@ -534,14 +458,7 @@ impl Ctx<'_> {
             };
             let full = || join(path, &f.name);
             if self.dry_run {
-                removed.push((
-                    rank,
-                    Removed {
-                        path: full(),
-                        bytes: f.size,
-                        reason,
-                    },
-                ));
+                removed.push((rank, Removed { path: full(), bytes: f.size, reason }));
                 continue;
             }
             // Re-check right before unlinking: still the same regular file?
@@ -552,40 +469,21 @@ impl Ctx<'_> {
                     continue;
                 }
                 Err(e) => {
-                    self.report
-                        .errors
-                        .push(format!("{}: cannot stat: {e}", full()));
+                    self.report.errors.push(format!("{}: cannot stat: {e}", full()));
                     continue;
                 }
             };
-            if file_kind(&st) != SFlag::S_IFREG
-                || st.st_dev != f.dev
-                || st.st_ino != f.ino
-                || mtime_ns(&st) != f.mtime
-            {
-                self.report.notes.push(format!(
-                    "{}: replaced or modified since it was listed, left alone",
-                    full()
-                ));
+            if file_kind(&st) != SFlag::S_IFREG || st.st_dev != f.dev || st.st_ino != f.ino || mtime_ns(&st) != f.mtime {
+                self.report.notes.push(format!("{}: replaced or modified since it was listed, left alone", full()));
                 continue;
             }
             match unlinkat(dir, f.name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
                 Ok(()) => {
                     let bytes = u64::try_from(st.st_size).unwrap_or(0);
-                    removed.push((
-                        rank,
-                        Removed {
-                            path: full(),
-                            bytes,
-                            reason,
-                        },
-                    ));
+                    removed.push((rank, Removed { path: full(), bytes, reason }));
                 }
                 Err(Errno::ENOENT) => vanished_here += 1,
-                Err(e) => self
-                    .report
-                    .errors
-                    .push(format!("{}: cannot delete: {e}", full())),
+                Err(e) => self.report.errors.push(format!("{}: cannot delete: {e}", full())),
             }
         }
         removed.sort_unstable_by_key(|(rank, _)| *rank);
@@ -595,15 +493,12 @@ impl Ctx<'_> {
             self.report.removed.push(r);
         }
         self.report.vanished += vanished_here;
-        self.report.kept += examined
-            .saturating_sub(removed_here)
-            .saturating_sub(vanished_here);
+        self.report.kept += examined.saturating_sub(removed_here).saturating_sub(vanished_here);
     }
 }
 
 fn is_symlink(dir: &impl AsFd, name: &CStr) -> bool {
-    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-        .is_ok_and(|st| file_kind(&st) == SFlag::S_IFLNK)
+    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| file_kind(&st) == SFlag::S_IFLNK)
 }
 
 // ---------------------------------------------------------------------------
@@ -634,21 +529,11 @@ mod tests {
 
     fn set_age(p: &Path, age_secs: u64) {
         let t = nix::sys::time::TimeSpec::new((1_700_000_000 - age_secs) as i64, 0);
-        nix::sys::stat::utimensat(
-            nix::fcntl::AT_FDCWD,
-            p,
-            &t,
-            &t,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-        )
-        .unwrap();
+        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, p, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
     }
 
     fn names(dir: &Path) -> BTreeSet<String> {
-        fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect()
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
     }
 
     fn set(items: &[&str]) -> BTreeSet<String> {
@@ -671,15 +556,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         six_files(t.path());
         // Exactly at the cutoff is not "older than".
-        let r = apply(
-            &Rule {
-                max_age: Some(Duration::from_secs(3 * DAY)),
-                ..rule(t.path())
-            },
-            now(),
-            false,
-        )
-        .unwrap();
+        let r = apply(&Rule { max_age: Some(Duration::from_secs(3 * DAY)), ..rule(t.path()) }, now(), false).unwrap();
         assert_eq!(names(t.path()), set(&["a.log", "b.log", "c.log"]));
         assert_eq!(r.removed.len(), 3);
         assert!(r.removed.iter().all(|x| x.reason == REASON_MAX_AGE));
@@ -694,38 +571,14 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         six_files(t.path());
         mkfile(t.path(), "c2.log", 10, 3 * DAY); // same mtime as c.log, greater name -> newer
-        let r = apply(
-            &Rule {
-                max_files: Some(3),
-                ..rule(t.path())
-            },
-            now(),
-            false,
-        )
-        .unwrap();
+        let r = apply(&Rule { max_files: Some(3), ..rule(t.path()) }, now(), false).unwrap();
         assert_eq!(names(t.path()), set(&["a.log", "b.log", "c2.log"]));
         assert!(r.removed.iter().all(|x| x.reason == REASON_MAX_FILES));
         assert_eq!((r.examined, r.kept, r.removed.len()), (7, 3, 4));
         // max_files = 0 removes everything; far more than present removes nothing.
-        let r = apply(
-            &Rule {
-                max_files: Some(100),
-                ..rule(t.path())
-            },
-            now(),
-            false,
-        )
-        .unwrap();
+        let r = apply(&Rule { max_files: Some(100), ..rule(t.path()) }, now(), false).unwrap();
         assert!(r.removed.is_empty());
-        apply(
-            &Rule {
-                max_files: Some(0),
-                ..rule(t.path())
-            },
-            now(),
-            false,
-        )
-        .unwrap();
+        apply(&Rule { max_files: Some(0), ..rule(t.path()) }, now(), false).unwrap();
         assert!(names(t.path()).is_empty());
     }
 
@@ -737,28 +590,12 @@ mod tests {
         mkfile(t.path(), "old.log", 30, 3 * DAY);
         mkfile(t.path(), "older.log", 1, 4 * DAY);
         // total 181; cap 150: drop older (180), old (150) -> fits exactly.
-        let r = apply(
-            &Rule {
-                max_size: Some(150),
-                ..rule(t.path())
-            },
-            now(),
-            false,
-        )
-        .unwrap();
+        let r = apply(&Rule { max_size: Some(150), ..rule(t.path()) }, now(), false).unwrap();
         assert_eq!(names(t.path()), set(&["new.log", "mid.log"]));
         assert!(r.removed.iter().all(|x| x.reason == REASON_MAX_SIZE));
         assert_eq!(r.freed, 31);
         // Cap smaller than the newest file: everything goes.
-        apply(
-            &Rule {
-                max_size: Some(99),
-                ..rule(t.path())
-            },
-            now(),
-            false,
-        )
-        .unwrap();
+        apply(&Rule { max_size: Some(99), ..rule(t.path()) }, now(), false).unwrap();
         assert!(names(t.path()).is_empty());
     }
 
@@ -766,17 +603,9 @@ mod tests {
     fn all_three_combined() {
         let t = tempfile::tempdir().unwrap();
         // ages in days / sizes
-        for (name, age, size) in [
-            ("f01", 1, 40),
-            ("f02", 2, 40),
-            ("f03", 3, 40),
-            ("f04", 4, 40),
-            ("f05", 5, 40),
-            ("f06", 6, 40),
-            ("f07", 7, 40),
-            ("f08", 20, 40),
-            ("f09", 21, 40),
-        ] {
+        for (name, age, size) in
+            [("f01", 1, 40), ("f02", 2, 40), ("f03", 3, 40), ("f04", 4, 40), ("f05", 5, 40), ("f06", 6, 40), ("f07", 7, 40), ("f08", 20, 40), ("f09", 21, 40)]
+        {
             mkfile(t.path(), name, size, age * DAY);
         }
         let r = Rule {
@@ -788,21 +617,8 @@ mod tests {
         let dry = apply(&r, now(), true).unwrap();
         let rep = apply(&r, now(), false).unwrap();
         assert_eq!(names(t.path()), set(&["f01", "f02", "f03"]));
-        let reasons: Vec<(String, &str)> = rep
-            .removed
-            .iter()
-            .map(|x| {
-                (
-                    Path::new(&x.path)
-                        .file_name()
-                        .unwrap()
-                        .to_str()
-                        .unwrap()
-                        .to_string(),
-                    x.reason,
-                )
-            })
-            .collect();
+        let reasons: Vec<(String, &str)> =
+            rep.removed.iter().map(|x| (Path::new(&x.path).file_name().unwrap().to_str().unwrap().to_string(), x.reason)).collect();
         let expect: Vec<(String, &str)> = [
             ("f09", REASON_MAX_AGE),
             ("f08", REASON_MAX_AGE),
@@ -839,28 +655,13 @@ mod tests {
         symlink(t.path().join("outside"), groups.join("evil")).unwrap();
 
         let path = format!("{}/*/logs", groups.to_str().unwrap());
-        let r = apply(
-            &Rule {
-                max_files: Some(2),
-                ..Rule::new(path)
-            },
-            now(),
-            false,
-        )
-        .unwrap();
+        let r = apply(&Rule { max_files: Some(2), ..Rule::new(path) }, now(), false).unwrap();
         for g in ["alpha", "beta", "gamma"] {
-            assert_eq!(
-                names(&groups.join(g).join("logs")),
-                set(&["a.log", "b.log"]),
-                "group {g}"
-            );
+            assert_eq!(names(&groups.join(g).join("logs")), set(&["a.log", "b.log"]), "group {g}");
         }
         assert_eq!(names(&outside), set(&["victim.log"]));
         assert_eq!(names(&groups.join(".hidden/logs")), set(&["x.log"]));
-        assert_eq!(
-            (r.directories, r.examined, r.kept, r.removed.len()),
-            (3, 18, 6, 12)
-        );
+        assert_eq!((r.directories, r.examined, r.kept, r.removed.len()), (3, 18, 6, 12));
         assert_eq!(r.skipped_symlinks, 1);
         assert!(r.errors.is_empty(), "{:?}", r.errors);
     }
@@ -873,33 +674,12 @@ mod tests {
         mkfile(t.path(), "agent-3.log.gz", 10, 30 * DAY);
         mkfile(t.path(), "server-1.log", 10, 30 * DAY);
         mkfile(t.path(), ".agent-9.log", 10, 30 * DAY);
-        let r = Rule {
-            pattern: "agent-*.log".into(),
-            max_age: Some(Duration::from_secs(14 * DAY)),
-            ..rule(t.path())
-        };
+        let r = Rule { pattern: "agent-*.log".into(), max_age: Some(Duration::from_secs(14 * DAY)), ..rule(t.path()) };
         let rep = apply(&r, now(), false).unwrap();
-        assert_eq!(
-            names(t.path()),
-            set(&[
-                "agent-2.log",
-                "agent-3.log.gz",
-                "server-1.log",
-                ".agent-9.log"
-            ])
-        );
+        assert_eq!(names(t.path()), set(&["agent-2.log", "agent-3.log.gz", "server-1.log", ".agent-9.log"]));
         assert_eq!((rep.examined, rep.removed.len()), (2, 1));
         // Default pattern: everything except hidden files.
-        let rep = apply(
-            &Rule {
-                max_files: Some(0),
-                pattern: String::new(),
-                ..rule(t.path())
-            },
-            now(),
-            false,
-        )
-        .unwrap();
+        let rep = apply(&Rule { max_files: Some(0), pattern: String::new(), ..rule(t.path()) }, now(), false).unwrap();
         assert_eq!(rep.removed.len(), 3);
         assert_eq!(names(t.path()), set(&[".agent-9.log"]));
     }
@@ -918,35 +698,18 @@ mod tests {
         symlink("/nonexistent/dangling", logs.join("dangling.log")).unwrap();
         mkfile(&logs, "real.log", 10, 100 * DAY);
         for dry in [true, false] {
-            let r = Rule {
-                pattern: "*.log".into(),
-                max_age: Some(Duration::ZERO),
-                max_files: Some(0),
-                max_size: Some(0),
-                ..rule(&logs)
-            };
+            let r = Rule { pattern: "*.log".into(), max_age: Some(Duration::ZERO), max_files: Some(0), max_size: Some(0), ..rule(&logs) };
             let rep = apply(&r, now(), dry).unwrap();
             assert_eq!(rep.skipped_symlinks, 3);
             assert_eq!(rep.examined, 1);
             assert_eq!(rep.removed.len(), 1);
             assert_eq!(rep.freed, 10); // symlinks never counted
         }
-        assert_eq!(
-            names(&logs),
-            set(&["link-file.log", "link-dir.log", "dangling.log"])
-        );
+        assert_eq!(names(&logs), set(&["link-file.log", "link-dir.log", "dangling.log"]));
         assert_eq!(fs::metadata(&target_file).unwrap().len(), 1000);
         assert_eq!(names(&outside.join("dir")), set(&["inner.log"]));
         // A rule pointing *at* the outside dir through the symlink is refused.
-        let rep = apply(
-            &Rule {
-                max_files: Some(0),
-                ..rule(&logs.join("link-dir.log"))
-            },
-            now(),
-            false,
-        )
-        .unwrap();
+        let rep = apply(&Rule { max_files: Some(0), ..rule(&logs.join("link-dir.log")) }, now(), false).unwrap();
         assert_eq!(rep.directories, 0);
         assert!(rep.errors[0].contains("symlink"), "{:?}", rep.errors);
         assert_eq!(names(&outside.join("dir")), set(&["inner.log"]));
@@ -959,10 +722,7 @@ mod tests {
         fs::create_dir_all(&real).unwrap();
         mkfile(&real, "old.log", 10, 100 * DAY);
         symlink(t.path().join("real"), t.path().join("link")).unwrap();
-        let r = Rule {
-            max_files: Some(0),
-            ..rule(&t.path().join("link/logs"))
-        };
+        let r = Rule { max_files: Some(0), ..rule(&t.path().join("link/logs")) };
         for dry in [true, false] {
             let rep = apply(&r, now(), dry).unwrap();
             assert_eq!((rep.directories, rep.examined), (0, 0));
@@ -972,32 +732,12 @@ mod tests {
         }
         assert_eq!(names(&real), set(&["old.log"]));
         // The real path works.
-        let rep = apply(
-            &Rule {
-                max_files: Some(0),
-                ..rule(&real)
-            },
-            now(),
-            false,
-        )
-        .unwrap();
+        let rep = apply(&Rule { max_files: Some(0), ..rule(&real) }, now(), false).unwrap();
         assert_eq!(rep.removed.len(), 1);
         // A file in the middle of the path is an error, not a panic.
         fs::write(t.path().join("file"), "x").unwrap();
-        let rep = apply(
-            &Rule {
-                max_files: Some(0),
-                ..rule(&t.path().join("file/logs"))
-            },
-            now(),
-            false,
-        )
-        .unwrap();
-        assert!(
-            rep.errors[0].contains("not a directory"),
-            "{:?}",
-            rep.errors
-        );
+        let rep = apply(&Rule { max_files: Some(0), ..rule(&t.path().join("file/logs")) }, now(), false).unwrap();
+        assert!(rep.errors[0].contains("not a directory"), "{:?}", rep.errors);
     }
 
     #[test]
@@ -1008,13 +748,7 @@ mod tests {
         mkfile(&sub, "agent-inner.log", 10, 100 * DAY);
         set_age(&sub, 100 * DAY);
         mkfile(t.path(), "agent-1.log", 10, 100 * DAY);
-        let r = Rule {
-            pattern: "agent-*".into(),
-            max_age: Some(Duration::ZERO),
-            max_files: Some(0),
-            max_size: Some(0),
-            ..rule(t.path())
-        };
+        let r = Rule { pattern: "agent-*".into(), max_age: Some(Duration::ZERO), max_files: Some(0), max_size: Some(0), ..rule(t.path()) };
         let rep = apply(&r, now(), false).unwrap();
         assert_eq!(names(t.path()), set(&["agent-old.log"]));
         assert_eq!(names(&sub), set(&["agent-inner.log"]));
@@ -1025,12 +759,7 @@ mod tests {
     fn dry_run_deletes_nothing_and_reports_the_same_set() {
         let t = tempfile::tempdir().unwrap();
         for i in 0..50u64 {
-            mkfile(
-                t.path(),
-                &format!("{i:03}.log"),
-                (i as usize) * 7,
-                i * 3600 * 7,
-            );
+            mkfile(t.path(), &format!("{i:03}.log"), (i as usize) * 7, i * 3600 * 7);
         }
         let before = names(t.path());
         let r = Rule {
@@ -1045,16 +774,10 @@ mod tests {
         assert!(!dry.removed.is_empty());
         let real = apply(&r, now(), false).unwrap();
         assert_eq!(dry.removed, real.removed);
-        assert_eq!(
-            (dry.freed, dry.kept, dry.examined),
-            (real.freed, real.kept, real.examined)
-        );
+        assert_eq!((dry.freed, dry.kept, dry.examined), (real.freed, real.kept, real.examined));
         assert_eq!(names(t.path()).len() as u64, real.kept);
         for reason in [REASON_MAX_AGE, REASON_MAX_FILES, REASON_MAX_SIZE] {
-            assert!(
-                real.removed.iter().any(|x| x.reason == reason),
-                "no {reason}"
-            );
+            assert!(real.removed.iter().any(|x| x.reason == reason), "no {reason}");
         }
     }
 
@@ -1067,10 +790,7 @@ mod tests {
             fs::remove_file(dir.join("f.log")).unwrap();
             fs::remove_file(dir.join("d.log")).unwrap();
         };
-        let r = Rule {
-            max_files: Some(2),
-            ..rule(t.path())
-        };
+        let r = Rule { max_files: Some(2), ..rule(t.path()) };
         let rep = apply_with_hook(&r, now(), false, &mut hook).unwrap();
         assert!(rep.errors.is_empty(), "{:?}", rep.errors);
         assert_eq!(rep.vanished, 2);
@@ -1085,14 +805,9 @@ mod tests {
         for i in 0..3000u64 {
             mkfile(t.path(), &format!("{i:05}.log"), 1, i * 60 + 1);
         }
-        let r = Rule {
-            max_files: Some(1000),
-            ..rule(t.path())
-        };
+        let r = Rule { max_files: Some(1000), ..rule(t.path()) };
         let reports: Vec<Report> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..2)
-                .map(|_| s.spawn(|| apply(&r, now(), false).unwrap()))
-                .collect();
+            let hs: Vec<_> = (0..2).map(|_| s.spawn(|| apply(&r, now(), false).unwrap())).collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let mut all = BTreeSet::new();
@@ -1121,17 +836,11 @@ mod tests {
             fs::rename(&l, &moved).unwrap();
             symlink(&o, &l).unwrap();
         };
-        let r = Rule {
-            max_files: Some(1),
-            ..rule(&logs)
-        };
+        let r = Rule { max_files: Some(1), ..rule(&logs) };
         let rep = apply_with_hook(&r, now(), false, &mut hook).unwrap();
         assert!(rep.errors.is_empty(), "{:?}", rep.errors);
         assert_eq!(rep.removed.len(), 5);
-        assert_eq!(
-            names(&outside),
-            set(&["a.log", "b.log", "c.log", "d.log", "e.log", "f.log"])
-        );
+        assert_eq!(names(&outside), set(&["a.log", "b.log", "c.log", "d.log", "e.log", "f.log"]));
         assert_eq!(names(&t.path().join("logs.moved")), set(&["a.log"]));
     }
 
@@ -1149,47 +858,24 @@ mod tests {
             fs::remove_file(l.join("e.log")).unwrap();
             fs::write(l.join("e.log"), "new").unwrap(); // new inode
         };
-        let r = Rule {
-            max_files: Some(0),
-            ..rule(&logs)
-        };
+        let r = Rule { max_files: Some(0), ..rule(&logs) };
         let rep = apply_with_hook(&r, now(), false, &mut hook).unwrap();
         assert!(rep.errors.is_empty(), "{:?}", rep.errors);
         assert_eq!(rep.removed.len(), 4);
         assert_eq!(rep.notes.len(), 2, "{:?}", rep.notes);
         assert_eq!(names(&logs), set(&["e.log", "f.log"]));
-        assert!(
-            fs::symlink_metadata(logs.join("f.log"))
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
+        assert!(fs::symlink_metadata(logs.join("f.log")).unwrap().file_type().is_symlink());
         assert_eq!(fs::read(&target).unwrap(), b"xxxxx");
     }
 
     #[test]
     fn invalid_input_is_rejected() {
-        for p in [
-            "relative/logs",
-            "",
-            "/srv/../etc",
-            "/srv/logs/..",
-            "/srv/lo\0gs",
-            "/srv/[/logs",
-        ] {
+        for p in ["relative/logs", "", "/srv/../etc", "/srv/logs/..", "/srv/lo\0gs", "/srv/[/logs"] {
             let e = apply(&Rule::new(p), now(), true).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{p:?}");
         }
         for pat in ["a/b", "[", "x\0"] {
-            let e = apply(
-                &Rule {
-                    pattern: pat.into(),
-                    ..Rule::new("/tmp")
-                },
-                now(),
-                true,
-            )
-            .unwrap_err();
+            let e = apply(&Rule { pattern: pat.into(), ..Rule::new("/tmp") }, now(), true).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{pat:?}");
         }
         // `..` inside a name is fine.
@@ -1199,24 +885,11 @@ mod tests {
     #[test]
     fn missing_directory_is_not_an_error() {
         let t = tempfile::tempdir().unwrap();
-        let rep = apply(
-            &Rule {
-                max_files: Some(0),
-                ..rule(&t.path().join("nope/logs"))
-            },
-            now(),
-            false,
-        )
-        .unwrap();
+        let rep = apply(&Rule { max_files: Some(0), ..rule(&t.path().join("nope/logs")) }, now(), false).unwrap();
         assert!(rep.errors.is_empty());
         assert_eq!((rep.directories, rep.examined), (0, 0));
         assert_eq!(rep.notes.len(), 1);
-        let rep = apply(
-            &Rule::new(format!("{}/*/logs", t.path().display())),
-            now(),
-            false,
-        )
-        .unwrap();
+        let rep = apply(&Rule::new(format!("{}/*/logs", t.path().display())), now(), false).unwrap();
         assert!(rep.errors.is_empty() && rep.directories == 0);
     }
 
@@ -1243,13 +916,9 @@ mod tests {
             // own files only. c.log stays root's.
             fs::set_permissions(&logs, fs::Permissions::from_mode(0o1777)).unwrap();
             for n in ["a", "b", "d", "e", "f"] {
-                std::os::unix::fs::lchown(logs.join(format!("{n}.log")), Some(65534), Some(65534))
-                    .unwrap();
+                std::os::unix::fs::lchown(logs.join(format!("{n}.log")), Some(65534), Some(65534)).unwrap();
             }
-            let r = Rule {
-                max_files: Some(0),
-                ..rule(&logs)
-            };
+            let r = Rule { max_files: Some(0), ..rule(&logs) };
             let rep = std::thread::spawn(move || {
                 set_fsuid(65534);
                 apply(&r, now(), false).unwrap()
@@ -1265,15 +934,7 @@ mod tests {
             // Unprivileged: a read-only directory fails every delete, each
             // reported, and nothing panics.
             fs::set_permissions(&logs, fs::Permissions::from_mode(0o555)).unwrap();
-            let rep = apply(
-                &Rule {
-                    max_files: Some(0),
-                    ..rule(&logs)
-                },
-                now(),
-                false,
-            )
-            .unwrap();
+            let rep = apply(&Rule { max_files: Some(0), ..rule(&logs) }, now(), false).unwrap();
             fs::set_permissions(&logs, fs::Permissions::from_mode(0o755)).unwrap();
             assert_eq!(rep.errors.len(), 6, "{:?}", rep.errors);
             assert_eq!(rep.kept, 6);
@@ -1289,10 +950,7 @@ mod tests {
         fs::create_dir(&logs).unwrap();
         six_files(&logs);
         fs::set_permissions(&logs, fs::Permissions::from_mode(0o311)).unwrap(); // no read
-        let r = Rule {
-            max_files: Some(0),
-            ..rule(&logs)
-        };
+        let r = Rule { max_files: Some(0), ..rule(&logs) };
         let rep = std::thread::spawn(move || {
             if is_root() {
                 set_fsuid(65534);
@@ -1313,45 +971,19 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         mkfile(t.path(), "a.log", 10, DAY);
         fs::write(t.path().join(OsStr::from_bytes(b"bad-\xff-name.log")), "xx").unwrap();
-        let extremes = [
-            UNIX_EPOCH,
-            UNIX_EPOCH - Duration::from_secs(1 << 40),
-            UNIX_EPOCH + Duration::from_secs(1 << 40),
-        ];
+        let extremes = [UNIX_EPOCH, UNIX_EPOCH - Duration::from_secs(1 << 40), UNIX_EPOCH + Duration::from_secs(1 << 40)];
         for now in extremes {
             for age in [Duration::ZERO, Duration::MAX] {
-                let r = Rule {
-                    max_age: Some(age),
-                    max_files: Some(u64::MAX),
-                    max_size: Some(u64::MAX),
-                    ..rule(t.path())
-                };
+                let r = Rule { max_age: Some(age), max_files: Some(u64::MAX), max_size: Some(u64::MAX), ..rule(t.path()) };
                 let rep = apply(&r, now, true).unwrap();
                 assert_eq!(rep.examined, 2);
             }
         }
-        let rep = apply(
-            &Rule {
-                max_files: Some(0),
-                ..rule(t.path())
-            },
-            now(),
-            false,
-        )
-        .unwrap();
+        let rep = apply(&Rule { max_files: Some(0), ..rule(t.path()) }, now(), false).unwrap();
         assert_eq!(rep.removed.len(), 2);
         assert!(rep.removed.iter().any(|x| x.path.contains('\u{fffd}')));
         // The root as log dir, dry run, pattern that matches nothing.
-        let rep = apply(
-            &Rule {
-                pattern: "fleetwright-no-such-*".into(),
-                max_files: Some(0),
-                ..Rule::new("/")
-            },
-            now(),
-            true,
-        )
-        .unwrap();
+        let rep = apply(&Rule { pattern: "fleetwright-no-such-*".into(), max_files: Some(0), ..Rule::new("/") }, now(), true).unwrap();
         assert_eq!((rep.directories, rep.examined), (1, 0));
         // Report serializes.
         let json = rep.to_json();

@@ -130,20 +130,12 @@ struct Component {
 
 impl Component {
     fn single(value: i64) -> Self {
-        Component {
-            start: value,
-            stop: None,
-            repeat: 0,
-        }
+        Component { start: value, stop: None, repeat: 0 }
     }
 }
 
 /// The seconds chain systemd stores for `*`: "0, then every second".
-const EVERY_SECOND: Component = Component {
-    start: 0,
-    stop: None,
-    repeat: 1,
-};
+const EVERY_SECOND: Component = Component { start: 0, stop: None, repeat: 1 };
 
 /// Where an expression is evaluated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,8 +350,7 @@ impl CalendarSpec {
         for _ in 0..MAX_SEARCH_ITERATIONS {
             c = c.normalized();
 
-            let (year, changed) =
-                find_matching(&self.year, None, 1, c.year).ok_or(SearchEnd::Never)?;
+            let (year, changed) = find_matching(&self.year, None, 1, c.year).ok_or(SearchEnd::Never)?;
             c.year = year;
             if changed {
                 c.reset_below_year();
@@ -414,10 +405,7 @@ impl CalendarSpec {
                 Bounds::Same => {}
             }
 
-            if self
-                .weekdays
-                .is_some_and(|bits| bits & (1 << c.weekday_from_monday()) == 0)
-            {
+            if self.weekdays.is_some_and(|bits| bits & (1 << c.weekday_from_monday()) == 0) {
                 c.mday += 1;
                 c.reset_below_day();
                 usec = 0;
@@ -470,12 +458,7 @@ impl CalendarSpec {
                 Bounds::Same => {}
             }
 
-            let step = match find_matching(
-                &self.second,
-                None,
-                USEC_PER_SEC,
-                c.sec * USEC_PER_SEC + usec,
-            ) {
+            let step = match find_matching(&self.second, None, USEC_PER_SEC, c.sec * USEC_PER_SEC + usec) {
                 None => Bounds::Bad,
                 Some((micros, _)) => {
                     c.sec = micros / USEC_PER_SEC;
@@ -505,10 +488,7 @@ impl CalendarSpec {
         if self.zone == Zone::Named("UTC".to_string()) {
             self.zone = Zone::Utc;
         }
-        if self
-            .weekdays
-            .is_some_and(|bits| bits == 0 || bits >= ALL_WEEKDAYS)
-        {
+        if self.weekdays.is_some_and(|bits| bits == 0 || bits >= ALL_WEEKDAYS) {
             self.weekdays = None;
         }
         if self.end_of_month && self.day.is_empty() {
@@ -518,14 +498,7 @@ impl CalendarSpec {
             c.start = expand_two_digit_year(c.start);
             c.stop = c.stop.map(expand_two_digit_year);
         }
-        for chain in [
-            &mut self.year,
-            &mut self.month,
-            &mut self.day,
-            &mut self.hour,
-            &mut self.minute,
-            &mut self.second,
-        ] {
+        for chain in [&mut self.year, &mut self.month, &mut self.day, &mut self.hour, &mut self.minute, &mut self.second] {
             normalize_chain(chain);
         }
     }
@@ -606,24 +579,16 @@ fn check_characters(expr: &str) -> Result<(), String> {
         return Err("calendar expression is empty; write e.g. 'daily' or '*-*-* 03:00:00'".into());
     }
     if let Some((i, c)) = expr.char_indices().find(|(_, c)| c.is_control()) {
-        return Err(format!(
-            "calendar expression contains the control character '{}' at byte {i}; it must be a single line of plain text",
-            c.escape_debug()
-        ));
+        return Err(format!("calendar expression contains the control character '{}' at byte {i}; it must be a single line of plain text", c.escape_debug()));
     }
     if let Some((i, c)) = expr.char_indices().find(|(_, c)| !c.is_ascii()) {
-        return Err(format!(
-            "calendar expression contains the non-ASCII character '{c}' at byte {i}; only ASCII is allowed"
-        ));
+        return Err(format!("calendar expression contains the non-ASCII character '{c}' at byte {i}; only ASCII is allowed"));
     }
     if expr.trim().is_empty() {
         return Err("calendar expression is blank; write e.g. 'daily' or '*-*-* 03:00:00'".into());
     }
     if expr.starts_with(' ') || expr.ends_with(' ') {
-        return Err(format!(
-            "remove the leading/trailing spaces from '{}'",
-            snippet(expr.trim())
-        ));
+        return Err(format!("remove the leading/trailing spaces from '{}'", snippet(expr.trim())));
     }
     Ok(())
 }
@@ -658,18 +623,14 @@ fn timezone_is_valid(name: &str) -> bool {
     if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
         return false;
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/'))
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/')) {
         return false;
     }
     let dir = Path::new(ZONEINFO_DIR);
     if !dir.is_dir() {
         // No database to ask: accept UTC aliases and Area/Location names,
         // which cannot be mistaken for a date, time or weekday.
-        return UTC_ALIASES.contains(&name)
-            || (name.contains('/') && name.starts_with(|c: char| c.is_ascii_uppercase()));
+        return UTC_ALIASES.contains(&name) || (name.contains('/') && name.starts_with(|c: char| c.is_ascii_uppercase()));
     }
     let path = dir.join(name);
     let Ok(mut file) = std::fs::File::open(&path) else {
@@ -732,10 +693,7 @@ fn parse_full(body: &str) -> Result<CalendarSpec, String> {
     let rest = match parse_date(rest, &mut spec)? {
         AfterDate::Timestamp(rest) => {
             if !rest.is_empty() {
-                return Err(format!(
-                    "unexpected '{}' after the @timestamp; a timestamp stands alone (only a timezone may follow)",
-                    snippet(rest)
-                ));
+                return Err(format!("unexpected '{}' after the @timestamp; a timestamp stands alone (only a timezone may follow)", snippet(rest)));
             }
             rest
         }
@@ -753,9 +711,7 @@ fn parse_weekdays<'a>(input: &'a str, spec: &mut CalendarSpec) -> Result<&'a str
     let mut range_start: Option<u8> = None;
     let mut first = true;
     loop {
-        let found = WEEKDAY_NAMES
-            .iter()
-            .find(|(name, _)| p.len() >= name.len() && p[..name.len()].eq_ignore_ascii_case(name));
+        let found = WEEKDAY_NAMES.iter().find(|(name, _)| p.len() >= name.len() && p[..name.len()].eq_ignore_ascii_case(name));
         let Some(&(name, day)) = found else {
             if first {
                 // No weekday at all: the expression starts with the date.
@@ -763,23 +719,15 @@ fn parse_weekdays<'a>(input: &'a str, spec: &mut CalendarSpec) -> Result<&'a str
             }
             let word = leading_word(p);
             return Err(if word.is_empty() {
-                format!(
-                    "expected a weekday name after '{}'",
-                    snippet(&input[..input.len() - p.len()])
-                )
+                format!("expected a weekday name after '{}'", snippet(&input[..input.len() - p.len()]))
             } else {
-                format!(
-                    "unknown weekday '{word}'; use Mon, Tue, Wed, Thu, Fri, Sat, Sun or their full names"
-                )
+                format!("unknown weekday '{word}'; use Mon, Tue, Wed, Thu, Fri, Sat, Sun or their full names")
             });
         };
         match p.as_bytes().get(name.len()) {
             None | Some(b'-' | b'.' | b',' | b' ') => {}
             Some(c) if c.is_ascii_alphanumeric() => {
-                return Err(format!(
-                    "unknown weekday '{}'; use Mon, Tue, Wed, Thu, Fri, Sat, Sun or their full names",
-                    leading_word(p)
-                ));
+                return Err(format!("unknown weekday '{}'; use Mon, Tue, Wed, Thu, Fri, Sat, Sun or their full names", leading_word(p)));
             }
             Some(&c) => {
                 return Err(format!(
@@ -814,9 +762,7 @@ fn parse_weekdays<'a>(input: &'a str, spec: &mut CalendarSpec) -> Result<&'a str
         }
         if p.starts_with('.') || p.starts_with('-') {
             if range_start.is_some() {
-                return Err(
-                    "a weekday range can only have two ends; write e.g. Mon..Wed,Fri..Sun".into(),
-                );
+                return Err("a weekday range can only have two ends; write e.g. Mon..Wed,Fri..Sun".into());
             }
             if p.starts_with('.') {
                 if !p.starts_with("..") {
@@ -868,10 +814,7 @@ fn parse_date<'a>(input: &'a str, spec: &mut CalendarSpec) -> Result<AfterDate<'
         return parse_timestamp(ts, spec);
     }
     if input.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return Err(format!(
-            "unknown weekday or keyword '{}'; expected e.g. 'daily', 'Mon..Fri 09:00' or '*-*-* 03:00:00'",
-            leading_word(input)
-        ));
+        return Err(format!("unknown weekday or keyword '{}'; expected e.g. 'daily', 'Mon..Fri 09:00' or '*-*-* 03:00:00'", leading_word(input)));
     }
     let (first, t) = parse_chain(input, Field::Year)?;
     if t.is_empty() || t.starts_with(':') {
@@ -887,19 +830,12 @@ fn parse_date<'a>(input: &'a str, spec: &mut CalendarSpec) -> Result<AfterDate<'
         return Ok(AfterDate::Time(t.trim_start_matches(' ')));
     }
     if end_of_month {
-        return Err(format!(
-            "'~' must sit between month and day (e.g. '*-02~03' for the third-last day of February), near '{}'",
-            snippet(input)
-        ));
+        return Err(format!("'~' must sit between month and day (e.g. '*-02~03' for the third-last day of February), near '{}'", snippet(input)));
     }
     let t = date_separator(input, t, &mut end_of_month)?;
     let (third, t) = parse_chain(t, Field::Day)?;
     if !(t.is_empty() || t.starts_with(' ')) {
-        return Err(format!(
-            "unexpected '{}' after the date '{}'; put a space between date and time",
-            snippet(t),
-            &input[..input.len() - t.len()]
-        ));
+        return Err(format!("unexpected '{}' after the date '{}'; put a space between date and time", snippet(t), &input[..input.len() - t.len()]));
     }
     spec.year = first;
     spec.month = second;
@@ -916,15 +852,12 @@ fn date_separator<'a>(input: &str, t: &'a str, end_of_month: &mut bool) -> Resul
             *end_of_month = true;
             Ok(&t[1..])
         }
-        b' ' => Err(format!(
-            "'{}' is neither a date nor a time; dates are written [YYYY-]MM-DD and times HH:MM[:SS]",
-            snippet(&input[..input.len() - t.len()])
-        )),
-        c => Err(format!(
-            "unexpected '{}' after '{}'; dates are written [YYYY-]MM-DD and times HH:MM[:SS]",
-            c as char,
-            snippet(&input[..input.len() - t.len()])
-        )),
+        b' ' => {
+            Err(format!("'{}' is neither a date nor a time; dates are written [YYYY-]MM-DD and times HH:MM[:SS]", snippet(&input[..input.len() - t.len()])))
+        }
+        c => {
+            Err(format!("unexpected '{}' after '{}'; dates are written [YYYY-]MM-DD and times HH:MM[:SS]", c as char, snippet(&input[..input.len() - t.len()])))
+        }
     }
 }
 
@@ -943,17 +876,10 @@ fn parse_timestamp<'a>(input: &'a str, spec: &mut CalendarSpec) -> Result<AfterD
         return Err("'@' must be followed by seconds since the epoch, e.g. '@1700000000'".into());
     }
     let (number, rest) = p.split_at(digits);
-    let too_late = || {
-        format!(
-            "timestamp @{} is after the year {MAX_YEAR}, the latest systemd supports",
-            snippet(number)
-        )
-    };
+    let too_late = || format!("timestamp @{} is after the year {MAX_YEAR}, the latest systemd supports", snippet(number));
     let value: i64 = number.parse().map_err(|_| too_late())?;
     if negative && value != 0 {
-        return Err(format!(
-            "timestamp @-{value} is before 1970; use a non-negative number of seconds"
-        ));
+        return Err(format!("timestamp @-{value} is before 1970; use a non-negative number of seconds"));
     }
     if value >= Tm::first_second_after_max_year() {
         return Err(too_late());
@@ -980,16 +906,9 @@ fn parse_time<'a>(input: &'a str, spec: &mut CalendarSpec) -> Result<&'a str, St
     let (hour, t) = parse_chain(input, Field::Hour)?;
     let Some(t) = t.strip_prefix(':') else {
         return Err(if t.is_empty() {
-            format!(
-                "time '{}' needs minutes too; write HH:MM or HH:MM:SS",
-                snippet(input)
-            )
+            format!("time '{}' needs minutes too; write HH:MM or HH:MM:SS", snippet(input))
         } else {
-            format!(
-                "unexpected '{}' in the time '{}'; write HH:MM or HH:MM:SS",
-                snippet(t),
-                snippet(input)
-            )
+            format!("unexpected '{}' in the time '{}'; write HH:MM or HH:MM:SS", snippet(t), snippet(input))
         });
     };
     let (minute, t) = parse_chain(t, Field::Minute)?;
@@ -997,14 +916,7 @@ fn parse_time<'a>(input: &'a str, spec: &mut CalendarSpec) -> Result<&'a str, St
         (vec![Component::single(0)], t)
     } else if let Some(t) = t.strip_prefix(':') {
         let (second, t) = parse_chain(t, Field::Second)?;
-        (
-            if second.is_empty() {
-                vec![EVERY_SECOND]
-            } else {
-                second
-            },
-            t,
-        )
+        (if second.is_empty() { vec![EVERY_SECOND] } else { second }, t)
     } else {
         (Vec::new(), t)
     };
@@ -1030,9 +942,7 @@ fn parse_chain(input: &str, field: Field) -> Result<(Vec<Component>, &str), Stri
             // Always invalid for systemd too; cron users write this a lot.
             let digits = after_slash.bytes().take_while(u8::is_ascii_digit).count();
             let step = &after_slash[..digits];
-            return Err(format!(
-                "'*/{step}' is cron syntax; OnCalendar repeats from a start value, so write '0/{step}' (or '1/{step}' for days and months)"
-            ));
+            return Err(format!("'*/{step}' is cron syntax; OnCalendar repeats from a start value, so write '0/{step}' (or '1/{step}' for days and months)"));
         }
         return Ok((Vec::new(), rest));
     }
@@ -1041,9 +951,7 @@ fn parse_chain(input: &str, field: Field) -> Result<(Vec<Component>, &str), Stri
     let mut p = input;
     loop {
         if chain.len() >= MAX_CHAIN_LEN {
-            return Err(format!(
-                "too many comma-separated values (more than {MAX_CHAIN_LEN}); use ranges such as 1..10 or repetitions such as 0/5"
-            ));
+            return Err(format!("too many comma-separated values (more than {MAX_CHAIN_LEN}); use ranges such as 1..10 or repetitions such as 0/5"));
         }
         let (start, mut e) = parse_number(p, seconds)?;
         let mut stop = None;
@@ -1068,32 +976,19 @@ fn parse_chain(input: &str, field: Field) -> Result<(Vec<Component>, &str), Stri
             // systemd keeps seconds in microseconds and refuses a range whose
             // implied one-second step cannot fit even once.
             if start >= stop {
-                return Err(format!(
-                    "seconds range {start}..{stop} is empty; the end must be greater than the start"
-                ));
+                return Err(format!("seconds range {start}..{stop} is empty; the end must be greater than the start"));
             }
         }
         match e.as_bytes().first() {
             None | Some(b' ' | b',' | b'-' | b'~' | b':') => {}
             Some(b'T') => {
-                return Err(format!(
-                    "unexpected 'T' in '{}'; separate date and time with a space, e.g. '2026-11-23 12:00'",
-                    snippet(p)
-                ));
+                return Err(format!("unexpected 'T' in '{}'; separate date and time with a space, e.g. '2026-11-23 12:00'", snippet(p)));
             }
             Some(&c) => {
-                return Err(format!(
-                    "unexpected '{}' in '{}'; a value is a number, a range a..b or a repetition a/step (or a..b/step)",
-                    c as char,
-                    snippet(p)
-                ));
+                return Err(format!("unexpected '{}' in '{}'; a value is a number, a range a..b or a repetition a/step (or a..b/step)", c as char, snippet(p)));
             }
         }
-        chain.push(Component {
-            start,
-            stop,
-            repeat,
-        });
+        chain.push(Component { start, stop, repeat });
         match e.strip_prefix(',') {
             Some(rest) => p = rest,
             None => return Ok((chain, e)),
@@ -1111,11 +1006,7 @@ fn parse_number(input: &str, seconds: bool) -> Result<(i64, &str), String> {
         });
     }
     let (number, rest) = input.split_at(digits);
-    let value = number
-        .parse::<i64>()
-        .ok()
-        .filter(|v| *v <= i64::from(i32::MAX))
-        .ok_or_else(|| format!("number {} is too large", snippet(number)))?;
+    let value = number.parse::<i64>().ok().filter(|v| *v <= i64::from(i32::MAX)).ok_or_else(|| format!("number {} is too large", snippet(number)))?;
     if seconds && rest.starts_with('.') && !rest.starts_with("..") {
         return Err(format!(
             "fractional seconds ('{number}{}') are not supported; use whole seconds",
@@ -1172,13 +1063,9 @@ fn validate_chain(chain: &[Component], field: Field, end_of_month: bool) -> Resu
                     position + 1
                 )
             } else if end_of_month {
-                format!(
-                    "day ~{value} is out of range ~{from}..~{to} (days are counted back from the end of the month)"
-                )
+                format!("day ~{value} is out of range ~{from}..~{to} (days are counted back from the end of the month)")
             } else if field == Field::Year {
-                format!(
-                    "year {value} is out of range {from}..{to} (two-digit years 00..69 mean 20xx, 70..99 mean 19xx)"
-                )
+                format!("year {value} is out of range {from}..{to} (two-digit years 00..69 mean 20xx, 70..99 mean 19xx)")
             } else {
                 format!("{name} {value} is out of range {from}..{to}")
             }
@@ -1187,11 +1074,7 @@ fn validate_chain(chain: &[Component], field: Field, end_of_month: bool) -> Resu
             return Err(out_of_range(c.start));
         }
         if c.repeat > to - from {
-            return Err(format!(
-                "{name} repetition /{} is too large; within {from}..{to} it can be at most {}",
-                c.repeat,
-                to - from
-            ));
+            return Err(format!("{name} repetition /{} is too large; within {from}..{to} it can be at most {}", c.repeat, to - from));
         }
         match c.stop {
             Some(stop) => {
@@ -1199,19 +1082,13 @@ fn validate_chain(chain: &[Component], field: Field, end_of_month: bool) -> Resu
                     return Err(out_of_range(stop));
                 }
                 if c.start + c.repeat > stop {
-                    return Err(format!(
-                        "{name} range {}..{stop} runs backwards; write the smaller value first",
-                        c.start
-                    ));
+                    return Err(format!("{name} range {}..{stop} runs backwards; write the smaller value first", c.start));
                 }
             }
             None if c.repeat == 0 => {}
             None if end_of_month => {
                 if c.start - c.repeat < from {
-                    return Err(format!(
-                        "day ~{}/{} can never repeat within the month; use a smaller step or drop '/{}'",
-                        c.start, c.repeat, c.repeat
-                    ));
+                    return Err(format!("day ~{}/{} can never repeat within the month; use a smaller step or drop '/{}'", c.start, c.repeat, c.repeat));
                 }
             }
             None => {
@@ -1282,11 +1159,7 @@ fn format_weekdays(bits: u8) -> String {
 
 /// At most 40 characters of user input for error messages.
 fn snippet(s: &str) -> String {
-    if s.len() <= 40 {
-        s.to_string()
-    } else {
-        format!("{}...", &s[..40])
-    }
+    if s.len() <= 40 { s.to_string() } else { format!("{}...", &s[..40]) }
 }
 
 /// The run of ASCII letters at the start of `s` (for "unknown word" errors).
@@ -1317,14 +1190,7 @@ impl Tm {
     fn from_unix(t: i64) -> Tm {
         let (year, month, day) = civil_from_days(t.div_euclid(86_400));
         let secs = t.rem_euclid(86_400);
-        Tm {
-            year,
-            mon: month - 1,
-            mday: day,
-            hour: secs / 3600,
-            min: secs % 3600 / 60,
-            sec: secs % 60,
-        }
+        Tm { year, mon: month - 1, mday: day, hour: secs / 3600, min: secs % 3600 / 60, sec: secs % 60 }
     }
 
     fn to_unix(self) -> i64 {
@@ -1426,12 +1292,7 @@ fn within_bounds(tm: &mut Tm) -> Bounds {
 /// means no entry matches any more. For `~` days, `end_of_month` carries the
 /// (year, month) the days are counted back from. `scale` converts list values
 /// to the unit of `val` (microseconds for the seconds list).
-fn find_matching(
-    chain: &[Component],
-    end_of_month: Option<(i64, i64)>,
-    scale: i64,
-    val: i64,
-) -> Option<(i64, bool)> {
+fn find_matching(chain: &[Component], end_of_month: Option<(i64, i64)>, scale: i64, val: i64) -> Option<(i64, bool)> {
     if chain.is_empty() {
         return Some((val, false));
     }
@@ -1465,15 +1326,7 @@ fn find_matching(
 /// last day), or -1 if that falls outside the month (systemd's
 /// `find_end_of_month()`).
 fn day_from_end_of_month(year: i64, mon: i64, day: i64) -> i64 {
-    let t = Tm {
-        year,
-        mon: mon + 1,
-        mday: 1 - day,
-        hour: 0,
-        min: 0,
-        sec: 0,
-    }
-    .normalized();
+    let t = Tm { year, mon: mon + 1, mday: 1 - day, hour: 0, min: 0, sec: 0 }.normalized();
     if t.mon != mon { -1 } else { t.mday }
 }
 
@@ -1516,19 +1369,11 @@ enum CronField {
     DayOfWeek,
 }
 
-const CRON_MONTH_NAMES: [&str; 12] = [
-    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-];
+const CRON_MONTH_NAMES: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
 const CRON_WEEKDAY_NAMES: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 impl CronField {
-    const ALL: [CronField; 5] = [
-        CronField::Minute,
-        CronField::Hour,
-        CronField::DayOfMonth,
-        CronField::Month,
-        CronField::DayOfWeek,
-    ];
+    const ALL: [CronField; 5] = [CronField::Minute, CronField::Hour, CronField::DayOfMonth, CronField::Month, CronField::DayOfWeek];
 
     fn name(self) -> &'static str {
         match self {
@@ -1615,14 +1460,8 @@ pub fn cron_to_calendars(cron: &str) -> Result<Vec<String>, String> {
     if text.is_empty() {
         return Err("cron expression is empty; expected 5 fields: minute hour day-of-month month day-of-week".into());
     }
-    if let Some((i, c)) = text
-        .char_indices()
-        .find(|&(_, c)| c != '\t' && (c.is_control() || !c.is_ascii()))
-    {
-        return Err(format!(
-            "cron expression contains the character '{}' at byte {i}; only a single line of ASCII is allowed",
-            c.escape_debug()
-        ));
+    if let Some((i, c)) = text.char_indices().find(|&(_, c)| c != '\t' && (c.is_control() || !c.is_ascii())) {
+        return Err(format!("cron expression contains the character '{}' at byte {i}; only a single line of ASCII is allowed", c.escape_debug()));
     }
     if let Some(name) = text.strip_prefix('@') {
         let expanded = match name.to_ascii_lowercase().as_str() {
@@ -1652,10 +1491,7 @@ pub fn cron_to_calendars(cron: &str) -> Result<Vec<String>, String> {
             fields.len()
         ));
     }
-    let mut sets = [CronSet {
-        bits: 0,
-        starred: false,
-    }; 5];
+    let mut sets = [CronSet { bits: 0, starred: false }; 5];
     for ((set, field), text) in sets.iter_mut().zip(CronField::ALL).zip(&fields) {
         *set = parse_cron_field(text, field)?;
     }
@@ -1681,19 +1517,12 @@ pub fn cron_to_calendars(cron: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for (dom_bits, dow_bits) in day_filters {
         if !day_exists(dom_bits, month.bits) {
-            return Err(format!(
-                "cron '{}' can never fire: day-of-month {} does not exist in month {}",
-                snippet(text),
-                fields[2],
-                fields[3]
-            ));
+            return Err(format!("cron '{}' can never fire: day-of-month {} does not exist in month {}", snippet(text), fields[2], fields[3]));
         }
         let mut expr = String::new();
         if dow_bits != dow_all {
             // cron counts from Sunday = 0, systemd from Monday = bit 0.
-            let weekdays = (0..7)
-                .filter(|d| dow_bits & (1 << d) != 0)
-                .fold(0u8, |acc, d| acc | 1 << ((d + 6) % 7));
+            let weekdays = (0..7).filter(|d| dow_bits & (1 << d) != 0).fold(0u8, |acc, d| acc | 1 << ((d + 6) % 7));
             expr.push_str(&format_weekdays(weekdays));
             expr.push(' ');
         }
@@ -1707,12 +1536,7 @@ pub fn cron_to_calendars(cron: &str) -> Result<Vec<String>, String> {
         );
         // Round-trip through our parser: validates the translation and yields
         // the canonical form systemd would print.
-        let spec = parse_calendar(&expr).map_err(|e| {
-            format!(
-                "internal error translating cron '{}' to '{expr}': {e}",
-                snippet(text)
-            )
-        })?;
+        let spec = parse_calendar(&expr).map_err(|e| format!("internal error translating cron '{}' to '{expr}': {e}", snippet(text)))?;
         out.push(spec.normalized());
     }
     Ok(out)
@@ -1736,10 +1560,7 @@ fn parse_cron_field(text: &str, field: CronField) -> Result<CronSet, String> {
     let mut bits = 0u64;
     for item in text.split(',') {
         if item.is_empty() {
-            return Err(format!(
-                "empty list entry in {name} field '{}'",
-                snippet(text)
-            ));
+            return Err(format!("empty list entry in {name} field '{}'", snippet(text)));
         }
         let (range, step) = match item.split_once('/') {
             Some((range, step)) => (range, Some(parse_cron_step(step, item, field)?)),
@@ -1752,21 +1573,11 @@ fn parse_cron_field(text: &str, field: CronField) -> Result<CronSet, String> {
         } else {
             let value = cron_value(range, field, item)?;
             // "N/step" is "N-max/step" (cronie and most modern crons).
-            if step.is_some() {
-                (value, field.star_bounds().1)
-            } else {
-                (value, value)
-            }
+            if step.is_some() { (value, field.star_bounds().1) } else { (value, value) }
         };
         if low > high {
-            let hint = if field == CronField::DayOfWeek {
-                " (use 7 for Sunday at the end, e.g. 5-7)"
-            } else {
-                ""
-            };
-            return Err(format!(
-                "{name} range '{range}' runs backwards; write the smaller value first{hint}"
-            ));
+            let hint = if field == CronField::DayOfWeek { " (use 7 for Sunday at the end, e.g. 5-7)" } else { "" };
+            return Err(format!("{name} range '{range}' runs backwards; write the smaller value first{hint}"));
         }
         let step = step.unwrap_or(1);
         let mut v = low;
@@ -1779,24 +1590,14 @@ fn parse_cron_field(text: &str, field: CronField) -> Result<CronSet, String> {
         bits = (bits & !(1 << 7)) | 1; // 7 is Sunday too
     }
     debug_assert!(bits & !bits_between(min, max) == 0);
-    Ok(CronSet {
-        bits,
-        starred: text.starts_with('*'),
-    })
+    Ok(CronSet { bits, starred: text.starts_with('*') })
 }
 
 fn parse_cron_step(step: &str, item: &str, field: CronField) -> Result<u32, String> {
     match step.parse::<u32>() {
-        Ok(0) => Err(format!(
-            "step '/0' in {} entry '{item}' must be at least 1",
-            field.name()
-        )),
+        Ok(0) => Err(format!("step '/0' in {} entry '{item}' must be at least 1", field.name())),
         Ok(n) if step.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-        _ => Err(format!(
-            "invalid step '/{}' in {} entry '{item}'; expected a number",
-            snippet(step),
-            field.name()
-        )),
+        _ => Err(format!("invalid step '/{}' in {} entry '{item}'; expected a number", snippet(step), field.name())),
     }
 }
 
@@ -1808,15 +1609,8 @@ fn cron_value(token: &str, field: CronField, item: &str) -> Result<u32, String> 
         return match token.parse::<u32>() {
             Ok(v) if (min..=max).contains(&v) => Ok(v),
             _ => {
-                let note = if field == CronField::DayOfWeek {
-                    " (0 and 7 are Sunday)"
-                } else {
-                    ""
-                };
-                Err(format!(
-                    "{name} {} is out of range {min}-{max}{note}",
-                    snippet(token)
-                ))
+                let note = if field == CronField::DayOfWeek { " (0 and 7 are Sunday)" } else { "" };
+                Err(format!("{name} {} is out of range {min}-{max}{note}", snippet(token)))
             }
         };
     }
@@ -1829,10 +1623,7 @@ fn cron_value(token: &str, field: CronField, item: &str) -> Result<u32, String> 
     if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(token)) {
         return Ok(i as u32 + offset);
     }
-    if token.contains(['?', '#'])
-        || token.eq_ignore_ascii_case("l")
-        || token.to_ascii_uppercase().ends_with(['L', 'W'])
-    {
+    if token.contains(['?', '#']) || token.eq_ignore_ascii_case("l") || token.to_ascii_uppercase().ends_with(['L', 'W']) {
         return Err(format!(
             "'{}' in {name} uses a Quartz/extended cron feature (?, L, W or #) that is not supported; write an OnCalendar expression instead (e.g. '*-*~01' is the last day of every month)",
             snippet(item)
@@ -1840,15 +1631,9 @@ fn cron_value(token: &str, field: CronField, item: &str) -> Result<u32, String> 
     }
     Err(match field {
         CronField::Month => format!("unknown month '{}'; use 1-12 or jan..dec", snippet(token)),
-        CronField::DayOfWeek => format!(
-            "unknown day-of-week '{}'; use 0-7 or sun..sat",
-            snippet(token)
-        ),
+        CronField::DayOfWeek => format!("unknown day-of-week '{}'; use 0-7 or sun..sat", snippet(token)),
         _ if token.is_empty() => format!("missing number in {name} entry '{}'", snippet(item)),
-        _ => format!(
-            "invalid {name} value '{}'; expected a number",
-            snippet(token)
-        ),
+        _ => format!("invalid {name} value '{}'; expected a number", snippet(token)),
     })
 }
 
@@ -1913,9 +1698,7 @@ mod tests {
     const BASE_YEAR_END: i64 = 1_735_689_599;
 
     fn norm(expr: &str) -> String {
-        parse_calendar(expr)
-            .unwrap_or_else(|e| panic!("{expr:?} should parse: {e}"))
-            .normalized()
+        parse_calendar(expr).unwrap_or_else(|e| panic!("{expr:?} should parse: {e}")).normalized()
     }
 
     /// An independent UTC date -> epoch conversion (plain day counting), so
@@ -1953,20 +1736,7 @@ mod tests {
             days -= len;
             year += 1;
         }
-        let lengths = [
-            31,
-            if leap(year) { 29 } else { 28 },
-            31,
-            30,
-            31,
-            30,
-            31,
-            31,
-            30,
-            31,
-            30,
-            31,
-        ];
+        let lengths = [31, if leap(year) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
         let mut month = 1;
         for len in lengths {
             if days < len {
@@ -2031,20 +1801,12 @@ mod tests {
                     if value == "never" {
                         continue;
                     }
-                    elapses.push(
-                        parse_analyze_time(value)
-                            .unwrap_or_else(|| panic!("bad time line {line:?}")),
-                    );
+                    elapses.push(parse_analyze_time(value).unwrap_or_else(|| panic!("bad time line {line:?}")));
                 }
                 _ => {}
             }
         }
-        Analyzed {
-            accepted: output.status.success(),
-            parsed: !stderr.contains("Failed to parse calendar specification"),
-            normalized,
-            elapses,
-        }
+        Analyzed { accepted: output.status.success(), parsed: !stderr.contains("Failed to parse calendar specification"), normalized, elapses }
     }
 
     /// `Tue 2023-11-14 22:30:00 UTC` -> epoch seconds.
@@ -2053,14 +1815,8 @@ mod tests {
         let [_, date, time, "UTC"] = parts.as_slice() else {
             return None;
         };
-        let d: Vec<i64> = date
-            .split('-')
-            .map(|x| x.parse().ok())
-            .collect::<Option<_>>()?;
-        let t: Vec<i64> = time
-            .split(':')
-            .map(|x| x.parse().ok())
-            .collect::<Option<_>>()?;
+        let d: Vec<i64> = date.split('-').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+        let t: Vec<i64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
         Some(utc(d[0], d[1], d[2], t[0], t[1], t[2]))
     }
 
@@ -2071,11 +1827,7 @@ mod tests {
         while out.len() < n {
             match spec.next_elapse(t) {
                 Some(next) => {
-                    assert!(
-                        next > t,
-                        "{} went backwards: {t} -> {next}",
-                        spec.normalized()
-                    );
+                    assert!(next > t, "{} went backwards: {t} -> {next}", spec.normalized());
                     out.push(next);
                     t = next;
                 }
@@ -2151,10 +1903,7 @@ mod tests {
             ("daily UTC", "*-*-* 00:00:00 UTC"),
             ("daily utc", "*-*-* 00:00:00 UTC"),
             ("Mon *-*-* 09:00 UTC", "Mon *-*-* 09:00:00 UTC"),
-            (
-                "*-*-* 03:00:00 Europe/Berlin",
-                "*-*-* 03:00:00 Europe/Berlin",
-            ),
+            ("*-*-* 03:00:00 Europe/Berlin", "*-*-* 03:00:00 Europe/Berlin"),
             ("weekly Etc/UTC", "Mon *-*-* 00:00:00 Etc/UTC"),
             ("Fri *-*-13", "Fri *-*-13 00:00:00"),
             ("*-02-30", "*-02-30 00:00:00"),
@@ -2164,11 +1913,7 @@ mod tests {
             assert_eq!(norm(input), expected, "normalized form of {input:?}");
             // The normalized form is a fixed point and parses to the same spec.
             assert_eq!(norm(expected), expected, "re-normalizing {expected:?}");
-            assert_eq!(
-                parse_calendar(expected),
-                parse_calendar(input),
-                "{input:?} vs {expected:?}"
-            );
+            assert_eq!(parse_calendar(expected), parse_calendar(input), "{input:?} vs {expected:?}");
         }
         eprintln!("normalized_forms: {} expressions checked", cases.len());
     }
@@ -2180,10 +1925,7 @@ mod tests {
         assert_eq!(spec.to_string(), "Mon *-*-* 09:00:00 Europe/Berlin");
         assert_eq!(parse_calendar("daily utc").unwrap().timezone(), Some("UTC"));
         assert_eq!(parse_calendar("daily").unwrap().timezone(), None);
-        assert_eq!(
-            parse_calendar("daily").unwrap(),
-            parse_calendar("*-*-* 00:00:00").unwrap()
-        );
+        assert_eq!(parse_calendar("daily").unwrap(), parse_calendar("*-*-* 00:00:00").unwrap());
     }
 
     #[test]
@@ -2201,10 +1943,7 @@ mod tests {
             ("   ", "blank"),
             ("daily ", "trailing spaces"),
             ("daily\n", "control character '\\n'"),
-            (
-                "Sun..Mon",
-                "runs backwards; weeks start on Monday, so write Mon,Sun",
-            ),
+            ("Sun..Mon", "runs backwards; weeks start on Monday, so write Mon,Sun"),
             ("Fri..Tue", "so write Mon,Tue,Fri..Sun"),
             ("*/2:00", "'*/2' is cron syntax"),
             ("2026-11-23T12:00", "separate date and time with a space"),
@@ -2213,10 +1952,7 @@ mod tests {
             ("Mox 12:00", "unknown weekday or keyword 'Mox'"),
             ("Mon,Mox", "unknown weekday 'Mox'"),
             ("foo", "unknown weekday or keyword 'foo'"),
-            (
-                "12:00 Mon",
-                "the order is [weekdays] [date] time [timezone]",
-            ),
+            ("12:00 Mon", "the order is [weekdays] [date] time [timezone]"),
             ("*:30/30", "can never repeat"),
             ("*:0/60", "repetition /60 is too large"),
             ("*:*:0.5", "fractional seconds"),
@@ -2232,14 +1968,8 @@ mod tests {
         ];
         for (input, needle) in cases {
             let err = parse_calendar(input).expect_err(input);
-            assert!(
-                err.contains(needle),
-                "error for {input:?} should mention {needle:?}, got {err:?}"
-            );
-            assert!(
-                !err.contains('\n'),
-                "error for {input:?} must be one line: {err:?}"
-            );
+            assert!(err.contains(needle), "error for {input:?} should mention {needle:?}, got {err:?}");
+            assert!(!err.contains('\n'), "error for {input:?} must be one line: {err:?}");
         }
     }
 
@@ -2248,10 +1978,7 @@ mod tests {
         let next = |expr: &str, after: i64| parse_calendar(expr).unwrap().next_elapse(after);
         assert_eq!(next("daily", BASE), Some(utc(2023, 11, 15, 0, 0, 0)));
         // Strictly after: an elapse exactly at `after` is skipped.
-        assert_eq!(
-            next("daily", utc(2023, 11, 15, 0, 0, 0)),
-            Some(utc(2023, 11, 16, 0, 0, 0))
-        );
+        assert_eq!(next("daily", utc(2023, 11, 15, 0, 0, 0)), Some(utc(2023, 11, 16, 0, 0, 0)));
         assert_eq!(next("*-02~03", BASE), Some(utc(2024, 2, 27, 0, 0, 0)));
         assert_eq!(next("*-02-29", BASE), Some(utc(2024, 2, 29, 0, 0, 0)));
         assert_eq!(next("2026-11-23", BASE), Some(utc(2026, 11, 23, 0, 0, 0)));
@@ -2260,10 +1987,7 @@ mod tests {
         assert_eq!(next("daily", i64::MAX), None);
         assert_eq!(next("daily", i64::MIN), Some(0));
         assert_eq!(next("*-*-* 03:00:00 Europe/Berlin", BASE), None);
-        assert_eq!(
-            next("*-*-* 03:00:00 Etc/UTC", BASE),
-            Some(utc(2023, 11, 15, 3, 0, 0))
-        );
+        assert_eq!(next("*-*-* 03:00:00 Etc/UTC", BASE), Some(utc(2023, 11, 15, 3, 0, 0)));
     }
 
     /// systemd gives up after 1000 search steps ("Infinite loop in calendar
@@ -2290,31 +2014,13 @@ mod tests {
     #[test]
     fn next_elapse_reproduces_systemd_carry_quirks() {
         let next = |expr: &str, after: i64| parse_calendar(expr).unwrap().next_elapse(after);
-        assert_eq!(
-            next("*:00/24", utc(2023, 11, 14, 23, 48, 0)),
-            Some(utc(2023, 11, 15, 0, 24, 0))
-        );
-        assert_eq!(
-            next("*:00,24,48", utc(2023, 11, 14, 23, 48, 0)),
-            Some(utc(2023, 11, 15, 0, 0, 0))
-        );
-        assert_eq!(
-            next("00/5:00", utc(2024, 1, 31, 21, 0, 0)),
-            Some(utc(2024, 2, 1, 5, 0, 0))
-        );
-        assert_eq!(
-            next("*-*-01/7", utc(2023, 12, 29, 12, 0, 0)),
-            Some(utc(2024, 1, 8, 0, 0, 0))
-        );
-        assert_eq!(
-            next("*-*-01..29/7", utc(2023, 12, 29, 12, 0, 0)),
-            Some(utc(2024, 1, 1, 0, 0, 0))
-        );
+        assert_eq!(next("*:00/24", utc(2023, 11, 14, 23, 48, 0)), Some(utc(2023, 11, 15, 0, 24, 0)));
+        assert_eq!(next("*:00,24,48", utc(2023, 11, 14, 23, 48, 0)), Some(utc(2023, 11, 15, 0, 0, 0)));
+        assert_eq!(next("00/5:00", utc(2024, 1, 31, 21, 0, 0)), Some(utc(2024, 2, 1, 5, 0, 0)));
+        assert_eq!(next("*-*-01/7", utc(2023, 12, 29, 12, 0, 0)), Some(utc(2024, 1, 8, 0, 0, 0)));
+        assert_eq!(next("*-*-01..29/7", utc(2023, 12, 29, 12, 0, 0)), Some(utc(2024, 1, 1, 0, 0, 0)));
         // The search starts 1µs after `after`, inside the same second.
-        assert_eq!(
-            next("*:00/7:30", utc(2024, 2, 28, 23, 59, 59)),
-            Some(utc(2024, 2, 29, 0, 7, 30))
-        );
+        assert_eq!(next("*:00/7:30", utc(2024, 2, 28, 23, 59, 59)), Some(utc(2024, 2, 29, 0, 7, 30)));
     }
 
     // -----------------------------------------------------------------------
@@ -2389,25 +2095,14 @@ mod tests {
             for base in [BASE, BASE_LEAP, BASE_YEAR_END] {
                 let sd = analyze(expr, base, 5);
                 assert!(sd.accepted, "systemd-analyze rejected {expr:?}");
-                assert_eq!(
-                    Some(spec.normalized()),
-                    sd.normalized,
-                    "normalized form of {expr:?}"
-                );
+                assert_eq!(Some(spec.normalized()), sd.normalized, "normalized form of {expr:?}");
                 if spec.timezone().is_none_or(|tz| UTC_ALIASES.contains(&tz)) {
-                    assert_eq!(
-                        our_elapses(&spec, base, 5),
-                        sd.elapses,
-                        "elapses of {expr:?} after {base}"
-                    );
+                    assert_eq!(our_elapses(&spec, base, 5), sd.elapses, "elapses of {expr:?} after {base}");
                     compared_chains += 1;
                 }
             }
         }
-        eprintln!(
-            "matches_systemd_analyze: {} expressions, {compared_chains} elapse chains compared",
-            VALID.len()
-        );
+        eprintln!("matches_systemd_analyze: {} expressions, {compared_chains} elapse chains compared", VALID.len());
     }
 
     // -----------------------------------------------------------------------
@@ -2467,25 +2162,16 @@ mod tests {
     #[test]
     fn invalid_rejected_by_us_and_systemd() {
         for expr in INVALID {
-            assert!(
-                parse_calendar(expr).is_err(),
-                "we accepted invalid {expr:?}"
-            );
+            assert!(parse_calendar(expr).is_err(), "we accepted invalid {expr:?}");
         }
         if !have_systemd_analyze() {
             return;
         }
         for expr in INVALID {
             let sd = analyze(expr, BASE, 1);
-            assert!(
-                !sd.accepted,
-                "systemd-analyze accepted {expr:?}, which we reject"
-            );
+            assert!(!sd.accepted, "systemd-analyze accepted {expr:?}, which we reject");
         }
-        eprintln!(
-            "invalid_rejected_by_us_and_systemd: {} expressions",
-            INVALID.len()
-        );
+        eprintln!("invalid_rejected_by_us_and_systemd: {} expressions", INVALID.len());
     }
 
     #[test]
@@ -2524,9 +2210,7 @@ mod tests {
             };
             let f: Vec<&str> = cron.split_whitespace().collect();
             assert_eq!(f.len(), 5, "{cron}");
-            let months = [
-                "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-            ];
+            let months = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
             let days = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
             let mut dow = Self::field(f[4], 0, 6, &days, 0);
             if dow & (1 << 7) != 0 {
@@ -2544,13 +2228,8 @@ mod tests {
         }
 
         fn field(text: &str, lo: u32, hi: u32, names: &[&str], base: u32) -> u64 {
-            let value = |s: &str| -> u32 {
-                names
-                    .iter()
-                    .position(|n| n.eq_ignore_ascii_case(s))
-                    .map(|i| i as u32 + base)
-                    .unwrap_or_else(|| s.parse().unwrap())
-            };
+            let value =
+                |s: &str| -> u32 { names.iter().position(|n| n.eq_ignore_ascii_case(s)).map(|i| i as u32 + base).unwrap_or_else(|| s.parse().unwrap()) };
             let mut bits = 0u64;
             for item in text.split(',') {
                 let (range, step) = match item.split_once('/') {
@@ -2585,18 +2264,11 @@ mod tests {
                 let (_, m, d, wd) = civil_independent(day);
                 let dom_ok = self.dom & (1 << d) != 0;
                 let dow_ok = self.dow & (1 << wd) != 0;
-                let day_ok = if self.dom_star || self.dow_star {
-                    dom_ok && dow_ok
-                } else {
-                    dom_ok || dow_ok
-                };
+                let day_ok = if self.dom_star || self.dow_star { dom_ok && dow_ok } else { dom_ok || dow_ok };
                 if self.month & (1 << m) != 0 && day_ok {
                     for minute_of_day in 0..1440 {
                         let t = day * 86_400 + minute_of_day * 60;
-                        if t > after
-                            && self.hour & (1 << (minute_of_day / 60)) != 0
-                            && self.minute & (1 << (minute_of_day % 60)) != 0
-                        {
+                        if t > after && self.hour & (1 << (minute_of_day / 60)) != 0 && self.minute & (1 << (minute_of_day % 60)) != 0 {
                             out.push(t);
                             if out.len() == n {
                                 break;
@@ -2658,33 +2330,16 @@ mod tests {
             let expr = cron_to_calendar(cron).unwrap_or_else(|e| panic!("{cron:?}: {e}"));
             let expected = BruteCron::new(cron).next_n(BASE, 10);
             let spec = parse_calendar(&expr).unwrap();
-            assert_eq!(
-                spec.normalized(),
-                expr,
-                "translation of {cron:?} is not normalized"
-            );
-            assert_eq!(
-                our_elapses(&spec, BASE, 10),
-                expected,
-                "cron {cron:?} -> {expr:?} (our evaluation)"
-            );
+            assert_eq!(spec.normalized(), expr, "translation of {cron:?} is not normalized");
+            assert_eq!(our_elapses(&spec, BASE, 10), expected, "cron {cron:?} -> {expr:?} (our evaluation)");
             if systemd {
                 let sd = analyze(&expr, BASE, 10);
-                assert!(
-                    sd.accepted,
-                    "systemd-analyze rejected {expr:?} (from {cron:?})"
-                );
+                assert!(sd.accepted, "systemd-analyze rejected {expr:?} (from {cron:?})");
                 assert_eq!(sd.normalized.as_deref(), Some(expr.as_str()), "{cron:?}");
-                assert_eq!(
-                    sd.elapses, expected,
-                    "cron {cron:?} -> {expr:?} (systemd evaluation)"
-                );
+                assert_eq!(sd.elapses, expected, "cron {cron:?} -> {expr:?} (systemd evaluation)");
             }
         }
-        eprintln!(
-            "cron_translation_matches_brute_force_and_systemd: {} cron expressions",
-            CRONS.len()
-        );
+        eprintln!("cron_translation_matches_brute_force_and_systemd: {} cron expressions", CRONS.len());
     }
 
     #[test]
@@ -2716,27 +2371,17 @@ mod tests {
         let systemd = have_systemd_analyze();
         for cron in ["0 0 13 * 5", "30 6 1,15 * mon", "0 12 1-7 * sat,sun"] {
             let err = cron_to_calendar(cron).expect_err(cron);
-            assert!(
-                err.contains("EITHER") && err.contains("`calendar:`"),
-                "{err}"
-            );
+            assert!(err.contains("EITHER") && err.contains("`calendar:`"), "{err}");
             let exprs = cron_to_calendars(cron).unwrap();
             let expected = BruteCron::new(cron).next_n(BASE, 10);
-            let specs: Vec<CalendarSpec> =
-                exprs.iter().map(|e| parse_calendar(e).unwrap()).collect();
-            let mut ours: Vec<i64> = specs
-                .iter()
-                .flat_map(|s| our_elapses(s, BASE, 10))
-                .collect();
+            let specs: Vec<CalendarSpec> = exprs.iter().map(|e| parse_calendar(e).unwrap()).collect();
+            let mut ours: Vec<i64> = specs.iter().flat_map(|s| our_elapses(s, BASE, 10)).collect();
             ours.sort();
             ours.dedup();
             ours.truncate(10);
             assert_eq!(ours, expected, "{cron} -> {exprs:?}");
             if systemd {
-                let mut theirs: Vec<i64> = exprs
-                    .iter()
-                    .flat_map(|e| analyze(e, BASE, 10).elapses)
-                    .collect();
+                let mut theirs: Vec<i64> = exprs.iter().flat_map(|e| analyze(e, BASE, 10).elapses).collect();
                 theirs.sort();
                 theirs.dedup();
                 theirs.truncate(10);
@@ -2748,10 +2393,7 @@ mod tests {
     #[test]
     fn cron_and_quirk_for_starred_day_of_month() {
         // Vixie cron: "*/10" starts with '*', so it ANDs with the weekday.
-        assert_eq!(
-            cron_to_calendar("0 12 */10 * 2").unwrap(),
-            "Tue *-*-01..31/10 12:00:00"
-        );
+        assert_eq!(cron_to_calendar("0 12 */10 * 2").unwrap(), "Tue *-*-01..31/10 12:00:00");
     }
 
     #[test]
@@ -2783,10 +2425,7 @@ mod tests {
         ];
         for (cron, needle) in cases {
             let err = cron_to_calendar(cron).expect_err(cron);
-            assert!(
-                err.contains(needle),
-                "error for {cron:?} should mention {needle:?}, got {err:?}"
-            );
+            assert!(err.contains(needle), "error for {cron:?} should mention {needle:?}, got {err:?}");
             assert!(!err.contains('\n'));
         }
     }
@@ -2820,9 +2459,7 @@ mod tests {
     fn exercise(input: &str) {
         if let Ok(spec) = parse_calendar(input) {
             let normalized = spec.normalized();
-            let again = parse_calendar(&normalized).unwrap_or_else(|e| {
-                panic!("normalized {normalized:?} of {input:?} does not parse: {e}")
-            });
+            let again = parse_calendar(&normalized).unwrap_or_else(|e| panic!("normalized {normalized:?} of {input:?} does not parse: {e}"));
             assert_eq!(again, spec, "round trip of {input:?} via {normalized:?}");
             for after in [i64::MIN, -1, 0, BASE, i64::MAX - 1, i64::MAX] {
                 if let Some(next) = spec.next_elapse(after) {
@@ -2832,10 +2469,7 @@ mod tests {
         }
         if let Ok(exprs) = cron_to_calendars(input) {
             for e in exprs {
-                assert!(
-                    parse_calendar(&e).is_ok(),
-                    "cron {input:?} produced unparsable {e:?}"
-                );
+                assert!(parse_calendar(&e).is_ok(), "cron {input:?} produced unparsable {e:?}");
             }
         }
         let _ = cron_to_calendar(input);
@@ -2924,10 +2558,7 @@ mod tests {
     /// systemd does.
     fn random_expression(rng: &mut Rng) -> String {
         let number = |rng: &mut Rng| -> String {
-            let pool = [
-                "0", "1", "2", "3", "5", "7", "10", "12", "13", "15", "23", "24", "28", "29", "30",
-                "31", "45", "59", "60",
-            ];
+            let pool = ["0", "1", "2", "3", "5", "7", "10", "12", "13", "15", "23", "24", "28", "29", "30", "31", "45", "59", "60"];
             rng.pick(&pool).to_string()
         };
         let chain = |rng: &mut Rng, year: bool| -> String {
@@ -2936,19 +2567,10 @@ mod tests {
             }
             let mut parts = Vec::new();
             for _ in 0..1 + rng.below(3) {
-                let mut s = if year {
-                    rng.pick(&["2023", "2024", "25", "2030", "1969", "2199"])
-                        .to_string()
-                } else {
-                    number(rng)
-                };
+                let mut s = if year { rng.pick(&["2023", "2024", "25", "2030", "1969", "2199"]).to_string() } else { number(rng) };
                 if rng.chance(25) {
                     s.push_str("..");
-                    s.push_str(&if year {
-                        rng.pick(&["2024", "2026", "2200"]).to_string()
-                    } else {
-                        number(rng)
-                    });
+                    s.push_str(&if year { rng.pick(&["2024", "2026", "2200"]).to_string() } else { number(rng) });
                 }
                 if rng.chance(25) {
                     s.push('/');
@@ -2959,43 +2581,14 @@ mod tests {
             parts.join(",")
         };
         if rng.chance(5) {
-            return rng
-                .pick(&[
-                    "hourly",
-                    "Daily",
-                    "weekly",
-                    "quarterly",
-                    "semi-annually",
-                    "minutely",
-                ])
-                .to_string();
+            return rng.pick(&["hourly", "Daily", "weekly", "quarterly", "semi-annually", "minutely"]).to_string();
         }
         if rng.chance(3) {
-            return rng
-                .pick(&[
-                    "@0",
-                    "@1700000000",
-                    "@+86400",
-                    "@-0",
-                    "@7258118399",
-                    "@7258118400",
-                    "@1700000000 UTC",
-                    "Mon @1700000000",
-                ])
-                .to_string();
+            return rng.pick(&["@0", "@1700000000", "@+86400", "@-0", "@7258118399", "@7258118400", "@1700000000 UTC", "Mon @1700000000"]).to_string();
         }
         let mut out = Vec::new();
         if rng.chance(40) {
-            let days = [
-                "Mon",
-                "tue",
-                "Wednesday",
-                "Thu",
-                "fri",
-                "Sat",
-                "Sun",
-                "sunday",
-            ];
+            let days = ["Mon", "tue", "Wednesday", "Thu", "fri", "Sat", "Sun", "sunday"];
             let mut s = String::new();
             for i in 0..1 + rng.below(3) {
                 if i > 0 {
@@ -3008,12 +2601,7 @@ mod tests {
         if rng.chance(70) {
             let sep = if rng.chance(15) { "~" } else { "-" };
             if rng.chance(50) {
-                out.push(format!(
-                    "{}-{}{sep}{}",
-                    chain(rng, true),
-                    chain(rng, false),
-                    chain(rng, false)
-                ));
+                out.push(format!("{}-{}{sep}{}", chain(rng, true), chain(rng, false), chain(rng, false)));
             } else {
                 out.push(format!("{}{sep}{}", chain(rng, false), chain(rng, false)));
             }
@@ -3027,10 +2615,7 @@ mod tests {
             out.push(s);
         }
         if rng.chance(15) {
-            out.push(
-                rng.pick(&["UTC", "utc", "Etc/UTC", "Europe/Berlin", "Mars/Base"])
-                    .to_string(),
-            );
+            out.push(rng.pick(&["UTC", "utc", "Etc/UTC", "Europe/Berlin", "Mars/Base"]).to_string());
         }
         out.join(" ")
     }
@@ -3041,12 +2626,7 @@ mod tests {
             return;
         }
         // FLEETWRIGHT_CALENDAR_DIFF_{CASES,SEED,ITERATIONS} allow longer one-off runs.
-        let env = |name: &str, default: u64| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        };
+        let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
         let cases = env("FLEETWRIGHT_CALENDAR_DIFF_CASES", 400);
         let iterations = env("FLEETWRIGHT_CALENDAR_DIFF_ITERATIONS", 3) as u32;
         let mut rng = Rng(env("FLEETWRIGHT_CALENDAR_DIFF_SEED", 0x0123_4567_89ab_cdef));
@@ -3065,8 +2645,7 @@ mod tests {
             total += 1;
             let ours = parse_calendar(&expr);
             let sd = analyze(&expr, base, iterations);
-            let utc_evaluable =
-                |spec: &CalendarSpec| spec.timezone().is_none_or(|tz| UTC_ALIASES.contains(&tz));
+            let utc_evaluable = |spec: &CalendarSpec| spec.timezone().is_none_or(|tz| UTC_ALIASES.contains(&tz));
             match (&ours, sd.parsed) {
                 // systemd parsed it but failed to compute an elapse (its
                 // iteration cap); it prints no report then. Our chain must
@@ -3085,60 +2664,34 @@ mod tests {
                         }
                     }
                     if utc_evaluable(spec) && !gave_up {
-                        mismatches.push(format!(
-                            "{expr:?} after {base}: systemd gave up, we did not"
-                        ));
+                        mismatches.push(format!("{expr:?} after {base}: systemd gave up, we did not"));
                     }
                 }
                 (Ok(spec), true) => {
                     valid += 1;
                     if Some(spec.normalized()) != sd.normalized {
-                        mismatches.push(format!(
-                            "{expr:?}: normalized {:?} vs systemd {:?}",
-                            spec.normalized(),
-                            sd.normalized
-                        ));
+                        mismatches.push(format!("{expr:?}: normalized {:?} vs systemd {:?}", spec.normalized(), sd.normalized));
                     } else if utc_evaluable(spec) {
                         let ours = our_elapses(spec, base, iterations as usize);
                         if ours != sd.elapses {
-                            mismatches.push(format!(
-                                "{expr:?} after {base}: elapses {ours:?} vs systemd {:?}",
-                                sd.elapses
-                            ));
+                            mismatches.push(format!("{expr:?} after {base}: elapses {ours:?} vs systemd {:?}", sd.elapses));
                         }
                     }
                 }
                 (Err(_), false) => {}
                 (Ok(_), false) => mismatches.push(format!("{expr:?}: we accept, systemd rejects")),
-                (Err(e), true) => {
-                    mismatches.push(format!("{expr:?}: we reject ({e}), systemd accepts"))
-                }
+                (Err(e), true) => mismatches.push(format!("{expr:?}: we reject ({e}), systemd accepts")),
             }
         }
-        eprintln!(
-            "random_expressions_agree_with_systemd: {total} expressions, {valid} valid for both"
-        );
-        assert!(
-            mismatches.is_empty(),
-            "{} mismatches:\n{}",
-            mismatches.len(),
-            mismatches.join("\n")
-        );
+        eprintln!("random_expressions_agree_with_systemd: {total} expressions, {valid} valid for both");
+        assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
     }
 
     fn random_cron(rng: &mut Rng) -> String {
         // (low, high, names, name offset) per field
-        let months = [
-            "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-        ];
+        let months = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
         let days = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-        let fields: [(u32, u32, &[&str], u32); 5] = [
-            (0, 59, &[], 0),
-            (0, 23, &[], 0),
-            (1, 31, &[], 0),
-            (1, 12, &months, 1),
-            (0, 7, &days, 0),
-        ];
+        let fields: [(u32, u32, &[&str], u32); 5] = [(0, 59, &[], 0), (0, 23, &[], 0), (1, 31, &[], 0), (1, 12, &months, 1), (0, 7, &days, 0)];
         let mut out = Vec::new();
         for (i, (lo, hi, names, offset)) in fields.into_iter().enumerate() {
             // Keep most fields wide open so that 10 elapses come quickly.
@@ -3147,11 +2700,7 @@ mod tests {
                 continue;
             }
             let value = |rng: &mut Rng, v: u32| -> String {
-                if !names.is_empty() && rng.chance(30) && v - offset < names.len() as u32 {
-                    names[(v - offset) as usize].to_string()
-                } else {
-                    v.to_string()
-                }
+                if !names.is_empty() && rng.chance(30) && v - offset < names.len() as u32 { names[(v - offset) as usize].to_string() } else { v.to_string() }
             };
             let mut items = Vec::new();
             for _ in 0..1 + rng.below(3) {
@@ -3177,12 +2726,7 @@ mod tests {
     fn random_crons_match_brute_force() {
         let systemd = have_systemd_analyze();
         // FLEETWRIGHT_CALENDAR_CRON_{CASES,SEED,SYSTEMD} allow longer one-off runs.
-        let env = |name: &str, default: u64| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        };
+        let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
         let systemd_checks = env("FLEETWRIGHT_CALENDAR_CRON_SYSTEMD", 60);
         let mut rng = Rng(env("FLEETWRIGHT_CALENDAR_CRON_SEED", 0x5eed_c0de_1234_5678));
         let (mut translated, mut split, mut refused, mut via_systemd) = (0, 0, 0, 0);
@@ -3193,10 +2737,7 @@ mod tests {
                 Err(e) => {
                     // Only impossible dates may be refused; they never fire.
                     assert!(e.contains("can never fire"), "{cron:?} refused: {e}");
-                    assert!(
-                        BruteCron::new(&cron).next_n(BASE, 1).is_empty(),
-                        "{cron:?} fires after all"
-                    );
+                    assert!(BruteCron::new(&cron).next_n(BASE, 1).is_empty(), "{cron:?} fires after all");
                     refused += 1;
                     continue;
                 }
@@ -3218,20 +2759,12 @@ mod tests {
                 all.truncate(10);
                 all
             };
-            let ours = union(
-                exprs
-                    .iter()
-                    .map(|e| our_elapses(&parse_calendar(e).unwrap(), base, 10))
-                    .collect(),
-            );
+            let ours = union(exprs.iter().map(|e| our_elapses(&parse_calendar(e).unwrap(), base, 10)).collect());
             assert_eq!(ours, expected, "cron {cron:?} -> {exprs:?} after {base}");
             if systemd && via_systemd < systemd_checks {
                 via_systemd += 1;
                 let theirs = union(exprs.iter().map(|e| analyze(e, base, 10).elapses).collect());
-                assert_eq!(
-                    theirs, expected,
-                    "cron {cron:?} -> {exprs:?} after {base} (systemd)"
-                );
+                assert_eq!(theirs, expected, "cron {cron:?} -> {exprs:?} after {base} (systemd)");
             }
         }
         eprintln!(
@@ -3294,7 +2827,11 @@ mod tests {
                     // The same expression naming the zone, from a UTC host.
                     let named = parse_calendar(&format!("{expr} {zone}")).unwrap();
                     let theirs = analyze_in("UTC", &format!("{expr} {zone}"), base, 1);
-                    assert_eq!(named.next_elapse_in(base, &jiff::tz::TimeZone::UTC, Some(&tz)).into_iter().collect::<Vec<_>>(), theirs, "{expr:?} {zone} after @{base}");
+                    assert_eq!(
+                        named.next_elapse_in(base, &jiff::tz::TimeZone::UTC, Some(&tz)).into_iter().collect::<Vec<_>>(),
+                        theirs,
+                        "{expr:?} {zone} after @{base}"
+                    );
                     checked += 1;
                 }
             }

@@ -2,13 +2,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::API_VERSION;
 use super::calendar;
-use super::diag::{did_you_mean, Diagnostics, Loc};
+use super::diag::{Diagnostics, Loc, did_you_mean};
 use super::model::*;
 use super::raw::*;
 use super::values::*;
-use super::yaml::{index_documents, DocIndex};
-use super::API_VERSION;
+use super::yaml::{DocIndex, index_documents};
 
 pub(super) enum DocKind {
     Agent(Box<AgentDoc>),
@@ -218,7 +218,9 @@ fn check_argv(cx: &mut Ctx, path: &str, argv: Option<&Vec<String>>, what: &str) 
     if let Err(e) = check_abs_path(program) {
         let e = match (program.starts_with('/'), program.contains('/')) {
             (true, _) => e,
-            (false, true) => format!("the program {program:?} must be an absolute path (there is no shell and no PATH lookup), like /{}", program.trim_start_matches("./")),
+            (false, true) => {
+                format!("the program {program:?} must be an absolute path (there is no shell and no PATH lookup), like /{}", program.trim_start_matches("./"))
+            }
             (false, false) => format!("the program {program:?} must be an absolute path (there is no shell and no PATH lookup), like /usr/bin/{program}"),
         };
         cx.err_value(&format!("{path}.0"), e);
@@ -283,7 +285,10 @@ fn check_schedule(cx: &mut Ctx, path: &str, s: &ScheduleSpec) -> Option<Schedule
     let persistent = cx.typed(&p("persistent"), &s.persistent).copied();
     if matches!(trigger, Some(Trigger::Every(_))) && persistent == Some(true) {
         // Persistent= only affects OnCalendar= (systemd.timer(5)); said here rather than ignored.
-        cx.err_value(&p("persistent"), "persistent: applies to calendar and cron schedules only; an `every` schedule already counts from the last run, so remove it");
+        cx.err_value(
+            &p("persistent"),
+            "persistent: applies to calendar and cron schedules only; an `every` schedule already counts from the last run, so remove it",
+        );
     }
     let randomized_delay = cx.parse(&p("randomizedDelay"), s.randomized_delay.as_ref(), parse_duration);
     let accuracy = cx.parse(&p("accuracy"), s.accuracy.as_ref(), parse_duration);
@@ -337,7 +342,10 @@ fn check_run(cx: &mut Ctx, r: &RunSpec, allow_root: bool) -> Option<Run> {
         let valid_key = !k.is_empty() && !k.as_bytes()[0].is_ascii_digit() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid_key {
             let pos = cx.index.key(&cx.full(&p));
-            cx.diags.push(Loc { file: cx.file.to_string(), line: pos.line, col: pos.col }, format!("environment variable name {k:?} is invalid; use letters, digits and '_', not starting with a digit"));
+            cx.diags.push(
+                Loc { file: cx.file.to_string(), line: pos.line, col: pos.col },
+                format!("environment variable name {k:?} is invalid; use letters, digits and '_', not starting with a digit"),
+            );
         } else if let Err(e) = check_text(&v.0) {
             cx.err_value(&p, format!("environment value of {k} {e}"));
         } else {
@@ -597,7 +605,10 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
         Some(Mode::Scheduled(_)) => {
             if let Some(h) = &a.health {
                 if h.heartbeat.is_some() {
-                    cx.err("health.heartbeat", "health.heartbeat: applies to long-running agents only; a scheduled job's runs end by themselves (bound one with run.timeout)");
+                    cx.err(
+                        "health.heartbeat",
+                        "health.heartbeat: applies to long-running agents only; a scheduled job's runs end by themselves (bound one with run.timeout)",
+                    );
                 }
                 if h.check.is_some() {
                     cx.err("health.check", "health.check: applies to long-running agents only (it runs before a changed service is restarted); a scheduled job is never restarted by a deploy");
@@ -630,7 +641,9 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
     for (i, h) in cx.typed("hosts", &a.hosts).into_iter().flatten().enumerate() {
         let known: BTreeSet<&str> = fleet.hosts.keys().map(String::as_str).chain(fleet.hosts.values().flatten().map(String::as_str)).collect();
         if !fleet.hosts.is_empty() && !known.contains(h.as_str()) {
-            let hint = did_you_mean(h, known.iter().copied()).map(|s| format!("did you mean `{s}`?")).unwrap_or_else(|| "declare it under `hosts` in the Fleet document".into());
+            let hint = did_you_mean(h, known.iter().copied())
+                .map(|s| format!("did you mean `{s}`?"))
+                .unwrap_or_else(|| "declare it under `hosts` in the Fleet document".into());
             cx.err(&format!("hosts.{i}"), format!("unknown host or label {h:?}; {hint}"));
         } else {
             hosts.push(h.clone());
@@ -765,7 +778,13 @@ pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics) -> Fleet {
             match limits.get(c.group.as_str()) {
                 Some((l, other)) if *l != c.limit => {
                     let loc = seen.get(&a.name).cloned().unwrap_or(Loc { file: a.source.file.clone(), line: a.source.line, col: 1 });
-                    diags.push(loc, format!("concurrency group {:?} has limit {} here but {l} in agent {other:?}; give every agent of a group the same limit", c.group, c.limit));
+                    diags.push(
+                        loc,
+                        format!(
+                            "concurrency group {:?} has limit {} here but {l} in agent {other:?}; give every agent of a group the same limit",
+                            c.group, c.limit
+                        ),
+                    );
                 }
                 Some(_) => {}
                 None => {

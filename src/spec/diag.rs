@@ -39,11 +39,7 @@ impl Diagnostic {
         let nth_line = |s: &str| s.lines().flat_map(|l| l.split('\r')).nth(self.loc.line.saturating_sub(1)).map(str::to_string);
         if let Some(line) = source.and_then(nth_line) {
             let width = self.loc.line.to_string().len();
-            let caret_pad: String = line
-                .chars()
-                .take(self.loc.col.saturating_sub(1))
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
+            let caret_pad: String = line.chars().take(self.loc.col.saturating_sub(1)).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
             out.push_str(&format!("\n {:>width$} | {}\n {:>width$} | {}^", self.loc.line, line, "", caret_pad));
         }
         out

@@ -127,9 +127,11 @@ pub(crate) fn schema_fields(kind: &str, parent: &str) -> Vec<String> {
     }
     let mut cur = Some(&schema);
     for seg in parent.split('.').filter(|s| !s.is_empty()) {
-        cur = cur.and_then(|c| resolve(&schema, c)).and_then(|c| {
-            if seg.parse::<usize>().is_ok() { Some(c) } else { c.get("properties").and_then(|p| p.get(seg)) }
-        });
+        cur = cur.and_then(|c| resolve(&schema, c)).and_then(
+            |c| {
+                if seg.parse::<usize>().is_ok() { Some(c) } else { c.get("properties").and_then(|p| p.get(seg)) }
+            },
+        );
     }
     let Some(obj) = cur.and_then(|c| resolve(&schema, c)) else { return Vec::new() };
     obj.get("properties").and_then(|p| p.as_object()).map(|p| p.keys().cloned().collect()).unwrap_or_default()

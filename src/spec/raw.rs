@@ -121,7 +121,9 @@ impl<'de, T: Leaf> Deserialize<'de> for Typed<T> {
         /// `found` describes the value; `scalar` is its text, when it is a single value.
         fn wrong<T: Leaf, E>(found: String, scalar: Option<String>) -> Result<Typed<T>, E> {
             let hint = match scalar {
-                Some(v) if T::LIST && v.split_whitespace().count() > 1 => format!(" (one item each: [{}])", v.split_whitespace().collect::<Vec<_>>().join(", ")),
+                Some(v) if T::LIST && v.split_whitespace().count() > 1 => {
+                    format!(" (one item each: [{}])", v.split_whitespace().collect::<Vec<_>>().join(", "))
+                }
                 Some(v) if T::LIST => format!(" (for one item, write [{v}])"),
                 _ => String::new(),
             };

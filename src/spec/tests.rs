@@ -104,7 +104,10 @@ after: [nobody]
 fn defaults_errors_are_reported_once_at_the_fleet() {
     let fleet = "apiVersion: fleetwright/v1\nkind: Fleet\ndefaults:\n  resources: {memoryMax: huge}\n";
     let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: x}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: b\nrun: {command: [/bin/true], user: x}\n";
-    assert_eq!(errors(&[("fleet.yaml", fleet), ("a.yaml", a)]), "fleet.yaml:4:26: memoryMax: invalid size \"huge\"; write bytes with an optional K, M, G or T suffix (base 1024), like 512M or 2G\n");
+    assert_eq!(
+        errors(&[("fleet.yaml", fleet), ("a.yaml", a)]),
+        "fleet.yaml:4:26: memoryMax: invalid size \"huge\"; write bytes with an optional K, M, G or T suffix (base 1024), like 512M or 2G\n"
+    );
 }
 
 #[test]
@@ -163,7 +166,10 @@ fn spec_paths_skip_hidden_and_non_yaml() {
 fn root_from_the_fleet_defaults_is_refused_unless_allowed() {
     let fleet = "apiVersion: fleetwright/v1\nkind: Fleet\ndefaults:\n  run: {user: root}\n";
     let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true]}\n";
-    assert_eq!(errors(&[("fleet.yaml", fleet), ("a.yaml", a)]), "fleet.yaml:4:15: run.user is root, which the Fleet does not allow; use an unprivileged user, or set allowRoot: true in the Fleet document\n");
+    assert_eq!(
+        errors(&[("fleet.yaml", fleet), ("a.yaml", a)]),
+        "fleet.yaml:4:15: run.user is root, which the Fleet does not allow; use an unprivileged user, or set allowRoot: true in the Fleet document\n"
+    );
     let allowed = fleet.replace("kind: Fleet\n", "kind: Fleet\nallowRoot: true\n");
     assert_eq!(load(&files(&[("fleet.yaml", &allowed), ("a.yaml", a)])).unwrap().agents[0].run.user.as_deref(), Some("root"));
 }
@@ -180,7 +186,11 @@ fn persistent_with_every_is_an_error_where_it_is_written() {
 
 #[test]
 fn a_concurrency_group_has_one_limit() {
-    let a = |n: &str, l: u32| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: {n}\nrun: {{command: [/bin/true], user: x}}\nschedule: {{calendar: hourly}}\nconcurrency: {{group: gpu, limit: {l}}}\n");
+    let a = |n: &str, l: u32| {
+        format!(
+            "apiVersion: fleetwright/v1\nkind: Agent\nname: {n}\nrun: {{command: [/bin/true], user: x}}\nschedule: {{calendar: hourly}}\nconcurrency: {{group: gpu, limit: {l}}}\n"
+        )
+    };
     let e = errors(&[("a.yaml", &a("a", 2)), ("b.yaml", &a("b", 3))]);
     assert_eq!(e, "b.yaml:3:7: concurrency group \"gpu\" has limit 3 here but 2 in agent \"a\"; give every agent of a group the same limit\n");
 }

@@ -217,21 +217,13 @@ pub fn check_agent_name(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid name {:?}: use 1 to 63 lowercase letters, digits and '-', starting with a letter or digit (like {:?})",
-            s,
-            suggest_name(s)
-        ))
+        Err(format!("invalid name {:?}: use 1 to 63 lowercase letters, digits and '-', starting with a letter or digit (like {:?})", s, suggest_name(s)))
     }
 }
 
 fn suggest_name(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
-        .collect::<String>()
-        .trim_matches('-')
-        .to_string();
+    let mut out: String =
+        s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect::<String>().trim_matches('-').to_string();
     out.truncate(63);
     if out.is_empty() { "my-agent".into() } else { out }
 }
@@ -239,9 +231,7 @@ fn suggest_name(s: &str) -> String {
 /// A unit-name prefix: may be empty; otherwise `[a-z0-9][a-z0-9._-]{0,31}`.
 pub fn check_unit_prefix(s: &str) -> Result<(), String> {
     let ok = s.is_empty()
-        || (s.len() <= 32
-            && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b)));
+        || (s.len() <= 32 && s.as_bytes()[0].is_ascii_alphanumeric() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b)));
     if ok { Ok(()) } else { Err(format!("invalid unitPrefix {s:?}: use up to 32 lowercase letters, digits, '-', '_' or '.', like \"agent-\"")) }
 }
 
@@ -257,7 +247,13 @@ pub fn check_user_name(s: &str) -> Result<(), String> {
         && s.len() <= 32
         && (s.as_bytes()[0].is_ascii_lowercase() || s.as_bytes()[0] == b'_')
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if numeric || named { Ok(()) } else { Err(format!("invalid user or group name {s:?}: use lowercase letters, digits, '_' and '-', starting with a letter, or a numeric id without leading zeros")) }
+    if numeric || named {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid user or group name {s:?}: use lowercase letters, digits, '_' and '-', starting with a letter, or a numeric id without leading zeros"
+        ))
+    }
 }
 
 /// Is `path` in a directory that PrivateTmp= replaces?

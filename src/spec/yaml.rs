@@ -54,8 +54,16 @@ impl DocIndex {
 
 enum Frame {
     /// `seen`: the keys of this mapping so far and where, to refuse a duplicate.
-    Map { path: String, key: Option<String>, expecting_key: bool, seen: HashMap<String, Pos> },
-    Seq { path: String, index: usize },
+    Map {
+        path: String,
+        key: Option<String>,
+        expecting_key: bool,
+        seen: HashMap<String, Pos>,
+    },
+    Seq {
+        path: String,
+        index: usize,
+    },
 }
 
 /// Deeper nesting is refused: a fleet document is a few levels deep, and every level costs a
@@ -118,7 +126,13 @@ pub fn index_documents(src: &str) -> Result<Vec<DocIndex>, (Pos, String)> {
                 expanded = expanded.saturating_add(size);
                 aliased = aliased.saturating_add(size);
                 if aliased > ALIAS_BUDGET {
-                    return Err((pos, format!("aliases expand this file by more than {} MiB (a \"billion laughs\" document?); write the values out, or alias less", ALIAS_BUDGET >> 20)));
+                    return Err((
+                        pos,
+                        format!(
+                            "aliases expand this file by more than {} MiB (a \"billion laughs\" document?); write the values out, or alias less",
+                            ALIAS_BUDGET >> 20
+                        ),
+                    ));
                 }
             }
             _ => {}

@@ -6,7 +6,7 @@ use std::io;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use fleetwright::host::sandbox::{output_with_timeout, Sandbox, SandboxOptions};
+use fleetwright::host::sandbox::{Sandbox, SandboxOptions, output_with_timeout};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fleetwright");
 /// The unit directory inside the sandbox (a private tmpfs there).
@@ -106,7 +106,9 @@ impl Host {
         use std::sync::atomic::{AtomicU64, Ordering};
         static GEN: AtomicU64 = AtomicU64::new(0);
         let path = self.sb.host_path(format!("/run/systemd/system/{PROBE}"));
-        let unit = |g: u64| format!("[Unit]\nDescription=bench reload probe {g}\nDefaultDependencies=no\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n");
+        let unit = |g: u64| {
+            format!("[Unit]\nDescription=bench reload probe {g}\nDefaultDependencies=no\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n")
+        };
         if self.systemctl(&["show", "-P", "ActiveState", PROBE]) != "active" {
             std::fs::write(&path, unit(0)).expect("write the reload probe");
             self.systemctl(&["daemon-reload"]);
@@ -171,10 +173,13 @@ impl Host {
 
     /// Every `agent-*` file of the unit directory with its content.
     pub fn unit_contents(&self) -> BTreeMap<String, Vec<u8>> {
-        self.unit_mtimes().into_keys().map(|n| {
-            let c = std::fs::read(self.sb.host_path(UNIT_DIR).join(&n)).expect("read a unit file");
-            (n, c)
-        }).collect()
+        self.unit_mtimes()
+            .into_keys()
+            .map(|n| {
+                let c = std::fs::read(self.sb.host_path(UNIT_DIR).join(&n)).expect("read a unit file");
+                (n, c)
+            })
+            .collect()
     }
 
     /// The `commit` of an agent's deploy marker.

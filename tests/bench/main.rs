@@ -42,8 +42,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fleet::{Kind, Repo};
-use host::{timed, Host, STATE_DIR, UNIT_DIR};
-use report::{dur, median, ratio, runs, verdict, Table, M};
+use host::{Host, STATE_DIR, UNIT_DIR, timed};
+use report::{M, Table, dur, median, ratio, runs, verdict};
 
 /// A scenario that runs longer than this is stopped and reported as skipped: 300 s, or
 /// `FLEETWRIGHT_BENCH_LIMIT` seconds.
@@ -179,7 +179,11 @@ fn main() {
         eprintln!("bench: warning: a debug build; the numbers mean little (use --release)");
     }
     let env_usize = |key: &str, default: &str| -> Vec<usize> {
-        std::env::var(key).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{key}: comma-separated numbers"))).collect()
+        std::env::var(key)
+            .unwrap_or_else(|_| default.into())
+            .split(',')
+            .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{key}: comma-separated numbers")))
+            .collect()
     };
     let sizes = if only.contains("fleet") { env_usize("FLEETWRIGHT_BENCH_N", "100,1000,5000") } else { vec![] };
 
@@ -246,16 +250,24 @@ fn loadavg() -> String {
 /// One line per fact about the machine and the build.
 fn machine() -> String {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let cpu = read("/proc/cpuinfo").lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())).unwrap_or_else(|| "?".into());
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .unwrap_or_else(|| "?".into());
     let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let mem_kb: u64 = read("/proc/meminfo").lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())).unwrap_or(0);
+    let mem_kb: u64 =
+        read("/proc/meminfo").lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())).unwrap_or(0);
     let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
     let systemd = std::process::Command::new(fleetwright::host::sandbox::SYSTEMD)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("?").to_string())
         .unwrap_or_else(|_| "?".into());
-    let dbus = std::process::Command::new("dbus-daemon").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("?").to_string()).unwrap_or_else(|_| "?".into());
+    let dbus = std::process::Command::new("dbus-daemon")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("?").to_string())
+        .unwrap_or_else(|_| "?".into());
     let head = git2::Repository::open(env!("CARGO_MANIFEST_DIR"))
         .ok()
         .and_then(|r| {
@@ -302,11 +314,16 @@ fn bench(n: usize, naive_projection: Option<String>) -> Run {
         let a = Host::boot();
         a.arm_reload_probe();
         if rep == 0 {
-            r.nsenter = median(&(0..5).map(|_| {
-                let mut c = a.sb.command("/bin/true");
-                c.stdin(Stdio::null());
-                timed(c, limit()).took
-            }).collect::<Vec<_>>()).unwrap_or_default();
+            r.nsenter = median(
+                &(0..5)
+                    .map(|_| {
+                        let mut c = a.sb.command("/bin/true");
+                        c.stdin(Stdio::null());
+                        timed(c, limit()).took
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_default();
             // `render` (no systemd): timed, and its output is what the floor and the naive
             // script write (checked against what the cold apply writes).
             for _ in 0..3 {
@@ -392,7 +409,15 @@ fn cold_apply(r: &mut Run, a: &Host, repo: &Repo, rendered: &BTreeMap<String, Ve
         r.cold = M::Skipped(format!("did not finish within {} s", limit().as_secs()));
         let jobs = a.systemctl(&["list-jobs", "--no-legend"]).lines().count();
         let active = a.units_in("active").len();
-        r.check(format!("N={n} cold apply finishes"), false, format!("stopped after {} s; by then {active} of {} agent-* timers and services were active and the manager had {jobs} jobs queued", limit().as_secs(), want.len()));
+        r.check(
+            format!("N={n} cold apply finishes"),
+            false,
+            format!(
+                "stopped after {} s; by then {active} of {} agent-* timers and services were active and the manager had {jobs} jobs queued",
+                limit().as_secs(),
+                want.len()
+            ),
+        );
         return false;
     }
     let active = a.units_in("active");
@@ -400,12 +425,20 @@ fn cold_apply(r: &mut Run, a: &Host, repo: &Repo, rendered: &BTreeMap<String, Ve
     let failed = a.units_in("failed");
     let ok = t.ok() && missing == 0 && failed.is_empty();
     if rep == 0 || !ok {
-        r.check(format!("N={n} cold apply: exit 0, all {} timers and services active, none failed", want.len()), ok, if ok { String::new() } else { format!("{}; {missing} not active, {} failed", t.why(), failed.len()) });
+        r.check(
+            format!("N={n} cold apply: exit 0, all {} timers and services active, none failed", want.len()),
+            ok,
+            if ok { String::new() } else { format!("{}; {missing} not active, {} failed", t.why(), failed.len()) },
+        );
     }
     let contents = a.unit_contents();
     let same = contents == *rendered;
     if rep == 0 || !same {
-        r.check(format!("N={n} cold apply wrote the {} unit files `render` prints, byte for byte", r.files), same, format!("{} written, {} differ from render", contents.len(), contents.iter().filter(|(k, v)| rendered.get(*k) != Some(v)).count()));
+        r.check(
+            format!("N={n} cold apply wrote the {} unit files `render` prints, byte for byte", r.files),
+            same,
+            format!("{} written, {} differ from render", contents.len(), contents.iter().filter(|(k, v)| rendered.get(*k) != Some(v)).count()),
+        );
     }
     if ok {
         r.cold_runs.push(t.took);
@@ -439,13 +472,25 @@ fn scenarios_fleetwright(r: &mut Run, a: &Host, repo: &Repo) {
     eprintln!("  same commit again: {}", runs(&r.again));
     r.check(format!("N={n} same commit again: exit 0 and \"Nothing to do\" ({} runs)", r.again.len()), nothing, "");
     let m2 = a.unit_mtimes();
-    r.check(format!("N={n} same commit again: no unit file written (all {} mtimes equal)", mtimes.len()), m2 == mtimes, format!("{} differ", m2.iter().filter(|(k, v)| mtimes.get(*k) != Some(v)).count()));
+    r.check(
+        format!("N={n} same commit again: no unit file written (all {} mtimes equal)", mtimes.len()),
+        m2 == mtimes,
+        format!("{} differ", m2.iter().filter(|(k, v)| mtimes.get(*k) != Some(v)).count()),
+    );
     let l2 = a.units_load_start();
     let reloaded = a.reloaded_since_armed();
-    r.check(format!("N={n} same commit again: no daemon-reload (the probe unit still has NeedDaemonReload=yes; UnitsLoadStartTimestampMonotonic unchanged)"), armed && !reloaded && l2 == loads, format!("probe armed {armed}, reloaded {reloaded}; {loads} → {l2}"));
+    r.check(
+        format!("N={n} same commit again: no daemon-reload (the probe unit still has NeedDaemonReload=yes; UnitsLoadStartTimestampMonotonic unchanged)"),
+        armed && !reloaded && l2 == loads,
+        format!("probe armed {armed}, reloaded {reloaded}; {loads} → {l2}"),
+    );
     let ids2 = a.invocation_ids(&sample);
     r.check(format!("N={n} same commit again: no restart ({} InvocationIDs unchanged)", ids.len()), ids2 == ids && ids.values().all(|v| !v.is_empty()), "");
-    r.check(format!("N={n} same commit again: inventory untouched"), std::fs::read(a.sb.host_path(format!("{STATE_DIR}/inventory.json"))).ok() == inventory, "");
+    r.check(
+        format!("N={n} same commit again: inventory untouched"),
+        std::fs::read(a.sb.host_path(format!("{STATE_DIR}/inventory.json"))).ok() == inventory,
+        "",
+    );
 
     let budget = Instant::now() + REPEAT_BUDGET;
     for _ in 0..3 {
@@ -479,15 +524,29 @@ fn scenarios_fleetwright(r: &mut Run, a: &Host, repo: &Repo) {
     let written: BTreeSet<String> = after.iter().filter(|(u, m)| before.get(*u) != Some(m)).map(|(u, _)| u.clone()).collect();
     let expected: BTreeSet<String> = fleet::unit_files(k).into_iter().collect();
     let only = written == expected && after.len() == before.len();
-    r.check(format!("N={n} one agent changed: only {}'s unit file written", fleet::name(k)), only, format!("written: {}", written.iter().take(5).cloned().collect::<Vec<_>>().join(", ")));
+    r.check(
+        format!("N={n} one agent changed: only {}'s unit file written", fleet::name(k)),
+        only,
+        format!("written: {}", written.iter().take(5).cloned().collect::<Vec<_>>().join(", ")),
+    );
     let restarted = a.invocation_ids(std::slice::from_ref(&changed_unit)) != id_k;
     let others = a.invocation_ids(&probe) == ids;
     let reloaded = a.reloaded_since_armed();
-    r.check(format!("N={n} one agent changed: {changed_unit} restarted, {} sampled others not, a daemon-reload done", probe.len()), restarted && others && armed && reloaded, format!("restarted {restarted}, others untouched {others}, probe armed {armed}, reloaded {reloaded}"));
+    r.check(
+        format!("N={n} one agent changed: {changed_unit} restarted, {} sampled others not, a daemon-reload done", probe.len()),
+        restarted && others && armed && reloaded,
+        format!("restarted {restarted}, others untouched {others}, probe armed {armed}, reloaded {reloaded}"),
+    );
     if loads == a.units_load_start() {
         r.note(format!("N={n}: UnitsLoadStartTimestampMonotonic did not move across the change's daemon-reload either ({loads}), so it cannot show the absence of a reload; the probe unit's NeedDaemonReload does"));
     }
-    r.changed = if t.ok() && only { M::Took(t.took) } else if t.out.is_none() { M::Skipped(format!("did not finish within {} s", limit().as_secs())) } else { M::Failed(t.took, t.why()) };
+    r.changed = if t.ok() && only {
+        M::Took(t.took)
+    } else if t.out.is_none() {
+        M::Skipped(format!("did not finish within {} s", limit().as_secs()))
+    } else {
+        M::Failed(t.took, t.why())
+    };
     // The floor of a change, on the same host with the whole fleet running: what systemd itself
     // takes to re-read the units and restart the one that changed.
     for _ in 0..3 {
@@ -508,7 +567,13 @@ fn scenarios_fleetwright(r: &mut Run, a: &Host, repo: &Repo) {
     let still = a.units_in("active").len();
     let ok = t.ok() && left == 0 && still == 0;
     r.check(format!("N={n} every agent removed: no agent-* file left, no agent-* unit active"), ok, format!("{left} files, {still} active units left"));
-    r.removed = if ok { M::Took(t.took) } else if t.out.is_none() { M::Skipped(format!("did not finish within {} s", limit().as_secs())) } else { M::Failed(t.took, t.why()) };
+    r.removed = if ok {
+        M::Took(t.took)
+    } else if t.out.is_none() {
+        M::Skipped(format!("did not finish within {} s", limit().as_secs()))
+    } else {
+        M::Failed(t.took, t.why())
+    };
     if !t.ok() {
         return;
     }
@@ -622,7 +687,11 @@ fn daemon(r: &mut Run, a: &Host, repo: &Repo, variants: &mut BTreeMap<usize, u32
         let rows: Vec<serde_json::Value> = a.reconciles().into_iter().filter(|row| id_of(row) > last_id).collect();
         r.daemon_reconciles.push(rows.len());
         if rows.len() > 1 {
-            let what: Vec<String> = rows.iter().rev().map(|row| format!("{}→{} ({} ms)", row["trigger"].as_str().unwrap_or("?"), row["result"].as_str().unwrap_or("?"), row["durationMs"])).collect();
+            let what: Vec<String> = rows
+                .iter()
+                .rev()
+                .map(|row| format!("{}→{} ({} ms)", row["trigger"].as_str().unwrap_or("?"), row["result"].as_str().unwrap_or("?"), row["durationMs"]))
+                .collect();
             r.note(format!("N={n}: daemon commit {} caused {} reconciles: {}", rep + 1, rows.len(), what.join(", ")));
         }
     }
@@ -653,7 +722,14 @@ fn daemon(r: &mut Run, a: &Host, repo: &Repo, variants: &mut BTreeMap<usize, u32
         r.idle_cpu = Some(Duration::from_secs_f64((a1 - a0) as f64 / hz));
     }
     r.idle_reconciles = Some(a.reconciles().len() - reconciles_before);
-    eprintln!("  daemon idle: RSS {:?} kB (peak {:?} kB), CPU {:?} in {} s, {:?} reconciles", r.rss_kb, r.hwm_kb, r.idle_cpu, IDLE.as_secs(), r.idle_reconciles);
+    eprintln!(
+        "  daemon idle: RSS {:?} kB (peak {:?} kB), CPU {:?} in {} s, {:?} reconciles",
+        r.rss_kb,
+        r.hwm_kb,
+        r.idle_cpu,
+        IDLE.as_secs(),
+        r.idle_reconciles
+    );
     // The sandbox's shutdown (by the caller) ends the daemon; then nsenter exits: reap it.
     std::thread::spawn(move || {
         let _ = child.wait();
@@ -754,7 +830,11 @@ fn table(results: &[Run]) -> Table {
     row("unit files / units started", &|r| format!("{} / {}", r.files, r.started), "");
     row("cold apply and floor repetitions (fresh sandboxes)", &|r| format!("{} / {}", r.cold_runs.len(), r.floor_runs.len()), "");
     row("cold apply (fleetwright; median, min–max)", &|r| if matches!(r.cold, M::Took(_)) { runs(&r.cold_runs) } else { r.cold.cell() }, "");
-    row("floor: write + daemon-reload + start", &|r| if r.floor_runs.is_empty() { r.floor_start.cell() } else { runs(&r.floor_runs.iter().map(|f| f[0] + f[1] + f[2]).collect::<Vec<_>>()) }, "");
+    row(
+        "floor: write + daemon-reload + start",
+        &|r| if r.floor_runs.is_empty() { r.floor_start.cell() } else { runs(&r.floor_runs.iter().map(|f| f[0] + f[1] + f[2]).collect::<Vec<_>>()) },
+        "",
+    );
     row("  floor: write files", &|r| r.floor_write.cell(), "");
     row("  floor: systemctl daemon-reload", &|r| r.floor_reload.cell(), "");
     row("  floor: systemctl start (one call)", &|r| r.floor_start.cell(), "");
@@ -764,7 +844,15 @@ fn table(results: &[Run]) -> Table {
     row("naive script (per agent: cp, daemon-reload, start)", &|r| r.naive.cell(), "");
     row("naive / cold apply", &|r| ratio(r.naive.secs(), r.cold.secs(), None), "");
     row("same commit again (median of up to 5, min–max)", &|r| runs(&r.again), "≤ 100 ms at N=1000");
-    row("  met?", &|r| median(&r.again).map(|m| format!("{} ({:.1}× target)", verdict(m <= Duration::from_millis(100)), m.as_secs_f64() / 0.1)).unwrap_or_else(|| "—".into()), "");
+    row(
+        "  met?",
+        &|r| {
+            median(&r.again)
+                .map(|m| format!("{} ({:.1}× target)", verdict(m <= Duration::from_millis(100)), m.as_secs_f64() / 0.1))
+                .unwrap_or_else(|| "—".into())
+        },
+        "",
+    );
     row("plan on the converged host (median of up to 3)", &|r| runs(&r.plan), "");
     row("render, no systemd (median of 3)", &|r| runs(&r.render), "");
     row("one agent changed (a service: rewrite, reload, restart)", &|r| r.changed.cell(), "");
@@ -774,11 +862,38 @@ fn table(results: &[Run]) -> Table {
     row("daemon: startup converge of the fleet (cold)", &|r| r.daemon_startup.cell(), "");
     row("daemon: commit → marker (median of up to 3, min–max)", &|r| runs(&r.daemon_marker), "< 1 s");
     row("  met?", &|r| median(&r.daemon_marker).map(|m| verdict(m < Duration::from_secs(1)).to_string()).unwrap_or_else(|| "—".into()), "");
-    row("  commit → marker / floor of a change", &|r| ratio(median(&r.daemon_marker).map(|d| d.as_secs_f64()), median(&r.change_floor).map(|d| d.as_secs_f64()), None), "");
+    row(
+        "  commit → marker / floor of a change",
+        &|r| ratio(median(&r.daemon_marker).map(|d| d.as_secs_f64()), median(&r.change_floor).map(|d| d.as_secs_f64()), None),
+        "",
+    );
     row("daemon: commit → reconcile recorded (incl. restart)", &|r| runs(&r.daemon_recorded), "");
-    row("daemon: its reconcile's own duration (history)", &|r| if r.daemon_reconcile_ms.is_empty() { "—".into() } else { let mut v = r.daemon_reconcile_ms.clone(); v.sort(); format!("{} ms", v[v.len() / 2]) }, "");
-    row("daemon: reconciles caused by each commit", &|r| if r.daemon_reconciles.is_empty() { "—".into() } else { r.daemon_reconciles.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ") }, "1");
-    row("daemon: RSS after 10 s idle (peak)", &|r| match (r.rss_kb, r.hwm_kb) { (Some(a), Some(p)) => format!("{:.1} MB ({:.1} MB) {}", a as f64 / 1024.0, p as f64 / 1024.0, verdict(a < 30 * 1024)), _ => "—".into() }, "< 30 MB");
+    row(
+        "daemon: its reconcile's own duration (history)",
+        &|r| {
+            if r.daemon_reconcile_ms.is_empty() {
+                "—".into()
+            } else {
+                let mut v = r.daemon_reconcile_ms.clone();
+                v.sort();
+                format!("{} ms", v[v.len() / 2])
+            }
+        },
+        "",
+    );
+    row(
+        "daemon: reconciles caused by each commit",
+        &|r| if r.daemon_reconciles.is_empty() { "—".into() } else { r.daemon_reconciles.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ") },
+        "1",
+    );
+    row(
+        "daemon: RSS after 10 s idle (peak)",
+        &|r| match (r.rss_kb, r.hwm_kb) {
+            (Some(a), Some(p)) => format!("{:.1} MB ({:.1} MB) {}", a as f64 / 1024.0, p as f64 / 1024.0, verdict(a < 30 * 1024)),
+            _ => "—".into(),
+        },
+        "< 30 MB",
+    );
     row("daemon: CPU time in 10 s idle", &|r| s(r.idle_cpu) + &r.idle_reconciles.map(|k| format!(" ({k} reconciles)")).unwrap_or_default(), "~0");
     row("nsenter + exec overhead in each time above", &|r| dur(r.nsenter), "");
     Table { header, rows }
@@ -786,11 +901,22 @@ fn table(results: &[Run]) -> Table {
 
 /// Why each failed measurement failed.
 fn failures(r: &Run) -> Vec<String> {
-    let all = [("cold apply", &r.cold), ("one agent changed", &r.changed), ("every agent removed", &r.removed), ("floor reload", &r.floor_reload), ("floor start", &r.floor_start), ("floor enable", &r.floor_enable), ("naive script", &r.naive), ("daemon startup", &r.daemon_startup)];
-    all.iter().filter_map(|(what, m)| match m {
-        M::Failed(_, why) => Some(format!("N={} {what} failed: {why}", r.n)),
-        _ => None,
-    }).collect()
+    let all = [
+        ("cold apply", &r.cold),
+        ("one agent changed", &r.changed),
+        ("every agent removed", &r.removed),
+        ("floor reload", &r.floor_reload),
+        ("floor start", &r.floor_start),
+        ("floor enable", &r.floor_enable),
+        ("naive script", &r.naive),
+        ("daemon startup", &r.daemon_startup),
+    ];
+    all.iter()
+        .filter_map(|(what, m)| match m {
+            M::Failed(_, why) => Some(format!("N={} {what} failed: {why}", r.n)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Every check, failure and note of the run, a line each: `  [✓] …` as text, `- ✓ …` as

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::host::{timed, BIN};
-use crate::report::{dur, median, runs, Table};
+use crate::host::{BIN, timed};
+use crate::report::{Table, dur, median, runs};
 
 /// What one ops scenario measured: table rows, and checks (what, held?, detail).
 pub struct Ops {
@@ -127,11 +127,18 @@ pub fn backup(mib: u64) -> Ops {
             let mut c = Command::new(BIN);
             c.args(["backup", "--keep-last", "1", "--sqlite"]).arg(&db).arg("--to").arg(&to);
             let t = timed(c, Duration::from_secs(1800));
-            let file = std::fs::read_dir(&to).ok().and_then(|mut d| d.find_map(|e| e.ok().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "sqlite" || x == "db"))));
+            let file = std::fs::read_dir(&to)
+                .ok()
+                .and_then(|mut d| d.find_map(|e| e.ok().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "sqlite" || x == "db"))));
             if !checked {
                 checked = true;
-                let ok = t.ok() && file.as_ref().is_some_and(|f| sql(&cli, f, "PRAGMA integrity_check") == "ok" && sql(&cli, f, "SELECT count(*) FROM t") == rows);
-                ops.check(format!("backup ({mode}): exit 0, the backup passes integrity_check and holds all {rows} rows"), ok, format!("{}; file {file:?}", t.why()));
+                let ok =
+                    t.ok() && file.as_ref().is_some_and(|f| sql(&cli, f, "PRAGMA integrity_check") == "ok" && sql(&cli, f, "SELECT count(*) FROM t") == rows);
+                ops.check(
+                    format!("backup ({mode}): exit 0, the backup passes integrity_check and holds all {rows} rows"),
+                    ok,
+                    format!("{}; file {file:?}", t.why()),
+                );
             }
             let _ = std::fs::remove_dir_all(&to);
             t.ok().then_some(t.took)
@@ -247,7 +254,14 @@ pub fn retention(files: usize) -> Ops {
             if !checked || !t.ok() || left != 0 {
                 checked = true;
                 let summary = t.stdout().lines().last().unwrap_or("").to_string();
-                ops.check(format!("logs-clean over {files} files in {groups} director{}: exit 0, every file removed and reported", if groups == 1 { "y" } else { "ies" }), t.ok() && left == 0 && summary.contains(&format!("removed {files} files")), format!("{}; {left} left; {summary}", t.why()));
+                ops.check(
+                    format!(
+                        "logs-clean over {files} files in {groups} director{}: exit 0, every file removed and reported",
+                        if groups == 1 { "y" } else { "ies" }
+                    ),
+                    t.ok() && left == 0 && summary.contains(&format!("removed {files} files")),
+                    format!("{}; {left} left; {summary}", t.why()),
+                );
             }
             let _ = std::fs::remove_dir_all(&root);
             t.ok().then_some(t.took)
@@ -269,7 +283,11 @@ pub fn retention(files: usize) -> Ops {
         };
         let (o, b) = alternate(&mut ours, base);
         eprintln!("  {groups} dir(s): logs-clean {}, find -delete {}", runs(&o), runs(&b));
-        let label = if groups == 1 { format!("retention: {files} files in one directory vs `find -delete`") } else { format!("retention: {files} files in {groups} directories (`*/logs`) vs `find -delete`") };
+        let label = if groups == 1 {
+            format!("retention: {files} files in one directory vs `find -delete`")
+        } else {
+            format!("retention: {files} files in {groups} directories (`*/logs`) vs `find -delete`")
+        };
         ops.row(&label, &o, &b, Some(1.5));
     }
     ops

@@ -49,11 +49,7 @@ pub fn runs(v: &[Duration]) -> String {
     let mut s = v.to_vec();
     s.sort();
     let med = s[s.len() / 2];
-    if s.len() == 1 {
-        dur(med)
-    } else {
-        format!("{} ({}–{})", dur(med), dur(s[0]), dur(s[s.len() - 1]))
-    }
+    if s.len() == 1 { dur(med) } else { format!("{} ({}–{})", dur(med), dur(s[0]), dur(s[s.len() - 1])) }
 }
 
 pub fn median(v: &[Duration]) -> Option<Duration> {
@@ -88,9 +84,8 @@ pub struct Table {
 impl Table {
     pub fn text(&self) -> String {
         let cols = self.header.len();
-        let width: Vec<usize> = (0..cols)
-            .map(|c| std::iter::once(&self.header).chain(&self.rows).map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
-            .collect();
+        let width: Vec<usize> =
+            (0..cols).map(|c| std::iter::once(&self.header).chain(&self.rows).map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0)).collect();
         let line = |r: &Vec<String>| {
             let mut s = String::new();
             for c in 0..cols {

@@ -100,7 +100,8 @@ fn a_commit_changing_one_agent_touches_only_that_agent() {
     }
     assert!(host.prop("agent-web.service", "Environment").contains("MODE=fast"));
     host.wait("web to see the new commit", 5, || std::fs::read_to_string(host.sb.host_path("/run/fw-test/web.commit")).is_ok_and(|s| s.trim() == c2));
-    let marker = |a: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(host.state_dir().join(format!("markers/{a}.json"))).unwrap()).unwrap() };
+    let marker =
+        |a: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(host.state_dir().join(format!("markers/{a}.json"))).unwrap()).unwrap() };
     assert_eq!(marker("web")["commit"], c2.as_str());
     assert_eq!(marker("bot")["commit"], c1.as_str(), "bot was not changed by c2");
     assert_eq!(marker("bot")["appliedCommit"], c2.as_str());
@@ -143,7 +144,12 @@ fn enablement_is_what_systemctl_enable_and_disable_would_leave() {
         assert_eq!(host.systemctl(&["is-enabled", u]), "enabled", "{u}");
         let link = host.unit_dir().join(format!("{target}.wants/{u}"));
         assert_eq!(std::fs::read_link(&link).unwrap(), std::path::Path::new("/etc/systemd/system").join(u), "{u}: the link systemctl would make");
-        assert!(host.systemctl(&["show", "-P", "Wants", target]).split_whitespace().any(|w| w == u), "{u}: the manager loaded the link: {} wants {}", target, host.systemctl(&["show", "-P", "Wants", target]));
+        assert!(
+            host.systemctl(&["show", "-P", "Wants", target]).split_whitespace().any(|w| w == u),
+            "{u}: the manager loaded the link: {} wants {}",
+            target,
+            host.systemctl(&["show", "-P", "Wants", target])
+        );
     }
     // Disabled by hand (systemctl's own disable): drift, and the next apply enables it again.
     host.systemctl(&["disable", "agent-web.service"]);
@@ -159,7 +165,11 @@ fn enablement_is_what_systemctl_enable_and_disable_would_leave() {
     assert!(std::fs::symlink_metadata(&theirs).is_ok());
     let other = host.unit_dir().join("graphical.target.wants/not-ours.service");
     std::os::unix::fs::symlink("/etc/systemd/system/not-ours.service", &other).unwrap();
-    files = files.into_iter().map(|(p, c)| if p == "jobs/tick.yaml" { (p, c.replace("name: tick\n", "name: tick\nenabled: false\n")) } else { (p, c) }).filter(|(p, _)| p != "agents/bot.yaml").collect();
+    files = files
+        .into_iter()
+        .map(|(p, c)| if p == "jobs/tick.yaml" { (p, c.replace("name: tick\n", "name: tick\nenabled: false\n")) } else { (p, c) })
+        .filter(|(p, _)| p != "agents/bot.yaml")
+        .collect();
     repo.commit(&refs(&files), "retire bot, switch tick off");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -182,7 +192,10 @@ fn an_invalid_commit_changes_nothing_and_says_why() {
     let inventory = std::fs::read(host.state_dir().join("inventory.json")).unwrap();
     // One good change and one broken document: the commit is rejected whole.
     files[1].1 = files[1].1.replace("the web", "the new web");
-    files.push(("jobs/broken.yaml".into(), "apiVersion: fleetwright/v1\nkind: Agent\nname: broken\nrun: {command: [sleep, '1']}\nschedule: {every: soon}\n".into()));
+    files.push((
+        "jobs/broken.yaml".into(),
+        "apiVersion: fleetwright/v1\nkind: Agent\nname: broken\nrun: {command: [sleep, '1']}\nschedule: {every: soon}\n".into(),
+    ));
     repo.commit(&refs(&files), "broken");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 1);
@@ -240,7 +253,10 @@ fn a_scheduled_run_in_progress_survives_a_deploy() {
 fn a_unit_that_fails_to_start_is_reported_with_its_journal() {
     let host = Host::boot();
     let repo = Repo::new();
-    let files = [("fleet.yaml", FLEET.to_string()), ("bad.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: bad\nrun: {command: [/usr/bin/does-not-exist-fw]}\nservice: {restart: no}\n".to_string())];
+    let files = [
+        ("fleet.yaml", FLEET.to_string()),
+        ("bad.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: bad\nrun: {command: [/usr/bin/does-not-exist-fw]}\nservice: {restart: no}\n".to_string()),
+    ];
     repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "bad");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 4, "applied, but a unit failed");
@@ -305,12 +321,19 @@ fn apply_sandbox_reports_a_missing_program_and_leaves_the_host_alone() {
         ("job.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: job-sbx\nrun: {command: [/bin/true], user: no-such-user-fw, workingDirectory: /srv/no-such-dir-fw, credentials: {key: /etc/no-such-secret-fw}}\nschedule: {calendar: daily}\n".to_string()),
     ];
     repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "one broken");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright")).args(["--host", "vps-1", "apply", "--sandbox", "--repo", repo.path().to_str().unwrap()]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright"))
+        .args(["--host", "vps-1", "apply", "--sandbox", "--repo", repo.path().to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = stderr(&out);
     assert_eq!(code(&out), 4, "{err}");
     assert!(err.contains("FAILED agent-broken-sbx.service"), "{err}");
     assert!(err.contains("missing: broken-sbx: ExecStart program /usr/local/bin/not-installed-fw does not exist"), "{err}");
-    for m in ["job-sbx: user no-such-user-fw does not exist", "job-sbx: workingDirectory /srv/no-such-dir-fw does not exist", "job-sbx: credential key (/etc/no-such-secret-fw) does not exist"] {
+    for m in [
+        "job-sbx: user no-such-user-fw does not exist",
+        "job-sbx: workingDirectory /srv/no-such-dir-fw does not exist",
+        "job-sbx: credential key (/etc/no-such-secret-fw) does not exist",
+    ] {
         assert!(err.contains(&format!("missing: {m}")), "{m}: {err}");
     }
     assert!(stdout(&out).contains("agent-fine-sbx") && stdout(&out).contains("This host's systemd and unit files were not changed"), "{}", stdout(&out));
@@ -343,7 +366,8 @@ fn apply_awaits_hundreds_of_jobs_without_stalling() {
     let repo = Repo::new();
     let mut files = vec![("fleet.yaml".to_string(), FLEET.to_string())];
     for i in 0..150 {
-        files.push((format!("svc/s{i:03}.yaml"), format!("apiVersion: fleetwright/v1\nkind: Agent\nname: s{i:03}\nrun: {{command: [/bin/sleep, '100000']}}\n")));
+        files
+            .push((format!("svc/s{i:03}.yaml"), format!("apiVersion: fleetwright/v1\nkind: Agent\nname: s{i:03}\nrun: {{command: [/bin/sleep, '100000']}}\n")));
         files.push((format!("job/j{i:03}.yaml"), job(&format!("j{i:03}"), "{every: 6h}", "true")));
     }
     repo.commit(&refs(&files), "300 agents");
@@ -361,7 +385,8 @@ fn apply_awaits_hundreds_of_jobs_without_stalling() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let left = host.systemctl(&["list-units", "--no-legend", "--plain", "--all", "agent-*"]);
     assert!(left.lines().all(|l| !l.contains(" active ")), "{left}");
-    let files: Vec<_> = std::fs::read_dir(host.unit_dir()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("agent-")).collect();
+    let files: Vec<_> =
+        std::fs::read_dir(host.unit_dir()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("agent-")).collect();
     assert!(files.is_empty(), "{} unit files left", files.len());
 }
 
@@ -369,9 +394,16 @@ fn apply_awaits_hundreds_of_jobs_without_stalling() {
 fn reload_watchdog_and_crash_loops_on_a_real_manager() {
     let host = Host::boot();
     let repo = Repo::new();
-    let agent = |name: &str, cmd: &str, extra: &str| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, '{cmd}']\n{extra}");
+    let agent =
+        |name: &str, cmd: &str, extra: &str| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, '{cmd}']\n{extra}");
     // Counts the SIGHUPs it gets; a reload must reach it without a restart.
-    let reloader = |env: &str| agent("reloader", "trap \"echo hup >> /srv/reloads\" HUP; while :; do sleep 0.1; done", &format!("  environment: {{V: \"{env}\"}}\nservice: {{onChange: reload}}\n"));
+    let reloader = |env: &str| {
+        agent(
+            "reloader",
+            "trap \"echo hup >> /srv/reloads\" HUP; while :; do sleep 0.1; done",
+            &format!("  environment: {{V: \"{env}\"}}\nservice: {{onChange: reload}}\n"),
+        )
+    };
     // Sends WATCHDOG=1 from a child process (systemd-notify), as a shell agent would.
     let pinger = agent("pinger", "while :; do systemd-notify WATCHDOG=1; sleep 0.2; done", "service: {watchdog: 1s}\n");
     // Never pings: the manager kills and restarts it.

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use fleetwright::desired::{desired, Desired};
+use fleetwright::desired::{Desired, desired};
 use fleetwright::inventory::Inventory;
 use fleetwright::plan::Observed;
 use fleetwright::render::{RenderCtx, Scope};

@@ -132,7 +132,11 @@ fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
     let secret = repo.dir.path().parent().unwrap().join(format!("secret-{}", std::process::id()));
     std::fs::write(&secret, "s3cret\n").unwrap();
     let url = format!("file://{}", repo.path().display());
-    let d = host.daemon(&url, &["--branch", "master", "--interval", "1h", "--resync", "1h", "--health-grace", "0s", "--webhook-secret-file", secret.to_str().unwrap()], &[]);
+    let d = host.daemon(
+        &url,
+        &["--branch", "master", "--interval", "1h", "--resync", "1h", "--health-grace", "0s", "--webhook-secret-file", secret.to_str().unwrap()],
+        &[],
+    );
     host.wait("the remote's first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     assert!(host.state_dir().join("cache").read_dir().unwrap().count() == 1, "fetched into a cache in the state directory");
     d.wait_http();
@@ -171,7 +175,14 @@ fn drift_is_repaired_and_reported() {
     host.wait("drift to be repaired", 15, || host.prop("agent-tick.timer", "ActiveState") == "active" && std::fs::read_to_string(&path).unwrap() == good);
     let drift = || -> String {
         let h = host.history();
-        h["reconciles"].as_array().unwrap().iter().filter(|r| r["result"] == "repaired").map(|r| r["drift"].as_str().unwrap().to_string()).collect::<Vec<_>>().join("; ")
+        h["reconciles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["result"] == "repaired")
+            .map(|r| r["drift"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
     };
     host.wait("both repairs in the history", 5, || drift().contains("agent-web.service") && drift().contains("agent-tick.timer"));
     let drift = drift();
@@ -184,13 +195,17 @@ fn a_crashing_deploy_is_rolled_back_and_not_retried() {
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet("service: {restart: always, restartSec: 200ms}\n"), "good");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "3s", "--resync", "1s"], &[]);
-    host.wait("the good commit", 20, || host.fw(&["history", "--json"]).stdout.windows(c1.len()).any(|w| w == c1.as_bytes()) && host.history()["lastGood"] == c1.as_str());
+    host.wait("the good commit", 20, || {
+        host.fw(&["history", "--json"]).stdout.windows(c1.len()).any(|w| w == c1.as_bytes()) && host.history()["lastGood"] == c1.as_str()
+    });
     let bad_web = "apiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun:\n  command: [/bin/sh, -c, 'echo crashing; exit 3']\nservice: {restart: always, restartSec: 200ms}\n".to_string();
     let mut files = fleet("");
     files[1].1 = bad_web;
     let c2 = commit(&repo, &files, "bad");
     host.wait("the rollback", 20, || host.history()["reconciles"].as_array().unwrap().iter().any(|r| r["result"] == "rolled-back"));
-    host.wait("the good definition to run again", 10, || host.prop("agent-web.service", "ActiveState") == "active" && host.prop("agent-web.service", "ExecStart").contains("sleep 100000"));
+    host.wait("the good definition to run again", 10, || {
+        host.prop("agent-web.service", "ActiveState") == "active" && host.prop("agent-web.service", "ExecStart").contains("sleep 100000")
+    });
     assert_eq!(host.marker_commit("web").as_deref(), Some(c1.as_str()));
     // Resyncs do not apply the bad commit again.
     std::thread::sleep(Duration::from_secs(3));
@@ -224,7 +239,9 @@ fn a_daemon_killed_mid_apply_converges_after_restart() {
     assert_eq!(inv["reloadPending"], true);
     drop(d);
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s"], &[]);
-    host.wait("convergence after the restart", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()) && host.prop("agent-web.service", "ActiveState") == "active");
+    host.wait("convergence after the restart", 15, || {
+        host.marker_commit("web").as_deref() == Some(c1.as_str()) && host.prop("agent-web.service", "ActiveState") == "active"
+    });
     host.wait("the timer", 5, || host.prop("agent-tick.timer", "ActiveState") == "active");
     let again = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
     assert_eq!(code(&again), 0, "converged: {}", stdout(&again));
@@ -238,7 +255,10 @@ fn the_shipped_unit_runs_the_daemon_hardened_with_notify_and_watchdog() {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/systemd/fleetwright.service")).unwrap();
     let exec = shipped.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
     let unit = shipped
-        .replace(exec, &format!("ExecStart={} --host vps-1 daemon --repo {} --no-listen --health-grace 0s", env!("CARGO_BIN_EXE_fleetwright"), repo.path().display()))
+        .replace(
+            exec,
+            &format!("ExecStart={} --host vps-1 daemon --repo {} --no-listen --health-grace 0s", env!("CARGO_BIN_EXE_fleetwright"), repo.path().display()),
+        )
         .replace("WatchdogSec=2min", "WatchdogSec=2s");
     std::fs::write(host.sb.host_path("/etc/systemd/system/fleetwright.service"), unit).unwrap();
     host.systemctl(&["daemon-reload"]);
@@ -274,12 +294,16 @@ fn sync_rollback_resume_and_notifications() {
                 let mut buf = vec![0u8; 65536];
                 let mut got = Vec::new();
                 while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 { break }
+                    if n == 0 {
+                        break;
+                    }
                     got.extend_from_slice(&buf[..n]);
                     if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
                         let head = String::from_utf8_lossy(&got[..i]).to_lowercase();
                         let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-                        if got.len() >= i + 4 + len { break }
+                        if got.len() >= i + 4 + len {
+                            break;
+                        }
                     }
                 }
                 let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
@@ -321,7 +345,13 @@ fn force_pushes_and_unsigned_commits_are_refused() {
     host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     // Rewrite history: a new root commit replaces the branch.
     let git = |args: &[&str]| {
-        let o = std::process::Command::new("git").arg("-C").arg(repo.path()).args(["-c", "user.name=t", "-c", "user.email=t@example.com"]).args(args).output().unwrap();
+        let o = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
@@ -350,9 +380,13 @@ fn signed_commit_mode_applies_only_signed_commits() {
     let signers = keys.path().join("allowed_signers");
     std::fs::write(&signers, format!("ops@example.com {}", public.trim())).unwrap();
     let git = |args: &[&str]| {
-        let o = std::process::Command::new("git").arg("-C").arg(repo.path())
+        let o = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
             .args(["-c", "user.name=ops", "-c", "user.email=ops@example.com", "-c", "gpg.format=ssh", "-c", &format!("user.signingkey={}", key.display())])
-            .args(args).output().unwrap();
+            .args(args)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     };
     let write = |desc: &str| {

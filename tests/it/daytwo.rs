@@ -1,6 +1,5 @@
 //! Day-two operations in a real systemd: concurrency caps, heartbeats, health checks, journal.
 
-
 use crate::real::*;
 
 fn group_job(name: &str, when_full: &str, limit: u32, secs: f64) -> String {
@@ -85,7 +84,9 @@ fn five_runs_of_a_group_with_limit_two_never_overlap_more_than_two() {
     let fired: Vec<String> = JOBS.iter().map(|u| host.prop(u, "ExecMainExitTimestampMonotonic")).collect();
     commit_all(&repo, &five("wait", 2, 1.0, 8));
     assert_eq!(code(&host.apply(&repo)), 0);
-    host.wait("the second firing", 40, || JOBS.iter().zip(&fired).all(|(u, f)| host.prop(u, "ExecMainExitTimestampMonotonic") != *f && host.prop(u, "ActiveState") == "inactive"));
+    host.wait("the second firing", 40, || {
+        JOBS.iter().zip(&fired).all(|(u, f)| host.prop(u, "ExecMainExitTimestampMonotonic") != *f && host.prop(u, "ActiveState") == "inactive")
+    });
     let log = std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).unwrap();
     let (max, runs) = max_overlap(&log);
     assert_eq!(runs, 5, "{log}");
@@ -97,7 +98,11 @@ fn five_runs_of_a_group_with_limit_two_never_overlap_more_than_two() {
 fn a_slot_is_released_when_its_run_is_killed() {
     let host = Host::boot();
     let repo = Repo::new();
-    let files = vec![("fleet.yaml".to_string(), FLEET.to_string()), ("a.yaml".into(), group_job("hog", "skip", 1, 1000.0)), ("b.yaml".into(), group_job("next", "skip", 1, 0.1))];
+    let files = vec![
+        ("fleet.yaml".to_string(), FLEET.to_string()),
+        ("a.yaml".into(), group_job("hog", "skip", 1, 1000.0)),
+        ("b.yaml".into(), group_job("next", "skip", 1, 0.1)),
+    ];
     commit_all(&repo, &files);
     assert_eq!(code(&host.apply(&repo)), 0);
     host.systemctl(&["start", "--no-block", "agent-hog.service"]);
@@ -107,7 +112,9 @@ fn a_slot_is_released_when_its_run_is_killed() {
     host.systemctl(&["kill", "--signal=KILL", "agent-hog.service"]);
     host.wait("the hog to die", 10, || host.prop("agent-hog.service", "ActiveState") != "activating");
     host.systemctl(&["start", "agent-next.service"]);
-    host.wait("next to run", 10, || std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).is_ok_and(|l| l.lines().any(|x| x.starts_with("end") && x.ends_with(" next"))));
+    host.wait("next to run", 10, || {
+        std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).is_ok_and(|l| l.lines().any(|x| x.starts_with("end") && x.ends_with(" next")))
+    });
 }
 
 #[test]
@@ -158,7 +165,11 @@ fn a_failing_health_check_keeps_the_old_version_running() {
     // directory to a user other than root, for the service itself as much as for the check.)
     std::fs::write(host.sb.host_path("/srv/tok"), "secret").unwrap();
     std::fs::write(host.sb.host_path("/tmp/host-only"), "").unwrap();
-    let agent = |v: &str| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: checked\nrun:\n  command: [/bin/sh, -c, 'echo {v}; exec sleep 100000']\n  user: agent\n  environment: {{WANT: /run/fw-test/ok}}\n  credentials: {{tok: /srv/tok}}\nhardening: {{privateTmp: true}}\nhealth: {{check: [/bin/sh, -c, 'echo checking as $(id -un); test \"$(id -un)\" = agent && test -n \"$CREDENTIALS_DIRECTORY\" && test ! -e /tmp/host-only && test -e \"$WANT\"']}}\n");
+    let agent = |v: &str| {
+        format!(
+            "apiVersion: fleetwright/v1\nkind: Agent\nname: checked\nrun:\n  command: [/bin/sh, -c, 'echo {v}; exec sleep 100000']\n  user: agent\n  environment: {{WANT: /run/fw-test/ok}}\n  credentials: {{tok: /srv/tok}}\nhardening: {{privateTmp: true}}\nhealth: {{check: [/bin/sh, -c, 'echo checking as $(id -un); test \"$(id -un)\" = agent && test -n \"$CREDENTIALS_DIRECTORY\" && test ! -e /tmp/host-only && test -e \"$WANT\"']}}\n"
+        )
+    };
     repo.commit(&[("fleet.yaml", FLEET), ("c.yaml", &agent("v1"))], "v1");
     assert_eq!(code(&host.apply(&repo)), 0);
     let first = host.prop("agent-checked.service", "InvocationID");
@@ -290,7 +301,11 @@ logs:
     assert!(stdout(&out).contains("the replaced database is kept at"), "{}", stdout(&out));
     assert_ne!(host.prop("agent-store.service", "InvocationID"), before, "restarted");
     assert_eq!(host.prop("agent-store.service", "ActiveState"), "active");
-    let kept = std::fs::read_dir(host.sb.host_path("/srv/fw-store")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("replaced")).count();
+    let kept = std::fs::read_dir(host.sb.host_path("/srv/fw-store"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("replaced"))
+        .count();
     assert!(kept >= 1, "the replaced database is kept");
     // The live database is now the backup: the restarted writer (counting from 1 again)
     // writes its first row right after the backup's last one. In the replaced database that
@@ -306,7 +321,12 @@ logs:
     }
     host.systemctl(&["start", "agent-store.logs.service"]);
     assert_eq!(host.prop("agent-store.logs.service", "Result"), "success", "{}", host.sb.journal("agent-store.logs.service"));
-    let mut logs: Vec<String> = std::fs::read_dir(host.sb.host_path("/srv/fw-store")).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.ends_with(".log")).collect();
+    let mut logs: Vec<String> = std::fs::read_dir(host.sb.host_path("/srv/fw-store"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
     logs.sort();
     assert_eq!(logs, ["agent-3.log", "agent-4.log"]);
 }
@@ -330,7 +350,11 @@ fn a_failed_backup_is_a_failed_unit_visible_in_status() {
 fn success_exit_codes_count_as_success() {
     let host = Host::boot();
     let repo = Repo::new();
-    let agent = |codes: &str| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: noop\nrun:\n  command: [/bin/sh, -c, 'echo nothing to do; exit 75']\n{codes}schedule: {{calendar: hourly}}\n");
+    let agent = |codes: &str| {
+        format!(
+            "apiVersion: fleetwright/v1\nkind: Agent\nname: noop\nrun:\n  command: [/bin/sh, -c, 'echo nothing to do; exit 75']\n{codes}schedule: {{calendar: hourly}}\n"
+        )
+    };
     repo.commit(&[("fleet.yaml", FLEET), ("noop.yaml", &agent("  successExitCodes: [75]\n"))], "75 ok");
     assert_eq!(code(&host.apply(&repo)), 0);
     host.systemctl(&["start", "agent-noop.service"]);
@@ -341,7 +365,6 @@ fn success_exit_codes_count_as_success() {
     host.systemctl(&["start", "agent-noop.service"]);
     assert_eq!(host.prop("agent-noop.service", "Result"), "exit-code");
 }
-
 
 #[test]
 fn log_retention_as_a_unit_keeps_what_it_should_and_never_follows_a_symlink() {
@@ -391,7 +414,8 @@ fn log_retention_as_a_unit_keeps_what_it_should_and_never_follows_a_symlink() {
     let journal = host.sb.journal("agent-groups.logs.service");
     assert_eq!(host.prop("agent-groups.logs.service", "Result"), "success", "{journal}");
     for g in ["g1", "g2"] {
-        let mut left: Vec<String> = std::fs::read_dir(p(&format!("groups/{g}/logs"))).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        let mut left: Vec<String> =
+            std::fs::read_dir(p(&format!("groups/{g}/logs"))).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
         left.sort();
         // Older than 7 days: gone; of the rest, the newest 3 stay. The link, the directory
         // and the unmatched file are left alone.

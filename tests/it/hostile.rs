@@ -44,80 +44,244 @@ fn cases() -> Vec<(&'static str, String, Want)> {
         ("name with a slash", agent("name: a/b\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:3:7: invalid name \"a/b\"")),
         ("name that is ..", agent("name: ..\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:3:7: invalid name \"..\"")),
         ("name with ../", agent("name: ../../etc/passwd\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:3:7: invalid name \"../../etc/passwd\"")),
-        ("name in uppercase", agent("name: Outreach\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:3:7: invalid name \"Outreach\": use 1 to 63 lowercase letters, digits and '-', starting with a letter or digit (like \"outreach\")")),
+        (
+            "name in uppercase",
+            agent("name: Outreach\nrun: {command: [/bin/true], user: agent}\n"),
+            Err("h.yaml:3:7: invalid name \"Outreach\": use 1 to 63 lowercase letters, digits and '-', starting with a letter or digit (like \"outreach\")"),
+        ),
         ("name of 64 characters", agent(&format!("name: {long}\nrun: {{command: [/bin/true], user: agent}}\n")), Err("h.yaml:3:7: invalid name \"aaaa")),
         ("name of 63 characters", agent(&format!("name: {}\nrun: {{command: [/bin/true], user: agent}}\n", &long[..63])), Ok),
-        ("name with a dot (helper units use dots)", agent("name: a.logs\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:3:7: invalid name \"a.logs\"")),
+        (
+            "name with a dot (helper units use dots)",
+            agent("name: a.logs\nrun: {command: [/bin/true], user: agent}\n"),
+            Err("h.yaml:3:7: invalid name \"a.logs\""),
+        ),
         ("name that is a number", agent("name: 42\nrun: {command: [/bin/true], user: agent}\n"), Ok),
-        ("name that is a list", agent("name: [a]\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:3:7: name: invalid type: sequence, expected a string")),
+        (
+            "name that is a list",
+            agent("name: [a]\nrun: {command: [/bin/true], user: agent}\n"),
+            Err("h.yaml:3:7: name: invalid type: sequence, expected a string"),
+        ),
         // Paths escaping their directory, or not paths at all.
         ("workingDirectory with ..", run_with(", workingDirectory: /srv/../etc"), Err("h.yaml:4:60: workingDirectory: path \"/srv/../etc\" contains '..'")),
         ("workingDirectory relative", run_with(", workingDirectory: srv/x"), Err("h.yaml:4:60: workingDirectory: path \"srv/x\" is not absolute")),
         ("workingDirectory with ~", run_with(", workingDirectory: ~/x"), Err("h.yaml:4:60: workingDirectory: path \"~/x\" is not absolute")),
         ("workingDirectory ~ alone (null)", run_with(", workingDirectory: \"~\""), Err("h.yaml:4:60: workingDirectory: path \"~\" is not absolute")),
         ("environmentFile relative", run_with(", environmentFile: ../env"), Err("h.yaml:4:59: environmentFile: path \"../env\" is not absolute")),
-        ("credential path with ..", run_with(", credentials: {tok: /etc/creds/../shadow}"), Err("h.yaml:4:61: tok: path \"/etc/creds/../shadow\" contains '..'")),
-        ("readWritePaths with ..", agent("name: x\nrun: {command: [/bin/true], user: agent}\nhardening: {readWritePaths: [/srv/x/../../]}\n"), Err("h.yaml:5:30: readWritePaths: path \"/srv/x/../../\" contains '..'")),
-        ("logs path with ..", agent("name: x\nrun: {command: [/bin/true], user: agent}\nlogs: [{path: /srv/x/../.., maxAge: 1d}]\n"), Err("h.yaml:5:15: path: path \"/srv/x/../..\" contains '..'")),
-        ("logs path at the root", agent("name: x\nrun: {command: [/bin/true], user: agent}\nlogs: [{path: /, maxAge: 1d}]\n"), Err("h.yaml:5:15: path: \"/\" is too close to the root")),
-        ("logs match with a slash", agent("name: x\nrun: {command: [/bin/true], user: agent}\nlogs: [{path: /srv/x/logs, match: ../*, maxAge: 1d}]\n"), Err("h.yaml:5:35: match: a glob on file names, without '/'")),
-        ("backup target with ~", agent("name: x\nrun: {command: [/bin/true], user: agent}\nbackups: [{sqlite: /srv/x/db, to: ~/b}]\n"), Err("h.yaml:5:35: to: path \"~/b\" is not absolute")),
-        ("heartbeat file relative", agent("name: x\nrun: {command: [/bin/true], user: agent}\nhealth: {heartbeat: {file: hb, maxAge: 1m}}\n"), Err("h.yaml:5:28: file: path \"hb\" is not absolute")),
+        (
+            "credential path with ..",
+            run_with(", credentials: {tok: /etc/creds/../shadow}"),
+            Err("h.yaml:4:61: tok: path \"/etc/creds/../shadow\" contains '..'"),
+        ),
+        (
+            "readWritePaths with ..",
+            agent("name: x\nrun: {command: [/bin/true], user: agent}\nhardening: {readWritePaths: [/srv/x/../../]}\n"),
+            Err("h.yaml:5:30: readWritePaths: path \"/srv/x/../../\" contains '..'"),
+        ),
+        (
+            "logs path with ..",
+            agent("name: x\nrun: {command: [/bin/true], user: agent}\nlogs: [{path: /srv/x/../.., maxAge: 1d}]\n"),
+            Err("h.yaml:5:15: path: path \"/srv/x/../..\" contains '..'"),
+        ),
+        (
+            "logs path at the root",
+            agent("name: x\nrun: {command: [/bin/true], user: agent}\nlogs: [{path: /, maxAge: 1d}]\n"),
+            Err("h.yaml:5:15: path: \"/\" is too close to the root"),
+        ),
+        (
+            "logs match with a slash",
+            agent("name: x\nrun: {command: [/bin/true], user: agent}\nlogs: [{path: /srv/x/logs, match: ../*, maxAge: 1d}]\n"),
+            Err("h.yaml:5:35: match: a glob on file names, without '/'"),
+        ),
+        (
+            "backup target with ~",
+            agent("name: x\nrun: {command: [/bin/true], user: agent}\nbackups: [{sqlite: /srv/x/db, to: ~/b}]\n"),
+            Err("h.yaml:5:35: to: path \"~/b\" is not absolute"),
+        ),
+        (
+            "heartbeat file relative",
+            agent("name: x\nrun: {command: [/bin/true], user: agent}\nhealth: {heartbeat: {file: hb, maxAge: 1m}}\n"),
+            Err("h.yaml:5:28: file: path \"hb\" is not absolute"),
+        ),
         ("program relative", agent("name: x\nrun: {command: [bin/sh], user: agent}\n"), Err("h.yaml:4:17: the program \"bin/sh\" must be an absolute path")),
-        ("program by name", agent("name: x\nrun: {command: [sh, -c, id], user: agent}\n"), Err("h.yaml:4:17: the program \"sh\" must be an absolute path (there is no shell and no PATH lookup), like /usr/bin/sh")),
+        (
+            "program by name",
+            agent("name: x\nrun: {command: [sh, -c, id], user: agent}\n"),
+            Err("h.yaml:4:17: the program \"sh\" must be an absolute path (there is no shell and no PATH lookup), like /usr/bin/sh"),
+        ),
         ("program with ..", agent("name: x\nrun: {command: [/usr/../bin/sh], user: agent}\n"), Err("h.yaml:4:17: path \"/usr/../bin/sh\" contains '..'")),
         ("command empty", agent("name: x\nrun: {command: [], user: agent}\n"), Err("h.yaml:4:16: run.command is empty")),
         // Unit injection: a newline (or any control character) in a value would add directives.
-        ("description injecting a section", agent("name: x\ndescription: \"a\\n[Service]\\nExecStartPre=/bin/sh\"\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:4:14: description contains the control character '\\n'")),
-        ("description with a carriage return", agent("name: x\ndescription: \"a\\rExecStartPre=/bin/sh\"\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:4:14: description contains the control character '\\r'")),
-        ("description with NUL", agent("name: x\ndescription: \"a\\0b\"\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:4:14: description contains the control character '\\0'")),
-        ("description with NEL (U+0085)", agent("name: x\ndescription: \"a\\Nb\"\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:4:14: description contains the control character '\\u{85}'")),
-        ("description in a block scalar", agent("name: x\ndescription: |\n  one\n  ExecStartPre=/bin/sh\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:5:3: description contains the control character '\\n'")),
-        ("environment value injecting", run_with(", environment: {A: \"1\\nExecStartPre=/bin/sh\"}"), Err("h.yaml:4:59: environment value of A contains the control character '\\n'")),
-        ("environment name injecting", run_with(", environment: {\"A\\nExecStartPre\": /bin/sh}"), Err("h.yaml:4:56: environment variable name \"A\\nExecStartPre\" is invalid")),
+        (
+            "description injecting a section",
+            agent("name: x\ndescription: \"a\\n[Service]\\nExecStartPre=/bin/sh\"\nrun: {command: [/bin/true], user: agent}\n"),
+            Err("h.yaml:4:14: description contains the control character '\\n'"),
+        ),
+        (
+            "description with a carriage return",
+            agent("name: x\ndescription: \"a\\rExecStartPre=/bin/sh\"\nrun: {command: [/bin/true], user: agent}\n"),
+            Err("h.yaml:4:14: description contains the control character '\\r'"),
+        ),
+        (
+            "description with NUL",
+            agent("name: x\ndescription: \"a\\0b\"\nrun: {command: [/bin/true], user: agent}\n"),
+            Err("h.yaml:4:14: description contains the control character '\\0'"),
+        ),
+        (
+            "description with NEL (U+0085)",
+            agent("name: x\ndescription: \"a\\Nb\"\nrun: {command: [/bin/true], user: agent}\n"),
+            Err("h.yaml:4:14: description contains the control character '\\u{85}'"),
+        ),
+        (
+            "description in a block scalar",
+            agent("name: x\ndescription: |\n  one\n  ExecStartPre=/bin/sh\nrun: {command: [/bin/true], user: agent}\n"),
+            Err("h.yaml:5:3: description contains the control character '\\n'"),
+        ),
+        (
+            "environment value injecting",
+            run_with(", environment: {A: \"1\\nExecStartPre=/bin/sh\"}"),
+            Err("h.yaml:4:59: environment value of A contains the control character '\\n'"),
+        ),
+        (
+            "environment name injecting",
+            run_with(", environment: {\"A\\nExecStartPre\": /bin/sh}"),
+            Err("h.yaml:4:56: environment variable name \"A\\nExecStartPre\" is invalid"),
+        ),
         ("environment name with =", run_with(", environment: {\"A=B\": c}"), Err("h.yaml:4:56: environment variable name \"A=B\" is invalid")),
-        ("command argument injecting", agent("name: x\nrun: {command: [/bin/true, \"a\\nExecStartPre=/bin/sh\"], user: agent}\n"), Err("h.yaml:4:28: argument contains the control character '\\n'")),
-        ("program injecting", agent("name: x\nrun: {command: [\"/bin/true\\nExecStartPre=/bin/sh\"], user: agent}\n"), Err("h.yaml:4:17: path \"/bin/true\\nExecStartPre=/bin/sh\" contains the control character '\\n'")),
-        ("credential name injecting", run_with(", credentials: {\"t\\nExecStartPre=/bin/sh\": /etc/t}"), Err("h.yaml:4:83: credential name \"t\\nExecStartPre=/bin/sh\" is invalid")),
+        (
+            "command argument injecting",
+            agent("name: x\nrun: {command: [/bin/true, \"a\\nExecStartPre=/bin/sh\"], user: agent}\n"),
+            Err("h.yaml:4:28: argument contains the control character '\\n'"),
+        ),
+        (
+            "program injecting",
+            agent("name: x\nrun: {command: [\"/bin/true\\nExecStartPre=/bin/sh\"], user: agent}\n"),
+            Err("h.yaml:4:17: path \"/bin/true\\nExecStartPre=/bin/sh\" contains the control character '\\n'"),
+        ),
+        (
+            "credential name injecting",
+            run_with(", credentials: {\"t\\nExecStartPre=/bin/sh\": /etc/t}"),
+            Err("h.yaml:4:83: credential name \"t\\nExecStartPre=/bin/sh\" is invalid"),
+        ),
         ("credential name with a colon", run_with(", credentials: {\"a:b\": /etc/t}"), Err("h.yaml:4:63: credential name \"a:b\" is invalid")),
-        ("credential path injecting", run_with(", credentials: {tok: \"/etc/t\\n[Service]\"}"), Err("h.yaml:4:61: tok: path \"/etc/t\\n[Service]\" contains the control character '\\n'")),
-        ("workingDirectory injecting", run_with(", workingDirectory: \"/srv/x\\nUser=root\""), Err("h.yaml:4:60: workingDirectory: path \"/srv/x\\nUser=root\" contains the control character '\\n'")),
-        ("user injecting", agent("name: x\nrun: {command: [/bin/true], user: \"agent\\nUser=root\"}\n"), Err("h.yaml:4:35: user: invalid user or group name \"agent\\nUser=root\"")),
+        (
+            "credential path injecting",
+            run_with(", credentials: {tok: \"/etc/t\\n[Service]\"}"),
+            Err("h.yaml:4:61: tok: path \"/etc/t\\n[Service]\" contains the control character '\\n'"),
+        ),
+        (
+            "workingDirectory injecting",
+            run_with(", workingDirectory: \"/srv/x\\nUser=root\""),
+            Err("h.yaml:4:60: workingDirectory: path \"/srv/x\\nUser=root\" contains the control character '\\n'"),
+        ),
+        (
+            "user injecting",
+            agent("name: x\nrun: {command: [/bin/true], user: \"agent\\nUser=root\"}\n"),
+            Err("h.yaml:4:35: user: invalid user or group name \"agent\\nUser=root\""),
+        ),
         ("group injecting", run_with(", group: \"g\\nUser=root\""), Err("h.yaml:4:49: group: invalid user or group name \"g\\nUser=root\"")),
-        ("OnCalendar injecting", agent("name: x\nrun: {command: [/bin/true], user: agent}\nschedule: {calendar: \"daily\\nExecStartPre=/bin/sh\"}\n"), Err("h.yaml:5:22: calendar: invalid OnCalendar expression \"daily\\nExecStartPre=/bin/sh\": contains the control character '\\n'")),
-        ("cron injecting", agent("name: x\nrun: {command: [/bin/true], user: agent}\nschedule: {cron: \"0 0 * * *\\nExecStartPre=/bin/sh\"}\n"), Err("h.yaml:5:18: cron:")),
-        ("concurrency group injecting", agent("name: x\nrun: {command: [/bin/true], user: agent}\nconcurrency: {group: \"g\\n[Service]\", limit: 1}\n"), Err("h.yaml:5:22: concurrency.group \"g\\n[Service]\" is invalid")),
-        ("logs match injecting", agent("name: x\nrun: {command: [/bin/true], user: agent}\nlogs: [{path: /srv/x/logs, match: \"*\\n[Service]\", maxAge: 1d}]\n"), Err("h.yaml:5:35: match: a glob on file names")),
-        ("health check argument injecting", agent("name: x\nrun: {command: [/bin/true], user: agent}\nhealth: {check: [/bin/true, \"\\n[Service]\"]}\n"), Err("h.yaml:5:29: argument contains the control character '\\n'")),
-        ("unitPrefix injecting", "apiVersion: fleetwright/v1\nkind: Fleet\nunitPrefix: \"a\\n[Service]\"\n".to_string(), Err("h.yaml:3:13: invalid unitPrefix \"a\\n[Service]\"")),
+        (
+            "OnCalendar injecting",
+            agent("name: x\nrun: {command: [/bin/true], user: agent}\nschedule: {calendar: \"daily\\nExecStartPre=/bin/sh\"}\n"),
+            Err("h.yaml:5:22: calendar: invalid OnCalendar expression \"daily\\nExecStartPre=/bin/sh\": contains the control character '\\n'"),
+        ),
+        (
+            "cron injecting",
+            agent("name: x\nrun: {command: [/bin/true], user: agent}\nschedule: {cron: \"0 0 * * *\\nExecStartPre=/bin/sh\"}\n"),
+            Err("h.yaml:5:18: cron:"),
+        ),
+        (
+            "concurrency group injecting",
+            agent("name: x\nrun: {command: [/bin/true], user: agent}\nconcurrency: {group: \"g\\n[Service]\", limit: 1}\n"),
+            Err("h.yaml:5:22: concurrency.group \"g\\n[Service]\" is invalid"),
+        ),
+        (
+            "logs match injecting",
+            agent("name: x\nrun: {command: [/bin/true], user: agent}\nlogs: [{path: /srv/x/logs, match: \"*\\n[Service]\", maxAge: 1d}]\n"),
+            Err("h.yaml:5:35: match: a glob on file names"),
+        ),
+        (
+            "health check argument injecting",
+            agent("name: x\nrun: {command: [/bin/true], user: agent}\nhealth: {check: [/bin/true, \"\\n[Service]\"]}\n"),
+            Err("h.yaml:5:29: argument contains the control character '\\n'"),
+        ),
+        (
+            "unitPrefix injecting",
+            "apiVersion: fleetwright/v1\nkind: Fleet\nunitPrefix: \"a\\n[Service]\"\n".to_string(),
+            Err("h.yaml:3:13: invalid unitPrefix \"a\\n[Service]\""),
+        ),
         ("unitPrefix with a slash", "apiVersion: fleetwright/v1\nkind: Fleet\nunitPrefix: ../\n".to_string(), Err("h.yaml:3:13: invalid unitPrefix \"../\"")),
-        ("host name injecting", "apiVersion: fleetwright/v1\nkind: Fleet\nhosts: {\"vps\\n1\": {}}\n".to_string(), Err("h.yaml:3:19: invalid host name \"vps\\n1\"")),
-        ("after injecting", agent("name: x\nrun: {command: [/bin/true], user: agent}\nafter: [\"y.service\\n[Service]\"]\n"), Err("h.yaml:5:9: `after` names \"y.service\\n[Service]\", which is not an agent of this fleet")),
+        (
+            "host name injecting",
+            "apiVersion: fleetwright/v1\nkind: Fleet\nhosts: {\"vps\\n1\": {}}\n".to_string(),
+            Err("h.yaml:3:19: invalid host name \"vps\\n1\""),
+        ),
+        (
+            "after injecting",
+            agent("name: x\nrun: {command: [/bin/true], user: agent}\nafter: [\"y.service\\n[Service]\"]\n"),
+            Err("h.yaml:5:9: `after` names \"y.service\\n[Service]\", which is not an agent of this fleet"),
+        ),
         // A trailing backslash continues a unit line onto the next (found by reasoning about what
         // spec_render checks, see docs/fuzzing.md): `WorkingDirectory=/srv/x\` swallowed `User=`.
-        ("workingDirectory ending in a backslash", run_with(", workingDirectory: /srv/x\\"), Err("h.yaml:4:60: workingDirectory: path \"/srv/x\\\\\" ends with '\\', which systemd reads as a line continuation")),
-        ("description ending in a backslash", agent("name: x\ndescription: ends in \\\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:4:14: description ends with '\\', which systemd reads as a line continuation")),
-        ("environmentFile ending in a backslash", run_with(", environmentFile: /etc/env\\"), Err("h.yaml:4:59: environmentFile: path \"/etc/env\\\\\" ends with '\\'")),
+        (
+            "workingDirectory ending in a backslash",
+            run_with(", workingDirectory: /srv/x\\"),
+            Err("h.yaml:4:60: workingDirectory: path \"/srv/x\\\\\" ends with '\\', which systemd reads as a line continuation"),
+        ),
+        (
+            "description ending in a backslash",
+            agent("name: x\ndescription: ends in \\\nrun: {command: [/bin/true], user: agent}\n"),
+            Err("h.yaml:4:14: description ends with '\\', which systemd reads as a line continuation"),
+        ),
+        (
+            "environmentFile ending in a backslash",
+            run_with(", environmentFile: /etc/env\\"),
+            Err("h.yaml:4:59: environmentFile: path \"/etc/env\\\\\" ends with '\\'"),
+        ),
         ("credential path ending in a backslash", run_with(", credentials: {tok: /etc/tok\\}"), Err("h.yaml:4:61: tok: path \"/etc/tok\\\\\" ends with '\\'")),
         ("argument ending in a backslash (quoted, fine)", agent("name: x\nrun: {command: [/bin/echo, a\\], user: agent}\n"), Ok),
         // Broken YAML and structure.
         ("unclosed flow sequence", "a: [1, 2\nb: c\n".to_string(), Err("h.yaml:2:2: YAML syntax error")),
-        ("tab indentation", "apiVersion: fleetwright/v1\nkind: Agent\nrun:\n\tcommand: [/bin/true]\n".to_string(), Err("h.yaml:4:2: YAML syntax error: tabs disallowed")),
+        (
+            "tab indentation",
+            "apiVersion: fleetwright/v1\nkind: Agent\nrun:\n\tcommand: [/bin/true]\n".to_string(),
+            Err("h.yaml:4:2: YAML syntax error: tabs disallowed"),
+        ),
         ("a list at the top", "- apiVersion: fleetwright/v1\n".to_string(), Err("h.yaml:1:1: document has no apiVersion")),
         ("a scalar document", "hello\n".to_string(), Err("h.yaml:1:1: document has no apiVersion")),
         ("unknown apiVersion", "apiVersion: fleetwright/v2\nkind: Agent\n".to_string(), Err("h.yaml:1:13: unsupported apiVersion \"fleetwright/v2\"")),
         ("unknown kind", "apiVersion: fleetwright/v1\nkind: Agnet\n".to_string(), Err("h.yaml:2:7: unknown kind \"Agnet\"; did you mean `Agent`?")),
         ("kind as a list", "apiVersion: fleetwright/v1\nkind: [Agent]\n".to_string(), Err("h.yaml:1:1: document has no kind")),
-        ("a tag on a value (read as its text)", agent("name: !!binary aGVsbG8=\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:3:7: invalid name \"aGVsbG8=\"")),
+        (
+            "a tag on a value (read as its text)",
+            agent("name: !!binary aGVsbG8=\nrun: {command: [/bin/true], user: agent}\n"),
+            Err("h.yaml:3:7: invalid name \"aGVsbG8=\""),
+        ),
         ("exit code out of range", run_with(", successExitCodes: [256]"), Err("h.yaml:4:61: exit code 256 is out of range")),
-        ("a huge number", run_with(", successExitCodes: [99999999999999999999999]"), Err("h.yaml:4:61: run.successExitCodes[0]: invalid type: integer `99999999999999999999999` as u128, expected i64")),
+        (
+            "a huge number",
+            run_with(", successExitCodes: [99999999999999999999999]"),
+            Err("h.yaml:4:61: run.successExitCodes[0]: invalid type: integer `99999999999999999999999` as u128, expected i64"),
+        ),
         // Duplicate keys: YAML forbids them; silently taking one of the two would hide a mistake.
-        ("duplicate top-level key", agent("name: a\nname: b\nrun: {command: [/bin/true], user: agent}\n"), Err("h.yaml:4:1: duplicate key `name` (first at line 3, column 1)")),
+        (
+            "duplicate top-level key",
+            agent("name: a\nname: b\nrun: {command: [/bin/true], user: agent}\n"),
+            Err("h.yaml:4:1: duplicate key `name` (first at line 3, column 1)"),
+        ),
         ("duplicate kind", "apiVersion: fleetwright/v1\nkind: Agent\nkind: Fleet\n".to_string(), Err("h.yaml:3:1: duplicate key `kind`")),
         ("duplicate environment variable", run_with(", environment: {A: 1, A: 2}"), Err("h.yaml:4:62: duplicate key `A` (first at line 4, column 56)")),
         ("duplicate credential", run_with(", credentials: {t: /a, t: /b}"), Err("h.yaml:4:63: duplicate key `t` (first at line 4, column 56)")),
-        ("duplicate host", "apiVersion: fleetwright/v1\nkind: Fleet\nhosts:\n  a: {}\n  a: {labels: [x]}\n".to_string(), Err("h.yaml:5:3: duplicate key `a` (first at line 4, column 3)")),
-        ("duplicate key in the second document", format!("{SIBLING}---\n{HEAD}name: y\nrun: {{command: [/bin/true], user: a, user: b}}\n"), Err("h.yaml:9:38: duplicate key `user` (first at line 9, column 29)")),
+        (
+            "duplicate host",
+            "apiVersion: fleetwright/v1\nkind: Fleet\nhosts:\n  a: {}\n  a: {labels: [x]}\n".to_string(),
+            Err("h.yaml:5:3: duplicate key `a` (first at line 4, column 3)"),
+        ),
+        (
+            "duplicate key in the second document",
+            format!("{SIBLING}---\n{HEAD}name: y\nrun: {{command: [/bin/true], user: a, user: b}}\n"),
+            Err("h.yaml:9:38: duplicate key `user` (first at line 9, column 29)"),
+        ),
         ("same key in two mappings (fine)", agent("name: x\nrun: {command: [/bin/true], user: agent, environment: {user: a}}\n"), Ok),
     ]
 }
@@ -270,11 +434,14 @@ fn alias_bombs_are_refused_without_expanding_them() {
         lol.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
     }
     let in_unknown = agent(&format!("name: x\nrun: {{command: [/bin/true], user: agent}}\n{lol}"));
-    let in_hosts = agent(&format!("x:\n{}name: x\nrun: {{command: [/bin/true], user: agent}}\nhosts: *a9\n", lol.lines().map(|l| format!("  {l}\n")).collect::<String>()));
+    let in_hosts =
+        agent(&format!("x:\n{}name: x\nrun: {{command: [/bin/true], user: agent}}\nhosts: *a9\n", lol.lines().map(|l| format!("  {l}\n")).collect::<String>()));
     // Quadratic: one 500 KB string, aliased 100 000 times into a list serde keeps (50 GB).
     let big = "b".repeat(500_000);
     let quadratic = agent(&format!("name: x\ndescription: &s {big}\nrun: {{command: [/bin/true, {}], user: agent}}\n", vec!["*s"; 100_000].join(", ")));
-    for (what, text) in [("billion laughs in unknown fields", in_unknown), ("billion laughs in hosts", in_hosts), ("one string aliased 100 000 times", quadratic)] {
+    for (what, text) in
+        [("billion laughs in unknown fields", in_unknown), ("billion laughs in hosts", in_hosts), ("one string aliased 100 000 times", quadratic)]
+    {
         let (r, took) = load_timed(text);
         let e = first_error(&r);
         eprintln!("{what}: {took:?}: {e}");
@@ -291,7 +458,9 @@ fn alias_bombs_are_refused_without_expanding_them() {
 fn percent_and_dollar_are_escaped_in_rendered_units() {
     let f = fleet(&[(
         "h.yaml",
-        &agent("name: x\ndescription: Uses 100% of %n\nrun:\n  command: [/bin/echo, \"$HOME\", \"${USER}\", \"50%\"]\n  user: agent\n  workingDirectory: /srv/%h\n  environment: {PRICE: \"$5 at 10%\"}\n"),
+        &agent(
+            "name: x\ndescription: Uses 100% of %n\nrun:\n  command: [/bin/echo, \"$HOME\", \"${USER}\", \"50%\"]\n  user: agent\n  workingDirectory: /srv/%h\n  environment: {PRICE: \"$5 at 10%\"}\n",
+        ),
     )]);
     let d = want(&f, "c0ffee", &Default::default());
     let svc = &d.units["agent-x.service"].content;

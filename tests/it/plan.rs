@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use fleetwright::inventory::Inventory;
-use fleetwright::plan::{plan, render_text, Action, FileOp, Plan, PlanOptions};
+use fleetwright::plan::{Action, FileOp, Plan, PlanOptions, plan, render_text};
 use fleetwright::unit::Change;
 
 const FLEET: &str = "apiVersion: fleetwright/v1
@@ -115,7 +115,8 @@ fn a_description_change_restarts_nothing() {
 fn a_removed_agent_is_stopped_disabled_and_pruned() {
     let f1 = fleet(&[("f.yaml", FLEET)]);
     let host = converged(&want(&f1, "c1", &Inventory::default()));
-    let without_job = FLEET.replace("apiVersion: fleetwright/v1\nkind: Agent\nname: job\nrun: {command: [/usr/bin/job]}\nschedule: {calendar: hourly}\n---\n", "");
+    let without_job =
+        FLEET.replace("apiVersion: fleetwright/v1\nkind: Agent\nname: job\nrun: {command: [/usr/bin/job]}\nschedule: {calendar: hourly}\n---\n", "");
     let p = plan(&want(&fleet(&[("f.yaml", &without_job)]), "c2", &host.inventory), &host, opts());
     insta::assert_snapshot!(render_text(&p, false));
     assert_eq!(actions(&p, "agent-job.timer"), (FileOp::Remove, vec![Action::Stop, Action::Disable]));

@@ -63,7 +63,8 @@ impl Host {
         assert!(Sandbox::available() || std::env::var_os("CI").is_none(), "the sandbox is not available on this CI machine");
         // /srv is where the tests' agents keep their data: private to the sandbox too.
         // `agent` (uid 4242) exists only inside: for agents that are not root.
-        let opts = || SandboxOptions { dbus: true, user_manager: user, extra_tmpfs: vec!["/srv".into()], users: vec![("agent".into(), 4242)], ..Default::default() };
+        let opts =
+            || SandboxOptions { dbus: true, user_manager: user, extra_tmpfs: vec!["/srv".into()], users: vec![("agent".into(), 4242)], ..Default::default() };
         // One more try when a boot fails (it has, rarely, on a loaded 2-core machine with every
         // test booting at once); the first error is kept in the test's output.
         let sb = Sandbox::boot(opts()).or_else(|e| {
@@ -113,8 +114,15 @@ impl Host {
     /// not on a reload: the probe is what shows whether a reload happened.)
     pub fn arm_reload_probe(&self) {
         let path = self.sb.host_path("/run/systemd/system/fw-reload-probe.service");
-        let unit = |n: u32| format!("[Unit]\nDescription=reload probe {n}\nDefaultDependencies=no\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n");
-        if self.sb.systemctl(&["show", "-P", "ActiveState", "fw-reload-probe.service"]).map(|o| String::from_utf8_lossy(&o.stdout).trim() == "active").unwrap_or(false) {
+        let unit = |n: u32| {
+            format!("[Unit]\nDescription=reload probe {n}\nDefaultDependencies=no\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n")
+        };
+        if self
+            .sb
+            .systemctl(&["show", "-P", "ActiveState", "fw-reload-probe.service"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "active")
+            .unwrap_or(false)
+        {
             std::fs::write(&path, unit(std::process::id() ^ Instant::now().elapsed().subsec_nanos())).unwrap();
         } else {
             std::fs::write(&path, unit(0)).unwrap();

@@ -76,7 +76,11 @@ fn personal_infra_example_is_valid_and_large() {
 #[test]
 fn user_scope_omits_user_and_wants_default_target() {
     let f = fleet(&[("a.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/sleep, '9'], user: me}\n")]);
-    let ctx = fleetwright::render::RenderCtx { scope: fleetwright::render::Scope::User, state_dir: "/home/me/.local/state/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
+    let ctx = fleetwright::render::RenderCtx {
+        scope: fleetwright::render::Scope::User,
+        state_dir: "/home/me/.local/state/fleetwright".into(),
+        exe: "/usr/bin/fleetwright".into(),
+    };
     let d = fleetwright::desired::desired(&f, "h", &ctx, "c", &Inventory::default());
     let svc = &d.units["agent-a.service"].content;
     assert!(!svc.contains("User="), "{svc}");
@@ -97,16 +101,77 @@ fn the_schema_in_the_repository_is_current() {
 
 #[test]
 fn status_screen() {
-    use fleetwright::host::status::{render_text, AgentStatus, LastRun, UnitReport};
+    use fleetwright::host::status::{AgentStatus, LastRun, UnitReport, render_text};
     use fleetwright::plan::UnitStatus;
-    let unit = |u: &str, role, active: &str, sub: &str| UnitReport { unit: u.into(), role, status: UnitStatus { load_state: "loaded".into(), active_state: active.into(), sub_state: sub.into(), unit_file_state: "enabled".into(), ..Default::default() } };
-    let marker = |c: &str| fleetwright::inventory::AgentRecord { spec_hash: "h".into(), changed_commit: c.into(), changed_at: "t".into(), applied_commit: "c2".into(), applied_at: "t".into(), enabled: true, backups: vec![] };
+    let unit = |u: &str, role, active: &str, sub: &str| UnitReport {
+        unit: u.into(),
+        role,
+        status: UnitStatus {
+            load_state: "loaded".into(),
+            active_state: active.into(),
+            sub_state: sub.into(),
+            unit_file_state: "enabled".into(),
+            ..Default::default()
+        },
+    };
+    let marker = |c: &str| fleetwright::inventory::AgentRecord {
+        spec_hash: "h".into(),
+        changed_commit: c.into(),
+        changed_at: "t".into(),
+        applied_commit: "c2".into(),
+        applied_at: "t".into(),
+        enabled: true,
+        backups: vec![],
+    };
     let agents = vec![
-        AgentStatus { agent: "digest".into(), kind: "timer", state: "failed", enabled: true, units: vec![unit("agent-digest.timer", fleetwright::render::Role::Timer, "active", "waiting")], last_run: Some(LastRun { started: Some("2026-11-23T03:00:00Z".into()), finished: Some("2026-11-23T03:00:09Z".into()), duration_secs: Some(9.0), result: "exit-code".into(), exit_status: Some(1) }), next_run: Some("2026-11-24T03:00:00Z".into()), marker: Some(marker("aaaaaaaaaaaa1111")), drift: vec![], problems: vec!["agent-digest.backup.service failed (exit-code)".into()] },
-        AgentStatus { agent: "web".into(), kind: "service", state: "drift", enabled: true, units: vec![unit("agent-web.service", fleetwright::render::Role::Service, "active", "running")], last_run: None, next_run: None, marker: Some(marker("bbbbbbbbbbbb2222")), drift: vec!["agent-web.service was edited outside fleetwright".into()], problems: vec![] },
-        AgentStatus { agent: "zeta".into(), kind: "timer", state: "ok", enabled: true, units: vec![], last_run: None, next_run: Some("2026-11-23T10:00:00Z".into()), marker: None, drift: vec![], problems: vec![] },
+        AgentStatus {
+            agent: "digest".into(),
+            kind: "timer",
+            state: "failed",
+            enabled: true,
+            units: vec![unit("agent-digest.timer", fleetwright::render::Role::Timer, "active", "waiting")],
+            last_run: Some(LastRun {
+                started: Some("2026-11-23T03:00:00Z".into()),
+                finished: Some("2026-11-23T03:00:09Z".into()),
+                duration_secs: Some(9.0),
+                result: "exit-code".into(),
+                exit_status: Some(1),
+            }),
+            next_run: Some("2026-11-24T03:00:00Z".into()),
+            marker: Some(marker("aaaaaaaaaaaa1111")),
+            drift: vec![],
+            problems: vec!["agent-digest.backup.service failed (exit-code)".into()],
+        },
+        AgentStatus {
+            agent: "web".into(),
+            kind: "service",
+            state: "drift",
+            enabled: true,
+            units: vec![unit("agent-web.service", fleetwright::render::Role::Service, "active", "running")],
+            last_run: None,
+            next_run: None,
+            marker: Some(marker("bbbbbbbbbbbb2222")),
+            drift: vec!["agent-web.service was edited outside fleetwright".into()],
+            problems: vec![],
+        },
+        AgentStatus {
+            agent: "zeta".into(),
+            kind: "timer",
+            state: "ok",
+            enabled: true,
+            units: vec![],
+            last_run: None,
+            next_run: Some("2026-11-23T10:00:00Z".into()),
+            marker: None,
+            drift: vec![],
+            problems: vec![],
+        },
     ];
-    let inv = fleetwright::inventory::Inventory { applied_commit: Some("c2c2c2c2c2c2c2c2".into()), applied_at: Some("2026-11-23T09:00:00Z".into()), ..Default::default() };
+    let inv = fleetwright::inventory::Inventory {
+        applied_commit: Some("c2c2c2c2c2c2c2c2".into()),
+        applied_at: Some("2026-11-23T09:00:00Z".into()),
+        ..Default::default()
+    };
     insta::assert_snapshot!(render_text(&inv, &agents));
     let colored = fleetwright::host::status::colorize(&render_text(&inv, &agents));
     assert!(colored.contains("\x1b[31mfailed\x1b[0m") && colored.contains("\x1b[33mdrift\x1b[0m"), "{colored}");
@@ -114,10 +179,24 @@ fn status_screen() {
 
 #[test]
 fn each_schedule_of_backups_and_logs_gets_its_own_timer() {
-    let f = fleet(&[("a.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: db\nrun: {command: [/bin/db], user: db}\nbackups:\n  - {sqlite: /srv/db/a.db, to: /srv/bk/a, schedule: {calendar: daily}}\n  - {sqlite: /srv/db/b.db, to: /srv/bk/b, schedule: {calendar: weekly}}\n  - {sqlite: /srv/db/c.db, to: /srv/bk/c, schedule: {calendar: daily}}\nlogs:\n  - {path: /srv/db/logs, maxAge: 7d}\n")]);
+    let f = fleet(&[(
+        "a.yaml",
+        "apiVersion: fleetwright/v1\nkind: Agent\nname: db\nrun: {command: [/bin/db], user: db}\nbackups:\n  - {sqlite: /srv/db/a.db, to: /srv/bk/a, schedule: {calendar: daily}}\n  - {sqlite: /srv/db/b.db, to: /srv/bk/b, schedule: {calendar: weekly}}\n  - {sqlite: /srv/db/c.db, to: /srv/bk/c, schedule: {calendar: daily}}\nlogs:\n  - {path: /srv/db/logs, maxAge: 7d}\n",
+    )]);
     let d = want(&f, "c", &Inventory::default());
     let names: Vec<&str> = d.units.keys().map(String::as_str).collect();
-    assert_eq!(names, ["agent-db.backup-2.service", "agent-db.backup-2.timer", "agent-db.backup.service", "agent-db.backup.timer", "agent-db.logs.service", "agent-db.logs.timer", "agent-db.service"]);
+    assert_eq!(
+        names,
+        [
+            "agent-db.backup-2.service",
+            "agent-db.backup-2.timer",
+            "agent-db.backup.service",
+            "agent-db.backup.timer",
+            "agent-db.logs.service",
+            "agent-db.logs.timer",
+            "agent-db.service"
+        ]
+    );
     let daily = &d.units["agent-db.backup.service"].content;
     assert!(daily.contains("/srv/db/a.db") && daily.contains("/srv/db/c.db") && !daily.contains("/srv/db/b.db"), "{daily}");
     assert!(d.units["agent-db.backup-2.timer"].content.contains("OnCalendar=weekly"));
@@ -127,7 +206,8 @@ fn each_schedule_of_backups_and_logs_gets_its_own_timer() {
 fn a_cron_line_with_day_of_month_and_weekday_fires_on_either() {
     // cron fires when either field matches: two OnCalendar= lines, whose union systemd fires on
     // (the translation itself is checked against systemd-analyze in spec::calendar's tests).
-    let f = fleet(&[("a.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: a}\nschedule: {cron: \"0 3 1,15 * mon\"}\n")]);
+    let f =
+        fleet(&[("a.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: a}\nschedule: {cron: \"0 3 1,15 * mon\"}\n")]);
     let d = want(&f, "c", &Inventory::default());
     let timer = &d.units["agent-a.timer"].content;
     let lines: Vec<&str> = timer.lines().filter(|l| l.starts_with("OnCalendar=")).collect();

@@ -48,10 +48,15 @@ fn schedule_agrees_with_systemd_analyze() {
             .filter(|l| l.starts_with("Next elapse:") || l.starts_with("Iter. #"))
             .map(|l| l.split_once(": ").unwrap().1.trim())
             .collect();
-        let ours: Vec<String> = row.runs.iter().take(n).map(|t| {
-            let s = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(*t as u64)).to_string();
-            s.replace('T', " ").trim_end_matches('Z').to_string()
-        }).collect();
+        let ours: Vec<String> = row
+            .runs
+            .iter()
+            .take(n)
+            .map(|t| {
+                let s = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(*t as u64)).to_string();
+                s.replace('T', " ").trim_end_matches('Z').to_string()
+            })
+            .collect();
         let theirs_trimmed: Vec<String> = theirs.iter().map(|t| t.split_whitespace().skip(1).take(2).collect::<Vec<_>>().join(" ")).collect();
         assert_eq!(ours, theirs_trimmed, "{}", row.when);
         checked += 1;
@@ -76,14 +81,33 @@ fn schedule_in_the_hosts_zone_agrees_with_systemd_analyze() {
             .expect("systemd-analyze (CI installs systemd)");
         let text = String::from_utf8_lossy(&out.stdout);
         // "(in UTC): Mon 2026-11-23 08:15:00 UTC" under each elapse.
-        let theirs: Vec<String> = text.lines().filter_map(|l| l.trim().strip_prefix("(in UTC): ")).map(|t| t.split_whitespace().skip(1).take(2).collect::<Vec<_>>().join(" ")).collect();
-        let ours: Vec<String> = row.runs.iter().take(n).map(|t| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(*t as u64)).to_string().replace('T', " ").trim_end_matches('Z').to_string()).collect();
+        let theirs: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("(in UTC): "))
+            .map(|t| t.split_whitespace().skip(1).take(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        let ours: Vec<String> = row
+            .runs
+            .iter()
+            .take(n)
+            .map(|t| {
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(*t as u64))
+                    .to_string()
+                    .replace('T', " ")
+                    .trim_end_matches('Z')
+                    .to_string()
+            })
+            .collect();
         assert_eq!(ours, theirs, "{} in {zone}", row.when);
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} expressions checked");
     // The timeline is shown in that zone.
-    assert!(fleetwright::schedule::render_text(&s, 48).lines().next().unwrap().contains("America/New_York  runs"), "{}", fleetwright::schedule::render_text(&s, 48));
+    assert!(
+        fleetwright::schedule::render_text(&s, 48).lines().next().unwrap().contains("America/New_York  runs"),
+        "{}",
+        fleetwright::schedule::render_text(&s, 48)
+    );
 }
 
 #[test]
@@ -110,8 +134,14 @@ fn inventory_of_the_day_two_example() {
 
 #[test]
 fn pull_request_plan_as_markdown() {
-    let base = fleet(&[("f.yaml", "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun: {command: [/usr/bin/web]}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: old\nrun: {command: [/usr/bin/old]}\nschedule: {calendar: daily}\n")]);
-    let head = fleet(&[("f.yaml", "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun: {command: [/usr/bin/web, --fast]}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: new\nrun: {command: [/usr/bin/new]}\nschedule: {calendar: hourly}\nhosts: [gpu]\n")]);
+    let base = fleet(&[(
+        "f.yaml",
+        "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun: {command: [/usr/bin/web]}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: old\nrun: {command: [/usr/bin/old]}\nschedule: {calendar: daily}\n",
+    )]);
+    let head = fleet(&[(
+        "f.yaml",
+        "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun: {command: [/usr/bin/web, --fast]}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: new\nrun: {command: [/usr/bin/new]}\nschedule: {calendar: hourly}\nhosts: [gpu]\n",
+    )]);
     let r = fleetwright::review::review(("base0000", &base), ("head1111", &head), None, &ctx());
     assert_eq!(r.added, ["new"]);
     assert_eq!(r.changed, ["web"]);
@@ -181,13 +211,17 @@ fn the_flake_parses_and_its_module_uses_real_daemon_flags() {
 /// `plan --base --head` as a fleet repository's CI runs it: on real commits, without a host.
 #[test]
 fn pull_request_plans_from_the_command_line() {
-    use crate::real::{code, stdout, Repo};
+    use crate::real::{Repo, code, stdout};
     let repo = Repo::new();
     let fw = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright")).args(args).output().unwrap();
     let path = repo.path().to_str().unwrap().to_string();
     // The first commit has no fleet directory yet: the PR that creates it plans against nothing.
     let c0 = repo.commit(&[("README.md", "ops")], "empty");
-    let agent = |name: &str, desc: &str| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\ndescription: {desc}\nrun: {{command: [/bin/true], user: agent}}\nschedule: {{calendar: daily}}\n");
+    let agent = |name: &str, desc: &str| {
+        format!(
+            "apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\ndescription: {desc}\nrun: {{command: [/bin/true], user: agent}}\nschedule: {{calendar: daily}}\n"
+        )
+    };
     let c1 = repo.commit(&[("README.md", "ops"), ("fleet/a.yaml", &agent("a", "one")), ("fleet/b.yaml", &agent("b", "one"))], "fleet");
     let o = fw(&["plan", "--repo", &path, "--path", "fleet", "--base", &c0, "--head", &c1, "--format", "markdown"]);
     assert_eq!(code(&o), 1, "changes: {}", String::from_utf8_lossy(&o.stderr));
@@ -208,7 +242,8 @@ fn pull_request_plans_from_the_command_line() {
     let o = fw(&["plan", "--repo", &path, "--base", &c1, "--head", "no-such-rev"]);
     assert_eq!(code(&o), 2);
     // A change too big for one comment: the diffs that do not fit are left out, and it says so.
-    let mut many: Vec<(String, String)> = (0..400).map(|i| (format!("fleet/a{i:03}.yaml"), agent(&format!("a{i:03}"), &"long description ".repeat(8)))).collect();
+    let mut many: Vec<(String, String)> =
+        (0..400).map(|i| (format!("fleet/a{i:03}.yaml"), agent(&format!("a{i:03}"), &"long description ".repeat(8)))).collect();
     many.push(("fleet/a.yaml".into(), agent("a", "two")));
     let c3 = repo.commit(&many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>(), "many");
     let o = fw(&["plan", "--repo", &path, "--path", "fleet", "--base", &c2, "--head", &c3, "--format", "markdown"]);
@@ -226,7 +261,23 @@ fn https_fetches_verify_the_server_against_the_certificates_loaded_at_the_first_
     let dir = tempfile::tempdir().unwrap();
     let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", &d("key.pem"), "-out", &d("cert.pem")])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            &d("key.pem"),
+            "-out",
+            &d("cert.pem"),
+        ])
         .output()
         .expect("the openssl command (.ci/run installs it)");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
