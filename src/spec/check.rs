@@ -8,7 +8,7 @@ use super::diag::{Diagnostics, Loc, did_you_mean};
 use super::model::*;
 use super::raw::*;
 use super::values::*;
-use super::yaml::{DocIndex, index_documents};
+use super::yaml::{DocIndex, Document, parse_documents};
 
 pub(super) enum DocKind {
     Agent(Box<AgentDoc>),
@@ -43,20 +43,15 @@ pub(super) fn parse_file(path: &str, text: &str, docs: &mut Vec<Doc>, diags: &mu
     let mut known_fields: std::collections::HashMap<(String, String), Vec<String>> = std::collections::HashMap::new();
     // A byte-order mark is not content (and editors do not count it as a column).
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let indexes = match index_documents(text) {
-        Ok(i) => i,
+    let documents = match parse_documents(text) {
+        Ok(d) => d,
         Err((pos, msg)) => {
             diags.push(loc(pos.line, pos.col), msg);
             return;
         }
     };
-    let mut deserializers = serde_norway::Deserializer::from_str(text);
-    for index in indexes {
-        // serde_norway yields a document for every document saphyr saw, empty ones included.
-        let Some(de) = deserializers.next() else { break };
-        if !index.has_root {
-            continue;
-        }
+    for Document { root, index, .. } in documents {
+        let Some(root) = root else { continue };
         let start = index.value("");
         let at = |p: &str| {
             let pos = index.value(p);
@@ -87,9 +82,9 @@ pub(super) fn parse_file(path: &str, text: &str, docs: &mut Vec<Doc>, diags: &mu
         };
         let mut unknown = Vec::new();
         let parsed = if kind == "Agent" {
-            serde_ignored::deserialize(de, |p| unknown.push(clean_path(&p))).map(|d: AgentDoc| DocKind::Agent(Box::new(d)))
+            serde_ignored::deserialize(&root, |p| unknown.push(clean_path(&p))).map(|d: AgentDoc| DocKind::Agent(Box::new(d)))
         } else {
-            serde_ignored::deserialize(de, |p| unknown.push(clean_path(&p))).map(|d: FleetDoc| DocKind::Fleet(Box::new(d)))
+            serde_ignored::deserialize(&root, |p| unknown.push(clean_path(&p))).map(|d: FleetDoc| DocKind::Fleet(Box::new(d)))
         };
         for path in &unknown {
             let pos = index.key(path);
@@ -107,10 +102,8 @@ pub(super) fn parse_file(path: &str, text: &str, docs: &mut Vec<Doc>, diags: &mu
             // fails anyway because of them.
             Ok(k) => docs.push(Doc { file: path.to_string(), index, kind: k }),
             Err(e) => {
-                let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((start.line, start.col));
-                let msg = e.to_string();
-                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-                diags.push(loc(line, col), msg);
+                let pos = e.pos.unwrap_or(start);
+                diags.push(loc(pos.line, pos.col), e.to_string());
             }
         }
     }
@@ -129,6 +122,9 @@ struct Ctx<'a> {
     /// Checking Fleet defaults: fields may be missing; nothing is required.
     partial: bool,
     diags: &'a mut Diagnostics,
+    /// What the check of the Fleet's defaults reported: an agent taking the same bad default
+    /// does not report it again (the load fails on the first report anyway).
+    reported: &'a BTreeSet<String>,
 }
 
 impl Ctx<'_> {
@@ -146,11 +142,28 @@ impl Ctx<'_> {
     }
     /// An error about a value that may have come from the Fleet's defaults: reported there, once,
     /// not at every agent.
+    /// Never dropped: a value this agent's document does not hold came from the defaults, and
+    /// unless the defaults' own check said the same, it is reported at the document.
     fn err_value(&mut self, path: &str, msg: impl Into<String>) {
+        let msg = msg.into();
         if self.prefix.is_empty() && !self.partial && !self.index.values.contains_key(path) {
+            if !self.reported.contains(&msg) {
+                let pos = self.index.value("");
+                self.diags.push(
+                    Loc { file: self.file.to_string(), line: pos.line, col: pos.col },
+                    format!("{msg} (a value this agent takes from the Fleet's defaults)"),
+                );
+            }
             return;
         }
         self.err(path, msg)
+    }
+    /// A problem that drops nothing (the setting is meaningless here), reported only where the
+    /// agent itself writes it, not where it came from the defaults.
+    fn warn_own(&mut self, path: &str, msg: impl Into<String>) {
+        if self.partial || self.index.values.contains_key(&self.full(path)) {
+            self.err(path, msg);
+        }
     }
     fn missing(&mut self, path: &str, msg: impl Into<String>) {
         if !self.partial {
@@ -178,8 +191,12 @@ impl Ctx<'_> {
         }
     }
     fn path(&mut self, path: &str, v: Option<&String>) -> Option<String> {
+        self.path_with(path, v, |_| Ok(()))
+    }
+    /// A path that must also pass `more` (a place check).
+    fn path_with(&mut self, path: &str, v: Option<&String>, more: impl Fn(&str) -> Result<(), String>) -> Option<String> {
         let v = v?;
-        match check_abs_path(v) {
+        match check_abs_path(v).and_then(|()| more(v)) {
             Ok(()) => Some(v.clone()),
             Err(e) => {
                 self.err_value(path, format!("{}: {e}", last(path)));
@@ -285,7 +302,9 @@ fn check_schedule(cx: &mut Ctx, path: &str, s: &ScheduleSpec) -> Option<Schedule
     let persistent = cx.typed(&p("persistent"), &s.persistent).copied();
     if matches!(trigger, Some(Trigger::Every(_))) && persistent == Some(true) {
         // Persistent= only affects OnCalendar= (systemd.timer(5)); said here rather than ignored.
-        cx.err_value(
+        // From the Fleet's defaults it is not this agent's mistake, and nothing is dropped: the
+        // timer simply has no Persistent= effect.
+        cx.warn_own(
             &p("persistent"),
             "persistent: applies to calendar and cron schedules only; an `every` schedule already counts from the last run, so remove it",
         );
@@ -312,7 +331,23 @@ fn check_job_calendar(cx: &mut Ctx, path: &str, s: Option<&ScheduleSpec>, defaul
     }
 }
 
-fn check_run(cx: &mut Ctx, r: &RunSpec, allow_root: bool) -> Option<Run> {
+/// A file that PID 1 reads as root on the agent's behalf (`credentials`, `environmentFile`) must
+/// be inside a directory the Fleet document lists: else `/etc/shadow` is one line away.
+fn secret_file_check(fleet: &Fleet) -> impl Fn(&str) -> Result<(), String> + '_ {
+    move |p: &str| {
+        if fleet.credential_dirs.iter().any(|d| is_inside(p, d)) {
+            return Ok(());
+        }
+        Err(format!(
+            "{p:?} is not inside a directory the Fleet document lists in `credentialDirs` ({}); root reads this file for the agent, so it may only come from there: move the file, or list its directory in the Fleet's credentialDirs",
+            fleet.credential_dirs.join(", ")
+        ))
+    }
+}
+
+fn check_run(cx: &mut Ctx, r: &RunSpec, fleet: &Fleet) -> Option<Run> {
+    let allow_root = fleet.allow_root;
+    let mut ok = true;
     let command = if matches!(r.command, Some(Typed::Bad(_))) {
         cx.typed("run.command", &r.command);
         None
@@ -320,34 +355,65 @@ fn check_run(cx: &mut Ctx, r: &RunSpec, allow_root: bool) -> Option<Run> {
         check_argv(cx, "run.command", r.command.as_ref().and_then(Typed::ok), "run.command")
     };
     let working_directory = cx.path("run.workingDirectory", r.working_directory.as_ref());
-    let environment_file = cx.path("run.environmentFile", r.environment_file.as_ref());
+    let environment_file = cx.path_with("run.environmentFile", r.environment_file.as_ref(), secret_file_check(fleet));
+    if r.environment_file.is_some() && environment_file.is_none() {
+        ok = false;
+    }
     for (key, v) in [("run.user", &r.user), ("run.group", &r.group)] {
-        if let Some(v) = v {
-            if let Err(e) = check_user_name(v) {
-                cx.err_value(key, format!("{}: {e}", last(key)));
-            }
+        if let Some(v) = v
+            && let Err(e) = check_user_name(v)
+        {
+            cx.err_value(key, format!("{}: {e}", last(key)));
+            ok = false;
         }
     }
     if !allow_root {
         match r.user.as_deref() {
-            None if !cx.partial => cx.err("run", "run.user is not set, so the agent would run as root; set run.user (or defaults.run.user in the Fleet document), or allowRoot: true in the Fleet"),
-            // In the Fleet's defaults this is reported there, once (err_value).
-            Some("root" | "0") => cx.err_value("run.user", "run.user is root, which the Fleet does not allow; use an unprivileged user, or set allowRoot: true in the Fleet document"),
+            None if !cx.partial => {
+                cx.err("run", "run.user is not set, so the agent would run as root; set run.user (or defaults.run.user in the Fleet document), or allowRoot: true in the Fleet");
+                ok = false;
+            }
+            Some("root" | "0") => {
+                cx.err_value(
+                    "run.user",
+                    "run.user is root, which the Fleet does not allow; use an unprivileged user, or set allowRoot: true in the Fleet document",
+                );
+                ok = false;
+            }
             _ => {}
+        }
+        if let Some(g) = r.group.as_deref()
+            && PRIVILEGED_GROUPS.contains(&g)
+        {
+            cx.err_value(
+                "run.group",
+                format!("run.group {g:?} can read or change what only root may (it is as good as root), which the Fleet does not allow; use the agent's own group, or set allowRoot: true in the Fleet document"),
+            );
+            ok = false;
         }
     }
     let mut environment = BTreeMap::new();
     for (k, v) in r.environment.iter().flatten() {
         let p = format!("run.environment.{k}");
         let valid_key = !k.is_empty() && !k.as_bytes()[0].is_ascii_digit() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !valid_key {
-            let pos = cx.index.key(&cx.full(&p));
-            cx.diags.push(
-                Loc { file: cx.file.to_string(), line: pos.line, col: pos.col },
-                format!("environment variable name {k:?} is invalid; use letters, digits and '_', not starting with a digit"),
-            );
+        if !valid_key || k.starts_with("FLEETWRIGHT_") {
+            let why = if valid_key {
+                format!(
+                    "environment variable name {k:?} is reserved: fleetwright sets FLEETWRIGHT_* itself (the agent's name, commit and deploy marker); use another name"
+                )
+            } else {
+                format!("environment variable name {k:?} is invalid; use letters, digits and '_', not starting with a digit")
+            };
+            if cx.index.values.contains_key(&cx.full(&p)) {
+                let pos = cx.index.key(&cx.full(&p));
+                cx.diags.push(Loc { file: cx.file.to_string(), line: pos.line, col: pos.col }, why);
+            } else {
+                cx.err_value(&p, why);
+            }
+            ok = false;
         } else if let Err(e) = check_text(&v.0) {
             cx.err_value(&p, format!("environment value of {k} {e}"));
+            ok = false;
         } else {
             environment.insert(k.clone(), v.0.clone());
         }
@@ -355,10 +421,13 @@ fn check_run(cx: &mut Ctx, r: &RunSpec, allow_root: bool) -> Option<Run> {
     let mut credentials = BTreeMap::new();
     for (k, v) in r.credentials.iter().flatten() {
         let p = format!("run.credentials.{k}");
-        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+        if k.is_empty() || k == "." || k == ".." || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
             cx.err_value(&p, format!("credential name {k:?} is invalid; use letters, digits, '_', '.' and '-'"));
-        } else if let Some(path) = cx.path(&p, Some(v)) {
+            ok = false;
+        } else if let Some(path) = cx.path_with(&p, Some(v), secret_file_check(fleet)) {
             credentials.insert(k.clone(), path);
+        } else {
+            ok = false;
         }
     }
     let timeout = cx.parse("run.timeout", r.timeout.as_ref(), parse_duration);
@@ -371,6 +440,9 @@ fn check_run(cx: &mut Ctx, r: &RunSpec, allow_root: bool) -> Option<Run> {
     }
     success_exit_codes.sort_unstable();
     success_exit_codes.dedup();
+    if !ok {
+        return None;
+    }
     Some(Run {
         command: command?,
         working_directory,
@@ -451,8 +523,12 @@ fn check_logs(cx: &mut Ctx, logs: &[LogSpec]) -> Vec<LogRule> {
                     cx.err(&p("path"), "path: `*` may only stand for a whole path level, like /srv/groups/*/logs");
                     None
                 }
-                Ok(()) if path == "/" || path.split('/').filter(|s| !s.is_empty() && *s != "*").count() < 2 => {
+                Ok(()) if path.split('/').filter(|s| !s.is_empty() && *s != "*").count() < 2 => {
                     cx.err(&p("path"), format!("path: {path:?} is too close to the root to clean safely; name the agent's own log directory"));
+                    None
+                }
+                Ok(()) if check_not_system(path).is_err() => {
+                    cx.err(&p("path"), format!("path: {}", check_not_system(path).err().unwrap_or_default()));
                     None
                 }
                 Ok(()) => Some(path.trim_end_matches('/').to_string()),
@@ -486,8 +562,8 @@ fn check_backups(cx: &mut Ctx, backups: &[BackupSpec]) -> Vec<Backup> {
         if b.to.is_none() {
             cx.err(&format!("backups.{i}"), "backups entry needs `to`: the directory backups are written to");
         }
-        let sqlite = cx.path(&p("sqlite"), b.sqlite.as_ref());
-        let to = cx.path(&p("to"), b.to.as_ref());
+        let sqlite = cx.path_with(&p("sqlite"), b.sqlite.as_ref(), check_not_system);
+        let to = cx.path_with(&p("to"), b.to.as_ref(), check_not_system);
         let calendar = check_job_calendar(cx, &p("schedule"), b.schedule.as_ref(), "daily");
         let keep = b.keep.clone().unwrap_or_default();
         let last = cx.typed(&p("keep.last"), &keep.last).copied().unwrap_or(7);
@@ -507,7 +583,7 @@ fn check_backups(cx: &mut Ctx, backups: &[BackupSpec]) -> Vec<Backup> {
 
 fn check_health(cx: &mut Ctx, h: &HealthSpec) -> Health {
     let heartbeat = h.heartbeat.as_ref().and_then(|hb| {
-        let file = cx.path("health.heartbeat.file", hb.file.as_ref());
+        let file = cx.path_with("health.heartbeat.file", hb.file.as_ref(), check_not_system);
         if hb.file.is_none() {
             cx.err("health.heartbeat", "heartbeat needs `file`");
         }
@@ -550,7 +626,7 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
         }
     }
     let run = match &a.run {
-        Some(r) => check_run(cx, r, fleet.allow_root),
+        Some(r) => check_run(cx, r, fleet),
         None => {
             cx.missing("", "agent has no `run`; add run.command with the program to run");
             None
@@ -640,7 +716,9 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
     let mut hosts = Vec::new();
     for (i, h) in cx.typed("hosts", &a.hosts).into_iter().flatten().enumerate() {
         let known: BTreeSet<&str> = fleet.hosts.keys().map(String::as_str).chain(fleet.hosts.values().flatten().map(String::as_str)).collect();
-        if !fleet.hosts.is_empty() && !known.contains(h.as_str()) {
+        if h.is_empty() || check_text(h).is_err() || h.contains('/') {
+            cx.err(&format!("hosts.{i}"), format!("invalid host or label {h:?}: one word of letters, digits, '-', '_' or '.'"));
+        } else if !fleet.hosts.is_empty() && !known.contains(h.as_str()) {
             let hint = did_you_mean(h, known.iter().copied())
                 .map(|s| format!("did you mean `{s}`?"))
                 .unwrap_or_else(|| "declare it under `hosts` in the Fleet document".into());
@@ -670,6 +748,11 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
     Some(agent)
 }
 
+/// Has the absolute path at most `n` components?
+fn components_le(path: &str, n: usize) -> bool {
+    path.split('/').filter(|c| !c.is_empty()).count() <= n
+}
+
 fn check_fleet(cx: &mut Ctx, f: &FleetDoc) -> Fleet {
     let mut fleet = Fleet::default();
     if let Some(p) = &f.unit_prefix {
@@ -684,8 +767,38 @@ fn check_fleet(cx: &mut Ctx, f: &FleetDoc) -> Fleet {
             cx.err(&format!("hosts.{name}"), format!("invalid host name {name:?}"));
             continue;
         }
-        let labels = cx.typed(&format!("hosts.{name}.labels"), &h.labels).cloned().unwrap_or_default();
+        let mut labels = Vec::new();
+        for (i, l) in cx.typed(&format!("hosts.{name}.labels"), &h.labels).cloned().unwrap_or_default().into_iter().enumerate() {
+            if l.is_empty() || check_text(&l).is_err() || l.contains('/') {
+                cx.err(&format!("hosts.{name}.labels.{i}"), format!("invalid label {l:?}: one word of letters, digits, '-', '_' or '.'"));
+            } else {
+                labels.push(l);
+            }
+        }
         fleet.hosts.insert(name.clone(), labels);
+    }
+    if let Some(dirs) = cx.typed("credentialDirs", &f.credential_dirs).cloned() {
+        fleet.credential_dirs.clear();
+        for (i, d) in dirs.iter().enumerate() {
+            let p = format!("credentialDirs.{i}");
+            // Inside /etc is where secrets live (/etc/fleetwright/secrets); anything at or above
+            // a system place, the host's ssh keys, or the top level is not a place for them.
+            let place = |d: &str| {
+                let ssh = d.trim_end_matches('/') == "/etc/ssh" || is_inside(d, "/etc/ssh");
+                match system_place(d, &[]) {
+                    _ if components_le(d, 1) || ssh => {
+                        Err(format!("{d:?} is a system location; list only directories that hold the agents' secrets, like /etc/fleetwright/secrets"))
+                    }
+                    None | Some("/etc") => Ok(()),
+                    Some(place) => {
+                        Err(format!("{d:?} is at, above or inside {place}; list only directories that hold the agents' secrets, like /etc/fleetwright/secrets"))
+                    }
+                }
+            };
+            if let Some(d) = cx.path_with(&p, Some(d), place) {
+                fleet.credential_dirs.push(d.trim_end_matches('/').to_string());
+            }
+        }
     }
     if let Some(j) = &f.journal {
         fleet.journal = Some(Journal {
@@ -698,9 +811,10 @@ fn check_fleet(cx: &mut Ctx, f: &FleetDoc) -> Fleet {
 
 /// Check the Fleet's defaults once, where they are written.
 fn check_defaults(file: &str, index: &DocIndex, d: &DefaultsSpec, fleet: &Fleet, diags: &mut Diagnostics) {
-    let mut cx = Ctx { file, index, prefix: "defaults.", partial: true, diags };
+    let none = BTreeSet::new();
+    let mut cx = Ctx { file, index, prefix: "defaults.", partial: true, diags, reported: &none };
     if let Some(r) = &d.run {
-        check_run(&mut cx, r, fleet.allow_root);
+        check_run(&mut cx, r, fleet);
     }
     if let Some(s) = &d.service {
         check_service(&mut cx, s);
@@ -723,6 +837,8 @@ fn check_defaults(file: &str, index: &DocIndex, d: &DefaultsSpec, fleet: &Fleet,
 
 pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics) -> Fleet {
     let mut fleet = Fleet::default();
+    let mut reported = BTreeSet::new();
+    let none = BTreeSet::new();
     let mut defaults = DefaultsSpec::default();
     let mut fleet_at: Option<Loc> = None;
     for doc in &docs {
@@ -734,10 +850,12 @@ pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics) -> Fleet {
                 continue;
             }
             fleet_at = Some(here);
-            let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags };
+            let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags, reported: &none };
             fleet = check_fleet(&mut cx, f);
             if let Some(d) = &f.defaults {
+                let before = diags.0.len();
                 check_defaults(&doc.file, &doc.index, d, &fleet, diags);
+                reported.extend(diags.0[before..].iter().map(|d| d.message.clone()));
                 defaults = d.clone();
             }
         }
@@ -748,7 +866,7 @@ pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics) -> Fleet {
         let DocKind::Agent(a) = &doc.kind else { continue };
         let mut merged = (**a).clone();
         merged.merge_defaults(&defaults);
-        let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags };
+        let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags, reported: &reported };
         let Some(agent) = check_agent(&mut cx, &merged, &fleet) else { continue };
         let name_loc = cx.loc_of("name");
         if let Some(first) = seen.get(&agent.name) {

@@ -1,11 +1,13 @@
 //! The spec: fleet YAML → a validated [`model::Fleet`], or every [`Diagnostic`] at once.
 //!
 //! Pure: callers hand in `(path, text)` pairs (from a git tree or a directory); nothing here
-//! reads the file system. Parsing is two-pass: `yaml` indexes where every node is, serde_norway
-//! deserializes the `raw` types (unknown fields collected by serde_ignored), then `check` turns
-//! raw into model and reports each problem at its line and column.
+//! reads the file system. One reading: `yaml` parses each file once into a tree of positioned
+//! nodes, `de` deserializes the `raw` types from that tree (unknown fields collected by
+//! serde_ignored) and the span index is derived from it too, so values and positions cannot
+//! disagree; then `check` turns raw into model and reports each problem at its line and column.
 
 pub mod calendar;
+pub mod de;
 pub mod diag;
 pub mod model;
 pub mod raw;

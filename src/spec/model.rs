@@ -16,13 +16,26 @@ pub struct Fleet {
     /// Host name → its labels.
     pub hosts: BTreeMap<String, Vec<String>>,
     pub journal: Option<Journal>,
+    /// The directories from which `credentials` and `environmentFile` may come (PID 1 reads
+    /// them as root for the agent).
+    pub credential_dirs: Vec<String>,
     /// Sorted by name.
     pub agents: Vec<Agent>,
 }
 
+/// Where `credentials` and `environmentFile` may come from when the Fleet lists nothing.
+pub const DEFAULT_CREDENTIAL_DIRS: [&str; 2] = ["/etc/fleetwright/env", "/etc/fleetwright/secrets"];
+
 impl Default for Fleet {
     fn default() -> Self {
-        Fleet { unit_prefix: "agent-".into(), allow_root: false, hosts: BTreeMap::new(), journal: None, agents: Vec::new() }
+        Fleet {
+            unit_prefix: "agent-".into(),
+            allow_root: false,
+            hosts: BTreeMap::new(),
+            journal: None,
+            credential_dirs: DEFAULT_CREDENTIAL_DIRS.iter().map(|d| d.to_string()).collect(),
+            agents: Vec::new(),
+        }
     }
 }
 

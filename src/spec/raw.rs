@@ -37,8 +37,8 @@ impl<'de> Deserialize<'de> for Scalar {
                 Ok(Scalar(v.to_string()))
             }
         }
-        // As a string: serde_norway then hands over a plain scalar exactly as written (`1.10`
-        // stays `1.10`, `0x1F` stays `0x1F`), where `deserialize_any` would re-print a number.
+        // As a string: the tree hands over a plain scalar exactly as written (`1.10` stays
+        // `1.10`, `0x1F` stays `0x1F`), where `deserialize_any` would re-print a number.
         d.deserialize_str(V)
     }
 }
@@ -130,7 +130,7 @@ impl<'de, T: Leaf> Deserialize<'de> for Typed<T> {
             Ok(Typed::Bad(format!("expected {}, not {found}{hint}", T::WHAT)))
         }
         /// Consumes any node without telling serde_ignored (which reports what `IgnoredAny`
-        /// reads as unknown fields) and without serde_norway's `IgnoredAny` key rules.
+        /// reads as unknown fields).
         struct Skip;
         impl<'de> Deserialize<'de> for Skip {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -150,6 +150,9 @@ impl<'de, T: Leaf> Deserialize<'de> for Typed<T> {
                         Ok(Skip)
                     }
                     fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+                        Ok(Skip)
+                    }
+                    fn visit_i128<E>(self, _: i128) -> Result<Skip, E> {
                         Ok(Skip)
                     }
                     fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
@@ -195,6 +198,12 @@ impl<'de, T: Leaf> Deserialize<'de> for Typed<T> {
             }
             fn visit_u64<E>(self, n: u64) -> Result<Typed<T>, E> {
                 match T::from_i128(n.into()) {
+                    Some(r) => Ok(r.map_or_else(Typed::Bad, Typed::Ok)),
+                    None => wrong(format!("the number {n}"), Some(n.to_string())),
+                }
+            }
+            fn visit_i128<E>(self, n: i128) -> Result<Typed<T>, E> {
+                match T::from_i128(n) {
                     Some(r) => Ok(r.map_or_else(Typed::Bad, Typed::Ok)),
                     None => wrong(format!("the number {n}"), Some(n.to_string())),
                 }
@@ -412,6 +421,10 @@ pub struct FleetDoc {
     /// May an agent run as root.
     #[schemars(with = "Option<bool>")]
     pub allow_root: Option<Typed<bool>>,
+    /// Directories from which agents' `credentials` and `environmentFile` may come (root reads
+    /// them for the agent); default `/etc/fleetwright/env` and `/etc/fleetwright/secrets`.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub credential_dirs: Option<Typed<Vec<String>>>,
     /// Merged under every Agent; the agent's own value wins.
     pub defaults: Option<DefaultsSpec>,
     pub hosts: Option<BTreeMap<String, HostSpec>>,

@@ -261,7 +261,8 @@ pub fn in_tmp(path: &str) -> bool {
     ["/tmp", "/var/tmp"].iter().any(|t| path == *t || path.strip_prefix(t).is_some_and(|r| r.starts_with('/')))
 }
 
-/// An absolute, normalized path with nothing systemd would read as syntax.
+/// An absolute, normalized path with nothing systemd would read as syntax: no `.` or `..`
+/// component (`/srv/.` is `/srv`, and a check on the spelling would not be a check on the place).
 pub fn check_abs_path(s: &str) -> Result<(), String> {
     if let Some(c) = s.chars().find(|c| c.is_control()) {
         return Err(format!("path {s:?} contains the control character {c:?}; remove it"));
@@ -272,8 +273,129 @@ pub fn check_abs_path(s: &str) -> Result<(), String> {
     if s.split('/').any(|seg| seg == "..") {
         return Err(format!("path {s:?} contains '..'; write the resolved path"));
     }
+    if s.split('/').any(|seg| seg == ".") {
+        return Err(format!("path {s:?} contains a '.' component; write the path without it"));
+    }
     check_no_continuation(s).map_err(|e| format!("path {s:?} {e}"))
 }
+
+/// The components of an absolute path, empty ones (`//`, a trailing `/`) dropped.
+fn components(path: &str) -> Vec<&str> {
+    path.split('/').filter(|c| !c.is_empty()).collect()
+}
+
+/// How a path may relate to a protected place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    /// The place itself and everything above it (cleaning `/var` would clean `/var/lib`).
+    AtOrAbove,
+    /// The place, above it, and everything below it.
+    Tree,
+}
+
+/// The places a job that deletes or writes files (log retention, backup targets, heartbeat
+/// files) may never be pointed at, by any spelling or depth. `*` in a component of a pattern
+/// here matches any name that starts with what is before it (`lib*`: `/lib`, `/lib64`, …).
+const SYSTEM_PLACES: &[(&str, Guard)] = &[
+    ("/etc", Guard::Tree),
+    ("/usr", Guard::Tree),
+    ("/boot", Guard::Tree),
+    ("/bin", Guard::Tree),
+    ("/sbin", Guard::Tree),
+    ("/lib*", Guard::Tree),
+    ("/proc", Guard::Tree),
+    ("/sys", Guard::Tree),
+    ("/dev", Guard::Tree),
+    ("/var/lib/systemd", Guard::Tree),
+    ("/var/lib/fleetwright", Guard::Tree),
+    ("/run/systemd", Guard::Tree),
+    ("/root/.ssh", Guard::Tree),
+    ("/home/*/.ssh", Guard::Tree),
+    ("/var/lib", Guard::AtOrAbove),
+    ("/var/log", Guard::AtOrAbove),
+    ("/var/tmp", Guard::AtOrAbove),
+    ("/run", Guard::AtOrAbove),
+    ("/tmp", Guard::AtOrAbove),
+    ("/home", Guard::AtOrAbove),
+    ("/root", Guard::AtOrAbove),
+    ("/srv", Guard::AtOrAbove),
+    ("/opt", Guard::AtOrAbove),
+    ("/mnt", Guard::AtOrAbove),
+    ("/media", Guard::AtOrAbove),
+    ("/nix", Guard::Tree),
+];
+
+/// Does a component of the path (`*` is any name, from a logs pattern) match a component of a
+/// protected place (`lib*` is a prefix, `*` any name)?
+fn component_matches(path_seg: &str, place_seg: &str) -> bool {
+    path_seg == "*" || place_seg == "*" || path_seg == place_seg || place_seg.strip_suffix('*').is_some_and(|p| path_seg.starts_with(p))
+}
+
+/// The protected place a path is at, above or (for a tree) under, if any. `extra` adds places
+/// of this host (the state and unit directories) as trees.
+pub fn system_place<'a>(path: &str, extra: &'a [&'a str]) -> Option<&'a str>
+where
+    'static: 'a,
+{
+    let p = components(path);
+    if p.is_empty() {
+        return Some("/");
+    }
+    let places = SYSTEM_PLACES.iter().map(|(pl, g)| (*pl, *g)).chain(extra.iter().map(|pl| (*pl, Guard::Tree)));
+    for (place, guard) in places {
+        let q = components(place);
+        let common = p.len().min(q.len());
+        if !p.iter().zip(&q).take(common).all(|(a, b)| component_matches(a, b)) {
+            continue;
+        }
+        // p is at or above q when it is no longer; under it when it is longer.
+        if p.len() <= q.len() || guard == Guard::Tree {
+            return Some(place);
+        }
+    }
+    None
+}
+
+/// A directory or file that a job deletes in or writes to, checked against [`system_place`].
+pub fn check_not_system(path: &str) -> Result<(), String> {
+    match system_place(path, &[]) {
+        None => Ok(()),
+        Some("/") => Err(format!("{path:?} is the root directory; name the agent's own directory, like /srv/<agent>/logs")),
+        Some(place) => Err(format!(
+            "{path:?} is at, above or inside {place}, a system location that a job must never clean or write to; name the agent's own directory, like /srv/<agent>/logs"
+        )),
+    }
+}
+
+/// Is `path` strictly inside `dir` (component-wise, not by string prefix)?
+pub fn is_inside(path: &str, dir: &str) -> bool {
+    let (p, d) = (components(path), components(dir));
+    p.len() > d.len() && p.iter().zip(&d).all(|(a, b)| a == b)
+}
+
+/// Groups whose members can read or change what only root should (the shadow file, raw disks,
+/// kernel memory, every log, the container runtimes, sudo).
+pub const PRIVILEGED_GROUPS: &[&str] = &[
+    "root",
+    "0",
+    "wheel",
+    "sudo",
+    "admin",
+    "adm",
+    "shadow",
+    "disk",
+    "kmem",
+    "mem",
+    "docker",
+    "lxd",
+    "libvirt",
+    "systemd-journal",
+    "systemd-network",
+    "tty",
+    "video",
+    "input",
+    "staff",
+];
 
 /// Text written unquoted as a unit value (`Description=`, `WorkingDirectory=`, …) must not end
 /// in a backslash: systemd reads it as a line continuation and the next directive (`User=`!)

@@ -154,12 +154,7 @@ fn pull_request_plan_as_markdown() {
 
 /// Every document of a YAML file as JSON, the way an editor's YAML language server sees it.
 fn documents(text: &str) -> Vec<serde_json::Value> {
-    use serde::Deserialize;
-    serde_norway::Deserializer::from_str(text)
-        .filter_map(|d| serde_norway::Value::deserialize(d).ok())
-        .filter(|v| !v.is_null())
-        .map(|v| serde_json::to_value(v).unwrap())
-        .collect()
+    fleetwright::spec::yaml::parse_documents(text).unwrap().into_iter().filter_map(|d| d.root).map(|n| n.to_json()).filter(|v| !v.is_null()).collect()
 }
 
 #[test]
