@@ -309,6 +309,12 @@ pub fn render(g: &Globals, src: &SourceArgs, agents: &[String]) -> u8 {
     let cfg = g.host_config();
     let Ok((files, fleet)) = load_commit(g, src) else { return exit::ERROR };
     let want = desired(&fleet, &cfg.host, &cfg.render_ctx(), &files.commit, &Default::default());
+    if !want.refused.is_empty() {
+        for r in &want.refused {
+            eprintln!("error: {r}");
+        }
+        return exit::ERROR;
+    }
     for (name, u) in &want.units {
         if agents.is_empty() || agents.contains(&u.agent) {
             println!("### {name}\n{}", u.content);

@@ -15,6 +15,9 @@ pub struct Desired {
     /// Host configuration files outside the unit directory (absolute path → content), each
     /// with the unit to try-restart when it changes: the journald drop-in.
     pub config: BTreeMap<String, (String, String)>,
+    /// Agents whose units the renderer's last-line check refused, with why: the plan of such a
+    /// desired state cannot be applied.
+    pub refused: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +89,7 @@ pub struct AgentDeploy {
 pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: &Inventory) -> Desired {
     let mut units = BTreeMap::new();
     let mut agents = BTreeMap::new();
+    let mut refused = Vec::new();
     for agent in fleet.agents_for_host(host) {
         let spec_hash = agent.spec_hash();
         let changed_commit =
@@ -94,7 +98,14 @@ pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: 
             Mode::Service(s) => s.on_change,
             Mode::Scheduled(_) => OnChange::None,
         };
-        for u in render_agent(fleet, agent, ctx, &changed_commit) {
+        let rendered = match render_agent(fleet, agent, ctx, &changed_commit) {
+            Ok(r) => r,
+            Err(e) => {
+                refused.push(format!("agent {:?}: {e}", agent.name));
+                continue;
+            }
+        };
+        for u in rendered {
             let check = match (u.role, agent.health.as_ref().and_then(|h| h.check.clone())) {
                 (Role::Service, Some(argv)) => Some(HealthCheck { argv, properties: check_properties(&u.content) }),
                 _ => None,
@@ -116,5 +127,5 @@ pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: 
             config.insert(crate::render::JOURNALD_DROPIN.to_string(), (stable.unwrap_or(content), "systemd-journald.service".to_string()));
         }
     }
-    Desired { commit: commit.to_string(), units, agents, config }
+    Desired { commit: commit.to_string(), units, agents, config, refused }
 }

@@ -152,7 +152,7 @@ pub struct PlanOptions {
 
 pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
     let inv = &observed.inventory;
-    let mut errors = Vec::new();
+    let mut errors: Vec<String> = desired.refused.clone();
     let mut units = Vec::new();
     let no_status = UnitStatus::default();
 

@@ -1,7 +1,7 @@
 //! Render (pure): one agent → its systemd unit files. Every spec field maps to a directive here.
 
 use crate::spec::model::{Agent, Fleet, Mode, OnChange, Trigger, WhenFull};
-use crate::unit::{MARKER, UnitFile, escape_specifiers, quote};
+use crate::unit::{MARKER, Policy, UnitFile, escape_specifiers, quote};
 
 /// Which manager the units are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -109,8 +109,15 @@ fn header(agent: &Agent, changed_commit: &str) -> Vec<String> {
 
 /// Render an agent's units. `changed_commit` is the commit that last changed this agent; it goes
 /// into the header (a comment, so a new commit that does not change the agent restarts nothing).
-pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &str) -> Vec<RenderedUnit> {
+///
+/// Every file is re-checked before it is returned ([`UnitFile::check`]): a value that would print
+/// as something else than the renderer meant (a directive, a privileged command, `User=root`
+/// without `allowRoot`) refuses the agent's units with the reason, whatever the spec checks said.
+pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &str) -> Result<Vec<RenderedUnit>, String> {
     let base = unit_base(fleet, &agent.name);
+    let exe_q = quote(&ctx.exe, true);
+    let policy = Policy { allow_root: fleet.allow_root, system: ctx.scope == Scope::System, exe: &exe_q };
+    let finish = |name: &str, u: &UnitFile| u.check(&policy).map(|()| u.render()).map_err(|e| format!("{name}: {e}; refusing to render it"));
     let mut out = Vec::new();
     let description = escape_specifiers(agent.description.as_deref().unwrap_or(&agent.name));
 
@@ -243,7 +250,7 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
     out.push(RenderedUnit {
         name: format!("{base}.service"),
         role: if matches!(agent.mode, Mode::Service(_)) { Role::Service } else { Role::Job },
-        content: svc.render(),
+        content: finish(&format!("{base}.service"), &svc)?,
     });
 
     if let Mode::Scheduled(s) = &agent.mode {
@@ -267,10 +274,20 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
         t.set_opt("AccuracySec", s.accuracy.map(|d| d.to_string()));
         t.set("Unit", format!("{base}.service"));
         t.section("Install").set("WantedBy", "timers.target");
-        out.push(RenderedUnit { name: format!("{base}.timer"), role: Role::Timer, content: t.render() });
+        out.push(RenderedUnit { name: format!("{base}.timer"), role: Role::Timer, content: finish(&format!("{base}.timer"), &t)? });
     }
-    out.extend(render_aux(fleet, agent, ctx, changed_commit));
-    out
+    for u in render_aux(fleet, agent, ctx, changed_commit) {
+        let name = u.name.clone();
+        out.push(RenderedUnit { content: finish(&name, &u.file)?, name: u.name, role: u.role });
+    }
+    Ok(out)
+}
+
+/// A helper unit before its final check.
+struct AuxUnit {
+    name: String,
+    role: Role,
+    file: UnitFile,
 }
 
 /// A helper job and its timer: `<base>.<kind>.service` / `.timer`. Agent names cannot hold a
@@ -310,7 +327,7 @@ fn numbered(kind: &str, i: usize) -> String {
     if i == 0 { kind.to_string() } else { format!("{kind}-{}", i + 1) }
 }
 
-fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &str) -> Vec<RenderedUnit> {
+fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &str) -> Vec<AuxUnit> {
     let base = unit_base(fleet, &agent.name);
     let exe = quote(&ctx.exe, true);
     let mut aux = Vec::new();
@@ -435,7 +452,7 @@ fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &st
         svc.set("NoNewPrivileges", "yes").set("PrivateTmp", yes_no(private_tmp)).set("ProtectSystem", "strict").set("ProtectHome", "read-only");
         let rw: Vec<String> = a.writable.iter().map(|p| format!("-{}", quote(p, false))).collect();
         svc.set("ReadWritePaths", rw.join(" "));
-        out.push(RenderedUnit { name: format!("{base}.{}.service", a.kind), role: Role::AuxJob, content: svc.render() });
+        out.push(AuxUnit { name: format!("{base}.{}.service", a.kind), role: Role::AuxJob, file: svc });
 
         let mut t = UnitFile::new(header(agent, changed_commit));
         t.section("Unit").set("Description", format!("Timer of the {} of {description}", a.what));
@@ -445,7 +462,7 @@ fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &st
         }
         t.set("Unit", format!("{base}.{}.service", a.kind));
         t.section("Install").set("WantedBy", "timers.target");
-        out.push(RenderedUnit { name: format!("{base}.{}.timer", a.kind), role: Role::AuxTimer, content: t.render() });
+        out.push(AuxUnit { name: format!("{base}.{}.timer", a.kind), role: Role::AuxTimer, file: t });
     }
     out
 }

@@ -113,7 +113,10 @@ pub fn timers(fleet: &Fleet, host: Option<&str>) -> Vec<FleetTimer> {
     let base_len = crate::render::unit_base(fleet, "").len();
     let mut out = Vec::new();
     for a in agents {
-        for u in render_agent(fleet, a, &schedule_ctx(), "") {
+        // A render the last-line check refuses has no timers to show; plan, apply and render
+        // report it.
+        let Ok(units) = render_agent(fleet, a, &schedule_ctx(), "") else { continue };
+        for u in units {
             if !matches!(u.role, Role::Timer | Role::AuxTimer) {
                 continue;
             }

@@ -52,6 +52,172 @@ impl UnitFile {
     }
 }
 
+/// What a rendered file may say, for [`UnitFile::check`].
+#[derive(Debug, Clone, Copy)]
+pub struct Policy<'a> {
+    /// The Fleet's `allowRoot`: without it no unit runs an agent's program as root.
+    pub allow_root: bool,
+    /// A system manager's unit (`User=`/`Group=` apply); a user manager runs everything as its user.
+    pub system: bool,
+    /// fleetwright's own binary, as the renderer quotes it: the only program a privileged (`+`)
+    /// command line, or a unit without `User=`, may run when root is not allowed.
+    pub exe: &'a str,
+}
+
+/// The sections and keys the renderer writes; anything else in a rendered file is a bug.
+const SECTIONS: [&str; 5] = ["Unit", "Service", "Timer", "Install", "Journal"];
+const KEYS: [&str; 49] = [
+    "AccuracySec",
+    "After",
+    "CPUQuota",
+    "Description",
+    "Environment",
+    "EnvironmentFile",
+    "ExecReload",
+    "ExecStart",
+    "ExecStartPre",
+    "Group",
+    "IOSchedulingClass",
+    "LimitNOFILE",
+    "LoadCredential",
+    "MaxRetentionSec",
+    "MemoryMax",
+    "MemorySwapMax",
+    "Nice",
+    "NoNewPrivileges",
+    "NotifyAccess",
+    "OnActiveSec",
+    "OnBootSec",
+    "OnCalendar",
+    "OnUnitActiveSec",
+    "Persistent",
+    "PrivateTmp",
+    "ProtectHome",
+    "ProtectSystem",
+    "RandomizedDelaySec",
+    "ReadWritePaths",
+    "Restart",
+    "RestartSec",
+    "RuntimeMaxSec",
+    "RuntimeMaxUse",
+    "SuccessExitStatus",
+    "SystemMaxUse",
+    "TasksMax",
+    "TimeoutStartSec",
+    "Type",
+    "Unit",
+    "User",
+    "WantedBy",
+    "Wants",
+    "WatchdogSec",
+    "WorkingDirectory",
+    "UMask",
+    "ReadOnlyPaths",
+    "Documentation",
+    "Requires",
+    "PartOf",
+];
+
+impl UnitFile {
+    /// The last line of defence: re-check every line this file would print, so that a value the
+    /// spec checks missed can never become a directive, a privileged command or `User=root`.
+    /// Errors name the unit line.
+    pub fn check(&self, policy: &Policy) -> Result<(), String> {
+        let bad_text = |s: &str| s.chars().any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'));
+        for h in &self.header {
+            if !h.starts_with('#') || bad_text(h) {
+                return Err(format!("header line {h:?} is not a one-line comment"));
+            }
+        }
+        for (section, entries) in &self.sections {
+            if !SECTIONS.contains(&section.as_str()) {
+                return Err(format!("unexpected section [{section}]"));
+            }
+            let mut user = None;
+            let mut programs = Vec::new();
+            for (k, v) in entries {
+                if !KEYS.contains(&k.as_str()) {
+                    return Err(format!("unexpected key {k}= in [{section}]"));
+                }
+                if bad_text(v) {
+                    return Err(format!("{k}= holds a control character: {v:?}"));
+                }
+                if v.ends_with('\\') || v.trim() != v {
+                    return Err(format!("{k}= would not be read as written (a trailing backslash or surrounding space): {v:?}"));
+                }
+                match k.as_str() {
+                    "User" | "Group" => {
+                        let named = !v.is_empty() && v.len() <= 32 && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+                        if !named {
+                            return Err(format!("{k}={v} is not a user or group name"));
+                        }
+                        if !policy.allow_root && (v == "root" || v == "0" || (k == "Group" && crate::spec::values::PRIVILEGED_GROUPS.contains(&v.as_str()))) {
+                            return Err(format!("{k}={v} without allowRoot"));
+                        }
+                        if k == "User" {
+                            user = Some(v.as_str());
+                        }
+                    }
+                    "ExecStart" | "ExecStartPre" | "ExecReload" => {
+                        let cmd = v.trim_start_matches(['+', '!', '@', '-', ':']);
+                        let privileged = cmd.len() != v.len();
+                        if !cmd.starts_with('"') {
+                            return Err(format!("{k}= does not start with a quoted program: {v:?}"));
+                        }
+                        if privileged && !(v.starts_with('+') && cmd.starts_with(policy.exe) && v.len() == cmd.len() + 1) {
+                            return Err(format!("{k}= runs a program with privileges that is not fleetwright itself: {v:?}"));
+                        }
+                        programs.push(cmd);
+                    }
+                    "WorkingDirectory" | "EnvironmentFile" => {
+                        if !v.trim_start_matches('-').starts_with('/') {
+                            return Err(format!("{k}={v} is not an absolute path"));
+                        }
+                    }
+                    "LoadCredential" => {
+                        let ok = v.split_once(':').is_some_and(|(name, path)| !name.is_empty() && !name.contains('/') && path.starts_with('/'));
+                        if !ok {
+                            return Err(format!("LoadCredential={v} is not NAME:/absolute/path"));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // A service without User= runs as the manager's user: root, for a system manager.
+            if section == "Service" && policy.system && !policy.allow_root && user.is_none() {
+                if let Some(p) = programs.iter().find(|p| !p.starts_with(policy.exe)) {
+                    return Err(format!("a service without User= (so as root) runs {p}, which is not fleetwright itself, without allowRoot"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl UnitFile {
+    /// Read back a file as [`UnitFile::render`] prints it, strictly: comments first, then
+    /// `[Section]` and `Key=Value` lines only. For checking a rendered text line by line
+    /// (the fuzz target): anything else is an error naming the line.
+    pub fn from_rendered(text: &str) -> Result<UnitFile, String> {
+        let mut f = UnitFile::default();
+        for (i, line) in text.split('\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            if line.starts_with('#') && f.sections.is_empty() {
+                f.header.push(line.to_string());
+            } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                f.sections.push((name.to_string(), Vec::new()));
+            } else if let (Some((k, v)), Some(sec)) = (line.split_once('='), f.sections.last_mut()) {
+                sec.1.push((k.to_string(), v.to_string()));
+            } else {
+                return Err(format!("line {}: {line:?} is not a line the renderer writes", i + 1));
+            }
+        }
+        Ok(f)
+    }
+}
+
 /// A unit file parsed as systemd reads it: sections of ordered key/value pairs; comments and
 /// blank lines dropped, continuation lines joined.
 pub type Parsed = BTreeMap<String, Vec<(String, String)>>;
@@ -136,6 +302,58 @@ pub fn escape_specifiers(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unit(entries: &[(&str, &str)]) -> UnitFile {
+        let mut u = UnitFile::new(vec![MARKER.to_string()]);
+        u.section("Service");
+        for (k, v) in entries {
+            u.set(k, *v);
+        }
+        u
+    }
+
+    const POLICY: Policy = Policy { allow_root: false, system: true, exe: "\"/usr/bin/fleetwright\"" };
+
+    #[test]
+    fn the_last_line_of_defence_refuses_what_the_renderer_never_means() {
+        let fine = unit(&[("ExecStart", "\"/bin/true\""), ("User", "agent"), ("ExecStartPre", "+\"/usr/bin/fleetwright\" slot-prepare --dir /run/x")]);
+        assert_eq!(fine.check(&POLICY), Ok(()));
+        for (entries, why) in [
+            (vec![("ExecStart", "\"/bin/true\""), ("User", "root")], "User=root without allowRoot"),
+            (vec![("ExecStart", "\"/bin/true\""), ("User", "0")], "User=0 without allowRoot"),
+            (vec![("ExecStart", "\"/bin/true\""), ("User", "agent"), ("Group", "shadow")], "Group=shadow without allowRoot"),
+            (vec![("ExecStart", "\"/bin/true\"")], "a service without User= (so as root) runs \"/bin/true\""),
+            (vec![("ExecStart", "\"/bin/true\""), ("User", "agent\nUser=root")], "holds a control character"),
+            (vec![("ExecStart", "\"/bin/true\""), ("User", "agent"), ("ExecStartPre", "+/bin/sh -c id")], "does not start with a quoted program"),
+            (vec![("ExecStart", "\"/bin/true\""), ("User", "agent"), ("ExecStartPre", "+\"/bin/sh\" -c id")], "runs a program with privileges"),
+            (vec![("ExecStart", "!!\"/usr/bin/fleetwright\""), ("User", "agent")], "runs a program with privileges"),
+            (vec![("ExecStart", "\"/bin/true\""), ("User", "agent"), ("Description", "x\\")], "trailing backslash"),
+            (vec![("ExecStart", "\"/bin/true\""), ("User", "agent"), ("Description", "a\u{2028}b")], "control character"),
+            (vec![("ExecStart", "\"/bin/true\""), ("User", "agent"), ("PAMName", "login")], "unexpected key PAMName="),
+            (vec![("ExecStart", "\"/bin/true\""), ("User", "agent"), ("WorkingDirectory", "srv")], "not an absolute path"),
+            (vec![("ExecStart", "\"/bin/true\""), ("User", "agent"), ("LoadCredential", "a/b:/x")], "not NAME:/absolute/path"),
+        ] {
+            let e = unit(&entries).check(&POLICY).unwrap_err();
+            assert!(e.contains(why), "{entries:?}: {e}");
+        }
+        // With allowRoot, root is the Fleet's decision; privileged prefixes stay fleetwright's.
+        let root = Policy { allow_root: true, ..POLICY };
+        assert_eq!(unit(&[("ExecStart", "\"/bin/true\""), ("User", "root")]).check(&root), Ok(()));
+        assert!(unit(&[("ExecStart", "+\"/bin/true\"")]).check(&root).is_err());
+        let mut bad_header = unit(&[("ExecStart", "\"/bin/true\""), ("User", "agent")]);
+        bad_header.header.push("# x\n[Service]".into());
+        assert!(bad_header.check(&POLICY).is_err());
+        let mut bad_section = unit(&[]);
+        bad_section.section("Socket");
+        assert!(bad_section.check(&POLICY).unwrap_err().contains("unexpected section [Socket]"));
+    }
+
+    #[test]
+    fn a_rendered_file_reads_back_exactly() {
+        let u = unit(&[("ExecStart", "\"/bin/true\" a=b"), ("User", "agent")]);
+        assert_eq!(UnitFile::from_rendered(&u.render()), Ok(u));
+        assert!(UnitFile::from_rendered("# x\n\n[Service]\nUser=agent\n  injected\n").is_err());
+    }
 
     #[test]
     fn comparison_ignores_comments_and_cosmetic_keys() {

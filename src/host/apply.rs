@@ -421,7 +421,7 @@ pub async fn deploy_unchanged(
             (n.clone(), crate::desired::AgentDeploy { backups: r.backups.clone(), spec_hash: r.spec_hash.clone(), changed_commit: r.changed_commit.clone() })
         })
         .collect();
-    let want = Desired { commit, units, agents, config };
+    let want = Desired { commit, units, agents, config, refused: Vec::new() };
     // What is on disk is what was just read (the desired state is made of it).
     let files = want.units.iter().map(|(n, u)| (n.clone(), Some(u.content.clone()))).collect();
     let on_disk = want.config.iter().map(|(p, (c, _))| (p.clone(), Some(c.clone()))).collect();

@@ -31,7 +31,9 @@ pub fn command(check: &HealthCheck, scope: Scope, bus_address: Option<&str>, uni
         }
         cmd.arg(format!("--property={k}={v}"));
     }
-    cmd.arg("--").args(&check.argv);
+    // The manager expands `$VAR` and `${VAR}` in a transient unit's command line; run.command
+    // is written with `$$` for the same reason. The check's argv is passed verbatim.
+    cmd.arg("--").args(check.argv.iter().map(|a| a.replace('$', "$$")));
     cmd
 }
 

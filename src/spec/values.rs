@@ -341,8 +341,15 @@ where
     if p.is_empty() {
         return Some("/");
     }
-    let places = SYSTEM_PLACES.iter().map(|(pl, g)| (*pl, *g)).chain(extra.iter().map(|pl| (*pl, Guard::Tree)));
-    for (place, guard) in places {
+    let places = || SYSTEM_PLACES.iter().map(|(pl, g)| (*pl, *g)).chain(extra.iter().map(|pl| (*pl, Guard::Tree)));
+    // The place the path is at, if it is one, names the problem best.
+    if let Some((place, _)) = places().find(|(pl, _)| {
+        let q = components(pl);
+        q.len() == p.len() && p.iter().zip(&q).all(|(a, b)| component_matches(a, b))
+    }) {
+        return Some(place);
+    }
+    for (place, guard) in places() {
         let q = components(place);
         let common = p.len().min(q.len());
         if !p.iter().zip(&q).take(common).all(|(a, b)| component_matches(a, b)) {

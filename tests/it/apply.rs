@@ -318,7 +318,7 @@ fn apply_sandbox_reports_a_missing_program_and_leaves_the_host_alone() {
         ("bad.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: broken-sbx\nrun: {command: [/usr/local/bin/not-installed-fw]}\nservice: {restart: no}\n".to_string()),
         // A job is never run in the sandbox (it would do its real work): what can be known
         // without running it is checked.
-        ("job.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: job-sbx\nrun: {command: [/bin/true], user: no-such-user-fw, workingDirectory: /srv/no-such-dir-fw, credentials: {key: /etc/no-such-secret-fw}}\nschedule: {calendar: daily}\n".to_string()),
+        ("job.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: job-sbx\nrun: {command: [/bin/true], user: no-such-user-fw, workingDirectory: /srv/no-such-dir-fw, credentials: {key: /etc/fleetwright/secrets/no-such-secret-fw}}\nschedule: {calendar: daily}\n".to_string()),
     ];
     repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "one broken");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright"))
@@ -332,7 +332,7 @@ fn apply_sandbox_reports_a_missing_program_and_leaves_the_host_alone() {
     for m in [
         "job-sbx: user no-such-user-fw does not exist",
         "job-sbx: workingDirectory /srv/no-such-dir-fw does not exist",
-        "job-sbx: credential key (/etc/no-such-secret-fw) does not exist",
+        "job-sbx: credential key (/etc/fleetwright/secrets/no-such-secret-fw) does not exist",
     ] {
         assert!(err.contains(&format!("missing: {m}")), "{m}: {err}");
     }

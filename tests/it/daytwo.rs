@@ -160,14 +160,16 @@ fn a_stale_heartbeat_restarts_the_service_and_status_says_so() {
 fn a_failing_health_check_keeps_the_old_version_running() {
     let host = Host::boot();
     let repo = Repo::new();
-    // The check runs as the agent runs: its user, environment, credentials, private /tmp.
+    // The check runs as the agent runs: its user, environment, credentials, private /tmp; and
+    // its arguments reach it verbatim (`$HOME` is not expanded by the manager).
     // (Only that the credentials are loaded: in the sandbox, systemd 252 cannot hand their
     // directory to a user other than root, for the service itself as much as for the check.)
-    std::fs::write(host.sb.host_path("/srv/tok"), "secret").unwrap();
+    std::fs::create_dir_all(host.sb.host_path("/srv/creds")).unwrap();
+    std::fs::write(host.sb.host_path("/srv/creds/tok"), "secret").unwrap();
     std::fs::write(host.sb.host_path("/tmp/host-only"), "").unwrap();
     let agent = |v: &str| {
         format!(
-            "apiVersion: fleetwright/v1\nkind: Agent\nname: checked\nrun:\n  command: [/bin/sh, -c, 'echo {v}; exec sleep 100000']\n  user: agent\n  environment: {{WANT: /run/fw-test/ok}}\n  credentials: {{tok: /srv/tok}}\nhardening: {{privateTmp: true}}\nhealth: {{check: [/bin/sh, -c, 'echo checking as $(id -un); test \"$(id -un)\" = agent && test -n \"$CREDENTIALS_DIRECTORY\" && test ! -e /tmp/host-only && test -e \"$WANT\"']}}\n"
+            "apiVersion: fleetwright/v1\nkind: Agent\nname: checked\nrun:\n  command: [/bin/sh, -c, 'echo {v}; exec sleep 100000']\n  user: agent\n  environment: {{WANT: /run/fw-test/ok}}\n  credentials: {{tok: /srv/creds/tok}}\nhardening: {{privateTmp: true}}\nhealth: {{check: [/bin/sh, -c, 'echo checking as $(id -un); test \"$(id -un)\" = agent && test -n \"$CREDENTIALS_DIRECTORY\" && test ! -e /tmp/host-only && test -e \"$WANT\" && test \"$1\" = \"\\$HOME\"', check, '$HOME']}}\n"
         )
     };
     repo.commit(&[("fleet.yaml", FLEET), ("c.yaml", &agent("v1"))], "v1");

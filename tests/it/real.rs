@@ -163,6 +163,7 @@ pub fn stdout(o: &Output) -> String {
 pub const FLEET: &str = "apiVersion: fleetwright/v1
 kind: Fleet
 allowRoot: true
+credentialDirs: [/etc/fleetwright/secrets, /srv/creds]
 defaults:
   run: {user: root}
   resources: {memoryMax: 256M, tasksMax: 64}

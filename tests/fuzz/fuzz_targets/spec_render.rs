@@ -102,8 +102,25 @@ fuzz_target!(|data: &[u8]| {
         Ok(fleet) => {
             let ctx = RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
             let desired = fleetwright::desired::desired(&fleet, "vps-1", &ctx, "c0ffee", &Default::default());
+            // A valid fleet renders: the last-line check refusing it means the spec checks and
+            // the renderer disagree.
+            assert!(desired.refused.is_empty(), "a valid fleet's render was refused: {:?}", desired.refused);
+            let exe = fleetwright::unit::quote(&ctx.exe, true);
+            let policy = fleetwright::unit::Policy { allow_root: fleet.allow_root, system: true, exe: &exe };
             for (name, u) in &desired.units {
                 check_unit(name, &u.content, &SECTIONS);
+                // Every rendered line is one the renderer meant to write: read back strictly,
+                // the file passes the renderer's own line-by-line check, and its entries are
+                // exactly the lines systemd will read.
+                let back = fleetwright::unit::UnitFile::from_rendered(&u.content).unwrap_or_else(|e| panic!("{name}: {e}\n{}", u.content));
+                back.check(&policy).unwrap_or_else(|e| panic!("{name}: {e}\n{}", u.content));
+                assert_eq!(back.render(), u.content, "{name}: the text does not read back as the same file");
+                if !fleet.allow_root {
+                    let parsed = fleetwright::unit::parse(&u.content);
+                    for (k, v) in parsed.values().flatten() {
+                        assert!(!(k == "User" && (v == "root" || v == "0")), "{name}: User={v} without allowRoot\n{}", u.content);
+                    }
+                }
             }
             for (path, (content, _)) in &desired.config {
                 check_unit(path, content, &["Journal"]);
