@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::desired::desired;
 use crate::host::apply::{ApplyReport, deploy, observe};
 use crate::host::state::StateDir;
 use crate::host::systemd::Systemd;
@@ -159,7 +158,7 @@ pub fn plan(g: &Globals, src: &SourceArgs, json: bool, diffs: bool, allow_empty:
         let state = StateDir::new(&cfg.state_dir);
         let result = async {
             let inv = state.load_inventory()?;
-            let want = desired(&fleet, &cfg.host, &cfg.render_ctx(), &files.commit, &inv);
+            let want = cfg.desired(&fleet, &files.commit, &inv);
             let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await?;
             let observed = observe(&sd, &cfg, &want, inv).await?;
             Ok::<_, Box<dyn std::error::Error>>(plan::plan(&want, &observed, PlanOptions { allow_empty }))
@@ -308,7 +307,7 @@ pub fn status(g: &Globals, json: bool) -> u8 {
 pub fn render(g: &Globals, src: &SourceArgs, agents: &[String]) -> u8 {
     let cfg = g.host_config();
     let Ok((files, fleet)) = load_commit(g, src) else { return exit::ERROR };
-    let want = desired(&fleet, &cfg.host, &cfg.render_ctx(), &files.commit, &Default::default());
+    let want = cfg.desired(&fleet, &files.commit, &Default::default());
     if !want.refused.is_empty() {
         for r in &want.refused {
             eprintln!("error: {r}");

@@ -462,7 +462,7 @@ pub async fn deploy(
         }
     }
     let t = std::time::Instant::now();
-    let want = crate::desired::desired(fleet, &cfg.host, &cfg.render_ctx(), commit, &inv);
+    let want = cfg.desired(fleet, commit, &inv);
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: desired");
     let t = std::time::Instant::now();
     let observed = observe(sd, cfg, &want, inv.clone()).await?;

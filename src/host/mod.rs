@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod guard;
 pub mod sandbox;
 pub mod state;
 pub mod status;
@@ -24,6 +25,14 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
+    /// The desired state of `fleet` on this host, with what this host refuses of it
+    /// ([`guard::refusals`]) among its refusals, so that such a plan cannot be applied.
+    pub fn desired(&self, fleet: &crate::spec::Fleet, commit: &str, prior: &crate::inventory::Inventory) -> crate::desired::Desired {
+        let mut want = crate::desired::desired(fleet, &self.host, &self.render_ctx(), commit, prior);
+        want.refused.extend(guard::refusals(fleet, self));
+        want
+    }
+
     /// Units in a directory under /run are enabled at runtime (links under /run too): that is
     /// how a host with a read-only /etc/systemd/system (NixOS) is managed.
     pub fn runtime_links(&self) -> bool {

@@ -149,3 +149,30 @@ fn the_renderer_refuses_hand_built_values_that_would_break_the_unit_format() {
         assert!(p.errors.iter().any(|e| e.contains("refusing to render it")), "{what}: {:?}", p.errors);
     }
 }
+
+/// A credential directory the agent's user can write would let it plant a symlink to any file
+/// that root then reads for it: the host refuses to apply until only root can change it.
+#[test]
+fn a_credential_directory_that_an_agent_can_change_is_refused_at_apply() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = Host::boot();
+    let repo = Repo::new();
+    let creds = host.sb.host_path("/srv/creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::set_permissions(host.sb.host_path("/srv"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(creds.join("tok"), "secret").unwrap();
+    let fleet = "apiVersion: fleetwright/v1\nkind: Fleet\ncredentialDirs: [/srv/creds]\n";
+    let agent =
+        "apiVersion: fleetwright/v1\nkind: Agent\nname: reader\nrun: {command: [/bin/sleep, '100000'], user: agent, credentials: {tok: /srv/creds/tok}}\n";
+    repo.commit(&[("fleet.yaml", fleet), ("reader.yaml", agent)], "creds");
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("credentialDirs: /srv/creds: /srv/creds is writable by group or others (mode 777)"), "{}", stderr(&out));
+    assert!(!host.unit_dir().join("agent-reader.service").exists());
+    // Once only root can change it, the same commit applies.
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(host.unit_dir().join("agent-reader.service").exists());
+}
