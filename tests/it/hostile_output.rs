@@ -305,3 +305,42 @@ fn diagnostics_of_a_hostile_file_are_bounded_and_escaped() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     check("render", &o, &["one-line.yaml", "many.yaml"]);
 }
+
+/// `inventory` and `status` print what a spec (or the records made from one) says: even when
+/// a control character gets past the checker, none reaches a terminal raw.
+#[test]
+fn inventory_and_status_escape_control_characters() {
+    let mut f = crate::common::fleet(&[(
+        "f.yaml",
+        "apiVersion: fleetwright/v1\nkind: Fleet\nhosts: {vps-1: {labels: [gpu]}}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: web\ndescription: the web\nrun: {command: [/usr/bin/web], user: agent}\n",
+    )]);
+    // What the checker refuses, put in after it: an OSC title, a screen clear, a bell, an
+    // override, a CSI as one C1 character.
+    let evil = "\x1b]0;owned\x07\x1b[2J\u{202e}\u{9b}31m\r";
+    f.agents[0].description = Some(format!("the web{evil}"));
+    f.agents[0].hosts = vec![format!("vps-1{evil}")];
+    f.hosts.insert(format!("gpu{evil}"), vec![format!("label{evil}")]);
+    let md = fleetwright::catalog::render_markdown(&f, Some("c0ffee"));
+    assert!(!md.chars().any(|c| c.is_control() && c != '\n' || c == '\u{202e}'), "{md:?}");
+    assert!(md.contains(r"the web\x1b]0;owned\x07\x1b[2J\u{202e}\u{9b}31m\r"), "{md}");
+
+    use fleetwright::host::status::{AgentStatus, render_text};
+    let agents = vec![AgentStatus {
+        agent: format!("web{evil}"),
+        kind: "service",
+        state: "drift",
+        enabled: true,
+        units: vec![],
+        last_run: None,
+        next_run: None,
+        marker: None,
+        drift: vec![format!("agent-web{evil}.service was edited outside fleetwright")],
+        problems: vec![format!("heartbeat went stale; last at {evil}")],
+    }];
+    let text = render_text(&Default::default(), &agents);
+    assert!(!text.chars().any(|c| c.is_control() && c != '\n' || c == '\u{202e}'), "{text:?}");
+    assert!(text.contains(r"drift: agent-web\x1b]0;owned\x07"), "{text}");
+    // The colors `status` adds on a terminal are its own, after the escaping.
+    let colored = fleetwright::host::status::colorize(&text);
+    assert!(colored.contains("\x1b[33mdrift\x1b[0m") && !colored.contains("\x1b]0;"), "{colored:?}");
+}
