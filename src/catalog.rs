@@ -109,8 +109,10 @@ pub fn render_markdown(fleet: &Fleet, commit: Option<&str>) -> String {
     if !fleet.hosts.is_empty() {
         let _ = writeln!(o, "\n## Hosts\n\n| host | labels |\n|---|---|");
         for (h, labels) in &fleet.hosts {
-            let _ = writeln!(o, "| `{h}` | {} |", labels.join(", "));
+            let _ = writeln!(o, "| `{}` | {} |", cell(h), cell(&labels.join(", ")));
         }
     }
-    o
+    // Printed to terminals: no control character from a spec (an escape sequence in a
+    // description or a host label) reaches one raw. The checker refuses them too.
+    crate::spec::diag::printable_lines(&o).into_owned()
 }

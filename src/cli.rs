@@ -68,16 +68,13 @@ impl Globals {
     }
 }
 
+/// The diagnostics of a load on stderr, bounded (`Diagnostics::render`: at most 100 per file
+/// and 1000 in all, source lines cut at 200 characters, control characters escaped), then
+/// how many there are.
 fn print_diagnostics(diags: &Diagnostics, files: &[(String, String)], prefix: &Path) {
     let sources = spec::sources(files);
-    for d in &diags.0 {
-        let mut d = d.clone();
-        let src = sources.get(d.loc.file.as_str()).copied();
-        if prefix != Path::new("") && prefix != Path::new(".") {
-            d.loc.file = prefix.join(&d.loc.file).display().to_string();
-        }
-        eprintln!("{}", d.render_with_source(src));
-    }
+    let name = |f: &str| if prefix != Path::new("") && prefix != Path::new(".") { prefix.join(f).display().to_string() } else { f.to_string() };
+    eprint!("{}", diags.render(|f| sources.get(f).copied(), name));
     eprintln!("{} error{}", diags.0.len(), if diags.0.len() == 1 { "" } else { "s" });
 }
 

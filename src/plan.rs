@@ -55,6 +55,9 @@ pub struct Observed {
     pub inventory: Inventory,
     /// Host configuration files (absolute path → content), desired or owned.
     pub config: BTreeMap<String, Option<String>>,
+    /// Unit name → permission bits of its file on disk (absent: no file, or not known; then
+    /// the mode is not checked).
+    pub modes: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -63,6 +66,8 @@ pub enum FileOp {
     Keep,
     Create,
     Update(Change),
+    /// The same bytes rewritten with the mode the file should have (`unit_file_mode`).
+    Mode,
     Remove,
 }
 
@@ -144,6 +149,25 @@ impl Plan {
     }
 }
 
+impl FileOp {
+    /// Whether the manager must reload to see this: any change of content (not of a mode).
+    pub fn needs_reload(self) -> bool {
+        !matches!(self, FileOp::Keep | FileOp::Mode)
+    }
+}
+
+/// The mode a unit file is written with: 0600 (root only; the manager reads it as root) when
+/// it sets an environment variable of the spec's (`run.environment`, which may hold an API
+/// key), or one it cannot split; 0644 otherwise (the `FLEETWRIGHT_*` variables fleetwright sets
+/// itself are no secret, and a readable unit file is what `systemctl cat` shows to users).
+pub fn unit_file_mode(content: &str) -> u32 {
+    let private = logical_lines(&content.split_inclusive('\n').collect::<Vec<_>>()).iter().filter_map(environment_value).any(|v| match env_words(v) {
+        None => true,
+        Some(words) => words.iter().any(|(_, text)| !text.starts_with("FLEETWRIGHT_")),
+    });
+    if private { 0o600 } else { 0o644 }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PlanOptions {
     /// Allow a desired state with no units to prune everything we own.
@@ -169,14 +193,25 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
         let on_disk = observed.files.get(name.as_str()).cloned().flatten();
         let record = inv.files.get(name.as_str());
         let mut drift = Vec::new();
-        if let (Some(rec), Some(text)) = (record, &on_disk) {
-            if sha256(text) != rec.sha256 {
-                drift.push("the file was edited outside fleetwright".to_string());
-            }
+        if let (Some(rec), Some(text)) = (record, &on_disk)
+            && sha256(text) != rec.sha256
+        {
+            drift.push("the file was edited outside fleetwright".to_string());
         }
         if let (Some(_), None) = (record, &on_disk) {
             drift.push("the file was deleted outside fleetwright".to_string());
         }
+        // A file of ours whose mode is not the one its content asks for (0644 with secrets in
+        // it, from an older version or a chmod by hand): drift, repaired by rewriting it.
+        let bad_mode = match (record, &on_disk, observed.modes.get(name.as_str()), desired.units.get(name.as_str())) {
+            (Some(_), Some(_), Some(&m), Some(want)) if m & 0o7777 != unit_file_mode(&want.content) => {
+                let should = unit_file_mode(&want.content);
+                let why = if should == 0o600 { " (it holds Environment=, readable by root only)" } else { "" };
+                drift.push(format!("its mode is {:04o}, and should be {should:04o}{why}", m & 0o7777));
+                true
+            }
+            _ => false,
+        };
 
         let Some(want) = desired.units.get(name.as_str()) else {
             // Owned but no longer desired: prune.
@@ -228,6 +263,10 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                 (FileOp::Create, Change::Semantic)
             }
             Some(old) => match compare(old, &want.content) {
+                Change::Identical if bad_mode => {
+                    reasons.push("only its mode changes: nothing restarts".to_string());
+                    (FileOp::Mode, Change::Identical)
+                }
                 Change::Identical => (FileOp::Keep, Change::Identical),
                 c => {
                     reasons.push(
@@ -267,7 +306,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                     }
                     if !status.is_active() {
                         actions.push(Action::Start);
-                        if file == FileOp::Keep {
+                        if matches!(file, FileOp::Keep | FileOp::Mode) {
                             let what = if status.active_state == "failed" { "failed" } else { "not running" };
                             drift.push(format!("it is {what}, and should be running"));
                         }
@@ -309,14 +348,14 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             role: want.role,
             file,
             content: (file != FileOp::Keep).then(|| want.content.clone()),
-            diff: (file != FileOp::Keep).then(|| unified_diff(name, on_disk.as_deref().unwrap_or(""), &want.content)),
+            diff: file.needs_reload().then(|| unified_diff(name, on_disk.as_deref().unwrap_or(""), &want.content)),
             actions,
             reasons,
             drift,
             held: None,
         });
     }
-    let daemon_reload = inv.reload_pending || units.iter().any(|u| u.file != FileOp::Keep);
+    let daemon_reload = inv.reload_pending || units.iter().any(|u| u.file.needs_reload());
     let config = plan_config(desired, observed, &mut errors);
     Plan { commit: desired.commit.clone(), units, daemon_reload, errors, config }
 }
@@ -331,10 +370,10 @@ fn plan_config(desired: &Desired, observed: &Observed, errors: &mut Vec<String>)
         let on_disk = observed.config.get(path.as_str()).cloned().flatten();
         let record = inv.config.get(path.as_str());
         let mut drift = Vec::new();
-        if let (Some(r), Some(text)) = (record, &on_disk) {
-            if sha256(text) != r.sha256 {
-                drift.push("the file was edited outside fleetwright".to_string());
-            }
+        if let (Some(r), Some(text)) = (record, &on_disk)
+            && sha256(text) != r.sha256
+        {
+            drift.push("the file was edited outside fleetwright".to_string());
         }
         let (file, content, restart) = match desired.config.get(path.as_str()) {
             Some((content, unit)) => {
@@ -358,8 +397,155 @@ fn plan_config(desired: &Desired, observed: &Observed, errors: &mut Vec<String>)
     out
 }
 
+/// The unified diff of two versions of a file, with the values of secret-looking environment
+/// variables redacted (`redact_lines`): computed on the real text, so that a changed secret
+/// shows as a changed line, and printed from the redacted one.
 pub fn unified_diff(name: &str, old: &str, new: &str) -> String {
-    similar::TextDiff::from_lines(old, new).unified_diff().context_radius(3).header(&format!("a/{name}"), &format!("b/{name}")).to_string()
+    let diff = similar::TextDiff::from_lines(old, new);
+    let old_lines: Vec<&str> = diff.iter_old_slices().collect();
+    let new_lines: Vec<&str> = diff.iter_new_slices().collect();
+    let (old_env, new_env) = (environment(&old_lines), environment(&new_lines));
+    let state = |n: &str| if old_env.get(n) == new_env.get(n) { "unchanged" } else { "changed" };
+    let (old_shown, new_shown) = (redact_lines(&old_lines, &state), redact_lines(&new_lines, &state));
+    let mut out = String::new();
+    for (i, hunk) in diff.unified_diff().context_radius(3).iter_hunks().enumerate() {
+        if i == 0 {
+            let _ = writeln!(out, "--- a/{name}\n+++ b/{name}");
+        }
+        let _ = writeln!(out, "{}", hunk.header());
+        for change in hunk.iter_changes() {
+            let line = match (change.tag(), change.old_index(), change.new_index()) {
+                (similar::ChangeTag::Insert, _, Some(i)) => &new_shown[i],
+                (_, Some(i), _) => &old_shown[i],
+                _ => continue,
+            };
+            let _ = writeln!(out, "{}{line}", change.tag());
+            if change.missing_newline() {
+                let _ = writeln!(out, "\\ No newline at end of file");
+            }
+        }
+    }
+    out
+}
+
+/// Does an environment variable of this name probably hold a secret? Names containing TOKEN,
+/// KEY, SECRET, PASSWORD, PASSWD, CREDENTIAL, AUTH or PRIVATE, in any case. Their values are
+/// never shown by `plan` (text, JSON, the pull-request comment).
+pub fn looks_secret(name: &str) -> bool {
+    const WORDS: [&str; 8] = ["TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "PRIVATE"];
+    let upper = name.to_ascii_uppercase();
+    WORDS.iter().any(|w| upper.contains(w))
+}
+
+/// A line of a unit file as systemd reads it: physical lines `first..=last` joined where one
+/// ends in `\` (as `unit::parse` joins them), trimmed.
+struct Logical {
+    first: usize,
+    last: usize,
+    text: String,
+}
+
+fn logical_lines(lines: &[&str]) -> Vec<Logical> {
+    let mut out = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    for (i, raw) in lines.iter().enumerate() {
+        let (first, text) = match pending.take() {
+            None => (i, raw.trim().to_string()),
+            Some((first, p)) => (first, format!("{p} {}", raw.trim())),
+        };
+        match text.strip_suffix('\\') {
+            Some(stripped) => pending = Some((first, stripped.trim_end().to_string())),
+            None => out.push(Logical { first, last: i, text }),
+        }
+    }
+    if let Some((first, text)) = pending {
+        out.push(Logical { first, last: lines.len() - 1, text });
+    }
+    out
+}
+
+/// The value of an `Environment=` line, when `l` is one (comments are not).
+fn environment_value(l: &Logical) -> Option<&str> {
+    if l.text.starts_with('#') || l.text.starts_with(';') {
+        return None;
+    }
+    l.text.split_once('=').filter(|(k, _)| k.trim() == "Environment").map(|(_, v)| v.trim())
+}
+
+/// The words of an `Environment=` value as systemd splits them (systemd.syntax(7):
+/// separated by whitespace, `"…"` and `'…'` quote, `\` escapes the next character): each
+/// as written and unquoted. None when systemd would refuse it (an open quote, a `\` at the end).
+fn env_words(value: &str) -> Option<Vec<(&str, String)>> {
+    let mut words = Vec::new();
+    let mut it = value.char_indices().peekable();
+    loop {
+        while it.next_if(|(_, c)| matches!(c, ' ' | '\t' | '\n' | '\r')).is_some() {}
+        let Some(&(start, _)) = it.peek() else { break };
+        let (mut text, mut quote, mut end) = (String::new(), None, value.len());
+        while let Some((i, c)) = it.next() {
+            match (c, quote) {
+                (' ' | '\t' | '\n' | '\r', None) => {
+                    end = i;
+                    break;
+                }
+                ('\\', _) => text.push(it.next()?.1),
+                ('"' | '\'', None) => quote = Some(c),
+                (c, Some(q)) if c == q => quote = None,
+                (c, _) => text.push(c),
+            }
+        }
+        if quote.is_some() {
+            return None;
+        }
+        words.push((&value[start..end], text));
+    }
+    Some(words)
+}
+
+/// Name → value of every environment assignment of a unit file (the last one wins, as in
+/// systemd).
+fn environment(lines: &[&str]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for l in logical_lines(lines) {
+        for (_, text) in environment_value(&l).and_then(env_words).unwrap_or_default() {
+            if let Some((k, v)) = text.split_once('=') {
+                out.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The physical lines of a unit file (line ends dropped) with the value of every
+/// secret-looking environment variable replaced by `<redacted, changed>` or `<redacted,
+/// unchanged>` (`state` of its name), a word that is not `NAME=VALUE` by `<redacted>`, and a
+/// value systemd cannot split by `<redacted: cannot be parsed>`. An `Environment=` line over
+/// several physical lines shows whole on its first; the others show as `…`.
+fn redact_lines(lines: &[&str], state: &dyn Fn(&str) -> &'static str) -> Vec<String> {
+    let mut out: Vec<String> = lines.iter().map(|l| l.trim_end_matches(['\n', '\r']).to_string()).collect();
+    for l in logical_lines(lines) {
+        let Some(value) = environment_value(&l) else { continue };
+        let shown = match env_words(value) {
+            None => "<redacted: cannot be parsed>".to_string(),
+            Some(words) => words
+                .iter()
+                .map(|(raw, text)| match text.split_once('=') {
+                    Some((name, _)) if looks_secret(name) => crate::unit::quote(&format!("{name}=<redacted, {}>", state(name)), false),
+                    Some(_) => raw.to_string(),
+                    None => "<redacted>".to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        if l.first == l.last && shown == value {
+            continue;
+        }
+        out[l.first] = format!("Environment={shown}");
+        for line in &mut out[l.first + 1..=l.last] {
+            *line = "    …".to_string();
+        }
+    }
+    out
 }
 
 /// The plan as text, unit by unit (what `fleetwright plan` prints).
@@ -371,7 +557,7 @@ pub fn render_text(plan: &Plan, with_diffs: bool) -> String {
     let changes: Vec<&UnitChange> = plan.units.iter().filter(|u| !u.is_noop() || u.held.is_some()).collect();
     if changes.is_empty() && !plan.has_changes() && plan.errors.is_empty() {
         let _ = writeln!(out, "Nothing to do: {} units up to date at {}.", plan.units.len(), short(&plan.commit));
-        return out;
+        return crate::spec::diag::printable_lines(&out).into_owned();
     }
     for u in &changes {
         let file = match u.file {
@@ -379,6 +565,7 @@ pub fn render_text(plan: &Plan, with_diffs: bool) -> String {
             FileOp::Create => "write (new)",
             FileOp::Update(Change::Cosmetic) => "write (cosmetic)",
             FileOp::Update(_) => "write",
+            FileOp::Mode => "write (mode only)",
             FileOp::Remove => "remove",
         };
         let actions: Vec<String> = u.actions.iter().map(|a| format!("{a:?}").to_lowercase()).collect();
@@ -390,11 +577,9 @@ pub fn render_text(plan: &Plan, with_diffs: bool) -> String {
         for d in &u.drift {
             let _ = writeln!(out, "    drift: {d}");
         }
-        if with_diffs {
-            if let Some(d) = &u.diff {
-                for line in d.lines() {
-                    let _ = writeln!(out, "    {line}");
-                }
+        if with_diffs && let Some(d) = &u.diff {
+            for line in d.lines() {
+                let _ = writeln!(out, "    {line}");
             }
         }
     }
@@ -414,7 +599,8 @@ pub fn render_text(plan: &Plan, with_diffs: bool) -> String {
     }
     let unchanged = plan.units.len() - changes.len();
     let _ = writeln!(out, "{} units change, {unchanged} unchanged, at {}.", changes.len(), short(&plan.commit));
-    out
+    // Diffs show files as they are on disk: no control character reaches a terminal raw.
+    crate::spec::diag::printable_lines(&out).into_owned()
 }
 
 pub fn short(commit: &str) -> &str {
@@ -469,4 +655,137 @@ pub fn assume_converged(d: &Desired) -> Observed {
     }
     o.inventory.applied_commit = Some(d.commit.clone());
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "s3cr3t-abc";
+
+    fn fleet(env: &str) -> crate::spec::Fleet {
+        let doc = format!(
+            "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun:\n  command: [/usr/bin/web]\n  environment: {env}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: job\nrun: {{command: [/usr/bin/job]}}\nschedule: {{calendar: daily}}\n"
+        );
+        crate::spec::load(&[("f.yaml".to_string(), doc)]).unwrap_or_else(|d| panic!("{d}"))
+    }
+
+    fn desired(f: &crate::spec::Fleet, commit: &str, inv: &Inventory) -> Desired {
+        let ctx =
+            crate::render::RenderCtx { scope: crate::render::Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
+        crate::desired::desired(f, "h", &ctx, commit, inv)
+    }
+
+    #[test]
+    fn secret_looking_names() {
+        for n in ["API_TOKEN", "api_key", "GITHUB_SECRET", "DB_PASSWORD", "PASSWD", "AWS_CREDENTIALS", "BASIC_AUTH", "PRIVATE_PEM", "anthropicApiKey"] {
+            assert!(looks_secret(n), "{n}");
+        }
+        for n in ["LOG_LEVEL", "TZ", "FLEETWRIGHT_AGENT", "PORT", "DATABASE_URL"] {
+            assert!(!looks_secret(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn environment_values_split_as_systemd_splits_them() {
+        let w = env_words(r#""A=b c" 'D=e f'  G=h\ i J="k l"m"#).unwrap();
+        let texts: Vec<&str> = w.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(texts, ["A=b c", "D=e f", "G=h i", "J=k lm"]);
+        assert_eq!(w[3].0, r#"J="k l"m"#);
+        assert_eq!(env_words(r#""A=b"#), None);
+        assert_eq!(env_words(r"A=b\"), None);
+        assert_eq!(env_words("  ").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_diff_shows_whether_a_secret_changed_never_its_value() {
+        let old = format!(
+            "[Service]\nEnvironment=\"API_TOKEN={SECRET}1\"\nEnvironment=\"LOG_LEVEL=info\"\nEnvironment=\"DB_PASSWORD={SECRET}2\" \"MODE=a\"\nEnvironment='GH_AUTH={SECRET}3' X\nEnvironment=\"OPENAI_KEY={SECRET}4 \\\n  more\"\nExecStart=/bin/a\n"
+        );
+        let new = old.replace(&format!("{SECRET}1"), &format!("{SECRET}5")).replace("MODE=a", "MODE=b").replace("/bin/a", "/bin/b");
+        let d = unified_diff("u.service", &old, &new);
+        assert!(!d.contains(SECRET), "{d}");
+        assert!(d.contains("-Environment=\"API_TOKEN=<redacted, changed>\"\n+Environment=\"API_TOKEN=<redacted, changed>\"\n"), "{d}");
+        assert!(d.contains(" Environment=\"LOG_LEVEL=info\"\n"), "{d}");
+        assert!(
+            d.contains("-Environment=\"DB_PASSWORD=<redacted, unchanged>\" \"MODE=a\"\n+Environment=\"DB_PASSWORD=<redacted, unchanged>\" \"MODE=b\"\n"),
+            "{d}"
+        );
+        // A word that is not NAME=VALUE is not shown either (systemd ignores it).
+        assert!(d.contains(" Environment=\"GH_AUTH=<redacted, unchanged>\" <redacted>\n"), "{d}");
+        // Continued over two lines: whole on the first.
+        assert!(d.contains(" Environment=\"OPENAI_KEY=<redacted, unchanged>\"\n     …\n"), "{d}");
+        assert!(d.contains("-ExecStart=/bin/a\n+ExecStart=/bin/b\n"), "{d}");
+        // A new file, a removed one: every secret changed.
+        let d = unified_diff("u.service", "", &new);
+        assert!(!d.contains(SECRET) && d.contains("+Environment=\"API_TOKEN=<redacted, changed>\"\n"), "{d}");
+        let d = unified_diff("u.service", &old, "");
+        assert!(!d.contains(SECRET) && d.contains("-Environment=\"API_TOKEN=<redacted, changed>\"\n"), "{d}");
+        // What systemd cannot split is not shown at all.
+        let d = unified_diff("u.service", "", &format!("Environment=\"API_TOKEN={SECRET}\n"));
+        assert_eq!(d.lines().last(), Some("+Environment=<redacted: cannot be parsed>"), "{d}");
+    }
+
+    #[test]
+    fn plans_as_text_and_json_show_no_secret_value() {
+        let f1 = fleet(&format!("{{API_TOKEN: {SECRET}-one, STRIPE_KEY: {SECRET}-two, LOG_LEVEL: info}}"));
+        let f2 = fleet(&format!("{{API_TOKEN: {SECRET}-three, STRIPE_KEY: {SECRET}-two, LOG_LEVEL: debug}}"));
+        let d1 = desired(&f1, "c1", &Inventory::default());
+        let host = assume_converged(&d1);
+        let p = plan(&desired(&f2, "c2", &host.inventory), &host, PlanOptions::default());
+        let text = render_text(&p, true);
+        let json = serde_json::to_string(&p).unwrap();
+        for out in [&text, &json] {
+            assert!(!out.contains(SECRET), "{out}");
+        }
+        assert!(text.contains("+Environment=\"API_TOKEN=<redacted, changed>\""), "{text}");
+        assert!(text.contains(" Environment=\"STRIPE_KEY=<redacted, unchanged>\""), "{text}");
+        assert!(text.contains("+Environment=\"LOG_LEVEL=debug\""), "{text}");
+        // A fresh host: every value is new.
+        let p = plan(&d1, &Observed::default(), PlanOptions::default());
+        assert!(!render_text(&p, true).contains(SECRET));
+        assert!(!serde_json::to_string(&p).unwrap().contains(SECRET));
+    }
+
+    #[test]
+    fn unit_files_with_environment_are_root_only() {
+        assert_eq!(unit_file_mode("[Service]\nExecStart=/bin/a\nEnvironment=\"A=b\"\n"), 0o600);
+        assert_eq!(unit_file_mode("[Service]\nEnvironment=\"FLEETWRIGHT_AGENT=a\"\nEnvironment=\"FLEETWRIGHT_DEPLOY_MARKER=/x\"\n"), 0o644);
+        assert_eq!(unit_file_mode("[Service]\nEnvironment=\"FLEETWRIGHT_AGENT=a\" \"TOKEN=x\"\n"), 0o600);
+        assert_eq!(unit_file_mode("[Service]\nEnvironment = A=b\n"), 0o600);
+        assert_eq!(unit_file_mode("[Service]\nEnvironment=\n# Environment=A=b\nEnvironmentFile=/x\n"), 0o644);
+        assert_eq!(unit_file_mode("[Timer]\nOnCalendar=daily\n"), 0o644);
+    }
+
+    #[test]
+    fn a_unit_file_of_the_wrong_mode_is_drift_rewritten_without_a_restart_or_reload() {
+        let d = desired(&fleet("{LOG_LEVEL: info}"), "c1", &Inventory::default());
+        let mut host = assume_converged(&d);
+        for (name, u) in &d.units {
+            host.modes.insert(name.clone(), unit_file_mode(&u.content));
+        }
+        assert!(!plan(&d, &host, PlanOptions::default()).has_changes());
+        assert_eq!(host.modes["agent-web.service"], 0o600);
+        assert_eq!(host.modes["agent-job.timer"], 0o644);
+        host.modes.insert("agent-web.service".into(), 0o644);
+        let p = plan(&d, &host, PlanOptions::default());
+        let u = p.units.iter().find(|u| u.unit == "agent-web.service").unwrap();
+        assert_eq!((u.file, u.actions.clone(), u.diff.clone()), (FileOp::Mode, vec![], None));
+        assert_eq!(u.drift, ["its mode is 0644, and should be 0600 (it holds Environment=, readable by root only)"]);
+        assert!(!p.daemon_reload, "the content is the same: nothing for the manager to reload");
+        assert_eq!(p.changes().count(), 1);
+        assert!(render_text(&p, true).contains("agent-web.service (web): write (mode only)\n"), "{}", render_text(&p, true));
+    }
+
+    #[test]
+    fn control_characters_in_a_plan_reach_no_terminal() {
+        let d = desired(&fleet("{LOG_LEVEL: info}"), "c1", &Inventory::default());
+        let mut host = assume_converged(&d);
+        // A file edited by hand with an escape sequence in it.
+        let edited = d.units["agent-web.service"].content.replace("[Service]", "[Service]\n# \x1b]0;owned\x07\x1b[2J");
+        host.files.insert("agent-web.service".into(), Some(edited));
+        let text = render_text(&plan(&d, &host, PlanOptions::default()), true);
+        assert!(text.contains("-# \\x1b]0;owned\\x07\\x1b[2J"), "{text}");
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+    }
 }

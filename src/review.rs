@@ -12,6 +12,7 @@ use crate::inventory::Inventory;
 use crate::plan::{Plan, PlanOptions, UnitChange, assume_converged, plan, short};
 use crate::render::RenderCtx;
 use crate::spec::Fleet;
+use crate::spec::diag::printable_lines;
 use crate::unit::Change;
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +71,7 @@ fn verb(u: &UnitChange) -> String {
         crate::plan::FileOp::Create => "create",
         crate::plan::FileOp::Update(Change::Cosmetic) => "rewrite (cosmetic)",
         crate::plan::FileOp::Update(_) => "rewrite",
+        crate::plan::FileOp::Mode => "rewrite (mode only)",
         crate::plan::FileOp::Remove => "remove",
     };
     let mut parts: Vec<String> = Vec::new();
@@ -96,7 +98,8 @@ pub fn render_markdown(r: &Review) -> String {
         let _ = writeln!(o, "No change to any agent.");
         return o;
     }
-    let list = |v: &[String]| if v.is_empty() { "—".to_string() } else { v.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ") };
+    let list =
+        |v: &[String]| if v.is_empty() { "—".to_string() } else { v.iter().map(|a| format!("`{}`", printable_lines(a))).collect::<Vec<_>>().join(", ") };
     let _ = writeln!(o, "| | agents |\n|---|---|");
     let _ = writeln!(o, "| added | {} |", list(&r.added));
     let _ = writeln!(o, "| changed | {} |", list(&r.changed));
@@ -107,7 +110,7 @@ pub fn render_markdown(r: &Review) -> String {
     let _ = writeln!(o, "| unit | agent | what happens | why |\n|---|---|---|---|");
     let changes: Vec<&UnitChange> = r.plan.changes().collect();
     for (i, u) in changes.iter().enumerate() {
-        let row = format!("| `{}` | `{}` | {} | {} |\n", u.unit, u.agent, verb(u), u.reasons.join("; ").replace('|', "\\|"));
+        let row = printable_lines(&format!("| `{}` | `{}` | {} | {} |\n", u.unit, u.agent, verb(u), u.reasons.join("; ").replace('|', "\\|"))).into_owned();
         if o.len() + row.len() > table_budget {
             let _ = writeln!(o, "| … | | {} more units | |", changes.len() - i);
             break;
@@ -115,13 +118,17 @@ pub fn render_markdown(r: &Review) -> String {
         o.push_str(&row);
     }
     for c in r.plan.config.iter().filter(|c| c.file != crate::plan::FileOp::Keep) {
-        let _ = writeln!(o, "| `{}` | (fleet) | {:?} | journald limits |", c.path, c.file);
+        let _ = writeln!(o, "| `{}` | (fleet) | {:?} | journald limits |", printable_lines(&c.path), c.file);
     }
     let _ = writeln!(o);
     let with_diffs: Vec<&&UnitChange> = changes.iter().filter(|u| u.diff.is_some()).collect();
     let mut left_out = 0;
     for u in &with_diffs {
-        let block = format!("<details><summary><code>{}</code></summary>\n\n```diff\n{}```\n</details>\n\n", u.unit, u.diff.as_deref().unwrap_or(""));
+        // The diff's secret values are redacted already (`plan::unified_diff`); control
+        // characters are escaped here, before the block is measured.
+        let block =
+            printable_lines(&format!("<details><summary><code>{}</code></summary>\n\n```diff\n{}```\n</details>\n\n", u.unit, u.diff.as_deref().unwrap_or("")))
+                .into_owned();
         if left_out > 0 || o.len() + block.len() > COMMENT_BUDGET - 400 {
             left_out += 1;
             continue;
@@ -142,5 +149,5 @@ pub fn render_markdown(r: &Review) -> String {
 pub fn render_text(r: &Review) -> String {
     let mut o = format!("{} → {}: {} added, {} changed, {} removed\n", short(&r.base), short(&r.head), r.added.len(), r.changed.len(), r.removed.len());
     o.push_str(&crate::plan::render_text(&r.plan, true));
-    o
+    printable_lines(&o).into_owned()
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::spec::diag::{escape_bytes, printable};
 use crate::spec::is_spec_path;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,18 @@ pub enum SourceError {
     NoSubdir { path: PathBuf, subdir: String, commit: String },
     #[error("{file}: not UTF-8 text")]
     NotUtf8 { file: String },
+    #[error(
+        "{path}: a file name that is not UTF-8 in the fleet directory; fleetwright cannot tell what it is, so the commit is refused. Rename it (or move it out of the fleet directory, or into a hidden directory)"
+    )]
+    NotUtf8Path { path: String },
+    #[error(
+        "more than {limit} spec files (*.yaml, *.yml) under the fleet directory; the commit is refused (a limit of one commit). Split the fleet over several repositories or directories (--path), or hide what is not a spec (a leading '.')"
+    )]
+    TooManyFiles { limit: usize },
+    #[error(
+        "the spec files under the fleet directory add up to more than {} MiB ({file} is where the limit was crossed); the commit is refused (a limit of one commit; a fleet's files are a few KiB each). Remove or hide (a leading '.') what is not a spec", .limit >> 20
+    )]
+    TooLarge { file: String, limit: u64 },
     #[error(
         "{file}: a symbolic link; specs are read from regular files only (what a link points to is not part of the commit it is in). Copy the file instead"
     )]
@@ -69,51 +82,95 @@ pub fn read_tree(r: &git2::Repository, commit: &git2::Commit, repo: &Path, subdi
         })?;
     }
     let mut files = Vec::new();
-    let mut err = None;
-    let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-        let name = entry.name().unwrap_or("");
-        if name.starts_with('.') {
-            return git2::TreeWalkResult::Skip;
-        }
-        let rel = format!("{dir}{name}");
-        if entry.kind() == Some(git2::ObjectType::Blob) && is_spec_path(&rel) {
-            if entry.filemode() == 0o120000 {
-                err = Some(SourceError::Symlink { file: rel });
-                return git2::TreeWalkResult::Abort;
+    let mut budget = Budget::default();
+    let odb = r.odb().map_err(git)?;
+    // Depth first, by hand rather than `Tree::walk`: its callback gets the directory as `&str`
+    // and gives up on a directory whose name is not UTF-8, and an entry's name is bytes.
+    let mut stack = vec![(tree, String::new())];
+    while let Some((tree, dir)) = stack.pop() {
+        for entry in tree.iter() {
+            let bytes = entry.name_bytes();
+            // Hidden paths are skipped, whatever their name holds.
+            if bytes.starts_with(b".") {
+                continue;
             }
-            match entry.to_object(r).ok().and_then(|o| o.into_blob().ok()) {
-                Some(blob) => match std::str::from_utf8(blob.content()) {
-                    Ok(t) => files.push((rel, t.to_string())),
-                    Err(_) => err = Some(SourceError::NotUtf8 { file: rel }),
-                },
-                None => err = Some(SourceError::NotUtf8 { file: rel }),
+            let Ok(name) = std::str::from_utf8(bytes) else {
+                return Err(SourceError::NotUtf8Path { path: format!("{}{}", printable(&dir), escape_bytes(bytes)) });
+            };
+            let rel = format!("{dir}{name}");
+            match entry.kind() {
+                Some(git2::ObjectType::Tree) => stack.push((entry.to_object(r).and_then(|o| o.peel_to_tree()).map_err(git)?, format!("{rel}/"))),
+                Some(git2::ObjectType::Blob) if is_spec_path(&rel) => {
+                    if entry.filemode() == 0o120000 {
+                        return Err(SourceError::Symlink { file: rel });
+                    }
+                    // The size from the object's header: a blob past the budget is never read.
+                    let (size, _) = odb.read_header(entry.id()).map_err(git)?;
+                    budget.add(&rel, size as u64)?;
+                    let blob = r.find_blob(entry.id()).map_err(git)?;
+                    match std::str::from_utf8(blob.content()) {
+                        Ok(t) => files.push((rel, t.to_string())),
+                        Err(_) => return Err(SourceError::NotUtf8 { file: rel }),
+                    }
+                }
+                _ => {}
             }
         }
-        git2::TreeWalkResult::Ok
-    });
-    if let Some(e) = err {
-        return Err(e);
     }
-    walked.map_err(git)?;
     files.sort();
     Ok(CommitFiles { commit: id, summary: commit.summary().ok().flatten().unwrap_or("").to_string(), files })
+}
+
+/// At most this many spec files in one commit (or directory).
+pub const MAX_SPEC_FILES: usize = 10_000;
+/// At most this many bytes of spec files in one commit (or directory), together; one file is
+/// refused past `spec::MAX_FILE_BYTES` by the checker.
+pub const MAX_COMMIT_BYTES: u64 = 16 << 20;
+
+/// The spec files read so far, against `MAX_SPEC_FILES` and `MAX_COMMIT_BYTES`.
+#[derive(Default)]
+struct Budget {
+    files: usize,
+    bytes: u64,
+}
+
+impl Budget {
+    /// Count one more spec file of `size` bytes, before it is read.
+    fn add(&mut self, file: &str, size: u64) -> Result<(), SourceError> {
+        self.files += 1;
+        self.bytes = self.bytes.saturating_add(size);
+        if self.files > MAX_SPEC_FILES {
+            return Err(SourceError::TooManyFiles { limit: MAX_SPEC_FILES });
+        }
+        if self.bytes > MAX_COMMIT_BYTES {
+            return Err(SourceError::TooLarge { file: printable(file).into_owned(), limit: MAX_COMMIT_BYTES });
+        }
+        Ok(())
+    }
 }
 
 /// Read every spec file under `dir` from the file system (for `validate`, which checks what is
 /// about to be committed). Hidden paths are skipped; symlinks are not followed.
 pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, SourceError> {
+    use std::io::Read as _;
+    use std::os::unix::ffi::OsStrExt as _;
     let mut out = Vec::new();
+    let mut budget = Budget::default();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let entries = std::fs::read_dir(&d).map_err(|source| SourceError::Io { path: d.clone(), source })?;
         for e in entries {
             let e = e.map_err(|source| SourceError::Io { path: d.clone(), source })?;
-            let name = e.file_name().to_string_lossy().to_string();
-            // The same rule as for a commit: hidden paths are skipped, nothing else.
-            if name.starts_with('.') {
+            let path = e.path();
+            let bytes = e.file_name();
+            // The same rules as for a commit: hidden paths are skipped, a name that is not
+            // UTF-8 is refused.
+            if bytes.as_bytes().starts_with(b".") {
                 continue;
             }
-            let path = e.path();
+            if bytes.to_str().is_none() {
+                return Err(SourceError::NotUtf8Path { path: escape_bytes(path.strip_prefix(dir).unwrap_or(&path).as_os_str().as_bytes()) });
+            }
             let ft = e.file_type().map_err(|source| SourceError::Io { path: path.clone(), source })?;
             if ft.is_dir() {
                 stack.push(path);
@@ -125,7 +182,13 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, SourceError> {
             } else if ft.is_file() {
                 let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().to_string();
                 if is_spec_path(&rel) {
-                    let bytes = std::fs::read(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
+                    let io = |source| SourceError::Io { path: path.clone(), source };
+                    let f = std::fs::File::open(&path).map_err(io)?;
+                    let size = f.metadata().map_err(io)?.len();
+                    budget.add(&rel, size)?;
+                    // No more than was counted, should the file grow meanwhile.
+                    let mut bytes = Vec::new();
+                    f.take(size).read_to_end(&mut bytes).map_err(io)?;
                     let text = String::from_utf8(bytes).map_err(|_| SourceError::NotUtf8 { file: rel.clone() })?;
                     out.push((rel, text));
                 }
@@ -445,5 +508,98 @@ mod tests {
         assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
         let again = GitSource::open(&url, Some("main"), None, cache.path()).unwrap();
         assert_eq!(again.resolve(&c1[..10]).unwrap(), c1);
+    }
+
+    /// A commit of `entries` (path bytes → content) made directly from tree objects: names
+    /// need not be UTF-8, and one blob may stand for many files.
+    fn commit_tree(repo: &git2::Repository, entries: &[(&[u8], &[u8])]) -> String {
+        type Entries<'a> = Vec<(Vec<u8>, &'a [u8])>;
+        fn build(repo: &git2::Repository, entries: &[(Vec<u8>, &[u8])]) -> git2::Oid {
+            let mut tb = repo.treebuilder(None).unwrap();
+            let mut dirs: std::collections::BTreeMap<Vec<u8>, Entries> = Default::default();
+            for (path, content) in entries {
+                match path.iter().position(|b| *b == b'/') {
+                    Some(i) => dirs.entry(path[..i].to_vec()).or_default().push((path[i + 1..].to_vec(), content)),
+                    None => {
+                        tb.insert(path.clone(), repo.blob(content).unwrap(), 0o100644).unwrap();
+                    }
+                }
+            }
+            for (dir, sub) in dirs {
+                tb.insert(dir, build(repo, &sub), 0o040000).unwrap();
+            }
+            tb.write().unwrap()
+        }
+        let owned: Entries = entries.iter().map(|(p, c)| (p.to_vec(), *c)).collect();
+        let tree = repo.find_tree(build(repo, &owned)).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &parent.iter().collect::<Vec<_>>()).unwrap().to_string()
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_under_the_fleet_directory_refuses_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        let ok: &[u8] = b"apiVersion: fleetwright/v1\n";
+        for (bad, shown) in [
+            (&b"fleet/web\xff.yaml"[..], "web\\xff.yaml"),
+            (b"fleet/sub\xfe\x1b/web.yaml", "sub\\xfe\\x1b"),
+            // Not even a spec file's name: still refused (nobody can tell what it was meant to be).
+            (b"fleet/notes\xff", "notes\\xff"),
+        ] {
+            commit_tree(&repo, &[(b"fleet/a.yaml", ok), (bad, ok)]);
+            let e = read_commit(dir.path(), "HEAD", Some("fleet")).unwrap_err();
+            assert!(matches!(&e, SourceError::NotUtf8Path { path } if path == shown), "{e}");
+            assert!(e.to_string().contains("the commit is refused"), "{e}");
+        }
+        // Outside the fleet directory, or hidden: not read, not refused.
+        commit_tree(&repo, &[(b"fleet/a.yaml", ok), (b"other/\xff.yaml", ok), (b"fleet/.old\xff/b.yaml", ok), (b"fleet/.x\xff.yaml", ok)]);
+        assert_eq!(read_commit(dir.path(), "HEAD", Some("fleet")).unwrap().files.len(), 1);
+
+        // The same in a directory, for `validate`.
+        use std::os::unix::ffi::OsStrExt as _;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.yaml"), ok).unwrap();
+        std::fs::write(d.path().join(std::ffi::OsStr::from_bytes(b"web\xff.yaml")), ok).unwrap();
+        let e = read_dir(d.path()).unwrap_err();
+        assert!(matches!(&e, SourceError::NotUtf8Path { path } if path == "web\\xff.yaml"), "{e}");
+    }
+
+    #[test]
+    fn a_commit_with_too_many_or_too_large_spec_files_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        let small: &[u8] = b"x: 1\n";
+        let names: Vec<Vec<u8>> = (0..=MAX_SPEC_FILES).map(|i| format!("f/a{i:05}.yaml").into_bytes()).collect();
+        let entries: Vec<(&[u8], &[u8])> = names.iter().map(|n| (n.as_slice(), small)).collect();
+        commit_tree(&repo, &entries[..MAX_SPEC_FILES]);
+        assert_eq!(read_commit(dir.path(), "HEAD", None).unwrap().files.len(), MAX_SPEC_FILES);
+        commit_tree(&repo, &entries);
+        let e = read_commit(dir.path(), "HEAD", None).unwrap_err();
+        assert!(matches!(e, SourceError::TooManyFiles { .. }), "{e}");
+        assert!(e.to_string().contains("more than 10000 spec files"), "{e}");
+        // Files other than specs do not count.
+        let other: Vec<Vec<u8>> = (0..=MAX_SPEC_FILES).map(|i| format!("f/a{i:05}.txt").into_bytes()).collect();
+        commit_tree(&repo, &other.iter().map(|n| (n.as_slice(), small)).collect::<Vec<_>>());
+        assert!(read_commit(dir.path(), "HEAD", None).unwrap().files.is_empty());
+
+        // 17 files of 1 MiB (one blob): past 16 MiB together, although each is within the
+        // checker's limit of one file.
+        let big = vec![b'#'; crate::spec::MAX_FILE_BYTES];
+        let names: Vec<Vec<u8>> = (0..17).map(|i| format!("b{i:02}.yaml").into_bytes()).collect();
+        commit_tree(&repo, &names[..16].iter().map(|n| (n.as_slice(), big.as_slice())).collect::<Vec<_>>());
+        assert_eq!(read_commit(dir.path(), "HEAD", None).unwrap().files.len(), 16);
+        commit_tree(&repo, &names.iter().map(|n| (n.as_slice(), big.as_slice())).collect::<Vec<_>>());
+        let e = read_commit(dir.path(), "HEAD", None).unwrap_err();
+        assert!(matches!(&e, SourceError::TooLarge { file, .. } if file.starts_with('b')), "{e}");
+        assert!(e.to_string().contains("add up to more than 16 MiB"), "{e}");
+
+        // The same limit for a directory.
+        let d = tempfile::tempdir().unwrap();
+        for n in &names {
+            std::fs::write(d.path().join(std::str::from_utf8(n).unwrap()), &big).unwrap();
+        }
+        assert!(matches!(read_dir(d.path()), Err(SourceError::TooLarge { .. })));
     }
 }

@@ -47,12 +47,18 @@ pub struct ApplyReport {
 /// Read one unit file as it is on disk. A symlink is reported as such: fleetwright never writes
 /// symlinks there, so one of our names is always foreign.
 fn read_unit_file(path: &Path) -> Result<Option<String>, ApplyError> {
+    Ok(read_unit_file_with_mode(path)?.map(|(text, _)| text))
+}
+
+/// `read_unit_file`, with the file's permission bits (None for a symlink).
+fn read_unit_file_with_mode(path: &Path) -> Result<Option<(String, Option<u32>)>, ApplyError> {
+    use std::os::unix::fs::PermissionsExt;
     let io = |source| ApplyError::Io { path: path.display().to_string(), source };
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(e)),
-        Ok(m) if m.file_type().is_symlink() => Ok(Some(format!("# symlink to {}\n", std::fs::read_link(path).map_err(io)?.display()))),
-        Ok(_) => std::fs::read(path).map(|b| Some(String::from_utf8_lossy(&b).into_owned())).map_err(io),
+        Ok(m) if m.file_type().is_symlink() => Ok(Some((format!("# symlink to {}\n", std::fs::read_link(path).map_err(io)?.display()), None))),
+        Ok(m) => std::fs::read(path).map(|b| Some((String::from_utf8_lossy(&b).into_owned(), Some(m.permissions().mode() & 0o7777)))).map_err(io),
     }
 }
 
@@ -62,15 +68,22 @@ pub async fn observe(sd: &Systemd, cfg: &HostConfig, desired: &Desired, inventor
     names.extend(inventory.files.keys().map(String::as_str).filter(|n| !desired.units.contains_key(*n)));
     let t = std::time::Instant::now();
     let mut files = BTreeMap::new();
+    let mut modes = BTreeMap::new();
     for n in &names {
-        files.insert(n.to_string(), read_unit_file(&cfg.unit_dir.join(n))?);
+        let file = read_unit_file_with_mode(&cfg.unit_dir.join(n))?;
+        if let Some((_, Some(mode))) = &file {
+            modes.insert(n.to_string(), *mode);
+        }
+        files.insert(n.to_string(), file.map(|(text, _)| text));
     }
     tracing::debug!(units = names.len(), ms = t.elapsed().as_millis() as u64, "observe: unit files read");
     let mut config = BTreeMap::new();
     for path in desired.config.keys().chain(inventory.config.keys()) {
         config.insert(path.clone(), read_unit_file(Path::new(path))?);
     }
-    observe_with(sd, cfg, files, config, inventory).await
+    let mut observed = observe_with(sd, cfg, files, config, inventory).await?;
+    observed.modes = modes;
+    Ok(observed)
 }
 
 /// `observe`, with the files (unit files and host config files, `None` when absent) already read.
@@ -96,7 +109,7 @@ async fn observe_with(
             u.invocation_id = id;
         }
     }
-    Ok(Observed { files, units, inventory, config })
+    Ok(Observed { files, units, inventory, config, modes: BTreeMap::new() })
 }
 
 fn units_with(plan: &Plan, action: Action) -> Vec<&str> {
@@ -123,10 +136,10 @@ pub async fn execute(
     // 0. health.check: a changed service whose check fails is left alone, old file and all.
     let mut vetoed: BTreeMap<String, String> = BTreeMap::new();
     for u in plan.units.iter().filter(|u| u.actions.iter().any(|a| matches!(a, Action::Restart | Action::Reload))) {
-        if let Some(check) = desired.units.get(&u.unit).and_then(|d| d.check.as_ref()) {
-            if let Err(why) = super::check::run(check, cfg.scope, cfg.bus_address.as_deref(), &u.unit) {
-                vetoed.insert(u.unit.clone(), why);
-            }
+        if let Some(check) = desired.units.get(&u.unit).and_then(|d| d.check.as_ref())
+            && let Err(why) = super::check::run(check, cfg.scope, cfg.bus_address.as_deref(), &u.unit)
+        {
+            vetoed.insert(u.unit.clone(), why);
         }
     }
     let vetoed_plan;
@@ -141,7 +154,7 @@ pub async fn execute(
             u.held = Some(format!("health.check failed, the old version keeps running: {}", vetoed[&u.unit]));
             u.reasons.push(u.held.clone().unwrap_or_default());
         }
-        p.daemon_reload = p.units.iter().any(|u| u.file != FileOp::Keep) || prior.reload_pending;
+        p.daemon_reload = p.units.iter().any(|u| u.file.needs_reload()) || prior.reload_pending;
         vetoed_plan = p;
         &vetoed_plan
     };
@@ -154,7 +167,7 @@ pub async fn execute(
     pending.version = VERSION;
     pending.scope = Some(cfg.scope);
     pending.unit_dir = cfg.unit_dir.display().to_string();
-    for u in plan.units.iter().filter(|u| matches!(u.file, FileOp::Create | FileOp::Update(_))) {
+    for u in plan.units.iter().filter(|u| matches!(u.file, FileOp::Create | FileOp::Update(_) | FileOp::Mode)) {
         let content = u.content.as_deref().unwrap_or_default();
         pending.files.insert(u.unit.clone(), FileRecord { sha256: sha256(content), agent: u.agent.clone(), role: u.role });
     }
@@ -190,8 +203,11 @@ pub async fn execute(
         let path = cfg.unit_dir.join(&u.unit);
         let io = |source| ApplyError::Io { path: path.display().to_string(), source };
         match u.file {
-            FileOp::Create | FileOp::Update(_) => {
-                write_atomic(&path, u.content.as_deref().unwrap_or_default().as_bytes(), 0o644).map_err(io)?;
+            FileOp::Create | FileOp::Update(_) | FileOp::Mode => {
+                // 0600 when it holds environment values (API keys), 0644 otherwise; a file
+                // that exists gets the mode too (a new file replaces it).
+                let content = u.content.as_deref().unwrap_or_default();
+                write_atomic(&path, content.as_bytes(), crate::plan::unit_file_mode(content)).map_err(io)?;
                 report.files_written += 1;
                 crash_point("after-write");
             }
@@ -208,7 +224,7 @@ pub async fn execute(
         let path = Path::new(&c.path);
         let io = |source| ApplyError::Io { path: c.path.clone(), source };
         match c.file {
-            FileOp::Create | FileOp::Update(_) => write_atomic(path, c.content.as_deref().unwrap_or_default().as_bytes(), 0o644).map_err(io)?,
+            FileOp::Create | FileOp::Update(_) | FileOp::Mode => write_atomic(path, c.content.as_deref().unwrap_or_default().as_bytes(), 0o644).map_err(io)?,
             FileOp::Remove => remove_durable(path).map_err(io)?,
             FileOp::Keep => {}
         }
@@ -389,8 +405,9 @@ pub async fn deploy_unchanged(
     let Some(commit) = inv.applied_commit.clone() else { return Ok(None) };
     let mut units = BTreeMap::new();
     for (name, rec) in &inv.files {
-        let Some(content) = read_unit_file(&cfg.unit_dir.join(name))? else { return Ok(None) };
-        if sha256(&content) != rec.sha256 {
+        let Some((content, mode)) = read_unit_file_with_mode(&cfg.unit_dir.join(name))? else { return Ok(None) };
+        // A file edited, or of the wrong mode: the full apply repairs it.
+        if sha256(&content) != rec.sha256 || mode != Some(crate::plan::unit_file_mode(&content)) {
             return Ok(None);
         }
         let enabled = inv.agents.get(&rec.agent).is_some_and(|a| a.enabled);

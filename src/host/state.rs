@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::inventory::{AgentRecord, Inventory, VERSION};
@@ -39,6 +39,9 @@ fn write_via_temp(path: &Path, content: &[u8], mode: u32, durable: Option<&str>)
     let tmp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        // Exactly `mode`, before anything is written: the umask may have taken bits away, and a
+        // temp file left by a killed writer of the same pid keeps the mode it was made with.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(content)?;
         if let Some(crash) = durable {
             f.sync_all()?;

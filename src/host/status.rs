@@ -100,6 +100,14 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
                 Err(_) => drift.push(format!("{unit} was deleted outside fleetwright")),
                 _ => {}
             }
+            // The mode its content asks for (0600 with Environment=), as `plan` checks it.
+            if let (Ok(text), Ok(m)) = (&text, std::fs::symlink_metadata(&path)) {
+                use std::os::unix::fs::PermissionsExt;
+                let (is, should) = (m.permissions().mode() & 0o7777, crate::plan::unit_file_mode(text));
+                if m.file_type().is_file() && is != should {
+                    drift.push(format!("{unit} has mode {is:04o}, and should be {should:04o}"));
+                }
+            }
             if (role.is_timer() || role == Role::Service) && enabled && text.is_ok() && !st.is_enabled() {
                 drift.push(format!("{unit} was disabled outside fleetwright"));
             }
@@ -191,7 +199,9 @@ pub fn render_text(inv: &Inventory, agents: &[AgentStatus]) -> String {
             let _ = writeln!(out, "    problem: {p}");
         }
     }
-    out
+    // Names and problems come from the inventory, the manager and the agents' records: no
+    // control character from them reaches a terminal raw (`colorize` adds its own after).
+    crate::spec::diag::printable_lines(&out).into_owned()
 }
 
 /// Color the STATE column for a terminal: failed red, drift yellow, ok green.
