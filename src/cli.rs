@@ -1030,15 +1030,19 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
     })
 }
 
-/// `mkdir -p -m MODE PATH`: what a rendered unit needs made before it runs.
+/// `mkdir -p -m MODE PATH`: what a rendered unit needs made before it runs (the backup
+/// directory, as root): never through a link, only in directories root alone can change
+/// (`ops::walk`).
 pub fn mkdir(path: &Path, mode: &str) -> u8 {
-    use std::os::unix::fs::DirBuilderExt;
     let Ok(mode) = u32::from_str_radix(mode.trim_start_matches("0o"), 8) else {
         eprintln!("error: --mode {mode:?}: an octal mode, like 0750");
         return exit::ERROR;
     };
-    match std::fs::DirBuilder::new().recursive(true).mode(mode).create(path) {
-        Ok(()) => exit::OK,
+    let made = std::path::absolute(path)
+        .map_err(|e| e.to_string())
+        .and_then(|p| crate::ops::walk::make_dir(&p, mode & 0o7777, crate::ops::walk::Trust::Root).map_err(|e| e.to_string()));
+    match made {
+        Ok(_) => exit::OK,
         Err(e) => {
             eprintln!("error: {}: {e}", path.display());
             exit::ERROR
