@@ -647,9 +647,17 @@ pub fn sync(g: &Globals) -> u8 {
     }
 }
 
-pub fn slot_prepare(dir: &Path, group: &str, limit: u32) -> u8 {
-    match crate::ops::slot::prepare(dir, group, limit) {
-        Ok(()) => exit::OK,
+pub fn slot_prepare(dir: &Path, group: &str, limit: u32, users: &[String]) -> u8 {
+    match crate::ops::slot::prepare(dir, group, limit, users) {
+        Ok(done) => {
+            for u in &done.unknown_users {
+                eprintln!("note: user {u} of concurrency group {group} does not exist on this host: no slot access granted to it");
+            }
+            for p in &done.replaced {
+                eprintln!("note: replaced {} (a lock file others could open) by a new one", p.display());
+            }
+            exit::OK
+        }
         Err(e) => {
             eprintln!("error: preparing the slots of {group}: {e}");
             exit::ERROR
