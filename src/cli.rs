@@ -942,10 +942,14 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
     let Ok((db, dir)) = agent_backups(g, agent, db) else { return exit::ERROR };
     let file = match (from, latest) {
         (Some(f), _) => f.to_path_buf(),
-        (None, true) => match crate::ops::backup::list(Path::new(&db), Path::new(&dir)).ok().and_then(|l| l.into_iter().next()) {
-            Some(f) => PathBuf::from(f.path),
-            None => {
+        (None, true) => match crate::ops::backup::list(Path::new(&db), Path::new(&dir)).map(|l| l.into_iter().next()) {
+            Ok(Some(f)) => PathBuf::from(f.path),
+            Ok(None) => {
                 eprintln!("error: no backups of {db} in {dir}");
+                return exit::ERROR;
+            }
+            Err(e) => {
+                eprintln!("error: {e}; nothing was changed");
                 return exit::ERROR;
             }
         },

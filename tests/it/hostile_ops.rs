@@ -186,6 +186,15 @@ fn backups_are_roots_alone_and_restore_through_a_symlinked_parent_writes_nothing
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sqlite(&host, "/srv/keeper/store/messages.db", "SELECT count(*) FROM m;"), "2");
     assert_eq!(std::fs::metadata(p("/srv/keeper/store/messages.db")).unwrap().uid(), AGENT_UID, "the restored database is the agent's");
+
+    // Backups are only read through root's directories: a `to:` reached by a link is refused,
+    // and said so (not "no backups").
+    std::fs::rename(p("/srv/fw-backups/keeper"), p("/srv/fw-backups/keeper-real")).unwrap();
+    symlink("/srv/fw-backups/keeper-real", p("/srv/fw-backups/keeper")).unwrap();
+    let out = host.fw(&["restore", "keeper", "--latest"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("/srv/fw-backups/keeper is a symbolic link"), "{}", stderr(&out));
+    assert_eq!(sqlite(&host, "/srv/keeper/store/messages.db", "SELECT count(*) FROM m;"), "2");
 }
 
 #[test]
