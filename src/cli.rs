@@ -649,9 +649,17 @@ pub fn sync(g: &Globals) -> u8 {
     }
 }
 
-pub fn slot_prepare(dir: &Path, group: &str, limit: u32) -> u8 {
-    match crate::ops::slot::prepare(dir, group, limit) {
-        Ok(()) => exit::OK,
+pub fn slot_prepare(dir: &Path, group: &str, limit: u32, users: &[String]) -> u8 {
+    match crate::ops::slot::prepare(dir, group, limit, users) {
+        Ok(done) => {
+            for u in &done.unknown_users {
+                eprintln!("note: user {u} of concurrency group {group} does not exist on this host: no slot access granted to it");
+            }
+            for p in &done.replaced {
+                eprintln!("note: replaced {} (a lock file others could open) by a new one", p.display());
+            }
+            exit::OK
+        }
         Err(e) => {
             eprintln!("error: preparing the slots of {group}: {e}");
             exit::ERROR
@@ -936,10 +944,14 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
     let Ok((db, dir)) = agent_backups(g, agent, db) else { return exit::ERROR };
     let file = match (from, latest) {
         (Some(f), _) => f.to_path_buf(),
-        (None, true) => match crate::ops::backup::list(Path::new(&db), Path::new(&dir)).ok().and_then(|l| l.into_iter().next()) {
-            Some(f) => PathBuf::from(f.path),
-            None => {
+        (None, true) => match crate::ops::backup::list(Path::new(&db), Path::new(&dir)).map(|l| l.into_iter().next()) {
+            Ok(Some(f)) => PathBuf::from(f.path),
+            Ok(None) => {
                 eprintln!("error: no backups of {db} in {dir}");
+                return exit::ERROR;
+            }
+            Err(e) => {
+                eprintln!("error: {e}; nothing was changed");
                 return exit::ERROR;
             }
         },
@@ -1032,15 +1044,19 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
     })
 }
 
-/// `mkdir -p -m MODE PATH`: what a rendered unit needs made before it runs.
+/// `mkdir -p -m MODE PATH`: what a rendered unit needs made before it runs (the backup
+/// directory, as root): never through a link, only in directories root alone can change
+/// (`ops::walk`).
 pub fn mkdir(path: &Path, mode: &str) -> u8 {
-    use std::os::unix::fs::DirBuilderExt;
     let Ok(mode) = u32::from_str_radix(mode.trim_start_matches("0o"), 8) else {
         eprintln!("error: --mode {mode:?}: an octal mode, like 0750");
         return exit::ERROR;
     };
-    match std::fs::DirBuilder::new().recursive(true).mode(mode).create(path) {
-        Ok(()) => exit::OK,
+    let made = std::path::absolute(path)
+        .map_err(|e| e.to_string())
+        .and_then(|p| crate::ops::walk::make_dir(&p, mode & 0o7777, crate::ops::walk::Trust::Root).map_err(|e| e.to_string()));
+    match made {
+        Ok(_) => exit::OK,
         Err(e) => {
             eprintln!("error: {}: {e}", path.display());
             exit::ERROR

@@ -118,7 +118,7 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Create GROUP's slot lock files (run privileged before `slot`)
+    /// Create GROUP's slot lock files (run privileged before `slot`): only root and each --agent-user may take them
     SlotPrepare {
         #[arg(long, default_value = fleetwright::render::SLOT_DIR)]
         dir: PathBuf,
@@ -126,6 +126,9 @@ enum Command {
         group: String,
         #[arg(long)]
         limit: u32,
+        /// A user of the group's agents (repeatable): given read access to the lock files
+        #[arg(long = "agent-user", value_name = "USER")]
+        users: Vec<String>,
     },
     /// Restart UNIT when FILE is older than MAX_AGE (used by rendered heartbeat timers)
     Heartbeat {
@@ -273,7 +276,7 @@ fn main() -> ExitCode {
         Command::Resume => cli::resume(&globals),
         Command::Sync => cli::sync(&globals),
         Command::Slot { dir, group, limit, when_full, timeout, command } => cli::slot(&dir, &group, limit, &when_full, timeout.as_deref(), &command),
-        Command::SlotPrepare { dir, group, limit } => cli::slot_prepare(&dir, &group, limit),
+        Command::SlotPrepare { dir, group, limit, users } => cli::slot_prepare(&dir, &group, limit, &users),
         Command::Heartbeat { agent, file, max_age, unit } => cli::heartbeat(&globals, &agent, &file, &max_age, &unit),
         Command::Mkdir { mode, path } => cli::mkdir(&path, &mode),
         Command::Signal { signal, pid } => cli::signal(&signal, pid),

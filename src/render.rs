@@ -83,6 +83,21 @@ pub fn slot_dir(scope: Scope) -> &'static str {
     }
 }
 
+/// The users (not root) of every agent of the fleet in concurrency group `group`, sorted: the
+/// only ones besides root that may take its slots.
+fn group_users(fleet: &Fleet, group: &str) -> Vec<String> {
+    let mut users: Vec<String> = fleet
+        .agents
+        .iter()
+        .filter(|a| a.concurrency.as_ref().is_some_and(|c| c.group == group))
+        .filter_map(|a| a.run.user.clone())
+        .filter(|u| u != "root" && u != "0")
+        .collect();
+    users.sort();
+    users.dedup();
+    users
+}
+
 pub fn unit_base(fleet: &Fleet, agent: &str) -> String {
     format!("{}{}", fleet.unit_prefix, agent)
 }
@@ -163,10 +178,17 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
     if let Some(c) = &agent.concurrency {
         // The slot is an flock held on a descriptor that survives exec: released when the run
         // ends, however it ends (SIGKILL included). The lock files are made with privileges
-        // (`+`) so that any agent user can take them read-only.
+        // (`+`) so that the users of the group's agents, and nobody else, can take them
+        // read-only (`--agent-user`, each; a user manager's are all its own).
         let when = if c.when_full == WhenFull::Wait { "wait" } else { "skip" };
         let dir = slot_dir(ctx.scope);
-        svc.set("ExecStartPre", format!("+{} slot-prepare --dir {dir} --group {} --limit {}", quote(&ctx.exe, true), c.group, c.limit));
+        let mut prepare = format!("+{} slot-prepare --dir {dir} --group {} --limit {}", quote(&ctx.exe, true), c.group, c.limit);
+        if ctx.scope == Scope::System {
+            for u in group_users(fleet, &c.group) {
+                prepare.push_str(&format!(" --agent-user {}", quote(&u, true)));
+            }
+        }
+        svc.set("ExecStartPre", prepare);
         let mut wrap = vec![
             quote(&ctx.exe, true),
             "slot".into(),

@@ -55,18 +55,57 @@
 //! Temporary files are `.<stem>-<ts>.sqlite.tmp-<pid>-<n>`; one left behind by
 //! a process that died (its pid no longer exists) is removed by the next
 //! backup of the same database.
+//!
+//! # Who touches what (the helper runs as root)
+//!
+//! The backup unit runs as root, on the agent's behalf, in directories the
+//! agent's user may own. Nothing here follows a symbolic link or re-resolves a
+//! path that user could swap (see [`super::walk`]):
+//!
+//! * **The backup directory `to`** must be root's: every directory from `/` to
+//!   it belongs to root and none is writable by group or others (a root-owned
+//!   sticky directory such as `/tmp` on the way is fine), else the backup is
+//!   refused, naming the directory. Not the agent's user: the backups are kept
+//!   where the agent cannot touch them, and a directory it owned is one where
+//!   it could swap files between two steps. It is created (0750) by a walk that
+//!   never follows a link. Backups are created 0600 there, and every operation
+//!   in it (temporary file, rename, prune, sweep) is relative to the directory
+//!   descriptor the walk holds.
+//! * **The database** is reached by a walk too ([`super::walk::Trust::Owner`]):
+//!   its directory may belong to the agent's user (who may own the directories
+//!   above it too), any other directory on the way to root. The file must be a
+//!   regular file (not a link) with one link, belong to the owner of its
+//!   directory when that is not root, and start with the 16-byte SQLite header —
+//!   all checked through a descriptor before anything touches it, so an empty or
+//!   non-SQLite file is an error that changes nothing (`wal: true` included).
+//! * **SQLite opens files by path** (the database, `-wal`, `-shm`, `-journal`).
+//!   It is given `SQLITE_OPEN_NOFOLLOW` (no link anywhere in the path), and while
+//!   it reads the live database this thread has the file-system identity of the
+//!   owner of the database's directory ([`super::walk::act_as`]): whatever that
+//!   user swaps in between, SQLite can open no more than the user could. The copy
+//!   is opened (as root) before that, in the backup directory.
+//! * **Restore** reads the backup through a walk of root's directories, writes
+//!   its copy beside the live database through the held descriptor of the
+//!   database's directory, checks the copy as the directory's owner, and moves
+//!   files with `renameat2` relative to that descriptor: a directory swapped for
+//!   a link after the walk redirects nothing.
 
 use std::collections::{BTreeSet, HashSet};
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::SFlag;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
+
+use super::walk::{self, Dir, Identity, Trust, WalkError};
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -155,8 +194,8 @@ pub enum BackupError {
     #[error("database {path} does not exist; check the `sqlite:` path of this backup (nothing was backed up)")]
     MissingDatabase { path: PathBuf },
 
-    #[error("cannot open database {path}: {source}; check that it is an SQLite database and readable by fleetwright (nothing was backed up)")]
-    OpenDatabase { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot open database {path}{who}: {source}; check that it is an SQLite database and readable by fleetwright (nothing was backed up)")]
+    OpenDatabase { path: PathBuf, who: String, source: rusqlite::Error },
 
     #[error(
         "cannot switch {path} to WAL mode: {detail}; the database is still in its old journal mode — set `wal: false` or move it to a local filesystem that supports shared memory"
@@ -194,6 +233,15 @@ pub enum BackupError {
 
     #[error("{path} has no file name to name backups after; give the database file a name")]
     NoFileName { path: PathBuf },
+
+    #[error("{what} {path}: {source}; {state}")]
+    Unsafe { what: &'static str, path: PathBuf, source: WalkError, state: &'static str },
+
+    #[error("{path} {detail}; point `sqlite:` at the SQLite database file — nothing was changed (its journal mode neither)")]
+    NotSqlite { path: PathBuf, detail: String },
+
+    #[error("{path} {detail}; {state}")]
+    Refused { path: PathBuf, detail: String, state: &'static str },
 }
 
 fn io_err(action: &'static str, path: &Path, hint: &'static str) -> impl FnOnce(io::Error) -> BackupError {
@@ -206,6 +254,9 @@ const UNTOUCHED: &str = "the backup was discarded, the live database was not tou
 // ---------------------------------------------------------------------------
 // backup
 // ---------------------------------------------------------------------------
+
+/// Mode of a backup file: root's alone (the directory is root's too).
+const BACKUP_MODE: u32 = 0o600;
 
 /// Take one backup of `db` into `dir` at `now` (see the module docs), then
 /// prune by `policy`. With `wal`, first switch the live database to WAL
@@ -223,68 +274,34 @@ pub fn backup_with(db: &Path, dir: &Path, policy: &Policy, verify: bool, wal: bo
     let ts = compact_timestamp(now)?;
     let stem = db_stem(db)?;
 
-    match fs::metadata(db) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => {
-            return Err(BackupError::Io {
-                action: "reading",
-                path: db.to_path_buf(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-                hint: "point `sqlite:` at the database file (nothing was backed up)",
-            });
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(BackupError::MissingDatabase { path: db.to_path_buf() });
-        }
-        Err(e) => {
-            return Err(BackupError::Io {
-                action: "reading",
-                path: db.to_path_buf(),
-                source: e,
-                hint: "check the permissions of the database and its directory (nothing was backed up)",
-            });
-        }
-    }
-
-    ensure_dir(dir)?;
-    let removed_temps = sweep_stale_temps(dir, &stem);
-
-    // The live database: never created here (no SQLITE_OPEN_CREATE).
-    let src = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|source| BackupError::OpenDatabase { path: db.to_path_buf(), source })?;
-    src.busy_timeout(tuning.lock_timeout).map_err(|source| BackupError::OpenDatabase { path: db.to_path_buf(), source })?;
-    if wal {
-        let mode: String =
-            src.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| BackupError::Wal { path: db.to_path_buf(), detail: e.to_string() })?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(BackupError::Wal { path: db.to_path_buf(), detail: format!("SQLite kept journal_mode={mode}") });
-        }
-    }
-    let journal_mode: String =
-        src.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(|source| BackupError::OpenDatabase { path: db.to_path_buf(), source })?;
-    let journal_mode = journal_mode.to_ascii_lowercase();
+    // The live database, checked through a descriptor before anything is made or changed.
+    let live = Live::open(db)?;
+    let out = backup_dir(dir)?;
+    let removed_temps = sweep_stale_temps(&out, &stem);
 
     // The temporary file, created exclusively with the backup's final mode.
-    let tmp = dir.join(format!(".{stem}-{ts}.sqlite.tmp-{}-{}", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
-    OpenOptions::new().write(true).create_new(true).mode(0o640).open(&tmp).map_err(io_err(
-        "creating",
-        &tmp,
-        "check that the backup directory is writable (nothing was backed up)",
-    ))?;
-    let mut guard = TempGuard::new(tmp.clone());
+    let tmp_name = OsString::from(format!(".{stem}-{ts}.sqlite.tmp-{}-{}", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let tmp = out.join(&tmp_name);
+    let tmp_file =
+        out.create_new(&tmp_name, BACKUP_MODE).map_err(io_err("creating", &tmp, "check that the backup directory is writable (nothing was backed up)"))?;
+    let mut guard = TempGuard::new(&out, &tmp_name).map_err(io_err("holding", out.path(), "nothing was backed up"))?;
 
-    let stats = copy_online(&src, db, &tmp, journal_mode == "wal", tuning)?;
-    drop(src);
+    #[cfg(test)]
+    if let Some(hook) = test_hooks::BEFORE_COPY.with(|h| h.get()) {
+        hook(&live.path);
+    }
+
+    let (stats, journal_mode) = copy_live(&live, &tmp, wal, tuning)?;
 
     // Backups are single-file rollback-journal databases, even of a WAL source.
-    to_rollback_journal(&tmp).map_err(|detail| BackupError::Copy {
-        db: db.to_path_buf(),
+    to_rollback_journal(&tmp, &tmp_file).map_err(|detail| BackupError::Copy {
+        db: live.path.clone(),
         tmp: tmp.clone(),
         detail: format!("cannot take the copy out of WAL mode: {detail}"),
     })?;
-    remove_aux_files(&tmp);
+    remove_aux_files(&out, &tmp_name);
 
-    File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err("fsync of", &tmp, UNTOUCHED))?;
+    tmp_file.sync_all().map_err(io_err("fsync of", &tmp, UNTOUCHED))?;
 
     #[cfg(test)]
     if let Some(hook) = test_hooks::BEFORE_VERIFY.with(|h| h.get()) {
@@ -295,34 +312,36 @@ pub fn backup_with(db: &Path, dir: &Path, policy: &Policy, verify: bool, wal: bo
         integrity_check(&tmp).map_err(|detail| BackupError::Integrity { path: tmp.clone(), detail })?;
     }
 
-    let final_path = publish(&tmp, dir, &stem, &ts)?;
+    let final_name = publish(&out, &tmp_name, &stem, &ts)?;
     guard.disarm();
-    fsync_dir(dir)?;
+    let final_path = out.join(&final_name);
+    out.sync().map_err(io_err("fsync of directory", out.path(), "the rename may not survive a power failure; check the filesystem"))?;
 
-    let bytes =
-        fs::metadata(&final_path).map_err(io_err("reading", &final_path, "the backup was taken but cannot be read back; check the backup directory"))?.len();
+    // The same file, renamed: its descriptor is still ours.
+    let bytes = tmp_file.metadata().map_err(io_err("reading", &final_path, "the backup was taken but cannot be read back; check the backup directory"))?.len();
+    drop(tmp_file);
     let taken_at = humantime::format_rfc3339_seconds(now).to_string();
     let file = BackupFile { path: final_path.to_string_lossy().into_owned(), taken_at, bytes };
 
     // Prune.
-    let listed = list_paths(&stem, dir).map_err(io_err("listing", dir, "the backup was taken; old backups were not pruned"))?;
+    let listed = list_in(&stem, &out).map_err(io_err("listing", out.path(), "the backup was taken; old backups were not pruned"))?;
     let files: Vec<BackupFile> = listed.iter().map(|(_, f)| f.clone()).collect();
     let kept = keep(&files, policy);
     let mut pruned = Vec::new();
-    for (path, f) in &listed {
-        if kept.contains(&f.path) || *path == final_path {
+    for (name, f) in &listed {
+        if kept.contains(&f.path) || *name == final_name {
             continue;
         }
-        match fs::remove_file(path) {
+        match out.unlink(name) {
             Ok(()) => pruned.push(f.path.clone()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => {
-                return Err(BackupError::Prune { taken: final_path, path: path.clone(), source });
+                return Err(BackupError::Prune { taken: final_path, path: out.join(name), source });
             }
         }
     }
     if !pruned.is_empty() {
-        fsync_dir(dir)?;
+        out.sync().map_err(io_err("fsync of directory", out.path(), "the removals may not survive a power failure; check the filesystem"))?;
     }
 
     Ok(BackupReport {
@@ -340,20 +359,147 @@ pub fn backup_with(db: &Path, dir: &Path, policy: &Policy, verify: bool, wal: bo
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// `path` made absolute (against the working directory, no link resolved), split into its
+/// directory and file name.
+fn split(path: &Path) -> Result<(PathBuf, OsString), BackupError> {
+    let abs = std::path::absolute(path).map_err(io_err("resolving", path, "give an absolute path"))?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => Ok((parent.to_path_buf(), name.to_os_string())),
+        _ => Err(BackupError::NoFileName { path: path.to_path_buf() }),
+    }
+}
+
+/// The backup directory, made if missing: root's (see the module docs).
+fn backup_dir(dir: &Path) -> Result<Dir, BackupError> {
+    let abs = std::path::absolute(dir).map_err(io_err("resolving", dir, "give an absolute path"))?;
+    walk::make_dir(&abs, 0o750, Trust::Root).map_err(|e| match e {
+        WalkError::Io { source, .. } => BackupError::CreateDir { path: dir.to_path_buf(), source },
+        e => BackupError::Unsafe { what: "backup directory", path: dir.to_path_buf(), source: e, state: "nothing was backed up" },
+    })
+}
+
+/// The live database: its directory reached by a walk, the file checked through a descriptor.
+struct Live {
+    dir: Dir,
+    /// The database as SQLite is given it: the walked directory and the file name.
+    path: PathBuf,
+    /// Whom SQLite runs as while it has the database open (the directory's owner).
+    identity: Option<Identity>,
+}
+
+impl Live {
+    fn open(db: &Path) -> Result<Live, BackupError> {
+        const STATE: &str = "nothing was backed up";
+        let (parent, name) = split(db)?;
+        let dir = walk::open_dir(&parent, Trust::Owner).map_err(|e| match e {
+            WalkError::Missing { .. } => BackupError::MissingDatabase { path: db.to_path_buf() },
+            e => BackupError::Unsafe { what: "database", path: db.to_path_buf(), source: e, state: STATE },
+        })?;
+        let path = dir.join(&name);
+        let identity = dir.identity();
+        let reading = |e| BackupError::Io {
+            action: "reading",
+            path: path.clone(),
+            source: e,
+            hint: "check the permissions of the database and its directory (nothing was backed up)",
+        };
+        match dir.stat(&name).map_err(reading)? {
+            None => return Err(BackupError::MissingDatabase { path: db.to_path_buf() }),
+            Some(st) if walk::kind(&st) == SFlag::S_IFLNK => {
+                return Err(BackupError::Unsafe { what: "database", path: db.to_path_buf(), source: WalkError::Symlink { path }, state: STATE });
+            }
+            Some(_) => {}
+        }
+        let f = dir.open(&name, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(reading)?;
+        let meta = f.metadata().map_err(reading)?;
+        check_database_file(&path, &meta, identity.as_ref(), STATE)?;
+        match sqlite_header(&f).map_err(reading)? {
+            Ok(_) => {}
+            Err(why) => return Err(BackupError::NotSqlite { path, detail: why.into() }),
+        }
+        Ok(Live { dir, path, identity })
+    }
+}
+
+/// A live database must be a regular file with one link, and in a user's directory, that
+/// user's: a second link or another owner would mean someone else's file put in its place.
+fn check_database_file(path: &Path, meta: &fs::Metadata, identity: Option<&Identity>, state: &'static str) -> Result<(), BackupError> {
+    let refuse = |detail: String| Err(BackupError::Refused { path: path.to_path_buf(), detail, state });
+    if !meta.file_type().is_file() {
+        return refuse("is not a regular file; point `sqlite:` at the database file".into());
+    }
+    if meta.nlink() != 1 {
+        return refuse(format!(
+            "has {} hard links: it could be another file linked into this directory, and a database has one link; copy it to a file of its own",
+            meta.nlink()
+        ));
+    }
+    if let Some(who) = identity
+        && meta.uid() != who.uid
+    {
+        return refuse(format!(
+            "belongs to {}, but its directory to {who}: a database in a user's directory must belong to that user (chown it)",
+            walk::user_name(meta.uid())
+        ));
+    }
+    Ok(())
+}
+
 struct CopyStats {
     pages: i64,
     steps: u32,
     restarts: u32,
 }
 
-/// Copy `src` into the (empty) file `tmp` with the online backup API.
-fn copy_online(src: &Connection, db: &Path, tmp: &Path, snapshot: bool, tuning: &Tuning) -> Result<CopyStats, BackupError> {
+/// Copy the live database into the (empty) temporary file `tmp`. The copy is opened first, as
+/// root, in the backup directory; then everything SQLite does with the live database (open,
+/// `-wal`, `-shm`, a hot journal) runs with the file-system identity of the owner of its
+/// directory. Returns the copy's statistics and the live database's journal mode.
+fn copy_live(live: &Live, tmp: &Path, wal: bool, tuning: &Tuning) -> Result<(CopyStats, String), BackupError> {
+    let db = live.path.as_path();
     let copy_err = |detail: String| BackupError::Copy { db: db.to_path_buf(), tmp: tmp.to_path_buf(), detail };
-    let mut dst = Connection::open_with_flags(tmp, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+    let mut dst = Connection::open_with_flags(tmp, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW)
         .map_err(|e| copy_err(format!("cannot open the temporary file: {e}")))?;
     // The temporary file is thrown away on any failure and fsynced by us
     // once complete: no journal, no syncs of its own.
     dst.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;").map_err(|e| copy_err(e.to_string()))?;
+
+    let who = live.identity.as_ref().map(|i| format!(" (opened as {i}, the owner of its directory)")).unwrap_or_default();
+    let open_err = |source| BackupError::OpenDatabase { path: db.to_path_buf(), who: who.clone(), source };
+    let acting =
+        walk::act_as(live.identity.as_ref()).map_err(io_err("taking the file-system identity of the owner of", live.dir.path(), "nothing was backed up"))?;
+    // The live database: never created here (no SQLITE_OPEN_CREATE), never through a link.
+    let src = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW)
+        .map_err(open_err)?;
+    src.busy_timeout(tuning.lock_timeout).map_err(open_err)?;
+    // What SQLite opened must be a database with pages before its journal mode is touched: WAL
+    // mode would turn an empty file into a database.
+    let pages: i64 = src
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .map_err(|e| BackupError::NotSqlite { path: db.to_path_buf(), detail: format!("cannot be read as an SQLite database ({e})") })?;
+    if pages == 0 {
+        return Err(BackupError::NotSqlite { path: db.to_path_buf(), detail: "is empty".into() });
+    }
+    if wal {
+        let mode: String =
+            src.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| BackupError::Wal { path: db.to_path_buf(), detail: e.to_string() })?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(BackupError::Wal { path: db.to_path_buf(), detail: format!("SQLite kept journal_mode={mode}") });
+        }
+    }
+    let journal_mode: String = src.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(open_err)?;
+    let journal_mode = journal_mode.to_ascii_lowercase();
+    let stats = copy_online(&src, &mut dst, db, tmp, journal_mode == "wal", tuning)?;
+    // The live database is closed as its owner, the copy as root.
+    drop(src);
+    drop(acting);
+    dst.close().map_err(|(_, e)| copy_err(format!("cannot close the temporary file: {e}")))?;
+    Ok((stats, journal_mode))
+}
+
+/// Copy `src` into `dst` (an empty database) with the online backup API.
+fn copy_online(src: &Connection, dst: &mut Connection, db: &Path, tmp: &Path, snapshot: bool, tuning: &Tuning) -> Result<CopyStats, BackupError> {
+    let copy_err = |detail: String| BackupError::Copy { db: db.to_path_buf(), tmp: tmp.to_path_buf(), detail };
 
     if snapshot {
         // WAL: pin one read snapshot for the whole copy (see module docs).
@@ -363,7 +509,7 @@ fn copy_online(src: &Connection, db: &Path, tmp: &Path, snapshot: bool, tuning: 
     }
 
     let result = (|| -> Result<CopyStats, BackupError> {
-        let b = Backup::new(src, &mut dst).map_err(|e| copy_err(e.to_string()))?;
+        let b = Backup::new(src, dst).map_err(|e| copy_err(e.to_string()))?;
         let per_step = tuning.pages_per_step.max(1);
         let mut stats = CopyStats { pages: 0, steps: 0, restarts: 0 };
         let mut copied_before: Option<i64> = None;
@@ -418,12 +564,14 @@ fn copy_online(src: &Connection, db: &Path, tmp: &Path, snapshot: bool, tuning: 
 }
 
 /// A backup of a WAL database carries the WAL flag in its header; switch the
-/// copy to rollback-journal mode so that it is one self-contained file.
-fn to_rollback_journal(path: &Path) -> Result<(), String> {
-    if header_write_version(path).map_err(|e| e.to_string())? != Some(2) {
+/// copy (`path`, open as `f`) to rollback-journal mode so that it is one
+/// self-contained file.
+fn to_rollback_journal(path: &Path, f: &File) -> Result<(), String> {
+    if sqlite_header(f).map_err(|e| e.to_string())? != Ok(2) {
         return Ok(());
     }
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(|e| e.to_string())?;
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW)
+        .map_err(|e| e.to_string())?;
     let mode: String = c.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0)).map_err(|e| e.to_string())?;
     if !mode.eq_ignore_ascii_case("delete") {
         return Err(format!("SQLite kept journal_mode={mode}"));
@@ -431,27 +579,38 @@ fn to_rollback_journal(path: &Path) -> Result<(), String> {
     c.close().map_err(|(_, e)| e.to_string())
 }
 
-/// Byte 18 of the database header: 1 = rollback journal, 2 = WAL. `None`
-/// for an empty or non-SQLite file.
-fn header_write_version(path: &Path) -> io::Result<Option<u8>> {
+/// The database header of the open file `f`: byte 18, the write version (1 =
+/// rollback journal, 2 = WAL), or why it is no SQLite database.
+fn sqlite_header(f: &File) -> io::Result<Result<u8, &'static str>> {
+    use std::os::unix::fs::FileExt;
     let mut header = [0u8; 20];
-    let mut f = File::open(path)?;
     let mut n = 0;
     while n < header.len() {
-        match f.read(&mut header[n..])? {
-            0 => return Ok(None),
+        match f.read_at(&mut header[n..], n as u64)? {
+            0 => break,
             k => n += k,
         }
     }
-    if &header[..16] != b"SQLite format 3\0" {
-        return Ok(None);
+    if n == 0 {
+        return Ok(Err("is empty"));
     }
-    Ok(Some(header[18]))
+    if n < header.len() || &header[..16] != b"SQLite format 3\0" {
+        return Ok(Err("is not an SQLite database (it does not begin with the 16-byte SQLite header)"));
+    }
+    Ok(Ok(header[18]))
+}
+
+/// Byte 18 of the database header: 1 = rollback journal, 2 = WAL. `None`
+/// for an empty or non-SQLite file.
+#[cfg(test)]
+fn header_write_version(path: &Path) -> io::Result<Option<u8>> {
+    Ok(sqlite_header(&File::open(path)?)?.ok())
 }
 
 /// `PRAGMA integrity_check` on a closed database file, read-only.
 fn integrity_check(path: &Path) -> Result<(), String> {
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(|e| e.to_string())?;
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW)
+        .map_err(|e| e.to_string())?;
     let rows: Vec<String> =
         c.prepare("PRAGMA integrity_check").and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect()).map_err(|e| e.to_string())?;
     if rows.len() == 1 && rows[0] == "ok" {
@@ -467,16 +626,15 @@ fn integrity_check(path: &Path) -> Result<(), String> {
     Err(detail)
 }
 
-/// Rename `tmp` to the first free `<stem>-<ts>[-n].sqlite` in `dir`.
-fn publish(tmp: &Path, dir: &Path, stem: &str, ts: &str) -> Result<PathBuf, BackupError> {
+/// Rename `tmp` to the first free `<stem>-<ts>[-n].sqlite` in `dir`; returns that name.
+fn publish(dir: &Dir, tmp: &OsStr, stem: &str, ts: &str) -> Result<OsString, BackupError> {
     for seq in 0..10_000u32 {
-        let name = if seq == 0 { format!("{stem}-{ts}.sqlite") } else { format!("{stem}-{ts}-{seq}.sqlite") };
-        let target = dir.join(name);
-        match rename_noreplace(tmp, &target) {
-            Ok(()) => return Ok(target),
+        let name = OsString::from(if seq == 0 { format!("{stem}-{ts}.sqlite") } else { format!("{stem}-{ts}-{seq}.sqlite") });
+        match dir.rename_noreplace(tmp, &name) {
+            Ok(()) => return Ok(name),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
-                return Err(io_err("renaming the finished backup to", &target, UNTOUCHED)(e));
+                return Err(io_err("renaming the finished backup to", &dir.join(&name), UNTOUCHED)(e));
             }
         }
     }
@@ -488,57 +646,21 @@ fn publish(tmp: &Path, dir: &Path, stem: &str, ts: &str) -> Result<PathBuf, Back
     })
 }
 
-/// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`:
-/// `renameat2(RENAME_NOREPLACE)`, or link + unlink where the filesystem does
-/// not support it.
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use nix::errno::Errno;
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => Ok(()),
-        Err(Errno::EINVAL | Errno::ENOSYS | Errno::ENOTSUP) => {
-            fs::hard_link(from, to)?;
-            fs::remove_file(from)
-        }
-        Err(e) => Err(io::Error::from(e)),
-    }
-}
-
-fn fsync_dir(dir: &Path) -> Result<(), BackupError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync of directory", dir, "the rename may not survive a power failure; check the filesystem"))
-}
-
-/// Create `dir` (and missing parents) with mode 0750.
-fn ensure_dir(dir: &Path) -> Result<(), BackupError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let create_err = |source| BackupError::CreateDir { path: dir.to_path_buf(), source };
-    fs::DirBuilder::new().recursive(true).mode(0o750).create(dir).map_err(create_err)?;
-    // The umask may have taken bits away; 0750 is what we promise.
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o750)).map_err(create_err)?;
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        let _ = File::open(parent).and_then(|d| d.sync_all());
-    }
-    Ok(())
-}
-
 /// Remove temporary files of `stem` left in `dir` by processes that no
 /// longer exist. Needs /proc; without it nothing is removed.
-fn sweep_stale_temps(dir: &Path, stem: &str) -> Vec<String> {
+fn sweep_stale_temps(dir: &Dir, stem: &str) -> Vec<String> {
     let mut removed = Vec::new();
     if !Path::new("/proc/self").exists() {
         return removed;
     }
-    let Ok(rd) = fs::read_dir(dir) else {
+    let Ok(names) = dir.names() else {
         return removed;
     };
     let prefix = format!(".{stem}-");
     let me = std::process::id();
-    for entry in rd.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(rest) = name.strip_prefix(&prefix) else {
+    for name in names {
+        let Some(n) = name.to_str() else { continue };
+        let Some(rest) = n.strip_prefix(&prefix) else {
             continue;
         };
         let Some((_, owner)) = rest.split_once(".sqlite.tmp-") else {
@@ -551,24 +673,25 @@ fn sweep_stale_temps(dir: &Path, stem: &str) -> Vec<String> {
         if pid == me || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        let path = entry.path();
-        if fs::remove_file(&path).is_ok() {
-            removed.push(path.to_string_lossy().into_owned());
+        if dir.unlink(&name).is_ok() {
+            remove_aux_files(dir, &name);
+            removed.push(dir.join(&name).to_string_lossy().into_owned());
         }
     }
     removed
 }
 
 /// Removes a temporary database file and its SQLite side files on drop,
-/// unless disarmed.
+/// unless disarmed; relative to a descriptor of its directory.
 struct TempGuard {
-    path: PathBuf,
+    dir: OwnedFd,
+    name: OsString,
     armed: bool,
 }
 
 impl TempGuard {
-    fn new(path: PathBuf) -> Self {
-        TempGuard { path, armed: true }
+    fn new(dir: &Dir, name: &OsStr) -> io::Result<Self> {
+        Ok(TempGuard { dir: dir.try_clone()?, name: name.to_os_string(), armed: true })
     }
     fn disarm(&mut self) {
         self.armed = false;
@@ -578,23 +701,30 @@ impl TempGuard {
 impl Drop for TempGuard {
     fn drop(&mut self) {
         if self.armed {
-            let _ = fs::remove_file(&self.path);
-            remove_aux_files(&self.path);
+            let _ = nix::unistd::unlinkat(&self.dir, self.name.as_os_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+            remove_aux_files(&self.dir, &self.name);
         }
     }
 }
 
 const AUX_SUFFIXES: [&str; 3] = ["-wal", "-shm", "-journal"];
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s: OsString = path.as_os_str().to_owned();
+/// `name` + `suffix`.
+fn suffixed(name: &OsStr, suffix: &str) -> OsString {
+    let mut s = name.to_os_string();
     s.push(suffix);
-    PathBuf::from(s)
+    s
 }
 
-fn remove_aux_files(path: &Path) {
+#[cfg(test)]
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(suffixed(path.as_os_str(), suffix))
+}
+
+/// Remove SQLite's side files of `name` in the directory `dir` (never through a link).
+fn remove_aux_files(dir: &impl std::os::fd::AsFd, name: &OsStr) {
     for s in AUX_SUFFIXES {
-        let _ = fs::remove_file(with_suffix(path, s));
+        let _ = nix::unistd::unlinkat(dir, suffixed(name, s).as_os_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
     }
 }
 
@@ -651,40 +781,39 @@ fn parse_backup_name<'a>(stem: &str, name: &'a str) -> Option<(&'a str, u32, Str
 // ---------------------------------------------------------------------------
 
 /// The backups in `dir` for database `db` (only regular files matching our
-/// naming pattern), newest first. A missing `dir` has no backups.
+/// naming pattern), newest first. A missing `dir` has no backups; `dir` is
+/// reached like a backup directory (root's, no link on the way).
 pub fn list(db: &Path, dir: &Path) -> io::Result<Vec<BackupFile>> {
     let stem = db_stem(db).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    Ok(list_paths(&stem, dir)?.into_iter().map(|(_, f)| f).collect())
+    let d = match walk::open_dir(&std::path::absolute(dir)?, Trust::Root) {
+        Ok(d) => d,
+        Err(WalkError::Missing { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("backup directory {}: {e}", dir.display()))),
+    };
+    Ok(list_in(&stem, &d)?.into_iter().map(|(_, f)| f).collect())
 }
 
-fn list_paths(stem: &str, dir: &Path) -> io::Result<Vec<(PathBuf, BackupFile)>> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
+/// The backups of `stem` in the walked directory `dir`: (name, file), newest first.
+fn list_in(stem: &str, dir: &Dir) -> io::Result<Vec<(OsString, BackupFile)>> {
     let mut found = Vec::new();
-    for entry in rd {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some((ts, seq, taken_at)) = parse_backup_name(stem, name) else {
+    for name in dir.names()? {
+        let Some(n) = name.to_str() else { continue };
+        let Some((ts, seq, taken_at)) = parse_backup_name(stem, n) else {
             continue;
         };
-        let meta = match entry.metadata() {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+        let ts = ts.to_owned();
+        let st = match dir.stat(&name)? {
+            Some(st) => st,
+            None => continue,
         };
-        if !meta.is_file() {
+        if walk::kind(&st) != SFlag::S_IFREG {
             continue;
         }
-        let path = entry.path();
-        let file = BackupFile { path: path.to_string_lossy().into_owned(), taken_at, bytes: meta.len() };
-        found.push((ts.to_owned(), seq, path, file));
+        let file = BackupFile { path: dir.join(&name).to_string_lossy().into_owned(), taken_at, bytes: u64::try_from(st.st_size).unwrap_or(0) };
+        found.push((ts, seq, name, file));
     }
     found.sort_by(|a, b| (&b.0, b.1).cmp(&(&a.0, a.1)));
-    Ok(found.into_iter().map(|(_, _, p, f)| (p, f)).collect())
+    Ok(found.into_iter().map(|(_, _, n, f)| (n, f)).collect())
 }
 
 /// Which of `files` (newest first) the policy keeps, by path: the newest
@@ -738,8 +867,8 @@ fn iso_week_monday(day: i64) -> i64 {
 /// Swap `backup_file` in as the live database `db`, atomically:
 ///
 /// 1. copy it to a temporary file beside `db`, with the owner, group and
-///    mode of the current `db` (of `db`'s directory and 0640 when there is
-///    no current `db`), fsync;
+///    mode (without execute or special bits) of the current `db` (of `db`'s
+///    directory and 0640 when there is no current `db`), fsync;
 /// 2. check that the copy opens and `PRAGMA integrity_check` says ok, and
 ///    give it the journal mode (WAL or rollback) of the current `db`;
 /// 3. refuse if another process holds a lock on `db` (any open connection to
@@ -750,10 +879,13 @@ fn iso_week_monday(day: i64) -> i64 {
 ///    overwritten;
 /// 5. rename the copy into place and fsync the directory.
 ///
-/// The backup file itself is only read. The caller stops the agent's units
-/// before and starts them after. Returns where the replaced database was
-/// kept, or `None` when there was nothing to move aside (restoring onto a
-/// host that lost its database).
+/// The backup file itself is only read, through a walk of root's directories
+/// (see the module docs); `db`'s directory is reached by a walk too and every
+/// step above is relative to its descriptor, the check of step 2 done as the
+/// directory's owner. The caller stops the agent's units before and starts
+/// them after. Returns where the replaced database was kept, or `None` when
+/// there was nothing to move aside (restoring onto a host that lost its
+/// database).
 pub fn restore(db: &Path, backup_file: &Path, now: SystemTime) -> Result<Option<PathBuf>, BackupError> {
     prepare_restore(db, backup_file, now)?.swap()
 }
@@ -764,120 +896,159 @@ pub fn restore(db: &Path, backup_file: &Path, now: SystemTime) -> Result<Option<
 pub struct PreparedRestore {
     db: PathBuf,
     backup_file: PathBuf,
-    parent: PathBuf,
-    tmp: PathBuf,
+    /// The live database's directory, as walked.
+    dir: Dir,
+    name: OsString,
+    tmp_name: OsString,
+    /// Device and inode of the verified copy: what is renamed into place must be it.
+    copy: (u64, u64),
     guard: TempGuard,
-    live: bool,
     ts: String,
+}
+
+/// Open a backup to read it: through a walk of root's directories, never through a link.
+fn open_backup_file(path: &Path) -> Result<File, String> {
+    let abs = std::path::absolute(path).map_err(|e| e.to_string())?;
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return Err("it has no file name".into());
+    };
+    let dir = walk::open_dir(parent, Trust::Root).map_err(|e| format!("{e} (backups are read only from directories that only root can change)"))?;
+    match dir.stat(name).map_err(|e| e.to_string())? {
+        None => return Err("it does not exist".into()),
+        Some(st) if walk::kind(&st) == SFlag::S_IFLNK => return Err(WalkError::Symlink { path: abs.clone() }.to_string()),
+        Some(st) if walk::kind(&st) != SFlag::S_IFREG => return Err("not a regular file".into()),
+        Some(_) => {}
+    }
+    let f = dir.open(name, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(|e| e.to_string())?;
+    if !f.metadata().map_err(|e| e.to_string())?.file_type().is_file() {
+        return Err("not a regular file".into());
+    }
+    Ok(f)
 }
 
 /// Steps 1 and 2 of [`restore`]: copy and verify.
 pub fn prepare_restore(db: &Path, backup_file: &Path, now: SystemTime) -> Result<PreparedRestore, BackupError> {
+    const STATE: &str = "nothing was changed";
     let ts = compact_timestamp(now)?;
-    let name = db.file_name().ok_or_else(|| BackupError::NoFileName { path: db.to_path_buf() })?.to_owned();
-    let parent = match db.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let bad = |detail: String| BackupError::BadBackup { path: backup_file.to_path_buf(), db: db.to_path_buf(), detail };
 
-    let mut source = File::open(backup_file).map_err(|e| bad(e.to_string()))?;
-    if !source.metadata().map_err(|e| bad(e.to_string()))?.is_file() {
-        return Err(bad("not a regular file".into()));
-    }
-    let live = match fs::metadata(db) {
-        Ok(m) => Some(m),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err("reading", db, "nothing was changed")(e)),
-    };
-    let live_is_wal = match &live {
-        Some(_) => header_write_version(db).map_err(io_err("reading", db, "nothing was changed"))? == Some(2),
-        None => false,
+    let mut source = open_backup_file(backup_file).map_err(bad)?;
+
+    // The live database's directory: walked to once, then only used through its descriptor.
+    let (parent, name) = split(db)?;
+    let dir = walk::open_dir(&parent, Trust::Owner).map_err(|e| BackupError::Unsafe {
+        what: "directory of database",
+        path: db.to_path_buf(),
+        source: e,
+        state: STATE,
+    })?;
+    let identity = dir.identity();
+    let reading = |e| BackupError::Io { action: "reading", path: db.to_path_buf(), source: e, hint: STATE };
+    let live = match dir.stat(&name).map_err(reading)? {
+        None => None,
+        Some(st) if walk::kind(&st) == SFlag::S_IFLNK => {
+            return Err(BackupError::Unsafe { what: "database", path: db.to_path_buf(), source: WalkError::Symlink { path: dir.join(&name) }, state: STATE });
+        }
+        Some(_) => {
+            let f = dir.open(&name, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(reading)?;
+            let meta = f.metadata().map_err(reading)?;
+            check_database_file(&dir.join(&name), &meta, identity.as_ref(), STATE)?;
+            let wal = sqlite_header(&f).map_err(reading)? == Ok(2);
+            Some((meta, wal))
+        }
     };
     let (uid, gid, mode) = match &live {
-        Some(m) => (m.uid(), m.gid(), m.mode() & 0o7777),
-        None => {
-            let d = fs::metadata(&parent).map_err(io_err("reading", &parent, "create the database's directory first; nothing was changed"))?;
-            (d.uid(), d.gid(), 0o640)
-        }
+        Some((m, _)) => (m.uid(), m.gid(), m.mode() & 0o666),
+        None => (dir.uid(), dir.gid(), 0o640),
     };
 
     // 1. Copy beside the live database.
-    let tmp = parent.join(format!(".{}.restore-{}-{}.tmp", name.to_string_lossy(), std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let tmp_name = OsString::from(format!(".{}.restore-{}-{}.tmp", name.to_string_lossy(), std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let tmp = dir.join(&tmp_name);
     let hint = "the copy was discarded, the live database was not touched";
-    let guard = TempGuard::new(tmp.clone());
-    {
-        let mut out = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err(
-            "creating",
-            &tmp,
-            "check that the database's directory is writable; nothing was changed",
-        ))?;
-        io::copy(&mut source, &mut out).map_err(io_err("copying the backup to", &tmp, hint))?;
-        out.flush().map_err(io_err("writing", &tmp, hint))?;
-        let meta = out.metadata().map_err(io_err("reading", &tmp, hint))?;
-        if (meta.uid(), meta.gid()) != (uid, gid) {
-            std::os::unix::fs::fchown(&out, Some(uid), Some(gid)).map_err(io_err("changing the owner of", &tmp, hint))?;
-        }
-        out.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err("changing the mode of", &tmp, hint))?;
-        out.sync_all().map_err(io_err("fsync of", &tmp, hint))?;
+    let mut out = dir.create_new(&tmp_name, 0o600).map_err(io_err("creating", &tmp, "check that the database's directory is writable; nothing was changed"))?;
+    let guard = TempGuard::new(&dir, &tmp_name).map_err(io_err("holding", dir.path(), STATE))?;
+    io::copy(&mut source, &mut out).map_err(io_err("copying the backup to", &tmp, hint))?;
+    out.flush().map_err(io_err("writing", &tmp, hint))?;
+    let meta = out.metadata().map_err(io_err("reading", &tmp, hint))?;
+    if (meta.uid(), meta.gid()) != (uid, gid) {
+        std::os::unix::fs::fchown(&out, Some(uid), Some(gid)).map_err(io_err("changing the owner of", &tmp, hint))?;
     }
+    out.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err("changing the mode of", &tmp, hint))?;
+    out.sync_all().map_err(io_err("fsync of", &tmp, hint))?;
+    let copy = (meta.dev(), meta.ino());
 
-    // 2. Verify, and match the live database's journal mode.
-    integrity_check(&tmp).map_err(|d| bad(format!("integrity check of its copy {} failed: {d}", tmp.display())))?;
-    if live.is_some() {
-        let want = if live_is_wal { "wal" } else { "delete" };
-        let c = Connection::open_with_flags(&tmp, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(|e| bad(e.to_string()))?;
-        let got: String = c
-            .query_row(&format!("PRAGMA journal_mode={want}"), [], |r| r.get(0))
-            .map_err(|e| bad(format!("cannot set journal_mode={want} on the copy: {e}")))?;
-        if !got.eq_ignore_ascii_case(want) {
-            return Err(bad(format!("cannot set journal_mode={want} on the copy: SQLite kept {got}")));
+    // 2. Verify, and match the live database's journal mode. SQLite opens the copy by path: as
+    // the owner of the directory, which could swap it.
+    {
+        let _acting = walk::act_as(identity.as_ref()).map_err(io_err("taking the file-system identity of the owner of", dir.path(), hint))?;
+        integrity_check(&tmp).map_err(|d| bad(format!("integrity check of its copy {} failed: {d}", tmp.display())))?;
+        if let Some((_, live_is_wal)) = &live {
+            let want = if *live_is_wal { "wal" } else { "delete" };
+            let c = Connection::open_with_flags(&tmp, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW)
+                .map_err(|e| bad(e.to_string()))?;
+            let got: String = c
+                .query_row(&format!("PRAGMA journal_mode={want}"), [], |r| r.get(0))
+                .map_err(|e| bad(format!("cannot set journal_mode={want} on the copy: {e}")))?;
+            if !got.eq_ignore_ascii_case(want) {
+                return Err(bad(format!("cannot set journal_mode={want} on the copy: SQLite kept {got}")));
+            }
+            c.close().map_err(|(_, e)| bad(e.to_string()))?;
         }
-        c.close().map_err(|(_, e)| bad(e.to_string()))?;
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err("fsync of", &tmp, hint))?;
     }
-    remove_aux_files(&tmp);
-    Ok(PreparedRestore { db: db.to_path_buf(), backup_file: backup_file.to_path_buf(), parent, tmp, guard, live: live.is_some(), ts })
+    out.sync_all().map_err(io_err("fsync of", &tmp, hint))?;
+    remove_aux_files(&dir, &tmp_name);
+    Ok(PreparedRestore { db: db.to_path_buf(), backup_file: backup_file.to_path_buf(), dir, name, tmp_name, copy, guard, ts })
 }
 
 impl PreparedRestore {
     /// Steps 3 to 5 of [`restore`]: with the agent stopped, swap the copy in. Returns where
     /// the replaced database was kept.
     pub fn swap(self) -> Result<Option<PathBuf>, BackupError> {
-        let PreparedRestore { db, backup_file, parent, tmp, mut guard, live, ts } = self;
+        let PreparedRestore { db, backup_file, dir, name, tmp_name, copy, mut guard, ts } = self;
         let (db, backup_file) = (db.as_path(), backup_file.as_path());
         // 3. Nobody may have the live database open.
-        if live && let Some(pid) = lock_holder(db).map_err(io_err("checking the locks of", db, "nothing was changed"))? {
+        if let Some(pid) = lock_holder(&dir, &name).map_err(io_err("checking the locks of", db, "nothing was changed"))? {
             return Err(BackupError::InUse { path: db.to_path_buf(), pid });
         }
 
-        // 4. Move the current files aside.
-        let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut moved: Vec<(OsString, OsString)> = Vec::new();
         let mut kept_at = None;
-        let swap_err = |step: &'static str, source: io::Error, moved: &[(PathBuf, PathBuf)]| {
-            let state = undo(moved);
+        let swap_err = |step: &'static str, source: io::Error, moved: &[(OsString, OsString)]| {
+            let state = undo(&dir, moved);
             BackupError::Swap { backup: backup_file.to_path_buf(), db: db.to_path_buf(), step, source, state }
         };
-        let present: Vec<&str> = std::iter::once("").chain(AUX_SUFFIXES).filter(|s| with_suffix(db, s).symlink_metadata().is_ok()).collect();
+        // What takes the database's place is the copy that was checked (the directory's owner
+        // could have put something else at its name since).
+        match dir.stat(&tmp_name) {
+            Ok(Some(st)) if walk::kind(&st) == SFlag::S_IFREG && (st.st_dev, st.st_ino) == copy => {}
+            Ok(_) => {
+                let e = io::Error::other(format!("{} was replaced since it was checked", dir.join(&tmp_name).display()));
+                return Err(swap_err("checking the verified copy", e, &moved));
+            }
+            Err(e) => return Err(swap_err("checking the verified copy", e, &moved)),
+        }
+
+        // 4. Move the current files aside.
+        let present: Vec<&str> = std::iter::once("").chain(AUX_SUFFIXES).filter(|s| matches!(dir.stat(suffixed(&name, s)), Ok(Some(_)))).collect();
         if !present.is_empty() {
-            let aside = free_aside_name(db, &ts);
+            let aside = free_aside_name(&dir, &name, &ts);
             for s in present {
-                let from = with_suffix(db, s);
-                let to = with_suffix(&aside, s);
-                if let Err(e) = rename_noreplace(&from, &to) {
+                let (from, to) = (suffixed(&name, s), suffixed(&aside, s));
+                if let Err(e) = dir.rename_noreplace(&from, &to) {
                     return Err(swap_err("moving the current database aside", e, &moved));
                 }
                 moved.push((from, to));
             }
-            kept_at = Some(aside);
+            kept_at = Some(dir.join(&aside));
         }
 
         // 5. The copy takes the live database's place.
-        if let Err(e) = rename_noreplace(&tmp, db) {
+        if let Err(e) = dir.rename_noreplace(&tmp_name, &name) {
             return Err(swap_err("renaming the verified copy into place", e, &moved));
         }
         guard.disarm();
-        File::open(&parent).and_then(|d| d.sync_all()).map_err(|source| BackupError::Swap {
+        dir.sync().map_err(|source| BackupError::Swap {
             backup: backup_file.to_path_buf(),
             db: db.to_path_buf(),
             step: "fsync of the directory",
@@ -889,11 +1060,11 @@ impl PreparedRestore {
 }
 
 /// `<db>.replaced-<ts>`, or `<db>.replaced-<ts>-<n>` if taken (with any suffix).
-fn free_aside_name(db: &Path, ts: &str) -> PathBuf {
+fn free_aside_name(dir: &Dir, name: &OsStr, ts: &str) -> OsString {
     let mut n = 0u32;
     loop {
-        let candidate = if n == 0 { with_suffix(db, &format!(".replaced-{ts}")) } else { with_suffix(db, &format!(".replaced-{ts}-{n}")) };
-        let taken = std::iter::once("").chain(AUX_SUFFIXES).any(|s| with_suffix(&candidate, s).symlink_metadata().is_ok());
+        let candidate = if n == 0 { suffixed(name, &format!(".replaced-{ts}")) } else { suffixed(name, &format!(".replaced-{ts}-{n}")) };
+        let taken = std::iter::once("").chain(AUX_SUFFIXES).any(|s| !matches!(dir.stat(suffixed(&candidate, s)), Ok(None)));
         if !taken {
             return candidate;
         }
@@ -902,11 +1073,11 @@ fn free_aside_name(db: &Path, ts: &str) -> PathBuf {
 }
 
 /// Best effort: move files back where they were; says where things are.
-fn undo(moved: &[(PathBuf, PathBuf)]) -> String {
+fn undo(dir: &Dir, moved: &[(OsString, OsString)]) -> String {
     let mut failed = Vec::new();
     for (from, to) in moved.iter().rev() {
-        if rename_noreplace(to, from).is_err() {
-            failed.push(format!("{} (belongs at {})", to.display(), from.display()));
+        if dir.rename_noreplace(to, from).is_err() {
+            failed.push(format!("{} (belongs at {})", dir.join(to).display(), dir.join(from).display()));
         }
     }
     if moved.is_empty() {
@@ -918,15 +1089,19 @@ fn undo(moved: &[(PathBuf, PathBuf)]) -> String {
     }
 }
 
-/// The pid of another process holding an SQLite lock on `db` (a shared lock
-/// is held by every open connection to a WAL database, and by any
-/// transaction in a rollback-journal one). Locks of this process are not
-/// seen.
-fn lock_holder(db: &Path) -> io::Result<Option<i32>> {
+/// The pid of another process holding an SQLite lock on `name` in `dir` (a
+/// shared lock is held by every open connection to a WAL database, and by
+/// any transaction in a rollback-journal one). Locks of this process are not
+/// seen. `None` when there is no such file.
+fn lock_holder(dir: &Dir, name: &OsStr) -> io::Result<Option<i32>> {
     use nix::fcntl::{FcntlArg, fcntl};
     use nix::libc;
     const PENDING_BYTE: i64 = 0x4000_0000; // SQLite's lock bytes: pending, reserved, 510 shared
-    let f = File::open(db)?;
+    let f = match dir.open(name, OFlag::O_RDONLY | OFlag::O_NONBLOCK) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     // SAFETY: flock is plain old data; all-zero is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = libc::F_WRLCK as libc::c_short;
@@ -944,6 +1119,8 @@ mod test_hooks {
     thread_local! {
         /// Called on the finished, fsynced temporary file right before verification.
         pub static BEFORE_VERIFY: Cell<Option<fn(&Path)>> = const { Cell::new(None) };
+        /// Called with the live database's path after its checks, right before SQLite opens it.
+        pub static BEFORE_COPY: Cell<Option<fn(&Path)>> = const { Cell::new(None) };
     }
 }
 
@@ -954,6 +1131,8 @@ mod test_hooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Read;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicI64};
 
@@ -1367,7 +1546,7 @@ mod tests {
         let l: Vec<String> = list(&db, &dir).unwrap().into_iter().map(|f| f.path).collect();
         assert_eq!(l, [c.file.path.clone(), b.file.path.clone(), a.file.path.clone()]);
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o750);
-        assert_eq!(fs::metadata(&a.file.path).unwrap().mode() & 0o777, 0o640);
+        assert_eq!(fs::metadata(&a.file.path).unwrap().mode() & 0o7777, 0o600, "a backup is root's alone");
         // Keep-nothing policy: everything else goes, the new one stays.
         let d = backup(&db, &dir, &nothing, false, false, now + Duration::from_secs(1)).unwrap();
         assert_eq!(d.pruned.len(), 3);
@@ -1430,8 +1609,9 @@ mod tests {
         fs::write(&db, b"this is not a database, it is text long enough to not be empty......").unwrap();
         let err = backup(&db, &dir, &NO_PRUNE, true, false, SystemTime::now()).unwrap_err();
         println!("{err}");
-        assert!(err.to_string().contains("nope.db"), "{err}");
-        assert!(names(&dir).is_empty());
+        assert!(matches!(err, BackupError::NotSqlite { .. }), "{err}");
+        assert!(err.to_string().contains("nope.db") && err.to_string().contains("SQLite header"), "{err}");
+        assert!(!dir.exists(), "nothing is made for a file that is not a database");
     }
 
     #[test]
@@ -1472,5 +1652,272 @@ mod tests {
         assert_eq!(names(&dir).len(), 2, "{:?}", names(&dir));
         assert_eq!(ids(Path::new(&r.file.path)), (1, 50, 50));
         assert_eq!(names(&dir).len(), 2, "opening a backup read-only creates nothing");
+    }
+    // --- 6. hostile paths (the helper runs as root on the agent's behalf) ----
+
+    fn is_root() -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        eprintln!("skipped: needs root (ownership and file-system identity)");
+        false
+    }
+
+    fn chmod(p: &Path, mode: u32) {
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// A temporary directory others may search (a user's directory can be below it).
+    fn open_tmp() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        chmod(t.path(), 0o755);
+        t
+    }
+
+    fn bytes_and_names(db: &Path) -> (Vec<u8>, BTreeSet<String>) {
+        (fs::read(db).unwrap(), names(db.parent().unwrap()))
+    }
+
+    #[test]
+    fn wal_true_on_an_empty_or_non_sqlite_file_changes_nothing() {
+        let tmp = open_tmp();
+        let dir = tmp.path().join("backups");
+        for (name, content) in [("empty.db", &b""[..]), ("notes.db", &b"some notes, not a database at all, long enough"[..]), ("short.db", &b"SQLite for"[..])]
+        {
+            let db = tmp.path().join(name);
+            fs::write(&db, content).unwrap();
+            let before = bytes_and_names(&db);
+            let err = backup(&db, &dir, &NO_PRUNE, true, true, SystemTime::now()).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, BackupError::NotSqlite { .. }), "{name}: {msg}");
+            assert!(msg.contains(name) && msg.contains("nothing was changed"), "{msg}");
+            if content.is_empty() {
+                assert!(msg.contains("is empty"), "{msg}");
+            }
+            assert_eq!(bytes_and_names(&db), before, "{name}: not a byte changed, no -wal or -shm beside it");
+            assert!(!dir.exists(), "{name}: no backup directory made");
+        }
+    }
+
+    #[test]
+    fn a_symlinked_database_or_directory_is_never_backed_up() {
+        let tmp = open_tmp();
+        let secret_dir = tmp.path().join("secret");
+        fs::create_dir(&secret_dir).unwrap();
+        let secret = secret_dir.join("root.db");
+        make_db(&secret, 10);
+        chmod(&secret, 0o600);
+        let agent = tmp.path().join("agent");
+        fs::create_dir(&agent).unwrap();
+        let dir = tmp.path().join("backups");
+        // A link at the end (the database) and in the middle (a directory on the way).
+        std::os::unix::fs::symlink(&secret, agent.join("messages.db")).unwrap();
+        std::os::unix::fs::symlink(&secret_dir, agent.join("store")).unwrap();
+        for db in [agent.join("messages.db"), agent.join("store/root.db")] {
+            let err = backup(&db, &dir, &NO_PRUNE, true, true, SystemTime::now()).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, BackupError::Unsafe { .. }), "{msg}");
+            assert!(msg.contains("is a symbolic link") && msg.contains("nothing was backed up"), "{msg}");
+            assert!(!dir.exists(), "nothing copied anywhere");
+        }
+        assert_eq!(journal_mode_of(&secret), "delete", "wal: true did not reach the other database");
+        assert_eq!(header_write_version(&secret).unwrap(), Some(1));
+    }
+
+    #[test]
+    fn a_database_with_a_second_hard_link_is_refused() {
+        let tmp = open_tmp();
+        let other = tmp.path().join("other.db");
+        make_db(&other, 3);
+        let agent = tmp.path().join("agent");
+        fs::create_dir(&agent).unwrap();
+        fs::hard_link(&other, agent.join("m.db")).unwrap();
+        let err = backup(&agent.join("m.db"), &tmp.path().join("b"), &NO_PRUNE, true, true, SystemTime::now()).unwrap_err();
+        assert!(matches!(err, BackupError::Refused { .. }) && err.to_string().contains("2 hard links"), "{err}");
+        assert_eq!(journal_mode_of(&other), "delete");
+    }
+
+    #[test]
+    fn a_backup_directory_others_can_write_the_agent_owns_or_reached_by_a_link_is_refused() {
+        let tmp = open_tmp();
+        let db = tmp.path().join("m.db");
+        make_db(&db, 3);
+        let open = tmp.path().join("open");
+        fs::create_dir(&open).unwrap();
+        chmod(&open, 0o777);
+        let err = backup(&db, &open, &NO_PRUNE, true, false, SystemTime::now()).unwrap_err();
+        assert!(matches!(&err, BackupError::Unsafe { source: WalkError::Writable { .. }, .. }), "{err}");
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
+        assert!(names(&open).is_empty());
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, tmp.path().join("link")).unwrap();
+        let err = backup(&db, &tmp.path().join("link"), &NO_PRUNE, true, false, SystemTime::now()).unwrap_err();
+        assert!(matches!(&err, BackupError::Unsafe { source: WalkError::Symlink { .. }, .. }), "{err}");
+        let err = backup(&db, &tmp.path().join("link/sub"), &NO_PRUNE, true, false, SystemTime::now()).unwrap_err();
+        assert!(matches!(&err, BackupError::Unsafe { source: WalkError::Symlink { .. }, .. }), "{err}");
+        assert!(names(&real).is_empty(), "nothing was made through the link");
+        if is_root() {
+            let agents = tmp.path().join("agents");
+            fs::create_dir(&agents).unwrap();
+            std::os::unix::fs::chown(&agents, Some(4242), Some(4242)).unwrap();
+            let err = backup(&db, &agents, &NO_PRUNE, true, false, SystemTime::now()).unwrap_err();
+            assert!(matches!(&err, BackupError::Unsafe { source: WalkError::Owner { uid: 4242, .. }, .. }), "{err}");
+            assert!(names(&agents).is_empty());
+            // Below the agent's directory: refused before anything is made in it.
+            let err = backup(&db, &agents.join("b"), &NO_PRUNE, true, false, SystemTime::now()).unwrap_err();
+            assert!(matches!(&err, BackupError::Unsafe { .. }), "{err}");
+            assert!(names(&agents).is_empty());
+        }
+    }
+
+    /// An agent's directory (uid 4242) under `tmp`, with a database of its own.
+    fn agent_db(tmp: &Path) -> PathBuf {
+        let agent = tmp.join("agent");
+        fs::create_dir(&agent).unwrap();
+        let db = agent.join("m.db");
+        make_db(&db, 7);
+        for p in [&agent, &db] {
+            std::os::unix::fs::chown(p, Some(4242), Some(4242)).unwrap();
+        }
+        db
+    }
+
+    #[test]
+    fn the_agents_database_is_read_as_the_agent_so_a_swap_after_the_checks_reaches_nothing_more() {
+        if !is_root() {
+            return;
+        }
+        let tmp = open_tmp();
+        let db = agent_db(tmp.path());
+        let dir = tmp.path().join("backups");
+        // Its own database, read as the agent: fine, and the backup is root's alone.
+        let r = backup(&db, &dir, &NO_PRUNE, true, true, SystemTime::now()).unwrap();
+        let m = fs::metadata(&r.file.path).unwrap();
+        assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600));
+        assert_eq!(journal_mode_of(&db), "wal");
+        assert_eq!(fs::metadata(&db).unwrap().uid(), 4242);
+        // Between the checks and SQLite's open, the agent puts another file at the name: a
+        // link to a root-only database (possible where protected_hardlinks is off).
+        fn swap(db: &Path) {
+            let secret = db.parent().unwrap().parent().unwrap().join("secret.db");
+            make_db(&secret, 99);
+            chmod(&secret, 0o600);
+            fs::remove_file(db).unwrap();
+            fs::hard_link(&secret, db).unwrap();
+        }
+        test_hooks::BEFORE_COPY.with(|h| h.set(Some(swap)));
+        let err = backup(&db, &dir, &NO_PRUNE, true, true, SystemTime::now()).unwrap_err();
+        test_hooks::BEFORE_COPY.with(|h| h.set(None));
+        let msg = err.to_string();
+        assert!(matches!(err, BackupError::OpenDatabase { .. }), "{msg}");
+        assert!(msg.contains("opened as uid 4242") || msg.contains("(uid 4242)"), "{msg}");
+        assert_eq!(names(&dir).len(), 1, "only the first backup: {:?}", names(&dir));
+        assert_eq!(journal_mode_of(&tmp.path().join("secret.db")), "delete");
+    }
+
+    #[test]
+    fn a_database_of_another_user_in_the_agents_directory_is_refused() {
+        if !is_root() {
+            return;
+        }
+        let tmp = open_tmp();
+        let db = agent_db(tmp.path());
+        std::os::unix::fs::chown(&db, Some(4343), Some(4343)).unwrap();
+        let err = backup(&db, &tmp.path().join("b"), &NO_PRUNE, true, true, SystemTime::now()).unwrap_err();
+        assert!(matches!(err, BackupError::Refused { .. }) && err.to_string().contains("uid 4343"), "{err}");
+        // A directory on the way that belongs to a third user: refused too.
+        std::os::unix::fs::chown(&db, Some(4242), Some(4242)).unwrap();
+        let sub = tmp.path().join("agent/sub");
+        fs::create_dir(&sub).unwrap();
+        std::os::unix::fs::chown(tmp.path().join("agent"), Some(4343), Some(4343)).unwrap();
+        std::os::unix::fs::chown(&sub, Some(4242), Some(4242)).unwrap();
+        fs::rename(&db, sub.join("m.db")).unwrap();
+        let err = backup(&sub.join("m.db"), &tmp.path().join("b"), &NO_PRUNE, true, true, SystemTime::now()).unwrap_err();
+        assert!(matches!(&err, BackupError::Unsafe { source: WalkError::Owner { uid: 4343, .. }, .. }), "{err}");
+    }
+
+    #[test]
+    fn restore_through_a_symlinked_parent_is_refused_and_writes_nothing() {
+        let tmp = open_tmp();
+        let db = tmp.path().join("m.db");
+        make_db(&db, 5);
+        let r = backup(&db, &tmp.path().join("b"), &NO_PRUNE, true, false, SystemTime::now()).unwrap();
+        let victim = tmp.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::create_dir(tmp.path().join("agent")).unwrap();
+        std::os::unix::fs::symlink(&victim, tmp.path().join("agent/store")).unwrap();
+        let err = restore(&tmp.path().join("agent/store/m.db"), Path::new(&r.file.path), SystemTime::now()).unwrap_err();
+        assert!(matches!(&err, BackupError::Unsafe { source: WalkError::Symlink { .. }, .. }), "{err}");
+        assert!(err.to_string().contains("nothing was changed"), "{err}");
+        assert!(names(&victim).is_empty(), "nothing written where the link points");
+        // The database itself a link: refused too, the target untouched.
+        std::os::unix::fs::symlink(victim.join("x.db"), tmp.path().join("agent/m.db")).unwrap();
+        let err = restore(&tmp.path().join("agent/m.db"), Path::new(&r.file.path), SystemTime::now()).unwrap_err();
+        assert!(matches!(&err, BackupError::Unsafe { source: WalkError::Symlink { .. }, .. }), "{err}");
+        assert!(names(&victim).is_empty());
+    }
+
+    #[test]
+    fn restore_into_a_directory_swapped_after_the_checks_writes_where_the_walk_went() {
+        let tmp = open_tmp();
+        let store = tmp.path().join("store");
+        fs::create_dir(&store).unwrap();
+        let db = store.join("m.db");
+        make_db(&db, 5);
+        let r = backup(&db, &tmp.path().join("b"), &NO_PRUNE, true, false, SystemTime::now()).unwrap();
+        let prepared = prepare_restore(&db, Path::new(&r.file.path), at("2025-05-05T05:05:05Z")).unwrap();
+        // The directory moves away and a link to a victim takes its place.
+        let victim = tmp.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::rename(&store, tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&victim, &store).unwrap();
+        prepared.swap().unwrap();
+        assert!(names(&victim).is_empty(), "nothing through the link: {:?}", names(&victim));
+        let moved = names(&tmp.path().join("moved"));
+        assert!(moved.contains("m.db") && moved.contains("m.db.replaced-20250505T050505Z"), "{moved:?}");
+    }
+
+    #[test]
+    fn restore_reads_a_backup_only_through_roots_directories() {
+        let tmp = open_tmp();
+        let db = tmp.path().join("m.db");
+        make_db(&db, 5);
+        let r = backup(&db, &tmp.path().join("b"), &NO_PRUNE, true, false, SystemTime::now()).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("b"), tmp.path().join("blink")).unwrap();
+        let via_link = tmp.path().join("blink").join(Path::new(&r.file.path).file_name().unwrap());
+        let before = names(tmp.path());
+        let err = restore(&db, &via_link, SystemTime::now()).unwrap_err();
+        assert!(matches!(err, BackupError::BadBackup { .. }) && err.to_string().contains("is a symbolic link"), "{err}");
+        std::os::unix::fs::symlink(&r.file.path, tmp.path().join("b/latest.sqlite")).unwrap();
+        let err = restore(&db, &tmp.path().join("b/latest.sqlite"), SystemTime::now()).unwrap_err();
+        assert!(matches!(err, BackupError::BadBackup { .. }) && err.to_string().contains("is a symbolic link"), "{err}");
+        assert_eq!(names(tmp.path()), before, "nothing was changed");
+        if is_root() {
+            let agents = tmp.path().join("agents");
+            fs::create_dir(&agents).unwrap();
+            fs::copy(&r.file.path, agents.join("x.sqlite")).unwrap();
+            std::os::unix::fs::chown(&agents, Some(4242), Some(4242)).unwrap();
+            let err = restore(&db, &agents.join("x.sqlite"), SystemTime::now()).unwrap_err();
+            assert!(matches!(err, BackupError::BadBackup { .. }) && err.to_string().contains("uid 4242"), "{err}");
+        }
+        // The listing goes through the same walk.
+        let err = list(&db, &tmp.path().join("blink")).unwrap_err();
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn restore_of_an_agents_database_keeps_its_owner_and_checks_the_copy_as_the_agent() {
+        if !is_root() {
+            return;
+        }
+        let tmp = open_tmp();
+        let db = agent_db(tmp.path());
+        chmod(&db, 0o4755);
+        let r = backup(&db, &tmp.path().join("b"), &NO_PRUNE, true, true, SystemTime::now()).unwrap();
+        restore(&db, Path::new(&r.file.path), SystemTime::now()).unwrap();
+        let m = fs::metadata(&db).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (4242, 4242, 0o644), "owner kept, no execute or set-id bits");
+        assert_eq!(ids(&db), (1, 7, 7));
     }
 }
