@@ -78,6 +78,16 @@ fn print_diagnostics(diags: &Diagnostics, files: &[(String, String)], prefix: &P
     eprintln!("{} error{}", diags.0.len(), if diags.0.len() == 1 { "" } else { "s" });
 }
 
+/// Warnings of a valid fleet (a secret in `run.environment`), with their source lines.
+fn print_warnings(fleet: &spec::Fleet, files: &[(String, String)], prefix: &Path) {
+    if fleet.warnings.is_empty() {
+        return;
+    }
+    let sources = spec::sources(files);
+    let name = |f: &str| if prefix != Path::new("") && prefix != Path::new(".") { prefix.join(f).display().to_string() } else { f.to_string() };
+    eprint!("{}", Diagnostics(fleet.warnings.clone()).render(|f| sources.get(f).copied(), name));
+}
+
 pub fn validate(dir: &Path) -> u8 {
     let files = match read_dir(dir) {
         Ok(f) => f,
@@ -88,6 +98,7 @@ pub fn validate(dir: &Path) -> u8 {
     };
     match spec::load(&files) {
         Ok(fleet) => {
+            print_warnings(&fleet, &files, dir);
             println!("{} valid: {} agents in {} files", dir.display(), fleet.agents.len(), files.len());
             exit::OK
         }
@@ -127,7 +138,10 @@ fn load_commit_with(g: &Globals, src: &SourceArgs, missing_is_empty: bool) -> Re
         }
     };
     match spec::load(&files.files) {
-        Ok(fleet) => Ok((files, fleet)),
+        Ok(fleet) => {
+            print_warnings(&fleet, &files.files, Path::new(src.path.as_deref().unwrap_or("")));
+            Ok((files, fleet))
+        }
         Err(diags) => {
             eprintln!("commit {} is invalid; nothing of it is applied:", plan::short(&files.commit));
             print_diagnostics(&diags, &files.files, Path::new(src.path.as_deref().unwrap_or("")));

@@ -431,11 +431,7 @@ pub fn unified_diff(name: &str, old: &str, new: &str) -> String {
 /// Does an environment variable of this name probably hold a secret? Names containing TOKEN,
 /// KEY, SECRET, PASSWORD, PASSWD, CREDENTIAL, AUTH or PRIVATE, in any case. Their values are
 /// never shown by `plan` (text, JSON, the pull-request comment).
-pub fn looks_secret(name: &str) -> bool {
-    const WORDS: [&str; 8] = ["TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "PRIVATE"];
-    let upper = name.to_ascii_uppercase();
-    WORDS.iter().any(|w| upper.contains(w))
-}
+pub use crate::spec::values::looks_secret;
 
 /// A line of a unit file as systemd reads it: physical lines `first..=last` joined where one
 /// ends in `\` (as `unit::parse` joins them), trimmed.

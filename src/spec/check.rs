@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::API_VERSION;
 use super::calendar;
-use super::diag::{Diagnostics, Loc, did_you_mean};
+use super::diag::{Diagnostic, Diagnostics, Loc, did_you_mean};
 use super::model::*;
 use super::raw::*;
 use super::values::*;
@@ -916,7 +916,31 @@ pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics) -> Fleet {
         diags.push(loc, format!("`after` forms a cycle: {}; remove one of these orderings", cycle.join(" → ")));
     }
     fleet.agents.sort_by(|a, b| a.name.cmp(&b.name));
+    fleet.warnings = secret_warnings(&docs);
     fleet
+}
+
+/// A secret-looking name in `run.environment` (an agent's or the defaults'): its value is in
+/// the repository, in every clone and in the unit file, and any local user can read it from
+/// the manager. Said where it is written, with the way out.
+fn secret_warnings(docs: &[Doc]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let (prefix, env) = match &doc.kind {
+            DocKind::Agent(a) => ("run.environment", a.run.as_ref().and_then(|r| r.environment.as_ref())),
+            DocKind::Fleet(f) => ("defaults.run.environment", f.defaults.as_ref().and_then(|d| d.run.as_ref()).and_then(|r| r.environment.as_ref())),
+        };
+        for name in env.into_iter().flat_map(|e| e.keys()).filter(|k| looks_secret(k)) {
+            let pos = doc.index.key(&format!("{prefix}.{name}"));
+            out.push(Diagnostic::new(
+                Loc { file: doc.file.clone(), line: pos.line, col: pos.col },
+                format!(
+                    "warning: environment variable {name} looks like a secret, and its value is in the repository; put it in a file on the host and use `run.credentials` (or `run.environmentFile`) instead"
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// A cycle in `after`, as the list of names around it, if any. Depth-first with an explicit

@@ -19,6 +19,9 @@ pub struct Fleet {
     /// The directories from which `credentials` and `environmentFile` may come (PID 1 reads
     /// them as root for the agent).
     pub credential_dirs: Vec<String>,
+    /// What is valid but unwise (a secret-looking environment variable), at its position.
+    #[serde(skip)]
+    pub warnings: Vec<crate::spec::Diagnostic>,
     /// Sorted by name.
     pub agents: Vec<Agent>,
 }
@@ -34,6 +37,7 @@ impl Default for Fleet {
             hosts: BTreeMap::new(),
             journal: None,
             credential_dirs: DEFAULT_CREDENTIAL_DIRS.iter().map(|d| d.to_string()).collect(),
+            warnings: Vec::new(),
             agents: Vec::new(),
         }
     }

@@ -265,3 +265,17 @@ fn settings_that_would_do_nothing_are_refused_where_they_are_written() {
     let ok = tmp.replace("hardening: {privateTmp: true}\n", "");
     assert!(load(&files(&[("t.yaml", &ok)])).is_ok());
 }
+
+#[test]
+fn a_secret_in_the_environment_is_a_warning_where_it_is_written() {
+    let fleet = "apiVersion: fleetwright/v1\nkind: Fleet\ndefaults:\n  run: {user: agent, environment: {DB_PASSWORD: hunter2}}\n";
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun:\n  command: [/bin/true]\n  environment: {LOG_LEVEL: info, API_TOKEN: abc}\n";
+    let f = load(&files(&[("fleet.yaml", fleet), ("a.yaml", a)])).unwrap();
+    let w: Vec<String> = f.warnings.iter().map(|d| d.to_string()).collect();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].starts_with("a.yaml:6:34: warning: environment variable API_TOKEN looks like a secret"), "{w:?}");
+    assert!(w[1].starts_with("fleet.yaml:4:36: warning: environment variable DB_PASSWORD looks like a secret"), "{w:?}");
+    assert!(w[0].contains("use `run.credentials`"), "{w:?}");
+    // The agent is still valid and runs with it: a warning, not an error.
+    assert_eq!(f.agents[0].run.environment["API_TOKEN"], "abc");
+}

@@ -380,6 +380,13 @@ pub fn is_inside(path: &str, dir: &str) -> bool {
     p.len() > d.len() && p.iter().zip(&d).all(|(a, b)| a == b)
 }
 
+/// Does an environment variable's name say that its value is a secret (an API key, a token)?
+pub fn looks_secret(name: &str) -> bool {
+    const WORDS: [&str; 8] = ["TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "PRIVATE"];
+    let upper = name.to_ascii_uppercase();
+    WORDS.iter().any(|w| upper.contains(w))
+}
+
 /// Groups whose members can read or change what only root should (the shadow file, raw disks,
 /// kernel memory, every log, the container runtimes, sudo).
 pub const PRIVILEGED_GROUPS: &[&str] = &[

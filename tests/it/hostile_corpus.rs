@@ -176,3 +176,18 @@ fn a_credential_directory_that_an_agent_can_change_is_refused_at_apply() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(host.unit_dir().join("agent-reader.service").exists());
 }
+
+/// A secret written into `run.environment` is valid, but `validate` (and plan and apply) say
+/// where it is and what to use instead.
+#[test]
+fn validate_warns_of_a_secret_in_the_environment() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: bot\nrun:\n  command: [/bin/true]\n  user: agent\n  environment: {SLACK_BOT_TOKEN: xoxb-not-a-real-token}\n";
+    std::fs::write(dir.path().join("bot.yaml"), agent).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright")).args(["validate", dir.path().to_str().unwrap()]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("bot.yaml:7:17: warning: environment variable SLACK_BOT_TOKEN looks like a secret"), "{err}");
+    assert!(err.contains("run.credentials"), "{err}");
+    assert!(stdout(&out).contains("valid: 1 agents"), "{}", stdout(&out));
+}
