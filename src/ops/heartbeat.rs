@@ -17,9 +17,16 @@ pub enum Verdict {
     Restarted(String),
 }
 
+/// How old the heartbeat file is. This check runs as root on a path the agent chose: it is
+/// reached by a walk that follows no symlink ([`crate::ops::walk`]), and a symlink in its place
+/// counts as its own age, so the agent cannot learn anything of a file it could not stat itself.
+/// A path the walk refuses counts as missing.
 fn age(file: &Path, now: SystemTime) -> Option<Duration> {
-    let m = std::fs::metadata(file).and_then(|m| m.modified()).ok()?;
-    Some(now.duration_since(m).unwrap_or_default())
+    let (parent, name) = (file.parent()?, file.file_name()?);
+    let dir = crate::ops::walk::open_dir(parent, crate::ops::walk::Trust::Owner).ok()?;
+    let st = dir.stat(name).ok()??;
+    let modified = UNIX_EPOCH + Duration::new(u64::try_from(st.st_mtime).ok()?, u32::try_from(st.st_mtime_nsec).ok()?);
+    Some(now.duration_since(modified).unwrap_or_default())
 }
 
 pub async fn check(agent: &str, file: &Path, max_age: Duration, unit: &str, state_dir: &Path, scope: Scope) -> Result<Verdict, Box<dyn std::error::Error>> {
@@ -82,4 +89,27 @@ fn mark_recovered(state_dir: &Path, agent: &str) -> Result<(), Box<dyn std::erro
     v["recoveredAt"] = serde_json::Value::String(crate::host::now_rfc3339());
     crate::host::state::write_atomic(&path, serde_json::to_vec_pretty(&v)?.as_slice(), 0o644)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod age_tests {
+    use super::*;
+
+    #[test]
+    fn a_symlinked_heartbeat_tells_nothing_of_its_target() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        // A root-only file, untouched for a day; the agent links its heartbeat to it.
+        let target = tmp.path().join("root-only");
+        std::fs::write(&target, "x").unwrap();
+        std::fs::File::options().write(true).open(&target).unwrap().set_modified(now - Duration::from_secs(86_400)).unwrap();
+        assert!(age(&target, now).unwrap() >= Duration::from_secs(86_000));
+        let link = tmp.path().join("hb");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        // The link's own age (just made), not the target's.
+        assert!(age(&link, now).unwrap_or_default() < Duration::from_secs(60));
+        // Through a symlinked directory: refused, counted as missing.
+        std::os::unix::fs::symlink(tmp.path(), tmp.path().join("dirlink")).unwrap();
+        assert_eq!(age(&tmp.path().join("dirlink").join("root-only"), now), None);
+    }
 }
