@@ -78,14 +78,13 @@ fn print_diagnostics(diags: &Diagnostics, files: &[(String, String)], prefix: &P
     eprintln!("{} error{}", diags.0.len(), if diags.0.len() == 1 { "" } else { "s" });
 }
 
-/// Warnings of a valid fleet (a secret in `run.environment`), with their source lines.
-fn print_warnings(fleet: &spec::Fleet, files: &[(String, String)], prefix: &Path) {
-    if fleet.warnings.is_empty() {
-        return;
-    }
-    let sources = spec::sources(files);
+/// Warnings of a valid fleet (a secret in `run.environment`): one line each, without the
+/// source line (which would print the very secret the warning is about).
+fn print_warnings(fleet: &spec::Fleet, prefix: &Path) {
     let name = |f: &str| if prefix != Path::new("") && prefix != Path::new(".") { prefix.join(f).display().to_string() } else { f.to_string() };
-    eprint!("{}", Diagnostics(fleet.warnings.clone()).render(|f| sources.get(f).copied(), name));
+    for w in &fleet.warnings {
+        eprintln!("{}:{}:{}: {}", spec::diag::printable(&name(&w.loc.file)), w.loc.line, w.loc.col, w.message);
+    }
 }
 
 pub fn validate(dir: &Path) -> u8 {
@@ -98,7 +97,7 @@ pub fn validate(dir: &Path) -> u8 {
     };
     match spec::load(&files) {
         Ok(fleet) => {
-            print_warnings(&fleet, &files, dir);
+            print_warnings(&fleet, dir);
             println!("{} valid: {} agents in {} files", dir.display(), fleet.agents.len(), files.len());
             exit::OK
         }
@@ -139,7 +138,7 @@ fn load_commit_with(g: &Globals, src: &SourceArgs, missing_is_empty: bool) -> Re
     };
     match spec::load(&files.files) {
         Ok(fleet) => {
-            print_warnings(&fleet, &files.files, Path::new(src.path.as_deref().unwrap_or("")));
+            print_warnings(&fleet, Path::new(src.path.as_deref().unwrap_or("")));
             Ok((files, fleet))
         }
         Err(diags) => {

@@ -178,7 +178,7 @@ fn a_credential_directory_that_an_agent_can_change_is_refused_at_apply() {
 }
 
 /// A secret written into `run.environment` is valid, but `validate` (and plan and apply) say
-/// where it is and what to use instead.
+/// where it is and what to use instead, without printing the value (no source line).
 #[test]
 fn validate_warns_of_a_secret_in_the_environment() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -189,5 +189,6 @@ fn validate_warns_of_a_secret_in_the_environment() {
     let err = stderr(&out);
     assert!(err.contains("bot.yaml:7:17: warning: environment variable SLACK_BOT_TOKEN looks like a secret"), "{err}");
     assert!(err.contains("run.credentials"), "{err}");
+    assert!(!err.contains("xoxb-not-a-real-token") && !stdout(&out).contains("xoxb-not-a-real-token"), "{err}");
     assert!(stdout(&out).contains("valid: 1 agents"), "{}", stdout(&out));
 }
