@@ -102,11 +102,13 @@ pub fn validate(dir: &Path) -> u8 {
     }
 }
 
-/// Where fetched remotes are kept: the state directory's cache when it can be written (root),
-/// else a per-user directory under the system's temporary directory.
+/// Where repositories fetched from a URL are kept: the state directory's cache, and nowhere
+/// else (never a shared directory such as /tmp, where another user could plant one). Nothing
+/// is made here: a local repository is read in place and never needs it; for a URL,
+/// `source::GitSource::open` makes it private (0700) or says why it cannot be used, and which
+/// option to pass instead.
 fn cache_dir(g: &Globals) -> PathBuf {
-    let cache = g.host_config().state_dir.join("cache");
-    if std::fs::create_dir_all(&cache).is_ok() { cache } else { std::env::temp_dir().join(format!("fleetwright-cache-{}", nix::unistd::getuid())) }
+    g.host_config().state_dir.join("cache")
 }
 
 /// Read and validate a commit; print why when it is not valid.

@@ -238,6 +238,9 @@ pub enum FetchError {
     /// A verdict on a commit's signature (unsigned, unknown key, bad signature).
     #[error("{0}")]
     Signature(String),
+    /// The cache of fetched repositories is not private to this user, or cannot be made.
+    #[error("{path}: {why}")]
+    Cache { path: PathBuf, why: String },
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }
@@ -250,9 +253,110 @@ impl FetchError {
         match self {
             FetchError::Git { .. } | FetchError::Io { .. } => true,
             FetchError::Source(e) => e.is_io(),
-            FetchError::Signature(_) => false,
+            FetchError::Signature(_) | FetchError::Cache { .. } => false,
         }
     }
+}
+
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| format!("{} (uid {uid})", u.name))
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// Make `root` (`<state-dir>/cache`) ready to hold fetched repositories, or say why it cannot
+/// be trusted. What is read from the cache is the fleet that gets applied, so nobody but this
+/// user may have written it: the cache is created 0700, and refused when it is a symbolic link,
+/// is owned by someone else or can be written by group or others; the state directory above it
+/// must belong to this user or root and be writable by nobody else (or the cache could be
+/// swapped). There is no fallback to a shared directory such as /tmp: when the state directory
+/// cannot be made, the error says which option to use.
+pub fn private_cache(root: &Path) -> Result<(), FetchError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let euid = nix::unistd::geteuid().as_raw();
+    let refuse = |path: &Path, why: String| FetchError::Cache { path: path.to_path_buf(), why };
+    let state = root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let hint = "pass --state-dir DIR (a directory of your own), or clone the repository and give its path to --repo";
+    if !state.exists() {
+        let made = state.parent().filter(|p| !p.as_os_str().is_empty()).map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+            match std::fs::DirBuilder::new().mode(0o755).create(state) {
+                // Made here: its mode is ours to set, whatever the umask left.
+                Ok(()) => std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o755)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+        if let Err(e) = made {
+            return Err(refuse(state, format!("the state directory cannot be created ({e}); repositories fetched from a URL are kept in its cache/: {hint}")));
+        }
+    }
+    let meta = std::fs::metadata(state).map_err(|e| refuse(state, format!("the state directory cannot be read ({e}): {hint}")))?;
+    if !meta.is_dir() {
+        return Err(refuse(state, format!("the state directory is not a directory: {hint}")));
+    }
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Err(refuse(
+            state,
+            format!(
+                "the state directory is owned by {}, not by you or root: its owner could replace the cache of fetched repositories and choose the fleet that is read; {hint}",
+                user_name(meta.uid())
+            ),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(
+            state,
+            format!(
+                "the state directory can be written by other users (mode {:04o}): they could replace the cache of fetched repositories and choose the fleet that is read. Run chmod go-w {}, or {hint}",
+                meta.mode() & 0o7777,
+                state.display()
+            ),
+        ));
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(root) {
+        Ok(()) => {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| refuse(root, format!("cannot make the cache private ({e}): {hint}")))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(refuse(root, format!("the cache of fetched repositories cannot be created ({e}): {hint}"))),
+    }
+    // lstat: a symbolic link is refused, never followed.
+    let meta = std::fs::symlink_metadata(root).map_err(|e| refuse(root, format!("the cache cannot be read ({e})")))?;
+    let remove = format!("remove it (rm -rf {}) if you do not know why it is there, or {hint}", root.display());
+    if meta.file_type().is_symlink() {
+        return Err(refuse(root, format!("the cache of fetched repositories is a symbolic link; it must be a directory of its own: {remove}")));
+    }
+    if !meta.is_dir() {
+        return Err(refuse(root, format!("the cache of fetched repositories is not a directory: {remove}")));
+    }
+    if meta.uid() != euid {
+        return Err(refuse(
+            root,
+            format!(
+                "the cache of fetched repositories is owned by {}, not by you ({}): whoever owns it could have planted the repositories in it, and the fleet read from them would be theirs. Nothing was read from it; {remove}",
+                user_name(meta.uid()),
+                user_name(euid)
+            ),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(
+            root,
+            format!(
+                "the cache of fetched repositories can be written by group or others (mode {:04o}): anyone who can write it could plant repositories in it. Nothing was read from it; {remove}",
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        // Ours, and written by nobody else: only made private (a cache of a private repository
+        // is no one else's to read either).
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(|e| refuse(root, format!("cannot make the cache private ({e})")))?;
+    }
+    Ok(())
 }
 
 pub fn looks_like_url(s: &str) -> bool {
@@ -263,8 +367,18 @@ impl GitSource {
     pub fn open(location: &str, branch: Option<&str>, subdir: Option<&str>, cache_root: &Path) -> Result<GitSource, FetchError> {
         let git = |source| FetchError::Git { location: location.to_string(), source };
         let (repo, remote) = if looks_like_url(location) {
+            private_cache(cache_root)?;
             let key = &crate::inventory::sha256(location)[..16];
             let dir = cache_root.join(key);
+            if let Ok(meta) = std::fs::symlink_metadata(&dir) {
+                use std::os::unix::fs::MetadataExt;
+                if meta.file_type().is_symlink() || !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+                    return Err(FetchError::Cache {
+                        path: dir,
+                        why: format!("not a directory of yours (a symbolic link, or owned by {}): remove it; it is fetched again", user_name(meta.uid())),
+                    });
+                }
+            }
             let repo = match git2::Repository::open_bare(&dir) {
                 Ok(r) => r,
                 Err(_) => git2::Repository::init_bare(&dir).map_err(git)?,
@@ -499,8 +613,9 @@ mod tests {
         assert_eq!(src.descends_from(&c2, &c1).unwrap(), Some(true));
         assert_eq!(src.descends_from(&c1, &c2).unwrap(), Some(false));
         assert_eq!(src.descends_from(&c2, "0123456789012345678901234567890123456789").unwrap(), None);
-        // The same URL reuses the cache directory.
+        // The same URL reuses the cache directory, which only its owner can enter.
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions()) & 0o777, 0o700);
         let again = GitSource::open(&url, Some("main"), None, &cache).unwrap();
         assert_eq!(again.resolve(&c1[..10]).unwrap(), c1);
     }
@@ -575,5 +690,52 @@ mod tests {
         commit(&repo, &[("fleet", "not a directory"), ("x/a.yaml", "a")], "one");
         assert!(matches!(read_commit(dir.path(), "HEAD", Some("fleet")), Err(SourceError::NoSubdir { .. })));
         assert_eq!(read_commit(dir.path(), "HEAD", Some("x")).unwrap().files.len(), 1);
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn set_mode(p: &Path, m: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+
+    #[test]
+    fn the_cache_is_made_private_and_refused_when_others_could_write_it() {
+        let base = tempfile::tempdir().unwrap();
+        // Made: the state directory and a 0700 cache in it, whatever the umask.
+        let state = base.path().join("state");
+        let cache = state.join("cache");
+        private_cache(&cache).unwrap();
+        assert_eq!(mode(&cache), 0o700);
+        assert_eq!(mode(&state), 0o755);
+        // An old cache of ours that others could read: made private.
+        set_mode(&cache, 0o755);
+        private_cache(&cache).unwrap();
+        assert_eq!(mode(&cache), 0o700);
+        // Writable by the group: refused, and left as it is.
+        set_mode(&cache, 0o770);
+        let e = private_cache(&cache).unwrap_err().to_string();
+        assert!(e.contains("can be written by group or others (mode 0770)") && e.contains("--state-dir"), "{e}");
+        assert_eq!(mode(&cache), 0o770);
+        set_mode(&cache, 0o700);
+        // A state directory others can write (as /tmp): they could swap the cache.
+        set_mode(&state, 0o1777);
+        let e = private_cache(&cache).unwrap_err().to_string();
+        assert!(e.contains("the state directory can be written by other users (mode 1777)"), "{e}");
+        set_mode(&state, 0o755);
+        // A symbolic link is refused, not followed.
+        std::fs::remove_dir(&cache).unwrap();
+        let elsewhere = base.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &cache).unwrap();
+        let e = private_cache(&cache).unwrap_err().to_string();
+        assert!(e.contains("is a symbolic link"), "{e}");
+        // A remote is never opened through such a cache.
+        let e = GitSource::open("file:///nonexistent/fleet", None, None, &cache).err().expect("refused").to_string();
+        assert!(e.contains("is a symbolic link"), "{e}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing was made through the link");
     }
 }

@@ -7,6 +7,7 @@ mod crash;
 mod daemon;
 mod daytwo;
 mod hostile;
+mod hostile_daemon;
 mod plan;
 mod real;
 mod render;

@@ -1,0 +1,119 @@
+//! The daemon's HTTP endpoint and the cache of fetched repositories against those who are not
+//! root: local users who can connect to the endpoint or write to shared directories, and
+//! webhook senders who replay what they captured. Every case is a hole that was open once.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::daemon::{commit, fleet};
+use crate::real::*;
+
+/// A directory under the target directory, traversable by every user.
+fn open_dir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new().prefix("hostile-cache-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+fn fw(state: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetwright")).args(["--host", "vps-1", "--state-dir", state.to_str().unwrap()]).args(args).output().unwrap();
+    eprintln!("$ fleetwright {}\n{}{}", args.join(" "), stdout(&out), stderr(&out));
+    out
+}
+
+#[test]
+fn a_cache_another_user_owns_or_can_write_is_refused_and_nothing_is_read_from_it() {
+    let base = open_dir();
+    let repo = Repo::new();
+    commit(&repo, &fleet(""), "one");
+    let url = format!("file://{}", repo.path().display());
+    let state = base.path().join("state");
+    let cache = state.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    // Planted by nobody: a cache of theirs, which could hold their repositories.
+    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+    let out = fw(&state, &["render", "--repo", &url, "--branch", "master"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("the cache of fetched repositories is owned by nobody (uid 65534), not by you"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Nothing was read from it"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "nothing was rendered: {}", stdout(&out));
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0, "nothing was fetched into it");
+    // Ours, but others may write it.
+    std::os::unix::fs::chown(&cache, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = fw(&state, &["render", "--repo", &url, "--branch", "master"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("can be written by group or others (mode 0777)"), "{}", stderr(&out));
+    // A symbolic link to a directory of theirs.
+    std::fs::remove_dir(&cache).unwrap();
+    let theirs = base.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::symlink(&theirs, &cache).unwrap();
+    let out = fw(&state, &["render", "--repo", &url, "--branch", "master"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a symbolic link"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
+    // Removed, it is made again, private, and the fleet is read.
+    std::fs::remove_file(&cache).unwrap();
+    let out = fw(&state, &["render", "--repo", &url, "--branch", "master"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("### agent-web.service"), "{}", stdout(&out));
+    assert_eq!(std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777, 0o700);
+}
+
+#[test]
+fn without_a_usable_state_directory_nothing_falls_back_to_a_shared_temporary_directory() {
+    let base = open_dir();
+    // A temporary directory every user can write, as /tmp.
+    let tmp = base.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // A state directory nobody cannot create (its parent is root's, 0755).
+    let state = base.path().join("root-only").join("state");
+    std::fs::create_dir(base.path().join("root-only")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetwright"))
+        .args(["--host", "vps-1", "--state-dir", state.to_str().unwrap(), "render", "--repo", "file:///nonexistent/fleet.git"])
+        .env("TMPDIR", &tmp)
+        .env("HOME", &tmp)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("the state directory cannot be created") && e.contains("Permission denied"), "{e}");
+    assert!(e.contains("pass --state-dir DIR"), "it says which option to use: {e}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "nothing was made in the shared temporary directory");
+    assert!(!state.exists());
+}
+
+#[test]
+fn read_only_commands_on_a_local_repository_need_no_cache_and_make_nothing() {
+    let base = open_dir();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet(""), "one");
+    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    let path = repo.path().to_str().unwrap();
+    let state = base.path().join("state");
+    for args in [
+        vec!["render", "--repo", path],
+        vec!["schedule", "--repo", path],
+        vec!["inventory", "--repo", path],
+        vec!["plan", "--repo", path, "--base", &c1, "--head", &c2],
+    ] {
+        let out = fw(&state, &args);
+        assert!(matches!(code(&out), 0 | 1), "{args:?}: {}", stderr(&out));
+    }
+    assert!(!state.exists(), "they made {}", state.display());
+    // Even a state directory whose cache could not be trusted does not matter to them.
+    std::fs::create_dir_all(state.join("cache")).unwrap();
+    std::os::unix::fs::chown(state.join("cache"), Some(65534), Some(65534)).unwrap();
+    assert_eq!(code(&fw(&state, &["render", "--repo", path])), 0);
+    // `plan` against a host (the sandbox's systemd): nothing under the state directory either.
+    let host = Host::boot();
+    let out = host.fw(&["plan", "--repo", path]);
+    assert_eq!(code(&out), 1, "changes pending: {}", stderr(&out));
+    assert!(!host.state_dir().join("cache").exists(), "plan made a cache");
+}
