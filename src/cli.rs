@@ -468,7 +468,7 @@ pub struct DaemonArgs {
     /// Do not serve HTTP at all
     #[arg(long)]
     pub no_listen: bool,
-    /// The webhook's shared secret (HMAC-SHA256), read from this file
+    /// The webhook's shared secret (HMAC-SHA256), read from this file: at least 16 bytes, whitespace around it ignored
     #[arg(long, value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
     /// POST a JSON event here on deployed, failed and rolled-back
@@ -485,10 +485,14 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> u8 {
     let repo =
         if Path::new(&a.repo).exists() { std::fs::canonicalize(&a.repo).map(|p| p.display().to_string()).unwrap_or(a.repo.clone()) } else { a.repo.clone() };
     let webhook_secret = match &a.webhook_secret_file {
-        Some(f) => match std::fs::read(f) {
-            Ok(s) => Some(s.trim_ascii().to_vec()),
+        Some(f) => match std::fs::read(f).map(|s| crate::daemon::webhook::secret_from_file(&s)) {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                eprintln!("error: --webhook-secret-file {}: {e}", f.display());
+                return exit::ERROR;
+            }
             Err(e) => {
-                eprintln!("error: {}: {e}", f.display());
+                eprintln!("error: --webhook-secret-file {}: {e}", f.display());
                 return exit::ERROR;
             }
         },

@@ -27,7 +27,7 @@ use crate::render::Role;
 use crate::source::{FetchError, GitSource};
 use history::{History, Reconcile, Verdict};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DaemonConfig {
     pub host: HostConfig,
     /// A local repository path or a remote URL.
@@ -46,6 +46,8 @@ pub struct DaemonConfig {
     pub allowed_signers: Option<PathBuf>,
     /// Serve the webhook, /healthz and /metrics here.
     pub listen: Option<SocketAddr>,
+    /// The webhook's HMAC key, at least `webhook::MIN_SECRET_BYTES` long
+    /// (`webhook::secret_from_file`).
     pub webhook_secret: Option<Vec<u8>>,
     /// POST a JSON event here on deployed / failed / rolled back.
     pub notify_url: Option<String>,

@@ -42,17 +42,17 @@ async fn webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) ->
         return (StatusCode::FORBIDDEN, "no webhook secret is configured; webhooks are refused\n".into());
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let id = delivery_id(header).unwrap_or("-");
     if let Err(e) = verify(secret, header, &body) {
-        warn!(error = %e, "webhook refused");
+        warn!(error = %e, delivery = id, "webhook refused");
         return (StatusCode::UNAUTHORIZED, format!("{e}\n"));
     }
-    if let Some(id) = delivery_id(header) {
-        if let Err(e) = st.seen.lock().expect("seen lock").check(id) {
-            warn!(error = %e, "webhook refused");
-            return (StatusCode::CONFLICT, format!("{e}\n"));
-        }
+    // After the signature: only what it covers tells a replay, never the (unsigned) delivery id.
+    if let Err(e) = st.seen.lock().expect("seen lock").check(&body) {
+        warn!(error = %e, delivery = id, "webhook refused");
+        return (StatusCode::CONFLICT, format!("{e}\n"));
     }
-    info!("webhook accepted: fetching");
+    info!(delivery = id, "webhook accepted: fetching");
     let _ = st.tx.send(Trigger::Webhook);
     (StatusCode::ACCEPTED, "fetching\n".into())
 }

@@ -131,7 +131,7 @@ fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let secret = repo.dir.path().parent().unwrap().join(format!("secret-{}", std::process::id()));
-    std::fs::write(&secret, "s3cret\n").unwrap();
+    std::fs::write(&secret, "5f0b6c1e9d2a4b7c8e3f1a6d9b2c4e7f\n").unwrap();
     let url = format!("file://{}", repo.path().display());
     let d = host.daemon(
         &url,
@@ -151,7 +151,7 @@ fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(host.marker_commit("web").as_deref(), Some(c1.as_str()), "a bad signature fetches nothing");
 
-    let sig = format!("sha256={}", fleetwright::daemon::webhook::sign(b"s3cret", body.as_bytes()));
+    let sig = format!("sha256={}", fleetwright::daemon::webhook::sign(b"5f0b6c1e9d2a4b7c8e3f1a6d9b2c4e7f", body.as_bytes()));
     let (code, _) = d.http("POST", "/webhook", &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "d2")], body);
     assert_eq!(code, 202);
     host.wait("the webhook to converge the new commit", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));

@@ -5,10 +5,92 @@
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::daemon::{commit, fleet};
 use crate::real::*;
+
+/// A secret long enough for the daemon (at least 16 bytes).
+const SECRET: &str = "8d3c0a9e51f24b7d96e0c3a1f5b8d2e4";
+
+#[test]
+fn a_replayed_signed_delivery_is_refused_even_under_a_new_delivery_id() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet(""), "one");
+    let secret = repo.dir.path().parent().unwrap().join(format!("secret-replay-{}", std::process::id()));
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h", "--webhook-secret-file", secret.to_str().unwrap()], &[]);
+    host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
+    d.wait_http();
+    let sign = |body: &str| format!("sha256={}", fleetwright::daemon::webhook::sign(SECRET.as_bytes(), body.as_bytes()));
+    let push = format!(r#"{{"ref":"refs/heads/master","after":"{c1}"}}"#);
+    let (code, body) = d.http("POST", "/webhook", &[("X-Hub-Signature-256", &sign(&push)), ("X-GitHub-Delivery", "72d3162e-1")], &push);
+    assert_eq!(code, 202, "{body}");
+    // Captured and sent again: under the same id, a new id, or with no id at all.
+    let signature = sign(&push);
+    for id in ["72d3162e-1", "ffffffff-2", ""] {
+        let headers: Vec<(&str, &str)> =
+            [("X-Hub-Signature-256", signature.as_str())].into_iter().chain((!id.is_empty()).then_some(("X-GitHub-Delivery", id))).collect();
+        let (code, body) = d.http("POST", "/webhook", &headers, &push);
+        assert_eq!(code, 409, "replay with delivery id {id:?}: {body}");
+        assert!(body.contains("was accepted before (replay)"), "{body}");
+    }
+    // A real new delivery passes.
+    let next = format!(r#"{{"ref":"refs/heads/master","before":"{c1}","after":"0000"}}"#);
+    assert_eq!(d.http("POST", "/webhook", &[("X-Hub-Signature-256", &sign(&next)), ("X-GitHub-Delivery", "72d3162e-1")], &next).0, 202);
+    let _ = std::fs::remove_file(secret);
+}
+
+/// Run `fleetwright daemon ARGS` in the sandbox; it must stop by itself at once (refused).
+fn refused_at_start(host: &Host, args: &[&str]) -> Output {
+    let mut c = host.sb.command(env!("CARGO_BIN_EXE_fleetwright"));
+    c.args(["--host", "vps-1", "daemon"]).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            // nsenter, which we started; the daemon it forked ends with the sandbox.
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("the daemon was not refused: it ran with {args:?}\n{}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn short_secrets_are_refused_at_start() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    commit(&repo, &fleet(""), "one");
+    let path = repo.path().to_str().unwrap().to_string();
+    let file = |name: &str, content: &str| {
+        let f = repo.dir.path().parent().unwrap().join(format!("{name}-{}", std::process::id()));
+        std::fs::write(&f, content).unwrap();
+        f.to_str().unwrap().to_string()
+    };
+    let short = file("secret-short", "s3cret\n");
+    let blank = file("secret-blank", " \n\t\n");
+    let padded = file("secret-padded", "   0123456789abcde   \n");
+    for (secret, says) in [
+        (&short, "the webhook secret is 6 bytes long; use at least 16"),
+        (&blank, "the webhook secret is empty (the file holds only whitespace)"),
+        (&padded, "the webhook secret is 15 bytes long"),
+    ] {
+        let out = refused_at_start(&host, &["--repo", &path, "--webhook-secret-file", secret]);
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert!(stderr(&out).contains(says) && stderr(&out).contains(secret.as_str()), "{}", stderr(&out));
+    }
+    // Refused before anything: no daemon ran, nothing was applied.
+    assert!(!host.state_dir().join("daemon.lock").exists());
+    assert!(!host.unit_dir().join("agent-web.service").exists());
+    for f in [short, blank, padded] {
+        let _ = std::fs::remove_file(f);
+    }
+}
 
 /// A directory under the target directory, traversable by every user.
 fn open_dir() -> tempfile::TempDir {
