@@ -465,6 +465,9 @@ pub struct DaemonArgs {
     /// Serve /healthz, /metrics and POST /webhook on this loopback address
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9797")]
     pub listen: Option<std::net::SocketAddr>,
+    /// Allow a --listen address that is not loopback (/healthz and /metrics have no authentication)
+    #[arg(long)]
+    pub listen_any: bool,
     /// Do not serve HTTP at all
     #[arg(long)]
     pub no_listen: bool,
@@ -498,6 +501,13 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> u8 {
         },
         None => None,
     };
+    let listen = if a.no_listen { None } else { a.listen };
+    if let Some(addr) = listen
+        && let Err(e) = crate::daemon::server::check_listen(addr, a.listen_any)
+    {
+        eprintln!("error: {e}");
+        return exit::ERROR;
+    }
     let cfg = crate::daemon::DaemonConfig {
         host,
         repo,
@@ -509,7 +519,8 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> u8 {
         allow_force_push: a.allow_force_push,
         allow_empty: a.allow_empty,
         allowed_signers: a.allowed_signers,
-        listen: if a.no_listen { None } else { a.listen },
+        listen,
+        listen_any: a.listen_any,
         webhook_secret,
         notify_url: a.notify_url,
     };

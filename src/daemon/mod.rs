@@ -44,8 +44,10 @@ pub struct DaemonConfig {
     pub allow_empty: bool,
     /// Apply only commits signed by a key in this allowed-signers file.
     pub allowed_signers: Option<PathBuf>,
-    /// Serve the webhook, /healthz and /metrics here.
+    /// Serve the webhook, /healthz and /metrics here (loopback unless `listen_any`).
     pub listen: Option<SocketAddr>,
+    /// Allow a `listen` address that is not loopback.
+    pub listen_any: bool,
     /// The webhook's HMAC key, at least `webhook::MIN_SECRET_BYTES` long
     /// (`webhook::secret_from_file`).
     pub webhook_secret: Option<Vec<u8>>,
@@ -255,7 +257,9 @@ impl Daemon {
         let _watcher = self.watch_local()?;
         self.spawn_timers();
         if let Some(addr) = self.cfg.listen {
-            server::spawn(addr, self.cfg.webhook_secret.clone(), self.tx.clone(), self.metrics.clone()).await?;
+            let cfg =
+                server::ServerConfig { addr, listen_any: self.cfg.listen_any, limits: server::Limits::default(), secret: self.cfg.webhook_secret.clone() };
+            let addr = server::spawn(cfg, self.tx.clone(), self.metrics.clone()).await?;
             info!(%addr, "serving /healthz, /metrics and the webhook");
         }
         self.spawn_watchdog();

@@ -2,6 +2,8 @@
 //! root: local users who can connect to the endpoint or write to shared directories, and
 //! webhook senders who replay what they captured. Every case is a hole that was open once.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -13,6 +15,104 @@ use crate::real::*;
 
 /// A secret long enough for the daemon (at least 16 bytes).
 const SECRET: &str = "8d3c0a9e51f24b7d96e0c3a1f5b8d2e4";
+
+/// Wait for the server to close `s` (end of file or reset), reading and dropping what it sends
+/// meanwhile, for up to `within`: how long it took, or None.
+fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = within.checked_sub(t0.elapsed())?;
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return Some(t0.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return Some(t0.elapsed()),
+        }
+    }
+}
+
+/// Whether the server has closed `s`, without waiting.
+fn is_closed(s: &mut TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let r = s.read(&mut [0u8; 64]);
+    s.set_nonblocking(false).unwrap();
+    match r {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[test]
+fn healthz_answers_within_a_second_while_200_idle_connections_are_held() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet(""), "one");
+    let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
+    host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
+    d.wait_http();
+    host.wait("healthz", 10, || d.http("GET", "/healthz", &[], "").0 == 200);
+    // A local user opens connections and sends nothing.
+    let mut idle: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(("127.0.0.1", d.port)).unwrap()).collect();
+    let t0 = Instant::now();
+    let (code, body) = d.http("GET", "/healthz", &[], "");
+    let took = t0.elapsed();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(&c1), "{body}");
+    assert!(took < Duration::from_secs(1), "/healthz took {took:?} behind 200 idle connections");
+    // The daemon keeps at most 64 open: it closed the oldest 136 to make room.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let closed = idle.iter_mut().map(is_closed).filter(|c| *c).count();
+        if closed >= 200 - 64 {
+            break;
+        }
+        assert!(Instant::now() < until, "only {closed} of 200 idle connections were closed; the daemon holds the rest open");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // And it still reconciles: a new commit converges.
+    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    host.wait("the second commit", 15, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
+}
+
+#[test]
+fn idle_and_trickling_connections_are_closed_within_the_idle_timeout() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    commit(&repo, &fleet(""), "one");
+    let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
+    d.wait_http();
+    let addr = ("127.0.0.1", d.port);
+    // The idle (header-read) timeout is 10 s: the deadline leaves room for a loaded machine.
+    let deadline = Duration::from_secs(14);
+    let silent = std::thread::spawn(move || closed_within(&mut TcpStream::connect(addr).unwrap(), deadline));
+    // One byte of a request head every 300 ms: never idle, never complete.
+    let trickle = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let t0 = Instant::now();
+        for b in b"POST /webhook HTTP/1.1\r\nHost: localhost\r\n".iter().cycle() {
+            if t0.elapsed() > deadline || s.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        closed_within(&mut s, Duration::from_secs(1)).map(|_| t0.elapsed())
+    });
+    // A finished exchange kept alive, then nothing.
+    let kept = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        closed_within(&mut s, deadline)
+    });
+    let (silent, trickle, kept) = (silent.join().unwrap(), trickle.join().unwrap(), kept.join().unwrap());
+    assert!(
+        silent.is_some() && trickle.is_some_and(|t| t < deadline) && kept.is_some(),
+        "closed after: silent {silent:?}, trickling {trickle:?}, kept alive {kept:?}"
+    );
+    assert!(d.http("GET", "/healthz", &[], "").0 != 0, "the endpoint still answers");
+}
 
 #[test]
 fn a_replayed_signed_delivery_is_refused_even_under_a_new_delivery_id() {
@@ -62,7 +162,7 @@ fn refused_at_start(host: &Host, args: &[&str]) -> Output {
 }
 
 #[test]
-fn short_secrets_are_refused_at_start() {
+fn short_secrets_and_non_loopback_addresses_are_refused_at_start() {
     let host = Host::boot();
     let repo = Repo::new();
     commit(&repo, &fleet(""), "one");
@@ -83,6 +183,11 @@ fn short_secrets_are_refused_at_start() {
         let out = refused_at_start(&host, &["--repo", &path, "--webhook-secret-file", secret]);
         assert_eq!(code(&out), 2, "{}", stderr(&out));
         assert!(stderr(&out).contains(says) && stderr(&out).contains(secret.as_str()), "{}", stderr(&out));
+    }
+    for addr in ["0.0.0.0:9797", "[::]:9797", "10.1.2.3:9797"] {
+        let out = refused_at_start(&host, &["--repo", &path, "--listen", addr]);
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert!(stderr(&out).contains(&format!("--listen {addr} is not a loopback address")) && stderr(&out).contains("--listen-any"), "{}", stderr(&out));
     }
     // Refused before anything: no daemon ran, nothing was applied.
     assert!(!host.state_dir().join("daemon.lock").exists());
