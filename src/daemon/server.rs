@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,13 +38,16 @@ pub struct Limits {
     /// (else 408, and the connection is closed).
     pub request: Duration,
     /// Connections open at once, at most. At the cap, the oldest connection not in the middle
-    /// of a request is closed for each new one; when every one is busy, the new one is closed.
+    /// of a request is closed for each new one; when there is none, the oldest whose request has
+    /// run longer than `slow_request` (a body sent slowly on purpose: the routes answer at once);
+    /// and when there is none of those either, the new connection is closed.
     pub max_connections: usize,
+    pub slow_request: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { header_read: Duration::from_secs(10), request: Duration::from_secs(30), max_connections: 64 }
+        Limits { header_read: Duration::from_secs(10), request: Duration::from_secs(30), max_connections: 64, slow_request: Duration::from_secs(2) }
     }
 }
 
@@ -91,11 +93,11 @@ struct AppState {
     stats: Arc<Mutex<Metrics>>,
 }
 
-/// One open connection: how many requests it is serving (0 or 1 with HTTP/1.1), and how to
-/// close it to make room.
+/// One open connection: since when it serves its current request (None between requests;
+/// HTTP/1.1 serves one at a time), and how to close it to make room.
 struct Conn {
     accepted: Instant,
-    busy: Arc<AtomicUsize>,
+    serving: Arc<Mutex<Option<Instant>>>,
     close: Arc<Notify>,
 }
 
@@ -107,14 +109,15 @@ struct Conns {
 }
 
 impl Conns {
-    /// Close the oldest connection that serves no request and was accepted at least `age`
-    /// ago; false when there is none.
-    fn evict_oldest_idle(&mut self, age: Duration) -> bool {
-        let idle = |c: &Conn| c.busy.load(Ordering::SeqCst) == 0 && c.accepted.elapsed() >= age;
-        let Some(id) = self.open.iter().find(|(_, c)| idle(c)).map(|(id, _)| *id) else { return false };
-        if let Some(c) = self.open.remove(&id) {
-            c.close.notify_one();
-        }
+    /// Close, to make room, the oldest connection that serves no request and was accepted at
+    /// least `idle_age` ago, else the oldest whose request has run for `slow` or longer; false
+    /// when there is none.
+    fn evict(&mut self, idle_age: Duration, slow: Duration) -> bool {
+        let serving = |c: &Conn| *c.serving.lock().expect("connection lock");
+        let idle = self.open.iter().find(|(_, c)| serving(c).is_none() && c.accepted.elapsed() >= idle_age);
+        let victim = idle.or_else(|| self.open.iter().find(|(_, c)| serving(c).is_some_and(|t| t.elapsed() >= slow))).map(|(id, _)| *id);
+        let Some(c) = victim.and_then(|id| self.open.remove(&id)) else { return false };
+        c.close.notify_one();
         true
     }
 }
@@ -131,12 +134,19 @@ impl Drop for Registered {
     }
 }
 
-/// Counts a request in progress on its connection while it lives.
-struct Busy(Arc<AtomicUsize>);
+/// Marks its connection as serving a request while it lives.
+struct Serving(Arc<Mutex<Option<Instant>>>);
 
-impl Drop for Busy {
+impl Serving {
+    fn start(since: &Arc<Mutex<Option<Instant>>>) -> Serving {
+        *since.lock().expect("connection lock") = Some(Instant::now());
+        Serving(since.clone())
+    }
+}
+
+impl Drop for Serving {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        *self.0.lock().expect("connection lock") = None;
     }
 }
 
@@ -169,7 +179,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Lim
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let conns: Arc<Mutex<Conns>> = Arc::default();
     let mut wait = MIN_WAIT;
-    // One warning per streak of trouble, then at most one every 10 s.
+    // At most one warning every 10 s.
     let mut warned: Option<Instant> = None;
     let mut warn_once = |what: &str, e: &dyn std::fmt::Display| {
         if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
@@ -185,7 +195,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Lim
                 if exhausted(&e) {
                     // An idle connection's descriptor is the one to give back first; not one
                     // accepted a moment ago, which has had no time to send its request.
-                    conns.lock().expect("connections lock").evict_oldest_idle(Duration::from_secs(1));
+                    conns.lock().expect("connections lock").evict(Duration::from_secs(1), limits.slow_request);
                     warn_once("out of file descriptors while accepting; closing an idle connection and retrying with backoff", &e);
                 } else {
                     warn_once("accepting a connection failed; retrying with backoff", &e);
@@ -199,7 +209,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Lim
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                if !conns.lock().expect("connections lock").evict_oldest_idle(Duration::ZERO) {
+                if !conns.lock().expect("connections lock").evict(Duration::ZERO, limits.slow_request) {
                     warn_once("every connection is busy with a request; a new one was closed", &format!("{} connections", limits.max_connections));
                     continue;
                 }
@@ -211,13 +221,13 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Lim
             }
         };
         debug!(%peer, "HTTP connection");
-        let busy = Arc::new(AtomicUsize::new(0));
+        let serving: Arc<Mutex<Option<Instant>>> = Arc::default();
         let close = Arc::new(Notify::new());
         let registered = {
             let mut c = conns.lock().expect("connections lock");
             let id = c.next;
             c.next += 1;
-            c.open.insert(id, Conn { accepted: Instant::now(), busy: busy.clone(), close: close.clone() });
+            c.open.insert(id, Conn { accepted: Instant::now(), serving: serving.clone(), close: close.clone() });
             Registered { conns: conns.clone(), id }
         };
         let app = app.clone();
@@ -225,8 +235,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Lim
             let _permit = permit;
             let _registered = registered;
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                busy.fetch_add(1, Ordering::SeqCst);
-                let guard = Busy(busy.clone());
+                let guard = Serving::start(&serving);
                 let inner = hyper_util::service::TowerToHyperService::new(app.clone());
                 async move {
                     let _guard = guard;
@@ -423,7 +432,7 @@ mod tests {
 
     #[test]
     fn idle_connections_never_lock_a_request_out_and_the_cap_holds() {
-        let srv = serve(Limits { header_read: Duration::from_secs(60), request: Duration::from_secs(60), max_connections: 8 }, None);
+        let srv = serve(Limits { header_read: Duration::from_secs(60), request: Duration::from_secs(60), max_connections: 8, ..Limits::default() }, None);
         let mut idle: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(srv.addr).unwrap()).collect();
         let t0 = Instant::now();
         let (code, body) = request(srv.addr, "GET", "/healthz", &[], "");
@@ -438,8 +447,40 @@ mod tests {
     }
 
     #[test]
+    fn requests_whose_bodies_never_come_cannot_hold_every_connection() {
+        let limits =
+            Limits { header_read: Duration::from_secs(60), request: Duration::from_secs(60), max_connections: 4, slow_request: Duration::from_millis(300) };
+        let srv = serve(limits, None);
+        // Every connection serves a request whose body does not come.
+        let mut slow: Vec<TcpStream> = (0..4)
+            .map(|_| {
+                let mut s = TcpStream::connect(srv.addr).unwrap();
+                s.write_all(b"POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nx").unwrap();
+                s
+            })
+            .collect();
+        // Once they have run longer than slow_request, a new request gets through.
+        let until = Instant::now() + Duration::from_secs(5);
+        let answered = loop {
+            let mut s = TcpStream::connect(srv.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut resp = String::new();
+            let sent = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_ok();
+            if sent && s.read_to_string(&mut resp).is_ok() && resp.starts_with("HTTP/1.1 503") {
+                break true;
+            }
+            if Instant::now() > until {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(answered, "no request got through four connections held by slow bodies");
+        assert!(closed_within(&mut slow[0], Duration::from_secs(2)).is_some(), "the oldest slow request was closed to make room");
+    }
+
+    #[test]
     fn silent_trickling_and_kept_alive_connections_are_closed_at_the_header_timeout() {
-        let srv = serve(Limits { header_read: Duration::from_secs(1), request: Duration::from_secs(60), max_connections: 64 }, None);
+        let srv = serve(Limits { header_read: Duration::from_secs(1), request: Duration::from_secs(60), ..Limits::default() }, None);
         let mut silent = TcpStream::connect(srv.addr).unwrap();
         // One byte of a request head every 100 ms: the connection is never idle, and its head
         // never complete.
@@ -466,7 +507,7 @@ mod tests {
     #[test]
     fn a_body_that_does_not_arrive_in_time_gets_408() {
         let srv = serve(
-            Limits { header_read: Duration::from_secs(60), request: Duration::from_secs(1), max_connections: 64 },
+            Limits { header_read: Duration::from_secs(60), request: Duration::from_secs(1), ..Limits::default() },
             Some(b"0123456789abcdef0123456789abcdef"),
         );
         let mut s = TcpStream::connect(srv.addr).unwrap();
