@@ -108,11 +108,13 @@ pub fn validate(dir: &Path) -> u8 {
     }
 }
 
-/// Where fetched remotes are kept: the state directory's cache when it can be written (root),
-/// else a per-user directory under the system's temporary directory.
+/// Where repositories fetched from a URL are kept: the state directory's cache, and nowhere
+/// else (never a shared directory such as /tmp, where another user could plant one). Nothing
+/// is made here: a local repository is read in place and never needs it; for a URL,
+/// `source::GitSource::open` makes it private (0700) or says why it cannot be used, and which
+/// option to pass instead.
 fn cache_dir(g: &Globals) -> PathBuf {
-    let cache = g.host_config().state_dir.join("cache");
-    if std::fs::create_dir_all(&cache).is_ok() { cache } else { std::env::temp_dir().join(format!("fleetwright-cache-{}", nix::unistd::getuid())) }
+    g.host_config().state_dir.join("cache")
 }
 
 /// Read and validate a commit; print why when it is not valid.
@@ -478,10 +480,13 @@ pub struct DaemonArgs {
     /// Serve /healthz, /metrics and POST /webhook on this loopback address
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9797")]
     pub listen: Option<std::net::SocketAddr>,
+    /// Allow a --listen address that is not loopback (/healthz and /metrics have no authentication)
+    #[arg(long)]
+    pub listen_any: bool,
     /// Do not serve HTTP at all
     #[arg(long)]
     pub no_listen: bool,
-    /// The webhook's shared secret (HMAC-SHA256), read from this file
+    /// The webhook's shared secret (HMAC-SHA256), read from this file: at least 16 bytes, whitespace around it ignored
     #[arg(long, value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
     /// POST a JSON event here on deployed, failed and rolled-back
@@ -498,15 +503,26 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> u8 {
     let repo =
         if Path::new(&a.repo).exists() { std::fs::canonicalize(&a.repo).map(|p| p.display().to_string()).unwrap_or(a.repo.clone()) } else { a.repo.clone() };
     let webhook_secret = match &a.webhook_secret_file {
-        Some(f) => match std::fs::read(f) {
-            Ok(s) => Some(s.trim_ascii().to_vec()),
+        Some(f) => match std::fs::read(f).map(|s| crate::daemon::webhook::secret_from_file(&s)) {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                eprintln!("error: --webhook-secret-file {}: {e}", f.display());
+                return exit::ERROR;
+            }
             Err(e) => {
-                eprintln!("error: {}: {e}", f.display());
+                eprintln!("error: --webhook-secret-file {}: {e}", f.display());
                 return exit::ERROR;
             }
         },
         None => None,
     };
+    let listen = if a.no_listen { None } else { a.listen };
+    if let Some(addr) = listen
+        && let Err(e) = crate::daemon::server::check_listen(addr, a.listen_any)
+    {
+        eprintln!("error: {e}");
+        return exit::ERROR;
+    }
     let cfg = crate::daemon::DaemonConfig {
         host,
         repo,
@@ -518,7 +534,8 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> u8 {
         allow_force_push: a.allow_force_push,
         allow_empty: a.allow_empty,
         allowed_signers: a.allowed_signers,
-        listen: if a.no_listen { None } else { a.listen },
+        listen,
+        listen_any: a.listen_any,
         webhook_secret,
         notify_url: a.notify_url,
     };

@@ -38,6 +38,19 @@ pub enum SourceError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
+impl SourceError {
+    /// Whether the repository could not be read (an I/O error, the process out of file
+    /// descriptors, ...), as opposed to a verdict on what the commit holds: reading again later
+    /// may succeed, and the commit must not be blamed for it.
+    pub fn is_io(&self) -> bool {
+        match self {
+            SourceError::Open { .. } | SourceError::Git { .. } | SourceError::Io { .. } => true,
+            SourceError::Rev { source, .. } => source.code() != git2::ErrorCode::NotFound,
+            _ => false,
+        }
+    }
+}
+
 /// The spec files of one commit.
 #[derive(Debug, Clone)]
 pub struct CommitFiles {
@@ -74,12 +87,18 @@ pub fn read_tree(r: &git2::Repository, commit: &git2::Commit, repo: &Path, subdi
     let id = commit.id().to_string();
     let mut tree = commit.tree().map_err(git)?;
     if let Some(sub) = subdir.map(|s| s.trim_matches('/')).filter(|s| !s.is_empty()) {
-        let entry = tree.get_path(Path::new(sub)).map_err(|_| SourceError::NoSubdir { path: repo.to_path_buf(), subdir: sub.into(), commit: id.clone() })?;
-        tree = entry.to_object(r).and_then(|o| o.peel_to_tree()).map_err(|_| SourceError::NoSubdir {
-            path: repo.to_path_buf(),
-            subdir: sub.into(),
-            commit: id.clone(),
-        })?;
+        let no_subdir = || SourceError::NoSubdir { path: repo.to_path_buf(), subdir: sub.into(), commit: id.clone() };
+        // Only "not there" (or not a directory) is a fact about the commit; any other failure is
+        // a failure to read it.
+        let entry = match tree.get_path(Path::new(sub)) {
+            Ok(e) => e,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Err(no_subdir()),
+            Err(e) => return Err(git(e)),
+        };
+        if entry.kind() != Some(git2::ObjectType::Tree) {
+            return Err(no_subdir());
+        }
+        tree = entry.to_object(r).and_then(|o| o.peel_to_tree()).map_err(git)?;
     }
     let mut files = Vec::new();
     let mut budget = Budget::default();
@@ -241,10 +260,10 @@ fn init_network() {
             // SSL_CERT_FILE if set, else the system's bundle (the probe libgit2's own start uses).
             let roots = openssl_probe::probe();
             // SAFETY: as for the timeouts below; OpenSSL's store is set before any TLS stream.
-            if let Some(file) = roots.cert_file {
-                if let Err(e) = unsafe { git2::opts::set_ssl_cert_file(&file) } {
-                    tracing::warn!(file = %file.display(), "could not load the CA certificates: {e}");
-                }
+            if let Some(file) = roots.cert_file
+                && let Err(e) = unsafe { git2::opts::set_ssl_cert_file(&file) }
+            {
+                tracing::warn!(file = %file.display(), "could not load the CA certificates: {e}");
             }
         }
         // SAFETY: libgit2 keeps these in plain globals, read by its network code. They are
@@ -274,8 +293,128 @@ pub enum FetchError {
     Git { location: String, source: git2::Error },
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// A verdict on a commit's signature (unsigned, unknown key, bad signature).
     #[error("{0}")]
     Signature(String),
+    /// The cache of fetched repositories is not private to this user, or cannot be made.
+    #[error("{path}: {why}")]
+    Cache { path: PathBuf, why: String },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+impl FetchError {
+    /// Whether trying again later may succeed (the network, the disk, the process out of file
+    /// descriptors): such a failure says nothing about the commit, which must not be held off
+    /// or marked bad for it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Git { .. } | FetchError::Io { .. } => true,
+            FetchError::Source(e) => e.is_io(),
+            FetchError::Signature(_) | FetchError::Cache { .. } => false,
+        }
+    }
+}
+
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| format!("{} (uid {uid})", u.name))
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// Make `root` (`<state-dir>/cache`) ready to hold fetched repositories, or say why it cannot
+/// be trusted. What is read from the cache is the fleet that gets applied, so nobody but this
+/// user may have written it: the cache is created 0700, and refused when it is a symbolic link,
+/// is owned by someone else or can be written by group or others; the state directory above it
+/// must belong to this user or root and be writable by nobody else (or the cache could be
+/// swapped). There is no fallback to a shared directory such as /tmp: when the state directory
+/// cannot be made, the error says which option to use.
+pub fn private_cache(root: &Path) -> Result<(), FetchError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let euid = nix::unistd::geteuid().as_raw();
+    let refuse = |path: &Path, why: String| FetchError::Cache { path: path.to_path_buf(), why };
+    let state = root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let hint = "pass --state-dir DIR (a directory of your own), or clone the repository and give its path to --repo";
+    if !state.exists() {
+        let made = state.parent().filter(|p| !p.as_os_str().is_empty()).map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+            match std::fs::DirBuilder::new().mode(0o755).create(state) {
+                // Made here: its mode is ours to set, whatever the umask left.
+                Ok(()) => std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o755)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+        if let Err(e) = made {
+            return Err(refuse(state, format!("the state directory cannot be created ({e}); repositories fetched from a URL are kept in its cache/: {hint}")));
+        }
+    }
+    let meta = std::fs::metadata(state).map_err(|e| refuse(state, format!("the state directory cannot be read ({e}): {hint}")))?;
+    if !meta.is_dir() {
+        return Err(refuse(state, format!("the state directory is not a directory: {hint}")));
+    }
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Err(refuse(
+            state,
+            format!(
+                "the state directory is owned by {}, not by you or root: its owner could replace the cache of fetched repositories and choose the fleet that is read; {hint}",
+                user_name(meta.uid())
+            ),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(
+            state,
+            format!(
+                "the state directory can be written by other users (mode {:04o}): they could replace the cache of fetched repositories and choose the fleet that is read. Run chmod go-w {}, or {hint}",
+                meta.mode() & 0o7777,
+                state.display()
+            ),
+        ));
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(root) {
+        Ok(()) => {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| refuse(root, format!("cannot make the cache private ({e}): {hint}")))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(refuse(root, format!("the cache of fetched repositories cannot be created ({e}): {hint}"))),
+    }
+    // lstat: a symbolic link is refused, never followed.
+    let meta = std::fs::symlink_metadata(root).map_err(|e| refuse(root, format!("the cache cannot be read ({e})")))?;
+    let remove = format!("remove it (rm -rf {}) if you do not know why it is there, or {hint}", root.display());
+    if meta.file_type().is_symlink() {
+        return Err(refuse(root, format!("the cache of fetched repositories is a symbolic link; it must be a directory of its own: {remove}")));
+    }
+    if !meta.is_dir() {
+        return Err(refuse(root, format!("the cache of fetched repositories is not a directory: {remove}")));
+    }
+    if meta.uid() != euid {
+        return Err(refuse(
+            root,
+            format!(
+                "the cache of fetched repositories is owned by {}, not by you ({}): whoever owns it could have planted the repositories in it, and the fleet read from them would be theirs. Nothing was read from it; {remove}",
+                user_name(meta.uid()),
+                user_name(euid)
+            ),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(
+            root,
+            format!(
+                "the cache of fetched repositories can be written by group or others (mode {:04o}): anyone who can write it could plant repositories in it. Nothing was read from it; {remove}",
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        // Ours, and written by nobody else: only made private (a cache of a private repository
+        // is no one else's to read either).
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(|e| refuse(root, format!("cannot make the cache private ({e})")))?;
+    }
+    Ok(())
 }
 
 pub fn looks_like_url(s: &str) -> bool {
@@ -286,8 +425,18 @@ impl GitSource {
     pub fn open(location: &str, branch: Option<&str>, subdir: Option<&str>, cache_root: &Path) -> Result<GitSource, FetchError> {
         let git = |source| FetchError::Git { location: location.to_string(), source };
         let (repo, remote) = if looks_like_url(location) {
+            private_cache(cache_root)?;
             let key = &crate::inventory::sha256(location)[..16];
             let dir = cache_root.join(key);
+            if let Ok(meta) = std::fs::symlink_metadata(&dir) {
+                use std::os::unix::fs::MetadataExt;
+                if meta.file_type().is_symlink() || !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+                    return Err(FetchError::Cache {
+                        path: dir,
+                        why: format!("not a directory of yours (a symbolic link, or owned by {}): remove it; it is fetched again", user_name(meta.uid())),
+                    });
+                }
+            }
             let repo = match git2::Repository::open_bare(&dir) {
                 Ok(r) => r,
                 Err(_) => git2::Repository::init_bare(&dir).map_err(git)?,
@@ -377,25 +526,42 @@ impl GitSource {
     }
 
     /// Is `new` a descendant of (or equal to) `old`? None when `old` is not in the repository
-    /// any more (a force-push dropped it and the cache was pruned, or it never was).
-    pub fn descends_from(&self, new: &str, old: &str) -> Option<bool> {
-        let (Ok(n), Ok(o)) = (git2::Oid::from_str(new), git2::Oid::from_str(old)) else { return None };
-        self.repo.find_commit(o).ok()?;
-        Some(n == o || self.repo.graph_descendant_of(n, o).unwrap_or(false))
+    /// any more (a force-push dropped it and the cache was pruned, or it never was); Err when
+    /// the repository could not be read (that is no evidence of a force-push).
+    pub fn descends_from(&self, new: &str, old: &str) -> Result<Option<bool>, FetchError> {
+        let git = |source| FetchError::Git { location: self.location.clone(), source };
+        let (Ok(n), Ok(o)) = (git2::Oid::from_str(new), git2::Oid::from_str(old)) else { return Ok(None) };
+        match self.repo.find_commit(o) {
+            Ok(_) => {}
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(git(e)),
+        }
+        Ok(Some(n == o || self.repo.graph_descendant_of(n, o).map_err(git)?))
     }
 
     /// Verify `commit`'s SSH signature against an allowed-signers file (ssh-keygen(1),
     /// ALLOWED SIGNERS), as `git verify-commit` does with gpg.format=ssh.
+    /// A verdict on the signature is `FetchError::Signature`; a failure to check it (the
+    /// repository or a temporary file cannot be read or written, ssh-keygen cannot be run) is
+    /// transient (`FetchError::is_transient`).
     pub fn verify_ssh_signature(&self, commit: &str, allowed_signers: &Path) -> Result<String, FetchError> {
         let fail = |m: String| FetchError::Signature(format!("commit {}: {m}", &commit[..commit.len().min(12)]));
+        let io = |what: &str| {
+            let what = format!("checking the signature of commit {}: {what}", &commit[..commit.len().min(12)]);
+            move |source| FetchError::Io { what, source }
+        };
         let oid = git2::Oid::from_str(commit).map_err(|e| fail(e.to_string()))?;
-        let (sig, data) = self.repo.extract_signature(&oid, None).map_err(|_| fail("is not signed".into()))?;
+        let (sig, data) = match self.repo.extract_signature(&oid, None) {
+            Ok(x) => x,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Err(fail("is not signed".into())),
+            Err(source) => return Err(FetchError::Git { location: self.location.clone(), source }),
+        };
         if !sig.starts_with(b"-----BEGIN SSH SIGNATURE-----") {
             return Err(fail("is signed, but not with an SSH key".into()));
         }
-        let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(io("a temporary directory"))?;
         let sig_path = dir.path().join("commit.sig");
-        std::fs::write(&sig_path, &*sig).map_err(|e| fail(e.to_string()))?;
+        std::fs::write(&sig_path, &*sig).map_err(io("writing the signature"))?;
         let run = |args: &[&str], stdin: &[u8]| -> Result<std::process::Output, FetchError> {
             use std::io::Write;
             let mut child = std::process::Command::new("ssh-keygen")
@@ -404,9 +570,9 @@ impl GitSource {
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
-                .map_err(|e| fail(format!("cannot run ssh-keygen: {e}")))?;
-            child.stdin.take().expect("piped").write_all(stdin).map_err(|e| fail(e.to_string()))?;
-            child.wait_with_output().map_err(|e| fail(e.to_string()))
+                .map_err(io("running ssh-keygen"))?;
+            child.stdin.take().expect("piped").write_all(stdin).map_err(io("writing to ssh-keygen"))?;
+            child.wait_with_output().map_err(io("waiting for ssh-keygen"))
         };
         let signers = allowed_signers.to_string_lossy().to_string();
         let sig_s = sig_path.to_string_lossy().to_string();
@@ -494,19 +660,21 @@ mod tests {
         origin.set_head("refs/heads/main").unwrap();
         let c1 = commit(&origin, &[("fleet/a.yaml", "1")], "one");
         let c2 = commit(&origin, &[("fleet/a.yaml", "2")], "two");
-        let cache = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let cache = state.path().join("cache");
         let url = format!("file://{}", origin_dir.path().display());
-        let src = GitSource::open(&url, Some("main"), Some("fleet"), cache.path()).unwrap();
+        let src = GitSource::open(&url, Some("main"), Some("fleet"), &cache).unwrap();
         assert!(src.is_remote());
         src.fetch().unwrap();
         assert_eq!(src.head().unwrap(), c2);
         assert_eq!(src.read(&c1).unwrap().files[0].1, "1");
-        assert_eq!(src.descends_from(&c2, &c1), Some(true));
-        assert_eq!(src.descends_from(&c1, &c2), Some(false));
-        assert_eq!(src.descends_from(&c2, "0123456789012345678901234567890123456789"), None);
-        // The same URL reuses the cache directory.
-        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
-        let again = GitSource::open(&url, Some("main"), None, cache.path()).unwrap();
+        assert_eq!(src.descends_from(&c2, &c1).unwrap(), Some(true));
+        assert_eq!(src.descends_from(&c1, &c2).unwrap(), Some(false));
+        assert_eq!(src.descends_from(&c2, "0123456789012345678901234567890123456789").unwrap(), None);
+        // The same URL reuses the cache directory, which only its owner can enter.
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions()) & 0o777, 0o700);
+        let again = GitSource::open(&url, Some("main"), None, &cache).unwrap();
         assert_eq!(again.resolve(&c1[..10]).unwrap(), c1);
     }
 
@@ -601,5 +769,124 @@ mod tests {
             std::fs::write(d.path().join(std::str::from_utf8(n).unwrap()), &big).unwrap();
         }
         assert!(matches!(read_dir(d.path()), Err(SourceError::TooLarge { .. })));
+    }
+
+    /// Out of file descriptors, a spec file that cannot be read is a read error (transient: the
+    /// daemon retries it), never "not UTF-8 text" (a verdict that held the head off). In a child
+    /// process (this test binary again), whose descriptors `emfile_child` uses up.
+    #[test]
+    fn a_blob_that_cannot_be_read_is_an_io_error_not_a_verdict_on_its_text() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "source::tests::emfile_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("emfile_child: done"), "the child ran the test: {text}");
+    }
+
+    #[test]
+    #[ignore = "run in its own process by a_blob_that_cannot_be_read_is_an_io_error_not_a_verdict_on_its_text"]
+    fn emfile_child() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        commit(&repo, &[("a.yaml", "a: 1"), ("b.yaml", "b: 2")], "one");
+        let c = repo.head().unwrap().peel_to_commit().unwrap();
+        // The tree stays in libgit2's object cache: the walk gets as far as the blobs, which are
+        // read from disk.
+        let _tree = c.tree().unwrap();
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: plain system calls on a struct of ours.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+            let low = libc::rlimit { rlim_cur: 64.min(limit.rlim_max), rlim_max: limit.rlim_max };
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0);
+        }
+        let mut hog = Vec::new();
+        let exhausted = loop {
+            match std::fs::File::open("/dev/null") {
+                Ok(f) => hog.push(f),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(exhausted.raw_os_error(), Some(libc::EMFILE), "{exhausted}");
+        let e = read_tree(&repo, &c, dir.path(), None).unwrap_err();
+        drop(hog);
+        assert!(matches!(e, SourceError::Git { .. }), "{e}");
+        assert!(e.to_string().contains("Too many open files"), "{e}");
+        assert!(e.is_io() && FetchError::from(e).is_transient());
+        // With descriptors again, the same commit reads.
+        assert_eq!(read_tree(&repo, &c, dir.path(), None).unwrap().files.len(), 2);
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+        println!("emfile_child: done");
+    }
+
+    #[test]
+    fn content_errors_are_verdicts_and_read_errors_are_transient() {
+        assert!(!FetchError::from(SourceError::NotUtf8 { file: "a.yaml".into() }).is_transient());
+        assert!(!FetchError::from(SourceError::Symlink { file: "a.yaml".into() }).is_transient());
+        assert!(!FetchError::from(SourceError::NoSubdir { path: "/r".into(), subdir: "fleet".into(), commit: "c".into() }).is_transient());
+        assert!(!FetchError::Signature("commit c: is not signed".into()).is_transient());
+        let io = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert!(FetchError::from(SourceError::Io { path: "/r".into(), source: io }).is_transient());
+        assert!(FetchError::Io { what: "running ssh-keygen".into(), source: std::io::Error::from_raw_os_error(libc::ENFILE) }.is_transient());
+    }
+
+    /// A subdirectory that is a file, or not there, is a verdict; one that is there is read.
+    #[test]
+    fn a_subdirectory_that_is_a_file_is_no_subdirectory() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        commit(&repo, &[("fleet", "not a directory"), ("x/a.yaml", "a")], "one");
+        assert!(matches!(read_commit(dir.path(), "HEAD", Some("fleet")), Err(SourceError::NoSubdir { .. })));
+        assert_eq!(read_commit(dir.path(), "HEAD", Some("x")).unwrap().files.len(), 1);
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn set_mode(p: &Path, m: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+
+    #[test]
+    fn the_cache_is_made_private_and_refused_when_others_could_write_it() {
+        let base = tempfile::tempdir().unwrap();
+        // Made: the state directory and a 0700 cache in it, whatever the umask.
+        let state = base.path().join("state");
+        let cache = state.join("cache");
+        private_cache(&cache).unwrap();
+        assert_eq!(mode(&cache), 0o700);
+        assert_eq!(mode(&state), 0o755);
+        // An old cache of ours that others could read: made private.
+        set_mode(&cache, 0o755);
+        private_cache(&cache).unwrap();
+        assert_eq!(mode(&cache), 0o700);
+        // Writable by the group: refused, and left as it is.
+        set_mode(&cache, 0o770);
+        let e = private_cache(&cache).unwrap_err().to_string();
+        assert!(e.contains("can be written by group or others (mode 0770)") && e.contains("--state-dir"), "{e}");
+        assert_eq!(mode(&cache), 0o770);
+        set_mode(&cache, 0o700);
+        // A state directory others can write (as /tmp): they could swap the cache.
+        set_mode(&state, 0o1777);
+        let e = private_cache(&cache).unwrap_err().to_string();
+        assert!(e.contains("the state directory can be written by other users (mode 1777)"), "{e}");
+        set_mode(&state, 0o755);
+        // A symbolic link is refused, not followed.
+        std::fs::remove_dir(&cache).unwrap();
+        let elsewhere = base.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &cache).unwrap();
+        let e = private_cache(&cache).unwrap_err().to_string();
+        assert!(e.contains("is a symbolic link"), "{e}");
+        // A remote is never opened through such a cache.
+        let e = GitSource::open("file:///nonexistent/fleet", None, None, &cache).err().expect("refused").to_string();
+        assert!(e.contains("is a symbolic link"), "{e}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing was made through the link");
     }
 }

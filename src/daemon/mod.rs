@@ -27,7 +27,7 @@ use crate::render::Role;
 use crate::source::{FetchError, GitSource};
 use history::{History, Reconcile, Verdict};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DaemonConfig {
     pub host: HostConfig,
     /// A local repository path or a remote URL.
@@ -44,8 +44,12 @@ pub struct DaemonConfig {
     pub allow_empty: bool,
     /// Apply only commits signed by a key in this allowed-signers file.
     pub allowed_signers: Option<PathBuf>,
-    /// Serve the webhook, /healthz and /metrics here.
+    /// Serve the webhook, /healthz and /metrics here (loopback unless `listen_any`).
     pub listen: Option<SocketAddr>,
+    /// Allow a `listen` address that is not loopback.
+    pub listen_any: bool,
+    /// The webhook's HMAC key, at least `webhook::MIN_SECRET_BYTES` long
+    /// (`webhook::secret_from_file`).
     pub webhook_secret: Option<Vec<u8>>,
     /// POST a JSON event here on deployed / failed / rolled back.
     pub notify_url: Option<String>,
@@ -253,7 +257,9 @@ impl Daemon {
         let _watcher = self.watch_local()?;
         self.spawn_timers();
         if let Some(addr) = self.cfg.listen {
-            server::spawn(addr, self.cfg.webhook_secret.clone(), self.tx.clone(), self.metrics.clone()).await?;
+            let cfg =
+                server::ServerConfig { addr, listen_any: self.cfg.listen_any, limits: server::Limits::default(), secret: self.cfg.webhook_secret.clone() };
+            let addr = server::spawn(cfg, self.tx.clone(), self.metrics.clone()).await?;
             info!(%addr, "serving /healthz, /metrics and the webhook");
         }
         self.spawn_watchdog();
@@ -499,7 +505,12 @@ impl Daemon {
                 Err(e) => return transient(&e),
             };
             if let Some(applied) = applied.filter(|a| *a != target) {
-                if self.source.descends_from(&target, &applied) != Some(true) {
+                let descends = match self.source.descends_from(&target, &applied) {
+                    Ok(d) => d,
+                    // The repository could not be read: no evidence of a force-push.
+                    Err(e) => return transient(&e),
+                };
+                if descends != Some(true) {
                     hold = Some(format!(
                         "the branch no longer contains the applied commit {} (force-push?); refusing {} — pass --allow-force-push to follow it",
                         short(&applied),
@@ -508,11 +519,14 @@ impl Daemon {
                 }
             }
         }
-        if hold.is_none() {
-            if let Some(signers) = &self.cfg.allowed_signers {
-                if let Err(e) = self.source.verify_ssh_signature(&target, signers) {
-                    hold = Some(format!("{e}; only commits signed by a key in {} are applied", signers.display()));
-                }
+        if hold.is_none()
+            && let Some(signers) = &self.cfg.allowed_signers
+        {
+            match self.source.verify_ssh_signature(&target, signers) {
+                Ok(_) => {}
+                // The check could not run (a file, ssh-keygen, descriptors): try again.
+                Err(e) if e.is_transient() => return transient(&e),
+                Err(e) => hold = Some(format!("{e}; only commits signed by a key in {} are applied", signers.display())),
             }
         }
         if let Some(why) = hold {
@@ -524,21 +538,21 @@ impl Daemon {
 
         // The good commit the host already runs: when nothing has drifted, that is known
         // from the inventory and the files on disk, without reading the commit again.
-        if last_good.as_deref() == Some(target.as_str()) {
-            if self.unchanged(&target).await {
-                rec.applied = Some(target.clone());
-                let mut m = self.metrics.lock().expect("metrics lock");
-                m.drift_units = 0;
-                m.applied_commit = Some(target.clone());
-                return Outcome::Converged { changed: false };
-            }
+        if last_good.as_deref() == Some(target.as_str()) && self.unchanged(&target).await {
+            rec.applied = Some(target.clone());
+            let mut m = self.metrics.lock().expect("metrics lock");
+            m.drift_units = 0;
+            m.applied_commit = Some(target.clone());
+            return Outcome::Converged { changed: false };
         }
 
         // 3. Read and validate. An invalid commit is rejected whole; the last good one keeps
         //    running (and is still re-applied, so drift keeps being repaired).
         let files = match self.source.read(&target) {
             Ok(f) => f,
-            Err(FetchError::Git { source, .. }) => return Outcome::Transient(source.to_string()),
+            // A commit that could not be read (I/O, out of file descriptors) is retried, never
+            // held off: only what it contains is a verdict on it.
+            Err(e) if e.is_transient() => return transient(&e),
             Err(e) => return self.hold(rec, e.to_string(), last_good).await,
         };
         let fleet = match crate::spec::load(&files.files) {
@@ -684,12 +698,13 @@ impl Daemon {
         let mut m = self.metrics.lock().expect("metrics lock");
         m.drift_units = drift.len() as u64;
         m.applied_commit = Some(commit.to_string());
-        if let Some((h, at)) = &self.head_seen {
-            if h == commit && d.plan.has_changes() {
-                let secs = at.elapsed().as_secs_f64();
-                m.commit_to_converged = Some(secs);
-                info!(commit = short(commit), seconds = secs, "commit converged");
-            }
+        if let Some((h, at)) = &self.head_seen
+            && h == commit
+            && d.plan.has_changes()
+        {
+            let secs = at.elapsed().as_secs_f64();
+            m.commit_to_converged = Some(secs);
+            info!(commit = short(commit), seconds = secs, "commit converged");
         }
         Ok(d)
     }
@@ -701,6 +716,9 @@ impl Daemon {
         if let Some(good) = last_good {
             let fleet = match self.source.read(&good) {
                 Ok(files) => crate::spec::load(&files.files).map_err(|d| d.to_string()),
+                Err(e) if e.is_transient() => {
+                    return Outcome::Transient(format!("{why}; reading the last good commit {} to re-apply it failed: {e}", short(&good)));
+                }
                 Err(e) => Err(e.to_string()),
             };
             match fleet {

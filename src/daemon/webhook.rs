@@ -1,6 +1,8 @@
 //! Webhook signatures: HMAC-SHA256 of the raw body with a shared secret, in GitHub's
 //! (`X-Hub-Signature-256: sha256=<hex>`) and Gitea's (`X-Gitea-Signature: <hex>`) header
-//! forms, compared in constant time; deliveries seen before are refused as replays.
+//! forms, compared in constant time; deliveries seen before are refused as replays. A replay is
+//! recognised by what the signature covers (the body), never by the delivery-id header, which
+//! is not signed: anyone who captured a delivery can send it again under a new id.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -15,8 +17,31 @@ pub enum WebhookError {
     Malformed,
     #[error("the signature does not match the body and the shared secret")]
     Mismatch,
-    #[error("delivery {0} was seen before (replay)")]
+    #[error("this delivery (body sha256 {0}) was accepted before (replay)")]
     Replay(String),
+}
+
+/// The shortest secret accepted, in bytes (after surrounding whitespace is trimmed).
+pub const MIN_SECRET_BYTES: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("the webhook secret is empty (the file holds only whitespace); put a random secret in it, e.g. `openssl rand -hex 32 > FILE`")]
+    Empty,
+    #[error(
+        "the webhook secret is {0} bytes long; use at least {MIN_SECRET_BYTES} (a short secret can be guessed offline from one signed delivery), e.g. `openssl rand -hex 32 > FILE`"
+    )]
+    Short(usize),
+}
+
+/// The HMAC key held in a secret file: its content without surrounding whitespace (the
+/// trailing newline), at least `MIN_SECRET_BYTES` long.
+pub fn secret_from_file(content: &[u8]) -> Result<Vec<u8>, SecretError> {
+    match content.trim_ascii() {
+        [] => Err(SecretError::Empty),
+        s if s.len() < MIN_SECRET_BYTES => Err(SecretError::Short(s.len())),
+        s => Ok(s.to_vec()),
+    }
 }
 
 /// Check the signature of `body`; `header` looks a request header up by (lower-case) name.
@@ -34,30 +59,35 @@ pub fn verify<'a>(secret: &[u8], header: impl Fn(&str) -> Option<&'a str>, body:
     mac.verify_slice(&sig).map_err(|_| WebhookError::Mismatch)
 }
 
-/// The delivery id of a request, when the forge sends one.
+/// The delivery id of a request, when the forge sends one (for the log only: it is not signed).
 pub fn delivery_id<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<&'a str> {
     header("x-github-delivery").or_else(|| header("x-gitea-delivery")).or_else(|| header("x-gogs-delivery"))
 }
 
-/// The last deliveries seen, bounded.
+/// The deliveries accepted last, by the SHA-256 of their signed body, bounded. A forge's push
+/// delivery names the pushed commits and when, so two real deliveries do not have the same body;
+/// the same body again is a replay (or a redelivery, which asks for nothing new).
 #[derive(Debug, Default)]
 pub struct Seen {
-    order: VecDeque<String>,
-    set: HashSet<String>,
+    order: VecDeque<[u8; 32]>,
+    set: HashSet<[u8; 32]>,
 }
 
 impl Seen {
-    const CAPACITY: usize = 4096;
-    /// Remember `id`; Err when it was seen already.
-    pub fn check(&mut self, id: &str) -> Result<(), WebhookError> {
-        if !self.set.insert(id.to_string()) {
-            return Err(WebhookError::Replay(id.to_string()));
+    pub const CAPACITY: usize = 4096;
+    /// Remember the verified `body`; Err when the same body was accepted before. Call it only
+    /// after `verify`: an unsigned request must not fill the memory of accepted deliveries.
+    pub fn check(&mut self, body: &[u8]) -> Result<(), WebhookError> {
+        use sha2::Digest;
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        if !self.set.insert(digest) {
+            return Err(WebhookError::Replay(hex::encode(&digest[..8])));
         }
-        self.order.push_back(id.to_string());
-        if self.order.len() > Self::CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        self.order.push_back(digest);
+        if self.order.len() > Self::CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
         }
         Ok(())
     }
@@ -92,10 +122,30 @@ mod tests {
     }
 
     #[test]
-    fn replays_are_refused() {
+    fn replays_are_refused_by_their_body_and_the_memory_is_bounded() {
         let mut seen = Seen::default();
-        assert!(seen.check("a").is_ok());
-        assert!(seen.check("b").is_ok());
-        assert_eq!(seen.check("a"), Err(WebhookError::Replay("a".into())));
+        assert!(seen.check(b"push 1").is_ok());
+        assert!(seen.check(b"push 2").is_ok());
+        let e = seen.check(b"push 1").unwrap_err();
+        assert!(matches!(&e, WebhookError::Replay(d) if d.len() == 16), "{e}");
+        assert!(e.to_string().contains("was accepted before (replay)"), "{e}");
+        // The oldest are forgotten past the capacity, and the memory stays bounded.
+        for i in 0..Seen::CAPACITY {
+            assert!(seen.check(format!("filler {i}").as_bytes()).is_ok());
+        }
+        assert_eq!(seen.order.len(), Seen::CAPACITY);
+        assert_eq!(seen.set.len(), Seen::CAPACITY);
+        assert!(seen.check(b"push 1").is_ok(), "forgotten after CAPACITY newer deliveries");
+    }
+
+    #[test]
+    fn a_short_or_blank_secret_is_refused() {
+        assert_eq!(secret_from_file(b""), Err(SecretError::Empty));
+        assert_eq!(secret_from_file(b" \n\t \n"), Err(SecretError::Empty));
+        assert_eq!(secret_from_file(b"s3cret\n"), Err(SecretError::Short(6)));
+        // Whitespace does not count towards the length.
+        assert_eq!(secret_from_file(b"   0123456789abcde\n"), Err(SecretError::Short(15)));
+        assert_eq!(secret_from_file(b"0123456789abcdef\n").unwrap(), b"0123456789abcdef");
+        assert!(SecretError::Short(6).to_string().contains("at least 16"));
     }
 }

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::real::*;
 
-struct Daemon {
-    child: Child,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
     log: std::path::PathBuf,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 fn free_port() -> u16 {
@@ -19,7 +19,7 @@ fn free_port() -> u16 {
 }
 
 impl Host {
-    fn daemon(&self, repo: &str, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn daemon(&self, repo: &str, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let log = tempfile::Builder::new().prefix("daemon-log-").tempfile_in(env!("CARGO_TARGET_TMPDIR")).unwrap().into_temp_path().keep().unwrap();
         let mut c = self.sb.command(env!("CARGO_BIN_EXE_fleetwright"));
@@ -28,21 +28,22 @@ impl Host {
         c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         Daemon { child: c.spawn().unwrap(), log, port }
     }
-    fn marker_commit(&self, agent: &str) -> Option<String> {
+    pub(crate) fn marker_commit(&self, agent: &str) -> Option<String> {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(self.state_dir().join(format!("markers/{agent}.json"))).ok()?).ok()?;
         v["commit"].as_str().map(str::to_string)
     }
-    fn history(&self) -> serde_json::Value {
+    pub(crate) fn history(&self) -> serde_json::Value {
         serde_json::from_slice(&self.fw(&["history", "--json", "-n", "100"]).stdout).unwrap()
     }
 }
 
 impl Daemon {
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-    fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    pub(crate) fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
@@ -55,7 +56,7 @@ impl Daemon {
         let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         (code, resp.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
     }
-    fn wait_http(&self) {
+    pub(crate) fn wait_http(&self) {
         let until = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < until, "the daemon never listened:\n{}", self.log());
@@ -74,11 +75,11 @@ impl Drop for Daemon {
     }
 }
 
-fn fleet(web_extra: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn fleet(web_extra: &str) -> Vec<(&'static str, String)> {
     vec![("fleet.yaml", FLEET.to_string()), ("web.yaml", service("web", web_extra)), ("tick.yaml", job("tick", "{every: 1h}", "echo tick"))]
 }
 
-fn commit(repo: &Repo, files: &[(&'static str, String)], msg: &str) -> String {
+pub(crate) fn commit(repo: &Repo, files: &[(&'static str, String)], msg: &str) -> String {
     repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), msg)
 }
 
@@ -130,7 +131,7 @@ fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let secret = repo.dir.path().parent().unwrap().join(format!("secret-{}", std::process::id()));
-    std::fs::write(&secret, "s3cret\n").unwrap();
+    std::fs::write(&secret, "5f0b6c1e9d2a4b7c8e3f1a6d9b2c4e7f\n").unwrap();
     let url = format!("file://{}", repo.path().display());
     let d = host.daemon(
         &url,
@@ -150,7 +151,7 @@ fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(host.marker_commit("web").as_deref(), Some(c1.as_str()), "a bad signature fetches nothing");
 
-    let sig = format!("sha256={}", fleetwright::daemon::webhook::sign(b"s3cret", body.as_bytes()));
+    let sig = format!("sha256={}", fleetwright::daemon::webhook::sign(b"5f0b6c1e9d2a4b7c8e3f1a6d9b2c4e7f", body.as_bytes()));
     let (code, _) = d.http("POST", "/webhook", &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "d2")], body);
     assert_eq!(code, 202);
     host.wait("the webhook to converge the new commit", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));

@@ -8,6 +8,7 @@ mod daemon;
 mod daytwo;
 mod hostile;
 mod hostile_corpus;
+mod hostile_daemon;
 mod hostile_ops;
 mod hostile_output;
 mod plan;
