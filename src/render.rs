@@ -333,7 +333,7 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 /// Entries grouped by their calendar, in the order each calendar first appears.
-fn group_by_calendar<'a, T>(items: &'a [T], cal: impl Fn(&T) -> &String) -> Vec<(&'a String, Vec<&'a T>)> {
+fn group_by_calendar<T>(items: &[T], cal: impl Fn(&T) -> &String) -> Vec<(&String, Vec<&T>)> {
     let mut groups: Vec<(&String, Vec<&T>)> = Vec::new();
     for it in items {
         let c = cal(it);

@@ -138,11 +138,10 @@ pub fn timers(fleet: &Fleet, host: Option<&str>) -> Vec<FleetTimer> {
 pub fn named_zones(timers: &[FleetTimer]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for e in timers.iter().flat_map(|t| &t.timer.calendars) {
-        if let Some(z) = parse_calendar(e).ok().and_then(|c| c.timezone().map(str::to_string)) {
-            if z != "UTC" && !out.contains(&z) {
+        if let Some(z) = parse_calendar(e).ok().and_then(|c| c.timezone().map(str::to_string))
+            && z != "UTC" && !out.contains(&z) {
                 out.push(z);
             }
-        }
     }
     out.sort();
     out
@@ -173,12 +172,11 @@ pub fn compute(timers: &[FleetTimer], from: i64, window: i64, zones: &Zones) -> 
             for e in &t.calendars {
                 let Ok(spec) = parse_calendar(e) else { continue };
                 let named = spec.timezone().filter(|z| *z != "UTC").map(|z| (z, zones.named.get(z)));
-                if let Some((z, None)) = named {
-                    if !crate::spec::calendar::is_utc_alias(z) {
+                if let Some((z, None)) = named
+                    && !crate::spec::calendar::is_utc_alias(z) {
                         warnings.push(format!("{name}: the zone {z} is not installed here; its runs of {e:?} are not shown"));
                         continue;
                     }
-                }
                 let mut at = from - 1;
                 while let Some(n) = spec.next_elapse_in(at, &zones.local, named.and_then(|(_, tz)| tz)) {
                     if n >= to || runs.len() >= MAX_RUNS {
@@ -240,7 +238,9 @@ fn warnings(rows: &[Row], tz: &jiff::tz::TimeZone, zone: &str) -> Vec<String> {
         ));
     }
     // Concurrency: intervals [start, start + spread + length) per group.
-    let mut groups: BTreeMap<&str, (u32, Vec<(i64, i32)>)> = BTreeMap::new();
+    /// A group's limit and its runs as (start, +1 or -1) events.
+    type Group = (u32, Vec<(i64, i32)>);
+    let mut groups: BTreeMap<&str, Group> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.enabled) {
         if let Some((g, limit)) = &r.group {
             let e = groups.entry(g.as_str()).or_insert((*limit, Vec::new()));

@@ -231,11 +231,10 @@ impl Sandbox {
                     c.envs(sb.user_env()).args(["--user", "--no-pager", "status", "org.freedesktop.systemd1"]);
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
-                if let Ok(o) = output_with_timeout(c, left.max(Duration::from_millis(100))) {
-                    if o.status.success() {
+                if let Ok(o) = output_with_timeout(c, left.max(Duration::from_millis(100)))
+                    && o.status.success() {
                         break;
                     }
-                }
                 sb.check_alive("waiting for the system bus")?;
                 if Instant::now() > deadline {
                     return Err(sb.boot_error("the system bus did not answer"));
@@ -405,11 +404,10 @@ impl Sandbox {
     }
 
     fn check_alive(&mut self, what: &str) -> io::Result<()> {
-        if let Some(c) = self.unshare.as_mut() {
-            if let Ok(Some(st)) = c.try_wait() {
+        if let Some(c) = self.unshare.as_mut()
+            && let Ok(Some(st)) = c.try_wait() {
                 return Err(self.boot_error(&format!("the sandbox exited ({st}) while {what}")));
             }
-        }
         Ok(())
     }
 
@@ -706,11 +704,10 @@ fn only_child(pid: u32) -> Option<u32> {
         };
         if let Ok(stat) = fs::read_to_string(format!("/proc/{cpid}/stat")) {
             // pid (comm) state ppid ...; comm may contain spaces/parens: split after last ')'.
-            if let Some((_, rest)) = stat.rsplit_once(')') {
-                if rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            if let Some((_, rest)) = stat.rsplit_once(')')
+                && rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
                     return Some(cpid);
                 }
-            }
         }
     }
     None

@@ -88,9 +88,9 @@ impl Table {
             (0..cols).map(|c| std::iter::once(&self.header).chain(&self.rows).map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0)).collect();
         let line = |r: &Vec<String>| {
             let mut s = String::new();
-            for c in 0..cols {
+            for (c, w) in width.iter().enumerate() {
                 let cell = r.get(c).map(String::as_str).unwrap_or("");
-                let pad = width[c] - cell.chars().count();
+                let pad = w - cell.chars().count();
                 s.push_str(cell);
                 s.push_str(&" ".repeat(pad));
                 s.push_str("  ");
