@@ -205,29 +205,30 @@ pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool, wait:
     // files on disk, without reading and rendering the commit (when anything differs, the
     // full apply below does).
     if !crate::source::looks_like_url(&src.repo)
-        && let Ok(commit) = crate::source::resolve_commit(Path::new(&src.repo), &src.rev) {
-            let key = crate::host::apply::render_key(&cfg, &commit, src.path.as_deref());
-            let fast = runtime().block_on(async {
-                let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.ok()?;
-                crate::host::apply::deploy_unchanged(&sd, &cfg, &StateDir::new(&cfg.state_dir), &key, PlanOptions { allow_empty }).await.ok().flatten()
-            });
-            if let Some(d) = fast {
-                tracing::debug!("apply: the same commit, converged: nothing read or rendered");
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(
-                            &serde_json::json!({ "plan": d.plan, "failures": d.report.failures, "filesWritten": 0, "filesRemoved": 0, "reloaded": false })
-                        )
-                        .expect("serializes")
-                    );
-                } else {
-                    print!("{}", plan::render_text(&d.plan, false));
-                    print_report(&d.report, &commit);
-                }
-                return exit::OK;
+        && let Ok(commit) = crate::source::resolve_commit(Path::new(&src.repo), &src.rev)
+    {
+        let key = crate::host::apply::render_key(&cfg, &commit, src.path.as_deref());
+        let fast = runtime().block_on(async {
+            let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.ok()?;
+            crate::host::apply::deploy_unchanged(&sd, &cfg, &StateDir::new(&cfg.state_dir), &key, PlanOptions { allow_empty }).await.ok().flatten()
+        });
+        if let Some(d) = fast {
+            tracing::debug!("apply: the same commit, converged: nothing read or rendered");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "plan": d.plan, "failures": d.report.failures, "filesWritten": 0, "filesRemoved": 0, "reloaded": false })
+                    )
+                    .expect("serializes")
+                );
+            } else {
+                print!("{}", plan::render_text(&d.plan, false));
+                print_report(&d.report, &commit);
             }
+            return exit::OK;
         }
+    }
     let t = std::time::Instant::now();
     let (files, fleet) = match load_commit(g, src) {
         Ok(x) => x,
@@ -352,18 +353,23 @@ fn missing_on_this_machine(a: &crate::spec::model::Agent, user_scope: bool) -> V
     }
     if !user_scope {
         if let Some(u) = &a.run.user
-            && u.parse::<u32>().is_err() && nix::unistd::User::from_name(u).ok().flatten().is_none() {
-                out.push(format!("{}: user {u} does not exist", a.name));
-            }
+            && u.parse::<u32>().is_err()
+            && nix::unistd::User::from_name(u).ok().flatten().is_none()
+        {
+            out.push(format!("{}: user {u} does not exist", a.name));
+        }
         if let Some(g) = &a.run.group
-            && g.parse::<u32>().is_err() && nix::unistd::Group::from_name(g).ok().flatten().is_none() {
-                out.push(format!("{}: group {g} does not exist", a.name));
-            }
+            && g.parse::<u32>().is_err()
+            && nix::unistd::Group::from_name(g).ok().flatten().is_none()
+        {
+            out.push(format!("{}: group {g} does not exist", a.name));
+        }
     }
     if let Some(d) = &a.run.working_directory
-        && !Path::new(d).is_dir() {
-            out.push(format!("{}: workingDirectory {d} does not exist", a.name));
-        }
+        && !Path::new(d).is_dir()
+    {
+        out.push(format!("{}: workingDirectory {d} does not exist", a.name));
+    }
     for (name, path) in &a.run.credentials {
         if !Path::new(path).exists() {
             out.push(format!("{}: credential {name} ({path}) does not exist", a.name));

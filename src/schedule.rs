@@ -139,9 +139,11 @@ pub fn named_zones(timers: &[FleetTimer]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for e in timers.iter().flat_map(|t| &t.timer.calendars) {
         if let Some(z) = parse_calendar(e).ok().and_then(|c| c.timezone().map(str::to_string))
-            && z != "UTC" && !out.contains(&z) {
-                out.push(z);
-            }
+            && z != "UTC"
+            && !out.contains(&z)
+        {
+            out.push(z);
+        }
     }
     out.sort();
     out
@@ -173,10 +175,11 @@ pub fn compute(timers: &[FleetTimer], from: i64, window: i64, zones: &Zones) -> 
                 let Ok(spec) = parse_calendar(e) else { continue };
                 let named = spec.timezone().filter(|z| *z != "UTC").map(|z| (z, zones.named.get(z)));
                 if let Some((z, None)) = named
-                    && !crate::spec::calendar::is_utc_alias(z) {
-                        warnings.push(format!("{name}: the zone {z} is not installed here; its runs of {e:?} are not shown"));
-                        continue;
-                    }
+                    && !crate::spec::calendar::is_utc_alias(z)
+                {
+                    warnings.push(format!("{name}: the zone {z} is not installed here; its runs of {e:?} are not shown"));
+                    continue;
+                }
                 let mut at = from - 1;
                 while let Some(n) = spec.next_elapse_in(at, &zones.local, named.and_then(|(_, tz)| tz)) {
                     if n >= to || runs.len() >= MAX_RUNS {

@@ -169,10 +169,9 @@ impl UnitFile {
                         }
                         programs.push(cmd);
                     }
-                    "WorkingDirectory" | "EnvironmentFile"
-                        if !v.trim_start_matches('-').starts_with('/') => {
-                            return Err(format!("{k}={v} is not an absolute path"));
-                        }
+                    "WorkingDirectory" | "EnvironmentFile" if !v.trim_start_matches('-').starts_with('/') => {
+                        return Err(format!("{k}={v} is not an absolute path"));
+                    }
                     "LoadCredential" => {
                         let ok = v.split_once(':').is_some_and(|(name, path)| !name.is_empty() && !name.contains('/') && path.starts_with('/'));
                         if !ok {
@@ -183,10 +182,14 @@ impl UnitFile {
                 }
             }
             // A service without User= runs as the manager's user: root, for a system manager.
-            if section == "Service" && policy.system && !policy.allow_root && user.is_none()
-                && let Some(p) = programs.iter().find(|p| !p.starts_with(policy.exe)) {
-                    return Err(format!("a service without User= (so as root) runs {p}, which is not fleetwright itself, without allowRoot"));
-                }
+            if section == "Service"
+                && policy.system
+                && !policy.allow_root
+                && user.is_none()
+                && let Some(p) = programs.iter().find(|p| !p.starts_with(policy.exe))
+            {
+                return Err(format!("a service without User= (so as root) runs {p}, which is not fleetwright itself, without allowRoot"));
+            }
         }
         Ok(())
     }

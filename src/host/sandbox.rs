@@ -232,9 +232,10 @@ impl Sandbox {
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if let Ok(o) = output_with_timeout(c, left.max(Duration::from_millis(100)))
-                    && o.status.success() {
-                        break;
-                    }
+                    && o.status.success()
+                {
+                    break;
+                }
                 sb.check_alive("waiting for the system bus")?;
                 if Instant::now() > deadline {
                     return Err(sb.boot_error("the system bus did not answer"));
@@ -405,9 +406,10 @@ impl Sandbox {
 
     fn check_alive(&mut self, what: &str) -> io::Result<()> {
         if let Some(c) = self.unshare.as_mut()
-            && let Ok(Some(st)) = c.try_wait() {
-                return Err(self.boot_error(&format!("the sandbox exited ({st}) while {what}")));
-            }
+            && let Ok(Some(st)) = c.try_wait()
+        {
+            return Err(self.boot_error(&format!("the sandbox exited ({st}) while {what}")));
+        }
         Ok(())
     }
 
@@ -705,9 +707,10 @@ fn only_child(pid: u32) -> Option<u32> {
         if let Ok(stat) = fs::read_to_string(format!("/proc/{cpid}/stat")) {
             // pid (comm) state ppid ...; comm may contain spaces/parens: split after last ')'.
             if let Some((_, rest)) = stat.rsplit_once(')')
-                && rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
-                    return Some(cpid);
-                }
+                && rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
+            {
+                return Some(cpid);
+            }
         }
     }
     None

@@ -621,9 +621,10 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
         },
     };
     if let Some(d) = &a.description
-        && let Err(e) = check_text(d).and_then(|()| check_no_continuation(d)) {
-            cx.err("description", format!("description {e}"));
-        }
+        && let Err(e) = check_text(d).and_then(|()| check_no_continuation(d))
+    {
+        cx.err("description", format!("description {e}"));
+    }
     let run = match &a.run {
         Some(r) => check_run(cx, r, fleet),
         None => {
