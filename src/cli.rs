@@ -18,6 +18,9 @@ pub mod exit {
     /// validate: invalid; plan: changes pending; apply: nothing applied.
     pub const CHANGES_OR_INVALID: u8 = 1;
     pub const ERROR: u8 = 2;
+    /// apply: changed part of the host, then stopped on an error (the bus or the manager went
+    /// away, a disk filled up): nothing is lost, the next apply finishes it.
+    pub const INTERRUPTED: u8 = 3;
     /// apply: applied, but a unit failed.
     pub const UNIT_FAILED: u8 = 4;
 }
@@ -202,29 +205,29 @@ pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool, wait:
     // The commit the host was last converged from, again: planned from the inventory and the
     // files on disk, without reading and rendering the commit (when anything differs, the
     // full apply below does).
-    if !crate::source::looks_like_url(&src.repo) {
-        if let Ok(commit) = crate::source::resolve_commit(Path::new(&src.repo), &src.rev) {
-            let key = crate::host::apply::render_key(&cfg, &commit, src.path.as_deref());
-            let fast = runtime().block_on(async {
-                let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.ok()?;
-                crate::host::apply::deploy_unchanged(&sd, &cfg, &StateDir::new(&cfg.state_dir), &key, PlanOptions { allow_empty }).await.ok().flatten()
-            });
-            if let Some(d) = fast {
-                tracing::debug!("apply: the same commit, converged: nothing read or rendered");
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(
-                            &serde_json::json!({ "plan": d.plan, "failures": d.report.failures, "filesWritten": 0, "filesRemoved": 0, "reloaded": false })
-                        )
-                        .expect("serializes")
-                    );
-                } else {
-                    print!("{}", plan::render_text(&d.plan, false));
-                    print_report(&d.report, &commit);
-                }
-                return exit::OK;
+    if !crate::source::looks_like_url(&src.repo)
+        && let Ok(commit) = crate::source::resolve_commit(Path::new(&src.repo), &src.rev)
+    {
+        let key = crate::host::apply::render_key(&cfg, &commit, src.path.as_deref());
+        let fast = runtime().block_on(async {
+            let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.ok()?;
+            crate::host::apply::deploy_unchanged(&sd, &cfg, &StateDir::new(&cfg.state_dir), &key, PlanOptions { allow_empty }).await.ok().flatten()
+        });
+        if let Some(d) = fast {
+            tracing::debug!("apply: the same commit, converged: nothing read or rendered");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "plan": d.plan, "failures": d.report.failures, "filesWritten": 0, "filesRemoved": 0, "reloaded": false })
+                    )
+                    .expect("serializes")
+                );
+            } else {
+                print!("{}", plan::render_text(&d.plan, false));
+                print_report(&d.report, &commit);
             }
+            return exit::OK;
         }
     }
     let t = std::time::Instant::now();
@@ -244,15 +247,26 @@ pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool, wait:
                 print!("{}", plan::render_text(&d.plan, false));
             }
             if d.report.failures.is_empty() {
-                d.report.failures = crate::host::apply::watch_after(&sd, &cfg, &d.plan, wait).await?;
+                // The commit is applied by now: a fault while watching stops a finished job.
+                d.report.failures = crate::host::apply::watch_after(&sd, &cfg, &d.plan, wait).await.map_err(|e| {
+                    crate::host::apply::ApplyError::Interrupted { done: format!("{}; then watching the services failed", d.report.summary()), source: Box::new(e) }
+                })?;
             }
             Ok::<_, Box<dyn std::error::Error>>((d.plan, d.report))
         }
         .await;
         match result {
             Err(e) => {
+                use crate::host::apply::ApplyError;
                 eprintln!("error: {e}");
-                if matches!(e.downcast_ref::<crate::host::apply::ApplyError>(), Some(crate::host::apply::ApplyError::Refused(_))) { exit::CHANGES_OR_INVALID } else { exit::ERROR }
+                match e.downcast_ref::<ApplyError>() {
+                    Some(ApplyError::Refused(_)) => exit::CHANGES_OR_INVALID,
+                    Some(a) if a.changed_host() => exit::INTERRUPTED,
+                    _ => {
+                        eprintln!("nothing on the host was changed");
+                        exit::ERROR
+                    }
+                }
             }
             Ok((p, report)) => {
                 if json {
@@ -549,19 +563,19 @@ pub fn history(g: &Globals, limit: usize, json: bool) -> u8 {
             return exit::ERROR;
         }
     };
+    // What cannot be read is said, never shown as "none".
+    let (last_good, pin) = match (h.last_good(), h.pin()) {
+        (Ok(g), Ok(p)) => (g, p),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "lastGood": h.last_good().ok().flatten(), "pin": h.pin().ok().flatten(), "reconciles": rows }))
-                .expect("serializes")
-        );
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "lastGood": last_good, "pin": pin, "reconciles": rows })).expect("serializes"));
         return exit::OK;
     }
-    println!(
-        "last good: {}   pin: {}",
-        h.last_good().ok().flatten().as_deref().map(plan::short).unwrap_or("none"),
-        h.pin().ok().flatten().as_deref().map(plan::short).unwrap_or("none")
-    );
+    println!("last good: {}   pin: {}", last_good.as_deref().map(plan::short).unwrap_or("none"), pin.as_deref().map(plan::short).unwrap_or("none"));
     println!("{:<22} {:<8} {:<12} {:<12} {:<11} {:>7} {:>7}  ERROR", "STARTED", "TRIGGER", "HEAD", "APPLIED", "RESULT", "ACTIONS", "MS");
     for r in rows {
         println!(
@@ -924,7 +938,13 @@ fn agent_backups(g: &Globals, agent: &str, db: Option<&str>) -> Result<(String, 
 
 pub fn backups(g: &Globals, agent: &str, json: bool) -> u8 {
     let state = StateDir::new(g.host_config().state_dir);
-    let Ok(inv) = state.load_inventory() else { return exit::ERROR };
+    let inv = match state.load_inventory() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
     let Some(rec) = inv.agents.get(agent) else {
         eprintln!("error: no agent {agent:?} is deployed on this host");
         return exit::ERROR;
@@ -1042,9 +1062,15 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
                     replaced.map(|p| format!("; the replaced database is kept at {}", p.display())).unwrap_or_default()
                 );
                 match started {
-                    Ok(jobs) if jobs.iter().all(|j| j.result == "done") => exit::OK,
-                    other => {
-                        eprintln!("error: starting {agent} again: {other:?}");
+                    Ok(jobs) if jobs.iter().all(|j| j.done()) => exit::OK,
+                    Ok(jobs) => {
+                        for j in jobs.iter().filter(|j| !j.done()) {
+                            eprintln!("error: starting {} again: {} (see `systemctl status {}`)", j.unit, j.result, j.unit);
+                        }
+                        exit::UNIT_FAILED
+                    }
+                    Err(e) => {
+                        eprintln!("error: starting {agent} again: {e}; its units are stopped: the next apply (or the daemon) starts them");
                         exit::UNIT_FAILED
                     }
                 }

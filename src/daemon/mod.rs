@@ -201,7 +201,12 @@ impl Daemon {
     pub fn new(cfg: DaemonConfig) -> Result<Daemon, Box<dyn std::error::Error>> {
         let state = StateDir::new(&cfg.host.state_dir);
         let source = GitSource::open(&cfg.repo, cfg.branch.as_deref(), cfg.path.as_deref(), &cfg.host.state_dir.join("cache"))?;
-        let history = History::open(&cfg.host.state_dir)?;
+        // A damaged history is set aside and a fresh one started from what the host runs.
+        let applied = state.load_inventory().ok().and_then(|i| i.applied_commit);
+        let (history, recovered) = History::open_or_recover(&cfg.host.state_dir, applied.as_deref())?;
+        if let Some(what) = recovered {
+            error!("{what}");
+        }
         let (tx, triggers) = mpsc::unbounded_channel();
         let metrics = Arc::new(Mutex::new(Metrics { last_good: history.last_good()?, ..Default::default() }));
         let (_, stop) = tokio::sync::watch::channel(false);
@@ -652,9 +657,10 @@ impl Daemon {
         let key = crate::host::apply::render_key(&self.cfg.host, commit, self.cfg.path.as_deref());
         deploy(&sd, &self.cfg.host, &self.state, commit, &key, fleet, PlanOptions { allow_empty: self.cfg.allow_empty }).await.map_err(|e| match e {
             ApplyError::Refused(why) => Outcome::Held(why.join("; ")),
-            // The manager or the state directory out of reach, another apply running: nothing
-            // to do with the commit.
-            e @ (ApplyError::State(_) | ApplyError::Systemd(crate::host::systemd::SystemdError::Bus { .. })) => Outcome::Transient(e.to_string()),
+            // A fault of the host (the bus or the manager gone, a disk full, the state directory
+            // out of reach, another apply running): nothing to do with the commit; retried with
+            // backoff, never counted against it (host::fault).
+            e if e.is_transient() => Outcome::Transient(format!("a fault of the host, not of commit {}: {e}", short(commit))),
             e => Outcome::ApplyFailed(e.to_string()),
         })
     }

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod fault;
 pub mod guard;
 pub mod sandbox;
 pub mod state;
@@ -176,16 +177,38 @@ fn wanted_by(content: &str) -> Vec<String> {
 }
 
 /// A crash point for the crash-safety tests: when `FLEETWRIGHT_CRASH_AT` names this point
-/// (`NAME`, or `NAME:N` for its Nth hit), the process aborts here as if killed.
+/// (`NAME`, or `NAME:N` for its Nth hit), the process aborts here as if killed. When
+/// `FLEETWRIGHT_STOP_AT` names it, the process stops itself (SIGSTOP) there instead, and goes on
+/// when it is continued (SIGCONT): the fault-injection tests kill the bus or re-execute the
+/// manager at that very point.
 pub(crate) fn crash_point(name: &str) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    static HITS: AtomicUsize = AtomicUsize::new(0);
-    let Ok(want) = std::env::var("FLEETWRIGHT_CRASH_AT") else { return };
-    let (point, nth) = want.split_once(':').map_or((want.as_str(), 1), |(p, n)| (p, n.parse().unwrap_or(1)));
-    if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+    static CRASH_HITS: AtomicUsize = AtomicUsize::new(0);
+    static STOP_HITS: AtomicUsize = AtomicUsize::new(0);
+    let hit = |var: &str, hits: &AtomicUsize| {
+        let Ok(want) = std::env::var(var) else { return false };
+        let (point, nth) = want.split_once(':').map_or((want.as_str(), 1), |(p, n)| (p, n.parse().unwrap_or(1)));
+        point == name && hits.fetch_add(1, Ordering::SeqCst) + 1 == nth
+    };
+    if hit("FLEETWRIGHT_CRASH_AT", &CRASH_HITS) {
         eprintln!("crash point {name} reached: aborting");
         std::process::abort();
     }
+    if hit("FLEETWRIGHT_STOP_AT", &STOP_HITS) {
+        eprintln!("stop point {name} reached: stopping until continued");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): CLOCK_MONOTONIC times recorded in the
+/// inventory are compared only within the boot they were taken in.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// CLOCK_MONOTONIC now, in µs: the clock systemd stamps unit state changes with.
+pub fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000).unwrap_or(0)
 }
 
 /// Now, as RFC 3339 in UTC (deploy markers, history).

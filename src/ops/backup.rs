@@ -277,7 +277,10 @@ pub fn backup_with(db: &Path, dir: &Path, policy: &Policy, verify: bool, wal: bo
     // The live database, checked through a descriptor before anything is made or changed.
     let live = Live::open(db)?;
     let out = backup_dir(dir)?;
-    let removed_temps = sweep_stale_temps(&out, &stem);
+    let mut removed_temps = sweep_stale_temps(&out, &stem);
+    if let Some(name) = live.path.file_name() {
+        removed_temps.extend(sweep_restore_temps(&live.dir, name));
+    }
 
     // The temporary file, created exclusively with the backup's final mode.
     let tmp_name = OsString::from(format!(".{stem}-{ts}.sqlite.tmp-{}-{}", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
@@ -681,6 +684,60 @@ fn sweep_stale_temps(dir: &Dir, stem: &str) -> Vec<String> {
     removed
 }
 
+/// Remove the temporary copies killed restores of `name` left in `dir`
+/// (`.<name>.restore-<pid>-<n>.tmp`, as big as the database) whose process is gone, with
+/// their SQLite side files. Never through a link (`unlinkat` in the held directory).
+fn sweep_restore_temps(dir: &Dir, name: &OsStr) -> Vec<String> {
+    let mut removed = Vec::new();
+    if !Path::new("/proc/self").exists() {
+        return removed;
+    }
+    let Ok(names) = dir.names() else { return removed };
+    let prefix = format!(".{}.restore-", name.to_string_lossy());
+    let me = std::process::id();
+    for entry in names {
+        let Some(pid) = entry
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| n.bytes().all(|b| b.is_ascii_digit()).then_some(pid))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if dir.unlink(&entry).is_ok() {
+            remove_aux_files(dir, &entry);
+            removed.push(dir.join(&entry).to_string_lossy().into_owned());
+        }
+    }
+    removed
+}
+
+/// Remove what killed backups and restores of `db` left: the temporary files of backups in
+/// the backup directory `dir`, and the temporary copies of restores beside `db`, whose process
+/// is gone. Both directories are reached as a backup and a restore reach them (a walk, no link
+/// followed; a missing one has nothing). Returns what was removed.
+pub fn sweep(db: &Path, dir: &Path) -> Result<Vec<String>, BackupError> {
+    let stem = db_stem(db)?;
+    let mut removed = Vec::new();
+    match walk::open_dir(&std::path::absolute(dir).map_err(io_err("resolving", dir, "give an absolute path"))?, Trust::Root) {
+        Ok(out) => removed.extend(sweep_stale_temps(&out, &stem)),
+        Err(WalkError::Missing { .. }) => {}
+        Err(e) => return Err(BackupError::Unsafe { what: "backup directory", path: dir.to_path_buf(), source: e, state: "nothing was removed" }),
+    }
+    let (parent, name) = split(db)?;
+    match walk::open_dir(&parent, Trust::Owner) {
+        Ok(d) => removed.extend(sweep_restore_temps(&d, &name)),
+        Err(WalkError::Missing { .. }) => {}
+        Err(e) => return Err(BackupError::Unsafe { what: "directory of database", path: db.to_path_buf(), source: e, state: "nothing was removed" }),
+    }
+    Ok(removed)
+}
+
 /// Removes a temporary database file and its SQLite side files on drop,
 /// unless disarmed; relative to a descriptor of its directory.
 struct TempGuard {
@@ -943,6 +1000,10 @@ pub fn prepare_restore(db: &Path, backup_file: &Path, now: SystemTime) -> Result
         state: STATE,
     })?;
     let identity = dir.identity();
+    // What earlier restores, killed during their copy, left here.
+    for gone in sweep_restore_temps(&dir, &name) {
+        tracing::info!(file = %gone, "removed the temporary copy of a killed restore");
+    }
     let reading = |e| BackupError::Io { action: "reading", path: db.to_path_buf(), source: e, hint: STATE };
     let live = match dir.stat(&name).map_err(reading)? {
         None => None,
