@@ -951,7 +951,7 @@ pub fn backups(g: &Globals, agent: &str, json: bool) -> u8 {
     };
     let mut all = Vec::new();
     for (db, dir) in &rec.backups {
-        match crate::ops::backup::list(Path::new(db), Path::new(dir)) {
+        match crate::ops::backup::list(Path::new(db), Path::new(dir), std::time::SystemTime::now()) {
             Ok(files) => all.push((db.clone(), files)),
             Err(e) => {
                 eprintln!("error: {dir}: {e}");
@@ -963,9 +963,14 @@ pub fn backups(g: &Globals, agent: &str, json: bool) -> u8 {
         println!("{}", serde_json::to_string_pretty(&all).expect("serializes"));
     } else {
         for (db, files) in &all {
-            println!("{db}: {} backups", files.len());
+            println!("{db}: {} backups, the last taken first", files.len());
             for f in files {
-                println!("  {}  {:>12} bytes  {}", f.taken_at, f.bytes, f.path);
+                let note = if f.future {
+                    "  (dated in the future: its clock was wrong, or it was copied in; never taken by --latest, not counted in keep)"
+                } else {
+                    ""
+                };
+                println!("  {}  {:>12} bytes  {}{note}", f.taken_at, f.bytes, f.path);
             }
         }
     }
@@ -977,12 +982,26 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
     let Ok((db, dir)) = agent_backups(g, agent, db) else { return exit::ERROR };
     let file = match (from, latest) {
         (Some(f), _) => f.to_path_buf(),
-        (None, true) => match crate::ops::backup::list(Path::new(&db), Path::new(&dir)).map(|l| l.into_iter().next()) {
-            Ok(Some(f)) => PathBuf::from(f.path),
-            Ok(None) => {
-                eprintln!("error: no backups of {db} in {dir}");
-                return exit::ERROR;
-            }
+        (None, true) => match crate::ops::backup::list(Path::new(&db), Path::new(&dir), std::time::SystemTime::now()) {
+            Ok(files) => match crate::ops::backup::latest(&files) {
+                (Some(f), skipped) => {
+                    for s in skipped {
+                        eprintln!(
+                            "note: {} was taken later, but its name is dated in the future ({}): --latest never prefers it; restore it with --from if it is the one you want",
+                            s.path, s.taken_at
+                        );
+                    }
+                    PathBuf::from(&f.path)
+                }
+                (None, skipped) => {
+                    if skipped.is_empty() {
+                        eprintln!("error: no backups of {db} in {dir}");
+                    } else {
+                        eprintln!("error: every backup of {db} in {dir} is dated in the future; name the one to restore with --from");
+                    }
+                    return exit::ERROR;
+                }
+            },
             Err(e) => {
                 eprintln!("error: {e}; nothing was changed");
                 return exit::ERROR;
@@ -1010,6 +1029,12 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
             return exit::ERROR;
         }
     };
+    // What killed applies, backups and restores left behind (temporary copies as big as the
+    // database among them) goes first.
+    if let Err(e) = crate::host::apply::sweep_apply_temps(&cfg, &state, &inv) {
+        tracing::warn!(error = %e, "temporary files of interrupted applies not swept");
+    }
+    crate::host::apply::sweep_backup_temps(&inv);
     // The copy and its integrity check first, while the agent still runs: it is down only
     // for the swap.
     let prepared = match crate::ops::backup::prepare_restore(Path::new(&db), &file, std::time::SystemTime::now()) {
@@ -1039,6 +1064,7 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
             eprintln!("error: stopping {agent}: {e}");
             return exit::ERROR;
         }
+        crate::host::crash_point("restore-stopped");
         let result = prepared.swap();
         // Start again what ran before, and what should run (an enabled agent's timers and
         // service: one that had failed on a broken database comes back too), whether or not

@@ -358,7 +358,9 @@ async fn execute_steps(
             (None, None)
         } else if runs_a_job(plan, &u.unit) {
             // Of this definition once systemd says its job is done; until then, of what it was.
-            (None, Some(old.and_then(|r| r.confirmed.clone()).or_else(|| old.map(|r| r.sha256.clone())).unwrap_or_default()))
+            // (A file repaired to what it was: its run is of whatever was on disk meanwhile.)
+            let was = old.and_then(|r| r.confirmed.clone()).or_else(|| old.map(|r| r.sha256.clone())).filter(|c| *c != sha);
+            (None, Some(was.unwrap_or_default()))
         } else {
             // No restart for this change (cosmetic, [Install], onChange: none): the run
             // stands for the new definition by the agent's own rule.
@@ -387,8 +389,11 @@ async fn execute_steps(
     // The runs the restarts replace, unless an interrupted apply recorded them already.
     let restarts: Vec<&str> = units_with(plan, Action::Restart).into_iter().filter(|u| !pending.restart_from.contains_key(*u)).collect();
     pending.restart_from.extend(sd.invocation_ids(&restarts).await?);
-    if pending != *prior {
+    // What the inventory on disk says, at each step.
+    let mut saved = prior.clone();
+    if pending != saved {
         state.save_inventory(&pending)?;
+        saved = pending.clone();
     }
     crash_point("after-pending-inventory");
 
@@ -465,6 +470,7 @@ async fn execute_steps(
         }
         if changed {
             state.save_inventory(&pending)?;
+            saved = pending.clone();
         }
     }
     crash_point("after-reload");
@@ -524,7 +530,6 @@ async fn execute_steps(
     //    done (the restarts in their own save, at once, so that an interrupted apply never
     //    restarts a unit twice); one whose outcome the host hid stays on it, and the next apply
     //    looks at what the unit runs.
-    let mut saved = prior.clone();
     let mut faults: Vec<String> = Vec::new();
     for (verb, action) in [("reload", Action::Reload), ("restart", Action::Restart), ("start", Action::Start)] {
         let jobs = sd.run_jobs(verb, &units_with(plan, action)).await?;
@@ -568,7 +573,7 @@ async fn execute_steps(
     // change held back by its health.check, or a job whose outcome is unknown, the next apply
     // must render and look again.
     inv.render_key = (vetoed.is_empty() && faults.is_empty() && inv.pending_restarts.is_empty()).then(|| key.to_string());
-    if inv != *prior && inv != saved {
+    if inv != saved {
         crash_point("before-final-inventory");
         state.save_inventory(&inv)?;
     }
