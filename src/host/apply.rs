@@ -652,6 +652,9 @@ pub async fn deploy_unchanged(
 ) -> Result<Option<Deployment>, ApplyError> {
     let _lock = state.lock()?;
     let inv = state.load_inventory()?;
+    // What killed applies, backups and restores left, whatever else this run finds.
+    sweep_apply_temps(cfg, state, &inv)?;
+    sweep_backup_temps(&inv);
     // Anything left to do, or a run not known to be of its definition: the full apply looks.
     if inv.render_key.as_deref() != Some(key)
         || inv.reload_pending

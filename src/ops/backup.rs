@@ -264,6 +264,11 @@ pub enum BackupError {
     NoSpace { what: String, dir: PathBuf, errno: &'static str, hint: &'static str },
 }
 
+/// SQLITE_FULL: a write found the file system full (SQLite keeps no errno for it).
+fn full(e: &rusqlite::Error) -> Option<&'static str> {
+    (e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)).then_some("ENOSPC")
+}
+
 /// What an SQLite error on `conn` says about the disk: the error number behind it (SQLite
 /// reports a full disk under a WAL as "disk I/O error") when it is a full file system or quota.
 fn no_space(conn: &Connection) -> Option<&'static str> {
@@ -514,7 +519,7 @@ fn copy_live(live: &Live, tmp: &Path, wal: bool, tuning: &Tuning) -> Result<(Cop
         return Err(BackupError::NotSqlite { path: db.to_path_buf(), detail: "is empty".into() });
     }
     if wal {
-        let mode: String = src.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| match no_space(&src) {
+        let mode: String = src.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| match full(&e).or_else(|| no_space(&src)) {
             // The -wal and -shm files cannot be made: the database's directory is full.
             Some(errno) => BackupError::NoSpace {
                 what: format!("switching {} to WAL mode", db.display()),
@@ -559,7 +564,7 @@ fn copy_online(src: &Connection, dst: &mut Connection, db: &Path, tmp: &Path, sn
         let mut all_at_once = false;
         let mut stuck_since: Option<Instant> = None;
         loop {
-            let r = b.step(if all_at_once { -1 } else { per_step }).map_err(|e| match no_space_of(dst_handle) {
+            let r = b.step(if all_at_once { -1 } else { per_step }).map_err(|e| match full(&e).or_else(|| no_space_of(dst_handle)) {
                 Some(errno) => BackupError::NoSpace {
                     what: format!("copying {} into {}", db.display(), tmp.display()),
                     dir: tmp.parent().unwrap_or(Path::new("/")).to_path_buf(),
