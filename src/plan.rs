@@ -881,6 +881,105 @@ mod tests {
     }
 
     #[test]
+    fn a_run_that_began_before_its_definition_was_loaded_is_owed_a_restart_once() {
+        use crate::inventory::Loaded;
+        let d = desired(&fleet("{LOG_LEVEL: info}"), "c1", &Inventory::default());
+        let mut host = assume_converged(&d);
+        host.boot = "boot-a".into();
+        let web = "agent-web.service";
+        let sha = host.inventory.files[web].sha256.clone();
+        let active = |id: &str, started: u64| UnitStatus {
+            load_state: "loaded".into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+            unit_file_state: "enabled".into(),
+            invocation_id: id.into(),
+            run_started: started,
+        };
+        // Confirmed to be of its definition: nothing to do, nothing read.
+        host.inventory.files.get_mut(web).unwrap().confirmed = Some(sha.clone());
+        assert!(!plan(&d, &host, PlanOptions::default()).has_changes());
+        // Not confirmed (a restart whose job result was lost), loaded at t=1000.
+        let rec = host.inventory.files.get_mut(web).unwrap();
+        rec.confirmed = Some("the old definition".into());
+        rec.loaded = Some(Loaded { boot: "boot-a".into(), usec: 1000 });
+        // Its run began before the load: owed, and said so.
+        host.units.insert(web.into(), active("old-run", 900));
+        let p = plan(&d, &host, PlanOptions::default());
+        let u = p.units.iter().find(|u| u.unit == web).unwrap();
+        assert_eq!(u.actions, [Action::Restart]);
+        assert!(u.drift[0].contains("began before its current definition was loaded (a restart was lost)"), "{:?}", u.drift);
+        // It began after the load (the lost job was done after all): not again.
+        host.units.insert(web.into(), active("new-run", 1100));
+        let p = plan(&d, &host, PlanOptions::default());
+        let u = p.units.iter().find(|u| u.unit == web).unwrap();
+        assert!(u.actions.is_empty() && u.reasons.iter().any(|r| r.contains("restarted since its definition changed")), "{u:?}");
+        // On the resume list, the run it meant to replace still there: owed even if "after".
+        host.inventory.pending_restarts.insert(web.into(), Action::Restart);
+        host.inventory.restart_from.insert(web.into(), "new-run".into());
+        let p = plan(&d, &host, PlanOptions::default());
+        let u = p.units.iter().find(|u| u.unit == web).unwrap();
+        assert_eq!(u.actions, [Action::Restart]);
+        assert!(u.reasons.iter().any(|r| r.contains("an interrupted apply had planned to restart it")), "{u:?}");
+        // Not loaded yet (the reload never happened): no run can be of it.
+        host.inventory.restart_from.insert(web.into(), "gone".into());
+        host.inventory.files.get_mut(web).unwrap().loaded = None;
+        assert_eq!(plan(&d, &host, PlanOptions::default()).units.iter().find(|u| u.unit == web).unwrap().actions, [Action::Restart]);
+        // Another boot: every run of this one began after any load of the last.
+        host.inventory.files.get_mut(web).unwrap().loaded = Some(Loaded { boot: "boot-b".into(), usec: u64::MAX });
+        let p = plan(&d, &host, PlanOptions::default());
+        let u = p.units.iter().find(|u| u.unit == web).unwrap();
+        assert!(u.actions.is_empty() && u.reasons.iter().any(|r| r.contains("already restarted it")), "{u:?}");
+    }
+
+    #[test]
+    fn what_an_interrupted_apply_had_not_written_is_not_drift() {
+        let d1 = desired(&fleet("{LOG_LEVEL: info}"), "c1", &Inventory::default());
+        let mut host = assume_converged(&d1);
+        let d2 = desired(&fleet("{LOG_LEVEL: debug}"), "c2", &host.inventory);
+        let web = "agent-web.service";
+        // The pending inventory records the new file; the disk still has the old one, and
+        // the new job unit is not written at all.
+        let old_sha = host.inventory.files[web].sha256.clone();
+        host.inventory.files.get_mut(web).unwrap().sha256 = sha256(&d2.units[web].content);
+        host.inventory.pending_files.insert(web.into(), Some(old_sha));
+        host.inventory.files.get_mut("agent-job.service").unwrap().sha256 = "new".into();
+        host.inventory.pending_files.insert("agent-job.service".into(), Some("whatever".into()));
+        host.files.insert("agent-job.service".into(), None);
+        let p = plan(&d2, &host, PlanOptions::default());
+        assert_eq!(p.drift().count(), 0, "{:?}", p.drift().collect::<Vec<_>>());
+        let text = render_text(&p, false);
+        assert!(text.contains("because an interrupted apply had not finished writing it"), "{text}");
+        // Without the record of the unfinished apply, the same disk is drift.
+        host.inventory.pending_files.clear();
+        assert!(plan(&d2, &host, PlanOptions::default()).drift().any(|(_, d)| d.contains("outside fleetwright")));
+    }
+
+    #[test]
+    fn a_symlink_in_an_owned_units_place_or_a_foreign_file_to_prune_refuses_the_plan() {
+        let d = desired(&fleet("{LOG_LEVEL: info}"), "c1", &Inventory::default());
+        let mut host = assume_converged(&d);
+        host.foreign.insert("agent-web.service".into(), "a symbolic link to /x".into());
+        let p = plan(&d, &host, PlanOptions::default());
+        assert!(p.errors.iter().any(|e| e.contains("agent-web.service in the unit directory is a symbolic link to /x")), "{:?}", p.errors);
+        host.foreign.clear();
+        // An entry for a unit no longer desired, whose file fleetwright did not write.
+        host.inventory.files.insert("agent-ghost.service".into(), crate::inventory::FileRecord::new("0".repeat(64), "ghost".into(), Role::Service));
+        host.files.insert("agent-ghost.service".into(), Some("[Service]\nExecStart=/bin/true\n".into()));
+        let p = plan(&d, &host, PlanOptions::default());
+        assert!(
+            p.errors.iter().any(|e| e.contains("agent-ghost.service is in the inventory, but the file there is not one fleetwright wrote")),
+            "{:?}",
+            p.errors
+        );
+        // Ours, edited: removed as before.
+        host.files.insert("agent-ghost.service".into(), Some(format!("{}\n[Service]\nExecStart=/bin/false\n", crate::unit::MARKER)));
+        let p = plan(&d, &host, PlanOptions::default());
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.units.iter().find(|u| u.unit == "agent-ghost.service").unwrap().file, FileOp::Remove);
+    }
+
+    #[test]
     fn control_characters_in_a_plan_reach_no_terminal() {
         let d = desired(&fleet("{LOG_LEVEL: info}"), "c1", &Inventory::default());
         let mut host = assume_converged(&d);

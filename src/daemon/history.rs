@@ -287,6 +287,38 @@ mod tests {
 }
 
 #[cfg(test)]
+mod damaged {
+    use super::*;
+
+    #[test]
+    fn a_damaged_history_is_an_error_that_says_so_and_is_set_aside_by_open_or_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.sqlite");
+        std::fs::write(&path, vec![0x5a; 4096]).unwrap();
+        let e = History::open(dir.path()).err().expect("a damaged history does not open");
+        assert!(e.is_damaged(), "{e}");
+        assert!(e.to_string().contains("is damaged") && e.to_string().contains("A damaged history"), "{e}");
+        let (h, notice) = History::open_or_recover(dir.path(), Some("c1")).unwrap();
+        let notice = notice.expect("it says what it did");
+        assert!(notice.contains("a fresh history started, with c1 as the last good commit"), "{notice}");
+        assert_eq!(h.last_good().unwrap().as_deref(), Some("c1"));
+        assert_eq!(h.verdict("c1").unwrap().map(|v| v.0), Some(Verdict::Good));
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("history.sqlite.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(std::fs::read(dir.path().join(&aside[0])).unwrap(), vec![0x5a; 4096]);
+        // A sound history opens as it is.
+        drop(h);
+        let (h, notice) = History::open_or_recover(dir.path(), Some("c2")).unwrap();
+        assert!(notice.is_none());
+        assert_eq!(h.last_good().unwrap().as_deref(), Some("c1"));
+    }
+}
+
+#[cfg(test)]
 mod concurrent {
     use super::*;
 

@@ -29,8 +29,19 @@ impl HostConfig {
     /// The desired state of `fleet` on this host, with what this host refuses of it
     /// ([`guard::refusals`]) among its refusals, so that such a plan cannot be applied.
     pub fn desired(&self, fleet: &crate::spec::Fleet, commit: &str, prior: &crate::inventory::Inventory) -> crate::desired::Desired {
-        let mut want = crate::desired::desired(fleet, &self.host, &self.render_ctx(), commit, prior);
+        let ctx = self.render_ctx();
+        let mut want = crate::desired::desired(fleet, &self.host, &ctx, commit, prior);
         want.refused.extend(guard::refusals(fleet, self));
+        // The helper units (backups, log cleanup, heartbeats, slots) run this very binary: it
+        // must be there for them, or they would be written to fail at every run.
+        if let Some(why) = helper_program_problem(&ctx.exe)
+            && want.units.values().any(|u| u.content.contains(&ctx.exe))
+        {
+            want.refused.push(format!(
+                "the helper units would run {}, which {why}: run fleetwright from where it is installed (the units name the binary that writes them)",
+                ctx.exe
+            ));
+        }
         want
     }
 
@@ -159,6 +170,18 @@ impl HostConfig {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "/usr/local/bin/fleetwright".into());
         crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string(), exe }
+    }
+}
+
+/// What is wrong with `path` as the program of a helper unit: missing, not a regular file, or
+/// not executable. `None` when it can run.
+pub fn helper_program_problem(path: &str) -> Option<&'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Err(_) => Some("does not exist"),
+        Ok(m) if !m.is_file() => Some("is not a regular file"),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Some("is not executable"),
+        Ok(_) => None,
     }
 }
 

@@ -63,6 +63,14 @@ fn heartbeat_state(state_dir: &std::path::Path, agent: &str) -> Option<String> {
     Some(format!("heartbeat went stale; restarted {} time(s), last at {}", v["restarts"], v["lastRestart"].as_str().unwrap_or("?")))
 }
 
+/// The program of a unit file's first `ExecStart=` (its prefixes `-@:+!` dropped, unquoted).
+fn exec_program(text: &str) -> Option<String> {
+    let parsed = crate::unit::parse(text);
+    let (_, value) = parsed.get("Service")?.iter().find(|(k, v)| k == "ExecStart" && !v.is_empty())?;
+    let word = value.trim_start_matches(['-', '@', ':', '+', '!']).split_whitespace().next()?;
+    Some(word.trim_matches('"').to_string())
+}
+
 fn usec_to_rfc3339(us: u64) -> Option<String> {
     (us > 0 && us != u64::MAX).then(|| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_micros(us)).to_string())
 }
@@ -153,6 +161,14 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
             }
             // A crash loop shows as activating/auto-restart: that is failing, not fine.
             failed |= st.active_state == "failed" || st.sub_state == "auto-restart";
+            // The program a helper runs (the fleetwright binary that wrote it) must be there.
+            if role == Role::AuxJob
+                && let Ok(text) = &text
+                && let Some(program) = exec_program(text)
+                && let Some(why) = super::helper_program_problem(&program)
+            {
+                problems.push(format!("{unit} runs {program}, which {why}: apply with the installed fleetwright to rewrite it"));
+            }
             match role {
                 Role::AuxJob => {
                     // A helper (log cleanup, backup, heartbeat) that failed is the agent's problem.

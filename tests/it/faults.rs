@@ -765,3 +765,27 @@ fn a_long_wait_for_a_start_says_what_it_waits_for() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("waiting for 1 start job(s) to finish") && stderr(&out).contains("agent-web.service"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_helper_units_program_that_is_gone_is_reported_and_the_next_apply_points_them_at_the_installed_one() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    sh(&host, "mkdir -p /srv/db /srv/fw-bin && sqlite3 /srv/db/data.db 'CREATE TABLE t(x);'");
+    // Applied by a copy of the binary: the helper units run that copy.
+    let copy = host.sb.host_path("/srv/fw-bin/fleetwright");
+    std::fs::copy(env!("CARGO_BIN_EXE_fleetwright"), &copy).unwrap();
+    commit(&repo, &db_agent("{last: 2}"), "db");
+    let o = host.sb.command("/srv/fw-bin/fleetwright").args(["--host", "vps-1", "apply", "--repo", repo.path().to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read_to_string(host.unit_dir().join("agent-db.backup.service")).unwrap().contains("/srv/fw-bin/fleetwright"));
+    // The copy is gone (uninstalled, moved): status says the helper cannot run.
+    std::fs::remove_file(&copy).unwrap();
+    let status = host.fw(&["status"]);
+    assert!(stdout(&status).contains("agent-db.backup.service runs /srv/fw-bin/fleetwright, which does not exist"), "{}", stdout(&status));
+    // An apply by the installed binary rewrites the helpers for it.
+    let out = host.apply(&repo);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(std::fs::read_to_string(host.unit_dir().join("agent-db.backup.service")).unwrap().contains(env!("CARGO_BIN_EXE_fleetwright")));
+    assert!(host.sb.command("systemctl").args(["start", "agent-db.backup.service"]).output().unwrap().status.success());
+    assert!(!stdout(&host.fw(&["status"])).contains("does not exist"));
+}

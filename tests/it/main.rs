@@ -9,6 +9,7 @@ mod daytwo;
 mod faults;
 mod hostile;
 mod hostile_corpus;
+mod hostile_faults;
 mod hostile_ops;
 mod hostile_output;
 mod plan;
