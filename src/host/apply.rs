@@ -398,8 +398,13 @@ async fn execute_steps(
     crash_point("after-pending-inventory");
 
     tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 2");
-    // 2. Stop and disable what goes away or is disabled.
-    report.jobs.extend(sd.run_jobs("stop", &units_with(plan, Action::Stop)).await?);
+    // 2. Stop and disable what goes away or is disabled. A stop whose outcome the host hid
+    //    may have left the unit running: a pruned one stays in the inventory, for the next
+    //    apply to stop.
+    let stops = sd.run_jobs("stop", &units_with(plan, Action::Stop)).await?;
+    let mut faults: Vec<String> = stops.iter().filter(|j| j.fault).map(|j| format!("stop {}: {}", j.unit, j.result)).collect();
+    let unstopped: BTreeSet<String> = stops.iter().filter(|j| j.fault).map(|j| j.unit.clone()).collect();
+    report.jobs.extend(stops);
     crash_point("after-stop");
     let io = |source| ApplyError::Io { path: cfg.links_dir().display().to_string(), source };
     let disable = units_with(plan, Action::Disable);
@@ -513,6 +518,11 @@ async fn execute_steps(
         };
         inv.files.insert(name.clone(), rec);
     }
+    for name in unstopped.iter().filter(|n| !desired.units.contains_key(*n)) {
+        if let Some(old) = prior.files.get(name) {
+            inv.files.insert(name.clone(), old.clone());
+        }
+    }
     for (name, rec) in &agents {
         // Written when they are not exactly what the record says: changed, or missing, emptied,
         // edited or replaced outside fleetwright.
@@ -530,7 +540,6 @@ async fn execute_steps(
     //    done (the restarts in their own save, at once, so that an interrupted apply never
     //    restarts a unit twice); one whose outcome the host hid stays on it, and the next apply
     //    looks at what the unit runs.
-    let mut faults: Vec<String> = Vec::new();
     for (verb, action) in [("reload", Action::Reload), ("restart", Action::Restart), ("start", Action::Start)] {
         let jobs = sd.run_jobs(verb, &units_with(plan, action)).await?;
         for j in &jobs {
@@ -565,6 +574,10 @@ async fn execute_steps(
     // 7. The final inventory: exactly what is desired now, with what is left to do.
     inv.pending_files.clear();
     inv.pending_markers.clear();
+    // A pruned unit whose stop was lost: its removal is not finished until it is stopped.
+    for name in unstopped.iter().filter(|n| !desired.units.contains_key(*n) && inv.files.contains_key(*n)) {
+        inv.pending_files.insert(name.clone(), prior.files.get(name).map(|r| r.sha256.clone()));
+    }
     if inv.applied_commit.as_deref() != Some(&desired.commit) {
         inv.applied_commit = Some(desired.commit.clone());
         inv.applied_at = Some(now);
