@@ -125,8 +125,9 @@ enum Outcome {
     },
     /// A transient failure: retry with backoff.
     Transient(String),
-    /// Applying the commit failed part-way (a file that cannot be written, a call the manager
-    /// refused): retried like a transient failure, but counted against the commit.
+    /// Applying the commit failed part-way on a call the manager refused (a fault of the host,
+    /// a file that cannot be written included, is `Transient`): retried like a transient
+    /// failure, but counted against the commit.
     ApplyFailed(String),
     /// Held at the last good state (bad/invalid/refused head); wait for a new commit.
     Held(String),
@@ -146,8 +147,8 @@ impl Outcome {
 }
 
 /// How many reconciles in a row may fail to apply the same new commit before it is marked bad
-/// and the host rolled back: a failure that does not go away (a read-only directory, a file
-/// systemd refuses) must not leave the host half-applied, retrying forever.
+/// and the host rolled back: a failure that does not go away (a call systemd refuses) must not
+/// leave the host half-applied, retrying forever. Faults of the host never count here.
 const MAX_APPLY_ATTEMPTS: u32 = 5;
 
 /// A fetch that has not finished after this long stops the watchdog pings, so that systemd

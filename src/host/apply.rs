@@ -663,11 +663,15 @@ pub async fn deploy_unchanged(
     key: &str,
     opts: crate::plan::PlanOptions,
 ) -> Result<Option<Deployment>, ApplyError> {
+    let t = std::time::Instant::now();
     let _lock = state.lock()?;
     let inv = state.load_inventory()?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "same commit: lock and inventory");
+    let t = std::time::Instant::now();
     // What killed applies, backups and restores left, whatever else this run finds.
     sweep_apply_temps(cfg, state, &inv)?;
     sweep_backup_temps(&inv);
+    tracing::debug!(us = t.elapsed().as_micros() as u64, "same commit: temporary files swept");
     // Anything left to do, or a run not known to be of its definition: the full apply looks.
     if inv.render_key.as_deref() != Some(key)
         || inv.reload_pending
@@ -680,9 +684,11 @@ pub async fn deploy_unchanged(
     }
     let Some(commit) = inv.applied_commit.clone() else { return Ok(None) };
     // Deploy markers as the inventory says (cheap: two small files per agent).
+    let t = std::time::Instant::now();
     if !marker_problems(state, &inv).is_empty() {
         return Ok(None);
     }
+    tracing::debug!(us = t.elapsed().as_micros() as u64, "same commit: deploy markers checked");
     let mut units = BTreeMap::new();
     for (name, rec) in &inv.files {
         let Some((content, mode)) = read_regular(&cfg.unit_dir.join(name))? else { return Ok(None) };
@@ -722,6 +728,7 @@ pub async fn deploy_unchanged(
     // What is on disk is what was just read (the desired state is made of it).
     let files = want.units.iter().map(|(n, u)| (n.clone(), Some(u.content.clone()))).collect();
     let on_disk = want.config.iter().map(|(p, (c, _))| (p.clone(), Some(c.clone()))).collect();
+    tracing::debug!(us = t.elapsed().as_micros() as u64, "same commit: unit files read");
     let observed = observe_with(sd, cfg, files, on_disk, inv).await?;
     let plan = crate::plan::plan(&want, &observed, opts);
     if plan.has_changes() || !plan.errors.is_empty() {

@@ -449,9 +449,14 @@ fn a_full_backup_directory_says_so_and_a_lowered_keep_frees_it() {
         &host,
         "sqlite3 /srv/db/data.db 'CREATE TABLE t(x); WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<100) INSERT INTO t SELECT randomblob(1000) FROM c;'",
     );
-    commit(&repo, &db_agent("{last: 20}"), "keep 20");
-    assert_eq!(code(&host.apply(&repo)), 0);
-    let run_backup = || host.sb.command("systemctl").args(["start", "agent-db.backup.service"]).output().unwrap().status.success();
+    let c1 = commit(&repo, &db_agent("{last: 20}"), "keep 20");
+    let _d = Daemon::start(&host, &repo, &["--health-grace", "1s"], &[]);
+    host.wait("the first commit to pass its gate", 30, || history(&host)["lastGood"] == c1.as_str());
+    // (reset-failed: many starts in a row would hit the manager's start rate limit.)
+    let run_backup = || {
+        host.systemctl(&["reset-failed", "agent-db.backup.service"]);
+        host.sb.command("systemctl").args(["start", "agent-db.backup.service"]).output().unwrap().status.success()
+    };
     let mut taken = 0;
     while run_backup() {
         taken += 1;
@@ -463,13 +468,27 @@ fn a_full_backup_directory_says_so_and_a_lowered_keep_frees_it() {
     assert!(!journal.contains("disk I/O error"), "{journal}");
     let status = host.fw(&["status"]);
     assert!(stdout(&status).contains("agent-db.backup.service failed"), "{}", stdout(&status));
-    // Lower keep: the next backup prunes first, and fits.
-    commit(&repo, &db_agent("{last: 2}"), "keep 2");
-    assert_eq!(code(&host.apply(&repo)), 0);
+    // Space freed by hand (the oldest backup deleted): the next run succeeds, no new commit.
+    let listed = host.fw(&["backups", "db", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let oldest = v[0][1].as_array().unwrap().last().unwrap()["path"].as_str().unwrap().to_string();
+    std::fs::remove_file(host.sb.host_path(&oldest)).unwrap();
+    assert!(run_backup(), "{}", host.sb.journal("agent-db.backup.service"));
+    assert!(!stdout(&host.fw(&["status"])).contains("agent-db.backup.service failed"));
+    // Full again; a lowered keep (a commit the daemon applies) makes room: the next backup
+    // prunes first, and fits.
+    for _ in 0..20 {
+        if !run_backup() {
+            break;
+        }
+    }
+    let c2 = commit(&repo, &db_agent("{last: 2}"), "keep 2");
+    host.wait("the lowered keep to pass its gate", 30, || history(&host)["lastGood"] == c2.as_str());
     assert!(run_backup(), "{}", host.sb.journal("agent-db.backup.service"));
     let listed = host.fw(&["backups", "db", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(v[0][1].as_array().unwrap().len(), 2, "{v}");
+    no_rollback_and_nothing_bad(&host, &[&c1, &c2]);
 
     // A full database directory at the WAL switch says so too, not "disk I/O error".
     sh(&host, "mkdir -p /srv/full && mount -t tmpfs -o size=256k,mode=755 tmpfs /srv/full");
@@ -614,7 +633,6 @@ fn a_backup_dated_in_the_future_is_reported_never_preferred_and_counted_in_no_ke
         };
         let o = c.args(["backup", "--sqlite", "/srv/db/data.db", "--to", "/srv/backups/db", "--keep-last", "2"]).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        std::thread::sleep(Duration::from_millis(1100)); // one name per second
     };
     let listed = || -> Vec<serde_json::Value> {
         let o = host.fw(&["backups", "db", "--json"]);
@@ -753,8 +771,8 @@ fn backups_with_a_damaged_inventory_and_restore_with_a_unit_that_will_not_start_
 fn a_long_wait_for_a_start_says_what_it_waits_for() {
     let host = Host::boot();
     let repo = Repo::new();
-    // web is ordered after a job that takes 12 s: its start waits for it.
-    let slow = ("slow.yaml", job("slow", "{calendar: daily}", "sleep 12"));
+    // web is ordered after a job that takes 20 s: its start waits for it.
+    let slow = ("slow.yaml", job("slow", "{calendar: daily}", "sleep 20"));
     commit(&repo, &[("fleet.yaml", FLEET.to_string()), slow.clone()], "slow");
     assert_eq!(code(&host.apply(&repo)), 0);
     // A run of the job in progress; web, ordered after it, starts once it is done.
