@@ -18,6 +18,9 @@ pub mod exit {
     /// validate: invalid; plan: changes pending; apply: nothing applied.
     pub const CHANGES_OR_INVALID: u8 = 1;
     pub const ERROR: u8 = 2;
+    /// apply: changed part of the host, then stopped on an error (the bus or the manager went
+    /// away, a disk filled up): nothing is lost, the next apply finishes it.
+    pub const INTERRUPTED: u8 = 3;
     /// apply: applied, but a unit failed.
     pub const UNIT_FAILED: u8 = 4;
 }
@@ -246,15 +249,26 @@ pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, json: bool, wait:
                 print!("{}", plan::render_text(&d.plan, false));
             }
             if d.report.failures.is_empty() {
-                d.report.failures = crate::host::apply::watch_after(&sd, &cfg, &d.plan, wait).await?;
+                // The commit is applied by now: a fault while watching stops a finished job.
+                d.report.failures = crate::host::apply::watch_after(&sd, &cfg, &d.plan, wait).await.map_err(|e| {
+                    crate::host::apply::ApplyError::Interrupted { done: format!("{}; then watching the services failed", d.report.summary()), source: Box::new(e) }
+                })?;
             }
             Ok::<_, Box<dyn std::error::Error>>((d.plan, d.report))
         }
         .await;
         match result {
             Err(e) => {
+                use crate::host::apply::ApplyError;
                 eprintln!("error: {e}");
-                if matches!(e.downcast_ref::<crate::host::apply::ApplyError>(), Some(crate::host::apply::ApplyError::Refused(_))) { exit::CHANGES_OR_INVALID } else { exit::ERROR }
+                match e.downcast_ref::<ApplyError>() {
+                    Some(ApplyError::Refused(_)) => exit::CHANGES_OR_INVALID,
+                    Some(a) if a.changed_host() => exit::INTERRUPTED,
+                    _ => {
+                        eprintln!("nothing on the host was changed");
+                        exit::ERROR
+                    }
+                }
             }
             Ok((p, report)) => {
                 if json {
@@ -568,19 +582,19 @@ pub fn history(g: &Globals, limit: usize, json: bool) -> u8 {
             return exit::ERROR;
         }
     };
+    // What cannot be read is said, never shown as "none".
+    let (last_good, pin) = match (h.last_good(), h.pin()) {
+        (Ok(g), Ok(p)) => (g, p),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "lastGood": h.last_good().ok().flatten(), "pin": h.pin().ok().flatten(), "reconciles": rows }))
-                .expect("serializes")
-        );
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "lastGood": last_good, "pin": pin, "reconciles": rows })).expect("serializes"));
         return exit::OK;
     }
-    println!(
-        "last good: {}   pin: {}",
-        h.last_good().ok().flatten().as_deref().map(plan::short).unwrap_or("none"),
-        h.pin().ok().flatten().as_deref().map(plan::short).unwrap_or("none")
-    );
+    println!("last good: {}   pin: {}", last_good.as_deref().map(plan::short).unwrap_or("none"), pin.as_deref().map(plan::short).unwrap_or("none"));
     println!("{:<22} {:<8} {:<12} {:<12} {:<11} {:>7} {:>7}  ERROR", "STARTED", "TRIGGER", "HEAD", "APPLIED", "RESULT", "ACTIONS", "MS");
     for r in rows {
         println!(
@@ -943,14 +957,20 @@ fn agent_backups(g: &Globals, agent: &str, db: Option<&str>) -> Result<(String, 
 
 pub fn backups(g: &Globals, agent: &str, json: bool) -> u8 {
     let state = StateDir::new(g.host_config().state_dir);
-    let Ok(inv) = state.load_inventory() else { return exit::ERROR };
+    let inv = match state.load_inventory() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
     let Some(rec) = inv.agents.get(agent) else {
         eprintln!("error: no agent {agent:?} is deployed on this host");
         return exit::ERROR;
     };
     let mut all = Vec::new();
     for (db, dir) in &rec.backups {
-        match crate::ops::backup::list(Path::new(db), Path::new(dir)) {
+        match crate::ops::backup::list(Path::new(db), Path::new(dir), std::time::SystemTime::now()) {
             Ok(files) => all.push((db.clone(), files)),
             Err(e) => {
                 eprintln!("error: {dir}: {e}");
@@ -962,9 +982,14 @@ pub fn backups(g: &Globals, agent: &str, json: bool) -> u8 {
         println!("{}", serde_json::to_string_pretty(&all).expect("serializes"));
     } else {
         for (db, files) in &all {
-            println!("{db}: {} backups", files.len());
+            println!("{db}: {} backups, the last taken first", files.len());
             for f in files {
-                println!("  {}  {:>12} bytes  {}", f.taken_at, f.bytes, f.path);
+                let note = if f.future {
+                    "  (dated in the future: its clock was wrong, or it was copied in; never taken by --latest, not counted in keep)"
+                } else {
+                    ""
+                };
+                println!("  {}  {:>12} bytes  {}{note}", f.taken_at, f.bytes, f.path);
             }
         }
     }
@@ -976,12 +1001,26 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
     let Ok((db, dir)) = agent_backups(g, agent, db) else { return exit::ERROR };
     let file = match (from, latest) {
         (Some(f), _) => f.to_path_buf(),
-        (None, true) => match crate::ops::backup::list(Path::new(&db), Path::new(&dir)).map(|l| l.into_iter().next()) {
-            Ok(Some(f)) => PathBuf::from(f.path),
-            Ok(None) => {
-                eprintln!("error: no backups of {db} in {dir}");
-                return exit::ERROR;
-            }
+        (None, true) => match crate::ops::backup::list(Path::new(&db), Path::new(&dir), std::time::SystemTime::now()) {
+            Ok(files) => match crate::ops::backup::latest(&files) {
+                (Some(f), skipped) => {
+                    for s in skipped {
+                        eprintln!(
+                            "note: {} was taken later, but its name is dated in the future ({}): --latest never prefers it; restore it with --from if it is the one you want",
+                            s.path, s.taken_at
+                        );
+                    }
+                    PathBuf::from(&f.path)
+                }
+                (None, skipped) => {
+                    if skipped.is_empty() {
+                        eprintln!("error: no backups of {db} in {dir}");
+                    } else {
+                        eprintln!("error: every backup of {db} in {dir} is dated in the future; name the one to restore with --from");
+                    }
+                    return exit::ERROR;
+                }
+            },
             Err(e) => {
                 eprintln!("error: {e}; nothing was changed");
                 return exit::ERROR;
@@ -1009,6 +1048,12 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
             return exit::ERROR;
         }
     };
+    // What killed applies, backups and restores left behind (temporary copies as big as the
+    // database among them) goes first.
+    if let Err(e) = crate::host::apply::sweep_apply_temps(&cfg, &state, &inv) {
+        tracing::warn!(error = %e, "temporary files of interrupted applies not swept");
+    }
+    crate::host::apply::sweep_backup_temps(&inv);
     // The copy and its integrity check first, while the agent still runs: it is down only
     // for the swap.
     let prepared = match crate::ops::backup::prepare_restore(Path::new(&db), &file, std::time::SystemTime::now()) {
@@ -1038,6 +1083,7 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
             eprintln!("error: stopping {agent}: {e}");
             return exit::ERROR;
         }
+        crate::host::crash_point("restore-stopped");
         let result = prepared.swap();
         // Start again what ran before, and what should run (an enabled agent's timers and
         // service: one that had failed on a broken database comes back too), whether or not
@@ -1061,9 +1107,15 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
                     replaced.map(|p| format!("; the replaced database is kept at {}", p.display())).unwrap_or_default()
                 );
                 match started {
-                    Ok(jobs) if jobs.iter().all(|j| j.result == "done") => exit::OK,
-                    other => {
-                        eprintln!("error: starting {agent} again: {other:?}");
+                    Ok(jobs) if jobs.iter().all(|j| j.done()) => exit::OK,
+                    Ok(jobs) => {
+                        for j in jobs.iter().filter(|j| !j.done()) {
+                            eprintln!("error: starting {} again: {} (see `systemctl status {}`)", j.unit, j.result, j.unit);
+                        }
+                        exit::UNIT_FAILED
+                    }
+                    Err(e) => {
+                        eprintln!("error: starting {agent} again: {e}; its units are stopped: the next apply (or the daemon) starts them");
                         exit::UNIT_FAILED
                     }
                 }

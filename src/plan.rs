@@ -31,10 +31,14 @@ pub struct UnitStatus {
     pub sub_state: String,
     /// `enabled`, `disabled`, `static`, … or empty when there is no file.
     pub unit_file_state: String,
-    /// The current run's InvocationID (hex), read only for units on the resume list (empty
-    /// otherwise, or when the unit is not running).
+    /// The current run's InvocationID (hex), read only for units whose run is in question (on
+    /// the resume list, or not confirmed to be of their current definition); empty otherwise,
+    /// or when the unit is not running.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub invocation_id: String,
+    /// When the current run began, CLOCK_MONOTONIC µs (read with `invocation_id`; 0 unknown).
+    #[serde(skip)]
+    pub run_started: u64,
 }
 
 impl UnitStatus {
@@ -58,6 +62,13 @@ pub struct Observed {
     /// Unit name → permission bits of its file on disk (absent: no file, or not known; then
     /// the mode is not checked).
     pub modes: BTreeMap<String, u32>,
+    /// Unit names whose place holds something fleetwright never writes (a symbolic link, a
+    /// directory), with what it is: foreign, whatever the inventory says.
+    pub foreign: BTreeMap<String, String>,
+    /// Agent → what is wrong with its deploy marker files (missing, changed, not a file).
+    pub markers: BTreeMap<String, Vec<String>>,
+    /// This boot's id, to compare the inventory's load times with the runs' start times.
+    pub boot: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -122,6 +133,17 @@ pub struct Plan {
     pub errors: Vec<String>,
     /// Host configuration files outside the unit directory (the journald drop-in).
     pub config: Vec<ConfigChange>,
+    /// Deploy markers that are not what the inventory says (missing, changed, a directory in
+    /// their place): written again.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub markers: Vec<MarkerChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MarkerChange {
+    pub agent: String,
+    pub drift: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -139,13 +161,29 @@ pub struct ConfigChange {
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
-        self.daemon_reload || self.units.iter().any(|u| !u.is_noop()) || self.config.iter().any(|c| c.file != FileOp::Keep)
+        self.daemon_reload || self.units.iter().any(|u| !u.is_noop()) || self.config.iter().any(|c| c.file != FileOp::Keep) || !self.markers.is_empty()
     }
     pub fn changes(&self) -> impl Iterator<Item = &UnitChange> {
         self.units.iter().filter(|u| !u.is_noop())
     }
     pub fn drift(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.units.iter().flat_map(|u| u.drift.iter().map(move |d| (u.unit.as_str(), d.as_str())))
+        let units = self.units.iter().flat_map(|u| u.drift.iter().map(move |d| (u.unit.as_str(), d.as_str())));
+        units.chain(self.markers.iter().flat_map(|m| m.drift.iter().map(move |d| (m.agent.as_str(), d.as_str()))))
+    }
+}
+
+/// Whether a unit's current run demonstrably runs its current definition: it is active, it
+/// is not `replaced` (the run an apply set out to replace), and it began after the manager
+/// loaded the definition (`rec.loaded`) on this boot, or on a later boot than that load. A
+/// definition not known to be loaded has no run of it.
+pub fn runs_current_definition(rec: &crate::inventory::FileRecord, status: &UnitStatus, boot: &str, replaced: Option<&str>) -> bool {
+    if !status.is_active() || replaced.is_some_and(|id| !id.is_empty() && id == status.invocation_id) {
+        return false;
+    }
+    match &rec.loaded {
+        None => false,
+        Some(l) if !boot.is_empty() && l.boot != boot => true,
+        Some(l) => status.run_started > 0 && status.run_started >= l.usec,
     }
 }
 
@@ -193,12 +231,23 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
         let on_disk = observed.files.get(name.as_str()).cloned().flatten();
         let record = inv.files.get(name.as_str());
         let mut drift = Vec::new();
-        if let (Some(rec), Some(text)) = (record, &on_disk)
+        // A file an interrupted apply was changing is its business, not drift, while it is still
+        // as it was before that apply (or not there yet).
+        let unfinished = inv.pending_files.get(name.as_str()).is_some_and(|before| match &on_disk {
+            None => true,
+            Some(text) => before.as_deref() == Some(sha256(text).as_str()),
+        });
+        if let Some(what) = observed.foreign.get(name.as_str()) {
+            errors.push(format!(
+                "{name} in the unit directory is {what}, which fleetwright never writes: it is foreign and never replaced or removed. Move it away, and the next apply writes {name} again"
+            ));
+        } else if unfinished {
+            // Said once below, as a reason.
+        } else if let (Some(rec), Some(text)) = (record, &on_disk)
             && sha256(text) != rec.sha256
         {
             drift.push("the file was edited outside fleetwright".to_string());
-        }
-        if let (Some(_), None) = (record, &on_disk) {
+        } else if let (Some(_), None) = (record, &on_disk) {
             drift.push("the file was deleted outside fleetwright".to_string());
         }
         // A file of ours whose mode is not the one its content asks for (0644 with secrets in
@@ -216,6 +265,18 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
         let Some(want) = desired.units.get(name.as_str()) else {
             // Owned but no longer desired: prune.
             let rec = record.expect("name comes from desired or inventory");
+            // Only what fleetwright wrote is removed: a file whose bytes are not the ones
+            // recorded, and which does not even say it is fleetwright's (a hand-made inventory
+            // entry, a file put in the place of ours), is not.
+            if let Some(text) = &on_disk
+                && sha256(text) != rec.sha256
+                && !text.starts_with(crate::unit::MARKER)
+                && !unfinished
+            {
+                errors.push(format!(
+                    "{name} is in the inventory, but the file there is not one fleetwright wrote (its content does not match the record, and it has no fleetwright header): it is never removed. Move it away by hand if it should go, or take its entry out of the inventory"
+                ));
+            }
             let mut actions = Vec::new();
             if status.is_active() {
                 actions.push(Action::Stop);
@@ -243,7 +304,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             continue;
         };
 
-        if record.is_none() && on_disk.is_some() {
+        if record.is_none() && on_disk.is_some() && !observed.foreign.contains_key(name.as_str()) {
             errors.push(format!(
                 "{name} exists in the unit directory but fleetwright did not write it; it is never overwritten. Remove or rename that file, or rename the agent {:?}",
                 want.agent
@@ -257,7 +318,11 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             ));
         }
         let mut reasons = Vec::new();
+        if unfinished && record.is_some() {
+            reasons.push("an interrupted apply had not finished writing it".to_string());
+        }
         let (file, change) = match &on_disk {
+            None if record.is_some() => (FileOp::Create, Change::Semantic),
             None => {
                 reasons.push("new unit".to_string());
                 (FileOp::Create, Change::Semantic)
@@ -282,6 +347,17 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             },
         };
         let semantic = change == Change::Semantic && file != FileOp::Create;
+        // A restart or reload owed to this unit: planned by an apply that did not see it done
+        // (the resume list), or the run not confirmed to be of the definition on disk.
+        let policy = match (want.role, want.on_change) {
+            (Role::Timer | Role::AuxTimer, _) | (_, OnChange::Restart) => Some(Action::Restart),
+            (Role::Service, OnChange::Reload) => Some(Action::Reload),
+            _ => None,
+        };
+        let owed = inv.pending_restarts.get(name.as_str()).copied().or_else(|| {
+            let want_sha = sha256(&want.content);
+            record.filter(|r| r.confirmed.as_ref().is_some_and(|c| *c != r.sha256 && *c != want_sha)).and(policy)
+        });
         let mut actions = Vec::new();
         match want.role {
             Role::Job | Role::AuxJob => {
@@ -310,16 +386,25 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                             let what = if status.active_state == "failed" { "failed" } else { "not running" };
                             drift.push(format!("it is {what}, and should be running"));
                         }
-                    } else if let (false, Some(a)) = (semantic, inv.pending_restarts.get(name.as_str())) {
-                        // An interrupted apply wrote this file and planned to restart it. If the
-                        // run it meant to replace is gone, the restart was done (after the
-                        // reload, so the new run has the new definition): not again.
-                        let replaced = inv.restart_from.get(name.as_str()).filter(|id| !id.is_empty());
-                        if *a == Action::Restart && replaced.is_some_and(|id| *id != status.invocation_id) {
-                            reasons.push("an interrupted apply already restarted it".to_string());
+                    } else if let Some(a) = owed.filter(|_| !semantic) {
+                        // An apply wrote this file and planned to restart (or reload) it, and
+                        // systemd has not said it did: the resume list has it, or the inventory
+                        // does not know its run to be of this definition. A run that demonstrably
+                        // began after the definition was loaded is of it: not again.
+                        let pending = inv.pending_restarts.contains_key(name.as_str());
+                        let replaced = inv.restart_from.get(name.as_str()).map(String::as_str);
+                        if record.is_some_and(|r| runs_current_definition(r, status, &observed.boot, replaced)) {
+                            reasons.push(
+                                if pending { "an interrupted apply already restarted it" } else { "it was restarted since its definition changed" }.to_string(),
+                            );
                         } else {
-                            actions.push(*a);
-                            reasons.push(format!("an interrupted apply had planned to {} it", format!("{a:?}").to_lowercase()));
+                            actions.push(a);
+                            let verb = format!("{a:?}").to_lowercase();
+                            if pending {
+                                reasons.push(format!("an interrupted apply had planned to {verb} it"));
+                            } else {
+                                drift.push(format!("it runs an invocation that began before its current definition was loaded (a {verb} was lost)"));
+                            }
                         }
                     } else if semantic {
                         if want.check.is_some() && want.on_change != OnChange::None {
@@ -357,7 +442,14 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
     }
     let daemon_reload = inv.reload_pending || units.iter().any(|u| u.file.needs_reload());
     let config = plan_config(desired, observed, &mut errors);
-    Plan { commit: desired.commit.clone(), units, daemon_reload, errors, config }
+    // Deploy markers of agents that stay: what the inventory records is what they must say.
+    let markers = observed
+        .markers
+        .iter()
+        .filter(|(agent, problems)| desired.agents.contains_key(*agent) && !problems.is_empty())
+        .map(|(agent, problems)| MarkerChange { agent: agent.clone(), drift: problems.clone() })
+        .collect();
+    Plan { commit: desired.commit.clone(), units, daemon_reload, errors, config, markers }
 }
 
 /// Host configuration files: written when their bytes differ, removed when no longer desired
@@ -370,7 +462,16 @@ fn plan_config(desired: &Desired, observed: &Observed, errors: &mut Vec<String>)
         let on_disk = observed.config.get(path.as_str()).cloned().flatten();
         let record = inv.config.get(path.as_str());
         let mut drift = Vec::new();
-        if let (Some(r), Some(text)) = (record, &on_disk)
+        let unfinished = inv.pending_files.get(path.as_str()).is_some_and(|before| match &on_disk {
+            None => true,
+            Some(text) => before.as_deref() == Some(sha256(text).as_str()),
+        });
+        if let Some(what) = observed.foreign.get(path.as_str()) {
+            errors.push(format!("{path} is {what}, which fleetwright never writes: it is foreign and never replaced or removed. Move it away"));
+            out.push(ConfigChange { path: path.clone(), file: FileOp::Keep, content: None, diff: None, restart: None, drift });
+            continue;
+        }
+        if let (Some(r), Some(text), false) = (record, &on_disk, unfinished)
             && sha256(text) != r.sha256
         {
             drift.push("the file was edited outside fleetwright".to_string());
@@ -590,6 +691,12 @@ pub fn render_text(plan: &Plan, with_diffs: bool) -> String {
             }
         }
     }
+    for m in &plan.markers {
+        let _ = writeln!(out, "deploy marker of {}: write", m.agent);
+        for d in &m.drift {
+            let _ = writeln!(out, "    drift: {d}");
+        }
+    }
     if plan.daemon_reload {
         let _ = writeln!(out, "then: one daemon-reload");
     }
@@ -628,7 +735,7 @@ pub fn assume_converged(d: &Desired) -> Observed {
                 ..Default::default()
             },
         );
-        o.inventory.files.insert(name.clone(), crate::inventory::FileRecord { sha256: sha256(&u.content), agent: u.agent.clone(), role: u.role });
+        o.inventory.files.insert(name.clone(), crate::inventory::FileRecord::new(sha256(&u.content), u.agent.clone(), u.role));
     }
     for (name, a) in &d.agents {
         let enabled = d.units.values().find(|u| &u.agent == name).is_some_and(|u| u.enabled);
@@ -771,6 +878,105 @@ mod tests {
         assert!(!p.daemon_reload, "the content is the same: nothing for the manager to reload");
         assert_eq!(p.changes().count(), 1);
         assert!(render_text(&p, true).contains("agent-web.service (web): write (mode only)\n"), "{}", render_text(&p, true));
+    }
+
+    #[test]
+    fn a_run_that_began_before_its_definition_was_loaded_is_owed_a_restart_once() {
+        use crate::inventory::Loaded;
+        let d = desired(&fleet("{LOG_LEVEL: info}"), "c1", &Inventory::default());
+        let mut host = assume_converged(&d);
+        host.boot = "boot-a".into();
+        let web = "agent-web.service";
+        let sha = host.inventory.files[web].sha256.clone();
+        let active = |id: &str, started: u64| UnitStatus {
+            load_state: "loaded".into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+            unit_file_state: "enabled".into(),
+            invocation_id: id.into(),
+            run_started: started,
+        };
+        // Confirmed to be of its definition: nothing to do, nothing read.
+        host.inventory.files.get_mut(web).unwrap().confirmed = Some(sha.clone());
+        assert!(!plan(&d, &host, PlanOptions::default()).has_changes());
+        // Not confirmed (a restart whose job result was lost), loaded at t=1000.
+        let rec = host.inventory.files.get_mut(web).unwrap();
+        rec.confirmed = Some("the old definition".into());
+        rec.loaded = Some(Loaded { boot: "boot-a".into(), usec: 1000 });
+        // Its run began before the load: owed, and said so.
+        host.units.insert(web.into(), active("old-run", 900));
+        let p = plan(&d, &host, PlanOptions::default());
+        let u = p.units.iter().find(|u| u.unit == web).unwrap();
+        assert_eq!(u.actions, [Action::Restart]);
+        assert!(u.drift[0].contains("began before its current definition was loaded (a restart was lost)"), "{:?}", u.drift);
+        // It began after the load (the lost job was done after all): not again.
+        host.units.insert(web.into(), active("new-run", 1100));
+        let p = plan(&d, &host, PlanOptions::default());
+        let u = p.units.iter().find(|u| u.unit == web).unwrap();
+        assert!(u.actions.is_empty() && u.reasons.iter().any(|r| r.contains("restarted since its definition changed")), "{u:?}");
+        // On the resume list, the run it meant to replace still there: owed even if "after".
+        host.inventory.pending_restarts.insert(web.into(), Action::Restart);
+        host.inventory.restart_from.insert(web.into(), "new-run".into());
+        let p = plan(&d, &host, PlanOptions::default());
+        let u = p.units.iter().find(|u| u.unit == web).unwrap();
+        assert_eq!(u.actions, [Action::Restart]);
+        assert!(u.reasons.iter().any(|r| r.contains("an interrupted apply had planned to restart it")), "{u:?}");
+        // Not loaded yet (the reload never happened): no run can be of it.
+        host.inventory.restart_from.insert(web.into(), "gone".into());
+        host.inventory.files.get_mut(web).unwrap().loaded = None;
+        assert_eq!(plan(&d, &host, PlanOptions::default()).units.iter().find(|u| u.unit == web).unwrap().actions, [Action::Restart]);
+        // Another boot: every run of this one began after any load of the last.
+        host.inventory.files.get_mut(web).unwrap().loaded = Some(Loaded { boot: "boot-b".into(), usec: u64::MAX });
+        let p = plan(&d, &host, PlanOptions::default());
+        let u = p.units.iter().find(|u| u.unit == web).unwrap();
+        assert!(u.actions.is_empty() && u.reasons.iter().any(|r| r.contains("already restarted it")), "{u:?}");
+    }
+
+    #[test]
+    fn what_an_interrupted_apply_had_not_written_is_not_drift() {
+        let d1 = desired(&fleet("{LOG_LEVEL: info}"), "c1", &Inventory::default());
+        let mut host = assume_converged(&d1);
+        let d2 = desired(&fleet("{LOG_LEVEL: debug}"), "c2", &host.inventory);
+        let web = "agent-web.service";
+        // The pending inventory records the new file; the disk still has the old one, and
+        // the new job unit is not written at all.
+        let old_sha = host.inventory.files[web].sha256.clone();
+        host.inventory.files.get_mut(web).unwrap().sha256 = sha256(&d2.units[web].content);
+        host.inventory.pending_files.insert(web.into(), Some(old_sha));
+        host.inventory.files.get_mut("agent-job.service").unwrap().sha256 = "new".into();
+        host.inventory.pending_files.insert("agent-job.service".into(), Some("whatever".into()));
+        host.files.insert("agent-job.service".into(), None);
+        let p = plan(&d2, &host, PlanOptions::default());
+        assert_eq!(p.drift().count(), 0, "{:?}", p.drift().collect::<Vec<_>>());
+        let text = render_text(&p, false);
+        assert!(text.contains("because an interrupted apply had not finished writing it"), "{text}");
+        // Without the record of the unfinished apply, the same disk is drift.
+        host.inventory.pending_files.clear();
+        assert!(plan(&d2, &host, PlanOptions::default()).drift().any(|(_, d)| d.contains("outside fleetwright")));
+    }
+
+    #[test]
+    fn a_symlink_in_an_owned_units_place_or_a_foreign_file_to_prune_refuses_the_plan() {
+        let d = desired(&fleet("{LOG_LEVEL: info}"), "c1", &Inventory::default());
+        let mut host = assume_converged(&d);
+        host.foreign.insert("agent-web.service".into(), "a symbolic link to /x".into());
+        let p = plan(&d, &host, PlanOptions::default());
+        assert!(p.errors.iter().any(|e| e.contains("agent-web.service in the unit directory is a symbolic link to /x")), "{:?}", p.errors);
+        host.foreign.clear();
+        // An entry for a unit no longer desired, whose file fleetwright did not write.
+        host.inventory.files.insert("agent-ghost.service".into(), crate::inventory::FileRecord::new("0".repeat(64), "ghost".into(), Role::Service));
+        host.files.insert("agent-ghost.service".into(), Some("[Service]\nExecStart=/bin/true\n".into()));
+        let p = plan(&d, &host, PlanOptions::default());
+        assert!(
+            p.errors.iter().any(|e| e.contains("agent-ghost.service is in the inventory, but the file there is not one fleetwright wrote")),
+            "{:?}",
+            p.errors
+        );
+        // Ours, edited: removed as before.
+        host.files.insert("agent-ghost.service".into(), Some(format!("{}\n[Service]\nExecStart=/bin/false\n", crate::unit::MARKER)));
+        let p = plan(&d, &host, PlanOptions::default());
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.units.iter().find(|u| u.unit == "agent-ghost.service").unwrap().file, FileOp::Remove);
     }
 
     #[test]

@@ -2,16 +2,34 @@
 //! commit, trigger, duration, actions, result and error; which commits are good or bad; the
 //! rollback pin. `fleetwright history` reads it; the daemon writes it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
-#[error("history database {path}: {source}")]
-pub struct HistoryError {
-    path: String,
-    source: rusqlite::Error,
+pub enum HistoryError {
+    #[error("history database {path}: {source}")]
+    Sqlite { path: String, source: rusqlite::Error },
+    #[error(
+        "history database {path} is damaged ({detail}): its verdicts and pin cannot be trusted. The daemon sets a damaged history aside ({path}.damaged-<time>) and starts a fresh one when it starts, keeping the commit the host runs as good; to do that now, restart the daemon (see \"A damaged history\" in docs/operations.md)"
+    )]
+    Damaged { path: String, detail: String },
+}
+
+impl HistoryError {
+    fn new(path: &str, source: rusqlite::Error) -> HistoryError {
+        if matches!(source.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)) {
+            HistoryError::Damaged { path: path.to_string(), detail: source.to_string() }
+        } else {
+            HistoryError::Sqlite { path: path.to_string(), source }
+        }
+    }
+
+    /// The file is not a sound SQLite database (corrupt, or not a database at all).
+    pub fn is_damaged(&self) -> bool {
+        matches!(self, HistoryError::Damaged { .. })
+    }
 }
 
 pub struct History {
@@ -53,7 +71,8 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 impl History {
     pub fn open(state_dir: &Path) -> Result<History, HistoryError> {
         let path = state_dir.join("history.sqlite");
-        let err = |source| HistoryError { path: path.display().to_string(), source };
+        let shown = path.display().to_string();
+        let err = |source| HistoryError::new(&shown, source);
         std::fs::create_dir_all(state_dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
@@ -97,11 +116,53 @@ impl History {
              CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )
         .map_err(err)?;
-        Ok(History { conn, path: path.display().to_string() })
+        // A damaged file can open, and even answer some queries: look at all of it once.
+        let check: Vec<String> =
+            conn.prepare("PRAGMA quick_check(3)").and_then(|mut st| st.query_map([], |r| r.get::<_, String>(0))?.collect()).map_err(err)?;
+        if check != ["ok"] {
+            return Err(HistoryError::Damaged { path: shown, detail: check.join("; ") });
+        }
+        Ok(History { conn, path: shown })
+    }
+
+    /// `open`; a damaged history is set aside (`history.sqlite.damaged-<time>`, with its `-wal`
+    /// and `-shm`) and a fresh one started, with `applied` (the commit the host runs, from the
+    /// inventory) marked good so that a failing commit still has somewhere to roll back to.
+    /// Returns what was done, for the log, when it was.
+    pub fn open_or_recover(state_dir: &Path, applied: Option<&str>) -> Result<(History, Option<String>), HistoryError> {
+        let e = match History::open(state_dir) {
+            Ok(h) => return Ok((h, None)),
+            Err(e) if e.is_damaged() => e,
+            Err(e) => return Err(e),
+        };
+        let path = state_dir.join("history.sqlite");
+        let stamp: String = crate::host::now_rfc3339().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        let aside = state_dir.join(format!("history.sqlite.damaged-{stamp}"));
+        for suffix in ["-wal", "-shm", ""] {
+            let from = PathBuf::from(format!("{}{suffix}", path.display()));
+            let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(io) if io.kind() == std::io::ErrorKind::NotFound => {}
+                Err(io) => {
+                    return Err(HistoryError::Sqlite { path: from.display().to_string(), source: rusqlite::Error::ToSqlConversionFailure(Box::new(io)) });
+                }
+            }
+        }
+        let h = History::open(state_dir)?;
+        if let Some(c) = applied {
+            h.mark(c, Verdict::Good, "assumed good: the commit this host ran when its damaged history was set aside", &crate::host::now_rfc3339())?;
+        }
+        let notice = format!(
+            "{e}; it was moved to {} and a fresh history started{}",
+            aside.display(),
+            applied.map(|c| format!(", with {c} as the last good commit")).unwrap_or_default()
+        );
+        Ok((h, Some(notice)))
     }
 
     fn err(&self) -> impl FnOnce(rusqlite::Error) -> HistoryError + '_ {
-        move |source| HistoryError { path: self.path.clone(), source }
+        move |source| HistoryError::new(&self.path, source)
     }
 
     pub fn record(&self, r: &Reconcile) -> Result<i64, HistoryError> {
@@ -221,6 +282,38 @@ mod tests {
         drop(h);
         let h = History::open(dir.path()).unwrap();
         assert_eq!(h.recent(10).unwrap().len(), 3);
+        assert_eq!(h.last_good().unwrap().as_deref(), Some("c1"));
+    }
+}
+
+#[cfg(test)]
+mod damaged {
+    use super::*;
+
+    #[test]
+    fn a_damaged_history_is_an_error_that_says_so_and_is_set_aside_by_open_or_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.sqlite");
+        std::fs::write(&path, vec![0x5a; 4096]).unwrap();
+        let e = History::open(dir.path()).err().expect("a damaged history does not open");
+        assert!(e.is_damaged(), "{e}");
+        assert!(e.to_string().contains("is damaged") && e.to_string().contains("A damaged history"), "{e}");
+        let (h, notice) = History::open_or_recover(dir.path(), Some("c1")).unwrap();
+        let notice = notice.expect("it says what it did");
+        assert!(notice.contains("a fresh history started, with c1 as the last good commit"), "{notice}");
+        assert_eq!(h.last_good().unwrap().as_deref(), Some("c1"));
+        assert_eq!(h.verdict("c1").unwrap().map(|v| v.0), Some(Verdict::Good));
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("history.sqlite.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(std::fs::read(dir.path().join(&aside[0])).unwrap(), vec![0x5a; 4096]);
+        // A sound history opens as it is.
+        drop(h);
+        let (h, notice) = History::open_or_recover(dir.path(), Some("c2")).unwrap();
+        assert!(notice.is_none());
         assert_eq!(h.last_good().unwrap().as_deref(), Some("c1"));
     }
 }

@@ -129,8 +129,9 @@ enum Outcome {
     },
     /// A transient failure: retry with backoff.
     Transient(String),
-    /// Applying the commit failed part-way (a file that cannot be written, a call the manager
-    /// refused): retried like a transient failure, but counted against the commit.
+    /// Applying the commit failed part-way on a call the manager refused (a fault of the host,
+    /// a file that cannot be written included, is `Transient`): retried like a transient
+    /// failure, but counted against the commit.
     ApplyFailed(String),
     /// Held at the last good state (bad/invalid/refused head); wait for a new commit.
     Held(String),
@@ -150,8 +151,8 @@ impl Outcome {
 }
 
 /// How many reconciles in a row may fail to apply the same new commit before it is marked bad
-/// and the host rolled back: a failure that does not go away (a read-only directory, a file
-/// systemd refuses) must not leave the host half-applied, retrying forever.
+/// and the host rolled back: a failure that does not go away (a call systemd refuses) must not
+/// leave the host half-applied, retrying forever. Faults of the host never count here.
 const MAX_APPLY_ATTEMPTS: u32 = 5;
 
 /// A fetch that has not finished after this long stops the watchdog pings, so that systemd
@@ -205,7 +206,12 @@ impl Daemon {
     pub fn new(cfg: DaemonConfig) -> Result<Daemon, Box<dyn std::error::Error>> {
         let state = StateDir::new(&cfg.host.state_dir);
         let source = GitSource::open(&cfg.repo, cfg.branch.as_deref(), cfg.path.as_deref(), &cfg.host.state_dir.join("cache"))?;
-        let history = History::open(&cfg.host.state_dir)?;
+        // A damaged history is set aside and a fresh one started from what the host runs.
+        let applied = state.load_inventory().ok().and_then(|i| i.applied_commit);
+        let (history, recovered) = History::open_or_recover(&cfg.host.state_dir, applied.as_deref())?;
+        if let Some(what) = recovered {
+            error!("{what}");
+        }
         let (tx, triggers) = mpsc::unbounded_channel();
         let metrics = Arc::new(Mutex::new(Metrics { last_good: history.last_good()?, ..Default::default() }));
         let (_, stop) = tokio::sync::watch::channel(false);
@@ -666,9 +672,10 @@ impl Daemon {
         let key = crate::host::apply::render_key(&self.cfg.host, commit, self.cfg.path.as_deref());
         deploy(&sd, &self.cfg.host, &self.state, commit, &key, fleet, PlanOptions { allow_empty: self.cfg.allow_empty }).await.map_err(|e| match e {
             ApplyError::Refused(why) => Outcome::Held(why.join("; ")),
-            // The manager or the state directory out of reach, another apply running: nothing
-            // to do with the commit.
-            e @ (ApplyError::State(_) | ApplyError::Systemd(crate::host::systemd::SystemdError::Bus { .. })) => Outcome::Transient(e.to_string()),
+            // A fault of the host (the bus or the manager gone, a disk full, the state directory
+            // out of reach, another apply running): nothing to do with the commit; retried with
+            // backoff, never counted against it (host::fault).
+            e if e.is_transient() => Outcome::Transient(format!("a fault of the host, not of commit {}: {e}", short(commit))),
             e => Outcome::ApplyFailed(e.to_string()),
         })
     }

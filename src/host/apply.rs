@@ -2,11 +2,11 @@
 //! their result. The order follows switch-to-configuration: stop → disable → files → enable →
 //! reload → reload jobs → restarts → starts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::desired::Desired;
-use crate::inventory::{AgentRecord, ConfigRecord, FileRecord, Inventory, VERSION, sha256};
+use crate::inventory::{AgentRecord, ConfigRecord, FileRecord, Inventory, Loaded, VERSION, sha256};
 use crate::plan::{Action, FileOp, Observed, Plan, UnitStatus};
 
 use super::crash_point;
@@ -20,10 +20,45 @@ pub enum ApplyError {
     State(#[from] StateError),
     #[error(transparent)]
     Systemd(#[from] SystemdError),
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}{}", super::fault::io_condition(source).map(|c| format!(" ({c})")).unwrap_or_default())]
     Io { path: String, source: std::io::Error },
     #[error("the plan cannot be applied, nothing was changed:\n  {}", .0.join("\n  "))]
     Refused(Vec<String>),
+    /// Jobs whose outcome the host hid from us: the bus or the manager went away, or another
+    /// job canceled them. What runs is observed again by the next apply.
+    #[error("the outcome of {} job(s) is unknown, a fault of the host, not of the units: {}", .0.len(), summarize(.0))]
+    Lost(Vec<String>),
+    /// The apply changed part of the host, then stopped on an error: what it had done, and why.
+    #[error(
+        "{source}\nthe apply stopped part-way, after it had changed the host ({done}); nothing is lost: what is left to do (restarts included) is recorded, and the next apply, or the daemon's retry, finishes it"
+    )]
+    Interrupted { done: String, source: Box<ApplyError> },
+}
+
+fn summarize(items: &[String]) -> String {
+    let shown: Vec<&str> = items.iter().take(3).map(String::as_str).collect();
+    let more = items.len().saturating_sub(shown.len());
+    format!("{}{}", shown.join("; "), if more > 0 { format!("; and {more} more") } else { String::new() })
+}
+
+impl ApplyError {
+    /// A fault of the host (the bus, the manager, the disks, descriptors, the state directory,
+    /// another apply holding the lock), not of the commit being applied: retried, and never
+    /// counted against the commit (`host::fault`). A refused plan and a call the manager
+    /// refused are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApplyError::State(_) | ApplyError::Io { .. } | ApplyError::Lost(_) => true,
+            ApplyError::Systemd(e) => e.is_transient(),
+            ApplyError::Refused(_) => false,
+            ApplyError::Interrupted { source, .. } => source.is_transient(),
+        }
+    }
+
+    /// Whether the host was changed before the error (`Interrupted`).
+    pub fn changed_host(&self) -> bool {
+        matches!(self, ApplyError::Interrupted { .. })
+    }
 }
 
 /// A unit that did not reach the state the plan wanted.
@@ -42,48 +77,127 @@ pub struct ApplyReport {
     pub files_written: usize,
     pub files_removed: usize,
     pub reloaded: bool,
+    /// Deploy markers written (changed, or repaired).
+    pub markers_written: usize,
+    /// [Install] links made or removed.
+    pub links_changed: bool,
 }
 
-/// Read one unit file as it is on disk. A symlink is reported as such: fleetwright never writes
-/// symlinks there, so one of our names is always foreign.
-fn read_unit_file(path: &Path) -> Result<Option<String>, ApplyError> {
-    Ok(read_unit_file_with_mode(path)?.map(|(text, _)| text))
-}
+impl ApplyReport {
+    /// Whether anything on the host was changed (a file, a link, a marker, the manager's state).
+    pub fn changed_host(&self) -> bool {
+        self.files_written + self.files_removed + self.markers_written > 0 || self.reloaded || self.links_changed || !self.jobs.is_empty()
+    }
 
-/// `read_unit_file`, with the file's permission bits (None for a symlink).
-fn read_unit_file_with_mode(path: &Path) -> Result<Option<(String, Option<u32>)>, ApplyError> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |source| ApplyError::Io { path: path.display().to_string(), source };
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(e)),
-        Ok(m) if m.file_type().is_symlink() => Ok(Some((format!("# symlink to {}\n", std::fs::read_link(path).map_err(io)?.display()), None))),
-        Ok(m) => std::fs::read(path).map(|b| Some((String::from_utf8_lossy(&b).into_owned(), Some(m.permissions().mode() & 0o7777)))).map_err(io),
+    /// What was done, in words.
+    pub fn summary(&self) -> String {
+        let done = self.jobs.iter().filter(|j| j.done()).count();
+        let mut parts = vec![format!("{} file(s) written, {} removed", self.files_written, self.files_removed)];
+        if self.markers_written > 0 {
+            parts.push(format!("the deploy markers of {} agent(s) written", self.markers_written));
+        }
+        parts.push(if self.reloaded { "the manager reloaded".to_string() } else { "no daemon-reload".to_string() });
+        parts.push(format!("{done} of {} job(s) done", self.jobs.len()));
+        parts.join(", ")
     }
 }
 
-/// Observe every unit that is desired or owned: its file and its manager state.
+/// One entry of the unit directory (or a host configuration file's place).
+enum Entry {
+    Missing,
+    File {
+        text: String,
+        mode: u32,
+    },
+    /// Something fleetwright never writes there: what it is, and how it is shown in a diff.
+    Foreign {
+        what: String,
+        shown: String,
+    },
+}
+
+/// Read one unit file as it is on disk. A symlink or a directory is foreign: fleetwright never
+/// writes either there.
+fn read_entry(path: &Path) -> Result<Entry, ApplyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| ApplyError::Io { path: path.display().to_string(), source };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Entry::Missing),
+        Err(e) => Err(io(e)),
+        Ok(m) if m.file_type().is_symlink() => {
+            let to = std::fs::read_link(path).map_err(io)?;
+            Ok(Entry::Foreign { what: format!("a symbolic link to {}", to.display()), shown: format!("# symlink to {}\n", to.display()) })
+        }
+        Ok(m) if !m.file_type().is_file() => {
+            let what = if m.file_type().is_dir() { "a directory" } else { "not a regular file" };
+            Ok(Entry::Foreign { what: what.to_string(), shown: format!("# {what}\n") })
+        }
+        Ok(m) => std::fs::read(path).map(|b| Entry::File { text: String::from_utf8_lossy(&b).into_owned(), mode: m.permissions().mode() & 0o7777 }).map_err(io),
+    }
+}
+
+/// `read_entry`: the content of a regular file, `None` for anything else.
+fn read_regular(path: &Path) -> Result<Option<(String, u32)>, ApplyError> {
+    Ok(match read_entry(path)? {
+        Entry::File { text, mode } => Some((text, mode)),
+        _ => None,
+    })
+}
+
+/// Observe every unit that is desired or owned: its file and its manager state; and the deploy
+/// markers of the agents the inventory records.
 pub async fn observe(sd: &Systemd, cfg: &HostConfig, desired: &Desired, inventory: Inventory) -> Result<Observed, ApplyError> {
     let mut names: Vec<&str> = desired.units.keys().map(String::as_str).collect();
     names.extend(inventory.files.keys().map(String::as_str).filter(|n| !desired.units.contains_key(*n)));
     let t = std::time::Instant::now();
     let mut files = BTreeMap::new();
     let mut modes = BTreeMap::new();
+    let mut foreign = BTreeMap::new();
     for n in &names {
-        let file = read_unit_file_with_mode(&cfg.unit_dir.join(n))?;
-        if let Some((_, Some(mode))) = &file {
-            modes.insert(n.to_string(), *mode);
-        }
-        files.insert(n.to_string(), file.map(|(text, _)| text));
+        let text = match read_entry(&cfg.unit_dir.join(n))? {
+            Entry::Missing => None,
+            Entry::File { text, mode } => {
+                modes.insert(n.to_string(), mode);
+                Some(text)
+            }
+            Entry::Foreign { what, shown } => {
+                foreign.insert(n.to_string(), what);
+                Some(shown)
+            }
+        };
+        files.insert(n.to_string(), text);
     }
     tracing::debug!(units = names.len(), ms = t.elapsed().as_millis() as u64, "observe: unit files read");
     let mut config = BTreeMap::new();
     for path in desired.config.keys().chain(inventory.config.keys()) {
-        config.insert(path.clone(), read_unit_file(Path::new(path))?);
+        let text = match read_entry(Path::new(path))? {
+            Entry::Missing => None,
+            Entry::File { text, .. } => Some(text),
+            Entry::Foreign { what, shown } => {
+                foreign.insert(path.clone(), what);
+                Some(shown)
+            }
+        };
+        config.insert(path.clone(), text);
     }
+    let markers = marker_problems(&StateDir::new(&cfg.state_dir), &inventory);
     let mut observed = observe_with(sd, cfg, files, config, inventory).await?;
     observed.modes = modes;
+    observed.foreign = foreign;
+    observed.markers = markers;
     Ok(observed)
+}
+
+/// Agent → what is wrong with its deploy marker files, for every agent the inventory records
+/// (not those an unfinished apply was rewriting: they are its business).
+fn marker_problems(state: &StateDir, inventory: &Inventory) -> BTreeMap<String, Vec<String>> {
+    inventory
+        .agents
+        .iter()
+        .filter(|(a, _)| !inventory.pending_markers.contains(*a))
+        .map(|(a, rec)| (a.clone(), state.marker_problems(a, rec)))
+        .filter(|(_, p)| !p.is_empty())
+        .collect()
 }
 
 /// `observe`, with the files (unit files and host config files, `None` when absent) already read.
@@ -103,21 +217,34 @@ async fn observe_with(
         }
     }
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "observe: unit states read");
-    let resume: Vec<&str> = inventory.pending_restarts.keys().map(String::as_str).collect();
-    for (name, id) in sd.invocation_ids(&resume).await? {
+    // The runs in question: on the resume list, or not confirmed to be of their definition.
+    let mut in_question: BTreeSet<&str> = inventory.pending_restarts.keys().map(String::as_str).collect();
+    in_question.extend(inventory.unconfirmed());
+    let in_question: Vec<&str> = in_question.into_iter().filter(|n| files.contains_key(*n)).collect();
+    for (name, (id, started)) in sd.runs(&in_question).await? {
         if let Some(u) = units.get_mut(&name) {
             u.invocation_id = id;
+            u.run_started = started;
         }
     }
-    Ok(Observed { files, units, inventory, config, modes: BTreeMap::new() })
+    Ok(Observed { files, units, inventory, config, boot: super::boot_id(), ..Default::default() })
 }
 
 fn units_with(plan: &Plan, action: Action) -> Vec<&str> {
     plan.units.iter().filter(|u| u.actions.contains(&action)).map(|u| u.unit.as_str()).collect()
 }
 
+/// The run jobs (reload, restart, start) `plan` has for `unit`.
+fn runs_a_job(plan: &Plan, unit: &str) -> bool {
+    plan.units.iter().any(|u| u.unit == unit && u.actions.iter().any(|a| matches!(a, Action::Reload | Action::Restart | Action::Start)))
+}
+
 /// Execute `plan` (made from `desired` and the inventory in `observed`). Returns the plan as
 /// executed: `plan` less the changes a failing health.check held back (with the reason).
+///
+/// An error after the host was changed is `ApplyError::Interrupted`, with what was done; the
+/// inventory then says what is left (files recorded before they are written, restarts kept on
+/// the resume list until systemd said they were done).
 pub async fn execute(
     sd: &Systemd,
     cfg: &HostConfig,
@@ -130,16 +257,35 @@ pub async fn execute(
     if !plan.errors.is_empty() {
         return Err(ApplyError::Refused(plan.errors.clone()));
     }
-    let now = super::now_rfc3339();
     let mut report = ApplyReport::default();
+    match execute_steps(sd, cfg, state, plan, desired, prior, key, &mut report).await {
+        Ok(plan) => Ok((plan, report)),
+        Err(e) if report.changed_host() => Err(ApplyError::Interrupted { done: report.summary(), source: Box::new(e) }),
+        Err(e) => Err(e),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute_steps(
+    sd: &Systemd,
+    cfg: &HostConfig,
+    state: &StateDir,
+    plan: &Plan,
+    desired: &Desired,
+    prior: &Inventory,
+    key: &str,
+    report: &mut ApplyReport,
+) -> Result<Plan, ApplyError> {
+    let now = super::now_rfc3339();
 
     // 0. health.check: a changed service whose check fails is left alone, old file and all.
     let mut vetoed: BTreeMap<String, String> = BTreeMap::new();
     for u in plan.units.iter().filter(|u| u.actions.iter().any(|a| matches!(a, Action::Restart | Action::Reload))) {
-        if let Some(check) = desired.units.get(&u.unit).and_then(|d| d.check.as_ref())
-            && let Err(why) = super::check::run(check, cfg.scope, cfg.bus_address.as_deref(), &u.unit)
-        {
-            vetoed.insert(u.unit.clone(), why);
+        if let Some(check) = desired.units.get(&u.unit).and_then(|d| d.check.as_ref()) {
+            tracing::info!("running the health.check of {} before its restart (at most 120s)", u.unit);
+            if let Err(why) = super::check::run(check, cfg.scope, cfg.bus_address.as_deref(), &u.unit) {
+                vetoed.insert(u.unit.clone(), why);
+            }
         }
     }
     let vetoed_plan;
@@ -158,23 +304,81 @@ pub async fn execute(
         vetoed_plan = p;
         &vetoed_plan
     };
-    let vetoed_agents: std::collections::BTreeSet<&str> = plan.units.iter().filter(|u| vetoed.contains_key(&u.unit)).map(|u| u.agent.as_str()).collect();
+    let vetoed_agents: BTreeSet<&str> = plan.units.iter().filter(|u| vetoed.contains_key(&u.unit)).map(|u| u.agent.as_str()).collect();
+
+    // Each agent's deploy record after this apply (its marker says it).
+    let mut agents = BTreeMap::new();
+    let enabled_of: BTreeMap<&str, bool> = desired.units.values().map(|u| (u.agent.as_str(), u.enabled)).collect();
+    for (name, deploy) in &desired.agents {
+        if let (true, Some(old)) = (vetoed_agents.contains(name.as_str()), prior.agents.get(name)) {
+            // Its change did not go through: it still runs the commit it ran.
+            agents.insert(name.clone(), old.clone());
+            continue;
+        }
+        let enabled = enabled_of.get(name.as_str()).copied().unwrap_or(false);
+        let changed_at = prior
+            .agents
+            .get(name)
+            .filter(|r| r.changed_commit == deploy.changed_commit && r.spec_hash == deploy.spec_hash)
+            .map(|r| r.changed_at.clone())
+            .unwrap_or_else(|| now.clone());
+        let applied_at = prior.agents.get(name).filter(|r| r.applied_commit == desired.commit).map(|r| r.applied_at.clone()).unwrap_or_else(|| now.clone());
+        let rec = AgentRecord {
+            spec_hash: deploy.spec_hash.clone(),
+            changed_commit: deploy.changed_commit.clone(),
+            changed_at,
+            applied_commit: desired.commit.clone(),
+            applied_at,
+            enabled,
+            backups: deploy.backups.clone(),
+        };
+        agents.insert(name.clone(), rec);
+    }
 
     let phase = std::time::Instant::now();
     // 1. Record what we are about to write before writing it: a crash after a write never
-    //    leaves a file of ours that the inventory does not know.
+    //    leaves a file of ours that the inventory does not know. A file written now is not
+    //    loaded yet, and a service or timer that is to restart for it is not of it yet.
     let mut pending = prior.clone();
     pending.version = VERSION;
     pending.scope = Some(cfg.scope);
     pending.unit_dir = cfg.unit_dir.display().to_string();
+    for u in plan.units.iter().filter(|u| u.file != FileOp::Keep) {
+        let before = prior.files.get(&u.unit).filter(|_| u.file != FileOp::Create).map(|r| r.sha256.clone());
+        pending.pending_files.entry(u.unit.clone()).or_insert(before);
+    }
     for u in plan.units.iter().filter(|u| matches!(u.file, FileOp::Create | FileOp::Update(_) | FileOp::Mode)) {
         let content = u.content.as_deref().unwrap_or_default();
-        pending.files.insert(u.unit.clone(), FileRecord { sha256: sha256(content), agent: u.agent.clone(), role: u.role });
+        let old = prior.files.get(&u.unit);
+        let sha = sha256(content);
+        let (loaded, confirmed) = if u.file == FileOp::Mode {
+            // The same bytes: loaded as they were, of the run they were of.
+            (old.and_then(|r| r.loaded.clone()), old.and_then(|r| r.confirmed.clone()))
+        } else if u.role.is_job() {
+            (None, None)
+        } else if runs_a_job(plan, &u.unit) {
+            // Of this definition once systemd says its job is done; until then, of what it was.
+            // (A file repaired to what it was: its run is of whatever was on disk meanwhile.)
+            let was = old.and_then(|r| r.confirmed.clone()).or_else(|| old.map(|r| r.sha256.clone())).filter(|c| *c != sha);
+            (None, Some(was.unwrap_or_default()))
+        } else {
+            // No restart for this change (cosmetic, [Install], onChange: none): the run
+            // stands for the new definition by the agent's own rule.
+            (None, Some(sha.clone()))
+        };
+        pending.files.insert(u.unit.clone(), FileRecord { sha256: sha, agent: u.agent.clone(), role: u.role, loaded, confirmed });
+    }
+    for c in plan.config.iter().filter(|c| c.file != FileOp::Keep) {
+        let before = prior.config.get(&c.path).filter(|_| c.file != FileOp::Create).map(|r| r.sha256.clone());
+        pending.pending_files.entry(c.path.clone()).or_insert(before);
     }
     for c in plan.config.iter().filter(|c| matches!(c.file, FileOp::Create | FileOp::Update(_))) {
         pending.config.insert(c.path.clone(), ConfigRecord { sha256: sha256(c.content.as_deref().unwrap_or_default()), commit: desired.commit.clone() });
     }
     pending.reload_pending |= plan.daemon_reload;
+    // Markers about to be rewritten: until the final inventory, old or new, they are this
+    // apply's business, not drift.
+    pending.pending_markers.extend(agents.iter().filter(|(a, r)| prior.agents.get(*a) != Some(*r)).map(|(a, _)| a.clone()));
     // Until this deploy is done, the files are not what any one key renders to.
     pending.render_key = None;
     for u in &plan.units {
@@ -185,17 +389,27 @@ pub async fn execute(
     // The runs the restarts replace, unless an interrupted apply recorded them already.
     let restarts: Vec<&str> = units_with(plan, Action::Restart).into_iter().filter(|u| !pending.restart_from.contains_key(*u)).collect();
     pending.restart_from.extend(sd.invocation_ids(&restarts).await?);
-    if pending != *prior {
+    // What the inventory on disk says, at each step.
+    let mut saved = prior.clone();
+    if pending != saved {
         state.save_inventory(&pending)?;
+        saved = pending.clone();
     }
     crash_point("after-pending-inventory");
 
     tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 2");
-    // 2. Stop and disable what goes away or is disabled.
-    report.jobs.extend(sd.run_jobs("stop", &units_with(plan, Action::Stop)).await?);
+    // 2. Stop and disable what goes away or is disabled. A stop whose outcome the host hid
+    //    may have left the unit running: a pruned one stays in the inventory, for the next
+    //    apply to stop.
+    let stops = sd.run_jobs("stop", &units_with(plan, Action::Stop)).await?;
+    let mut faults: Vec<String> = stops.iter().filter(|j| j.fault).map(|j| format!("stop {}: {}", j.unit, j.result)).collect();
+    let unstopped: BTreeSet<String> = stops.iter().filter(|j| j.fault).map(|j| j.unit.clone()).collect();
+    report.jobs.extend(stops);
     crash_point("after-stop");
     let io = |source| ApplyError::Io { path: cfg.links_dir().display().to_string(), source };
-    cfg.unlink(&units_with(plan, Action::Disable)).map_err(io)?;
+    let disable = units_with(plan, Action::Disable);
+    report.links_changed |= !disable.is_empty();
+    cfg.unlink(&disable).map_err(io)?;
 
     tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 3");
     // 3. Files.
@@ -224,8 +438,14 @@ pub async fn execute(
         let path = Path::new(&c.path);
         let io = |source| ApplyError::Io { path: c.path.clone(), source };
         match c.file {
-            FileOp::Create | FileOp::Update(_) | FileOp::Mode => write_atomic(path, c.content.as_deref().unwrap_or_default().as_bytes(), 0o644).map_err(io)?,
-            FileOp::Remove => remove_durable(path).map_err(io)?,
+            FileOp::Create | FileOp::Update(_) | FileOp::Mode => {
+                write_atomic(path, c.content.as_deref().unwrap_or_default().as_bytes(), 0o644).map_err(io)?;
+                report.files_written += 1;
+            }
+            FileOp::Remove => {
+                remove_durable(path).map_err(io)?;
+                report.files_removed += 1;
+            }
             FileOp::Keep => {}
         }
     }
@@ -235,11 +455,28 @@ pub async fn execute(
     //    the new files and the new links.
     let enable: Vec<(&str, &str)> =
         units_with(plan, Action::Enable).into_iter().filter_map(|u| desired.units.get(u).map(|d| (u, d.content.as_str()))).collect();
+    report.links_changed |= !enable.is_empty();
     cfg.link(&enable).map_err(io)?;
     crash_point("before-reload");
     if plan.daemon_reload {
         sd.reload().await?;
         report.reloaded = true;
+        // From now on the manager has every file written so far: a run that begins after this
+        // moment is of them. Recorded before any restart, so that an apply killed among the
+        // restarts knows which runs began after it.
+        let loaded = Loaded { boot: super::boot_id(), usec: super::monotonic_usec() };
+        let mut changed = pending.reload_pending;
+        pending.reload_pending = false;
+        for name in pending.pending_files.keys() {
+            if let Some(r) = pending.files.get_mut(name).filter(|r| r.loaded.is_none()) {
+                r.loaded = Some(loaded.clone());
+                changed = true;
+            }
+        }
+        if changed {
+            state.save_inventory(&pending)?;
+            saved = pending.clone();
+        }
     }
     crash_point("after-reload");
 
@@ -252,44 +489,46 @@ pub async fn execute(
         let keep = prior.config.get(path).filter(|r| r.sha256 == sha256(content)).cloned();
         inv.config.insert(path.clone(), keep.unwrap_or(ConfigRecord { sha256: sha256(content), commit: desired.commit.clone() }));
     }
-    inv.files.retain(|name, _| desired.units.contains_key(name));
+    let recorded = std::mem::take(&mut inv.files);
     for (name, d) in &desired.units {
-        match (vetoed.contains_key(name), prior.files.get(name)) {
+        let rec = match (vetoed.contains_key(name), prior.files.get(name)) {
             // Not written: what is on disk is still what we wrote before.
-            (true, Some(old)) => inv.files.insert(name.clone(), old.clone()),
-            _ => inv.files.insert(name.clone(), FileRecord { sha256: sha256(&d.content), agent: d.agent.clone(), role: d.role }),
+            (true, Some(old)) => old.clone(),
+            _ => {
+                let sha = sha256(&d.content);
+                let mut rec = recorded.get(name).filter(|r| r.sha256 == sha).cloned().unwrap_or_else(|| FileRecord::new(sha.clone(), d.agent.clone(), d.role));
+                rec.agent = d.agent.clone();
+                rec.role = d.role;
+                if d.role.is_job() {
+                    rec.confirmed = None;
+                } else if !runs_a_job(plan, name) {
+                    // Nothing to run for it: its run stands for this definition (unchanged,
+                    // or changed in a way its onChange does not restart for, or seen to have
+                    // begun after the definition was loaded).
+                    rec.confirmed = Some(sha);
+                } else if rec.confirmed.is_none()
+                    && plan.units.iter().any(|u| u.unit == *name && u.actions.iter().any(|a| matches!(a, Action::Restart | Action::Reload)))
+                {
+                    // A restart owed to a run no version recorded: not of this definition
+                    // until systemd says so.
+                    rec.confirmed = Some(String::new());
+                }
+                rec
+            }
         };
+        inv.files.insert(name.clone(), rec);
     }
-    let mut agents = BTreeMap::new();
-    let enabled_of: BTreeMap<&str, bool> = desired.units.values().map(|u| (u.agent.as_str(), u.enabled)).collect();
-    for (name, deploy) in &desired.agents {
-        if let (true, Some(old)) = (vetoed_agents.contains(name.as_str()), prior.agents.get(name)) {
-            // Its change did not go through: it still runs the commit it ran.
-            agents.insert(name.clone(), old.clone());
-            continue;
+    for name in unstopped.iter().filter(|n| !desired.units.contains_key(*n)) {
+        if let Some(old) = prior.files.get(name) {
+            inv.files.insert(name.clone(), old.clone());
         }
-        let enabled = enabled_of.get(name.as_str()).copied().unwrap_or(false);
-        let changed_at = prior
-            .agents
-            .get(name)
-            .filter(|r| r.changed_commit == deploy.changed_commit && r.spec_hash == deploy.spec_hash)
-            .map(|r| r.changed_at.clone())
-            .unwrap_or_else(|| now.clone());
-        let applied_at = prior.agents.get(name).filter(|r| r.applied_commit == desired.commit).map(|r| r.applied_at.clone()).unwrap_or_else(|| now.clone());
-        let rec = AgentRecord {
-            spec_hash: deploy.spec_hash.clone(),
-            changed_commit: deploy.changed_commit.clone(),
-            changed_at,
-            applied_commit: desired.commit.clone(),
-            applied_at,
-            enabled,
-            backups: deploy.backups.clone(),
-        };
-        // The same record as the inventory's: its marker files say that already.
-        if prior.agents.get(name) != Some(&rec) {
-            state.write_marker(name, &rec)?;
+    }
+    for (name, rec) in &agents {
+        // Written when they are not exactly what the record says: changed, or missing, emptied,
+        // edited or replaced outside fleetwright.
+        if state.write_marker(name, rec)? {
+            report.markers_written += 1;
         }
-        agents.insert(name.clone(), rec);
     }
     for gone in prior.agents.keys().filter(|n| !agents.contains_key(*n)) {
         state.remove_marker(gone)?;
@@ -297,14 +536,29 @@ pub async fn execute(
     inv.agents = agents;
 
     tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 6");
-    // 6. Jobs. Once reloads and restarts are done they are off the resume list, at once, so
-    //    that an interrupted apply never restarts a unit twice.
-    let mut saved = prior.clone();
+    // 6. Jobs. A reload, restart or start is off the resume list once systemd said its job was
+    //    done (the restarts in their own save, at once, so that an interrupted apply never
+    //    restarts a unit twice); one whose outcome the host hid stays on it, and the next apply
+    //    looks at what the unit runs.
     for (verb, action) in [("reload", Action::Reload), ("restart", Action::Restart), ("start", Action::Start)] {
-        report.jobs.extend(sd.run_jobs(verb, &units_with(plan, action)).await?);
-        if action == Action::Restart && !inv.pending_restarts.is_empty() {
-            inv.pending_restarts.clear();
-            inv.restart_from.clear();
+        let jobs = sd.run_jobs(verb, &units_with(plan, action)).await?;
+        for j in &jobs {
+            if j.done() {
+                if let Some(r) = inv.files.get_mut(&j.unit) {
+                    r.confirmed = Some(r.sha256.clone());
+                }
+            } else if j.fault {
+                faults.push(format!("{} {}: {}", verb, j.unit, j.result));
+            }
+        }
+        report.jobs.extend(jobs);
+        let settled: BTreeSet<String> = report.jobs.iter().filter(|j| j.done()).map(|j| j.unit.clone()).collect();
+        let before = inv.pending_restarts.len();
+        inv.pending_restarts.retain(|u, _| runs_a_job(plan, u) && !settled.contains(u));
+        let keep: BTreeSet<String> = inv.pending_restarts.keys().cloned().collect();
+        inv.restart_from.retain(|u, _| keep.contains(u));
+        let restarted = !units_with(plan, Action::Restart).is_empty() || !units_with(plan, Action::Reload).is_empty();
+        if action == Action::Restart && (restarted || before != inv.pending_restarts.len()) {
             state.save_inventory(&inv)?;
             saved = inv.clone();
         }
@@ -312,20 +566,32 @@ pub async fn execute(
     }
 
     let restart: Vec<&str> = plan.config.iter().filter(|c| c.file != FileOp::Keep).filter_map(|c| c.restart.as_deref()).collect();
-    report.jobs.extend(sd.run_jobs("try-restart", &restart).await?);
+    let journald = sd.run_jobs("try-restart", &restart).await?;
+    faults.extend(journald.iter().filter(|j| j.fault).map(|j| format!("try-restart {}: {}", j.unit, j.result)));
+    report.jobs.extend(journald);
 
     tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 7");
-    // 7. The final inventory: exactly what is desired now.
+    // 7. The final inventory: exactly what is desired now, with what is left to do.
+    inv.pending_files.clear();
+    inv.pending_markers.clear();
+    // A pruned unit whose stop was lost: its removal is not finished until it is stopped.
+    for name in unstopped.iter().filter(|n| !desired.units.contains_key(*n) && inv.files.contains_key(*n)) {
+        inv.pending_files.insert(name.clone(), prior.files.get(name).map(|r| r.sha256.clone()));
+    }
     if inv.applied_commit.as_deref() != Some(&desired.commit) {
         inv.applied_commit = Some(desired.commit.clone());
         inv.applied_at = Some(now);
     }
     // Only a deploy that did all it planned may say what the files were rendered from: with a
-    // change held back by its health.check, the next apply must render again.
-    inv.render_key = vetoed.is_empty().then(|| key.to_string());
-    if inv != *prior && inv != saved {
+    // change held back by its health.check, or a job whose outcome is unknown, the next apply
+    // must render and look again.
+    inv.render_key = (vetoed.is_empty() && faults.is_empty() && inv.pending_restarts.is_empty()).then(|| key.to_string());
+    if inv != saved {
         crash_point("before-final-inventory");
         state.save_inventory(&inv)?;
+    }
+    if !faults.is_empty() {
+        return Err(ApplyError::Lost(faults));
     }
 
     tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 8");
@@ -333,7 +599,7 @@ pub async fn execute(
     let started: Vec<&str> =
         plan.units.iter().filter(|u| u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart))).map(|u| u.unit.as_str()).collect();
     let after = sd.statuses(&started).await?;
-    let failed_jobs: Vec<&JobResult> = report.jobs.iter().filter(|j| j.result != "done").collect();
+    let failed_jobs: Vec<&JobResult> = report.jobs.iter().filter(|j| !j.done()).collect();
     let mut failures: Vec<Failure> = Vec::new();
     for j in failed_jobs {
         failures.push(Failure {
@@ -364,7 +630,7 @@ pub async fn execute(
         });
     }
     report.failures = failures;
-    Ok((plan.clone(), report))
+    Ok(plan.clone())
 }
 
 /// What a commit renders to on this host depends on: the commit and the fleet directory in
@@ -397,17 +663,37 @@ pub async fn deploy_unchanged(
     key: &str,
     opts: crate::plan::PlanOptions,
 ) -> Result<Option<Deployment>, ApplyError> {
+    let t = std::time::Instant::now();
     let _lock = state.lock()?;
     let inv = state.load_inventory()?;
-    if inv.render_key.as_deref() != Some(key) || inv.reload_pending || !inv.pending_restarts.is_empty() {
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "same commit: lock and inventory");
+    let t = std::time::Instant::now();
+    // What killed applies, backups and restores left, whatever else this run finds.
+    sweep_apply_temps(cfg, state, &inv)?;
+    sweep_backup_temps(&inv);
+    tracing::debug!(us = t.elapsed().as_micros() as u64, "same commit: temporary files swept");
+    // Anything left to do, or a run not known to be of its definition: the full apply looks.
+    if inv.render_key.as_deref() != Some(key)
+        || inv.reload_pending
+        || !inv.pending_restarts.is_empty()
+        || !inv.pending_files.is_empty()
+        || !inv.pending_markers.is_empty()
+        || inv.files.values().any(|r| !r.role.is_job() && r.confirmed.as_ref() != Some(&r.sha256))
+    {
         return Ok(None);
     }
     let Some(commit) = inv.applied_commit.clone() else { return Ok(None) };
+    // Deploy markers as the inventory says (cheap: two small files per agent).
+    let t = std::time::Instant::now();
+    if !marker_problems(state, &inv).is_empty() {
+        return Ok(None);
+    }
+    tracing::debug!(us = t.elapsed().as_micros() as u64, "same commit: deploy markers checked");
     let mut units = BTreeMap::new();
     for (name, rec) in &inv.files {
-        let Some((content, mode)) = read_unit_file_with_mode(&cfg.unit_dir.join(name))? else { return Ok(None) };
+        let Some((content, mode)) = read_regular(&cfg.unit_dir.join(name))? else { return Ok(None) };
         // A file edited, or of the wrong mode: the full apply repairs it.
-        if sha256(&content) != rec.sha256 || mode != Some(crate::plan::unit_file_mode(&content)) {
+        if sha256(&content) != rec.sha256 || mode != crate::plan::unit_file_mode(&content) {
             return Ok(None);
         }
         let enabled = inv.agents.get(&rec.agent).is_some_and(|a| a.enabled);
@@ -425,7 +711,7 @@ pub async fn deploy_unchanged(
     }
     let mut config = BTreeMap::new();
     for (path, rec) in &inv.config {
-        let Some(content) = read_unit_file(Path::new(path))? else { return Ok(None) };
+        let Some((content, _)) = read_regular(Path::new(path))? else { return Ok(None) };
         if sha256(&content) != rec.sha256 || path != crate::render::JOURNALD_DROPIN {
             return Ok(None);
         }
@@ -442,6 +728,7 @@ pub async fn deploy_unchanged(
     // What is on disk is what was just read (the desired state is made of it).
     let files = want.units.iter().map(|(n, u)| (n.clone(), Some(u.content.clone()))).collect();
     let on_disk = want.config.iter().map(|(p, (c, _))| (p.clone(), Some(c.clone()))).collect();
+    tracing::debug!(us = t.elapsed().as_micros() as u64, "same commit: unit files read");
     let observed = observe_with(sd, cfg, files, on_disk, inv).await?;
     let plan = crate::plan::plan(&want, &observed, opts);
     if plan.has_changes() || !plan.errors.is_empty() {
@@ -470,14 +757,9 @@ pub async fn deploy(
     let _lock = state.lock()?;
     let inv = state.load_inventory()?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: lock and inventory");
-    // What a killed apply left half-written (never under a real name): temp files.
-    let mut dirs = vec![cfg.unit_dir.clone(), state.root.clone(), state.markers_dir()];
-    dirs.extend(inv.config.keys().filter_map(|p| Path::new(p).parent().map(Path::to_path_buf)));
-    for dir in dirs {
-        for gone in sweep_temps(&dir).map_err(|source| ApplyError::Io { path: dir.display().to_string(), source })? {
-            tracing::info!(file = %gone.display(), "removed the temp file of an interrupted write");
-        }
-    }
+    // What a killed apply, backup or restore left half-written (never under a real name).
+    sweep_apply_temps(cfg, state, &inv)?;
+    sweep_backup_temps(&inv);
     let t = std::time::Instant::now();
     let want = cfg.desired(fleet, commit, &inv);
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: desired");
@@ -491,6 +773,35 @@ pub async fn deploy(
     let (plan, report) = execute(sd, cfg, state, &plan, &want, &inv, key).await?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: executed");
     Ok(Deployment { plan, report })
+}
+
+/// Remove the temporary files killed applies left (`.NAME.fleetwright-tmp-PID` of a writer
+/// that is gone) in the unit directory, the state directory, the markers and beside the host
+/// configuration files.
+pub fn sweep_apply_temps(cfg: &HostConfig, state: &StateDir, inv: &Inventory) -> Result<(), ApplyError> {
+    let mut dirs = vec![cfg.unit_dir.clone(), state.root.clone(), state.markers_dir()];
+    dirs.extend(inv.config.keys().filter_map(|p| Path::new(p).parent().map(Path::to_path_buf)));
+    for dir in dirs {
+        for gone in sweep_temps(&dir).map_err(|source| ApplyError::Io { path: dir.display().to_string(), source })? {
+            tracing::info!(file = %gone.display(), "removed the temp file of an interrupted write");
+        }
+    }
+    Ok(())
+}
+
+/// Remove what killed backups and restores left (their temporary copies, as big as the
+/// database) beside every database and in every backup directory the inventory's agents use.
+pub fn sweep_backup_temps(inv: &Inventory) {
+    for (db, dir) in inv.agents.values().flat_map(|a| a.backups.iter()) {
+        match crate::ops::backup::sweep(Path::new(db), Path::new(dir)) {
+            Ok(gone) => {
+                for f in gone {
+                    tracing::info!(file = %f, "removed the temporary file of a killed backup or restore");
+                }
+            }
+            Err(e) => tracing::debug!(db = %db, error = %e, "temporary files of backups not swept"),
+        }
+    }
 }
 
 /// How many times each service has been restarted by the manager (NRestarts).
@@ -533,6 +844,7 @@ pub async fn watch_after(sd: &Systemd, cfg: &HostConfig, plan: &Plan, grace: std
     if services.is_empty() || grace.is_zero() {
         return Ok(vec![]);
     }
+    tracing::info!("watching {} service(s) for {}s: one that fails or restarts by itself meanwhile fails the apply", services.len(), grace.as_secs());
     let base = restart_counts(sd, &services).await?;
     let until = std::time::Instant::now() + grace;
     while std::time::Instant::now() < until {

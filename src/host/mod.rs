@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod fault;
 pub mod guard;
 pub mod sandbox;
 pub mod state;
@@ -28,8 +29,19 @@ impl HostConfig {
     /// The desired state of `fleet` on this host, with what this host refuses of it
     /// ([`guard::refusals`]) among its refusals, so that such a plan cannot be applied.
     pub fn desired(&self, fleet: &crate::spec::Fleet, commit: &str, prior: &crate::inventory::Inventory) -> crate::desired::Desired {
-        let mut want = crate::desired::desired(fleet, &self.host, &self.render_ctx(), commit, prior);
+        let ctx = self.render_ctx();
+        let mut want = crate::desired::desired(fleet, &self.host, &ctx, commit, prior);
         want.refused.extend(guard::refusals(fleet, self));
+        // The helper units (backups, log cleanup, heartbeats, slots) run this very binary: it
+        // must be there for them, or they would be written to fail at every run.
+        if let Some(why) = helper_program_problem(&ctx.exe)
+            && want.units.values().any(|u| u.content.contains(&ctx.exe))
+        {
+            want.refused.push(format!(
+                "the helper units would run {}, which {why}: run fleetwright from where it is installed (the units name the binary that writes them)",
+                ctx.exe
+            ));
+        }
         want
     }
 
@@ -161,6 +173,18 @@ impl HostConfig {
     }
 }
 
+/// What is wrong with `path` as the program of a helper unit: missing, not a regular file, or
+/// not executable. `None` when it can run.
+pub fn helper_program_problem(path: &str) -> Option<&'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Err(_) => Some("does not exist"),
+        Ok(m) if !m.is_file() => Some("is not a regular file"),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Some("is not executable"),
+        Ok(_) => None,
+    }
+}
+
 /// Make the links made or removed in these directories durable.
 fn sync_dirs<P: AsRef<std::path::Path>>(dirs: impl IntoIterator<Item = P>) -> std::io::Result<()> {
     for dir in dirs {
@@ -176,16 +200,38 @@ fn wanted_by(content: &str) -> Vec<String> {
 }
 
 /// A crash point for the crash-safety tests: when `FLEETWRIGHT_CRASH_AT` names this point
-/// (`NAME`, or `NAME:N` for its Nth hit), the process aborts here as if killed.
+/// (`NAME`, or `NAME:N` for its Nth hit), the process aborts here as if killed. When
+/// `FLEETWRIGHT_STOP_AT` names it, the process stops itself (SIGSTOP) there instead, and goes on
+/// when it is continued (SIGCONT): the fault-injection tests kill the bus or re-execute the
+/// manager at that very point.
 pub(crate) fn crash_point(name: &str) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    static HITS: AtomicUsize = AtomicUsize::new(0);
-    let Ok(want) = std::env::var("FLEETWRIGHT_CRASH_AT") else { return };
-    let (point, nth) = want.split_once(':').map_or((want.as_str(), 1), |(p, n)| (p, n.parse().unwrap_or(1)));
-    if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+    static CRASH_HITS: AtomicUsize = AtomicUsize::new(0);
+    static STOP_HITS: AtomicUsize = AtomicUsize::new(0);
+    let hit = |var: &str, hits: &AtomicUsize| {
+        let Ok(want) = std::env::var(var) else { return false };
+        let (point, nth) = want.split_once(':').map_or((want.as_str(), 1), |(p, n)| (p, n.parse().unwrap_or(1)));
+        point == name && hits.fetch_add(1, Ordering::SeqCst) + 1 == nth
+    };
+    if hit("FLEETWRIGHT_CRASH_AT", &CRASH_HITS) {
         eprintln!("crash point {name} reached: aborting");
         std::process::abort();
     }
+    if hit("FLEETWRIGHT_STOP_AT", &STOP_HITS) {
+        eprintln!("stop point {name} reached: stopping until continued");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): CLOCK_MONOTONIC times recorded in the
+/// inventory are compared only within the boot they were taken in.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// CLOCK_MONOTONIC now, in µs: the clock systemd stamps unit state changes with.
+pub fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000).unwrap_or(0)
 }
 
 /// Now, as RFC 3339 in UTC (deploy markers, history).

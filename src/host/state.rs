@@ -178,11 +178,10 @@ impl StateDir {
         write_atomic_at(&path, &json, 0o644, "mid-inventory-write").map_err(self.io(&path))
     }
 
-    /// Write an agent's deploy marker: `<name>.json` (everything) and `<name>.env`
-    /// (FLEETWRIGHT_COMMIT, FLEETWRIGHT_SPEC_HASH, FLEETWRIGHT_CHANGED_AT; read by the agent's
-    /// units at each start).
-    /// Each file is written only when its content changes.
-    pub fn write_marker(&self, agent: &str, rec: &AgentRecord) -> Result<(), StateError> {
+    /// What an agent's deploy marker files must hold for `rec`: `<name>.json` (everything)
+    /// and `<name>.env` (FLEETWRIGHT_COMMIT, FLEETWRIGHT_SPEC_HASH, FLEETWRIGHT_CHANGED_AT; read
+    /// by the agent's units at each start).
+    fn marker_files(&self, agent: &str, rec: &AgentRecord) -> [(PathBuf, Vec<u8>); 2] {
         let dir = self.markers_dir();
         let json = serde_json::to_vec_pretty(&serde_json::json!({
             "agent": agent,
@@ -195,12 +194,54 @@ impl StateDir {
         .expect("marker serializes");
         // Only what changes with the agent itself: an unrelated commit rewrites nothing here.
         let env = format!("FLEETWRIGHT_COMMIT={}\nFLEETWRIGHT_SPEC_HASH={}\nFLEETWRIGHT_CHANGED_AT={}\n", rec.changed_commit, rec.spec_hash, rec.changed_at);
-        for (path, bytes) in [(dir.join(format!("{agent}.json")), json), (dir.join(format!("{agent}.env")), env.into_bytes())] {
-            if fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
-                write_replace(&path, &bytes, 0o644).map_err(self.io(&path))?;
+        [(dir.join(format!("{agent}.json")), json), (dir.join(format!("{agent}.env")), env.into_bytes())]
+    }
+
+    /// What is wrong with an agent's deploy marker files, measured against its record: each
+    /// one missing, emptied, changed, or not a regular file. Empty when they are as written.
+    pub fn marker_problems(&self, agent: &str, rec: &AgentRecord) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, bytes) in self.marker_files(agent, rec) {
+            let shown = path.display();
+            match fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.push(format!("its deploy marker {shown} is missing")),
+                Err(e) => out.push(format!("its deploy marker {shown} cannot be read: {e}")),
+                Ok(m) if m.file_type().is_dir() => out.push(format!("its deploy marker {shown} is a directory, not a file")),
+                Ok(m) if !m.file_type().is_file() => out.push(format!("its deploy marker {shown} is not a regular file")),
+                Ok(m) if m.len() == 0 => out.push(format!("its deploy marker {shown} is empty")),
+                Ok(_) => match fs::read(&path) {
+                    Ok(have) if have == bytes => {}
+                    Ok(_) => out.push(format!("its deploy marker {shown} was changed outside fleetwright")),
+                    Err(e) => out.push(format!("its deploy marker {shown} cannot be read: {e}")),
+                },
             }
         }
-        Ok(())
+        out
+    }
+
+    /// Write an agent's deploy marker (`marker_files`). Each file is written only when it is
+    /// not already exactly that; whatever else is in its place (a directory, a link — the
+    /// markers directory is fleetwright's own) is removed first. Returns whether anything was
+    /// written.
+    pub fn write_marker(&self, agent: &str, rec: &AgentRecord) -> Result<bool, StateError> {
+        let mut wrote = false;
+        for (path, bytes) in self.marker_files(agent, rec) {
+            let meta = fs::symlink_metadata(&path).ok();
+            if meta.as_ref().is_some_and(|m| m.file_type().is_file()) && fs::read(&path).ok().as_deref() == Some(&bytes[..]) {
+                continue;
+            }
+            match meta {
+                Some(m) if m.file_type().is_dir() => {
+                    tracing::warn!(path = %path.display(), "a directory is in the place of a deploy marker: removing it");
+                    fs::remove_dir_all(&path).map_err(self.io(&path))?;
+                }
+                Some(m) if !m.file_type().is_file() => fs::remove_file(&path).map_err(self.io(&path))?,
+                _ => {}
+            }
+            write_replace(&path, &bytes, 0o644).map_err(self.io(&path))?;
+            wrote = true;
+        }
+        Ok(wrote)
     }
 
     /// Remove a pruned agent's deploy marker and its heartbeat record.

@@ -63,6 +63,14 @@ fn heartbeat_state(state_dir: &std::path::Path, agent: &str) -> Option<String> {
     Some(format!("heartbeat went stale; restarted {} time(s), last at {}", v["restarts"], v["lastRestart"].as_str().unwrap_or("?")))
 }
 
+/// The program of a unit file's first `ExecStart=` (its prefixes `-@:+!` dropped, unquoted).
+fn exec_program(text: &str) -> Option<String> {
+    let parsed = crate::unit::parse(text);
+    let (_, value) = parsed.get("Service")?.iter().find(|(k, v)| k == "ExecStart" && !v.is_empty())?;
+    let word = value.trim_start_matches(['-', '@', ':', '+', '!']).split_whitespace().next()?;
+    Some(word.trim_matches('"').to_string())
+}
+
 fn usec_to_rfc3339(us: u64) -> Option<String> {
     (us > 0 && us != u64::MAX).then(|| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_micros(us)).to_string())
 }
@@ -70,7 +78,18 @@ fn usec_to_rfc3339(us: u64) -> Option<String> {
 pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result<(Inventory, Vec<AgentStatus>), Box<dyn std::error::Error>> {
     let inv = state.load_inventory()?;
     let names: Vec<&str> = inv.files.keys().map(String::as_str).collect();
-    let statuses = sd.statuses(&names).await?;
+    let mut statuses = sd.statuses(&names).await?;
+    // The runs in question (a restart or reload owed, or not confirmed): what they are.
+    let mut in_question: std::collections::BTreeSet<&str> = inv.pending_restarts.keys().map(String::as_str).collect();
+    in_question.extend(inv.unconfirmed());
+    let in_question: Vec<&str> = in_question.into_iter().filter(|n| inv.files.contains_key(*n)).collect();
+    for (name, (id, started)) in sd.runs(&in_question).await? {
+        if let Some(u) = statuses.get_mut(&name) {
+            u.invocation_id = id;
+            u.run_started = started;
+        }
+    }
+    let boot = super::boot_id();
     let mut by_agent: BTreeMap<&str, Vec<(&str, Role)>> = BTreeMap::new();
     for (unit, rec) in &inv.files {
         by_agent.entry(rec.agent.as_str()).or_default().push((unit.as_str(), rec.role));
@@ -90,15 +109,41 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
         if let Some(h) = heartbeat_state(&cfg.state_dir, agent) {
             problems.push(h);
         }
+        if let Some(m) = marker.as_ref().filter(|_| !inv.pending_markers.contains(agent)) {
+            drift.extend(state.marker_problems(agent, m));
+        }
         for (unit, role) in units {
             let mut st = statuses.get(unit).cloned().unwrap_or_default();
             let path = cfg.unit_dir.join(unit);
-            let text = std::fs::read_to_string(&path);
+            let rec = &inv.files[unit];
+            let unfinished = inv.pending_files.contains_key(unit);
+            let text = match std::fs::symlink_metadata(&path) {
+                Ok(m) if !m.file_type().is_file() => {
+                    let what = if m.file_type().is_symlink() { "a symbolic link" } else { "not a regular file" };
+                    drift.push(format!("{unit} is {what}, which fleetwright never writes: foreign, it is neither replaced nor removed until it is moved away"));
+                    Err(std::io::Error::other(what))
+                }
+                _ => std::fs::read_to_string(&path),
+            };
             st.unit_file_state = cfg.enablement(unit, text.as_deref().ok()).to_string();
             match &text {
-                Ok(text) if sha256(text) != inv.files[unit].sha256 => drift.push(format!("{unit} was edited outside fleetwright")),
-                Err(_) => drift.push(format!("{unit} was deleted outside fleetwright")),
+                _ if unfinished => drift.push(format!("{unit} is being changed by an apply that did not finish (run apply)")),
+                Ok(text) if sha256(text) != rec.sha256 => drift.push(format!("{unit} was edited outside fleetwright")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => drift.push(format!("{unit} was deleted outside fleetwright")),
                 _ => {}
+            }
+            // A restart (or reload) owed: on the resume list of an interrupted apply, or a run
+            // not known to be of the definition on disk, unless it demonstrably is by now.
+            if !role.is_job() && enabled {
+                let replaced = inv.restart_from.get(unit).map(String::as_str);
+                let current = crate::plan::runs_current_definition(rec, &st, &boot, replaced);
+                match inv.pending_restarts.get(unit) {
+                    Some(a) if !current => drift.push(format!("{unit}: an interrupted apply has yet to {} it (run apply)", format!("{a:?}").to_lowercase())),
+                    None if rec.confirmed.as_ref().is_some_and(|c| *c != rec.sha256) && st.is_active() && !current => {
+                        drift.push(format!("{unit} runs an invocation that began before its current definition was loaded: a restart was lost (run apply)"))
+                    }
+                    _ => {}
+                }
             }
             // The mode its content asks for (0600 with Environment=), as `plan` checks it.
             if let (Ok(text), Ok(m)) = (&text, std::fs::symlink_metadata(&path)) {
@@ -108,7 +153,7 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
                     drift.push(format!("{unit} has mode {is:04o}, and should be {should:04o}"));
                 }
             }
-            if (role.is_timer() || role == Role::Service) && enabled && text.is_ok() && !st.is_enabled() {
+            if (role.is_timer() || role == Role::Service) && enabled && text.is_ok() && !st.is_enabled() && !unfinished {
                 drift.push(format!("{unit} was disabled outside fleetwright"));
             }
             if (role.is_timer() || role == Role::Service) && enabled && !st.is_active() {
@@ -116,6 +161,14 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
             }
             // A crash loop shows as activating/auto-restart: that is failing, not fine.
             failed |= st.active_state == "failed" || st.sub_state == "auto-restart";
+            // The program a helper runs (the fleetwright binary that wrote it) must be there.
+            if role == Role::AuxJob
+                && let Ok(text) = &text
+                && let Some(program) = exec_program(text)
+                && let Some(why) = super::helper_program_problem(&program)
+            {
+                problems.push(format!("{unit} runs {program}, which {why}: apply with the installed fleetwright to rewrite it"));
+            }
             match role {
                 Role::AuxJob => {
                     // A helper (log cleanup, backup, heartbeat) that failed is the agent's problem.
@@ -183,6 +236,9 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
 pub fn render_text(inv: &Inventory, agents: &[AgentStatus]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "applied commit: {} at {}", inv.applied_commit.as_deref().map(short).unwrap_or("none"), inv.applied_at.as_deref().unwrap_or("never"));
+    if inv.reload_pending {
+        let _ = writeln!(out, "pending: a daemon-reload an interrupted apply did not do (run apply)");
+    }
     let _ = writeln!(out, "{:<28} {:<8} {:<8} {:<36} {:<22} {:<12}", "AGENT", "KIND", "STATE", "LAST RUN", "NEXT RUN", "COMMIT");
     for a in agents {
         let last = a

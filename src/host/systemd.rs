@@ -50,6 +50,16 @@ pub enum SystemdError {
     Call { what: String, source: zbus::Error },
 }
 
+impl SystemdError {
+    /// The bus or the manager out of reach (not an answer about a unit): see `host::fault`.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SystemdError::Bus { .. } => true,
+            SystemdError::Call { source, .. } => super::fault::bus_is_transient(source),
+        }
+    }
+}
+
 fn call(what: impl Into<String>) -> impl FnOnce(zbus::Error) -> SystemdError {
     let what = what.into();
     move |source| SystemdError::Call { what, source }
@@ -66,9 +76,23 @@ pub struct Systemd {
 pub struct JobResult {
     pub unit: String,
     pub verb: &'static str,
-    /// `done`, `failed`, `timeout`, `dependency`, `canceled`, `skipped`, `invalid`, …
+    /// `done`, `failed`, `timeout`, `dependency`, `canceled`, `skipped`, `invalid`, …, or
+    /// `refused: …` (the manager refused to queue it), `lost: …` (its outcome is unknown).
     pub result: String,
+    /// The outcome says nothing about the unit: the bus or the manager went away before the
+    /// job was queued or before its result was seen, or another job canceled it. What the unit
+    /// runs is then to be observed, not assumed (`host::fault`).
+    pub fault: bool,
 }
+
+impl JobResult {
+    pub fn done(&self) -> bool {
+        self.result == "done"
+    }
+}
+
+/// How long a wait for jobs goes without a word before it says what it waits for.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 impl Systemd {
     /// Connect to the manager of `scope` over D-Bus: the system bus, or the user's session bus
@@ -113,6 +137,12 @@ impl Systemd {
 
     /// Queue `verb` (start, stop, restart, reload) for every unit at once and wait for each job's
     /// JobRemoved signal. Units are ordered by systemd itself (After=) within the queue.
+    ///
+    /// A job whose call failed because the bus or the manager went away, one whose signal never
+    /// came (the manager re-executed meanwhile, or the bus closed), and one another job
+    /// canceled, are results with `fault` set: their outcome says nothing about the unit. A job
+    /// that is gone from the manager without a signal is noticed by asking for it after a second
+    /// without news; a wait of more than ten seconds says, every ten seconds, what it waits for.
     pub async fn run_jobs(&self, verb: &'static str, units: &[&str]) -> Result<Vec<JobResult>, SystemdError> {
         if units.is_empty() {
             return Ok(Vec::new());
@@ -141,6 +171,7 @@ impl Systemd {
                     "try-restart" => m.try_restart_unit(unit, "replace").await,
                     _ => m.reload_unit(unit, "replace").await,
                 };
+                super::crash_point("queued");
                 out.push((unit.to_string(), queued));
             }
             out
@@ -161,31 +192,126 @@ impl Systemd {
                 },
             }
         };
-        let mut pending: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        let mut pending: BTreeMap<String, String> = BTreeMap::new();
         let mut results = Vec::new();
+        let result = |unit: String, result: String| {
+            // A job canceled by another (a stop by hand, a heartbeat's restart, a shutdown) did
+            // not fail: the unit is to be looked at again.
+            let fault = result == "canceled";
+            JobResult { unit, verb, result, fault }
+        };
         for (unit, queued) in queued {
             match queued {
                 Ok(job) => match seen.remove(job.as_str()) {
-                    Some(result) => results.push(JobResult { unit, verb, result }),
+                    Some(r) => results.push(result(unit, r)),
                     None => {
                         pending.insert(job.to_string(), unit);
                     }
                 },
-                Err(e) => results.push(JobResult { unit, verb, result: format!("refused: {e}") }),
+                Err(e) if super::fault::bus_is_transient(&e) => {
+                    results.push(JobResult { unit, verb, result: format!("lost: the call did not reach the manager ({e})"), fault: true })
+                }
+                Err(e) => results.push(JobResult { unit, verb, result: format!("refused: {e}"), fault: false }),
             }
         }
+        let waiting_since = std::time::Instant::now();
+        let mut said = waiting_since;
+        // Jobs found gone at the last look, given one more second for a signal in flight.
+        let mut gone: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         while !pending.is_empty() && !closed {
-            let Some(sig) = removed.next().await else { break };
-            let Ok(args) = sig.args() else { continue };
-            if let Some(unit) = pending.remove(args.job.as_str()) {
-                results.push(JobResult { unit, verb, result: args.result.to_string() });
+            match tokio::time::timeout(Duration::from_secs(1), removed.next()).await {
+                Ok(Some(sig)) => {
+                    let Ok(args) = sig.args() else { continue };
+                    if let Some(unit) = pending.remove(args.job.as_str()) {
+                        results.push(result(unit, args.result.to_string()));
+                    }
+                }
+                Ok(None) => closed = true,
+                Err(_) => {
+                    for job in std::mem::take(&mut gone) {
+                        if let Some(unit) = pending.remove(&job) {
+                            results.push(JobResult {
+                                unit,
+                                verb,
+                                result: "lost: the job ended without a word from the manager (it re-executed?)".into(),
+                                fault: true,
+                            });
+                        }
+                    }
+                    for job in pending.keys() {
+                        match self.job_exists(job).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                gone.insert(job.clone());
+                            }
+                            Err(_) => closed = true,
+                        }
+                    }
+                    if said.elapsed() >= PROGRESS_EVERY {
+                        said = std::time::Instant::now();
+                        let names: Vec<&str> = pending.values().take(5).map(String::as_str).collect();
+                        let more = pending.len().saturating_sub(names.len());
+                        tracing::info!(
+                            "waiting for {} {verb} job(s) to finish ({}s so far): {}{}",
+                            pending.len(),
+                            waiting_since.elapsed().as_secs(),
+                            names.join(", "),
+                            if more > 0 { format!(" and {more} more") } else { String::new() }
+                        );
+                    }
+                }
             }
         }
         for (_, unit) in pending {
-            results.push(JobResult { unit, verb, result: "lost: the manager closed the connection".into() });
+            results.push(JobResult { unit, verb, result: "lost: the connection to the manager closed before the job ended".into(), fault: true });
         }
         results.sort_by(|a, b| a.unit.cmp(&b.unit));
         Ok(results)
+    }
+
+    /// Whether the manager still has the job at this object path (a job it finished or dropped
+    /// is gone). An error is the bus's.
+    async fn job_exists(&self, job: &str) -> Result<bool, SystemdError> {
+        let path = zbus::ObjectPath::try_from(job.to_string()).map_err(call(format!("job {job}")))?;
+        let props = PropsProxy::builder(&self.conn).path(path).build().await.map_err(call("proxy"))?;
+        match props.get("org.freedesktop.systemd1.Job", "State").await {
+            Ok(_) => Ok(true),
+            Err(e) if super::fault::bus_is_transient(&e) => Err(SystemdError::Call { what: format!("job {job}"), source: e }),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Each unit's current run, as systemd knows it: its InvocationID (hex, empty when it has
+    /// none) and when it began on CLOCK_MONOTONIC, in µs (`ExecMainStartTimestampMonotonic` for
+    /// a service with a main process, else `ActiveEnterTimestampMonotonic`; 0 when unknown).
+    pub async fn runs(&self, units: &[&str]) -> Result<BTreeMap<String, (String, u64)>, SystemdError> {
+        let mut out = BTreeMap::new();
+        if units.is_empty() {
+            return Ok(out);
+        }
+        let m = self.manager().await?;
+        for (name, _, load, _, _, _, path, ..) in m.list_units_by_names(units).await.map_err(call("ListUnitsByNames"))? {
+            if load != "loaded" {
+                out.insert(name, (String::new(), 0));
+                continue;
+            }
+            let props = PropsProxy::builder(&self.conn).path(path).build().await.map_err(call("proxy"))?;
+            let get = |iface: &'static str, prop: &'static str| {
+                let props = &props;
+                let name = &name;
+                async move { props.get(iface, prop).await.map_err(call(format!("{prop} of {name}"))) }
+            };
+            let id = Vec::<u8>::try_from(get("org.freedesktop.systemd1.Unit", "InvocationID").await?).map(hex::encode).unwrap_or_default();
+            let mut started = 0u64;
+            if name.ends_with(".service") {
+                started = u64::try_from(get("org.freedesktop.systemd1.Service", "ExecMainStartTimestampMonotonic").await?).unwrap_or(0);
+            }
+            if started == 0 {
+                started = u64::try_from(get("org.freedesktop.systemd1.Unit", "ActiveEnterTimestampMonotonic").await?).unwrap_or(0);
+            }
+            out.insert(name, (id, started));
+        }
+        Ok(out)
     }
 
     /// Each unit's current InvocationID as hex (empty when it has no run), by its object path:

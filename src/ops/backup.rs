@@ -54,7 +54,14 @@
 //!
 //! Temporary files are `.<stem>-<ts>.sqlite.tmp-<pid>-<n>`; one left behind by
 //! a process that died (its pid no longer exists) is removed by the next
-//! backup of the same database.
+//! backup of the same database, the next restore, and the next apply.
+//!
+//! The order backups were taken is kept in `.<stem>.taken` (root's 0600, one file name
+//! a line, appended before each backup is renamed into place, rewritten without the
+//! pruned ones): [`list`] and `restore --latest` go by it, not by the dates in the
+//! names, which come from a clock that may have been wrong. A name dated more than
+//! [`FUTURE_SLACK`] ahead of now is marked `future`: listed, never preferred, and out
+//! of [`keep`]'s counts.
 //!
 //! # Who touches what (the helper runs as root)
 //!
@@ -132,9 +139,19 @@ pub struct Policy {
 pub struct BackupFile {
     pub path: String,
     /// When the backup was taken, RFC 3339 UTC to the second
-    /// (`2025-01-31T04:00:00Z`), read from the file name.
+    /// (`2025-01-31T04:00:00Z`), read from the file name (the clock of the moment: see
+    /// `future`).
     pub taken_at: String,
     pub bytes: u64,
+    /// Its place in the order the backups were taken (the directory's ledger,
+    /// `.<stem>.taken`): a higher number was taken later. 0: taken before the ledger knew it
+    /// (by an older version, or copied in); those count as taken before every numbered one,
+    /// in the order of their names.
+    pub seq: u64,
+    /// Its name is dated in the future (a clock that was wrong when it was taken, or a file
+    /// copied in): never preferred by `restore --latest`, and not counted in `keep`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub future: bool,
 }
 
 /// What [`backup`] did.
@@ -242,6 +259,32 @@ pub enum BackupError {
 
     #[error("{path} {detail}; {state}")]
     Refused { path: PathBuf, detail: String, state: &'static str },
+
+    #[error("{what}: no space left on the file system of {dir} ({errno}); free space there{hint} — nothing was backed up, the live database was not changed")]
+    NoSpace { what: String, dir: PathBuf, errno: &'static str, hint: &'static str },
+}
+
+/// SQLITE_FULL: a write found the file system full (SQLite keeps no errno for it).
+fn full(e: &rusqlite::Error) -> Option<&'static str> {
+    (e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)).then_some("ENOSPC")
+}
+
+/// What an SQLite error on `conn` says about the disk: the error number behind it (SQLite
+/// reports a full disk under a WAL as "disk I/O error") when it is a full file system or quota.
+fn no_space(conn: &Connection) -> Option<&'static str> {
+    // SAFETY: the handle of a live connection, used for one call while `conn` is borrowed.
+    no_space_of(unsafe { conn.handle() })
+}
+
+/// `no_space` of a connection's raw handle, which must be a live connection's.
+fn no_space_of(handle: *mut rusqlite::ffi::sqlite3) -> Option<&'static str> {
+    // SAFETY: the caller passes the handle of a connection that is still open.
+    let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(handle) };
+    match errno {
+        libc::ENOSPC => Some("ENOSPC"),
+        libc::EDQUOT => Some("EDQUOT, the disk quota is exceeded"),
+        _ => None,
+    }
 }
 
 fn io_err(action: &'static str, path: &Path, hint: &'static str) -> impl FnOnce(io::Error) -> BackupError {
@@ -277,7 +320,14 @@ pub fn backup_with(db: &Path, dir: &Path, policy: &Policy, verify: bool, wal: bo
     // The live database, checked through a descriptor before anything is made or changed.
     let live = Live::open(db)?;
     let out = backup_dir(dir)?;
-    let removed_temps = sweep_stale_temps(&out, &stem);
+    let mut removed_temps = sweep_stale_temps(&out, &stem);
+    if let Some(name) = live.path.file_name() {
+        removed_temps.extend(sweep_restore_temps(&live.dir, name));
+    }
+    // What the policy drops already (a `keep` lowered since the last backup) goes first, so
+    // that a full backup directory has room for this one; the newest backup stays until this
+    // one is taken, whatever the policy.
+    let mut pruned = prune(&out, &stem, policy, None, now, "nothing was backed up")?;
 
     // The temporary file, created exclusively with the backup's final mode.
     let tmp_name = OsString::from(format!(".{stem}-{ts}.sqlite.tmp-{}-{}", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
@@ -314,6 +364,7 @@ pub fn backup_with(db: &Path, dir: &Path, policy: &Policy, verify: bool, wal: bo
 
     let final_name = publish(&out, &tmp_name, &stem, &ts)?;
     guard.disarm();
+    crate::host::crash_point("backup-published");
     let final_path = out.join(&final_name);
     out.sync().map_err(io_err("fsync of directory", out.path(), "the rename may not survive a power failure; check the filesystem"))?;
 
@@ -321,27 +372,14 @@ pub fn backup_with(db: &Path, dir: &Path, policy: &Policy, verify: bool, wal: bo
     let bytes = tmp_file.metadata().map_err(io_err("reading", &final_path, "the backup was taken but cannot be read back; check the backup directory"))?.len();
     drop(tmp_file);
     let taken_at = humantime::format_rfc3339_seconds(now).to_string();
-    let file = BackupFile { path: final_path.to_string_lossy().into_owned(), taken_at, bytes };
+    let mut file = BackupFile { path: final_path.to_string_lossy().into_owned(), taken_at, bytes, seq: 0, future: false };
 
     // Prune.
-    let listed = list_in(&stem, &out).map_err(io_err("listing", out.path(), "the backup was taken; old backups were not pruned"))?;
-    let files: Vec<BackupFile> = listed.iter().map(|(_, f)| f.clone()).collect();
-    let kept = keep(&files, policy);
-    let mut pruned = Vec::new();
-    for (name, f) in &listed {
-        if kept.contains(&f.path) || *name == final_name {
-            continue;
-        }
-        match out.unlink(name) {
-            Ok(()) => pruned.push(f.path.clone()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(BackupError::Prune { taken: final_path, path: out.join(name), source });
-            }
-        }
-    }
-    if !pruned.is_empty() {
-        out.sync().map_err(io_err("fsync of directory", out.path(), "the removals may not survive a power failure; check the filesystem"))?;
+    pruned.extend(prune(&out, &stem, policy, Some(&final_name), now, "the backup was taken")?);
+    if let Ok(listed) = list_in(&stem, &out, now)
+        && let Some((_, f)) = listed.into_iter().find(|(n, _)| *n == final_name)
+    {
+        file.seq = f.seq;
     }
 
     Ok(BackupReport {
@@ -481,8 +519,16 @@ fn copy_live(live: &Live, tmp: &Path, wal: bool, tuning: &Tuning) -> Result<(Cop
         return Err(BackupError::NotSqlite { path: db.to_path_buf(), detail: "is empty".into() });
     }
     if wal {
-        let mode: String =
-            src.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| BackupError::Wal { path: db.to_path_buf(), detail: e.to_string() })?;
+        let mode: String = src.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| match full(&e).or_else(|| no_space(&src)) {
+            // The -wal and -shm files cannot be made: the database's directory is full.
+            Some(errno) => BackupError::NoSpace {
+                what: format!("switching {} to WAL mode", db.display()),
+                dir: db.parent().unwrap_or(Path::new("/")).to_path_buf(),
+                errno,
+                hint: "",
+            },
+            None => BackupError::Wal { path: db.to_path_buf(), detail: e.to_string() },
+        })?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(BackupError::Wal { path: db.to_path_buf(), detail: format!("SQLite kept journal_mode={mode}") });
         }
@@ -508,6 +554,8 @@ fn copy_online(src: &Connection, dst: &mut Connection, db: &Path, tmp: &Path, sn
             .map_err(|e| copy_err(format!("cannot start a read transaction: {e}")))?;
     }
 
+    // SAFETY: the raw handle is only given to `sqlite3_system_errno`, while `dst` is open.
+    let dst_handle = unsafe { dst.handle() };
     let result = (|| -> Result<CopyStats, BackupError> {
         let b = Backup::new(src, dst).map_err(|e| copy_err(e.to_string()))?;
         let per_step = tuning.pages_per_step.max(1);
@@ -516,7 +564,15 @@ fn copy_online(src: &Connection, dst: &mut Connection, db: &Path, tmp: &Path, sn
         let mut all_at_once = false;
         let mut stuck_since: Option<Instant> = None;
         loop {
-            let r = b.step(if all_at_once { -1 } else { per_step }).map_err(|e| copy_err(e.to_string()))?;
+            let r = b.step(if all_at_once { -1 } else { per_step }).map_err(|e| match full(&e).or_else(|| no_space_of(dst_handle)) {
+                Some(errno) => BackupError::NoSpace {
+                    what: format!("copying {} into {}", db.display(), tmp.display()),
+                    dir: tmp.parent().unwrap_or(Path::new("/")).to_path_buf(),
+                    errno,
+                    hint: " (lower `keep` in the spec: the next backup prunes first)",
+                },
+                None => copy_err(e.to_string()),
+            })?;
             stats.steps += 1;
             let p = b.progress();
             let copied = i64::from(p.pagecount) - i64::from(p.remaining);
@@ -630,6 +686,12 @@ fn integrity_check(path: &Path) -> Result<(), String> {
 fn publish(dir: &Dir, tmp: &OsStr, stem: &str, ts: &str) -> Result<OsString, BackupError> {
     for seq in 0..10_000u32 {
         let name = OsString::from(if seq == 0 { format!("{stem}-{ts}.sqlite") } else { format!("{stem}-{ts}-{seq}.sqlite") });
+        if matches!(dir.stat(&name), Ok(Some(_))) {
+            continue;
+        }
+        // Its place in the order of backups first: a name the ledger has but the directory
+        // does not (a rename that did not happen) is skipped when listing.
+        note_taken(dir, stem, &name.to_string_lossy()).map_err(io_err("recording the order of backups in", &dir.join(ledger_name(stem)), UNTOUCHED))?;
         match dir.rename_noreplace(tmp, &name) {
             Ok(()) => return Ok(name),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -646,6 +708,94 @@ fn publish(dir: &Dir, tmp: &OsStr, stem: &str, ts: &str) -> Result<OsString, Bac
     })
 }
 
+/// A name dated further than this ahead of now is dated in the future.
+pub const FUTURE_SLACK: Duration = Duration::from_secs(600);
+
+/// The ledger of the order `stem`'s backups were taken in.
+fn ledger_name(stem: &str) -> OsString {
+    OsString::from(format!(".{stem}.taken"))
+}
+
+/// The ledger's names, oldest first (a missing ledger has none).
+fn read_ledger(dir: &Dir, stem: &str) -> io::Result<Vec<String>> {
+    use std::io::Read;
+    match dir.open(ledger_name(stem), OFlag::O_RDONLY) {
+        Ok(mut f) => {
+            let mut text = String::new();
+            f.read_to_string(&mut text)?;
+            Ok(text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The ledger open and locked (flock) for writing: the one at its name now (a rewrite may
+/// have replaced the one opened while waiting for the lock).
+fn lock_ledger(dir: &Dir, stem: &str) -> io::Result<nix::fcntl::Flock<File>> {
+    let name = ledger_name(stem);
+    loop {
+        let flags = OFlag::O_RDWR | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(dir, name.as_os_str(), flags, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(io::Error::from)?;
+        let locked = nix::fcntl::Flock::lock(File::from(fd), nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
+        let held = locked.metadata()?;
+        if dir.stat(&name)?.is_some_and(|st| (st.st_dev, st.st_ino) == (held.dev(), held.ino())) {
+            return Ok(locked);
+        }
+    }
+}
+
+/// Append `name` to the ledger, durably.
+fn note_taken(dir: &Dir, stem: &str, name: &str) -> io::Result<()> {
+    let mut f = lock_ledger(dir, stem)?;
+    f.write_all(format!("{name}\n").as_bytes())?;
+    f.sync_data()
+}
+
+/// Rewrite the ledger with only the names still there (after pruning), atomically.
+fn compact_ledger(dir: &Dir, stem: &str) -> io::Result<()> {
+    let _held = lock_ledger(dir, stem)?;
+    let present: Vec<String> = read_ledger(dir, stem)?.into_iter().filter(|n| matches!(dir.stat(n), Ok(Some(_)))).collect();
+    let tmp = format!(".{stem}.taken.tmp-{}", std::process::id());
+    let _ = dir.unlink(&tmp);
+    let mut f = dir.create_new(&tmp, 0o600)?;
+    f.write_all(present.iter().map(|n| format!("{n}\n")).collect::<String>().as_bytes())?;
+    f.sync_all()?;
+    dir.rename_over(&tmp, ledger_name(stem))?;
+    dir.sync()
+}
+
+/// Delete the backups of `stem` that `policy` does not keep, but never `protect` (the backup
+/// just taken) nor, when there is none, the newest one. Returns what was deleted.
+fn prune(out: &Dir, stem: &str, policy: &Policy, protect: Option<&OsStr>, now: SystemTime, state: &'static str) -> Result<Vec<String>, BackupError> {
+    let listed = list_in(stem, out, now).map_err(io_err("listing", out.path(), state))?;
+    let files: Vec<BackupFile> = listed.iter().map(|(_, f)| f.clone()).collect();
+    let mut kept = keep(&files, policy);
+    if protect.is_none()
+        && let Some((_, newest)) = listed.iter().find(|(_, f)| !f.future)
+    {
+        kept.insert(newest.path.clone());
+    }
+    let mut pruned = Vec::new();
+    for (name, f) in &listed {
+        if kept.contains(&f.path) || Some(name.as_os_str()) == protect {
+            continue;
+        }
+        match out.unlink(name) {
+            Ok(()) => pruned.push(f.path.clone()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(BackupError::Prune { taken: protect.map(|p| out.join(p)).unwrap_or_default(), path: out.join(name), source });
+            }
+        }
+    }
+    if !pruned.is_empty() {
+        out.sync().map_err(io_err("fsync of directory", out.path(), "the removals may not survive a power failure; check the filesystem"))?;
+        compact_ledger(out, stem).map_err(io_err("rewriting the order of backups in", &out.join(ledger_name(stem)), state))?;
+    }
+    Ok(pruned)
+}
+
 /// Remove temporary files of `stem` left in `dir` by processes that no
 /// longer exist. Needs /proc; without it nothing is removed.
 fn sweep_stale_temps(dir: &Dir, stem: &str) -> Vec<String> {
@@ -657,16 +807,16 @@ fn sweep_stale_temps(dir: &Dir, stem: &str) -> Vec<String> {
         return removed;
     };
     let prefix = format!(".{stem}-");
+    let ledger_tmp = format!(".{stem}.taken.tmp-");
     let me = std::process::id();
     for name in names {
         let Some(n) = name.to_str() else { continue };
-        let Some(rest) = n.strip_prefix(&prefix) else {
-            continue;
+        // A backup's `.<stem>-<ts>.sqlite.tmp-<pid>-<n>`, or a ledger rewrite's `.<stem>.taken.tmp-<pid>`.
+        let owner = match (n.strip_prefix(&prefix).and_then(|rest| rest.split_once(".sqlite.tmp-")), n.strip_prefix(&ledger_tmp)) {
+            (Some((_, owner)), _) => owner.split(['-']).next().unwrap_or(""),
+            (None, Some(pid)) => pid,
+            (None, None) => continue,
         };
-        let Some((_, owner)) = rest.split_once(".sqlite.tmp-") else {
-            continue;
-        };
-        let owner = owner.split(['-']).next().unwrap_or("");
         let Ok(pid) = owner.parse::<u32>() else {
             continue;
         };
@@ -679,6 +829,60 @@ fn sweep_stale_temps(dir: &Dir, stem: &str) -> Vec<String> {
         }
     }
     removed
+}
+
+/// Remove the temporary copies killed restores of `name` left in `dir`
+/// (`.<name>.restore-<pid>-<n>.tmp`, as big as the database) whose process is gone, with
+/// their SQLite side files. Never through a link (`unlinkat` in the held directory).
+fn sweep_restore_temps(dir: &Dir, name: &OsStr) -> Vec<String> {
+    let mut removed = Vec::new();
+    if !Path::new("/proc/self").exists() {
+        return removed;
+    }
+    let Ok(names) = dir.names() else { return removed };
+    let prefix = format!(".{}.restore-", name.to_string_lossy());
+    let me = std::process::id();
+    for entry in names {
+        let Some(pid) = entry
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| n.bytes().all(|b| b.is_ascii_digit()).then_some(pid))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if dir.unlink(&entry).is_ok() {
+            remove_aux_files(dir, &entry);
+            removed.push(dir.join(&entry).to_string_lossy().into_owned());
+        }
+    }
+    removed
+}
+
+/// Remove what killed backups and restores of `db` left: the temporary files of backups in
+/// the backup directory `dir`, and the temporary copies of restores beside `db`, whose process
+/// is gone. Both directories are reached as a backup and a restore reach them (a walk, no link
+/// followed; a missing one has nothing). Returns what was removed.
+pub fn sweep(db: &Path, dir: &Path) -> Result<Vec<String>, BackupError> {
+    let stem = db_stem(db)?;
+    let mut removed = Vec::new();
+    match walk::open_dir(&std::path::absolute(dir).map_err(io_err("resolving", dir, "give an absolute path"))?, Trust::Root) {
+        Ok(out) => removed.extend(sweep_stale_temps(&out, &stem)),
+        Err(WalkError::Missing { .. }) => {}
+        Err(e) => return Err(BackupError::Unsafe { what: "backup directory", path: dir.to_path_buf(), source: e, state: "nothing was removed" }),
+    }
+    let (parent, name) = split(db)?;
+    match walk::open_dir(&parent, Trust::Owner) {
+        Ok(d) => removed.extend(sweep_restore_temps(&d, &name)),
+        Err(WalkError::Missing { .. }) => {}
+        Err(e) => return Err(BackupError::Unsafe { what: "directory of database", path: db.to_path_buf(), source: e, state: "nothing was removed" }),
+    }
+    Ok(removed)
 }
 
 /// Removes a temporary database file and its SQLite side files on drop,
@@ -781,20 +985,31 @@ fn parse_backup_name<'a>(stem: &str, name: &'a str) -> Option<(&'a str, u32, Str
 // ---------------------------------------------------------------------------
 
 /// The backups in `dir` for database `db` (only regular files matching our
-/// naming pattern), newest first. A missing `dir` has no backups; `dir` is
-/// reached like a backup directory (root's, no link on the way).
-pub fn list(db: &Path, dir: &Path) -> io::Result<Vec<BackupFile>> {
+/// naming pattern), newest first: in the order they were taken (the ledger), those the ledger
+/// does not know before them by name; `future` set by `now` (see the module docs). A missing
+/// `dir` has no backups; `dir` is reached like a backup directory (root's, no link on the way).
+pub fn list(db: &Path, dir: &Path, now: SystemTime) -> io::Result<Vec<BackupFile>> {
     let stem = db_stem(db).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let d = match walk::open_dir(&std::path::absolute(dir)?, Trust::Root) {
         Ok(d) => d,
         Err(WalkError::Missing { .. }) => return Ok(Vec::new()),
         Err(e) => return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("backup directory {}: {e}", dir.display()))),
     };
-    Ok(list_in(&stem, &d)?.into_iter().map(|(_, f)| f).collect())
+    Ok(list_in(&stem, &d, now)?.into_iter().map(|(_, f)| f).collect())
 }
 
-/// The backups of `stem` in the walked directory `dir`: (name, file), newest first.
-fn list_in(stem: &str, dir: &Dir) -> io::Result<Vec<(OsString, BackupFile)>> {
+/// The backup `restore --latest` takes: the last one taken that is not dated in the future;
+/// with the ones taken after it that are (never preferred, but said).
+pub fn latest(files: &[BackupFile]) -> (Option<&BackupFile>, Vec<&BackupFile>) {
+    let skipped: Vec<&BackupFile> = files.iter().take_while(|f| f.future).collect();
+    (files.iter().find(|f| !f.future), skipped)
+}
+
+/// The backups of `stem` in the walked directory `dir`: (name, file), newest first (see `list`).
+fn list_in(stem: &str, dir: &Dir, now: SystemTime) -> io::Result<Vec<(OsString, BackupFile)>> {
+    let ledger = read_ledger(dir, stem)?;
+    // A name's place is its last line: a name used again was taken again.
+    let place: std::collections::HashMap<&str, u64> = ledger.iter().enumerate().map(|(i, n)| (n.as_str(), i as u64 + 1)).collect();
     let mut found = Vec::new();
     for name in dir.names()? {
         let Some(n) = name.to_str() else { continue };
@@ -809,34 +1024,46 @@ fn list_in(stem: &str, dir: &Dir) -> io::Result<Vec<(OsString, BackupFile)>> {
         if walk::kind(&st) != SFlag::S_IFREG {
             continue;
         }
-        let file = BackupFile { path: dir.join(&name).to_string_lossy().into_owned(), taken_at, bytes: u64::try_from(st.st_size).unwrap_or(0) };
-        found.push((ts, seq, name, file));
+        let future = humantime::parse_rfc3339(&taken_at).is_ok_and(|t| t > now + FUTURE_SLACK);
+        let order = place.get(n).copied().unwrap_or(0);
+        let file =
+            BackupFile { path: dir.join(&name).to_string_lossy().into_owned(), taken_at, bytes: u64::try_from(st.st_size).unwrap_or(0), seq: order, future };
+        found.push((order, ts, seq, name, file));
     }
-    found.sort_by(|a, b| (&b.0, b.1).cmp(&(&a.0, a.1)));
-    Ok(found.into_iter().map(|(_, _, n, f)| (n, f)).collect())
+    found.sort_by(|a, b| (b.0, &b.1, b.2).cmp(&(a.0, &a.1, a.2)));
+    Ok(found.into_iter().map(|(_, _, _, n, f)| (n, f)).collect())
 }
 
-/// Which of `files` (newest first) the policy keeps, by path: the newest
-/// `last`; plus the newest backup of each of the `daily` most recent UTC
-/// days that have a backup; plus the newest of each of the `weekly` most
-/// recent ISO weeks that have a backup. A file whose `taken_at` does not
-/// parse is always kept (never delete what we do not understand). Pure.
+/// Which of `files` the policy keeps, by path: the newest `last`; plus the newest backup of
+/// each of the `daily` most recent UTC days that have a backup; plus the newest of each of the
+/// `weekly` most recent ISO weeks that have a backup. Newest by the order they were taken
+/// (`seq`), then by the time in their names; a file whose `taken_at` does not parse is always
+/// kept (never delete what we do not understand). A file dated in the future counts in none
+/// of these (it would take a slot, or stand for a day, forever): it is kept while it is among
+/// the newest `max(last, 1)` taken, then pruned like any other. Pure; the input's order does
+/// not matter.
 pub fn keep(files: &[BackupFile], policy: &Policy) -> BTreeSet<String> {
     let mut kept = BTreeSet::new();
-    // Tolerate input that is not sorted: stable sort by time, newest first
-    // (unparseable timestamps last; they are kept anyway).
     let mut order: Vec<(Option<SystemTime>, &BackupFile)> = files.iter().map(|f| (humantime::parse_rfc3339(&f.taken_at).ok(), f)).collect();
-    order.sort_by_key(|&(t, _)| std::cmp::Reverse(t));
+    order.sort_by_key(|&(t, f)| std::cmp::Reverse((f.seq, t)));
     let mut days = HashSet::new();
     let mut weeks = HashSet::new();
+    let mut slots = 0usize;
     for (i, (taken, f)) in order.iter().enumerate() {
-        if i < policy.last as usize {
-            kept.insert(f.path.clone());
+        if f.future {
+            if i < policy.last.max(1) as usize {
+                kept.insert(f.path.clone());
+            }
+            continue;
         }
         let Some(day) = taken.and_then(utc_day) else {
             kept.insert(f.path.clone());
             continue;
         };
+        if slots < policy.last as usize {
+            kept.insert(f.path.clone());
+        }
+        slots += 1;
         if days.len() < policy.daily as usize && days.insert(day) {
             kept.insert(f.path.clone());
         }
@@ -943,6 +1170,10 @@ pub fn prepare_restore(db: &Path, backup_file: &Path, now: SystemTime) -> Result
         state: STATE,
     })?;
     let identity = dir.identity();
+    // What earlier restores, killed during their copy, left here.
+    for gone in sweep_restore_temps(&dir, &name) {
+        tracing::info!(file = %gone, "removed the temporary copy of a killed restore");
+    }
     let reading = |e| BackupError::Io { action: "reading", path: db.to_path_buf(), source: e, hint: STATE };
     let live = match dir.stat(&name).map_err(reading)? {
         None => None,
@@ -970,6 +1201,7 @@ pub fn prepare_restore(db: &Path, backup_file: &Path, now: SystemTime) -> Result
     let guard = TempGuard::new(&dir, &tmp_name).map_err(io_err("holding", dir.path(), STATE))?;
     io::copy(&mut source, &mut out).map_err(io_err("copying the backup to", &tmp, hint))?;
     out.flush().map_err(io_err("writing", &tmp, hint))?;
+    crate::host::crash_point("restore-copied");
     let meta = out.metadata().map_err(io_err("reading", &tmp, hint))?;
     if (meta.uid(), meta.gid()) != (uid, gid) {
         std::os::unix::fs::fchown(&out, Some(uid), Some(gid)).map_err(io_err("changing the owner of", &tmp, hint))?;
@@ -1042,6 +1274,7 @@ impl PreparedRestore {
             }
             kept_at = Some(dir.join(&aside));
         }
+        crate::host::crash_point("restore-aside");
 
         // 5. The copy takes the live database's place.
         if let Err(e) = dir.rename_noreplace(&tmp_name, &name) {
@@ -1140,8 +1373,9 @@ mod tests {
         humantime::parse_rfc3339(rfc3339).unwrap()
     }
 
+    /// The names in `dir`, less the ledgers of the order backups were taken (`.<stem>.taken`).
     fn names(dir: &Path) -> BTreeSet<String> {
-        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| !n.ends_with(".taken")).collect()
     }
 
     /// A small database with rows 1..=n.
@@ -1381,7 +1615,13 @@ mod tests {
             for hour in [6u64, 18] {
                 let t = monday + Duration::from_secs(day * 86_400 + hour * 3600);
                 let ts = compact_timestamp(t).unwrap();
-                v.push(BackupFile { path: format!("/b/m-{ts}.sqlite"), taken_at: humantime::format_rfc3339_seconds(t).to_string(), bytes: 1 });
+                v.push(BackupFile {
+                    path: format!("/b/m-{ts}.sqlite"),
+                    taken_at: humantime::format_rfc3339_seconds(t).to_string(),
+                    bytes: 1,
+                    seq: 0,
+                    future: false,
+                });
             }
         }
         v.reverse();
@@ -1464,7 +1704,7 @@ mod tests {
 
     #[test]
     fn keep_iso_weeks_and_utc_days_across_year_end() {
-        let f = |t: &str| BackupFile { path: t.to_string(), taken_at: t.to_string(), bytes: 0 };
+        let f = |t: &str| BackupFile { path: t.to_string(), taken_at: t.to_string(), bytes: 0, seq: 0, future: false };
         // 2020-12-28 (Mon) .. 2021-01-03 (Sun) is ISO week 2020-W53.
         let files = vec![
             f("2021-01-04T00:00:00Z"), // Mon, 2021-W01
@@ -1512,7 +1752,7 @@ mod tests {
         for ts in ["20250107T030000Z", "20250108T030000Z", "20250109T030000Z", "20250109T030000Z-1"] {
             fs::write(dir.join(format!("messages-{ts}.sqlite")), b"old").unwrap();
         }
-        assert_eq!(list(&db, &dir).unwrap().len(), 4);
+        assert_eq!(list(&db, &dir, SystemTime::now()).unwrap().len(), 4);
 
         let policy = Policy { last: 2, daily: 2, weekly: 0 };
         let r = backup(&db, &dir, &policy, true, false, at("2025-01-10T03:00:00Z")).unwrap();
@@ -1525,7 +1765,7 @@ mod tests {
         want.insert("messages-20250109T030000Z-1.sqlite".into());
         want.insert("messages-20250110T030000Z.sqlite".into());
         assert_eq!(names(&dir), want);
-        let listed: Vec<String> = list(&db, &dir).unwrap().into_iter().map(|f| f.taken_at).collect();
+        let listed: Vec<String> = list(&db, &dir, SystemTime::now()).unwrap().into_iter().map(|f| f.taken_at).collect();
         assert_eq!(listed, ["2025-01-10T03:00:00Z", "2025-01-09T03:00:00Z"]);
     }
 
@@ -1543,14 +1783,14 @@ mod tests {
         assert!(a.file.path.ends_with("/m-20250601T120000Z.sqlite"));
         assert!(b.file.path.ends_with("/m-20250601T120000Z-1.sqlite"));
         assert!(c.file.path.ends_with("/m-20250601T120000Z-2.sqlite"));
-        let l: Vec<String> = list(&db, &dir).unwrap().into_iter().map(|f| f.path).collect();
+        let l: Vec<String> = list(&db, &dir, SystemTime::now()).unwrap().into_iter().map(|f| f.path).collect();
         assert_eq!(l, [c.file.path.clone(), b.file.path.clone(), a.file.path.clone()]);
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o750);
         assert_eq!(fs::metadata(&a.file.path).unwrap().mode() & 0o7777, 0o600, "a backup is root's alone");
         // Keep-nothing policy: everything else goes, the new one stays.
         let d = backup(&db, &dir, &nothing, false, false, now + Duration::from_secs(1)).unwrap();
         assert_eq!(d.pruned.len(), 3);
-        assert_eq!(list(&db, &dir).unwrap(), std::slice::from_ref(&d.file));
+        assert_eq!(list(&db, &dir, SystemTime::now()).unwrap(), std::slice::from_ref(&d.file));
         assert_eq!(d.file.bytes, fs::metadata(&d.file.path).unwrap().len());
         assert_eq!(d.file.taken_at, "2025-06-01T12:00:01Z");
     }
@@ -1629,6 +1869,96 @@ mod tests {
         let r = backup(&db, &dir, &NO_PRUNE, false, false, SystemTime::now()).unwrap();
         assert_eq!(r.removed_temps, [stale.to_string_lossy().into_owned()]);
         assert!(!stale.exists() && other.exists());
+    }
+
+    #[test]
+    fn killed_restores_copies_are_swept_by_the_next_backup_and_sweep_never_follows_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("m.db");
+        let dir = tmp.path().join("b");
+        make_db(&db, 5);
+        // pid_max is at most 2^22, so this pid cannot exist; our own pid is alive.
+        let dead = tmp.path().join(".m.db.restore-99999999-0.tmp");
+        let alive = tmp.path().join(format!(".m.db.restore-{}-7.tmp", std::process::id()));
+        let other = tmp.path().join(".n.db.restore-99999999-0.tmp");
+        for p in [&dead, &alive, &other] {
+            fs::write(p, b"a copy as big as the database").unwrap();
+        }
+        fs::write(with_suffix(&dead, "-journal"), b"j").unwrap();
+        let r = backup(&db, &dir, &NO_PRUNE, false, false, SystemTime::now()).unwrap();
+        assert_eq!(r.removed_temps, [dead.to_string_lossy().into_owned()]);
+        assert!(!dead.exists() && !with_suffix(&dead, "-journal").exists() && alive.exists() && other.exists());
+        // A link in a temporary copy's name is removed as a link: what it points at stays.
+        let target = tmp.path().join("precious");
+        fs::write(&target, b"keep me").unwrap();
+        let link = tmp.path().join(".m.db.restore-99999998-0.tmp");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let bdead = dir.join(".m-20250101T000000Z.sqlite.tmp-99999999-0");
+        fs::write(&bdead, b"partial").unwrap();
+        let gone = sweep(&db, &dir).unwrap();
+        assert_eq!(gone.len(), 2, "{gone:?}");
+        assert!(fs::symlink_metadata(&link).is_err() && !bdead.exists());
+        assert_eq!(fs::read(&target).unwrap(), b"keep me");
+        // Nothing there to sweep: nothing to say.
+        assert!(sweep(&db, &tmp.path().join("missing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_order_backups_were_taken_beats_the_dates_in_their_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("m.db");
+        let dir = tmp.path().join("b");
+        make_db(&db, 5);
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let b1 = backup(&db, &dir, &NO_PRUNE, false, false, now - day * 2).unwrap().file;
+        // A clock 400 days ahead, then right again.
+        let future = backup(&db, &dir, &NO_PRUNE, false, false, now + day * 400).unwrap().file;
+        let b2 = backup(&db, &dir, &NO_PRUNE, false, false, now - day).unwrap().file;
+        let b3 = backup(&db, &dir, &NO_PRUNE, false, false, now).unwrap().file;
+        let listed = list(&db, &dir, now).unwrap();
+        let paths: Vec<&str> = listed.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, [b3.path.as_str(), b2.path.as_str(), future.path.as_str(), b1.path.as_str()]);
+        assert_eq!(listed.iter().map(|f| f.future).collect::<Vec<_>>(), [false, false, true, false]);
+        let (latest_one, skipped) = latest(&listed);
+        assert_eq!(latest_one.map(|f| f.path.as_str()), Some(b3.path.as_str()));
+        assert!(skipped.is_empty());
+        // Were it taken last, it would still not be preferred, but said.
+        let listed_then = list(&db, &dir, now).unwrap().into_iter().filter(|f| f.path != b3.path && f.path != b2.path).collect::<Vec<_>>();
+        let (l, s) = latest(&listed_then);
+        assert_eq!((l.map(|f| f.path.as_str()), s.len()), (Some(b1.path.as_str()), 1));
+        // `keep` counts it in no rule: last 2 are b3 and b2; it is past the newest two taken.
+        let k = keep(&listed, &Policy { last: 2, daily: 0, weekly: 0 });
+        assert_eq!(k, [b3.path.clone(), b2.path.clone()].into_iter().collect::<BTreeSet<_>>());
+        let k = keep(&listed, &Policy { last: 0, daily: 3, weekly: 0 });
+        assert!(!k.contains(&future.path), "a future day never stands for a day: {k:?}");
+        // Pruned like any other once newer ones were taken; the ledger forgets it.
+        backup(&db, &dir, &Policy { last: 2, daily: 0, weekly: 0 }, false, false, now).unwrap();
+        assert!(!Path::new(&future.path).exists() && !Path::new(&b1.path).exists());
+        let ledger = fs::read_to_string(dir.join(".m.taken")).unwrap();
+        assert_eq!(ledger.lines().count(), 2, "{ledger}");
+    }
+
+    #[test]
+    fn a_lowered_keep_prunes_before_the_copy_and_keeps_the_newest_whatever_happens() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("m.db");
+        let dir = tmp.path().join("b");
+        make_db(&db, 50);
+        let now = SystemTime::now();
+        let taken: Vec<String> =
+            (0..5u64).map(|i| backup(&db, &dir, &NO_PRUNE, false, false, now - Duration::from_secs(3600 * (5 - i))).unwrap().file.path).collect();
+        // `keep` lowered to 2, and this backup fails (its copy is corrupted before the check):
+        // the room was made first, and the two newest are still there.
+        test_hooks::BEFORE_VERIFY.with(|h| h.set(Some(corrupt_page_2)));
+        let err = backup(&db, &dir, &Policy { last: 2, daily: 0, weekly: 0 }, true, false, now).unwrap_err();
+        test_hooks::BEFORE_VERIFY.with(|h| h.set(None));
+        assert!(matches!(err, BackupError::Integrity { .. }), "{err}");
+        let left: Vec<String> = list(&db, &dir, now).unwrap().into_iter().map(|f| f.path).collect();
+        assert_eq!(left, [taken[4].clone(), taken[3].clone()]);
+        // Keep nothing at all: the newest stays until a new one is taken.
+        backup(&db, &dir, &Policy::default(), false, false, now).unwrap();
+        assert_eq!(list(&db, &dir, now).unwrap().len(), 1);
     }
 
     // --- 5. wal -------------------------------------------------------------
@@ -1902,7 +2232,7 @@ mod tests {
             assert!(matches!(err, BackupError::BadBackup { .. }) && err.to_string().contains("uid 4242"), "{err}");
         }
         // The listing goes through the same walk.
-        let err = list(&db, &tmp.path().join("blink")).unwrap_err();
+        let err = list(&db, &tmp.path().join("blink"), SystemTime::now()).unwrap_err();
         assert!(err.to_string().contains("is a symbolic link"), "{err}");
     }
 

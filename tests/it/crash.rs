@@ -63,6 +63,11 @@ fn crash_at(point: &str) {
         owned.keys().cloned().collect::<Vec<_>>()
     };
     check_files("after the crash");
+    // What the killed apply had not written yet is its unfinished business, not drift.
+    let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
+    assert!(!stdout(&plan).contains("outside fleetwright"), "{point}: the unfinished apply's files are reported as drift:\n{}", stdout(&plan));
+    let status = host.fw(&["status"]);
+    assert!(!stdout(&status).contains("outside fleetwright"), "{point}: status reports the unfinished apply's files as drift:\n{}", stdout(&status));
     let left = [temps(&host.unit_dir()), temps(&host.state_dir())].concat();
     if point.starts_with("mid-") {
         assert!(!left.is_empty(), "{point}: the crash point is after the temp file is written, yet none is there");
@@ -118,6 +123,9 @@ crash_points! {
     crash_before_the_final_inventory => "before-final-inventory",
     crash_while_writing_a_unit_file => "mid-write:1",
     crash_while_writing_the_pending_inventory => "mid-inventory-write:1",
-    crash_while_writing_the_inventory_after_restarts => "mid-inventory-write:2",
-    crash_while_writing_the_final_inventory => "mid-inventory-write:3",
+    crash_while_writing_the_inventory_after_the_reload => "mid-inventory-write:2",
+    crash_while_writing_the_inventory_after_restarts => "mid-inventory-write:3",
+    crash_while_writing_the_final_inventory => "mid-inventory-write:4",
+    crash_between_two_queued_restarts => "queued:2",
+    crash_after_the_last_restart_was_queued => "queued:3",
 }

@@ -155,9 +155,13 @@ fn backups_are_roots_alone_and_restore_through_a_symlinked_parent_writes_nothing
     host.systemctl(&["start", "agent-keeper.backup.service"]);
     assert_eq!(host.prop("agent-keeper.backup.service", "Result"), "success", "{}", host.sb.journal("agent-keeper.backup.service"));
     let backups = names(&p("/srv/fw-backups/keeper"));
-    assert_eq!(backups.len(), 1, "{backups:?}");
-    let m = std::fs::metadata(p(&format!("/srv/fw-backups/keeper/{}", backups[0]))).unwrap();
-    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600), "a backup is root's alone");
+    // The backup, and the ledger of the order backups were taken in.
+    assert_eq!(backups.len(), 2, "{backups:?}");
+    assert_eq!(backups[0], ".messages.taken");
+    for b in &backups {
+        let m = std::fs::metadata(p(&format!("/srv/fw-backups/keeper/{b}"))).unwrap();
+        assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600), "{b}: a backup (and its ledger) is root's alone");
+    }
     let d = std::fs::metadata(p("/srv/fw-backups/keeper")).unwrap();
     assert_eq!((d.uid(), d.mode() & 0o7777), (0, 0o750));
     assert_eq!(sqlite(&host, "/srv/keeper/store/messages.db", "PRAGMA journal_mode;"), "wal");
