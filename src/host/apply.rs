@@ -137,7 +137,7 @@ pub async fn execute(
     let mut vetoed: BTreeMap<String, String> = BTreeMap::new();
     for u in plan.units.iter().filter(|u| u.actions.iter().any(|a| matches!(a, Action::Restart | Action::Reload))) {
         if let Some(check) = desired.units.get(&u.unit).and_then(|d| d.check.as_ref())
-            && let Err(why) = super::check::run(check, cfg.scope, cfg.bus_address.as_deref(), &u.unit)
+            && let Err(why) = super::check::run_blocking(check, cfg.scope, cfg.bus_address.as_deref(), &u.unit).await
         {
             vetoed.insert(u.unit.clone(), why);
         }

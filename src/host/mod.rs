@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod dropin;
 pub mod guard;
 pub mod sandbox;
 pub mod state;

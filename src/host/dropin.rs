@@ -1,0 +1,108 @@
+//! Drop-ins on the units fleetwright manages. fleetwright writes none for them, so every
+//! `*.conf` in a drop-in directory that applies to one of its units is someone else's
+//! (`systemctl edit`, a package, a hand): it changes what the unit runs without a commit. They
+//! are reported (`status`, the daemon's history and log, metrics), never removed: deleting a
+//! file fleetwright did not write is not its call.
+//!
+//! For `agent-web.service` the manager reads (systemd.unit(5), "Drop-in directories")
+//! `agent-web.service.d/`, then each dash prefix (`agent-.service.d/`), then the unit type's
+//! (`service.d/`), in every directory of the unit search path. The directories looked at here
+//! are the ones an administrator writes to: fleetwright's unit directory, where `systemctl
+//! enable` and `edit` write (/etc/systemd/system, or the user's), and the runtime one (/run).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::HostConfig;
+use crate::render::Scope;
+
+/// The directories whose drop-ins are looked at.
+pub fn search_dirs(cfg: &HostConfig) -> Vec<PathBuf> {
+    let runtime = match cfg.scope {
+        Scope::System => PathBuf::from("/run/systemd/system"),
+        Scope::User => std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(format!("/run/user/{}", nix::unistd::getuid())))
+            .join("systemd/user"),
+    };
+    let mut dirs = vec![cfg.unit_dir.clone(), cfg.links_dir(), runtime];
+    dirs.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
+    dirs
+}
+
+/// The drop-in directory names that apply to `unit`: its own, its dash prefixes', its type's.
+pub fn dir_names(unit: &str) -> Vec<String> {
+    let Some((stem, kind)) = unit.rsplit_once('.') else { return vec![] };
+    let mut names = vec![format!("{unit}.d")];
+    let mut prefix = stem;
+    while let Some((p, _)) = prefix.rsplit_once('-') {
+        names.push(format!("{p}-.{kind}.d"));
+        prefix = p;
+    }
+    names.push(format!("{kind}.d"));
+    names
+}
+
+/// Every drop-in (`*.conf`) that applies to one of `units`, by unit.
+pub fn foreign<'a>(cfg: &HostConfig, units: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, Vec<PathBuf>> {
+    let dirs = search_dirs(cfg);
+    // A directory is read once, however many units it applies to.
+    let mut read: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for unit in units {
+        let mut found = vec![];
+        for dir in &dirs {
+            for name in dir_names(unit) {
+                let d = dir.join(name);
+                let confs = read.entry(d.clone()).or_insert_with(|| {
+                    let mut v: Vec<PathBuf> = std::fs::read_dir(&d)
+                        .map(|it| it.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "conf")).collect())
+                        .unwrap_or_default();
+                    v.sort();
+                    v
+                });
+                found.extend(confs.iter().cloned());
+            }
+        }
+        if !found.is_empty() {
+            out.insert(unit.to_string(), found);
+        }
+    }
+    out
+}
+
+/// How a drop-in is reported.
+pub fn describe(unit: &str, path: &std::path::Path) -> String {
+    format!("{unit}: drop-in {} was not written by fleetwright (it stays: move the change into the fleet, or remove it)", path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drop_in_directories_of_a_unit_are_its_own_its_prefixes_and_its_types() {
+        assert_eq!(dir_names("agent-web-api.service"), ["agent-web-api.service.d", "agent-web-.service.d", "agent-.service.d", "service.d"]);
+        assert_eq!(dir_names("agent-tick.timer"), ["agent-tick.timer.d", "agent-.timer.d", "timer.d"]);
+        assert!(dir_names("noext").is_empty());
+    }
+
+    #[test]
+    fn drop_ins_are_found_in_every_directory_that_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg =
+            HostConfig { scope: Scope::System, unit_dir: dir.path().join("units"), state_dir: dir.path().join("state"), host: "h".into(), bus_address: None };
+        for (d, f) in [("agent-web.service.d", "override.conf"), ("agent-.service.d", "all.conf"), ("agent-web.service.d", "notes.txt")] {
+            std::fs::create_dir_all(cfg.unit_dir.join(d)).unwrap();
+            std::fs::write(cfg.unit_dir.join(d).join(f), "[Service]\n").unwrap();
+        }
+        let found = foreign(&cfg, ["agent-web.service", "agent-tick.timer", "agent-db.service"]);
+        let names = |u: &str| found[u].iter().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect::<Vec<_>>();
+        assert_eq!(names("agent-web.service"), ["override.conf", "all.conf"]);
+        assert_eq!(names("agent-db.service"), ["all.conf"]);
+        assert!(!found.contains_key("agent-tick.timer"));
+        assert!(describe("agent-web.service", &found["agent-web.service"][0]).contains("was not written by fleetwright"));
+    }
+}
