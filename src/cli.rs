@@ -607,8 +607,13 @@ pub fn history(g: &Globals, limit: usize, json: bool) -> u8 {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "lastGood": h.last_good().ok().flatten(), "pin": h.pin().ok().flatten(), "reconciles": rows }))
-                .expect("serializes")
+            serde_json::to_string_pretty(&serde_json::json!({
+                "lastGood": h.last_good().ok().flatten(),
+                "pin": h.pin().ok().flatten(),
+                "reconciles": rows,
+                "verdicts": h.verdicts(limit).unwrap_or_default(),
+            }))
+            .expect("serializes")
         );
         return exit::OK;
     }

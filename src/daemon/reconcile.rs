@@ -510,7 +510,7 @@ impl Daemon {
         let head = head.await?;
         match verdict {
             Verdict::Good => info!(commit = short(commit), "the commit passed its health gate: it is the last good commit"),
-            Verdict::Bad if event == Event::Invalid => warn!(commit = short(commit), reason, "the commit is invalid: marked bad, nothing of it applied"),
+            Verdict::Bad if event == Event::Invalid => warn!(commit = short(commit), reason, "the commit is invalid: nothing of it is applied"),
             Verdict::Bad => error!(
                 commit = short(commit),
                 reason,

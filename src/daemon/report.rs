@@ -145,6 +145,9 @@ impl Report {
         match &self.position {
             None => return Some("no reconcile has finished yet".into()),
             Some(Position::Unknown { why }) => return Some(format!("not known: {why}")),
+            Some(Position::Held { target, at, why }) if target.is_some() && target == at => {
+                return Some(format!("{} runs only in part: {why}", target.as_deref().map(short).unwrap_or("?")));
+            }
             Some(Position::Held { target, at, why }) => {
                 return Some(format!(
                     "held at {} instead of {}: {why}",

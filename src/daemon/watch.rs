@@ -13,8 +13,8 @@
 //! The reconciler's own work causes events too (its writes, its restarts): while a reconcile
 //! runs they are only collected, and looked at once it is done, against the new inventory —
 //! by then they show no difference, so a deploy wakes nothing. A unit that keeps drifting (a
-//! service that dies as soon as it is started) is repaired at once the first time, then after
-//! 1 s, 2 s, 4 s … (at most 5 minutes) while it keeps coming back within a minute.
+//! service that dies as soon as it is started) is repaired at once three times, then after
+//! 1 s, 2 s, 4 s … (at most 5 minutes) while it keeps coming back within a minute (`flap_wait`).
 //!
 //! Idle, nothing runs: no timer, no polling; the tasks wait on their channels.
 
@@ -55,9 +55,17 @@ impl Default for Shared {
 /// How long a burst of events is collected before it is looked at.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// A unit that drifts again within this long of its last repair waits before the next one.
+/// A unit that drifts again within this long of its last repair is flapping.
 const FLAP_WINDOW: Duration = Duration::from_secs(60);
-const MAX_FLAP_WAIT: Duration = Duration::from_secs(300);
+
+/// How long the repair of a unit that drifted `streak` times in a row (each within
+/// `FLAP_WINDOW` of the one before) waits: the first three at once, then 1 s, 2 s, 4 s, … at
+/// most 5 minutes. A service that dies as soon as it is started is not restarted in a loop.
+pub fn flap_wait(streak: u32) -> Duration {
+    const AT_ONCE: u32 = 3;
+    const MAX: Duration = Duration::from_secs(300);
+    if streak < AT_ONCE { Duration::ZERO } else { Duration::from_secs(1).saturating_mul(2u32.saturating_pow((streak - AT_ONCE).min(20))).min(MAX) }
+}
 
 /// Start watching. Runs for as long as the runtime does.
 pub fn spawn(cfg: HostConfig, report: Arc<Mutex<Report>>, tx: mpsc::UnboundedSender<Trigger>, shared: Arc<Shared>) {
@@ -336,13 +344,12 @@ impl Evaluator {
         for (unit, why) in drift {
             let (last, streak) = self.flaps.get(&unit).copied().unwrap_or((now - FLAP_WINDOW * 2, 0));
             let streak = if now.saturating_duration_since(last) > FLAP_WINDOW { 0 } else { streak };
-            let wait = if streak == 0 { Duration::ZERO } else { (Duration::from_secs(1) * 2u32.saturating_pow(streak - 1)).min(MAX_FLAP_WAIT) };
-            let at = last + wait;
+            let at = last + flap_wait(streak);
             if now >= at || streak == 0 {
                 self.flaps.insert(unit.clone(), (now, streak + 1));
                 fire.push(format!("{unit}: {why}"));
             } else {
-                debug!(unit, ?wait, "drift again soon after its repair: held back");
+                debug!(unit, wait = ?flap_wait(streak), "drift again soon after its repair: held back");
                 self.dirty_units.insert(unit);
                 let left = at - now;
                 again = Some(again.map_or(left, |a: Duration| a.min(left)));
@@ -449,4 +456,16 @@ enum FileEvent {
     DropIn,
     Link(String),
     Other,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flapping_unit_is_repaired_at_once_three_times_then_with_backoff() {
+        let waits: Vec<u64> = (0..14).map(|s| flap_wait(s).as_secs()).collect();
+        assert_eq!(waits, [0, 0, 0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(flap_wait(u32::MAX), Duration::from_secs(300));
+    }
 }

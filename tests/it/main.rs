@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod daemon;
 mod daytwo;
+mod gate;
 mod hostile;
 mod hostile_corpus;
 mod hostile_daemon;
