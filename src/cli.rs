@@ -282,42 +282,9 @@ fn print_report(r: &ApplyReport, commit: &str) {
     }
 }
 
-/// What the daemon's history says of the branch, the last good commit, the pin and the gate
-/// (None when no daemon ever ran on this state directory; the history is not created here).
-fn deployment(g: &Globals) -> Result<Option<status::Deployment>, String> {
-    let dir = g.host_config().state_dir;
-    if !dir.join("history.sqlite").exists() {
-        return Ok(None);
-    }
-    let h = crate::daemon::history::History::open(&dir).map_err(|e| e.to_string())?;
-    let e = |e: crate::daemon::history::HistoryError| e.to_string();
-    let head = match h.get_json("head").map_err(e)? {
-        Some(v) => match v["commit"].as_str() {
-            Some(c) => {
-                let verdict = h.verdict_record(c).map_err(e)?;
-                Some(status::Head {
-                    commit: c.to_string(),
-                    seen_at: v["seenAt"].as_str().map(str::to_string),
-                    verdict: verdict.as_ref().map(|r| r.verdict.as_str().to_string()),
-                    reason: verdict.map(|r| r.reason),
-                })
-            }
-            None => None,
-        },
-        None => None,
-    };
-    Ok(Some(status::Deployment {
-        head,
-        last_good: h.last_good().map_err(e)?,
-        pinned: h.pin_record().map_err(e)?.map(|p| status::PinInfo { commit: p.commit, force: p.force, at: p.at }),
-        gate: h.get_json("gate").map_err(e)?,
-        source: h.get_json("source").map_err(e)?,
-    }))
-}
-
 pub fn status(g: &Globals, json: bool) -> u8 {
     let cfg = g.host_config();
-    let deployment = match deployment(g) {
+    let deployment = match crate::daemon::history::deployment(&cfg.state_dir) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");

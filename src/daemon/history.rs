@@ -520,6 +520,31 @@ impl History {
     }
 }
 
+/// What the daemon's history says of the branch, the last good commit, the pin, the gate and
+/// the source, for `status` (None when no daemon ever ran on this state directory: the history
+/// is not created to find that out).
+pub fn deployment(state_dir: &Path) -> Result<Option<crate::host::status::Deployment>, HistoryError> {
+    use crate::host::status::{Deployment, Head, PinInfo};
+    if !state_dir.join("history.sqlite").exists() {
+        return Ok(None);
+    }
+    let h = History::open(state_dir)?;
+    let head = match h.get_json("head")?.as_ref().and_then(|v| Some((v["commit"].as_str()?.to_string(), v["seenAt"].as_str().map(str::to_string)))) {
+        Some((commit, seen_at)) => {
+            let verdict = h.verdict_record(&commit)?;
+            Some(Head { commit, seen_at, verdict: verdict.as_ref().map(|r| r.verdict.as_str().to_string()), reason: verdict.map(|r| r.reason) })
+        }
+        None => None,
+    };
+    Ok(Some(Deployment {
+        head,
+        last_good: h.last_good()?,
+        pinned: h.pin_record()?.map(|p| PinInfo { commit: p.commit, force: p.force, at: p.at }),
+        gate: h.get_json("gate")?,
+        source: h.get_json("source")?,
+    }))
+}
+
 fn busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }

@@ -320,14 +320,14 @@ impl Daemon {
         }
     }
 
-    /// `host::apply::deploy_unchanged` for `commit`: whether the host is converged to it.
+    /// `host::apply::deploy_unchanged` for `commit`: whether the host is converged to it. It
+    /// reads every unit file: on this thread, made a blocking one (`blocking`).
     async fn unchanged(&self, commit: &str) -> bool {
         let Ok(sd) = Systemd::connect(self.cfg.host.scope, self.cfg.host.bus_address.as_deref()).await else { return false };
         let key = crate::host::apply::render_key(&self.cfg.host, commit, self.cfg.path.as_deref());
-        matches!(
-            crate::host::apply::deploy_unchanged(&sd, &self.cfg.host, &self.state, &key, PlanOptions { allow_empty: self.cfg.allow_empty }).await,
-            Ok(Some(_))
-        )
+        let opts = PlanOptions { allow_empty: self.cfg.allow_empty };
+        let r = blocking(crate::host::apply::deploy_unchanged(&sd, &self.cfg.host, &self.state, &key, opts));
+        matches!(r, Ok(Some(_)))
     }
 
     /// The inventory's units: file hash, role, and whether the agent is enabled.
@@ -376,7 +376,7 @@ impl Daemon {
         };
         let key = crate::host::apply::render_key(&self.cfg.host, commit, self.cfg.path.as_deref());
         let opts = PlanOptions { allow_empty: self.cfg.allow_empty };
-        let d = match deploy(&sd, &self.cfg.host, &self.state, commit, &key, &fleet, opts).await {
+        let d = match blocking(deploy(&sd, &self.cfg.host, &self.state, commit, &key, &fleet, opts)) {
             Ok(d) => d,
             Err(ApplyError::Refused(why)) => return Applied::Refused(why.join("; ")),
             Err(e) => return Applied::Failed { transient: host_fault(&e), why: e.to_string() },
@@ -428,8 +428,9 @@ impl Daemon {
             Ok(b) => b,
             Err(e) => return GateOutcome::Unknown(e.to_string()),
         };
-        let may_exit: BTreeMap<String, bool> =
-            watched.iter().map(|u| (u.clone(), std::fs::read_to_string(self.cfg.host.unit_dir.join(u)).is_ok_and(|c| decide::declared_to_exit(&c)))).collect();
+        let may_exit: BTreeMap<String, bool> = tokio::task::block_in_place(|| {
+            watched.iter().map(|u| (u.clone(), std::fs::read_to_string(self.cfg.host.unit_dir.join(u)).is_ok_and(|c| decide::declared_to_exit(&c)))).collect()
+        });
         let now = Instant::now();
         let until = now + self.cfg.health_grace;
         let record = serde_json::json!({
@@ -544,6 +545,14 @@ impl Daemon {
         self.notifier.notify_one();
         Ok(())
     }
+}
+
+/// Run `f` to its end on this thread, made a blocking thread first: an apply reads and writes
+/// files, renders and plans a whole fleet and runs `journalctl` for failures, none of which may
+/// hold up the runtime's worker threads (the HTTP endpoint, the manager's signals). Its D-Bus
+/// calls still run on this runtime.
+fn blocking<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 /// One look at the watched services: why the first unhealthy one is, or None.

@@ -232,7 +232,9 @@ pub fn healthz(r: &Report, now: Instant) -> (u16, String) {
         }
     }
     let _ = writeln!(body, "applied {}", r.applied_commit.as_deref().unwrap_or("nothing"));
-    (if healthy { 200 } else { 503 }, body)
+    // Reasons quote what units and health checks printed: no control character of theirs
+    // reaches a terminal that shows this body.
+    (if healthy { 200 } else { 503 }, crate::spec::diag::printable_lines(&body).into_owned())
 }
 
 /// Prometheus text exposition of the report.

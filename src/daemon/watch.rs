@@ -311,6 +311,50 @@ impl Evaluator {
         if !units.is_empty() {
             drift.extend(self.refresh_units(&units, now).await);
         }
+        // Files are read (and hashed) on this thread, made a blocking one.
+        let (file_drift, dropins_dirty) = tokio::task::block_in_place(|| self.files_changed());
+        drift.extend(file_drift);
+        let mut fire: Vec<String> = vec![];
+        if dropins_dirty || !units.is_empty() {
+            let now_set = tokio::task::block_in_place(|| self.current_dropins());
+            if now_set != self.dropins {
+                let added: Vec<String> = now_set.difference(&self.dropins).map(|(u, p)| format!("{u}: {}", p.display())).collect();
+                let removed = self.dropins.difference(&now_set).count();
+                self.dropins = now_set;
+                fire.push(if added.is_empty() { format!("{removed} drop-in(s) removed") } else { format!("drop-in(s) appeared: {}", added.join(", ")) });
+            }
+        }
+        // Hold back a unit that keeps drifting.
+        let mut again: Option<Duration> = None;
+        for (unit, why) in drift {
+            let (last, streak) = match self.flaps.get(&unit) {
+                Some(&(last, streak)) if now.saturating_duration_since(last) <= FLAP_WINDOW => (last, streak),
+                _ => (now, 0),
+            };
+            let at = last + flap_wait(streak);
+            if now >= at {
+                self.flaps.insert(unit.clone(), (now, streak + 1));
+                fire.push(format!("{unit}: {why}"));
+            } else {
+                debug!(unit, wait = ?flap_wait(streak), "drift again soon after its repair: held back");
+                // Looked at again (its state and its file) once the wait is over.
+                self.dirty_files.insert(self.cfg.unit_dir.join(&unit));
+                self.dirty_units.insert(unit);
+                let left = at - now;
+                again = Some(again.map_or(left, |a: Duration| a.min(left)));
+            }
+        }
+        if !fire.is_empty() {
+            info!(drift = ?fire, "drift seen: reconciling");
+            let _ = self.tx.send(Trigger::Drift);
+        }
+        again
+    }
+
+    /// The dirty files that differ from what fleetwright wrote, and whether a drop-in
+    /// directory changed.
+    fn files_changed(&mut self) -> (Vec<(String, String)>, bool) {
+        let mut drift = vec![];
         let mut dropins_dirty = false;
         for p in std::mem::take(&mut self.dirty_files) {
             match self.classify(&p) {
@@ -328,38 +372,7 @@ impl Evaluator {
                 FileEvent::Other => {}
             }
         }
-        if dropins_dirty || !units.is_empty() {
-            let now_set = self.current_dropins();
-            if now_set != self.dropins {
-                let added: Vec<String> = now_set.difference(&self.dropins).map(|(u, p)| format!("{u}: {}", p.display())).collect();
-                let removed = self.dropins.difference(&now_set).count();
-                self.dropins = now_set;
-                let why = if added.is_empty() { format!("{removed} drop-in(s) removed") } else { format!("drop-in(s) appeared: {}", added.join(", ")) };
-                drift.push(("drop-ins".to_string(), why));
-            }
-        }
-        // Hold back a unit that keeps drifting.
-        let mut fire: Vec<String> = vec![];
-        let mut again: Option<Duration> = None;
-        for (unit, why) in drift {
-            let (last, streak) = self.flaps.get(&unit).copied().unwrap_or((now - FLAP_WINDOW * 2, 0));
-            let streak = if now.saturating_duration_since(last) > FLAP_WINDOW { 0 } else { streak };
-            let at = last + flap_wait(streak);
-            if now >= at || streak == 0 {
-                self.flaps.insert(unit.clone(), (now, streak + 1));
-                fire.push(format!("{unit}: {why}"));
-            } else {
-                debug!(unit, wait = ?flap_wait(streak), "drift again soon after its repair: held back");
-                self.dirty_units.insert(unit);
-                let left = at - now;
-                again = Some(again.map_or(left, |a: Duration| a.min(left)));
-            }
-        }
-        if !fire.is_empty() {
-            info!(drift = ?fire, "drift seen: reconciling");
-            let _ = self.tx.send(Trigger::Drift);
-        }
-        again
+        (drift, dropins_dirty)
     }
 
     /// Read the state (and, for services, the restart counter) of `units`; returns those that

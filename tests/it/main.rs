@@ -10,6 +10,7 @@ mod gate;
 mod hostile;
 mod hostile_corpus;
 mod hostile_daemon;
+mod hostile_gate;
 mod hostile_ops;
 mod hostile_output;
 mod plan;
