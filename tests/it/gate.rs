@@ -672,3 +672,27 @@ fn an_idle_daemon_uses_no_cpu_and_little_memory() {
     let limit = if cfg!(debug_assertions) { 45 } else { 30 };
     assert!(rss_kb < limit * 1024, "{rss_kb} kB resident");
 }
+
+/// Verdict latency: from a commit to its verdict is the grace period, plus the time to see and
+/// apply the commit, plus one last look at the watched services (docs/performance.md).
+#[test]
+fn the_verdict_comes_right_after_the_grace_period() {
+    let host = Host::boot();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &fleet(""), "one");
+    let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "3s", "--resync", "1h"], &[]);
+    host.wait("c1", 30, || host.history()["lastGood"] == c1.as_str());
+    d.wait_http();
+    for i in 2..5 {
+        let t0 = Instant::now();
+        let c = commit(&repo, &fleet(&format!("service: {{restartSec: {i}s}}\n")), &format!("change {i}"));
+        host.wait("the change to be applied", 10, || host.marker_commit("web").as_deref() == Some(c.as_str()));
+        let applied = t0.elapsed();
+        host.wait("its verdict", 20, || host.history()["lastGood"] == c.as_str());
+        let verdict = t0.elapsed();
+        let measured = d.metric("fleetwright_commit_to_converged_seconds").unwrap();
+        eprintln!("commit → applied {applied:?}, → verdict {verdict:?}; the daemon's commit-to-verdict {measured:.3} s (grace 3 s)");
+        assert!(measured >= 3.0 && measured < 3.0 + 2.0, "{measured}");
+        assert!(verdict >= Duration::from_secs(3), "{verdict:?}");
+    }
+}
