@@ -45,27 +45,32 @@ pub fn dir_names(unit: &str) -> Vec<String> {
     names
 }
 
-/// Every drop-in (`*.conf`) that applies to one of `units`, by unit.
+/// Every drop-in (`*.conf`) that applies to one of `units`, by unit. Each search directory is
+/// listed once and only the drop-in directories in it are read: a fleet of thousands of units
+/// costs a few directory reads, not a lookup per unit and name.
 pub fn foreign<'a>(cfg: &HostConfig, units: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, Vec<PathBuf>> {
-    let dirs = search_dirs(cfg);
-    // A directory is read once, however many units it applies to.
-    let mut read: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
-    let mut out = BTreeMap::new();
-    for unit in units {
-        let mut found = vec![];
-        for dir in &dirs {
-            for name in dir_names(unit) {
-                let d = dir.join(name);
-                let confs = read.entry(d.clone()).or_insert_with(|| {
-                    let mut v: Vec<PathBuf> = std::fs::read_dir(&d)
-                        .map(|it| it.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "conf")).collect())
-                        .unwrap_or_default();
-                    v.sort();
-                    v
-                });
-                found.extend(confs.iter().cloned());
+    // Drop-in directory name → its *.conf files, over every search directory.
+    let mut confs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for dir in search_dirs(cfg) {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if !name.ends_with(".d") || !e.path().is_dir() {
+                continue;
             }
+            let mut found: Vec<PathBuf> = std::fs::read_dir(e.path())
+                .map(|it| it.flatten().map(|f| f.path()).filter(|p| p.extension().is_some_and(|x| x == "conf")).collect())
+                .unwrap_or_default();
+            found.sort();
+            confs.entry(name).or_default().extend(found);
         }
+    }
+    let mut out = BTreeMap::new();
+    if confs.values().all(Vec::is_empty) {
+        return out;
+    }
+    for unit in units {
+        let found: Vec<PathBuf> = dir_names(unit).iter().filter_map(|n| confs.get(n)).flatten().cloned().collect();
         if !found.is_empty() {
             out.insert(unit.to_string(), found);
         }

@@ -595,8 +595,8 @@ fn drift_is_seen_and_repaired_within_a_second() {
     let converged = d.metric("fleetwright_commit_to_converged_seconds");
 
     let within = |what: &str, act: &dyn Fn(), done: &dyn Fn() -> bool| -> Duration {
-        act();
         let t0 = Instant::now();
+        act();
         host.wait(what, 10, done);
         let took = t0.elapsed();
         eprintln!("{what}: {took:?}");
