@@ -544,7 +544,16 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> u8 {
         webhook_secret,
         notify_url: a.notify_url,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime");
+    // Blocking work (git, parsing, the history, an apply) runs on blocking threads: few at a
+    // time, and not kept idle for long, so that an idle daemon holds no thread (and no memory of
+    // one) it does not need.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     let result = rt.block_on(async { crate::daemon::Daemon::new(cfg)?.run().await });
     match result {
         Ok(()) => exit::OK,

@@ -217,6 +217,10 @@ impl Daemon {
                                 )),
                             };
                             if !matches!(check, Check::Transient(_)) {
+                                // Bounded: a year of commits is far less than this.
+                                if self.signatures.len() >= 10_000 {
+                                    self.signatures.clear();
+                                }
                                 self.signatures.insert(c, check.clone());
                             }
                             check

@@ -302,7 +302,8 @@ impl Evaluator {
     async fn evaluate(&mut self) -> Option<Duration> {
         let now = Instant::now();
         let mut drift: Vec<(String, String)> = vec![];
-        let units: Vec<String> = if std::mem::take(&mut self.everything) {
+        let everything = std::mem::take(&mut self.everything);
+        let units: Vec<String> = if everything {
             self.dirty_units.clear();
             self.managed.keys().cloned().collect()
         } else {
@@ -347,6 +348,14 @@ impl Evaluator {
         if !fire.is_empty() {
             info!(drift = ?fire, "drift seen: reconciling");
             let _ = self.tx.send(Trigger::Drift);
+        } else if everything {
+            // The look after a reconcile read the whole inventory and every unit's state: give
+            // what it freed back, so an idle daemon stays small (the loop trims after the
+            // reconcile itself, before this look).
+            // SAFETY: malloc_trim has no preconditions.
+            unsafe {
+                libc::malloc_trim(0);
+            }
         }
         again
     }

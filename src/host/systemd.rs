@@ -290,8 +290,9 @@ impl Systemd {
             .path("/org/freedesktop/systemd1")
             .build()
             .map_err(call("match rule"))?;
-        // Enough room for the signals of a whole fleet restarting at once.
-        let room = std::num::NonZeroUsize::new(65_536);
+        // The queue is allocated whole, and a reader that keeps up never fills it: a full queue
+        // only makes zbus wait before it reads on (nothing else is read on this connection).
+        let room = std::num::NonZeroUsize::new(1024);
         let a = zbus::MessageStream::for_match_rule(units, &self.conn, room).await.map_err(call("AddMatch"))?;
         let b = zbus::MessageStream::for_match_rule(manager, &self.conn, room).await.map_err(call("AddMatch"))?;
         Ok(futures_util::stream::select(a, b).filter_map(|msg| async move {

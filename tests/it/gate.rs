@@ -692,7 +692,7 @@ fn the_verdict_comes_right_after_the_grace_period() {
         let verdict = t0.elapsed();
         let measured = d.metric("fleetwright_commit_to_converged_seconds").unwrap();
         eprintln!("commit → applied {applied:?}, → verdict {verdict:?}; the daemon's commit-to-verdict {measured:.3} s (grace 3 s)");
-        assert!(measured >= 3.0 && measured < 3.0 + 2.0, "{measured}");
+        assert!((3.0..5.0).contains(&measured), "{measured}");
         assert!(verdict >= Duration::from_secs(3), "{verdict:?}");
     }
 }
