@@ -613,6 +613,9 @@ fn drift_is_seen_and_repaired_within_a_second() {
     took.push(within("a hand-edited unit to be written back", &|| std::fs::write(&path, good.replace("sleep 100000", "sleep 5")).unwrap(), &|| {
         std::fs::read_to_string(&path).unwrap() == good
     }));
+    // The repair is done and recorded before the next change (else that reconcile's own look at
+    // the drop-ins would report it, and the time would say nothing of the watch).
+    host.wait("the repair to be recorded", 10, || host.reconciles().iter().any(|r| r["drift"].as_str().unwrap_or("").contains("edited outside fleetwright")));
     let dropin = host.unit_dir().join("agent-web.service.d/override.conf");
     took.push(within(
         "a drop-in to be reported",
