@@ -16,17 +16,20 @@ use std::path::PathBuf;
 use super::HostConfig;
 use crate::render::Scope;
 
-/// The directories whose drop-ins are looked at.
+/// The directories whose drop-ins are looked at: fleetwright's unit directory, the
+/// administrator's (`/etc/systemd/system`, or `~/.config/systemd/user`; on NixOS the one its
+/// own configuration writes drop-ins to) and the runtime one (`/run/systemd/system`, or
+/// `$XDG_RUNTIME_DIR/systemd/user`).
 pub fn search_dirs(cfg: &HostConfig) -> Vec<PathBuf> {
-    let runtime = match cfg.scope {
-        Scope::System => PathBuf::from("/run/systemd/system"),
-        Scope::User => std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(format!("/run/user/{}", nix::unistd::getuid())))
-            .join("systemd/user"),
+    let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
+    let (config, runtime) = match cfg.scope {
+        Scope::System => (PathBuf::from("/etc/systemd/system"), PathBuf::from("/run/systemd/system")),
+        Scope::User => (
+            env("XDG_CONFIG_HOME").unwrap_or_else(|| env("HOME").unwrap_or_default().join(".config")).join("systemd/user"),
+            env("XDG_RUNTIME_DIR").unwrap_or_else(|| PathBuf::from(format!("/run/user/{}", nix::unistd::getuid()))).join("systemd/user"),
+        ),
     };
-    let mut dirs = vec![cfg.unit_dir.clone(), cfg.links_dir(), runtime];
-    dirs.dedup();
+    let mut dirs = vec![cfg.unit_dir.clone(), config, runtime];
     let mut seen = std::collections::BTreeSet::new();
     dirs.retain(|d| seen.insert(d.clone()));
     dirs
@@ -104,10 +107,19 @@ mod tests {
             std::fs::write(cfg.unit_dir.join(d).join(f), "[Service]\n").unwrap();
         }
         let found = foreign(&cfg, ["agent-web.service", "agent-tick.timer", "agent-db.service"]);
-        let names = |u: &str| found[u].iter().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect::<Vec<_>>();
+        // Only what is under the test's directory (the machine's own /etc and /run are searched too).
+        let names = |u: &str| {
+            found
+                .get(u)
+                .into_iter()
+                .flatten()
+                .filter(|p| p.starts_with(dir.path()))
+                .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names("agent-web.service"), ["override.conf", "all.conf"]);
         assert_eq!(names("agent-db.service"), ["all.conf"]);
-        assert!(!found.contains_key("agent-tick.timer"));
+        assert!(names("agent-tick.timer").is_empty());
         assert!(describe("agent-web.service", &found["agent-web.service"][0]).contains("was not written by fleetwright"));
     }
 }
