@@ -298,6 +298,13 @@ fn print_report(r: &ApplyReport, commit: &str) {
 
 pub fn status(g: &Globals, json: bool) -> u8 {
     let cfg = g.host_config();
+    let deployment = match crate::daemon::history::deployment(&cfg.state_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
     runtime().block_on(async {
         let state = StateDir::new(&cfg.state_dir);
         let result = async {
@@ -312,16 +319,26 @@ pub fn status(g: &Globals, json: bool) -> u8 {
             }
             Ok((inv, agents)) => {
                 if json {
+                    let d = deployment.clone().unwrap_or_default();
                     println!(
                         "{}",
-                        serde_json::to_string_pretty(
-                            &serde_json::json!({ "host": cfg.host, "appliedCommit": inv.applied_commit, "appliedAt": inv.applied_at, "agents": agents })
-                        )
+                        serde_json::to_string_pretty(&serde_json::json!({
+                            "host": cfg.host,
+                            "appliedCommit": inv.applied_commit,
+                            "appliedAt": inv.applied_at,
+                            "head": d.head,
+                            "lastGood": d.last_good,
+                            "pinned": d.pinned,
+                            "gate": d.gate,
+                            "source": d.source,
+                            "restartWindowSecs": status::RESTART_WINDOW.as_secs(),
+                            "agents": agents,
+                        }))
                         .expect("serializes")
                     );
                 } else {
                     use std::io::IsTerminal;
-                    let text = status::render_text(&inv, &agents);
+                    let text = status::render_text(&inv, &agents, deployment.as_ref());
                     print!("{}", if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() { status::colorize(&text) } else { text });
                 }
                 exit::OK
@@ -453,18 +470,6 @@ pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs, offline: bool) -> u8 {
     if code == exit::OK && !missing.is_empty() { exit::UNIT_FAILED } else { code }
 }
 
-/// Logs: readable on a terminal, JSON lines otherwise (for journald). `RUST_LOG` filters.
-pub fn init_logging() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder.json().flatten_event(true).init();
-    }
-}
-
 #[derive(clap::Args, Debug, Clone)]
 pub struct DaemonArgs {
     /// The fleet repository: a local path (watched) or a URL (file://, https://, ssh://, git@host:path; polled)
@@ -482,7 +487,7 @@ pub struct DaemonArgs {
     /// How often the host is re-observed and drift repaired without a new commit
     #[arg(long, default_value = "5m", value_parser = parse_duration_arg)]
     pub resync: std::time::Duration,
-    /// How long changed services must stay up before a commit counts as good (0 disables the gate)
+    /// How long the services changed since the last good commit must stay up before a new commit counts as good (0 disables the gate)
     #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
     pub health_grace: std::time::Duration,
     /// Follow a branch that was force-pushed past the applied commit
@@ -505,7 +510,7 @@ pub struct DaemonArgs {
     /// The webhook's shared secret (HMAC-SHA256), read from this file: at least 16 bytes, whitespace around it ignored
     #[arg(long, value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
-    /// POST a JSON event here on deployed, failed and rolled-back
+    /// POST a JSON event here for every verdict: deployed, rolled-back, failed, invalid, held, refused
     #[arg(long, value_name = "URL")]
     pub notify_url: Option<String>,
 }
@@ -555,7 +560,16 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> u8 {
         webhook_secret,
         notify_url: a.notify_url,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime");
+    // Blocking work (git, parsing, the history, an apply) runs on blocking threads: few at a
+    // time, and not kept idle for long, so that an idle daemon holds no thread (and no memory of
+    // one) it does not need.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     let result = rt.block_on(async { crate::daemon::Daemon::new(cfg)?.run().await });
     match result {
         Ok(()) => exit::OK,
@@ -591,28 +605,41 @@ pub fn history(g: &Globals, limit: usize, json: bool) -> u8 {
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "lastGood": last_good, "pin": pin, "reconciles": rows })).expect("serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "lastGood": last_good,
+                "pin": pin,
+                "reconciles": rows,
+                "verdicts": h.verdicts(limit).unwrap_or_default(),
+            }))
+            .expect("serializes")
+        );
         return exit::OK;
     }
     println!("last good: {}   pin: {}", last_good.as_deref().map(plan::short).unwrap_or("none"), pin.as_deref().map(plan::short).unwrap_or("none"));
-    println!("{:<22} {:<8} {:<12} {:<12} {:<11} {:>7} {:>7}  ERROR", "STARTED", "TRIGGER", "HEAD", "APPLIED", "RESULT", "ACTIONS", "MS");
+    println!("{:<22} {:<8} {:<12} {:<12} {:<15} {:>7} {:>7}  ERROR", "STARTED", "TRIGGER", "HEAD", "APPLIED", "RESULT", "ACTIONS", "MS");
     for r in rows {
+        let result = if r.repeats > 1 { format!("{} ×{}", r.result, r.repeats) } else { r.result.clone() };
         println!(
-            "{:<22} {:<8} {:<12} {:<12} {:<11} {:>7} {:>7}  {}",
+            "{:<22} {:<8} {:<12} {:<12} {:<15} {:>7} {:>7}  {}",
             r.started_at,
             r.trigger,
             r.head.as_deref().map(plan::short).unwrap_or("-"),
             r.applied.as_deref().map(plan::short).unwrap_or("-"),
-            r.result,
+            result,
             r.actions,
             r.duration_ms,
-            r.error.unwrap_or_default()
+            crate::spec::diag::printable_lines(&r.error.unwrap_or_default())
         );
     }
     exit::OK
 }
 
-pub fn rollback(g: &Globals, to: Option<&str>) -> u8 {
+/// Pin a commit. Without `to`: the last good commit before the one applied now (the commit
+/// that most recently passed a gate on this host, other than the applied one). A commit marked
+/// bad is refused unless `force`.
+pub fn rollback(g: &Globals, to: Option<&str>, force: bool) -> u8 {
     let Ok(h) = open_history(g) else { return exit::ERROR };
     let state = StateDir::new(g.host_config().state_dir);
     let applied = state.load_inventory().ok().and_then(|i| i.applied_commit);
@@ -621,8 +648,11 @@ pub fn rollback(g: &Globals, to: Option<&str>) -> u8 {
         // commits it has seen.
         Some(t) if t.len() == 40 && t.bytes().all(|b| b.is_ascii_hexdigit()) => t.to_ascii_lowercase(),
         Some(t) => {
-            let seen: std::collections::BTreeSet<String> =
-                h.recent(10_000).unwrap_or_default().into_iter().flat_map(|r| [r.head, r.applied]).flatten().filter(|c| c.starts_with(t)).collect();
+            let seen = if t.len() >= 4 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                h.commits_starting_with(&t.to_ascii_lowercase()).unwrap_or_default()
+            } else {
+                Default::default()
+            };
             match seen.len() {
                 1 => seen.into_iter().next().expect("one"),
                 0 => {
@@ -635,31 +665,53 @@ pub fn rollback(g: &Globals, to: Option<&str>) -> u8 {
                 }
             }
         }
-        None => match h.recent(1000).ok().and_then(|rows| {
-            rows.into_iter()
-                .filter(|r| matches!(r.result.as_str(), "converged" | "repaired" | "unchanged"))
-                .filter_map(|r| r.applied)
-                .find(|c| Some(c) != applied.as_ref() && matches!(h.verdict(c), Ok(Some((crate::daemon::history::Verdict::Good, _)))))
-        }) {
-            Some(c) => c,
-            None => {
-                eprintln!("error: no earlier good commit is recorded; name one with --to COMMIT");
+        None => match h.good_before(applied.as_deref()) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                eprintln!(
+                    "error: no good commit before {} is recorded; name one with --to COMMIT",
+                    applied.as_deref().map(plan::short).unwrap_or("the applied one")
+                );
+                return exit::ERROR;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
                 return exit::ERROR;
             }
         },
     };
-    if let Err(e) = h.set_pin(Some(&target)) {
+    match h.verdict_record(&target) {
+        Ok(Some(v)) if v.verdict == crate::daemon::history::Verdict::Bad && !force => {
+            eprintln!(
+                "error: commit {} is marked bad ({}, at {}): the daemon rolled it back or refused it. Pinning it would deploy it again. Pin another commit, or pass --force to try it once more (it is gated like any deploy, and rolled back again if it fails)",
+                plan::short(&target),
+                v.reason,
+                v.at
+            );
+            return exit::ERROR;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    }
+    if let Err(e) = h.set_pin_with(Some(&target), force, Some(&crate::host::now_rfc3339())) {
         eprintln!("error: {e}");
         return exit::ERROR;
     }
-    println!("pinned {}: the daemon converges to it and ignores the branch until `fleetwright resume`", plan::short(&target));
+    println!(
+        "pinned {}{}: the daemon applies it (gated like any deploy) and ignores the branch until `fleetwright resume`",
+        plan::short(&target),
+        if force { " (forced: it is marked bad and gets one more try)" } else { "" }
+    );
     signal_daemon(g);
     exit::OK
 }
 
 pub fn resume(g: &Globals) -> u8 {
     let Ok(h) = open_history(g) else { return exit::ERROR };
-    if let Err(e) = h.set_pin(None) {
+    if let Err(e) = h.set_pin_with(None, false, None) {
         eprintln!("error: {e}");
         return exit::ERROR;
     }

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod desired;
 pub mod host;
 pub mod inventory;
+pub mod logging;
 pub mod ops;
 pub mod plan;
 pub mod render;

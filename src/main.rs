@@ -25,6 +25,9 @@ struct Args {
     /// The D-Bus address of the bus the manager is on [default: the system bus, or the session bus with --user]
     #[arg(long, global = true, value_name = "ADDRESS", env = "FLEETWRIGHT_BUS_ADDRESS")]
     bus_address: Option<String>,
+    /// Log lines: auto (the journal's priorities when stderr is the journal, else text), text, json or journal
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "auto", env = "FLEETWRIGHT_LOG_FORMAT")]
+    log_format: fleetwright::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -92,10 +95,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Pin an older commit (default: the last good one before the applied commit) until `resume`.
+    /// Pin a commit until `resume` (default: the last good commit before the one applied now); the daemon gates it like any deploy
     Rollback {
         #[arg(long, value_name = "COMMIT")]
         to: Option<String>,
+        /// Pin a commit marked bad anyway: it is applied and gated once more
+        #[arg(long)]
+        force: bool,
     },
     /// Drop the rollback pin: follow the branch again.
     Resume,
@@ -259,7 +265,7 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    cli::init_logging();
+    fleetwright::logging::init(args.log_format);
     let globals = cli::Globals { unit_dir: args.unit_dir, state_dir: args.state_dir, user: args.user, host: args.host, bus_address: args.bus_address };
     let code = match args.command {
         Command::Validate { dir } => cli::validate(&dir),
@@ -272,7 +278,7 @@ fn main() -> ExitCode {
         Command::Status { json } => cli::status(&globals, json),
         Command::Daemon(d) => cli::daemon(&globals, d),
         Command::History { limit, json } => cli::history(&globals, limit, json),
-        Command::Rollback { to } => cli::rollback(&globals, to.as_deref()),
+        Command::Rollback { to, force } => cli::rollback(&globals, to.as_deref(), force),
         Command::Resume => cli::resume(&globals),
         Command::Sync => cli::sync(&globals),
         Command::Slot { dir, group, limit, when_full, timeout, command } => cli::slot(&dir, &group, limit, &when_full, timeout.as_deref(), &command),

@@ -1,7 +1,11 @@
-//! The reconcile history in SQLite (WAL mode) in the state directory: every reconcile with its
-//! commit, trigger, duration, actions, result and error; which commits are good or bad; the
-//! rollback pin. `fleetwright history` reads it; the daemon writes it.
+//! The reconcile history in SQLite (WAL mode) in the state directory: the reconciles (a no-op
+//! repeated is one row with a count; the newest `MAX_RECONCILES` are kept), every verdict on a
+//! commit (kept for ever: an append-only log, with the unit hashes of each good commit), the
+//! rollback pin, what the daemon last knew of the branch and its gate, and the outbox of
+//! notifications (each event once per commit, kept until it is delivered).
+//! `fleetwright history`, `status`, `rollback` and `resume` read it; the daemon writes it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -44,29 +48,106 @@ pub struct Reconcile {
     pub id: i64,
     pub started_at: String,
     pub duration_ms: i64,
-    /// What woke the reconciler: startup, watch, poll, resync, webhook, signal, retry.
+    /// What woke the reconciler: startup, watch, poll, resync, webhook, signal, retry, drift.
     pub trigger: String,
-    /// The head of the followed branch (or the pin) when it ran.
+    /// The commit it meant to run: the pin if one is set, else the head of the followed branch.
     pub head: Option<String>,
     /// The commit it converged the host to.
     pub applied: Option<String>,
-    /// converged | unchanged | invalid | refused | failed | rolled-back | superseded | error
+    /// converged | unchanged | repaired | invalid | refused | held | failed | rolled-back |
+    /// rollback-failed | superseded | interrupted | error
     pub result: String,
     pub actions: i64,
     pub drift: Option<String>,
     pub error: Option<String>,
+    /// How many reconciles in a row this row stands for: the same trigger, commits, result and
+    /// error with nothing done (a poll of an unchanged branch, a refused head) are one row.
+    pub repeats: i64,
+    /// When the last of them started (the first one's is `started_at`).
+    pub last_at: Option<String>,
 }
 
 /// A commit's standing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
+    /// Passed its health gate: the last good commit is the newest of these.
     Good,
+    /// Invalid, failed to apply, or failed its gate: never applied again by the daemon.
     Bad,
+    /// Applied only in part (a `health.check` held a change back), or not at all (its plan was
+    /// refused: the empty-fleet guard, a foreign file): not good, tried again.
+    Held,
+    /// Not applied on purpose: the branch was force-pushed past the applied commit, or the
+    /// commit is not signed by an allowed key. Checked again each time.
+    Refused,
 }
 
-/// How long an open, or a statement, waits for another connection's lock.
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Good => "good",
+            Verdict::Bad => "bad",
+            Verdict::Held => "held",
+            Verdict::Refused => "refused",
+        }
+    }
+    fn parse(s: &str) -> Verdict {
+        match s {
+            "good" => Verdict::Good,
+            "held" => Verdict::Held,
+            "refused" => Verdict::Refused,
+            // Unknown text is read as bad: a verdict that cannot be read must not let a commit
+            // through.
+            _ => Verdict::Bad,
+        }
+    }
+}
+
+/// One entry of the verdict log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerdictRecord {
+    /// Its place in the log: later verdicts have greater ids.
+    pub id: i64,
+    pub commit: String,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub at: String,
+}
+
+/// The rollback pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pin {
+    pub commit: String,
+    /// Pinned with `--force` although it was marked bad: applied (and gated) once more.
+    pub force: bool,
+    /// The newest verdict id when it was pinned: a verdict on the commit after it is the
+    /// outcome of the pin.
+    #[serde(skip)]
+    pub seq: i64,
+    pub at: Option<String>,
+}
+
+/// A notification waiting to be delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub id: i64,
+    pub event: String,
+    pub commit: String,
+    pub body: String,
+    pub attempts: i64,
+}
+
+/// How long a wait for another connection's lock may take.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reconcile rows kept: about a year of a daemon at work with its no-op polls folded.
+pub const MAX_RECONCILES: i64 = 10_000;
+
+/// Delivered notifications are forgotten after this long; undelivered ones are given up then.
+const OUTBOX_DAYS: i64 = 7;
 
 impl History {
     pub fn open(state_dir: &Path) -> Result<History, HistoryError> {
@@ -86,17 +167,32 @@ impl History {
                 .and_then(|mode| if mode.eq_ignore_ascii_case("wal") { Ok(()) } else { conn.pragma_update(None, "journal_mode", "WAL") });
             match set {
                 Ok(()) => break,
-                Err(e)
-                    if matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
-                        && std::time::Instant::now() < until =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
+                Err(e) if busy(&e) && std::time::Instant::now() < until => std::thread::sleep(std::time::Duration::from_millis(10)),
                 Err(e) => return Err(err(e)),
             }
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        conn.execute_batch(
+        // The schema, created or brought up to date, once at a time (the same race as above).
+        let until = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match Self::migrate(&conn) {
+                Ok(()) => break,
+                Err(e) if busy(&e) && std::time::Instant::now() < until => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Err(e) => return Err(err(e)),
+            }
+        }
+        // A damaged file can open, and even answer some queries: look at all of it once.
+        let check: Vec<String> =
+            conn.prepare("PRAGMA quick_check(3)").and_then(|mut st| st.query_map([], |r| r.get::<_, String>(0))?.collect()).map_err(err)?;
+        if check != ["ok"] {
+            return Err(HistoryError::Damaged { path: shown, detail: check.join("; ") });
+        }
+        Ok(History { conn, path: shown })
+    }
+
+    fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS reconciles (
                 id INTEGER PRIMARY KEY,
                 started_at TEXT NOT NULL,
@@ -113,16 +209,40 @@ impl History {
                 verdict TEXT NOT NULL,
                 reason TEXT,
                 at TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS verdicts (
+                id INTEGER PRIMARY KEY,
+                commit_id TEXT NOT NULL,
+                verdict TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                at TEXT NOT NULL,
+                units TEXT);
+             CREATE INDEX IF NOT EXISTS verdicts_commit ON verdicts (commit_id, id);
+             CREATE TABLE IF NOT EXISTS outbox (
+                id INTEGER PRIMARY KEY,
+                event TEXT NOT NULL,
+                commit_id TEXT NOT NULL,
+                body TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                delivered_at TEXT,
+                last_error TEXT,
+                UNIQUE (event, commit_id));
              CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-        )
-        .map_err(err)?;
-        // A damaged file can open, and even answer some queries: look at all of it once.
-        let check: Vec<String> =
-            conn.prepare("PRAGMA quick_check(3)").and_then(|mut st| st.query_map([], |r| r.get::<_, String>(0))?.collect()).map_err(err)?;
-        if check != ["ok"] {
-            return Err(HistoryError::Damaged { path: shown, detail: check.join("; ") });
+        )?;
+        // Columns added since the first version.
+        let columns: Vec<String> = tx.prepare("PRAGMA table_info(reconciles)")?.query_map([], |r| r.get::<_, String>(1))?.collect::<Result<_, _>>()?;
+        if !columns.iter().any(|c| c == "repeats") {
+            tx.execute_batch("ALTER TABLE reconciles ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1; ALTER TABLE reconciles ADD COLUMN last_at TEXT;")?;
         }
-        Ok(History { conn, path: shown })
+        // Verdicts from before the log: one entry each, in the order they were given.
+        let logged: i64 = tx.query_row("SELECT COUNT(*) FROM verdicts", [], |r| r.get(0))?;
+        if logged == 0 {
+            tx.execute(
+                "INSERT INTO verdicts (commit_id, verdict, reason, at) SELECT commit_id, verdict, COALESCE(reason, ''), at FROM commits ORDER BY at",
+                [],
+            )?;
+        }
+        tx.commit()
     }
 
     /// `open`; a damaged history is set aside (`history.sqlite.damaged-<time>`, with its `-wal`
@@ -165,20 +285,60 @@ impl History {
         move |source| HistoryError::new(&self.path, source)
     }
 
+    /// Record a reconcile. One that did nothing and ended as the previous row did (same
+    /// trigger, commits, result, drift and error) is folded into it: its count goes up.
     pub fn record(&self, r: &Reconcile) -> Result<i64, HistoryError> {
+        if r.actions == 0 {
+            let last = self
+                .conn
+                .query_row("SELECT id, trigger, head, applied, result, actions, drift, error FROM reconciles ORDER BY id DESC LIMIT 1", [], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                        row.get::<_, Option<String>>(3)?,
+                        row.get::<_, String>(4)?,
+                        row.get::<_, i64>(5)?,
+                        row.get::<_, Option<String>>(6)?,
+                        row.get::<_, Option<String>>(7)?,
+                    ))
+                })
+                .optional()
+                .map_err(self.err())?;
+            if let Some((id, trigger, head, applied, result, actions, drift, error)) = last
+                && actions == 0
+                && (trigger, head, applied, result, drift, error)
+                    == (r.trigger.clone(), r.head.clone(), r.applied.clone(), r.result.clone(), r.drift.clone(), r.error.clone())
+            {
+                self.conn
+                    .execute(
+                        "UPDATE reconciles SET repeats = repeats + 1, last_at = ?2, duration_ms = ?3 WHERE id = ?1",
+                        params![id, r.started_at, r.duration_ms],
+                    )
+                    .map_err(self.err())?;
+                return Ok(id);
+            }
+        }
         self.conn
             .execute(
-                "INSERT INTO reconciles (started_at, duration_ms, trigger, head, applied, result, actions, drift, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO reconciles (started_at, duration_ms, trigger, head, applied, result, actions, drift, error, repeats) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)",
                 params![r.started_at, r.duration_ms, r.trigger, r.head, r.applied, r.result, r.actions, r.drift, r.error],
             )
             .map_err(self.err())?;
-        Ok(self.conn.last_insert_rowid())
+        let id = self.conn.last_insert_rowid();
+        // Bounded: only the newest rows are kept (verdicts live in their own log).
+        if id % 100 == 0 {
+            self.conn.execute("DELETE FROM reconciles WHERE id <= ?1", params![id - MAX_RECONCILES]).map_err(self.err())?;
+        }
+        Ok(id)
     }
 
     pub fn recent(&self, n: usize) -> Result<Vec<Reconcile>, HistoryError> {
         let mut st = self
             .conn
-            .prepare("SELECT id, started_at, duration_ms, trigger, head, applied, result, actions, drift, error FROM reconciles ORDER BY id DESC LIMIT ?1")
+            .prepare(
+                "SELECT id, started_at, duration_ms, trigger, head, applied, result, actions, drift, error, repeats, last_at FROM reconciles ORDER BY id DESC LIMIT ?1",
+            )
             .map_err(self.err())?;
         let rows = st
             .query_map(params![n as i64], |r| {
@@ -193,35 +353,126 @@ impl History {
                     actions: r.get(7)?,
                     drift: r.get(8)?,
                     error: r.get(9)?,
+                    repeats: r.get(10)?,
+                    last_at: r.get(11)?,
                 })
             })
             .map_err(self.err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 
-    pub fn mark(&self, commit: &str, verdict: Verdict, reason: &str, at: &str) -> Result<(), HistoryError> {
-        let v = if verdict == Verdict::Good { "good" } else { "bad" };
-        self.conn
-            .execute(
-                "INSERT INTO commits (commit_id, verdict, reason, at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(commit_id) DO UPDATE SET verdict = excluded.verdict, reason = excluded.reason, at = excluded.at",
-                params![commit, v, reason, at],
-            )
-            .map_err(self.err())?;
-        if verdict == Verdict::Good {
-            self.set("last_good", Some(commit))?;
-        }
-        Ok(())
+    /// How many reconcile rows are kept now.
+    pub fn reconcile_rows(&self) -> Result<i64, HistoryError> {
+        self.conn.query_row("SELECT COUNT(*) FROM reconciles", [], |r| r.get(0)).map_err(self.err())
     }
 
+    /// Record a verdict without units or notification (`record_verdict`).
+    pub fn mark(&self, commit: &str, verdict: Verdict, reason: &str, at: &str) -> Result<i64, HistoryError> {
+        self.record_verdict(commit, verdict, reason, at, None, None)
+    }
+
+    /// Record a verdict on `commit`, in one transaction: its standing, an entry in the log (with
+    /// the unit hashes of a good commit: what the next gate compares with), the last good
+    /// commit, and the notification `event` (event name, JSON body) unless that event was
+    /// already queued for this commit. The gate record is cleared when it was this commit's.
+    pub fn record_verdict(
+        &self,
+        commit: &str,
+        verdict: Verdict,
+        reason: &str,
+        at: &str,
+        units: Option<&BTreeMap<String, String>>,
+        event: Option<(&str, &str)>,
+    ) -> Result<i64, HistoryError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let v = verdict.as_str();
+        tx.execute(
+            "INSERT INTO commits (commit_id, verdict, reason, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(commit_id) DO UPDATE SET verdict = excluded.verdict, reason = excluded.reason, at = excluded.at",
+            params![commit, v, reason, at],
+        )
+        .map_err(self.err())?;
+        let units = units.map(|u| serde_json::to_string(u).expect("a map of strings serializes"));
+        tx.execute("INSERT INTO verdicts (commit_id, verdict, reason, at, units) VALUES (?1, ?2, ?3, ?4, ?5)", params![commit, v, reason, at, units])
+            .map_err(self.err())?;
+        let id = tx.last_insert_rowid();
+        if verdict == Verdict::Good {
+            tx.execute("INSERT INTO settings (key, value) VALUES ('last_good', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value", params![commit])
+                .map_err(self.err())?;
+        }
+        if let Some((event, body)) = event {
+            tx.execute("INSERT OR IGNORE INTO outbox (event, commit_id, body, created_at) VALUES (?1, ?2, ?3, ?4)", params![event, commit, body, at])
+                .map_err(self.err())?;
+        }
+        let gate: Option<String> = tx.query_row("SELECT value FROM settings WHERE key = 'gate'", [], |r| r.get(0)).optional().map_err(self.err())?;
+        if gate.and_then(|g| serde_json::from_str::<serde_json::Value>(&g).ok()).is_some_and(|g| g["commit"] == commit) {
+            tx.execute("DELETE FROM settings WHERE key = 'gate'", []).map_err(self.err())?;
+        }
+        tx.commit().map_err(self.err())?;
+        Ok(id)
+    }
+
+    /// A commit's current standing and why.
     pub fn verdict(&self, commit: &str) -> Result<Option<(Verdict, String)>, HistoryError> {
+        Ok(self.verdict_record(commit)?.map(|r| (r.verdict, r.reason)))
+    }
+
+    /// A commit's latest verdict.
+    pub fn verdict_record(&self, commit: &str) -> Result<Option<VerdictRecord>, HistoryError> {
         self.conn
-            .query_row("SELECT verdict, reason FROM commits WHERE commit_id = ?1", params![commit], |r| {
-                let v: String = r.get(0)?;
-                Ok((if v == "good" { Verdict::Good } else { Verdict::Bad }, r.get::<_, Option<String>>(1)?.unwrap_or_default()))
-            })
+            .query_row("SELECT id, commit_id, verdict, reason, at FROM verdicts WHERE commit_id = ?1 ORDER BY id DESC LIMIT 1", params![commit], row_verdict)
             .optional()
             .map_err(self.err())
+    }
+
+    /// The verdict log, newest first.
+    pub fn verdicts(&self, n: usize) -> Result<Vec<VerdictRecord>, HistoryError> {
+        let mut st = self.conn.prepare("SELECT id, commit_id, verdict, reason, at FROM verdicts ORDER BY id DESC LIMIT ?1").map_err(self.err())?;
+        let rows = st.query_map(params![n as i64], row_verdict).map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    /// The newest verdict id (0 without any).
+    pub fn verdict_seq(&self) -> Result<i64, HistoryError> {
+        self.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM verdicts", [], |r| r.get(0)).map_err(self.err())
+    }
+
+    /// The last good commit before `now`: the commit that most recently passed a gate on this
+    /// host, other than `now` (the one applied now).
+    pub fn good_before(&self, now: Option<&str>) -> Result<Option<String>, HistoryError> {
+        self.conn
+            .query_row("SELECT commit_id FROM verdicts WHERE verdict = 'good' AND commit_id IS NOT ?1 ORDER BY id DESC LIMIT 1", params![now], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Commits the history knows (verdicts and reconciles) that start with `prefix`.
+    pub fn commits_starting_with(&self, prefix: &str) -> Result<std::collections::BTreeSet<String>, HistoryError> {
+        let pattern = format!("{}%", prefix.replace(['%', '_'], ""));
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT commit_id FROM verdicts WHERE commit_id LIKE ?1
+                 UNION SELECT head FROM reconciles WHERE head LIKE ?1 UNION SELECT applied FROM reconciles WHERE applied LIKE ?1",
+            )
+            .map_err(self.err())?;
+        let rows = st.query_map(params![pattern], |r| r.get::<_, String>(0)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// The unit hashes recorded when `commit` passed its gate (None: not recorded, as for a
+    /// verdict given by an older version).
+    pub fn snapshot(&self, commit: &str) -> Result<Option<BTreeMap<String, String>>, HistoryError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT units FROM verdicts WHERE commit_id = ?1 AND verdict = 'good' AND units IS NOT NULL ORDER BY id DESC LIMIT 1",
+                params![commit],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     pub fn last_good(&self) -> Result<Option<String>, HistoryError> {
@@ -232,8 +483,86 @@ impl History {
         self.get("pin")
     }
 
+    pub fn pin_record(&self) -> Result<Option<Pin>, HistoryError> {
+        let Some(commit) = self.get("pin")? else { return Ok(None) };
+        let force = self.get("pin_force")?.as_deref() == Some("1");
+        let seq = self.get("pin_seq")?.and_then(|s| s.parse().ok()).unwrap_or(0);
+        Ok(Some(Pin { commit, force, seq, at: self.get("pin_at")? }))
+    }
+
+    /// Pin `commit` (None: unpin). `force`: it is marked bad and is to be tried once more.
     pub fn set_pin(&self, commit: Option<&str>) -> Result<(), HistoryError> {
-        self.set("pin", commit)
+        self.set_pin_with(commit, false, None)
+    }
+
+    pub fn set_pin_with(&self, commit: Option<&str>, force: bool, at: Option<&str>) -> Result<(), HistoryError> {
+        let seq = self.verdict_seq()?.to_string();
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let set = |key: &str, value: Option<&str>| -> rusqlite::Result<usize> {
+            match value {
+                Some(v) => {
+                    tx.execute("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", params![key, v])
+                }
+                None => tx.execute("DELETE FROM settings WHERE key = ?1", params![key]),
+            }
+        };
+        let pinned = commit.is_some();
+        set("pin", commit).map_err(self.err())?;
+        set("pin_force", (pinned && force).then_some("1")).map_err(self.err())?;
+        set("pin_seq", pinned.then_some(seq.as_str())).map_err(self.err())?;
+        set("pin_at", at.filter(|_| pinned)).map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// Whether `commit` got a verdict after the verdict `seq`.
+    pub fn verdict_since(&self, commit: &str, seq: i64) -> Result<bool, HistoryError> {
+        self.conn.query_row("SELECT EXISTS (SELECT 1 FROM verdicts WHERE commit_id = ?1 AND id > ?2)", params![commit, seq], |r| r.get(0)).map_err(self.err())
+    }
+
+    /// A JSON value the daemon keeps for `status` (`head`, `gate`, `source`).
+    pub fn get_json(&self, key: &str) -> Result<Option<serde_json::Value>, HistoryError> {
+        Ok(self.get(key)?.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    pub fn set_json(&self, key: &str, value: Option<&serde_json::Value>) -> Result<(), HistoryError> {
+        self.set(key, value.map(|v| v.to_string()).as_deref())
+    }
+
+    /// Notifications not delivered yet, oldest first.
+    pub fn outgoing(&self, n: usize) -> Result<Vec<Outgoing>, HistoryError> {
+        let mut st =
+            self.conn.prepare("SELECT id, event, commit_id, body, attempts FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?1").map_err(self.err())?;
+        let rows = st
+            .query_map(params![n as i64], |r| Ok(Outgoing { id: r.get(0)?, event: r.get(1)?, commit: r.get(2)?, body: r.get(3)?, attempts: r.get(4)? }))
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    /// Every notification queued for `commit`: (event, delivered).
+    pub fn events_of(&self, commit: &str) -> Result<Vec<(String, bool)>, HistoryError> {
+        let mut st = self.conn.prepare("SELECT event, delivered_at IS NOT NULL FROM outbox WHERE commit_id = ?1 ORDER BY id").map_err(self.err())?;
+        let rows = st.query_map(params![commit], |r| Ok((r.get(0)?, r.get(1)?))).map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    pub fn delivered(&self, id: i64, at: &str) -> Result<(), HistoryError> {
+        self.conn
+            .execute("UPDATE outbox SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1", params![id, at])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub fn delivery_failed(&self, id: i64, error: &str) -> Result<(), HistoryError> {
+        self.conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1", params![id, error]).map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Forget delivered notifications older than a week, and give up on undelivered ones as
+    /// old (`created_at` is RFC 3339 in UTC: it sorts as text). Returns how many were given up.
+    pub fn prune_outbox(&self, now: std::time::SystemTime) -> Result<usize, HistoryError> {
+        let cutoff = humantime::format_rfc3339_seconds(now - std::time::Duration::from_secs(OUTBOX_DAYS as u64 * 86_400)).to_string();
+        self.conn.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND created_at < ?1", params![cutoff]).map_err(self.err())?;
+        self.conn.execute("DELETE FROM outbox WHERE delivered_at IS NULL AND created_at < ?1", params![cutoff]).map_err(self.err())
     }
 
     fn get(&self, key: &str) -> Result<Option<String>, HistoryError> {
@@ -250,6 +579,39 @@ impl History {
         .map_err(self.err())?;
         Ok(())
     }
+}
+
+/// What the daemon's history says of the branch, the last good commit, the pin, the gate and
+/// the source, for `status` (None when no daemon ever ran on this state directory: the history
+/// is not created to find that out).
+pub fn deployment(state_dir: &Path) -> Result<Option<crate::host::status::Deployment>, HistoryError> {
+    use crate::host::status::{Deployment, Head, PinInfo};
+    if !state_dir.join("history.sqlite").exists() {
+        return Ok(None);
+    }
+    let h = History::open(state_dir)?;
+    let head = match h.get_json("head")?.as_ref().and_then(|v| Some((v["commit"].as_str()?.to_string(), v["seenAt"].as_str().map(str::to_string)))) {
+        Some((commit, seen_at)) => {
+            let verdict = h.verdict_record(&commit)?;
+            Some(Head { commit, seen_at, verdict: verdict.as_ref().map(|r| r.verdict.as_str().to_string()), reason: verdict.map(|r| r.reason) })
+        }
+        None => None,
+    };
+    Ok(Some(Deployment {
+        head,
+        last_good: h.last_good()?,
+        pinned: h.pin_record()?.map(|p| PinInfo { commit: p.commit, force: p.force, at: p.at }),
+        gate: h.get_json("gate")?,
+        source: h.get_json("source")?,
+    }))
+}
+
+fn busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+fn row_verdict(r: &rusqlite::Row<'_>) -> rusqlite::Result<VerdictRecord> {
+    Ok(VerdictRecord { id: r.get(0)?, commit: r.get(1)?, verdict: Verdict::parse(&r.get::<_, String>(2)?), reason: r.get(3)?, at: r.get(4)? })
 }
 
 #[cfg(test)]
@@ -273,7 +635,7 @@ mod tests {
         h.set_pin(None).unwrap();
         assert_eq!(h.pin().unwrap(), None);
         for i in 0..3 {
-            h.record(&Reconcile { started_at: format!("t{i}"), trigger: "poll".into(), result: "unchanged".into(), ..Default::default() }).unwrap();
+            h.record(&Reconcile { started_at: format!("t{i}"), trigger: format!("poll{i}"), result: "unchanged".into(), ..Default::default() }).unwrap();
         }
         let recent = h.recent(2).unwrap();
         assert_eq!(recent.len(), 2);
@@ -282,6 +644,116 @@ mod tests {
         drop(h);
         let h = History::open(dir.path()).unwrap();
         assert_eq!(h.recent(10).unwrap().len(), 3);
+        assert_eq!(h.last_good().unwrap().as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn repeated_no_ops_are_one_row_and_the_rows_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path()).unwrap();
+        let poll = |i: usize, head: &str| Reconcile {
+            started_at: format!("t{i}"),
+            trigger: "poll".into(),
+            head: Some(head.into()),
+            applied: Some("c1".into()),
+            result: "refused".into(),
+            error: Some(format!("commit {head} is marked bad")),
+            ..Default::default()
+        };
+        for i in 0..50 {
+            h.record(&poll(i, "c2")).unwrap();
+        }
+        // Something done is a row of its own, and so is the next no-op after it.
+        h.record(&Reconcile { started_at: "t50".into(), trigger: "poll".into(), result: "converged".into(), actions: 2, ..Default::default() }).unwrap();
+        h.record(&poll(51, "c2")).unwrap();
+        let rows = h.recent(10).unwrap();
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!((rows[2].repeats, rows[2].started_at.as_str(), rows[2].last_at.as_deref()), (50, "t0", Some("t49")));
+        assert_eq!(rows[0].repeats, 1);
+        // A year of reconciles that each did something stays bounded.
+        for i in 0..(MAX_RECONCILES + 500) {
+            h.record(&Reconcile { started_at: format!("u{i}"), trigger: "watch".into(), result: "converged".into(), actions: 1, ..Default::default() })
+                .unwrap();
+        }
+        let kept = h.reconcile_rows().unwrap();
+        assert!((MAX_RECONCILES..MAX_RECONCILES + 100).contains(&kept), "{kept} rows kept");
+        // Verdicts are never pruned.
+        h.mark("c0", Verdict::Good, "healthy", "t").unwrap();
+        assert_eq!(h.verdicts(10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_verdict_log_orders_good_commits_and_keeps_their_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path()).unwrap();
+        let units: BTreeMap<String, String> = [("agent-web.service".to_string(), "aa".to_string())].into();
+        h.record_verdict("c1", Verdict::Good, "healthy", "t1", Some(&units), None).unwrap();
+        h.mark("c2", Verdict::Good, "healthy", "t1").unwrap();
+        h.mark("c3", Verdict::Bad, "crash", "t1").unwrap();
+        assert_eq!(h.good_before(Some("c2")).unwrap().as_deref(), Some("c1"));
+        assert_eq!(h.good_before(Some("c1")).unwrap().as_deref(), Some("c2"));
+        assert_eq!(h.good_before(None).unwrap().as_deref(), Some("c2"));
+        // c1 passes again (a pin): it is now the most recent good commit before c2.
+        h.mark("c1", Verdict::Good, "healthy", "t2").unwrap();
+        assert_eq!(h.good_before(Some("c2")).unwrap().as_deref(), Some("c1"));
+        assert_eq!(h.last_good().unwrap().as_deref(), Some("c1"));
+        assert_eq!(h.snapshot("c1").unwrap(), Some(units));
+        assert_eq!(h.snapshot("c2").unwrap(), None);
+        // The pin knows which verdicts came after it.
+        h.set_pin_with(Some("c3"), true, Some("t3")).unwrap();
+        let pin = h.pin_record().unwrap().unwrap();
+        assert!(pin.force);
+        assert!(!h.verdict_since("c3", pin.seq).unwrap());
+        h.mark("c3", Verdict::Bad, "crash again", "t4").unwrap();
+        assert!(h.verdict_since("c3", pin.seq).unwrap());
+        h.set_pin_with(None, true, None).unwrap();
+        assert_eq!(h.pin_record().unwrap(), None);
+        assert_eq!(h.commits_starting_with("c").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn an_event_is_queued_once_per_commit_and_kept_until_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path()).unwrap();
+        h.record_verdict("c1", Verdict::Held, "check", "2020-01-01T00:00:00Z", None, Some(("held", "{}"))).unwrap();
+        h.record_verdict("c1", Verdict::Held, "check again", "2020-01-01T00:00:01Z", None, Some(("held", "{}"))).unwrap();
+        h.record_verdict("c1", Verdict::Good, "healthy", "2020-01-01T00:00:02Z", None, Some(("deployed", "{}"))).unwrap();
+        let out = h.outgoing(10).unwrap();
+        assert_eq!(out.iter().map(|o| o.event.as_str()).collect::<Vec<_>>(), ["held", "deployed"]);
+        h.delivery_failed(out[0].id, "connection refused").unwrap();
+        h.delivered(out[1].id, "2020-01-01T00:00:03Z").unwrap();
+        // Reopened (a daemon restart): the undelivered one is still there.
+        drop(h);
+        let h = History::open(dir.path()).unwrap();
+        let out = h.outgoing(10).unwrap();
+        assert_eq!((out.len(), out[0].event.as_str(), out[0].attempts), (1, "held", 1));
+        assert_eq!(h.events_of("c1").unwrap(), [("held".to_string(), false), ("deployed".to_string(), true)]);
+        // A week later both are forgotten.
+        let later = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800 + 8 * 86_400);
+        assert_eq!(h.prune_outbox(later).unwrap(), 1);
+        assert!(h.events_of("c1").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_history_of_the_first_version_is_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join("history.sqlite")).unwrap();
+            c.execute_batch(
+                "CREATE TABLE reconciles (id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, duration_ms INTEGER NOT NULL, trigger TEXT NOT NULL,
+                    head TEXT, applied TEXT, result TEXT NOT NULL, actions INTEGER NOT NULL, drift TEXT, error TEXT);
+                 CREATE TABLE commits (commit_id TEXT PRIMARY KEY, verdict TEXT NOT NULL, reason TEXT, at TEXT NOT NULL);
+                 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO reconciles (started_at, duration_ms, trigger, result, actions) VALUES ('t0', 1, 'startup', 'converged', 3);
+                 INSERT INTO commits VALUES ('c1', 'good', 'healthy', '2020-01-01T00:00:00Z'), ('c2', 'bad', 'crash', '2020-01-02T00:00:00Z');
+                 INSERT INTO settings VALUES ('last_good', 'c1');",
+            )
+            .unwrap();
+        }
+        let h = History::open(dir.path()).unwrap();
+        assert_eq!(h.recent(1).unwrap()[0].repeats, 1);
+        assert_eq!(h.verdict("c2").unwrap(), Some((Verdict::Bad, "crash".into())));
+        assert_eq!(h.good_before(None).unwrap().as_deref(), Some("c1"));
         assert_eq!(h.last_good().unwrap().as_deref(), Some("c1"));
     }
 }

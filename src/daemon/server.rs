@@ -10,7 +10,6 @@
 //! accepting is waited out with backoff (and an idle connection closed), never fatal.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,8 +23,9 @@ use axum::routing::{get, post};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
+use super::Trigger;
+use super::report::Report;
 use super::webhook::{MIN_SECRET_BYTES, Seen, delivery_id, verify};
-use super::{Metrics, Trigger};
 
 /// What bounds the endpoint's use of descriptors and time.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +90,7 @@ struct AppState {
     secret: Option<Arc<Vec<u8>>>,
     seen: Arc<Mutex<Seen>>,
     tx: mpsc::UnboundedSender<Trigger>,
-    stats: Arc<Mutex<Metrics>>,
+    stats: Arc<Mutex<Report>>,
 }
 
 /// One open connection: since when it serves its current request (None between requests;
@@ -151,7 +151,7 @@ impl Drop for Serving {
 }
 
 /// Serve `/webhook`, `/healthz` and `/metrics` at `cfg.addr`; returns the bound address.
-pub async fn spawn(cfg: ServerConfig, tx: mpsc::UnboundedSender<Trigger>, metrics: Arc<Mutex<Metrics>>) -> std::io::Result<SocketAddr> {
+pub async fn spawn(cfg: ServerConfig, tx: mpsc::UnboundedSender<Trigger>, metrics: Arc<Mutex<Report>>) -> std::io::Result<SocketAddr> {
     let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
     check_listen(cfg.addr, cfg.listen_any).map_err(invalid)?;
     if cfg.secret.as_ref().is_some_and(|s| s.len() < MIN_SECRET_BYTES) {
@@ -279,91 +279,18 @@ async fn webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) ->
 }
 
 async fn healthz(State(st): State<AppState>) -> (StatusCode, String) {
-    let m = st.stats.lock().expect("metrics lock");
-    let body = format!("{}\napplied {}\n", if m.healthy { "ok" } else { "degraded" }, m.applied_commit.as_deref().unwrap_or("nothing"));
-    (if m.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+    let (code, body) = super::report::healthz(&st.stats.lock().expect("report lock"), Instant::now());
+    (StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), body)
 }
 
 async fn metrics_handler(State(st): State<AppState>) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
-    let m = st.stats.lock().expect("metrics lock").clone();
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics(&m))
-}
-
-/// Prometheus text exposition of the reconciler's metrics.
-pub fn render_metrics(m: &Metrics) -> String {
-    let mut o = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(o, "{name}{labels} {v}");
-        }
-    };
-    gauge(
-        "fleetwright_applied_commit_info",
-        "The commit the host is converged to.",
-        "gauge",
-        m.applied_commit.iter().map(|c| (format!("{{commit=\"{c}\"}}"), 1.0)).collect(),
-    );
-    gauge(
-        "fleetwright_last_good_commit_info",
-        "The last commit that passed its health gate.",
-        "gauge",
-        m.last_good.iter().map(|c| (format!("{{commit=\"{c}\"}}"), 1.0)).collect(),
-    );
-    gauge(
-        "fleetwright_reconciles_total",
-        "Reconciles by result.",
-        "counter",
-        m.reconciles.iter().map(|(r, n)| (format!("{{result=\"{r}\"}}"), *n as f64)).collect(),
-    );
-    gauge("fleetwright_reconcile_failures_total", "Reconciles that did not converge to the head.", "counter", vec![(String::new(), m.failures as f64)]);
-    gauge("fleetwright_rollbacks_total", "Automatic rollbacks.", "counter", vec![(String::new(), m.rollbacks as f64)]);
-    gauge("fleetwright_last_reconcile_duration_seconds", "Duration of the last reconcile.", "gauge", vec![(String::new(), m.last_duration)]);
-    let h = &m.durations;
-    let mut buckets: Vec<(String, f64)> =
-        crate::daemon::Histogram::BUCKETS.iter().zip(h.counts).map(|(b, c)| (format!("_bucket{{le=\"{b}\"}}"), c as f64)).collect();
-    buckets.push(("_bucket{le=\"+Inf\"}".into(), h.count as f64));
-    buckets.push(("_sum".into(), h.sum));
-    buckets.push(("_count".into(), h.count as f64));
-    gauge("fleetwright_reconcile_duration_seconds", "Duration of reconciles.", "histogram", buckets);
-    gauge("fleetwright_last_success_timestamp_seconds", "When the host last converged.", "gauge", vec![(String::new(), m.last_success_unix as f64)]);
-    gauge("fleetwright_drift_units", "Units whose drift the last reconcile repaired.", "gauge", vec![(String::new(), m.drift_units as f64)]);
-    gauge(
-        "fleetwright_commit_to_converged_seconds",
-        "From a commit's first sight to converged.",
-        "gauge",
-        m.commit_to_converged.iter().map(|s| (String::new(), *s)).collect(),
-    );
-    o
+    let text = super::report::metrics(&st.stats.lock().expect("report lock"), Instant::now());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metrics_render_in_the_exposition_format() {
-        let mut m = Metrics { applied_commit: Some("abc".into()), failures: 2, healthy: true, ..Default::default() };
-        m.reconciles.insert("converged".into(), 3);
-        let text = render_metrics(&m);
-        assert!(text.contains("fleetwright_applied_commit_info{commit=\"abc\"} 1\n"), "{text}");
-        assert!(text.contains("fleetwright_reconciles_total{result=\"converged\"} 3\n"), "{text}");
-        assert!(text.contains("# TYPE fleetwright_reconcile_failures_total counter\nfleetwright_reconcile_failures_total 2\n"), "{text}");
-        m.durations.observe(0.3);
-        m.durations.observe(7.0);
-        let text = render_metrics(&m);
-        for line in [
-            "# TYPE fleetwright_reconcile_duration_seconds histogram",
-            "fleetwright_reconcile_duration_seconds_bucket{le=\"0.25\"} 0",
-            "fleetwright_reconcile_duration_seconds_bucket{le=\"0.5\"} 1",
-            "fleetwright_reconcile_duration_seconds_bucket{le=\"10\"} 2",
-            "fleetwright_reconcile_duration_seconds_bucket{le=\"+Inf\"} 2",
-            "fleetwright_reconcile_duration_seconds_sum 7.3",
-            "fleetwright_reconcile_duration_seconds_count 2",
-        ] {
-            assert!(text.contains(&format!("{line}\n")), "{line}:\n{text}");
-        }
-    }
 
     use std::io::{BufRead, Read, Write};
     use std::net::TcpStream;

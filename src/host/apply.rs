@@ -283,7 +283,7 @@ async fn execute_steps(
     for u in plan.units.iter().filter(|u| u.actions.iter().any(|a| matches!(a, Action::Restart | Action::Reload))) {
         if let Some(check) = desired.units.get(&u.unit).and_then(|d| d.check.as_ref()) {
             tracing::info!("running the health.check of {} before its restart (at most 120s)", u.unit);
-            if let Err(why) = super::check::run(check, cfg.scope, cfg.bus_address.as_deref(), &u.unit) {
+            if let Err(why) = super::check::run_blocking(check, cfg.scope, cfg.bus_address.as_deref(), &u.unit).await {
                 vetoed.insert(u.unit.clone(), why);
             }
         }

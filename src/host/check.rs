@@ -54,3 +54,12 @@ pub fn run(check: &HealthCheck, scope: Scope, bus_address: Option<&str>, unit: &
     let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).rev().take(3).collect::<Vec<_>>().into_iter().rev().collect();
     Err(format!("{} exited with {}: {}", check.argv.join(" "), out.status, tail.join(" / ")))
 }
+
+/// `run` on a thread for blocking work (the check takes up to `TIMEOUT`): never on the async
+/// runtime's worker threads, which serve the daemon's HTTP endpoint and signals meanwhile.
+pub async fn run_blocking(check: &HealthCheck, scope: Scope, bus_address: Option<&str>, unit: &str) -> Result<(), String> {
+    let (check, bus, unit) = (check.clone(), bus_address.map(str::to_string), unit.to_string());
+    tokio::task::spawn_blocking(move || run(&check, scope, bus.as_deref(), &unit))
+        .await
+        .unwrap_or_else(|e| Err(format!("the health.check could not be run: {e}")))
+}

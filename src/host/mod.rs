@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod dropin;
 pub mod fault;
 pub mod guard;
 pub mod sandbox;

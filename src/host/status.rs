@@ -1,5 +1,7 @@
 //! `fleetwright status`: every agent this host runs, from the inventory and the manager —
-//! unit states, last run and its result, next run, deploy marker, drift.
+//! unit states, last run and its result, next run, deploy marker, drift, drop-ins it did not
+//! write, and how often the manager restarted it over the last `RESTART_WINDOW` (from the
+//! journal: a service that restarts every few seconds looks fine at any one instant).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -49,8 +51,54 @@ pub struct AgentStatus {
     pub next_run: Option<String>,
     pub marker: Option<AgentRecord>,
     pub drift: Vec<String>,
-    /// Failed helper jobs (backups, log cleanup), stale heartbeats.
+    /// Failed helper jobs (backups, log cleanup), stale heartbeats, restart loops.
     pub problems: Vec<String>,
+    /// How many times the manager restarted the agent's services by itself in the last
+    /// `RESTART_WINDOW` (None: the journal could not be read).
+    pub restarts: Option<u32>,
+}
+
+/// The window restarts are counted over.
+pub const RESTART_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// This many automatic restarts within `RESTART_WINDOW` is a restart loop: the agent is
+/// `failed`, whatever state it is in at this instant.
+pub const RESTART_LOOP: u32 = 3;
+
+/// The manager's "Automatic restarting of a unit has been scheduled" (journalctl
+/// --list-catalog), logged once per automatic restart with the unit in `UNIT=` (`USER_UNIT=`
+/// from a user manager).
+const RESTART_SCHEDULED: &str = "MESSAGE_ID=5eb03494b6584870a536b337290809b3";
+
+/// Automatic restarts per unit over the last `window`, from the journal; None when it cannot
+/// be read. Only entries the manager itself wrote count (`_PID=1`, or the user's own manager):
+/// anyone may log a message with that id and a `UNIT=` field, which must not make another
+/// user's agent look broken.
+pub fn restarts_in_window(scope: crate::render::Scope, window: Duration) -> Option<BTreeMap<String, u32>> {
+    let since = std::time::SystemTime::now().checked_sub(window)?.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let mut c = std::process::Command::new("journalctl");
+    let field = match scope {
+        crate::render::Scope::System => {
+            c.arg("_PID=1");
+            "UNIT"
+        }
+        crate::render::Scope::User => {
+            c.args(["--user", &format!("_UID={}", nix::unistd::getuid()), "_COMM=systemd"]);
+            "USER_UNIT"
+        }
+    };
+    c.args([RESTART_SCHEDULED, "-o", "json", "--output-fields", field, "--no-pager", "-q"]).arg(format!("--since=@{since}"));
+    let out = c.stderr(std::process::Stdio::null()).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let mut counts = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(unit) = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v[field].as_str().map(str::to_string)) {
+            *counts.entry(unit).or_insert(0u32) += 1;
+        }
+    }
+    Some(counts)
 }
 
 /// What the heartbeat check last did for `agent`, if it restarted it and the heartbeat has
@@ -94,6 +142,8 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
     for (unit, rec) in &inv.files {
         by_agent.entry(rec.agent.as_str()).or_default().push((unit.as_str(), rec.role));
     }
+    let restarts = restarts_in_window(cfg.scope, RESTART_WINDOW);
+    let dropins = super::dropin::foreign(cfg, inv.files.keys().map(String::as_str));
     let mut out = Vec::new();
     for (agent, units) in by_agent {
         let marker = inv.agents.get(agent).cloned();
@@ -112,7 +162,20 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
         if let Some(m) = marker.as_ref().filter(|_| !inv.pending_markers.contains(agent)) {
             drift.extend(state.marker_problems(agent, m));
         }
-        for (unit, role) in units {
+        let agent_restarts = restarts.as_ref().map(|r| units.iter().map(|(u, _)| r.get(*u).copied().unwrap_or(0)).sum::<u32>());
+        if let Some(n) = agent_restarts.filter(|n| *n > 0) {
+            let minutes = RESTART_WINDOW.as_secs() / 60;
+            if n >= RESTART_LOOP {
+                failed = true;
+                problems.push(format!("restart loop: the manager restarted it {n} times in the last {minutes} minutes"));
+            } else {
+                problems.push(format!("the manager restarted it {n} time(s) in the last {minutes} minutes"));
+            }
+        }
+        for (unit, role) in units.iter().copied() {
+            for path in dropins.get(unit).into_iter().flatten() {
+                drift.push(super::dropin::describe(unit, path));
+            }
             let mut st = statuses.get(unit).cloned().unwrap_or_default();
             let path = cfg.unit_dir.join(unit);
             let rec = &inv.files[unit];
@@ -226,18 +289,98 @@ pub async fn collect(sd: &Systemd, cfg: &HostConfig, state: &StateDir) -> Result
         } else {
             "ok"
         };
-        out.push(AgentStatus { agent: agent.to_string(), kind, state, enabled, units: reports, last_run, next_run, marker, drift, problems });
+        out.push(AgentStatus {
+            agent: agent.to_string(),
+            kind,
+            state,
+            enabled,
+            units: reports,
+            last_run,
+            next_run,
+            marker,
+            drift,
+            problems,
+            restarts: agent_restarts,
+        });
     }
     // Failing agents first, then by name.
     out.sort_by_key(|a| (a.state != "failed", a.state != "drift", a.agent.clone()));
     Ok((inv, out))
 }
 
-pub fn render_text(inv: &Inventory, agents: &[AgentStatus]) -> String {
+/// What the daemon knows beyond the host: the branch, the last good commit, the pin, the gate.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    /// The head of the followed branch as the daemon last saw it, and its standing.
+    pub head: Option<Head>,
+    pub last_good: Option<String>,
+    pub pinned: Option<PinInfo>,
+    /// The health gate in progress (or cut short by a stop: it is run again at the next start).
+    pub gate: Option<serde_json::Value>,
+    /// Whether the last fetch of a remote worked.
+    pub source: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Head {
+    pub commit: String,
+    pub seen_at: Option<String>,
+    /// good, bad, held, refused; None: no verdict yet (new, or being gated).
+    pub verdict: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PinInfo {
+    pub commit: String,
+    /// Pinned with `rollback --force` although it was marked bad.
+    pub force: bool,
+    pub at: Option<String>,
+}
+
+pub fn render_text(inv: &Inventory, agents: &[AgentStatus], deployment: Option<&Deployment>) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "applied commit: {} at {}", inv.applied_commit.as_deref().map(short).unwrap_or("none"), inv.applied_at.as_deref().unwrap_or("never"));
     if inv.reload_pending {
         let _ = writeln!(out, "pending: a daemon-reload an interrupted apply did not do (run apply)");
+    }
+    if let Some(d) = deployment {
+        match &d.head {
+            Some(h) => {
+                let standing = match (&h.verdict, &h.reason) {
+                    (Some(v), Some(r)) if !r.is_empty() && v != "good" => format!("{v} ({r})"),
+                    (Some(v), _) => v.clone(),
+                    (None, _) if d.gate.as_ref().is_some_and(|g| g["commit"] == h.commit.as_str()) => "being gated".to_string(),
+                    (None, _) => "no verdict yet".to_string(),
+                };
+                let _ = writeln!(out, "head: {} {standing}", short(&h.commit));
+            }
+            None => {
+                let _ = writeln!(out, "head: not known (no daemon has run here)");
+            }
+        }
+        let pin = d.pinned.as_ref().map(|p| format!("{}{}", short(&p.commit), if p.force { " (forced)" } else { "" })).unwrap_or_else(|| "none".into());
+        let _ = writeln!(out, "last good: {}   pinned: {pin}", d.last_good.as_deref().map(short).unwrap_or("none"));
+        if let Some(g) = &d.gate {
+            let _ = writeln!(
+                out,
+                "gate: {} since {} until {}, watching {}",
+                g["commit"].as_str().map(short).unwrap_or("?"),
+                g["startedAt"].as_str().unwrap_or("?"),
+                g["until"].as_str().unwrap_or("?"),
+                g["units"]
+                    .as_array()
+                    .map(|u| u.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("nothing".into())
+            );
+        }
+        if let Some(s) = d.source.as_ref().filter(|s| s["ok"] == false) {
+            let _ = writeln!(out, "source: fetch failing since {}: {}", s["since"].as_str().unwrap_or("?"), s["error"].as_str().unwrap_or("?"));
+        }
     }
     let _ = writeln!(out, "{:<28} {:<8} {:<8} {:<36} {:<22} {:<12}", "AGENT", "KIND", "STATE", "LAST RUN", "NEXT RUN", "COMMIT");
     for a in agents {

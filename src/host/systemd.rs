@@ -345,6 +345,111 @@ impl Systemd {
     }
 }
 
+/// The escaping of a unit name in an object path (sd_bus_path_encode): every byte but ASCII
+/// letters and digits becomes `_` and two lower-case hex digits.
+pub fn unit_path(unit: &str) -> String {
+    let mut p = String::from("/org/freedesktop/systemd1/unit/");
+    for b in unit.bytes() {
+        if b.is_ascii_alphanumeric() {
+            p.push(b as char);
+        } else {
+            p.push_str(&format!("_{b:02x}"));
+        }
+    }
+    p
+}
+
+/// The unit name of a unit's object path, or None for another path.
+pub fn unit_of_path(path: &str) -> Option<String> {
+    let label = path.strip_prefix("/org/freedesktop/systemd1/unit/")?;
+    let bytes = label.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'_' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// What the manager says changed, from its signals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManagerSignal {
+    /// A unit's properties changed (its state, its restart counter, …).
+    Unit(String),
+    /// Unit files were enabled, disabled or linked (`UnitFilesChanged`), or the manager
+    /// reloaded (`Reloading`): every unit may have changed.
+    Everything,
+}
+
+impl Systemd {
+    /// Subscribe to the manager's signals on this connection and return them as they come:
+    /// `PropertiesChanged` of every unit (the manager sends them only while someone is
+    /// subscribed), `UnitFilesChanged` and `Reloading`. Read the stream without pause: zbus
+    /// stops reading the socket when a stream's queue is full. A connection of its own keeps
+    /// calls on other connections from ever waiting behind unread signals.
+    pub async fn signals(&self) -> Result<impl futures_util::Stream<Item = ManagerSignal> + use<>, SystemdError> {
+        use zbus::message::Type;
+        let m = self.manager().await?;
+        match m.subscribe().await {
+            Err(zbus::Error::MethodError(name, ..)) if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => {}
+            other => other.map_err(call("Subscribe"))?,
+        }
+        let units = zbus::MatchRule::builder()
+            .msg_type(Type::Signal)
+            .sender("org.freedesktop.systemd1")
+            .interface("org.freedesktop.DBus.Properties")
+            .member("PropertiesChanged")
+            .path_namespace("/org/freedesktop/systemd1/unit")
+            .build()
+            .map_err(call("match rule"))?;
+        let manager = zbus::MatchRule::builder()
+            .msg_type(Type::Signal)
+            .sender("org.freedesktop.systemd1")
+            .interface("org.freedesktop.systemd1.Manager")
+            .path("/org/freedesktop/systemd1")
+            .build()
+            .map_err(call("match rule"))?;
+        // The queue is allocated whole, and a reader that keeps up never fills it: a full queue
+        // only makes zbus wait before it reads on (nothing else is read on this connection).
+        let room = std::num::NonZeroUsize::new(1024);
+        let a = zbus::MessageStream::for_match_rule(units, &self.conn, room).await.map_err(call("AddMatch"))?;
+        let b = zbus::MessageStream::for_match_rule(manager, &self.conn, room).await.map_err(call("AddMatch"))?;
+        Ok(futures_util::stream::select(a, b).filter_map(|msg| async move {
+            let msg = msg.ok()?;
+            let header = msg.header();
+            match header.member().map(|m| m.as_str()) {
+                Some("PropertiesChanged") => unit_of_path(header.path()?.as_str()).map(ManagerSignal::Unit),
+                Some("UnitFilesChanged" | "Reloading") => Some(ManagerSignal::Everything),
+                _ => None,
+            }
+        }))
+    }
+
+    /// Each service's restart counter (NRestarts): how often the manager restarted it by
+    /// itself since it was last started on purpose.
+    pub async fn restart_counters(&self, services: &[&str]) -> Result<BTreeMap<String, u32>, SystemdError> {
+        let mut out = BTreeMap::new();
+        for u in services {
+            let props = PropsProxy::builder(&self.conn).path(unit_path(u)).build().await.map_err(call("proxy"))?;
+            let n = match props.get("org.freedesktop.systemd1.Service", "NRestarts").await {
+                Ok(v) => u32::try_from(v).unwrap_or(0),
+                // Not loaded (no such unit): never restarted.
+                Err(zbus::Error::MethodError(..)) => 0,
+                Err(e) => return Err(call(format!("NRestarts of {u}"))(e)),
+            };
+            out.insert(u.to_string(), n);
+        }
+        Ok(out)
+    }
+}
+
 /// Read a property as a plain value.
 pub fn prop<T: TryFrom<OwnedValue>>(props: &BTreeMap<String, OwnedValue>, key: &str) -> Option<T> {
     props.get(key).and_then(|v| v.try_clone().ok()).and_then(|v| T::try_from(v).ok())

@@ -723,9 +723,12 @@ fn daemon(r: &mut Run, a: &Host, repo: &Repo, variants: &mut BTreeMap<usize, u32
     }
     r.idle_reconciles = Some(a.reconciles().len() - reconciles_before);
     eprintln!(
-        "  daemon idle: RSS {:?} kB (peak {:?} kB), CPU {:?} in {} s, {:?} reconciles",
+        "  daemon idle: RSS {:?} kB (peak {:?} kB; anonymous {:?} kB, file {:?} kB, {:?} threads), CPU {:?} in {} s, {:?} reconciles",
         r.rss_kb,
         r.hwm_kb,
+        kb("RssAnon:"),
+        kb("RssFile:"),
+        kb("Threads:"),
         r.idle_cpu,
         IDLE.as_secs(),
         r.idle_reconciles

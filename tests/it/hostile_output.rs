@@ -337,8 +337,20 @@ fn inventory_and_status_escape_control_characters() {
         marker: None,
         drift: vec![format!("agent-web{evil}.service was edited outside fleetwright")],
         problems: vec![format!("heartbeat went stale; last at {evil}")],
+        restarts: Some(1),
     }];
-    let text = render_text(&Default::default(), &agents);
+    // A verdict's reason quotes what a unit printed: escaped too.
+    let deployment = fleetwright::host::status::Deployment {
+        head: Some(fleetwright::host::status::Head {
+            commit: "c0ffee".into(),
+            seen_at: None,
+            verdict: Some("bad".into()),
+            reason: Some(format!("agent-web.service: start failed {evil}")),
+        }),
+        ..Default::default()
+    };
+    let text = render_text(&Default::default(), &agents, Some(&deployment));
+    assert!(text.contains(r"start failed \x1b]0;owned"), "{text}");
     assert!(!text.chars().any(|c| c.is_control() && c != '\n' || c == '\u{202e}'), "{text:?}");
     assert!(text.contains(r"drift: agent-web\x1b]0;owned\x07"), "{text}");
     // The colors `status` adds on a terminal are its own, after the escaping.

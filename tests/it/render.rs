@@ -141,6 +141,7 @@ fn status_screen() {
             marker: Some(marker("aaaaaaaaaaaa1111")),
             drift: vec![],
             problems: vec!["agent-digest.backup.service failed (exit-code)".into()],
+            restarts: Some(0),
         },
         AgentStatus {
             agent: "web".into(),
@@ -152,7 +153,8 @@ fn status_screen() {
             next_run: None,
             marker: Some(marker("bbbbbbbbbbbb2222")),
             drift: vec!["agent-web.service was edited outside fleetwright".into()],
-            problems: vec![],
+            problems: vec!["restart loop: the manager restarted it 9 times in the last 15 minutes".into()],
+            restarts: Some(9),
         },
         AgentStatus {
             agent: "zeta".into(),
@@ -165,6 +167,7 @@ fn status_screen() {
             marker: None,
             drift: vec![],
             problems: vec![],
+            restarts: None,
         },
     ];
     let inv = fleetwright::inventory::Inventory {
@@ -172,8 +175,23 @@ fn status_screen() {
         applied_at: Some("2026-11-23T09:00:00Z".into()),
         ..Default::default()
     };
-    insta::assert_snapshot!(render_text(&inv, &agents));
-    let colored = fleetwright::host::status::colorize(&render_text(&inv, &agents));
+    // What the daemon knows: the head (refused), the last good commit, a forced pin, a gate.
+    let deployment = fleetwright::host::status::Deployment {
+        head: Some(fleetwright::host::status::Head {
+            commit: "d3d3d3d3d3d3d3d3".into(),
+            seen_at: Some("2026-11-23T09:10:00Z".into()),
+            verdict: Some("bad".into()),
+            reason: Some("agent-web.service is crash-looping (2 restarts since the deploy)".into()),
+        }),
+        last_good: Some("c2c2c2c2c2c2c2c2".into()),
+        pinned: Some(fleetwright::host::status::PinInfo { commit: "b1b1b1b1b1b1b1b1".into(), force: true, at: None }),
+        gate: Some(
+            serde_json::json!({"commit": "b1b1b1b1b1b1b1b1", "startedAt": "2026-11-23T09:20:00Z", "until": "2026-11-23T09:20:30Z", "units": ["agent-web.service"]}),
+        ),
+        source: Some(serde_json::json!({"ok": false, "error": "failed to connect to git.example.com", "since": "2026-11-23T09:15:00Z"})),
+    };
+    insta::assert_snapshot!(render_text(&inv, &agents, Some(&deployment)));
+    let colored = fleetwright::host::status::colorize(&render_text(&inv, &agents, None));
     assert!(colored.contains("\x1b[31mfailed\x1b[0m") && colored.contains("\x1b[33mdrift\x1b[0m"), "{colored}");
 }
 
