@@ -384,7 +384,9 @@ impl Daemon {
         let d = match blocking(deploy(&sd, &self.cfg.host, &self.state, commit, &key, &fleet, opts)) {
             Ok(d) => d,
             Err(ApplyError::Refused(why)) => return Applied::Refused(why.join("; ")),
-            Err(e) => return Applied::Failed { transient: host_fault(&e), why: e.to_string() },
+            // A fault of the host says so: it is retried and never held against the commit.
+            Err(e) if host_fault(&e) => return Applied::Failed { transient: true, why: format!("a fault of the host, not of commit {}: {e}", short(commit)) },
+            Err(e) => return Applied::Failed { transient: false, why: e.to_string() },
         };
         drop(fleet);
         rec.applied = Some(commit.to_string());
