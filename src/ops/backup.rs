@@ -796,30 +796,19 @@ fn prune(out: &Dir, stem: &str, policy: &Policy, protect: Option<&OsStr>, now: S
     Ok(pruned)
 }
 
-/// Remove temporary files of `stem` left in `dir` by processes that no
-/// longer exist. Needs /proc; without it nothing is removed.
-fn sweep_stale_temps(dir: &Dir, stem: &str) -> Vec<String> {
+/// Remove the entries of `dir` whose name `owner` maps to the pid of the process that left
+/// them, when that process is gone (never this one), with their SQLite side files. Never
+/// through a link (`unlinkat` in the held directory). Needs /proc; without it nothing is
+/// removed. Returns what was removed.
+fn sweep_dead_owners(dir: &Dir, owner: impl Fn(&str) -> Option<u32>) -> Vec<String> {
     let mut removed = Vec::new();
     if !Path::new("/proc/self").exists() {
         return removed;
     }
-    let Ok(names) = dir.names() else {
-        return removed;
-    };
-    let prefix = format!(".{stem}-");
-    let ledger_tmp = format!(".{stem}.taken.tmp-");
+    let Ok(names) = dir.names() else { return removed };
     let me = std::process::id();
     for name in names {
-        let Some(n) = name.to_str() else { continue };
-        // A backup's `.<stem>-<ts>.sqlite.tmp-<pid>-<n>`, or a ledger rewrite's `.<stem>.taken.tmp-<pid>`.
-        let owner = match (n.strip_prefix(&prefix).and_then(|rest| rest.split_once(".sqlite.tmp-")), n.strip_prefix(&ledger_tmp)) {
-            (Some((_, owner)), _) => owner.split(['-']).next().unwrap_or(""),
-            (None, Some(pid)) => pid,
-            (None, None) => continue,
-        };
-        let Ok(pid) = owner.parse::<u32>() else {
-            continue;
-        };
+        let Some(pid) = name.to_str().and_then(&owner) else { continue };
         if pid == me || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
@@ -831,37 +820,33 @@ fn sweep_stale_temps(dir: &Dir, stem: &str) -> Vec<String> {
     removed
 }
 
+/// Remove temporary files of `stem` left in `dir` by processes that no longer exist: a
+/// backup's `.<stem>-<ts>.sqlite.tmp-<pid>-<n>`, or a ledger rewrite's `.<stem>.taken.tmp-<pid>`.
+fn sweep_stale_temps(dir: &Dir, stem: &str) -> Vec<String> {
+    let prefix = format!(".{stem}-");
+    let ledger_tmp = format!(".{stem}.taken.tmp-");
+    sweep_dead_owners(dir, |n| {
+        let owner = match (n.strip_prefix(&prefix).and_then(|rest| rest.split_once(".sqlite.tmp-")), n.strip_prefix(&ledger_tmp)) {
+            (Some((_, owner)), _) => owner.split(['-']).next().unwrap_or(""),
+            (None, Some(pid)) => pid,
+            (None, None) => return None,
+        };
+        owner.parse::<u32>().ok()
+    })
+}
+
 /// Remove the temporary copies killed restores of `name` left in `dir`
 /// (`.<name>.restore-<pid>-<n>.tmp`, as big as the database) whose process is gone, with
-/// their SQLite side files. Never through a link (`unlinkat` in the held directory).
+/// their SQLite side files.
 fn sweep_restore_temps(dir: &Dir, name: &OsStr) -> Vec<String> {
-    let mut removed = Vec::new();
-    if !Path::new("/proc/self").exists() {
-        return removed;
-    }
-    let Ok(names) = dir.names() else { return removed };
     let prefix = format!(".{}.restore-", name.to_string_lossy());
-    let me = std::process::id();
-    for entry in names {
-        let Some(pid) = entry
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
+    sweep_dead_owners(dir, |n| {
+        n.strip_prefix(&prefix)
             .and_then(|rest| rest.strip_suffix(".tmp"))
             .and_then(|rest| rest.split_once('-'))
             .and_then(|(pid, n)| n.bytes().all(|b| b.is_ascii_digit()).then_some(pid))
             .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        if dir.unlink(&entry).is_ok() {
-            remove_aux_files(dir, &entry);
-            removed.push(dir.join(&entry).to_string_lossy().into_owned());
-        }
-    }
-    removed
+    })
 }
 
 /// Remove what killed backups and restores of `db` left: the temporary files of backups in
