@@ -209,39 +209,27 @@ fn big_host() -> (Host, Repo) {
     (host, repo)
 }
 
-#[test]
-fn the_bus_killed_at_any_point_of_an_apply_loses_no_restart_and_does_none_twice() {
+/// One round of an apply of `N` services per point (`None`: once the first service runs),
+/// with `fault` injected there, on one host.
+fn fault_rounds(fault: Fault, points: &[Option<&str>]) {
     let (host, repo) = big_host();
-    let last = N.to_string();
-    let points = [
-        Some("after-write:100".to_string()),
-        Some("before-reload".into()),
-        Some("after-reload".into()),
-        Some("queued:1".into()),
-        Some("queued:120".into()),
-        Some(format!("queued:{last}")),
-        None,
-    ];
     for (k, point) in points.iter().enumerate() {
-        round(&host, &repo, k as u32 + 2, point.as_deref(), Fault::KillBus);
+        round(&host, &repo, k as u32 + 2, *point, fault);
     }
 }
 
 #[test]
+fn the_bus_killed_at_any_point_of_an_apply_loses_no_restart_and_does_none_twice() {
+    let last = format!("queued:{N}");
+    let points = [Some("after-write:100"), Some("before-reload"), Some("after-reload"), Some("queued:1"), Some("queued:120"), Some(last.as_str()), None];
+    fault_rounds(Fault::KillBus, &points);
+}
+
+#[test]
 fn the_manager_reexecuted_at_any_point_of_an_apply_loses_no_restart_and_does_none_twice() {
-    let (host, repo) = big_host();
-    let last = N.to_string();
-    let points = [
-        Some("after-write:100".to_string()),
-        Some("after-reload".into()),
-        Some("queued:1".into()),
-        Some("queued:120".into()),
-        Some(format!("queued:{last}")),
-        None,
-    ];
-    for (k, point) in points.iter().enumerate() {
-        round(&host, &repo, k as u32 + 2, point.as_deref(), Fault::Reexec);
-    }
+    let last = format!("queued:{N}");
+    let points = [Some("after-write:100"), Some("after-reload"), Some("queued:1"), Some("queued:120"), Some(last.as_str()), None];
+    fault_rounds(Fault::Reexec, &points);
 }
 
 // --- the daemon -------------------------------------------------------------------------
