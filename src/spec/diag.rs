@@ -69,8 +69,14 @@ pub fn source_lines(text: &str) -> Vec<&str> {
 
 /// A character a terminal would act on rather than show: C0 and C1 controls and DEL, and the
 /// bidirectional overrides and isolates (which reorder what is shown, "Trojan Source").
+/// A bidirectional text control (ALM, LRM, RLM, the embeddings, overrides and isolates): text
+/// holding one displays differently from what it says.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 fn is_unprintable(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control() || is_bidi_control(c)
 }
 
 fn escape_char(c: char, out: &mut String) {

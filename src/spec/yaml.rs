@@ -250,9 +250,7 @@ fn forbidden_char(c: char) -> Option<&'static str> {
         '\u{85}' => Some("a NEL line separator (U+0085), which some YAML readers and editors treat as a line break and others do not"),
         '\u{2028}' => Some("a Unicode line separator (U+2028), which some YAML readers and editors treat as a line break and others do not"),
         '\u{2029}' => Some("a Unicode paragraph separator (U+2029), which some YAML readers and editors treat as a line break and others do not"),
-        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{61c}' => {
-            Some("a bidirectional text control, which makes the line display differently from what it says")
-        }
+        c if super::diag::is_bidi_control(c) => Some("a bidirectional text control, which makes the line display differently from what it says"),
         '\u{feff}' => Some("a byte-order mark inside the text"),
         c if c.is_control() => Some("a control character"),
         _ => None,
