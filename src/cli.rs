@@ -71,22 +71,25 @@ impl Globals {
     }
 }
 
+/// A spec file's name as the user gave its directory: `prefix/file` (just `file` for `.`).
+fn shown_path(prefix: &Path, file: &str) -> String {
+    if prefix != Path::new("") && prefix != Path::new(".") { prefix.join(file).display().to_string() } else { file.to_string() }
+}
+
 /// The diagnostics of a load on stderr, bounded (`Diagnostics::render`: at most 100 per file
 /// and 1000 in all, source lines cut at 200 characters, control characters escaped), then
 /// how many there are.
 fn print_diagnostics(diags: &Diagnostics, files: &[(String, String)], prefix: &Path) {
     let sources = spec::sources(files);
-    let name = |f: &str| if prefix != Path::new("") && prefix != Path::new(".") { prefix.join(f).display().to_string() } else { f.to_string() };
-    eprint!("{}", diags.render(|f| sources.get(f).copied(), name));
+    eprint!("{}", diags.render(|f| sources.get(f).copied(), |f| shown_path(prefix, f)));
     eprintln!("{} error{}", diags.0.len(), if diags.0.len() == 1 { "" } else { "s" });
 }
 
 /// Warnings of a valid fleet (a secret in `run.environment`): one line each, without the
 /// source line (which would print the very secret the warning is about).
 fn print_warnings(fleet: &spec::Fleet, prefix: &Path) {
-    let name = |f: &str| if prefix != Path::new("") && prefix != Path::new(".") { prefix.join(f).display().to_string() } else { f.to_string() };
     for w in &fleet.warnings {
-        eprintln!("{}:{}:{}: {}", spec::diag::printable(&name(&w.loc.file)), w.loc.line, w.loc.col, w.message);
+        eprintln!("{}:{}:{}: {}", spec::diag::printable(&shown_path(prefix, &w.loc.file)), w.loc.line, w.loc.col, w.message);
     }
 }
 
