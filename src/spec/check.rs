@@ -748,11 +748,6 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
     Some(agent)
 }
 
-/// Has the absolute path at most `n` components?
-fn components_le(path: &str, n: usize) -> bool {
-    path.split('/').filter(|c| !c.is_empty()).count() <= n
-}
-
 fn check_fleet(cx: &mut Ctx, f: &FleetDoc) -> Fleet {
     let mut fleet = Fleet::default();
     if let Some(p) = &f.unit_prefix {
@@ -786,7 +781,7 @@ fn check_fleet(cx: &mut Ctx, f: &FleetDoc) -> Fleet {
             let place = |d: &str| {
                 let ssh = d.trim_end_matches('/') == "/etc/ssh" || is_inside(d, "/etc/ssh");
                 match system_place(d, &[]) {
-                    _ if components_le(d, 1) || ssh => {
+                    _ if components(d).len() <= 1 || ssh => {
                         Err(format!("{d:?} is a system location; list only directories that hold the agents' secrets, like /etc/fleetwright/secrets"))
                     }
                     None | Some("/etc") => Ok(()),

@@ -280,7 +280,7 @@ pub fn check_abs_path(s: &str) -> Result<(), String> {
 }
 
 /// The components of an absolute path, empty ones (`//`, a trailing `/`) dropped.
-fn components(path: &str) -> Vec<&str> {
+pub fn components(path: &str) -> Vec<&str> {
     path.split('/').filter(|c| !c.is_empty()).collect()
 }
 
