@@ -7,10 +7,11 @@ use crate::host::apply::{ApplyReport, deploy, observe};
 use crate::host::state::StateDir;
 use crate::host::systemd::Systemd;
 use crate::host::{HostConfig, status};
+use crate::layout;
 use crate::plan::{self, PlanOptions};
-use crate::render::Scope;
 use crate::source::{CommitFiles, read_dir};
 use crate::spec::{self, Diagnostics};
+use crate::types::Scope;
 
 /// Exit codes, as documented in the README.
 pub mod exit {
@@ -58,12 +59,12 @@ impl Globals {
         let scope = if self.user { Scope::User } else { Scope::System };
         let xdg = |var: &str, fallback: &str| std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| home().join(fallback));
         let unit_dir = self.unit_dir.clone().unwrap_or_else(|| match scope {
-            Scope::System => PathBuf::from("/etc/systemd/system"),
-            Scope::User => xdg("XDG_CONFIG_HOME", ".config").join("systemd/user"),
+            Scope::System => PathBuf::from(layout::SYSTEM_UNIT_DIR),
+            Scope::User => xdg("XDG_CONFIG_HOME", ".config").join(layout::USER_UNIT_SUBDIR),
         });
         let state_dir = self.state_dir.clone().unwrap_or_else(|| match scope {
-            Scope::System => PathBuf::from("/var/lib/fleetwright"),
-            Scope::User => xdg("XDG_STATE_HOME", ".local/state").join("fleetwright"),
+            Scope::System => PathBuf::from(layout::SYSTEM_STATE_DIR),
+            Scope::User => xdg("XDG_STATE_HOME", ".local/state").join(layout::USER_STATE_SUBDIR),
         });
         let host =
             self.host.clone().unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "localhost".into()));
@@ -101,7 +102,7 @@ pub fn validate(dir: &Path) -> u8 {
             return exit::CHANGES_OR_INVALID;
         }
     };
-    match spec::load(&files) {
+    match spec::load(&files, &crate::host::zones::Tzdata) {
         Ok(fleet) => {
             print_warnings(&fleet, dir);
             println!("{} valid: {} agents in {} files", dir.display(), fleet.agents.len(), files.len());
@@ -120,7 +121,7 @@ pub fn validate(dir: &Path) -> u8 {
 /// `source::GitSource::open` makes it private (0700) or says why it cannot be used, and which
 /// option to pass instead.
 fn cache_dir(g: &Globals) -> PathBuf {
-    g.host_config().state_dir.join("cache")
+    g.host_config().layout().cache()
 }
 
 /// Read and validate a commit; print why when it is not valid.
@@ -144,7 +145,7 @@ fn load_commit_with(g: &Globals, src: &SourceArgs, missing_is_empty: bool) -> Re
             return Err(exit::ERROR);
         }
     };
-    match spec::load(&files.files) {
+    match spec::load(&files.files, &crate::host::zones::Tzdata) {
         Ok(fleet) => {
             print_warnings(&fleet, Path::new(src.path.as_deref().unwrap_or("")));
             Ok((files, fleet))
@@ -163,7 +164,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// What a fleet asks for that this scope cannot do, said once on stderr.
 fn scope_notes(cfg: &crate::host::HostConfig, fleet: &spec::Fleet) {
-    if cfg.scope == crate::render::Scope::User && fleet.journal.is_some() {
+    if cfg.scope == crate::types::Scope::User && fleet.journal.is_some() {
         eprintln!("note: the Fleet's journal limits are for the system's journald; with --user they are not written");
     }
 }
@@ -373,6 +374,7 @@ pub fn render(g: &Globals, src: &SourceArgs, agents: &[String]) -> u8 {
 /// show the status, and tear it all down. The host's systemd is never touched.
 /// What can be known of an agent without running it, and would make it fail on this machine:
 /// a program, a user or group, a working directory or a credential that is not there.
+#[cfg(feature = "sandbox")]
 fn missing_on_this_machine(a: &crate::spec::model::Agent, user_scope: bool) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = Vec::new();
@@ -412,8 +414,9 @@ fn missing_on_this_machine(a: &crate::spec::model::Agent, user_scope: bool) -> V
     out
 }
 
+#[cfg(feature = "sandbox")]
 pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs, offline: bool) -> u8 {
-    use crate::host::sandbox::{Sandbox, SandboxOptions};
+    use fleetwright_sandbox::{Sandbox, SandboxOptions};
     let cfg = g.host_config();
     let Ok((files, fleet)) = load_commit(g, src) else { return exit::CHANGES_OR_INVALID };
     if crate::source::looks_like_url(&src.repo) {
@@ -725,7 +728,7 @@ pub fn resume(g: &Globals) -> u8 {
 
 /// SIGHUP to the running daemon (its pid file is in the state directory).
 fn signal_daemon(g: &Globals) -> bool {
-    let pid_file = g.host_config().state_dir.join("daemon.pid");
+    let pid_file = g.host_config().layout().daemon_pid();
     // Only a live fleetwright daemon: a stale pid file must not make us signal a stranger.
     let pid = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()).filter(|p| {
         let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
@@ -895,7 +898,7 @@ pub fn schedule(g: &Globals, src: &SourceArgs, window: &str, at: Option<&str>, c
             (z, name)
         }
     };
-    let timers = crate::schedule::timers(&fleet, g.host.as_deref());
+    let timers = crate::schedule::timers(&fleet, g.host.as_deref(), &g.host_config().render_ctx(), &crate::host::zones::Tzdata);
     let named = crate::schedule::named_zones(&timers).into_iter().filter_map(|n| jiff::tz::TimeZone::get(&n).ok().map(|z| (n, z))).collect();
     let zones = crate::schedule::Zones { local, local_name, named };
     let s = crate::schedule::compute(&timers, from, window, &zones);
@@ -1138,17 +1141,14 @@ pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: 
             eprintln!("error: stopping {agent}: {e}");
             return exit::ERROR;
         }
-        crate::host::crash_point("restore-stopped");
+        fleetwright_sys::crash_point("restore-stopped");
         let result = prepared.swap();
         // Start again what ran before, and what should run (an enabled agent's timers and
         // service: one that had failed on a broken database comes back too), whether or not
         // the swap worked. Never a job by itself: its timer starts it.
         let should_run = |u: &&str| {
             enabled
-                && inv
-                    .files
-                    .get(*u)
-                    .is_some_and(|r| matches!(r.role, crate::render::Role::Timer | crate::render::Role::AuxTimer | crate::render::Role::Service))
+                && inv.files.get(*u).is_some_and(|r| matches!(r.role, crate::types::Role::Timer | crate::types::Role::AuxTimer | crate::types::Role::Service))
         };
         let mut start: Vec<&str> = names.iter().copied().filter(|u| active.contains(u) || should_run(u)).collect();
         start.dedup();

@@ -1,17 +1,14 @@
 //! fleetwright: a GitOps reconciler for systemd. See ARCHITECTURE.md for the map.
+//!
+//! The pure pipeline (spec → desired → plan, and the views of it) is the `fleetwright-core`
+//! crate, re-exported here under the same names; this crate is the host side: git, systemd,
+//! the daemon and the helper jobs.
 
-pub mod catalog;
+pub use fleetwright_core::{catalog, desired, inventory, layout, plan, render, review, schedule, spec, types, unit};
+
 pub mod cli;
 pub mod daemon;
-pub mod desired;
 pub mod host;
-pub mod inventory;
 pub mod logging;
 pub mod ops;
-pub mod plan;
-pub mod render;
-pub mod review;
-pub mod schedule;
 pub mod source;
-pub mod spec;
-pub mod unit;

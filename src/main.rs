@@ -273,7 +273,13 @@ fn main() -> ExitCode {
             cli::review(&globals, &src, &base, &head, if json { "json" } else { &format })
         }
         Command::Plan { src, json, no_diff, allow_empty, .. } => cli::plan(&globals, &src, json, !no_diff, allow_empty),
+        #[cfg(feature = "sandbox")]
         Command::Apply { src, sandbox: true, offline, .. } => cli::apply_in_sandbox(&globals, &src, offline),
+        #[cfg(not(feature = "sandbox"))]
+        Command::Apply { sandbox: true, .. } => {
+            eprintln!("error: this fleetwright was built without the `sandbox` feature; build it with the default features to use apply --sandbox");
+            cli::exit::ERROR
+        }
         Command::Apply { src, allow_empty, json, wait, .. } => cli::apply(&globals, &src, allow_empty, json, wait),
         Command::Status { json } => cli::status(&globals, json),
         Command::Daemon(d) => cli::daemon(&globals, d),

@@ -426,7 +426,7 @@ impl GitSource {
         let git = |source| FetchError::Git { location: location.to_string(), source };
         let (repo, remote) = if looks_like_url(location) {
             private_cache(cache_root)?;
-            let key = &crate::inventory::sha256(location)[..16];
+            let key = &crate::types::sha256(location)[..16];
             let dir = cache_root.join(key);
             if let Ok(meta) = std::fs::symlink_metadata(&dir) {
                 use std::os::unix::fs::MetadataExt;

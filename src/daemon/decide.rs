@@ -32,7 +32,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::render::Role;
+use crate::types::Role;
 
 pub use super::history::Verdict;
 

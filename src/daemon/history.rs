@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::layout::StateLayout;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     #[error("history database {path}: {source}")]
@@ -151,7 +153,7 @@ const OUTBOX_DAYS: i64 = 7;
 
 impl History {
     pub fn open(state_dir: &Path) -> Result<History, HistoryError> {
-        let path = state_dir.join("history.sqlite");
+        let path = StateLayout::new(state_dir).history();
         let shown = path.display().to_string();
         let err = |source| HistoryError::new(&shown, source);
         std::fs::create_dir_all(state_dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
@@ -255,9 +257,9 @@ impl History {
             Err(e) if e.is_damaged() => e,
             Err(e) => return Err(e),
         };
-        let path = state_dir.join("history.sqlite");
+        let path = StateLayout::new(state_dir).history();
         let stamp: String = crate::host::now_rfc3339().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-        let aside = state_dir.join(format!("history.sqlite.damaged-{stamp}"));
+        let aside = StateLayout::new(state_dir).history_damaged(&stamp);
         for suffix in ["-wal", "-shm", ""] {
             let from = PathBuf::from(format!("{}{suffix}", path.display()));
             let to = PathBuf::from(format!("{}{suffix}", aside.display()));
@@ -586,7 +588,7 @@ impl History {
 /// is not created to find that out).
 pub fn deployment(state_dir: &Path) -> Result<Option<crate::host::status::Deployment>, HistoryError> {
     use crate::host::status::{Deployment, Head, PinInfo};
-    if !state_dir.join("history.sqlite").exists() {
+    if !StateLayout::new(state_dir).history().exists() {
         return Ok(None);
     }
     let h = History::open(state_dir)?;

@@ -155,7 +155,7 @@ fn jitter(d: Duration) -> Duration {
 impl Daemon {
     pub fn new(cfg: DaemonConfig) -> Result<Daemon, Box<dyn std::error::Error>> {
         let state = StateDir::new(&cfg.host.state_dir);
-        let source = GitSource::open(&cfg.repo, cfg.branch.as_deref(), cfg.path.as_deref(), &cfg.host.state_dir.join("cache"))?;
+        let source = GitSource::open(&cfg.repo, cfg.branch.as_deref(), cfg.path.as_deref(), &cfg.host.layout().cache())?;
         // A damaged history is set aside and a fresh one started from what the host runs.
         let applied = state.load_inventory().ok().and_then(|i| i.applied_commit);
         let (history, recovered) = History::open_or_recover(&cfg.host.state_dir, applied.as_deref())?;
@@ -190,7 +190,7 @@ impl Daemon {
     pub async fn run(mut self) -> Result<(), Box<dyn std::error::Error>> {
         use tokio::signal::unix::{SignalKind, signal};
         let _instance = self.state.lock_daemon()?;
-        let pid_file = self.cfg.host.state_dir.join("daemon.pid");
+        let pid_file = self.cfg.host.layout().daemon_pid();
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;

@@ -17,8 +17,8 @@ use crate::host::apply::{ApplyError, deploy};
 use crate::host::now_rfc3339;
 use crate::host::systemd::Systemd;
 use crate::plan::{PlanOptions, short};
-use crate::render::Role;
 use crate::source::{FetchError, GitSource};
+use crate::types::Role;
 
 /// How often the gate looks even without a signal (none may come: the subscription failed).
 const GATE_LOOK: Duration = Duration::from_secs(2);
@@ -318,7 +318,7 @@ impl Daemon {
             Ok(f) => f,
             Err(check) => return (check, None),
         };
-        match tokio::task::spawn_blocking(move || crate::spec::load(&files.files)).await {
+        match tokio::task::spawn_blocking(move || crate::spec::load(&files.files, &crate::host::zones::Tzdata)).await {
             Ok(Ok(fleet)) => (Check::Pass, Some(fleet)),
             Ok(Err(diags)) => (Check::Fail(diags.0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ")), None),
             Err(e) => (Check::Transient(format!("parsing {}: {e}", short(commit))), None),

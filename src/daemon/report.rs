@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use super::decide::Position;
 use crate::host::status::{RESTART_LOOP, RESTART_WINDOW};
-use crate::render::Role;
+use crate::types::Role;
 
 /// A Prometheus histogram of seconds with fixed buckets.
 #[derive(Debug, Clone, Default)]

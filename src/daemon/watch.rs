@@ -33,8 +33,9 @@ use super::report::{LiveUnit, Report};
 use crate::host::HostConfig;
 use crate::host::state::StateDir;
 use crate::host::systemd::{ManagerSignal, Systemd};
-use crate::inventory::{Inventory, sha256};
-use crate::render::Role;
+use crate::inventory::Inventory;
+use crate::types::Role;
+use crate::types::sha256;
 
 /// What the reconciler and the watcher share.
 pub struct Shared {

@@ -6,11 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::desired::Desired;
-use crate::inventory::{AgentRecord, ConfigRecord, FileRecord, Inventory, Loaded, VERSION, sha256};
-use crate::plan::{Action, FileOp, Observed, Plan, UnitStatus};
+use crate::inventory::{AgentRecord, ConfigRecord, FileRecord, Inventory, Loaded, VERSION};
+use crate::plan::{FileOp, Observed, Plan, UnitStatus};
+use crate::types::Action;
+use crate::types::sha256;
 
-use super::crash_point;
-use super::state::{StateDir, StateError, remove_durable, sweep_temps, write_atomic};
+use fleetwright_sys::crash_point;
+use fleetwright_sys::fsutil::{remove_durable, sweep_temps, write_atomic};
+
+use super::state::{StateDir, StateError};
 use super::systemd::{JobResult, Systemd, SystemdError};
 use super::{HostConfig, journal_tail};
 
@@ -838,7 +842,7 @@ pub async fn watch_after(sd: &Systemd, cfg: &HostConfig, plan: &Plan, grace: std
     let services: Vec<&str> = plan
         .units
         .iter()
-        .filter(|u| u.role == crate::render::Role::Service && u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart | Action::Reload)))
+        .filter(|u| u.role == crate::types::Role::Service && u.actions.iter().any(|a| matches!(a, Action::Start | Action::Restart | Action::Reload)))
         .map(|u| u.unit.as_str())
         .collect();
     if services.is_empty() || grace.is_zero() {

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::desired::HealthCheck;
-use crate::render::Scope;
+use crate::types::Scope;
 
 /// How long a check may take (the transient unit's RuntimeMaxSec=).
 pub const TIMEOUT: Duration = Duration::from_secs(120);
@@ -42,7 +42,7 @@ pub fn run(check: &HealthCheck, scope: Scope, bus_address: Option<&str>, unit: &
     let cmd = command(check, scope, bus_address, unit);
     // The output is read while the check runs (a check that prints a lot must not block on a
     // full pipe); the manager ends it at RuntimeMaxSec=, this a little later at the latest.
-    let out = match crate::host::sandbox::output_with_timeout(cmd, TIMEOUT + Duration::from_secs(10)) {
+    let out = match fleetwright_sys::proc::output_with_timeout(cmd, TIMEOUT + Duration::from_secs(10)) {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(format!("{} did not finish within {}s", check.argv.join(" "), TIMEOUT.as_secs())),
         Err(e) => return Err(format!("cannot run systemd-run for {}: {e}", check.argv.join(" "))),

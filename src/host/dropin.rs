@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::HostConfig;
-use crate::render::Scope;
+use crate::types::Scope;
 
 /// The directories whose drop-ins are looked at: fleetwright's unit directory, the
 /// administrator's (`/etc/systemd/system`, or `~/.config/systemd/user`; on NixOS the one its

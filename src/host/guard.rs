@@ -8,9 +8,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::HostConfig;
-use crate::render::Scope;
 use crate::spec::Fleet;
 use crate::spec::values::system_place;
+use crate::types::Scope;
 
 /// Why this host must not apply `fleet` as it is; empty when it may.
 pub fn refusals(fleet: &Fleet, cfg: &HostConfig) -> Vec<String> {
@@ -95,7 +95,7 @@ mod tests {
             "a.yaml".to_string(),
             "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: agent}\nlogs: [{path: /srv/fw-state/markers, maxFiles: 0}]\nbackups: [{sqlite: /srv/a/db.sqlite, to: /srv/units}]\n".to_string(),
         )];
-        let fleet = crate::spec::load(&files).unwrap();
+        let fleet = crate::spec::load(&files, &crate::host::zones::Tzdata).unwrap();
         let cfg = HostConfig { scope: Scope::System, unit_dir: "/srv/units".into(), state_dir: "/srv/fw-state".into(), host: "h".into(), bus_address: None };
         let r = refusals(&fleet, &cfg);
         assert_eq!(r.len(), 2, "{r:?}");

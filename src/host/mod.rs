@@ -6,14 +6,14 @@ pub mod check;
 pub mod dropin;
 pub mod fault;
 pub mod guard;
-pub mod sandbox;
 pub mod state;
 pub mod status;
 pub mod systemd;
+pub mod zones;
 
 use std::path::PathBuf;
 
-use crate::render::Scope;
+use crate::types::Scope;
 
 /// Where and what fleetwright manages on this host.
 #[derive(Debug, Clone)]
@@ -27,6 +27,17 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
+    /// The system manager's fleet, in the default directories.
+    pub fn system(host: impl Into<String>) -> HostConfig {
+        use crate::layout::{SYSTEM_STATE_DIR, SYSTEM_UNIT_DIR};
+        HostConfig { scope: Scope::System, unit_dir: SYSTEM_UNIT_DIR.into(), state_dir: SYSTEM_STATE_DIR.into(), host: host.into(), bus_address: None }
+    }
+
+    /// The files of its state directory.
+    pub fn layout(&self) -> crate::layout::StateLayout {
+        crate::layout::StateLayout::new(&self.state_dir)
+    }
+
     /// The desired state of `fleet` on this host, with what this host refuses of it
     /// ([`guard::refusals`]) among its refusals, so that such a plan cannot be applied.
     pub fn desired(&self, fleet: &crate::spec::Fleet, commit: &str, prior: &crate::inventory::Inventory) -> crate::desired::Desired {
@@ -189,7 +200,7 @@ pub fn helper_program_problem(path: &str) -> Option<&'static str> {
 /// Make the links made or removed in these directories durable.
 fn sync_dirs<P: AsRef<std::path::Path>>(dirs: impl IntoIterator<Item = P>) -> std::io::Result<()> {
     for dir in dirs {
-        std::fs::File::open(dir)?.sync_all()?;
+        fleetwright_sys::fsutil::sync_dir(dir.as_ref())?;
     }
     Ok(())
 }
@@ -198,30 +209,6 @@ fn sync_dirs<P: AsRef<std::path::Path>>(dirs: impl IntoIterator<Item = P>) -> st
 fn wanted_by(content: &str) -> Vec<String> {
     let parsed = crate::unit::parse(content);
     parsed.get("Install").into_iter().flatten().filter(|(k, _)| k == "WantedBy").flat_map(|(_, v)| v.split_whitespace()).map(str::to_string).collect()
-}
-
-/// A crash point for the crash-safety tests: when `FLEETWRIGHT_CRASH_AT` names this point
-/// (`NAME`, or `NAME:N` for its Nth hit), the process aborts here as if killed. When
-/// `FLEETWRIGHT_STOP_AT` names it, the process stops itself (SIGSTOP) there instead, and goes on
-/// when it is continued (SIGCONT): the fault-injection tests kill the bus or re-execute the
-/// manager at that very point.
-pub(crate) fn crash_point(name: &str) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static CRASH_HITS: AtomicUsize = AtomicUsize::new(0);
-    static STOP_HITS: AtomicUsize = AtomicUsize::new(0);
-    let hit = |var: &str, hits: &AtomicUsize| {
-        let Ok(want) = std::env::var(var) else { return false };
-        let (point, nth) = want.split_once(':').map_or((want.as_str(), 1), |(p, n)| (p, n.parse().unwrap_or(1)));
-        point == name && hits.fetch_add(1, Ordering::SeqCst) + 1 == nth
-    };
-    if hit("FLEETWRIGHT_CRASH_AT", &CRASH_HITS) {
-        eprintln!("crash point {name} reached: aborting");
-        std::process::abort();
-    }
-    if hit("FLEETWRIGHT_STOP_AT", &STOP_HITS) {
-        eprintln!("stop point {name} reached: stopping until continued");
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
-    }
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`): CLOCK_MONOTONIC times recorded in the

@@ -3,97 +3,13 @@
 //! file, never half of one.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use fleetwright_sys::fsutil::{remove_durable, write_atomic_at, write_replace};
+
 use crate::inventory::{AgentRecord, Inventory, VERSION};
-
-/// Write `content` to `path` atomically with `mode`.
-pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
-    write_atomic_at(path, content, mode, "mid-write")
-}
-
-const TEMP_MARK: &str = ".fleetwright-tmp-";
-
-/// `write_atomic`, with the crash point (`crash`) between the durable temp file and the rename.
-fn write_atomic_at(path: &Path, content: &[u8], mode: u32, crash: &str) -> std::io::Result<()> {
-    write_via_temp(path, content, mode, Some(crash))
-}
-
-/// `write_atomic` without the fsyncs: a file that is never half written (temp, rename), but
-/// whose durability rides on the next fsync of the file system. For deploy markers: one per
-/// agent, rewritten on every commit (they carry the applied commit), where a thousand fsyncs
-/// would cost seconds; the inventory, saved (and fsynced) after them, decides whether they
-/// are written again after a crash.
-pub fn write_replace(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
-    write_via_temp(path, content, mode, None)
-}
-
-/// Write a temp file beside `path` and rename it over `path`. `durable`: fsync the file before
-/// the rename (with that crash point between) and the directory after it.
-fn write_via_temp(path: &Path, content: &[u8], mode: u32, durable: Option<&str>) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-        // Exactly `mode`, before anything is written: the umask may have taken bits away, and a
-        // temp file left by a killed writer of the same pid keeps the mode it was made with.
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(content)?;
-        if let Some(crash) = durable {
-            f.sync_all()?;
-            super::crash_point(crash);
-        }
-        fs::rename(&tmp, path)?;
-        if durable.is_some() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Remove the temp files (`.NAME.fleetwright-tmp-PID`) in `dir` whose writer is no longer
-/// running: what a write killed before its rename leaves. The real file was never touched.
-/// Returns what was removed; a missing `dir` has none.
-pub fn sweep_temps(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e),
-    };
-    let mut removed = vec![];
-    for e in entries {
-        let e = e?;
-        let name = e.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.starts_with('.')).and_then(|n| n.rsplit_once(TEMP_MARK)).and_then(|(_, pid)| pid.parse::<i32>().ok()) else {
-            continue;
-        };
-        // Signal 0 only asks whether the pid exists (EPERM: it does, as someone else's).
-        let alive = pid == std::process::id() as i32 || !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH));
-        if !alive && e.file_type()?.is_file() {
-            remove_durable(&e.path())?;
-            removed.push(e.path());
-        }
-    }
-    Ok(removed)
-}
-
-/// Remove a file and make the removal durable.
-pub fn remove_durable(path: &Path) -> std::io::Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    }
-    File::open(path.parent().unwrap_or(Path::new("/")))?.sync_all()
-}
+use crate::layout::StateLayout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -126,24 +42,27 @@ impl StateDir {
         let path = path.to_path_buf();
         move |source| StateError::Io { path, source }
     }
+    fn layout(&self) -> StateLayout {
+        StateLayout::new(&self.root)
+    }
     pub fn inventory_path(&self) -> PathBuf {
-        self.root.join("inventory.json")
+        self.layout().inventory()
     }
     pub fn markers_dir(&self) -> PathBuf {
-        self.root.join("markers")
+        self.layout().markers()
     }
 
     /// Take the apply lock, failing at once when another process holds it.
     pub fn lock(&self) -> Result<Lock, StateError> {
-        let path = self.root.join("apply.lock");
+        let path = self.layout().apply_lock();
         self.try_lock(&path)?.ok_or(StateError::Locked { path })
     }
 
     /// Take the daemon's lock for as long as it runs (one daemon per state directory), and
     /// write its pid next to it for `sync` and `status`.
     pub fn lock_daemon(&self) -> Result<Lock, StateError> {
-        let path = self.root.join("daemon.lock");
-        let pid_file = self.root.join("daemon.pid");
+        let path = self.layout().daemon_lock();
+        let pid_file = self.layout().daemon_pid();
         let Some(lock) = self.try_lock(&path)? else {
             let pid = fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok());
             return Err(StateError::DaemonRunning { path, pid });
@@ -182,7 +101,6 @@ impl StateDir {
     /// and `<name>.env` (FLEETWRIGHT_COMMIT, FLEETWRIGHT_SPEC_HASH, FLEETWRIGHT_CHANGED_AT; read
     /// by the agent's units at each start).
     fn marker_files(&self, agent: &str, rec: &AgentRecord) -> [(PathBuf, Vec<u8>); 2] {
-        let dir = self.markers_dir();
         let json = serde_json::to_vec_pretty(&serde_json::json!({
             "agent": agent,
             "commit": rec.changed_commit,
@@ -194,7 +112,7 @@ impl StateDir {
         .expect("marker serializes");
         // Only what changes with the agent itself: an unrelated commit rewrites nothing here.
         let env = format!("FLEETWRIGHT_COMMIT={}\nFLEETWRIGHT_SPEC_HASH={}\nFLEETWRIGHT_CHANGED_AT={}\n", rec.changed_commit, rec.spec_hash, rec.changed_at);
-        [(dir.join(format!("{agent}.json")), json), (dir.join(format!("{agent}.env")), env.into_bytes())]
+        [(self.layout().marker(agent, "json"), json), (self.layout().marker(agent, "env"), env.into_bytes())]
     }
 
     /// What is wrong with an agent's deploy marker files, measured against its record: each
@@ -246,7 +164,7 @@ impl StateDir {
 
     /// Remove a pruned agent's deploy marker and its heartbeat record.
     pub fn remove_marker(&self, agent: &str) -> Result<(), StateError> {
-        let files = ["json", "env"].map(|ext| self.markers_dir().join(format!("{agent}.{ext}")));
+        let files = ["json", "env"].map(|ext| self.layout().marker(agent, ext));
         for p in files.iter().chain([&crate::ops::heartbeat::record_path(&self.root, agent)]) {
             remove_durable(p).map_err(self.io(p))?;
         }
@@ -280,20 +198,5 @@ mod tests {
         drop(state.lock().unwrap());
         drop(daemon);
         drop(state.lock_daemon().unwrap());
-    }
-
-    #[test]
-    fn temp_files_of_dead_writers_are_swept_and_live_ones_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let mine = dir.path().join(format!(".a.service{TEMP_MARK}{}", std::process::id()));
-        // pid_max is at most 2^22: this pid cannot be running.
-        let dead = dir.path().join(format!(".b.service{TEMP_MARK}{}", 1 << 23));
-        let real = dir.path().join("b.service");
-        for p in [&mine, &dead, &real] {
-            fs::write(p, "x").unwrap();
-        }
-        assert_eq!(sweep_temps(dir.path()).unwrap(), vec![dead.clone()]);
-        assert!(mine.exists() && real.exists() && !dead.exists());
-        assert!(sweep_temps(&dir.path().join("missing")).unwrap().is_empty());
     }
 }

@@ -9,9 +9,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::inventory::{AgentRecord, Inventory, sha256};
+use crate::inventory::{AgentRecord, Inventory};
 use crate::plan::{UnitStatus, short};
-use crate::render::Role;
+use crate::types::Role;
+use crate::types::sha256;
 
 use super::HostConfig;
 use super::state::StateDir;
@@ -74,15 +75,15 @@ const RESTART_SCHEDULED: &str = "MESSAGE_ID=5eb03494b6584870a536b337290809b3";
 /// be read. Only entries the manager itself wrote count (`_PID=1`, or the user's own manager):
 /// anyone may log a message with that id and a `UNIT=` field, which must not make another
 /// user's agent look broken.
-pub fn restarts_in_window(scope: crate::render::Scope, window: Duration) -> Option<BTreeMap<String, u32>> {
+pub fn restarts_in_window(scope: crate::types::Scope, window: Duration) -> Option<BTreeMap<String, u32>> {
     let since = std::time::SystemTime::now().checked_sub(window)?.duration_since(UNIX_EPOCH).ok()?.as_secs();
     let mut c = std::process::Command::new("journalctl");
     let field = match scope {
-        crate::render::Scope::System => {
+        crate::types::Scope::System => {
             c.arg("_PID=1");
             "UNIT"
         }
-        crate::render::Scope::User => {
+        crate::types::Scope::User => {
             c.args(["--user", &format!("_UID={}", nix::unistd::getuid()), "_COMM=systemd"]);
             "USER_UNIT"
         }

@@ -11,7 +11,7 @@ use zbus::{Connection, proxy};
 use zbus::{OwnedObjectPath, OwnedVariant as OwnedValue};
 
 use crate::plan::UnitStatus;
-use crate::render::Scope;
+use crate::types::Scope;
 
 #[proxy(interface = "org.freedesktop.systemd1.Manager", default_service = "org.freedesktop.systemd1", default_path = "/org/freedesktop/systemd1")]
 pub trait Manager {
@@ -171,7 +171,7 @@ impl Systemd {
                     "try-restart" => m.try_restart_unit(unit, "replace").await,
                     _ => m.reload_unit(unit, "replace").await,
                 };
-                super::crash_point("queued");
+                fleetwright_sys::crash_point("queued");
                 out.push((unit.to_string(), queued));
             }
             out

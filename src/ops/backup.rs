@@ -107,6 +107,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use fleetwright_sys::fsutil;
 use nix::fcntl::OFlag;
 use nix::sys::stat::SFlag;
 use rusqlite::backup::{Backup, StepResult};
@@ -364,7 +365,7 @@ pub fn backup_with(db: &Path, dir: &Path, policy: &Policy, verify: bool, wal: bo
 
     let final_name = publish(&out, &tmp_name, &stem, &ts)?;
     guard.disarm();
-    crate::host::crash_point("backup-published");
+    fleetwright_sys::crash_point("backup-published");
     let final_path = out.join(&final_name);
     out.sync().map_err(io_err("fsync of directory", out.path(), "the rename may not survive a power failure; check the filesystem"))?;
 
@@ -802,14 +803,11 @@ fn prune(out: &Dir, stem: &str, policy: &Policy, protect: Option<&OsStr>, now: S
 /// removed. Returns what was removed.
 fn sweep_dead_owners(dir: &Dir, owner: impl Fn(&str) -> Option<u32>) -> Vec<String> {
     let mut removed = Vec::new();
-    if !Path::new("/proc/self").exists() {
-        return removed;
-    }
     let Ok(names) = dir.names() else { return removed };
     let me = std::process::id();
     for name in names {
         let Some(pid) = name.to_str().and_then(&owner) else { continue };
-        if pid == me || Path::new(&format!("/proc/{pid}")).exists() {
+        if pid == me || fsutil::pid_alive(pid) {
             continue;
         }
         if dir.unlink(&name).is_ok() {
@@ -1186,7 +1184,7 @@ pub fn prepare_restore(db: &Path, backup_file: &Path, now: SystemTime) -> Result
     let guard = TempGuard::new(&dir, &tmp_name).map_err(io_err("holding", dir.path(), STATE))?;
     io::copy(&mut source, &mut out).map_err(io_err("copying the backup to", &tmp, hint))?;
     out.flush().map_err(io_err("writing", &tmp, hint))?;
-    crate::host::crash_point("restore-copied");
+    fleetwright_sys::crash_point("restore-copied");
     let meta = out.metadata().map_err(io_err("reading", &tmp, hint))?;
     if (meta.uid(), meta.gid()) != (uid, gid) {
         std::os::unix::fs::fchown(&out, Some(uid), Some(gid)).map_err(io_err("changing the owner of", &tmp, hint))?;
@@ -1259,7 +1257,7 @@ impl PreparedRestore {
             }
             kept_at = Some(dir.join(&aside));
         }
-        crate::host::crash_point("restore-aside");
+        fleetwright_sys::crash_point("restore-aside");
 
         // 5. The copy takes the live database's place.
         if let Err(e) = dir.rename_noreplace(&tmp_name, &name) {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::host::systemd::{Systemd, prop};
-use crate::render::Scope;
+use crate::types::Scope;
 
 /// What one check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub async fn check(agent: &str, file: &Path, max_age: Duration, unit: &str, stat
         "restartResult": results.first().map(|r| r.result.clone()),
         "recoveredAt": null,
     });
-    crate::host::state::write_atomic(&path, serde_json::to_vec_pretty(&record)?.as_slice(), 0o644)?;
+    fleetwright_sys::fsutil::write_atomic(&path, serde_json::to_vec_pretty(&record)?.as_slice(), 0o644)?;
     if !ok {
         return Err(format!("heartbeat stale ({why}) and the restart of {unit} failed: {results:?}").into());
     }
@@ -74,7 +74,7 @@ pub async fn check(agent: &str, file: &Path, max_age: Duration, unit: &str, stat
 
 /// Where the heartbeat check keeps what it did for `agent`: `<state>/health/<agent>.json`.
 pub fn record_path(state_dir: &Path, agent: &str) -> std::path::PathBuf {
-    state_dir.join("health").join(format!("{agent}.json"))
+    crate::layout::StateLayout::new(state_dir).health(agent)
 }
 
 /// A fresh heartbeat after a restart: the record says when the agent recovered, so that
@@ -87,7 +87,7 @@ fn mark_recovered(state_dir: &Path, agent: &str) -> Result<(), Box<dyn std::erro
         return Ok(());
     }
     v["recoveredAt"] = serde_json::Value::String(crate::host::now_rfc3339());
-    crate::host::state::write_atomic(&path, serde_json::to_vec_pretty(&v)?.as_slice(), 0o644)?;
+    fleetwright_sys::fsutil::write_atomic(&path, serde_json::to_vec_pretty(&v)?.as_slice(), 0o644)?;
     Ok(())
 }
 

@@ -6,7 +6,8 @@ use std::io;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use fleetwright::host::sandbox::{Sandbox, SandboxOptions, output_with_timeout};
+use fleetwright_sandbox::{Sandbox, SandboxOptions};
+use fleetwright_sys::proc::output_with_timeout;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fleetwright");
 /// The unit directory inside the sandbox (a private tmpfs there).

@@ -171,7 +171,7 @@ fn main() {
         eprintln!("bench: FLEETWRIGHT_BENCH_ONLY: unknown scenario {bad:?} (fleet, backup, retention)");
         std::process::exit(2);
     }
-    if only.contains("fleet") && !fleetwright::host::sandbox::Sandbox::available() {
+    if only.contains("fleet") && !fleetwright_sandbox::Sandbox::available() {
         eprintln!("bench: the sandbox needs root, /lib/systemd/systemd, unshare, nsenter and a cgroup2 mount");
         std::process::exit(1);
     }
@@ -258,7 +258,7 @@ fn machine() -> String {
     let mem_kb: u64 =
         read("/proc/meminfo").lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())).unwrap_or(0);
     let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
-    let systemd = std::process::Command::new(fleetwright::host::sandbox::SYSTEMD)
+    let systemd = std::process::Command::new(fleetwright_sandbox::SYSTEMD)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("?").to_string())

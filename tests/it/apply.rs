@@ -310,7 +310,7 @@ fn apply_reads_the_commit_never_the_working_tree() {
 fn apply_sandbox_reports_a_missing_program_and_leaves_the_host_alone() {
     // Run from this machine, as the README's first command is: the tool boots its own
     // throw-away systemd and touches nothing here.
-    assert!(fleetwright::host::sandbox::Sandbox::available() || std::env::var_os("CI").is_none());
+    assert!(fleetwright_sandbox::Sandbox::available() || std::env::var_os("CI").is_none());
     let repo = Repo::new();
     let files = [
         ("fleet.yaml", FLEET.to_string()),

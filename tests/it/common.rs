@@ -7,18 +7,19 @@ use std::path::Path;
 use fleetwright::desired::{Desired, desired};
 use fleetwright::inventory::Inventory;
 use fleetwright::plan::Observed;
-use fleetwright::render::{RenderCtx, Scope};
+use fleetwright::render::RenderCtx;
 use fleetwright::spec::{self, Fleet};
+use fleetwright::types::Scope;
 
 pub fn fleet(docs: &[(&str, &str)]) -> Fleet {
     let files: Vec<(String, String)> = docs.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect();
-    spec::load(&files).unwrap_or_else(|d| panic!("invalid test fleet:\n{d}"))
+    spec::load(&files, &fleetwright::host::zones::Tzdata).unwrap_or_else(|d| panic!("invalid test fleet:\n{d}"))
 }
 
 pub fn example(name: &str) -> (Vec<(String, String)>, Fleet) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
     let files = fleetwright::source::read_dir(&dir).unwrap();
-    let fleet = spec::load(&files).unwrap_or_else(|d| panic!("example {name} is invalid:\n{d}"));
+    let fleet = spec::load(&files, &fleetwright::host::zones::Tzdata).unwrap_or_else(|d| panic!("example {name} is invalid:\n{d}"));
     (files, fleet)
 }
 

@@ -55,7 +55,7 @@ fn crash_at(point: &str) {
             if name.starts_with("agent-") {
                 assert!(owned.contains_key(&name), "{point} {when}: {name} is on disk but not in the inventory (orphan)");
                 // Whole: the old version or the new one, byte for byte.
-                let hash = fleetwright::inventory::sha256(&std::fs::read_to_string(host.unit_dir().join(&name)).unwrap());
+                let hash = fleetwright::types::sha256(&std::fs::read_to_string(host.unit_dir().join(&name)).unwrap());
                 let known = [&inv, &before].iter().any(|i| i["files"][&name]["sha256"] == hash.as_str());
                 assert!(known, "{point} {when}: {name} is neither the version before nor the one recorded");
             }
@@ -83,7 +83,7 @@ fn crash_at(point: &str) {
     let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
     for name in &owned {
         let text = std::fs::read_to_string(host.unit_dir().join(name)).unwrap_or_else(|_| panic!("{point}: {name} is in the inventory but missing"));
-        assert_eq!(fleetwright::inventory::sha256(&text), inv["files"][name]["sha256"].as_str().unwrap(), "{point}: {name} differs from its record");
+        assert_eq!(fleetwright::types::sha256(&text), inv["files"][name]["sha256"].as_str().unwrap(), "{point}: {name} differs from its record");
     }
     assert_eq!(inv["reloadPending"], false);
     let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);

@@ -446,6 +446,6 @@ fn concurrency_slots_work_for_a_user_manager() {
     assert_eq!(host.prop("agent-next.service", "Result"), "success");
     assert!(!std::fs::read_to_string(host.sb.host_path("/run/fw-test/runs")).unwrap().contains("next"), "the group was full: skipped");
     // The slots live in the user's runtime directory.
-    let slots = host.sb.host_path(format!("{}/fleetwright/slots/inference/0.lock", fleetwright::host::sandbox::USER_RUNTIME_DIR));
+    let slots = host.sb.host_path(format!("{}/fleetwright/slots/inference/0.lock", fleetwright_sandbox::USER_RUNTIME_DIR));
     assert!(slots.exists(), "{}", slots.display());
 }

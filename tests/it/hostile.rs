@@ -22,7 +22,7 @@ fn run_with(extra: &str) -> String {
 
 fn load(files: &[(&str, &str)]) -> Result<spec::Fleet, spec::Diagnostics> {
     let files: Vec<(String, String)> = files.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect();
-    spec::load(&files)
+    spec::load(&files, &fleetwright::host::zones::Tzdata)
 }
 
 /// A valid sibling file: a hostile file next to it must still fail the whole commit.

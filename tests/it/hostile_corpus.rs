@@ -50,7 +50,7 @@ fn every_case_is_refused_by_the_spec_loader_at_its_position() {
     let mut failed = Vec::new();
     for c in corpus() {
         let files = vec![("good.yaml".to_string(), GOOD.to_string()), (c.file.clone(), c.text.clone())];
-        match fleetwright::spec::load(&files) {
+        match fleetwright::spec::load(&files, &fleetwright::host::zones::Tzdata) {
             Ok(_) => failed.push(format!("{}: accepted", c.file)),
             Err(d) => {
                 let all = d.to_string();
@@ -119,7 +119,8 @@ fn nothing_of_a_dangerous_case_runs_in_a_real_systemd() {
 /// changed) by hand, as a bug in the checks would leave it.
 #[test]
 fn the_renderer_refuses_hand_built_values_that_would_break_the_unit_format() {
-    use fleetwright::render::{RenderCtx, Scope, render_agent};
+    use fleetwright::render::{RenderCtx, render_agent};
+    use fleetwright::types::Scope;
     let ctx = RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
     let fleet = crate::common::fleet(&[("good.yaml", GOOD)]);
     assert!(render_agent(&fleet, &fleet.agents[0], &ctx, "c").is_ok());

@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use fleetwright::inventory::Inventory;
-use fleetwright::plan::{Action, FileOp, Plan, PlanOptions, plan, render_text};
+use fleetwright::plan::{FileOp, Plan, PlanOptions, plan, render_text};
+use fleetwright::types::Action;
 use fleetwright::unit::Change;
 
 const FLEET: &str = "apiVersion: fleetwright/v1

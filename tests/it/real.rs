@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use fleetwright::host::sandbox::{Sandbox, SandboxOptions};
+use fleetwright_sandbox::{Sandbox, SandboxOptions};
 
 /// A fleet repository made for the test, under the target directory (the host's /tmp is a
 /// private tmpfs inside the sandbox, so the repository must live elsewhere).

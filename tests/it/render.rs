@@ -77,7 +77,7 @@ fn personal_infra_example_is_valid_and_large() {
 fn user_scope_omits_user_and_wants_default_target() {
     let f = fleet(&[("a.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/sleep, '9'], user: me}\n")]);
     let ctx = fleetwright::render::RenderCtx {
-        scope: fleetwright::render::Scope::User,
+        scope: fleetwright::types::Scope::User,
         state_dir: "/home/me/.local/state/fleetwright".into(),
         exe: "/usr/bin/fleetwright".into(),
     };
@@ -129,7 +129,7 @@ fn status_screen() {
             kind: "timer",
             state: "failed",
             enabled: true,
-            units: vec![unit("agent-digest.timer", fleetwright::render::Role::Timer, "active", "waiting")],
+            units: vec![unit("agent-digest.timer", fleetwright::types::Role::Timer, "active", "waiting")],
             last_run: Some(LastRun {
                 started: Some("2026-11-23T03:00:00Z".into()),
                 finished: Some("2026-11-23T03:00:09Z".into()),
@@ -148,7 +148,7 @@ fn status_screen() {
             kind: "service",
             state: "drift",
             enabled: true,
-            units: vec![unit("agent-web.service", fleetwright::render::Role::Service, "active", "running")],
+            units: vec![unit("agent-web.service", fleetwright::types::Role::Service, "active", "running")],
             last_run: None,
             next_run: None,
             marker: Some(marker("bbbbbbbbbbbb2222")),
@@ -232,6 +232,6 @@ fn a_cron_line_with_day_of_month_and_weekday_fires_on_either() {
     assert_eq!(lines, ["OnCalendar=*-*-01,15 03:00:00", "OnCalendar=Mon *-*-* 03:00:00"], "{timer}");
     // The same agent for a backup schedule is refused: helper timers take one expression.
     let bad = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: a}\nbackups: [{sqlite: /srv/a.db, to: /srv/bk, schedule: {cron: \"0 3 1,15 * mon\"}}]\n";
-    let e = fleetwright::spec::load(&[("a.yaml".to_string(), bad.to_string())]).unwrap_err().to_string();
+    let e = fleetwright::spec::load(&[("a.yaml".to_string(), bad.to_string())], &fleetwright::host::zones::Tzdata).unwrap_err().to_string();
     assert!(e.contains("a.yaml:5:61: cron: restricts both day-of-month and day-of-week"), "{e}");
 }

@@ -4,10 +4,16 @@ use crate::common::*;
 
 const AT: i64 = 1_795_392_000; // 2026-11-23T00:00:00Z
 
+/// The fleet's timers as a system host renders them.
+fn timers(f: &fleetwright::spec::Fleet) -> Vec<fleetwright::schedule::FleetTimer> {
+    let ctx = fleetwright::host::HostConfig::system("test").render_ctx();
+    fleetwright::schedule::timers(f, None, &ctx, &fleetwright::host::zones::Tzdata)
+}
+
 #[test]
 fn schedule_of_the_personal_infrastructure() {
     let (_, f) = example("personal-infra");
-    let s = fleetwright::schedule::compute(&fleetwright::schedule::timers(&f, None), AT, 86_400, &fleetwright::schedule::Zones::utc());
+    let s = fleetwright::schedule::compute(&timers(&f), AT, 86_400, &fleetwright::schedule::Zones::utc());
     insta::assert_snapshot!(fleetwright::schedule::render_text(&s, 48));
 }
 
@@ -17,7 +23,7 @@ fn schedule_warns_about_pile_ups_and_full_groups() {
         "f.yaml",
         "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], timeout: 20m}\nschedule: {calendar: hourly}\nconcurrency: {group: gpu, limit: 1}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: b\nrun: {command: [/bin/true]}\nschedule: {cron: '0 * * * *'}\nconcurrency: {group: gpu, limit: 1}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: c\nrun: {command: [/bin/true]}\nschedule: {calendar: '*:00'}\n",
     )]);
-    let s = fleetwright::schedule::compute(&fleetwright::schedule::timers(&f, None), AT, 3 * 3600, &fleetwright::schedule::Zones::utc());
+    let s = fleetwright::schedule::compute(&timers(&f), AT, 3 * 3600, &fleetwright::schedule::Zones::utc());
     assert_eq!(s.rows.iter().map(|r| r.runs.len()).collect::<Vec<_>>(), [3, 3, 3]);
     assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
     assert!(s.warnings[0].contains("3 runs start in the same minute 3 time(s) (first at 00:00 UTC): a, b, c"), "{:?}", s.warnings);
@@ -28,8 +34,8 @@ fn schedule_warns_about_pile_ups_and_full_groups() {
 fn schedule_agrees_with_systemd_analyze() {
     let (_, f) = example("timers");
     let (_, p) = example("personal-infra");
-    let s = fleetwright::schedule::compute(&fleetwright::schedule::timers(&p, None), AT, 7 * 86_400, &fleetwright::schedule::Zones::utc());
-    let s2 = fleetwright::schedule::compute(&fleetwright::schedule::timers(&f, None), AT, 7 * 86_400, &fleetwright::schedule::Zones::utc());
+    let s = fleetwright::schedule::compute(&timers(&p), AT, 7 * 86_400, &fleetwright::schedule::Zones::utc());
+    let s2 = fleetwright::schedule::compute(&timers(&f), AT, 7 * 86_400, &fleetwright::schedule::Zones::utc());
     let mut checked = 0;
     // (A row of several expressions is their union; systemd-analyze lists each on its own.)
     for row in s.rows.iter().chain(s2.rows.iter()).filter(|r| !r.relative && !r.runs.is_empty() && !r.when.contains(" or ")) {
@@ -70,7 +76,7 @@ fn schedule_in_the_hosts_zone_agrees_with_systemd_analyze() {
     let (_, f) = example("personal-infra");
     let zone = "America/New_York";
     let zones = fleetwright::schedule::Zones { local: jiff::tz::TimeZone::get(zone).unwrap(), local_name: zone.into(), named: Default::default() };
-    let s = fleetwright::schedule::compute(&fleetwright::schedule::timers(&f, None), AT, 7 * 86_400, &zones);
+    let s = fleetwright::schedule::compute(&timers(&f), AT, 7 * 86_400, &zones);
     let mut checked = 0;
     for row in s.rows.iter().filter(|r| !r.relative && !r.runs.is_empty() && !r.when.contains(" or ")) {
         let n = row.runs.len().min(5);
@@ -117,7 +123,7 @@ fn schedule_shows_helper_timers_and_names_zones_it_cannot_evaluate() {
         "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: db\nrun: {command: [/bin/db], user: root}\nbackups: [{sqlite: /srv/db/a.db, to: /srv/bk}]\nlogs: [{path: /srv/db/logs, maxAge: 7d}]\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: far\nrun: {command: [/bin/true], user: root}\nschedule: {calendar: \"*-*-* 03:00:00 Europe/Berlin\"}\n",
     )]);
     // Zones resolved without Europe/Berlin: as on a machine without that zone installed.
-    let s = fleetwright::schedule::compute(&fleetwright::schedule::timers(&f, None), AT, 86_400, &fleetwright::schedule::Zones::utc());
+    let s = fleetwright::schedule::compute(&timers(&f), AT, 86_400, &fleetwright::schedule::Zones::utc());
     let names: Vec<&str> = s.rows.iter().map(|r| r.agent.as_str()).collect();
     assert_eq!(names, ["db.logs", "db.backup", "far"]);
     assert_eq!(s.rows[1].runs.len(), 1, "daily");

@@ -10,7 +10,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use fleetwright::render::{RenderCtx, Scope};
+use fleetwright::render::RenderCtx;
+use fleetwright::types::Scope;
 use fleetwright::spec::calendar::{cron_to_calendars, parse_calendar};
 
 /// Files are separated by a NUL byte or by a line `===`.
@@ -89,7 +90,7 @@ fuzz_target!(|data: &[u8]| {
         check_calendar(line);
     }
     let files = split(&text);
-    match fleetwright::spec::load(&files) {
+    match fleetwright::spec::load(&files, &fleetwright::spec::calendar::NoDatabase) {
         Err(diags) => {
             assert!(!diags.is_empty());
             for d in &diags.0 {

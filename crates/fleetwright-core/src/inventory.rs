@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::render::{Role, Scope};
+use crate::types::{Role, Scope};
 
 pub const VERSION: u32 = 1;
 
@@ -35,7 +34,7 @@ pub struct Inventory {
     /// longer differ, and the next apply must still restart what runs the old definition (the
     /// resume list of NixOS's switch-to-configuration).
     #[serde(default)]
-    pub pending_restarts: BTreeMap<String, crate::plan::Action>,
+    pub pending_restarts: BTreeMap<String, crate::types::Action>,
     /// For each pending restart, the InvocationID of the run it replaces: a resumed apply
     /// that finds another run there knows the restart was done and does not do it twice.
     #[serde(default)]
@@ -123,8 +122,4 @@ pub struct AgentRecord {
     /// Its SQLite backups: `(database, backup directory)`, for `backups` and `restore`.
     #[serde(default)]
     pub backups: Vec<(String, String)>,
-}
-
-pub fn sha256(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
 }

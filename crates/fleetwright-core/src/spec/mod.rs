@@ -18,6 +18,7 @@ mod check;
 
 use std::collections::BTreeMap;
 
+pub use calendar::ZoneLookup;
 pub use diag::{Diagnostic, Diagnostics, Loc};
 pub use model::Fleet;
 
@@ -33,8 +34,9 @@ pub fn is_spec_path(rel: &str) -> bool {
 }
 
 /// Load a fleet from spec files `(relative path, text)`. All files are read; a commit is valid
-/// only if every document is.
-pub fn load(files: &[(String, String)]) -> Result<Fleet, Diagnostics> {
+/// only if every document is. `zones` says which time zones the host has installed (a
+/// calendar expression may name one; systemd accepts only those).
+pub fn load(files: &[(String, String)], zones: &dyn calendar::ZoneLookup) -> Result<Fleet, Diagnostics> {
     let mut files: Vec<&(String, String)> = files.iter().collect();
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let mut diags = Diagnostics::default();
@@ -68,7 +70,7 @@ pub fn load(files: &[(String, String)]) -> Result<Fleet, Diagnostics> {
             diags.0.extend(g.0);
         }
     }
-    let fleet = check::build_fleet(docs, &mut diags);
+    let fleet = check::build_fleet(docs, &mut diags, zones);
     if diags.is_empty() { Ok(fleet) } else { Err(diags.sorted()) }
 }
 

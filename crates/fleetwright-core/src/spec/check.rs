@@ -125,6 +125,8 @@ struct Ctx<'a> {
     /// What the check of the Fleet's defaults reported: an agent taking the same bad default
     /// does not report it again (the load fails on the first report anyway).
     reported: &'a BTreeSet<String>,
+    /// The host's installed time zones, for calendar expressions that name one.
+    zones: &'a dyn calendar::ZoneLookup,
 }
 
 impl Ctx<'_> {
@@ -265,7 +267,7 @@ fn check_schedule(cx: &mut Ctx, path: &str, s: &ScheduleSpec) -> Option<Schedule
         }
         ["calendar"] => {
             let expr = s.calendar.as_deref().unwrap_or_default();
-            match check_text(expr).and_then(|()| calendar::parse_calendar(expr)) {
+            match check_text(expr).and_then(|()| calendar::parse_calendar(expr, cx.zones)) {
                 Ok(_) => Some(Trigger::Calendar { expr: expr.to_string(), cron: None, also: vec![] }),
                 Err(e) => {
                     cx.err_value(&p("calendar"), format!("calendar: invalid OnCalendar expression {expr:?}: {e}"));
@@ -805,9 +807,9 @@ fn check_fleet(cx: &mut Ctx, f: &FleetDoc) -> Fleet {
 }
 
 /// Check the Fleet's defaults once, where they are written.
-fn check_defaults(file: &str, index: &DocIndex, d: &DefaultsSpec, fleet: &Fleet, diags: &mut Diagnostics) {
+fn check_defaults(file: &str, index: &DocIndex, d: &DefaultsSpec, fleet: &Fleet, diags: &mut Diagnostics, zones: &dyn calendar::ZoneLookup) {
     let none = BTreeSet::new();
-    let mut cx = Ctx { file, index, prefix: "defaults.", partial: true, diags, reported: &none };
+    let mut cx = Ctx { file, index, prefix: "defaults.", partial: true, diags, reported: &none, zones };
     if let Some(r) = &d.run {
         check_run(&mut cx, r, fleet);
     }
@@ -830,7 +832,7 @@ fn check_defaults(file: &str, index: &DocIndex, d: &DefaultsSpec, fleet: &Fleet,
     }
 }
 
-pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics) -> Fleet {
+pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics, zones: &dyn calendar::ZoneLookup) -> Fleet {
     let mut fleet = Fleet::default();
     let mut reported = BTreeSet::new();
     let none = BTreeSet::new();
@@ -845,11 +847,11 @@ pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics) -> Fleet {
                 continue;
             }
             fleet_at = Some(here);
-            let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags, reported: &none };
+            let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags, reported: &none, zones };
             fleet = check_fleet(&mut cx, f);
             if let Some(d) = &f.defaults {
                 let before = diags.0.len();
-                check_defaults(&doc.file, &doc.index, d, &fleet, diags);
+                check_defaults(&doc.file, &doc.index, d, &fleet, diags, zones);
                 reported.extend(diags.0[before..].iter().map(|d| d.message.clone()));
                 defaults = d.clone();
             }
@@ -861,7 +863,7 @@ pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics) -> Fleet {
         let DocKind::Agent(a) = &doc.kind else { continue };
         let mut merged = (**a).clone();
         merged.merge_defaults(&defaults);
-        let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags, reported: &reported };
+        let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags, reported: &reported, zones };
         let Some(agent) = check_agent(&mut cx, &merged, &fleet) else { continue };
         let name_loc = cx.loc_of("name");
         if let Some(first) = seen.get(&agent.name) {

@@ -51,7 +51,7 @@ pub fn review(base: (&str, &Fleet), head: (&str, &Fleet), host: Option<&str>, ct
     let touched: BTreeSet<&str> = p.changes().map(|u| u.agent.as_str()).collect();
     let restarts: BTreeSet<String> = p
         .changes()
-        .filter(|u| u.actions.iter().any(|a| matches!(a, crate::plan::Action::Restart | crate::plan::Action::Reload)))
+        .filter(|u| u.actions.iter().any(|a| matches!(a, crate::types::Action::Restart | crate::types::Action::Reload)))
         .map(|u| u.agent.clone())
         .collect();
     Review {

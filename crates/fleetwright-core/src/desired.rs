@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use crate::inventory::Inventory;
-use crate::render::{RenderCtx, Role, render_agent};
+use crate::render::{RenderCtx, render_agent};
 use crate::spec::model::{Fleet, Mode, OnChange};
+use crate::types::Role;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
@@ -116,13 +117,13 @@ pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: 
         agents.insert(agent.name.clone(), AgentDeploy { backups, spec_hash, changed_commit });
     }
     let mut config = BTreeMap::new();
-    if ctx.scope == crate::render::Scope::System {
+    if ctx.scope == crate::types::Scope::System {
         // The commit in its header is the one that last changed the Fleet's journal: kept from
         // the inventory while the limits are the same, like an agent's.
         if let Some(content) = crate::render::render_journal(fleet, commit) {
             let stable = prior.config.get(crate::render::JOURNALD_DROPIN).and_then(|r| {
                 let old = crate::render::render_journal(fleet, &r.commit)?;
-                (crate::inventory::sha256(&old) == r.sha256).then_some(old)
+                (crate::types::sha256(&old) == r.sha256).then_some(old)
             });
             config.insert(crate::render::JOURNALD_DROPIN.to_string(), (stable.unwrap_or(content), "systemd-journald.service".to_string()));
         }

@@ -40,8 +40,6 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::fmt::Write as _;
-use std::io::Read as _;
-use std::path::Path;
 
 /// systemd refuses years outside this window (`MIN_YEAR`/`MAX_YEAR` in
 /// `calendarspec.c`); the upper bound also stops searches for impossible
@@ -58,8 +56,6 @@ const MAX_CHAIN_LEN: usize = 241;
 const MAX_SEARCH_ITERATIONS: u32 = 1000;
 
 const USEC_PER_SEC: i64 = 1_000_000;
-
-const ZONEINFO_DIR: &str = "/usr/share/zoneinfo";
 
 const WEEKDAY_ABBREVIATIONS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
@@ -530,14 +526,6 @@ impl fmt::Display for CalendarSpec {
     }
 }
 
-impl std::str::FromStr for CalendarSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_calendar(s)
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Parsing
 // ---------------------------------------------------------------------------
@@ -550,9 +538,9 @@ impl std::str::FromStr for CalendarSpec {
 /// optional weekday list, an optional `[year-]month-day` or `month~day`
 /// date, an optional `hh:mm[:ss]` time, `@epoch` timestamps, and an optional
 /// trailing timezone.
-pub fn parse_calendar(expr: &str) -> Result<CalendarSpec, String> {
+pub fn parse_calendar(expr: &str, zones: &dyn ZoneLookup) -> Result<CalendarSpec, String> {
     check_characters(expr)?;
-    let (body, zone) = split_timezone(expr);
+    let (body, zone) = split_timezone(expr, zones);
     if body.is_empty() {
         // Unreachable after `check_characters` (it refuses leading spaces),
         // but an empty body must never reach the parsers as "all defaults".
@@ -596,51 +584,58 @@ fn check_characters(expr: &str) -> Result<(), String> {
 /// Splits off a trailing timezone the way systemd does: first a literal
 /// ` UTC` (any case), otherwise the last space-separated word if it names an
 /// installed zone. Anything else stays in the body and fails to parse there.
-fn split_timezone(expr: &str) -> (&str, Zone) {
+fn split_timezone<'e>(expr: &'e str, zones: &dyn ZoneLookup) -> (&'e str, Zone) {
     let n = expr.len();
     if n >= 4 && expr[n - 4..].eq_ignore_ascii_case(" UTC") {
         return (&expr[..n - 4], Zone::Utc);
     }
     if let Some(i) = expr.rfind(' ') {
         let name = &expr[i + 1..];
-        if timezone_is_valid(name) {
+        if timezone_is_valid(name, zones) {
             return (&expr[..i], Zone::Named(name.to_string()));
         }
     }
     (expr, Zone::Local)
 }
 
-/// systemd's `timezone_is_valid()`: a conservative character set (which also
-/// rules out path traversal) plus a regular file starting with the `TZif`
-/// magic in the zoneinfo database.
-fn timezone_is_valid(name: &str) -> bool {
-    if name.is_empty() || name.len() > 255 {
-        return false;
+/// Which time-zone names the host has installed. systemd accepts a zone suffix only when its
+/// zoneinfo database has the zone (`timezone_is_valid()`), so whether an expression is valid
+/// depends on the host: the answer is passed in (the host layer reads its tzdata; tests and
+/// `validate` elsewhere may pass a list), and this module stays pure.
+pub trait ZoneLookup: Sync {
+    /// Is `name` (already known to be made of zone-name characters) an installed zone?
+    fn is_installed(&self, name: &str) -> bool;
+}
+
+/// A fixed list of installed zones.
+impl<T: AsRef<str> + Sync> ZoneLookup for [T] {
+    fn is_installed(&self, name: &str) -> bool {
+        self.iter().any(|z| z.as_ref() == name)
     }
-    if name == "UTC" {
-        return true;
+}
+
+/// The answer without a database to ask: UTC aliases and `Area/Location` names, which cannot
+/// be mistaken for a date, time or weekday.
+pub struct NoDatabase;
+
+impl ZoneLookup for NoDatabase {
+    fn is_installed(&self, name: &str) -> bool {
+        UTC_ALIASES.contains(&name) || (name.contains('/') && name.starts_with(|c: char| c.is_ascii_uppercase()))
     }
-    if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
-        return false;
-    }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/')) {
-        return false;
-    }
-    let dir = Path::new(ZONEINFO_DIR);
-    if !dir.is_dir() {
-        // No database to ask: accept UTC aliases and Area/Location names,
-        // which cannot be mistaken for a date, time or weekday.
-        return UTC_ALIASES.contains(&name) || (name.contains('/') && name.starts_with(|c: char| c.is_ascii_uppercase()));
-    }
-    let path = dir.join(name);
-    let Ok(mut file) = std::fs::File::open(&path) else {
-        return false;
-    };
-    if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        return false;
-    }
-    let mut magic = [0u8; 4];
-    file.read_exact(&mut magic).is_ok() && &magic == b"TZif"
+}
+
+/// systemd's character rules for a zone name, checked before any lookup: a conservative set
+/// that also rules out path traversal, so a lookup may join the name to a directory.
+pub fn zone_name_acceptable(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !(name.starts_with('/') || name.ends_with('/') || name.contains("//"))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/'))
+}
+
+/// systemd's `timezone_is_valid()`: `UTC`, or an acceptable name the host has installed.
+fn timezone_is_valid(name: &str, zones: &dyn ZoneLookup) -> bool {
+    name == "UTC" || (zone_name_acceptable(name) && zones.is_installed(name))
 }
 
 /// The named shorthands of systemd.time(7), matched case-insensitively.
@@ -1536,7 +1531,8 @@ pub fn cron_to_calendars(cron: &str) -> Result<Vec<String>, String> {
         );
         // Round-trip through our parser: validates the translation and yields
         // the canonical form systemd would print.
-        let spec = parse_calendar(&expr).map_err(|e| format!("internal error translating cron '{}' to '{expr}': {e}", snippet(text)))?;
+        // A translation names no zone: no lookup is asked.
+        let spec = parse_calendar(&expr, &NoDatabase).map_err(|e| format!("internal error translating cron '{}' to '{expr}': {e}", snippet(text)))?;
         out.push(spec.normalized());
     }
     Ok(out)
@@ -1684,9 +1680,26 @@ fn cron_list(bits: u64, min: u32, max: u32, allow_open_repetition: bool) -> Stri
 }
 
 #[cfg(test)]
+// These tests ask the host's systemd-analyze and zoneinfo for the truth they compare against.
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use std::process::Command;
+
+    /// The host's installed zones, as systemd-analyze sees them.
+    struct HostZones;
+    impl ZoneLookup for HostZones {
+        fn is_installed(&self, name: &str) -> bool {
+            use std::io::Read as _;
+            let mut magic = [0u8; 4];
+            std::fs::File::open(std::path::Path::new("/usr/share/zoneinfo").join(name)).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"TZif"
+        }
+    }
+
+    fn parse_calendar(expr: &str) -> Result<CalendarSpec, String> {
+        super::parse_calendar(expr, &HostZones)
+    }
 
     const SYSTEMD_ANALYZE: &str = "/usr/bin/systemd-analyze";
 
@@ -1920,7 +1933,7 @@ mod tests {
 
     #[test]
     fn accessors_and_traits() {
-        let spec: CalendarSpec = "Mon *-*-* 09:00 Europe/Berlin".parse().unwrap();
+        let spec = parse_calendar("Mon *-*-* 09:00 Europe/Berlin").unwrap();
         assert_eq!(spec.timezone(), Some("Europe/Berlin"));
         assert_eq!(spec.to_string(), "Mon *-*-* 09:00:00 Europe/Berlin");
         assert_eq!(parse_calendar("daily utc").unwrap().timezone(), Some("UTC"));

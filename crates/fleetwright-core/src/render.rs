@@ -1,42 +1,8 @@
 //! Render (pure): one agent → its systemd unit files. Every spec field maps to a directive here.
 
 use crate::spec::model::{Agent, Fleet, Mode, OnChange, Trigger, WhenFull};
+use crate::types::{Role, Scope};
 use crate::unit::{MARKER, Policy, UnitFile, escape_specifiers, quote};
-
-/// Which manager the units are for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    System,
-    User,
-}
-
-/// What a rendered unit is to its agent; decides how a change reaches it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// A long-running service: started, follows `service.onChange`.
-    Service,
-    /// The oneshot service a timer runs: never started or restarted by a deploy.
-    Job,
-    /// The timer of a scheduled agent.
-    Timer,
-    /// A day-two helper job of an agent (log cleanup, backup, heartbeat check): a oneshot run by
-    /// its timer, never started or restarted by a deploy, like `Job`.
-    AuxJob,
-    /// The timer of a helper job: restarted when it changes, like `Timer`.
-    AuxTimer,
-}
-
-impl Role {
-    /// Started by its timer, never by a deploy.
-    pub fn is_job(self) -> bool {
-        matches!(self, Role::Job | Role::AuxJob)
-    }
-    pub fn is_timer(self) -> bool {
-        matches!(self, Role::Timer | Role::AuxTimer)
-    }
-}
 
 /// Everything render needs beyond the spec.
 #[derive(Debug, Clone)]

@@ -11,9 +11,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::render::{RenderCtx, Role, Scope, render_agent};
-use crate::spec::calendar::parse_calendar;
+use crate::render::{RenderCtx, render_agent};
+use crate::spec::calendar::{CalendarSpec, ZoneLookup, parse_calendar};
 use crate::spec::model::Fleet;
+use crate::types::Role;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -68,12 +69,13 @@ const MAX_RUNS: usize = 10_000;
 
 /// One timer as rendered: its calendar expressions, or its interval; its randomized delay.
 struct Timer {
-    calendars: Vec<String>,
+    /// Each OnCalendar= expression, parsed once.
+    calendars: Vec<(String, CalendarSpec)>,
     every: Option<i64>,
     spread: i64,
 }
 
-fn timer_of(content: &str) -> Option<Timer> {
+fn timer_of(content: &str, installed: &dyn ZoneLookup) -> Option<Timer> {
     let parsed = crate::unit::parse(content);
     let entries = parsed.get("Timer")?;
     let secs = |v: &str| crate::spec::values::parse_duration(v).map(|d| (d.0 / 1000) as i64).ok();
@@ -81,7 +83,13 @@ fn timer_of(content: &str) -> Option<Timer> {
     for (k, v) in entries {
         match k.as_str() {
             // Unit files escape `%` as `%%`; the expression itself has one.
-            "OnCalendar" => t.calendars.push(v.replace("%%", "%")),
+            "OnCalendar" => {
+                let expr = v.replace("%%", "%");
+                // The spec's expressions were parsed with the same zones when the fleet loaded.
+                if let Ok(spec) = parse_calendar(&expr, installed) {
+                    t.calendars.push((expr, spec));
+                }
+            }
             "OnUnitActiveSec" => t.every = secs(v),
             "RandomizedDelaySec" => t.spread = secs(v).unwrap_or(0),
             // Heartbeat checks (OnActiveSec=) are short and frequent: not runs to schedule.
@@ -104,8 +112,9 @@ pub struct FleetTimer {
     enabled: bool,
 }
 
-/// Every timer of the agents for `host` (all of them without one), as `apply` renders them.
-pub fn timers(fleet: &Fleet, host: Option<&str>) -> Vec<FleetTimer> {
+/// Every timer of the agents for `host` (all of them without one), as `apply` renders them with
+/// `ctx`; `installed`: the host's zone names, as `spec::load` was given them.
+pub fn timers(fleet: &Fleet, host: Option<&str>, ctx: &RenderCtx, installed: &dyn ZoneLookup) -> Vec<FleetTimer> {
     let agents: Vec<_> = match host {
         Some(h) => fleet.agents_for_host(h).collect(),
         None => fleet.agents.iter().collect(),
@@ -115,12 +124,12 @@ pub fn timers(fleet: &Fleet, host: Option<&str>) -> Vec<FleetTimer> {
     for a in agents {
         // A render the last-line check refuses has no timers to show; plan, apply and render
         // report it.
-        let Ok(units) = render_agent(fleet, a, &schedule_ctx(), "") else { continue };
+        let Ok(units) = render_agent(fleet, a, ctx, "") else { continue };
         for u in units {
             if !matches!(u.role, Role::Timer | Role::AuxTimer) {
                 continue;
             }
-            let Some(timer) = timer_of(&u.content) else { continue };
+            let Some(timer) = timer_of(&u.content, installed) else { continue };
             let main = u.role == Role::Timer;
             out.push(FleetTimer {
                 name: u.name.trim_end_matches(".timer")[base_len..].to_string(),
@@ -137,8 +146,8 @@ pub fn timers(fleet: &Fleet, host: Option<&str>) -> Vec<FleetTimer> {
 /// Every zone the timers name, for the caller to resolve.
 pub fn named_zones(timers: &[FleetTimer]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for e in timers.iter().flat_map(|t| &t.timer.calendars) {
-        if let Some(z) = parse_calendar(e).ok().and_then(|c| c.timezone().map(str::to_string))
+    for (_, spec) in timers.iter().flat_map(|t| &t.timer.calendars) {
+        if let Some(z) = spec.timezone().map(str::to_string)
             && z != "UTC"
             && !out.contains(&z)
         {
@@ -147,11 +156,6 @@ pub fn named_zones(timers: &[FleetTimer]) -> Vec<String> {
     }
     out.sort();
     out
-}
-
-/// Timers do not depend on where the state lives or which binary runs the jobs.
-fn schedule_ctx() -> RenderCtx {
-    RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "fleetwright".into() }
 }
 
 pub fn compute(timers: &[FleetTimer], from: i64, window: i64, zones: &Zones) -> Schedule {
@@ -171,8 +175,7 @@ pub fn compute(timers: &[FleetTimer], from: i64, window: i64, zones: &Zones) -> 
         } else {
             // The union of every expression's runs (a timer with several OnCalendar= lines).
             let mut runs = Vec::new();
-            for e in &t.calendars {
-                let Ok(spec) = parse_calendar(e) else { continue };
+            for (e, spec) in &t.calendars {
                 let named = spec.timezone().filter(|z| *z != "UTC").map(|z| (z, zones.named.get(z)));
                 if let Some((z, None)) = named
                     && !crate::spec::calendar::is_utc_alias(z)
@@ -192,7 +195,7 @@ pub fn compute(timers: &[FleetTimer], from: i64, window: i64, zones: &Zones) -> 
             runs.sort_unstable();
             runs.dedup();
             runs.truncate(MAX_RUNS);
-            (t.calendars.join(" or "), runs, false)
+            (t.calendars.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>().join(" or "), runs, false)
         };
         rows.push(Row { agent: name.clone(), when, runs, spread: t.spread, length: ft.length, group: ft.group.clone(), enabled: ft.enabled, relative });
     }

@@ -1,5 +1,10 @@
 use super::*;
 
+/// The tests' zones: names shaped like `Area/Location` (no database is read).
+fn load(files: &[(String, String)]) -> Result<Fleet, Diagnostics> {
+    super::load(files, &calendar::NoDatabase)
+}
+
 fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect()
 }

@@ -17,9 +17,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::desired::Desired;
-use crate::inventory::{Inventory, sha256};
-use crate::render::Role;
+use crate::inventory::Inventory;
 use crate::spec::model::OnChange;
+use crate::types::sha256;
+use crate::types::{Action, Role};
 use crate::unit::{Change, compare};
 
 /// What systemd says about a unit, as observed by the host layer.
@@ -80,18 +81,6 @@ pub enum FileOp {
     /// The same bytes rewritten with the mode the file should have (`unit_file_mode`).
     Mode,
     Remove,
-}
-
-/// One thing done to a unit through the manager; executed in this order across all units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    Stop,
-    Disable,
-    Enable,
-    Reload,
-    Restart,
-    Start,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -770,12 +759,11 @@ mod tests {
         let doc = format!(
             "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun:\n  command: [/usr/bin/web]\n  environment: {env}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: job\nrun: {{command: [/usr/bin/job]}}\nschedule: {{calendar: daily}}\n"
         );
-        crate::spec::load(&[("f.yaml".to_string(), doc)]).unwrap_or_else(|d| panic!("{d}"))
+        crate::spec::load(&[("f.yaml".to_string(), doc)], &crate::spec::calendar::NoDatabase).unwrap_or_else(|d| panic!("{d}"))
     }
 
     fn desired(f: &crate::spec::Fleet, commit: &str, inv: &Inventory) -> Desired {
-        let ctx =
-            crate::render::RenderCtx { scope: crate::render::Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
+        let ctx = crate::render::RenderCtx { scope: crate::types::Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
         crate::desired::desired(f, "h", &ctx, commit, inv)
     }
 

@@ -1,0 +1,82 @@
+//! The state directory's layout, in one place: every file fleetwright keeps under
+//! `<state>` is named here, and nowhere else. Pure: it joins paths, it does not look at them.
+
+use std::path::{Path, PathBuf};
+
+/// The state directory of the system manager's fleet.
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/fleetwright";
+/// The unit directory of the system manager's fleet.
+pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
+/// Under `$XDG_STATE_HOME` (or `~/.local/state`): a user manager's state directory.
+pub const USER_STATE_SUBDIR: &str = "fleetwright";
+/// Under `$XDG_CONFIG_HOME` (or `~/.config`): a user manager's unit directory.
+pub const USER_UNIT_SUBDIR: &str = "systemd/user";
+
+/// The files of one state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateLayout {
+    root: PathBuf,
+}
+
+impl StateLayout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateLayout { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// What we own: unit name → hash of what we wrote; agent → deploy record.
+    pub fn inventory(&self) -> PathBuf {
+        self.root.join("inventory.json")
+    }
+    /// The deploy markers, `<agent>.json` and `<agent>.env` (agents read them).
+    pub fn markers(&self) -> PathBuf {
+        self.root.join("markers")
+    }
+    pub fn marker(&self, agent: &str, ext: &str) -> PathBuf {
+        self.markers().join(format!("{agent}.{ext}"))
+    }
+    /// Held by every apply, the daemon's included.
+    pub fn apply_lock(&self) -> PathBuf {
+        self.root.join("apply.lock")
+    }
+    /// Held by the one daemon of this state directory.
+    pub fn daemon_lock(&self) -> PathBuf {
+        self.root.join("daemon.lock")
+    }
+    /// The running daemon's pid (`fleetwright sync` signals it).
+    pub fn daemon_pid(&self) -> PathBuf {
+        self.root.join("daemon.pid")
+    }
+    /// Bare clones of remote fleet repositories.
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+    /// The daemon's SQLite history: reconciles, verdicts, the pin, the notification outbox.
+    pub fn history(&self) -> PathBuf {
+        self.root.join("history.sqlite")
+    }
+    /// Where a damaged history is moved aside, stamped with when.
+    pub fn history_damaged(&self, stamp: &str) -> PathBuf {
+        self.root.join(format!("history.sqlite.damaged-{stamp}"))
+    }
+    /// What the heartbeat check did for `agent`.
+    pub fn health(&self, agent: &str) -> PathBuf {
+        self.root.join("health").join(format!("{agent}.json"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_is_under_the_root() {
+        let l = StateLayout::new("/var/lib/fleetwright");
+        for p in [l.inventory(), l.marker("a", "json"), l.apply_lock(), l.daemon_lock(), l.daemon_pid(), l.cache(), l.history(), l.health("a")] {
+            assert!(p.starts_with("/var/lib/fleetwright"), "{p:?}");
+        }
+        assert_eq!(l.marker("web", "env"), PathBuf::from("/var/lib/fleetwright/markers/web.env"));
+        assert_eq!(l.health("web"), PathBuf::from("/var/lib/fleetwright/health/web.json"));
+    }
+}
