@@ -6,9 +6,7 @@
 
 pub use fleetwright_core::{catalog, desired, inventory, layout, plan, render, review, schedule, spec, types, unit};
 
-pub mod cli;
 pub mod daemon;
 pub mod host;
-pub mod logging;
 pub mod ops;
 pub mod source;

@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod heartbeat;
+pub mod restore;
 pub mod retain;
 pub mod slot;
 pub mod walk;

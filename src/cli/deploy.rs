@@ -1,0 +1,290 @@
+//! The commands that read a fleet and plan or apply it: validate, plan (and its review form),
+//! apply (and in a sandbox), render.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fleetwright::host::apply::{ApplyError, ApplyReport, Failure, deploy, observe};
+use fleetwright::host::state::StateDir;
+use fleetwright::host::systemd::Systemd;
+use fleetwright::plan::{self, Plan, PlanOptions};
+use fleetwright::spec;
+
+use super::args::{Globals, ReviewFormat, SourceArgs};
+use super::{Error, Outcome, invalid, json, load_commit, print_warnings, runtime};
+
+pub fn validate(dir: &Path) -> Result<Outcome, Error> {
+    let files = fleetwright::source::read_dir(dir).map_err(Error::failed)?;
+    let fleet = spec::load(&files, &fleetwright::host::zones::Tzdata).map_err(|diags| invalid(&diags, &files, dir))?;
+    print_warnings(&fleet, dir);
+    println!("{} valid: {} agents in {} files", dir.display(), fleet.agents.len(), files.len());
+    Ok(Outcome::Done)
+}
+
+/// What a fleet asks for that this scope cannot do, said once on stderr.
+fn scope_notes(cfg: &fleetwright::host::HostConfig, fleet: &spec::Fleet) {
+    if cfg.scope == fleetwright::types::Scope::User && fleet.journal.is_some() {
+        eprintln!("note: the Fleet's journal limits are for the system's journald; with --user they are not written");
+    }
+}
+
+pub fn plan(g: &Globals, src: &SourceArgs, as_json: bool, diffs: bool, allow_empty: bool) -> Result<Outcome, Error> {
+    let cfg = g.host_config();
+    let (files, fleet) = load_commit(g, src, &src.rev, false)?;
+    scope_notes(&cfg, &fleet);
+    let p = runtime()?.block_on(async {
+        let inv = StateDir::new(&cfg.state_dir).load_inventory().map_err(Error::failed)?;
+        let want = cfg.desired(&fleet, &files.commit, &inv);
+        let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.map_err(Error::failed)?;
+        let observed = observe(&sd, &cfg, &want, inv).await.map_err(Error::failed)?;
+        Ok::<_, Error>(plan::plan(&want, &observed, PlanOptions { allow_empty }))
+    })?;
+    if as_json {
+        println!("{}", json(&p)?);
+    } else {
+        print!("{}", plan::render_text(&p, diffs));
+    }
+    if !p.errors.is_empty() {
+        Err(Error::Refused(anyhow::anyhow!("the plan cannot be applied: {}", p.errors.join("; "))))
+    } else if p.has_changes() {
+        Ok(Outcome::Changes)
+    } else {
+        Ok(Outcome::Done)
+    }
+}
+
+/// `plan --base --head`: review a change without a host. Both commits are read (and both
+/// their diagnostics printed) before either error ends it.
+pub fn review(g: &Globals, src: &SourceArgs, base: &str, head: &str, format: ReviewFormat) -> Result<Outcome, Error> {
+    let ((base_files, base_fleet), (head_files, head_fleet)) = match (load_commit(g, src, base, true), load_commit(g, src, head, false)) {
+        (Ok(b), Ok(h)) => (b, h),
+        (Err(Error::Invalid { count: a }), Err(Error::Invalid { count: b })) => return Err(Error::Invalid { count: a + b }),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    let cfg = g.host_config();
+    let r = fleetwright::review::review((&base_files.commit, &base_fleet), (&head_files.commit, &head_fleet), g.host.as_deref(), &cfg.render_ctx());
+    match format {
+        ReviewFormat::Markdown => print!("{}", fleetwright::review::render_markdown(&r)),
+        ReviewFormat::Json => println!("{}", json(&r)?),
+        ReviewFormat::Text => print!("{}", fleetwright::review::render_text(&r)),
+    }
+    Ok(if r.plan.has_changes() { Outcome::Changes } else { Outcome::Done })
+}
+
+/// `apply --json`: the plan and what executing it did (one shape, whichever path applied).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppliedJson<'a> {
+    plan: &'a Plan,
+    failures: &'a [Failure],
+    files_written: usize,
+    files_removed: usize,
+    reloaded: bool,
+}
+
+/// Print what an apply did: the JSON shape, or the failures and a summary line.
+fn print_applied(p: &Plan, r: &ApplyReport, commit: &str, as_json: bool) -> Result<(), Error> {
+    if as_json {
+        let shape = AppliedJson { plan: p, failures: &r.failures, files_written: r.files_written, files_removed: r.files_removed, reloaded: r.reloaded };
+        println!("{}", json(&shape)?);
+        return Ok(());
+    }
+    for f in &r.failures {
+        eprintln!("FAILED {}: {} (active: {}, sub: {})", f.unit, f.what, f.status.active_state, f.status.sub_state);
+        for line in f.journal.lines() {
+            eprintln!("    {line}");
+        }
+    }
+    if r.failures.is_empty() {
+        println!("converged to {}: {} files written, {} removed, {} jobs.", plan::short(commit), r.files_written, r.files_removed, r.jobs.len());
+    } else {
+        eprintln!("applied {} with {} failing unit(s).", plan::short(commit), r.failures.len());
+    }
+    Ok(())
+}
+
+/// An apply's error, by what it means for the host: refused (nothing applied), interrupted
+/// after a change (exit 3: apply again), or failed before anything changed.
+fn apply_error(e: ApplyError) -> Error {
+    match e {
+        ApplyError::Refused(_) => Error::Refused(e.into()),
+        e if e.changed_host() => Error::Interrupted(e.into()),
+        e => Error::Failed(anyhow::anyhow!("{e}\nnothing on the host was changed")),
+    }
+}
+
+pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, as_json: bool, wait: Duration) -> Result<Outcome, Error> {
+    let cfg = g.host_config();
+    let state = StateDir::new(&cfg.state_dir);
+    let rt = runtime()?;
+    // The commit the host was last converged from, again: planned from the inventory and the
+    // files on disk, without reading and rendering the commit (when anything differs, the
+    // full apply below does).
+    if !fleetwright::source::looks_like_url(&src.repo)
+        && let Ok(commit) = fleetwright::source::resolve_commit(Path::new(&src.repo), &src.rev)
+    {
+        let key = fleetwright::host::apply::render_key(&cfg, &commit, src.path.as_deref());
+        let fast = rt.block_on(async {
+            let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.ok()?;
+            fleetwright::host::apply::deploy_unchanged(&sd, &cfg, &state, &key, PlanOptions { allow_empty }).await.ok().flatten()
+        });
+        if let Some(d) = fast {
+            tracing::debug!("apply: the same commit, converged: nothing read or rendered");
+            if !as_json {
+                print!("{}", plan::render_text(&d.plan, false));
+            }
+            print_applied(&d.plan, &d.report, &commit, as_json)?;
+            return Ok(Outcome::Done);
+        }
+    }
+    let t = std::time::Instant::now();
+    let (files, fleet) = load_commit(g, src, &src.rev, false)?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, files = files.files.len(), "apply: commit read and validated");
+    scope_notes(&cfg, &fleet);
+    let (p, report) = rt.block_on(async {
+        let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.map_err(|e| apply_error(e.into()))?;
+        let key = fleetwright::host::apply::render_key(&cfg, &files.commit, src.path.as_deref());
+        let mut d = deploy(&sd, &cfg, &state, &files.commit, &key, &fleet, PlanOptions { allow_empty }).await.map_err(apply_error)?;
+        if !as_json {
+            print!("{}", plan::render_text(&d.plan, false));
+        }
+        if d.report.failures.is_empty() {
+            // The commit is applied by now: a fault while watching stops a finished job.
+            d.report.failures = fleetwright::host::apply::watch_after(&sd, &cfg, &d.plan, wait).await.map_err(|e| {
+                Error::Interrupted(
+                    ApplyError::Interrupted { done: format!("{}; then watching the services failed", d.report.summary()), source: Box::new(e) }.into(),
+                )
+            })?;
+        }
+        Ok::<_, Error>((d.plan, d.report))
+    })?;
+    print_applied(&p, &report, &files.commit, as_json)?;
+    Ok(if report.failures.is_empty() { Outcome::Done } else { Outcome::UnitFailed })
+}
+
+pub fn render(g: &Globals, src: &SourceArgs, agents: &[String]) -> Result<Outcome, Error> {
+    let cfg = g.host_config();
+    let (files, fleet) = load_commit(g, src, &src.rev, false)?;
+    let want = cfg.desired(&fleet, &files.commit, &Default::default());
+    if !want.refused.is_empty() {
+        return Err(Error::Refused(anyhow::anyhow!("{}", want.refused.join("\nerror: "))));
+    }
+    for (name, u) in &want.units {
+        if agents.is_empty() || agents.contains(&u.agent) {
+            println!("### {name}\n{}", u.content);
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+#[cfg(not(feature = "sandbox"))]
+pub fn apply_in_sandbox(_: &Globals, _: &SourceArgs, _: bool) -> Result<Outcome, Error> {
+    Err(Error::failed("this fleetwright was built without the `sandbox` feature; build it with the default features to use apply --sandbox"))
+}
+
+/// `apply --sandbox`: boot a throw-away systemd, apply the commit there (this binary, run
+/// inside the sandbox's namespaces), report what failed to start and which programs are missing,
+/// show the status, and tear it all down. The host's systemd is never touched.
+#[cfg(feature = "sandbox")]
+pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs, offline: bool) -> Result<Outcome, Error> {
+    use fleetwright_sandbox::{Sandbox, SandboxOptions};
+    let cfg = g.host_config();
+    let (files, fleet) = load_commit(g, src, &src.rev, false)?;
+    if fleetwright::source::looks_like_url(&src.repo) {
+        return Err(Error::failed(format!("apply --sandbox takes a local repository; clone {} first", src.repo)));
+    }
+    let repo = match std::fs::canonicalize(&src.repo) {
+        Ok(r) if r.starts_with("/tmp") || r.starts_with("/var/tmp") || r.starts_with("/run") => {
+            return Err(Error::failed(format!(
+                "{} is under /tmp, /var/tmp or /run, which the sandbox replaces with its own; clone the repository elsewhere",
+                r.display()
+            )));
+        }
+        Ok(r) => r,
+        Err(e) => return Err(Error::failed(format!("{}: {e}", src.repo))),
+    };
+    if !Sandbox::available() {
+        return Err(Error::failed("the sandbox needs root, /lib/systemd/systemd, unshare, nsenter and a cgroup2 mount"));
+    }
+    let sb = Sandbox::boot(SandboxOptions { dbus: true, user_manager: g.user, offline, ..Default::default() })
+        .map_err(|e| Error::failed(format!("booting the sandbox: {e}")))?;
+    println!("sandbox: a throw-away systemd is running as pid {}; applying {} for host {:?}", sb.pid(), plan::short(&files.commit), cfg.host);
+    let missing: Vec<String> = fleet.agents_for_host(&cfg.host).flat_map(|a| missing_on_this_machine(a, g.user)).collect();
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "fleetwright".into());
+    let run = |args: &[&str]| {
+        let mut c = sb.command(&exe);
+        if g.user {
+            c.envs(sb.user_env()).arg("--user");
+        }
+        c.args(["--host", &cfg.host]).args(args);
+        c.status().map(|s| s.code())
+    };
+    let repo_s = repo.display().to_string();
+    // Services are watched a few seconds: one that crash-loops is reported like a failed start.
+    let mut args = vec!["apply", "--wait", "3s", "--repo", repo_s.as_str(), "--rev", files.commit.as_str()];
+    if let Some(p) = &src.path {
+        args.extend(["--path", p.as_str()]);
+    }
+    let applied = run(&args);
+    println!("\nsandbox status:");
+    let _ = run(&["status"]);
+    for m in &missing {
+        eprintln!("missing: {m}");
+    }
+    sb.shutdown();
+    println!(
+        "sandbox: shut down. This host's systemd and unit files were not changed; the services did run for a moment, as this machine's users, on its files{}. Scheduled jobs were not run (their timers were checked).",
+        if offline { " (without network)" } else { " and network (--offline to cut them off)" }
+    );
+    // The apply inside printed what it did and why it failed; its code says how it ended.
+    match applied {
+        Ok(Some(0)) if missing.is_empty() => Ok(Outcome::Done),
+        Ok(Some(0 | 4)) => Ok(Outcome::UnitFailed),
+        Ok(Some(1)) => Err(Error::Refused(anyhow::anyhow!("nothing was applied in the sandbox"))),
+        Ok(Some(3)) => Err(Error::Interrupted(anyhow::anyhow!("the apply in the sandbox stopped part-way"))),
+        Ok(code) => Err(Error::failed(format!("the apply in the sandbox failed ({})", code.map_or("killed by a signal".to_string(), |c| format!("exit {c}"))))),
+        Err(e) => Err(Error::failed(format!("cannot run fleetwright in the sandbox: {e}"))),
+    }
+}
+
+/// What can be known of an agent without running it, and would make it fail on this machine:
+/// a program, a user or group, a working directory or a credential that is not there.
+#[cfg(feature = "sandbox")]
+fn missing_on_this_machine(a: &spec::model::Agent, user_scope: bool) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut program = |what: &str, p: &str| match std::fs::metadata(p) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+        Ok(_) => out.push(format!("{}: {what} {p} is not an executable file", a.name)),
+        Err(_) => out.push(format!("{}: {what} {p} does not exist", a.name)),
+    };
+    program("ExecStart program", &a.run.command[0]);
+    if let Some(check) = a.health.as_ref().and_then(|h| h.check.as_ref()) {
+        program("health.check program", &check[0]);
+    }
+    if !user_scope {
+        if let Some(u) = &a.run.user
+            && u.parse::<u32>().is_err()
+            && nix::unistd::User::from_name(u).ok().flatten().is_none()
+        {
+            out.push(format!("{}: user {u} does not exist", a.name));
+        }
+        if let Some(g) = &a.run.group
+            && g.parse::<u32>().is_err()
+            && nix::unistd::Group::from_name(g).ok().flatten().is_none()
+        {
+            out.push(format!("{}: group {g} does not exist", a.name));
+        }
+    }
+    if let Some(d) = &a.run.working_directory
+        && !Path::new(d).is_dir()
+    {
+        out.push(format!("{}: workingDirectory {d} does not exist", a.name));
+    }
+    for (name, path) in &a.run.credentials {
+        if !Path::new(path).exists() {
+            out.push(format!("{}: credential {name} ({path}) does not exist", a.name));
+        }
+    }
+    out
+}

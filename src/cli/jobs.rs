@@ -1,0 +1,175 @@
+//! What the rendered helper units run (slots, heartbeats, log retention, backups, mkdir,
+//! signal), and the operator's backups and restore.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use fleetwright::host::state::StateDir;
+use fleetwright::ops;
+
+use super::args::{Globals, WhenFull};
+use super::{Error, Outcome, json, runtime};
+
+pub fn slot_prepare(dir: &Path, group: &str, limit: u32, users: &[String]) -> Result<Outcome, Error> {
+    let done = ops::slot::prepare(dir, group, limit, users).map_err(|e| Error::failed(format!("preparing the slots of {group}: {e}")))?;
+    for u in &done.unknown_users {
+        eprintln!("note: user {u} of concurrency group {group} does not exist on this host: no slot access granted to it");
+    }
+    for p in &done.replaced {
+        eprintln!("note: replaced {} (a lock file others could open) by a new one", p.display());
+    }
+    Ok(Outcome::Done)
+}
+
+/// Take a slot of `group`, then become `command` (exec), holding the slot until it exits.
+pub fn slot(dir: &Path, group: &str, limit: u32, when_full: WhenFull, timeout: Option<Duration>, command: &[String]) -> Result<Outcome, Error> {
+    use std::os::unix::process::CommandExt;
+    let wait = when_full == WhenFull::Wait;
+    let taken = ops::slot::acquire(dir, group, limit, wait, timeout)
+        .map_err(|e| Error::failed(format!("taking a slot of {group}: {e} (is `fleetwright slot-prepare` run before?)")))?;
+    let Some(lock) = taken else {
+        if wait {
+            return Err(Error::job_failed(format!("concurrency group {group} stayed full for the whole timeout: this run did not start")));
+        }
+        // Counted as success: a full group is the cap working, not a failure.
+        println!("concurrency group {group} is full ({limit} of {limit} runs): skipped this run");
+        return Ok(Outcome::Done);
+    };
+    ops::slot::keep_across_exec(lock).map_err(Error::failed)?;
+    let e = std::process::Command::new(&command[0]).args(&command[1..]).exec();
+    Err(Error::failed(format!("cannot execute {}: {e}", command[0])))
+}
+
+pub fn heartbeat(g: &Globals, agent: &str, file: &Path, max_age: Duration, unit: &str) -> Result<Outcome, Error> {
+    let cfg = g.host_config();
+    match runtime()?.block_on(ops::heartbeat::check(agent, file, max_age, unit, &cfg.state_dir, cfg.scope)).map_err(Error::failed)? {
+        ops::heartbeat::Verdict::Fine(m) => println!("{m}"),
+        ops::heartbeat::Verdict::Restarted(m) => eprintln!("{m}"),
+    }
+    Ok(Outcome::Done)
+}
+
+pub fn logs_clean(
+    path: &str,
+    pattern: &str,
+    max_age: Option<Duration>,
+    max_files: Option<u64>,
+    max_size: Option<&str>,
+    dry_run: bool,
+    as_json: bool,
+) -> Result<Outcome, Error> {
+    let max_size = max_size.map(|s| fleetwright::spec::values::parse_size(s, false)).transpose().map_err(|e| Error::failed(format!("--max-size: {e}")))?;
+    let rule = ops::retain::Rule { path: path.to_string(), pattern: pattern.to_string(), max_age, max_files, max_size: max_size.and_then(|s| s.bytes()) };
+    let report = ops::retain::apply(&rule, SystemTime::now(), dry_run).map_err(|e| Error::failed(format!("{path}: {e}")))?;
+    if as_json {
+        println!("{}", report.to_json());
+    } else {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        for r in &report.removed {
+            println!("{verb} {} ({} bytes, {})", r.path, r.bytes, r.reason);
+        }
+        println!(
+            "{path}/{pattern}: {verb} {} files, {} bytes freed; kept {}; {} symlinks left alone; {} vanished meanwhile",
+            report.removed.len(),
+            report.freed,
+            report.kept,
+            report.skipped_symlinks,
+            report.vanished
+        );
+    }
+    if report.errors.is_empty() { Ok(Outcome::Done) } else { Err(Error::job_failed(report.errors.join("\nerror: "))) }
+}
+
+pub fn backup(sqlite: &Path, to: &Path, policy: ops::backup::Policy, verify: bool, wal: bool) -> Result<Outcome, Error> {
+    // A failed backup is a failed unit: visible in `status` and the journal.
+    let r = ops::backup::backup(sqlite, to, &policy, verify, wal, SystemTime::now()).map_err(Error::job_failed)?;
+    println!(
+        "backed up {} to {} ({} bytes, {} pages, {:.2}s{}); pruned {}",
+        sqlite.display(),
+        r.file.path,
+        r.file.bytes,
+        r.pages,
+        r.seconds,
+        if r.verified { ", verified" } else { "" },
+        r.pruned.len()
+    );
+    Ok(Outcome::Done)
+}
+
+pub fn backups(g: &Globals, agent: &str, as_json: bool) -> Result<Outcome, Error> {
+    let inv = StateDir::new(g.host_config().state_dir).load_inventory().map_err(Error::failed)?;
+    let rec = inv.agents.get(agent).ok_or_else(|| Error::failed(format!("no agent {agent:?} is deployed on this host")))?;
+    let mut all = Vec::new();
+    for (db, dir) in &rec.backups {
+        let files = ops::backup::list(Path::new(db), Path::new(dir), SystemTime::now()).map_err(|e| Error::failed(format!("{dir}: {e}")))?;
+        all.push((db.clone(), files));
+    }
+    if as_json {
+        println!("{}", json(&all)?);
+        return Ok(Outcome::Done);
+    }
+    for (db, files) in &all {
+        println!("{db}: {} backups, the last taken first", files.len());
+        for f in files {
+            let note =
+                if f.future { "  (dated in the future: its clock was wrong, or it was copied in; never taken by --latest, not counted in keep)" } else { "" };
+            println!("  {}  {:>12} bytes  {}{note}", f.taken_at, f.bytes, f.path);
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+pub fn restore(g: &Globals, agent: &str, from: Option<&Path>, latest: bool, db: Option<&str>) -> Result<Outcome, Error> {
+    use ops::restore::{agent_backups, latest_backup, restore};
+    let cfg = g.host_config();
+    let inv = StateDir::new(&cfg.state_dir).load_inventory().map_err(Error::failed)?;
+    let (db, dir) = agent_backups(&inv, agent, db).map_err(Error::failed)?;
+    let file: PathBuf = match (from, latest) {
+        (Some(f), _) => f.to_path_buf(),
+        (None, true) => {
+            let (newest, skipped) = latest_backup(&db, &dir, SystemTime::now()).map_err(Error::failed)?;
+            for s in skipped {
+                eprintln!(
+                    "note: {} was taken later, but its name is dated in the future ({}): --latest never prefers it; restore it with --from if it is the one you want",
+                    s.path, s.taken_at
+                );
+            }
+            newest
+        }
+        (None, false) => return Err(Error::failed(format!("say which backup: --from FILE, or --latest (see `fleetwright backups {agent}`)"))),
+    };
+    let done = runtime()?
+        .block_on(restore(&cfg, agent, &db, &file, |stopping| {
+            println!("stopping {}", if stopping.is_empty() { "nothing (no unit of it is running)".to_string() } else { stopping.join(", ") });
+        }))
+        .map_err(Error::failed)?;
+    println!(
+        "restored {db} from {}{}",
+        file.display(),
+        done.replaced.map(|p| format!("; the replaced database is kept at {}", p.display())).unwrap_or_default()
+    );
+    for (unit, what) in &done.not_started {
+        eprintln!("error: starting {unit} again: {what} (see `systemctl status {unit}`)");
+    }
+    Ok(if done.not_started.is_empty() { Outcome::Done } else { Outcome::UnitFailed })
+}
+
+/// `mkdir -p -m MODE PATH`: what a rendered unit needs made before it runs (the backup
+/// directory, as root): never through a link, only in directories root alone can change
+/// (`ops::walk`).
+pub fn mkdir(path: &Path, mode: u32) -> Result<Outcome, Error> {
+    std::path::absolute(path)
+        .map_err(|e| e.to_string())
+        .and_then(|p| ops::walk::make_dir(&p, mode, ops::walk::Trust::Root).map_err(|e| e.to_string()))
+        .map_err(|e| Error::failed(format!("{}: {e}", path.display())))?;
+    Ok(Outcome::Done)
+}
+
+/// `kill -SIGNAL PID`.
+pub fn signal(name: &str, pid: i32) -> Result<Outcome, Error> {
+    use nix::sys::signal::Signal;
+    let bare = name.trim_start_matches("SIG");
+    let sig = bare.parse::<Signal>().or_else(|_| format!("SIG{bare}").parse()).map_err(|_| Error::failed(format!("unknown signal {name:?}")))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|e| Error::failed(format!("signal {sig} to {pid}: {e}")))?;
+    Ok(Outcome::Done)
+}
