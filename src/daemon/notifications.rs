@@ -62,6 +62,14 @@ pub fn spawn(url: String, state_dir: PathBuf, wake: Arc<Notify>) {
     });
 }
 
+/// The HTTP client of notifications: ten seconds for a whole request, TLS by the system's
+/// OpenSSL and its trust store (the stack git's https fetches use).
+fn http_agent() -> ureq::Agent {
+    use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
+    let tls = TlsConfig::builder().provider(TlsProvider::NativeTls).root_certs(RootCerts::PlatformVerifier).build();
+    ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).tls_config(tls).build().new_agent()
+}
+
 /// Send what is waiting; true when something could not be sent.
 fn deliver(url: &str, state_dir: &std::path::Path) -> Result<bool, super::history::HistoryError> {
     let h = History::open(state_dir)?;
@@ -69,7 +77,7 @@ fn deliver(url: &str, state_dir: &std::path::Path) -> Result<bool, super::histor
     if given_up > 0 {
         warn!(count = given_up, "notifications older than a week could not be delivered and were given up");
     }
-    let agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().new_agent();
+    let agent = http_agent();
     for o in h.outgoing(100)? {
         match agent.post(url).header("content-type", "application/json").send(o.body.as_str()) {
             Ok(_) => {
@@ -90,4 +98,30 @@ fn deliver(url: &str, state_dir: &std::path::Path) -> Result<bool, super::histor
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// https goes through OpenSSL (no second TLS stack, and no panic for want of bundled
+    /// roots): a server that does not speak TLS is a TLS error, said as such.
+    #[test]
+    fn https_is_spoken_through_the_one_tls_stack() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut hello = [0u8; 5];
+            // A TLS ClientHello starts with a handshake record: type 22, version 3.x.
+            conn.read_exact(&mut hello).unwrap();
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            hello
+        });
+        let err = http_agent().post(&format!("https://127.0.0.1:{port}/hook")).send("{}").expect_err("not a TLS server");
+        let hello = server.join().unwrap();
+        assert_eq!((hello[0], hello[1]), (22, 3), "the client opened with a TLS handshake");
+        assert!(matches!(err, ureq::Error::Tls(_) | ureq::Error::Io(_)) || err.to_string().to_lowercase().contains("tls"), "{err:?}");
+    }
 }
