@@ -165,7 +165,7 @@ impl StateDir {
     /// Remove a pruned agent's deploy marker and its heartbeat record.
     pub fn remove_marker(&self, agent: &str) -> Result<(), StateError> {
         let files = ["json", "env"].map(|ext| self.layout().marker(agent, ext));
-        for p in files.iter().chain([&crate::ops::heartbeat::record_path(&self.root, agent)]) {
+        for p in files.iter().chain([&self.layout().health(agent)]) {
             remove_durable(p).map_err(self.io(p))?;
         }
         Ok(())

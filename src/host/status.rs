@@ -105,7 +105,7 @@ pub fn restarts_in_window(scope: crate::types::Scope, window: Duration) -> Optio
 /// What the heartbeat check last did for `agent`, if it restarted it and the heartbeat has
 /// not been fresh since.
 fn heartbeat_state(state_dir: &std::path::Path, agent: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(crate::ops::heartbeat::record_path(state_dir, agent)).ok()?).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(crate::layout::StateLayout::new(state_dir).health(agent)).ok()?).ok()?;
     if v["recoveredAt"].is_string() {
         return None;
     }

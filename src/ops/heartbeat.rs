@@ -54,7 +54,7 @@ pub async fn check(agent: &str, file: &Path, max_age: Duration, unit: &str, stat
     };
     let results = sd.run_jobs("restart", &[unit]).await?;
     let ok = results.iter().all(|r| r.result == "done");
-    let path = record_path(state_dir, agent);
+    let path = crate::layout::StateLayout::new(state_dir).health(agent);
     let prev: serde_json::Value = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     let record = serde_json::json!({
         "agent": agent,
@@ -72,15 +72,10 @@ pub async fn check(agent: &str, file: &Path, max_age: Duration, unit: &str, stat
     Ok(Verdict::Restarted(format!("heartbeat stale: {why}; restarted {unit}")))
 }
 
-/// Where the heartbeat check keeps what it did for `agent`: `<state>/health/<agent>.json`.
-pub fn record_path(state_dir: &Path, agent: &str) -> std::path::PathBuf {
-    crate::layout::StateLayout::new(state_dir).health(agent)
-}
-
 /// A fresh heartbeat after a restart: the record says when the agent recovered, so that
 /// `status` stops reporting the old stale heartbeat as a problem.
 fn mark_recovered(state_dir: &Path, agent: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let path = record_path(state_dir, agent);
+    let path = crate::layout::StateLayout::new(state_dir).health(agent);
     let Ok(bytes) = std::fs::read(&path) else { return Ok(()) };
     let mut v: serde_json::Value = serde_json::from_slice(&bytes)?;
     if v.get("recoveredAt").is_some_and(|r| !r.is_null()) {
