@@ -9,7 +9,7 @@
 //! `FLEETWRIGHT_BENCH_LIMIT=SECONDS` the time after which a scenario is stopped (default 300);
 //! `FLEETWRIGHT_BENCH_LABEL` is printed with the build (to say what tree was measured).
 //!
-//! For each N, in fresh sandboxes (`host::sandbox`, booted one after the other, never side by
+//! For each N, in fresh sandboxes (`fleetwright-sandbox`, booted one after the other, never side by
 //! side, so that they do not compete for the CPU):
 //!
 //! * A — fleetwright: cold apply; the same commit again (5 runs, checked: no file written, no
