@@ -8,11 +8,11 @@ use crate::spec::is_spec_path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{path}: not a git repository ({source})")]
+    #[error("{path}: {}", open_problem(.path, .source))]
     Open { path: PathBuf, source: git2::Error },
-    #[error("{path}: cannot resolve revision {rev:?} to a commit: {source}")]
-    Rev { path: PathBuf, rev: String, source: git2::Error },
-    #[error("{path}: reading the commit: {source}")]
+    #[error("{path}: no commit {rev:?} here{}", .hint)]
+    Rev { path: PathBuf, rev: String, source: git2::Error, hint: String },
+    #[error("{path}: reading the commit: {}", .source.message())]
     Git { path: PathBuf, source: git2::Error },
     #[error("{path}: {subdir:?} is not a directory in commit {commit}")]
     NoSubdir { path: PathBuf, subdir: String, commit: String },
@@ -60,26 +60,80 @@ pub struct CommitFiles {
     pub files: Vec<(String, String)>,
 }
 
+/// Why `path` could not be opened as a repository, in plain words and with what to do (never
+/// libgit2's `class=…; code=…`).
+fn open_problem(path: &Path, e: &git2::Error) -> String {
+    if !path.exists() {
+        return "no such directory; give --repo the path of the fleet's git repository (or its URL)".into();
+    }
+    if e.code() == git2::ErrorCode::Owner {
+        return format!(
+            "the repository belongs to another user, and git refuses to read it for this one; if you trust it, run: git config --global --add safe.directory {}",
+            path.display()
+        );
+    }
+    if e.code() == git2::ErrorCode::NotFound {
+        return "not a git repository; fleetwright applies commits: make it one with `git init`, `git add .` and `git commit -m fleet`".into();
+    }
+    format!("cannot open the git repository: {}", e.message())
+}
+
+/// Opens the repository at `repo`.
+fn open_repo(repo: &Path) -> Result<git2::Repository, SourceError> {
+    git2::Repository::open(repo).map_err(|source| SourceError::Open { path: repo.to_path_buf(), source })
+}
+
+/// The commit `rev` names in `r`; when there is none, the error says what there is.
+fn find_commit<'r>(r: &'r git2::Repository, repo: &Path, rev: &str) -> Result<git2::Commit<'r>, SourceError> {
+    r.revparse_single(rev).and_then(|o| o.peel_to_commit()).map_err(|source| {
+        let hint = if r.head().is_err() && r.is_empty().unwrap_or(false) {
+            " (the repository has no commit yet: `git add .` and `git commit -m fleet` make the first)".to_string()
+        } else if source.code() == git2::ErrorCode::NotFound {
+            let branches: Vec<String> = r
+                .branches(None)
+                .map(|bs| bs.filter_map(|b| b.ok()).filter_map(|(b, _)| b.name().ok().flatten().map(str::to_string)).collect())
+                .unwrap_or_default();
+            if branches.is_empty() { String::new() } else { format!(" (the branches here are: {})", branches.join(", ")) }
+        } else {
+            format!(": {}", source.message())
+        };
+        SourceError::Rev { path: repo.to_path_buf(), rev: rev.to_string(), source, hint }
+    })
+}
+
 /// The commit `rev` names in the repository at `repo`, without reading its tree.
 pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, SourceError> {
-    let r = git2::Repository::open(repo).map_err(|source| SourceError::Open { path: repo.to_path_buf(), source })?;
-    let c = r.revparse_single(rev).and_then(|o| o.peel_to_commit()).map_err(|source| SourceError::Rev {
-        path: repo.to_path_buf(),
-        rev: rev.to_string(),
-        source,
-    })?;
-    Ok(c.id().to_string())
+    let r = open_repo(repo)?;
+    Ok(find_commit(&r, repo, rev)?.id().to_string())
 }
 
 /// Read every spec file of `rev` (default HEAD) under `subdir` of the repository at `repo`.
 pub fn read_commit(repo: &Path, rev: &str, subdir: Option<&str>) -> Result<CommitFiles, SourceError> {
-    let r = git2::Repository::open(repo).map_err(|source| SourceError::Open { path: repo.to_path_buf(), source })?;
-    let commit = r.revparse_single(rev).and_then(|o| o.peel_to_commit()).map_err(|source| SourceError::Rev {
-        path: repo.to_path_buf(),
-        rev: rev.to_string(),
-        source,
-    })?;
+    let r = open_repo(repo)?;
+    let commit = find_commit(&r, repo, rev)?;
     read_tree(&r, &commit, repo, subdir)
+}
+
+/// How many spec files under `subdir` (the whole work tree without it) differ from HEAD in the
+/// repository at `repo` (edited, new, deleted, staged or not): what an apply of HEAD does not
+/// see. None when it cannot be told (a bare repository, an error).
+pub fn uncommitted_changes(repo: &Path, subdir: Option<&str>) -> Option<usize> {
+    let r = git2::Repository::open(repo).ok()?;
+    if r.is_bare() {
+        return None;
+    }
+    let mut opts = git2::StatusOptions::new();
+    opts.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false);
+    if let Some(sub) = subdir.map(|s| s.trim_matches('/')).filter(|s| !s.is_empty()) {
+        opts.pathspec(sub);
+    }
+    let statuses = r.statuses(Some(&mut opts)).ok()?;
+    Some(
+        statuses
+            .iter()
+            .filter(|s| s.path().is_ok_and(|p| is_spec_path(p.strip_prefix(subdir.unwrap_or("").trim_matches('/')).unwrap_or(p).trim_start_matches('/'))))
+            .count(),
+    )
 }
 
 pub fn read_tree(r: &git2::Repository, commit: &git2::Commit, repo: &Path, subdir: Option<&str>) -> Result<CommitFiles, SourceError> {

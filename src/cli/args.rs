@@ -14,7 +14,7 @@ pub struct Args {
     #[command(flatten)]
     pub globals: Globals,
     /// Log lines: auto (the journal's priorities when stderr is the journal, else text), text, json or journal
-    #[arg(long, global = true, value_name = "FORMAT", default_value = "auto", env = "FLEETWRIGHT_LOG_FORMAT")]
+    #[arg(long, global = true, help_heading = "Global options", value_name = "FORMAT", default_value = "auto", env = "FLEETWRIGHT_LOG_FORMAT")]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -22,6 +22,7 @@ pub struct Args {
 
 /// The options every command takes: where and what fleetwright manages on this host.
 #[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Global options")]
 pub struct Globals {
     /// Where unit files are written [default: /etc/systemd/system, or ~/.config/systemd/user with --user]
     #[arg(long, global = true, value_name = "DIR")]
@@ -98,11 +99,11 @@ fn instant(s: &str) -> Result<i64, String> {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Check every spec document under DIR (committed or not). Exit 0 valid, 1 invalid.
+    /// Check every spec document under DIR (committed or not), or the files named, as one fleet. Exit 0 valid, 1 invalid.
     Validate {
-        /// The directory of spec files
-        #[arg(default_value = ".")]
-        dir: PathBuf,
+        /// Directories of spec files, or spec files
+        #[arg(default_value = ".", value_name = "PATH")]
+        paths: Vec<PathBuf>,
     },
     /// Show what `apply` would do on this host, unit by unit, with diffs. Exit 0 nothing to do, 1 changes pending, 2 error.
     Plan {

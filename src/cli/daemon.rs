@@ -95,6 +95,16 @@ fn open_history(g: &Globals) -> Result<History, Error> {
 }
 
 pub fn history(g: &Globals, limit: usize, as_json: bool) -> Result<Outcome, Error> {
+    // Read-only: a state directory without a history gets none made by looking.
+    let layout = g.host_config().layout();
+    if !layout.history().exists() {
+        if as_json {
+            println!("{}", json(&serde_json::json!({ "lastGood": null, "pin": null, "reconciles": [], "verdicts": [] }))?);
+        } else {
+            println!("no history: no daemon has run with the state directory {}", layout.root().display());
+        }
+        return Ok(Outcome::Done);
+    }
     let h = open_history(g)?;
     let rows = h.recent(limit).map_err(Error::failed)?;
     // What cannot be read is said, never shown as "none".

@@ -13,11 +13,25 @@ use fleetwright::spec;
 use super::args::{Globals, ReviewFormat, SourceArgs};
 use super::{Error, Outcome, invalid, json, load_commit, print_warnings, runtime};
 
-pub fn validate(dir: &Path) -> Result<Outcome, Error> {
-    let files = fleetwright::source::read_dir(dir).map_err(Error::failed)?;
-    let fleet = spec::load(&files, &fleetwright::host::zones::Tzdata).map_err(|diags| invalid(&diags, &files, dir))?;
-    print_warnings(&fleet, dir);
-    println!("{} valid: {} agents in {} files", dir.display(), fleet.agents.len(), files.len());
+/// `validate [PATH…]`: the spec files under each directory, and each file named, checked
+/// together as one fleet (a file alone is checked without the rest of its fleet: its Fleet
+/// document's defaults and groups are not known then).
+pub fn validate(paths: &[std::path::PathBuf]) -> Result<Outcome, Error> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let found = fleetwright::source::read_dir(p).map_err(Error::failed)?;
+            files.extend(found.into_iter().map(|(rel, text)| (super::shown_path(p, &rel), text)));
+        } else {
+            let text = std::fs::read(p).map_err(|e| Error::failed(format!("{}: {e}", p.display())))?;
+            let text = String::from_utf8(text).map_err(|_| Error::failed(format!("{}: not UTF-8 text", p.display())))?;
+            files.push((p.display().to_string(), text));
+        }
+    }
+    let fleet = spec::load(&files, &fleetwright::host::zones::Tzdata).map_err(|diags| invalid(&diags, &files, Path::new("")))?;
+    print_warnings(&fleet, Path::new(""));
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    println!("{} valid: {} agents in {} files", shown.join(" "), fleet.agents.len(), files.len());
     Ok(Outcome::Done)
 }
 
@@ -55,14 +69,19 @@ pub fn plan(g: &Globals, src: &SourceArgs, as_json: bool, diffs: bool, allow_emp
 
 /// `plan --base --head`: review a change without a host. Both commits are read (and both
 /// their diagnostics printed) before either error ends it.
-pub fn review(g: &Globals, src: &SourceArgs, base: &str, head: &str, format: ReviewFormat) -> Result<Outcome, Error> {
+pub fn review(g: &Globals, src: &SourceArgs, base: &str, head: &str, format: ReviewFormat, diffs: bool) -> Result<Outcome, Error> {
     let ((base_files, base_fleet), (head_files, head_fleet)) = match (load_commit(g, src, base, true), load_commit(g, src, head, false)) {
         (Ok(b), Ok(h)) => (b, h),
         (Err(Error::Invalid { count: a }), Err(Error::Invalid { count: b })) => return Err(Error::Invalid { count: a + b }),
         (Err(e), _) | (_, Err(e)) => return Err(e),
     };
     let cfg = g.host_config();
-    let r = fleetwright::review::review((&base_files.commit, &base_fleet), (&head_files.commit, &head_fleet), g.host.as_deref(), &cfg.render_ctx());
+    let mut r = fleetwright::review::review((&base_files.commit, &base_fleet), (&head_files.commit, &head_fleet), g.host.as_deref(), &cfg.render_ctx());
+    if !diffs {
+        for u in &mut r.plan.units {
+            u.diff = None;
+        }
+    }
     match format {
         ReviewFormat::Markdown => print!("{}", fleetwright::review::render_markdown(&r)),
         ReviewFormat::Json => println!("{}", json(&r)?),
@@ -168,6 +187,17 @@ pub fn render(g: &Globals, src: &SourceArgs, agents: &[String]) -> Result<Outcom
     let want = cfg.desired(&fleet, &files.commit, &Default::default());
     if !want.refused.is_empty() {
         return Err(Error::Refused(anyhow::anyhow!("{}", want.refused.join("\nerror: "))));
+    }
+    let here: std::collections::BTreeSet<&str> = fleet.agents_for_host(&cfg.host).map(|a| a.name.as_str()).collect();
+    let unknown: Vec<&str> = agents.iter().map(String::as_str).filter(|a| !here.contains(a)).collect();
+    if !unknown.is_empty() {
+        return Err(Error::failed(format!(
+            "no agent {} on host {:?} in {}; the agents here are: {}",
+            unknown.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", "),
+            cfg.host,
+            plan::short(&files.commit),
+            if here.is_empty() { "none".to_string() } else { here.into_iter().collect::<Vec<_>>().join(", ") }
+        )));
     }
     for (name, u) in &want.units {
         if agents.is_empty() || agents.contains(&u.agent) {

@@ -33,9 +33,9 @@ pub fn kind(command: &Command) -> exit::Kind {
 pub fn run(args: Args) -> Result<Outcome, Error> {
     let g = &args.globals;
     match args.command {
-        Command::Validate { dir } => deploy::validate(&dir),
-        Command::Plan { src, base: Some(base), head: Some(head), format, json, .. } => {
-            deploy::review(g, &src, &base, &head, if json { args::ReviewFormat::Json } else { format })
+        Command::Validate { paths } => deploy::validate(&paths),
+        Command::Plan { src, base: Some(base), head: Some(head), format, json, no_diff, .. } => {
+            deploy::review(g, &src, &base, &head, if json { args::ReviewFormat::Json } else { format }, !no_diff)
         }
         Command::Plan { src, json, no_diff, allow_empty, .. } => deploy::plan(g, &src, json, !no_diff, allow_empty),
         Command::Apply { src, sandbox: true, offline, .. } => deploy::apply_in_sandbox(g, &src, offline),
@@ -129,6 +129,19 @@ fn load_commit(g: &Globals, src: &SourceArgs, rev: &str, missing_is_empty: bool)
         }
         Err(e) => return Err(Error::failed(e)),
     };
+    // What is read is a commit: edits not committed are not in it, and are said to be left out.
+    if rev == "HEAD"
+        && !fleetwright::source::looks_like_url(&src.repo)
+        && let Some(n @ 1..) = fleetwright::source::uncommitted_changes(Path::new(&src.repo), src.path.as_deref())
+    {
+        eprintln!(
+            "warning: fleetwright reads commits: {n} uncommitted change{} to spec files {} not in {} (commit {} first)",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "is" } else { "are" },
+            fleetwright::plan::short(&files.commit),
+            if n == 1 { "it" } else { "them" }
+        );
+    }
     let prefix = Path::new(src.path.as_deref().unwrap_or(""));
     match spec::load(&files.files, &fleetwright::host::zones::Tzdata) {
         Ok(fleet) => {
@@ -137,9 +150,23 @@ fn load_commit(g: &Globals, src: &SourceArgs, rev: &str, missing_is_empty: bool)
         }
         Err(diags) => {
             eprintln!("commit {} is invalid; nothing of it is applied:", fleetwright::plan::short(&files.commit));
-            Err(invalid(&diags, &files.files, prefix))
+            let e = invalid(&diags, &files.files, prefix);
+            if src.path.is_none() && spread_over_directories(&files.files) {
+                eprintln!(
+                    "hint: every *.yaml and *.yml file of the repository is read as a spec; if the fleet is one directory of it, name it with --path DIR"
+                );
+            }
+            Err(e)
         }
     }
+}
+
+/// Do the spec files of a commit sit in more than one top-level place (the root counting as
+/// one)? Then a YAML file that is no spec may be among them.
+fn spread_over_directories(files: &[(String, String)]) -> bool {
+    let mut tops = files.iter().map(|(p, _)| p.split_once('/').map_or("", |(top, _)| top));
+    let first = tops.next();
+    tops.any(|t| Some(t) != first)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
