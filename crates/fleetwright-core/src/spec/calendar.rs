@@ -876,16 +876,14 @@ fn parse_timestamp<'a>(input: &'a str, spec: &mut CalendarSpec) -> Result<AfterD
     if negative && value != 0 {
         return Err(format!("timestamp @-{value} is before 1970; use a non-negative number of seconds"));
     }
-    if value >= Tm::first_second_after_max_year() {
-        return Err(too_late());
-    }
-    let tm = Tm::from_unix(value);
-    spec.year = vec![Component::single(tm.year)];
-    spec.month = vec![Component::single(tm.mon + 1)];
-    spec.day = vec![Component::single(tm.mday)];
-    spec.hour = vec![Component::single(tm.hour)];
-    spec.minute = vec![Component::single(tm.min)];
-    spec.second = vec![Component::single(tm.sec)];
+    let time = jiff::Timestamp::from_second(value).ok().map(|t| jiff::tz::Offset::UTC.to_datetime(t)).filter(|t| i64::from(t.year()) <= MAX_YEAR);
+    let time = time.ok_or_else(too_late)?;
+    spec.year = vec![Component::single(time.year().into())];
+    spec.month = vec![Component::single(time.month().into())];
+    spec.day = vec![Component::single(time.day().into())];
+    spec.hour = vec![Component::single(time.hour().into())];
+    spec.minute = vec![Component::single(time.minute().into())];
+    spec.second = vec![Component::single(time.second().into())];
     spec.zone = Zone::Utc;
     Ok(AfterDate::Timestamp(rest))
 }
@@ -1167,9 +1165,12 @@ fn leading_word(s: &str) -> &str {
 // Evaluation
 // ---------------------------------------------------------------------------
 
-/// A broken-down UTC time like C's `struct tm`, but with a full year and
-/// fields that may temporarily leave their range; [`Tm::normalized`] then
-/// carries them over exactly like `timegm()` does, which the search relies on.
+/// systemd's search state: a broken-down UTC time like C's `struct tm` (with a full year),
+/// whose fields the search pushes out of their range (day 30 of February, hour 24, month 12)
+/// before [`Tm::normalized`] carries them over as `timegm()` does. That carrying, not the
+/// calendar, decides which elapse systemd finds for impossible dates and overflowing
+/// repetitions (see [`within_bounds`]), so it stays here; the calendar itself (month lengths,
+/// weekdays, the epoch) is jiff's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tm {
     year: i64,
@@ -1182,30 +1183,40 @@ struct Tm {
 }
 
 impl Tm {
+    /// The UTC civil time of a Unix second.
     fn from_unix(t: i64) -> Tm {
-        let (year, month, day) = civil_from_days(t.div_euclid(86_400));
-        let secs = t.rem_euclid(86_400);
-        Tm { year, mon: month - 1, mday: day, hour: secs / 3600, min: secs % 3600 / 60, sec: secs % 60 }
+        let dt = jiff::tz::Offset::UTC.to_datetime(timestamp(t));
+        Tm {
+            year: dt.year().into(),
+            mon: i64::from(dt.month()) - 1,
+            mday: dt.day().into(),
+            hour: dt.hour().into(),
+            min: dt.minute().into(),
+            sec: dt.second().into(),
+        }
     }
 
+    /// `timegm()`: the Unix second these fields denote, out-of-range ones carried over (month
+    /// 12 is January of the next year, day 0 the last day of the month before, hour 24 the
+    /// next midnight). The month is carried into the year; the other fields are counted in
+    /// seconds from the first of that month, which is what carrying them one by one comes to.
     fn to_unix(self) -> i64 {
         let year = self.year + self.mon.div_euclid(12);
         let month = self.mon.rem_euclid(12) + 1;
-        let days = days_from_civil(year, month, 1) + self.mday - 1;
-        days * 86_400 + self.hour * 3600 + self.min * 60 + self.sec
+        month_start(year, month) + (self.mday - 1) * 86_400 + self.hour * 3600 + self.min * 60 + self.sec
     }
 
     fn normalized(self) -> Tm {
         Tm::from_unix(self.to_unix())
     }
 
-    /// 0 = Monday ... 6 = Sunday (1970-01-01 was a Thursday).
+    /// 0 = Monday ... 6 = Sunday.
     fn weekday_from_monday(self) -> i64 {
-        (self.to_unix().div_euclid(86_400) + 3).rem_euclid(7)
+        jiff::tz::Offset::UTC.to_datetime(timestamp(self.to_unix())).weekday().to_monday_zero_offset().into()
     }
 
     fn first_second_after_max_year() -> i64 {
-        days_from_civil(MAX_YEAR + 1, 1, 1) * 86_400
+        month_start(MAX_YEAR + 1, 1)
     }
 
     fn reset_below_year(&mut self) {
@@ -1317,37 +1328,31 @@ fn find_matching(chain: &[Component], end_of_month: Option<(i64, i64)>, scale: i
     best.map(|d| (d, d != val))
 }
 
-/// The day of month that is `day` days counted back from the end (1 = the
-/// last day), or -1 if that falls outside the month (systemd's
-/// `find_end_of_month()`).
+/// The day of month that is `day` days counted back from the end (1 = the last day), or -1
+/// if that falls outside the month (systemd's `find_end_of_month()`). `mon` is 0..=11.
 fn day_from_end_of_month(year: i64, mon: i64, day: i64) -> i64 {
-    let t = Tm { year, mon: mon + 1, mday: 1 - day, hour: 0, min: 0, sec: 0 }.normalized();
-    if t.mon != mon { -1 } else { t.mday }
+    let Some(length) = first_of_month(year, mon + 1).map(|d| i64::from(d.days_in_month())) else {
+        return -1;
+    };
+    if (1..=length).contains(&day) { length - day + 1 } else { -1 }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// The instant of Unix second `t`. The search stays within 1969..=2200, far inside jiff's
+/// range (years -9999..=9999); beyond it, the nearer end.
+fn timestamp(t: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(t).unwrap_or(if t < 0 { jiff::Timestamp::MIN } else { jiff::Timestamp::MAX })
 }
 
-/// Inverse of [`days_from_civil`]: (year, month 1..=12, day 1..=31).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// The first day of `month` (1..=12) of `year`, if it is a date jiff can represent.
+fn first_of_month(year: i64, month: i64) -> Option<jiff::civil::Date> {
+    jiff::civil::Date::new(i16::try_from(year).ok()?, i8::try_from(month).ok()?, 1).ok()
+}
+
+/// The Unix second of midnight UTC on the first of `month` (1..=12) of `year`; out of jiff's
+/// range (never reached, as for [`timestamp`]), the nearer end.
+fn month_start(year: i64, month: i64) -> i64 {
+    let start = first_of_month(year, month).and_then(|d| jiff::tz::Offset::UTC.to_timestamp(d.to_datetime(jiff::civil::Time::midnight())).ok());
+    start.unwrap_or(if year < 1970 { jiff::Timestamp::MIN } else { jiff::Timestamp::MAX }).as_second()
 }
 
 // ---------------------------------------------------------------------------
@@ -1542,11 +1547,12 @@ fn bits_between(low: u32, high: u32) -> u64 {
     (low..=high).fold(0, |acc, v| acc | 1 << v)
 }
 
-/// Whether some month in `months` (bits 1..=12) has some day in `days`
-/// (bits 1..=31); February counts as 29 days because leap years exist.
+/// Whether some month in `months` (bits 1..=12) has some day in `days` (bits 1..=31), each
+/// month at its longest: February counts as 29 days because leap years exist.
 fn day_exists(days: u64, months: u64) -> bool {
-    const LENGTHS: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    (1..=12).any(|m| months & (1 << m) != 0 && days & bits_between(1, LENGTHS[m as usize - 1]) != 0)
+    // 2000 is a leap year.
+    let longest = |month: i8| u32::from(jiff::civil::date(2000, month, 1).days_in_month().unsigned_abs());
+    (1..=12).any(|m| months & (1 << m) != 0 && days & bits_between(1, longest(m)) != 0)
 }
 
 /// Parses one cron field into the set of values it matches.
