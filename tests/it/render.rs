@@ -223,7 +223,7 @@ fn each_schedule_of_backups_and_logs_gets_its_own_timer() {
 #[test]
 fn a_cron_line_with_day_of_month_and_weekday_fires_on_either() {
     // cron fires when either field matches: two OnCalendar= lines, whose union systemd fires on
-    // (the translation itself is checked against systemd-analyze in spec::calendar's tests).
+    // (the translation itself is checked against systemd-analyze in tests/it/calendar.rs).
     let f =
         fleet(&[("a.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: a}\nschedule: {cron: \"0 3 1,15 * mon\"}\n")]);
     let d = want(&f, "c", &Inventory::default());
