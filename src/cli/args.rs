@@ -39,6 +39,9 @@ pub struct Globals {
     /// The D-Bus address of the bus the manager is on [default: the system bus, or the session bus with --user]
     #[arg(long, global = true, value_name = "ADDRESS", env = "FLEETWRIGHT_BUS_ADDRESS")]
     pub bus_address: Option<String>,
+    /// Run in the sandbox `fleetwright sandbox up` started (plan, apply, status, history, rollback, resume, sync, daemon); apply without one tries the commit in a throw-away sandbox
+    #[arg(long, global = true)]
+    pub sandbox: bool,
 }
 
 /// Where a command reads the fleet from.
@@ -142,10 +145,7 @@ pub enum Command {
         /// itself meanwhile fails the apply (exit 4), like a failed start
         #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
         wait: Duration,
-        /// Try the commit in a throw-away systemd (booted in a namespace; needs root) instead of this host
-        #[arg(long)]
-        sandbox: bool,
-        /// With --sandbox: give the sandbox no network
+        /// With --sandbox and no sandbox up: give the throw-away sandbox no network
         #[arg(long, requires = "sandbox")]
         offline: bool,
     },
@@ -352,6 +352,9 @@ pub enum Command {
         #[arg(long)]
         db: Option<String>,
     },
+    /// A throw-away systemd that lives across commands, for trying a fleet change by change (needs root)
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
     /// Print the JSON Schema of fleet documents (for editors: see docs/spec.md)
     Schema,
     /// Print the unit files a commit renders for this host (all agents, or the ones named).
@@ -407,4 +410,23 @@ pub struct DaemonArgs {
     /// POST a JSON event here for every verdict: deployed, rolled-back, failed, invalid, held, refused
     #[arg(long, value_name = "URL")]
     pub notify_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum SandboxCommand {
+    /// Boot the sandbox (system and user manager, both buses) and keep it until `sandbox down`
+    Up {
+        /// Give the sandbox no network
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Stop the sandbox: its systemd, its units and its state directory go
+    Down,
+    /// Boot the sandbox and keep it until SIGTERM (what `up` starts)
+    #[command(hide = true)]
+    Keep {
+        /// Give the sandbox no network
+        #[arg(long)]
+        offline: bool,
+    },
 }

@@ -15,6 +15,9 @@ pub enum Outcome {
     Changes,
     /// `apply`, `restore`: applied, but a unit failed (what failed is printed).
     UnitFailed,
+    /// The command ran in the sandbox (`--sandbox`): it said how it ended, and this is its code.
+    #[cfg_attr(not(feature = "sandbox"), allow(dead_code))]
+    Exit(u8),
 }
 
 /// A command that did not do what was asked.
@@ -63,12 +66,13 @@ pub enum Kind {
 /// The exit code of a command's result.
 pub fn code(kind: Kind, result: &Result<Outcome, Error>) -> u8 {
     if kind == Kind::Validate {
-        return if result.is_ok() { 0 } else { 1 };
+        return if matches!(result, Ok(Outcome::Done)) { 0 } else { 1 };
     }
     match result {
         Ok(Outcome::Done) => 0,
         Ok(Outcome::Changes) => 1,
         Ok(Outcome::UnitFailed) => 4,
+        Ok(Outcome::Exit(code)) => *code,
         Err(Error::Invalid { .. } | Error::Refused(_)) => match kind {
             Kind::Apply => 1,
             Kind::Validate | Kind::Other => 2,
@@ -130,6 +134,10 @@ mod tests {
         assert_eq!(code(Kind::Apply, &Ok(Outcome::UnitFailed)), 4);
         // Helper jobs (slot, logs-clean, backup): 1 when their work failed, 2 on an error.
         assert_eq!(code(Kind::Other, &err(Error::JobFailed)), 1);
+        // A command run in the sandbox ends as it ended there.
+        for c in [0, 1, 2, 3, 4] {
+            assert_eq!(code(Kind::Apply, &Ok(Outcome::Exit(c))), c);
+        }
     }
 
     #[test]

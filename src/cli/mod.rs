@@ -7,6 +7,8 @@ mod deploy;
 pub mod exit;
 mod jobs;
 pub mod logging;
+#[cfg(feature = "sandbox")]
+mod sandbox;
 mod views;
 
 use std::path::{Path, PathBuf};
@@ -32,13 +34,15 @@ pub fn kind(command: &Command) -> exit::Kind {
 /// Run one command.
 pub fn run(args: Args) -> Result<Outcome, Error> {
     let g = &args.globals;
+    if g.sandbox {
+        return in_sandbox(args);
+    }
     match args.command {
         Command::Validate { paths } => deploy::validate(&paths),
         Command::Plan { src, base: Some(base), head: Some(head), format, json, no_diff, .. } => {
             deploy::review(g, &src, &base, &head, if json { args::ReviewFormat::Json } else { format }, !no_diff)
         }
         Command::Plan { src, json, no_diff, allow_empty, .. } => deploy::plan(g, &src, json, !no_diff, allow_empty),
-        Command::Apply { src, sandbox: true, offline, .. } => deploy::apply_in_sandbox(g, &src, offline),
         Command::Apply { src, allow_empty, json, wait, .. } => deploy::apply(g, &src, allow_empty, json, wait),
         Command::Render { src, agents } => deploy::render(g, &src, &agents),
         Command::Status { json } => daemon::status(g, json),
@@ -62,10 +66,52 @@ pub fn run(args: Args) -> Result<Outcome, Error> {
         Command::Restore { agent, from, latest, db } => jobs::restore(g, &agent, from.as_deref(), latest, db.as_deref()),
         Command::Schedule { src, window, at, columns, tz, json } => views::schedule(g, &src, window, at, columns, tz.as_deref(), json),
         Command::Inventory { src } => views::inventory(g, &src),
+        Command::Sandbox(s) => sandbox_command(s),
         Command::Schema => views::schema(),
         Command::Completions { shell } => views::completions(shell),
         Command::Man => views::man(),
     }
+}
+
+/// `--sandbox`: the command runs in the sandbox `sandbox up` started; `apply` without one tries
+/// the commit in a throw-away sandbox.
+#[cfg(feature = "sandbox")]
+fn in_sandbox(args: Args) -> Result<Outcome, Error> {
+    let g = &args.globals;
+    match args.command {
+        Command::Apply { src, offline, .. } if !sandbox::is_up() => deploy::apply_in_sandbox(g, &src, offline),
+        Command::Plan { base: None, .. }
+        | Command::Apply { .. }
+        | Command::Status { .. }
+        | Command::History { .. }
+        | Command::Rollback { .. }
+        | Command::Resume
+        | Command::Sync
+        | Command::Daemon(_) => sandbox::relay(g.user),
+        _ => Err(Error::failed("--sandbox is for the commands that act on a host: plan, apply, status, history, rollback, resume, sync and daemon")),
+    }
+}
+
+#[cfg(feature = "sandbox")]
+fn sandbox_command(s: args::SandboxCommand) -> Result<Outcome, Error> {
+    match s {
+        args::SandboxCommand::Up { offline } => sandbox::up(offline),
+        args::SandboxCommand::Down => sandbox::down(),
+        args::SandboxCommand::Keep { offline } => sandbox::keep(offline),
+    }
+}
+
+#[cfg(not(feature = "sandbox"))]
+fn in_sandbox(args: Args) -> Result<Outcome, Error> {
+    match args.command {
+        Command::Apply { src, offline, .. } => deploy::apply_in_sandbox(&args.globals, &src, offline),
+        _ => Err(Error::failed("this fleetwright was built without the `sandbox` feature; build it with the default features to use --sandbox")),
+    }
+}
+
+#[cfg(not(feature = "sandbox"))]
+fn sandbox_command(_: args::SandboxCommand) -> Result<Outcome, Error> {
+    Err(Error::failed("this fleetwright was built without the `sandbox` feature; build it with the default features to use the sandbox"))
 }
 
 fn home() -> PathBuf {

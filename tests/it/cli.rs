@@ -181,3 +181,62 @@ fn every_option_says_what_it_does_and_global_options_have_their_own_heading() {
         }
     }
 }
+
+/// `sandbox up`, then plan/apply/status against it change by change, then `sandbox down`: the
+/// tutorial's way of trying a fleet on a machine whose systemd is not to be touched.
+#[test]
+fn a_sandbox_lives_across_commands_until_it_is_taken_down() {
+    if !fleetwright_sandbox::Sandbox::available() {
+        assert!(std::env::var_os("CI").is_none(), "the sandbox is not available on this CI machine");
+        eprintln!("skipping: the sandbox needs root, systemd and cgroup2");
+        return;
+    }
+    let records = tempfile::Builder::new().prefix("sandbox-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let run = |args: &[&str]| {
+        let o =
+            Command::new(env!("CARGO_BIN_EXE_fleetwright")).env("FLEETWRIGHT_SANDBOX_DIR", records.path()).args(["--host", "h1"]).args(args).output().unwrap();
+        let (out, err) = text(&o);
+        (o.status.code(), out, err)
+    };
+    let agent = AGENT.replace("user: agent", "user: nobody");
+    let repo = Repo::new();
+    repo.commit(&[("web.yaml", &agent)], "one");
+    let r = repo.path().to_str().unwrap();
+
+    let (code, out, err) = run(&["status", "--sandbox"]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("no sandbox is up; start one with `fleetwright sandbox up`"), "{err}");
+
+    let (code, out, err) = run(&["sandbox", "up"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(records.path().join("sandbox.json")).unwrap()).unwrap();
+    let manager = record["manager"].as_u64().unwrap();
+    assert!(Path::new(&format!("/proc/{manager}")).exists(), "the sandbox's systemd runs after `up` returned: {out}");
+
+    let (code, out, err) = run(&["apply", "--sandbox", "--repo", r]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("converged to"), "{out}");
+    let (code, out, err) = run(&["status", "--sandbox"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.lines().any(|l| l.starts_with("web") && l.contains(" service ") && l.contains(" ok ")), "{out}");
+
+    // A second change, in the same sandbox: the plan sees what the first apply did.
+    repo.commit(&[("web.yaml", &agent.replace("infinity", "100000"))], "two");
+    let (code, out, err) = run(&["plan", "--sandbox", "--repo", r]);
+    assert_eq!(code, Some(1), "changes pending: {out}{err}");
+    assert!(out.contains("agent-web.service") && out.contains("restart"), "{out}");
+    let (code, out, err) = run(&["apply", "--sandbox", "--repo", r]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, _) = run(&["plan", "--sandbox", "--repo", r]);
+    assert_eq!(code, Some(0), "converged: {out}");
+    // Only commands that act on a host take --sandbox.
+    let (code, _, err) = run(&["render", "--sandbox", "--repo", r]);
+    assert_eq!(code, Some(2), "{err}");
+
+    let (code, out, err) = run(&["sandbox", "down"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(!Path::new(&format!("/proc/{manager}")).exists(), "the sandbox's systemd is gone after `down`");
+    assert!(!records.path().join("sandbox.json").exists());
+    let (code, _, err) = run(&["plan", "--sandbox", "--repo", r]);
+    assert_eq!(code, Some(2), "{err}");
+}

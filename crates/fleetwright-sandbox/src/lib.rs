@@ -270,9 +270,7 @@ impl Sandbox {
     /// A command that runs `program` inside the sandbox:
     /// `nsenter -t PID -m -p -u -i -- program`. The caller adds args, env and stdio.
     pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg("-t").arg(self.pid.to_string()).args(["-m", "-p", "-u", "-i", "--"]).arg(program);
-        c
+        command_in(self.pid, program)
     }
 
     /// Runs `systemctl ARGS...` inside the sandbox (system manager) and returns its output.
@@ -307,18 +305,7 @@ impl Sandbox {
     /// Environment for a process inside the sandbox so that `systemctl --user` reaches the
     /// sandbox's user manager and `~/.config/systemd/user` is the one that manager reads.
     pub fn user_env(&self) -> Vec<(String, String)> {
-        [
-            ("XDG_RUNTIME_DIR", USER_RUNTIME_DIR.to_string()),
-            ("HOME", USER_HOME.to_string()),
-            ("XDG_CONFIG_HOME", format!("{USER_HOME}/.config")),
-            ("USER", "root".to_string()),
-            ("LOGNAME", "root".to_string()),
-            // The user bus (with `dbus`), never one from the host's environment.
-            ("DBUS_SESSION_BUS_ADDRESS", format!("unix:path={USER_RUNTIME_DIR}/bus")),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        user_env()
     }
 
     /// `journalctl -u UNIT --no-pager` run inside the sandbox (stdout, lossily decoded).
@@ -449,6 +436,42 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// A command that runs `program` inside the sandbox whose manager (its namespace's PID 1) is
+/// host pid `pid`: `nsenter -t PID -m -p -u -i -- program`. For a sandbox booted by another
+/// process (`fleetwright sandbox up`).
+pub fn command_in(pid: u32, program: &str) -> Command {
+    command_in_dir(pid, None, program)
+}
+
+/// [`command_in`], in the working directory `dir` inside (entering a mount namespace starts
+/// at its root).
+pub fn command_in_dir(pid: u32, dir: Option<&Path>, program: &str) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg("-t").arg(pid.to_string()).args(["-m", "-p", "-u", "-i"]);
+    if let Some(d) = dir {
+        c.arg(format!("--wd={}", d.display()));
+    }
+    c.arg("--").arg(program);
+    c
+}
+
+/// Environment for a process inside a sandbox so that `systemctl --user` reaches the
+/// sandbox's user manager and `~/.config/systemd/user` is the one that manager reads.
+pub fn user_env() -> Vec<(String, String)> {
+    [
+        ("XDG_RUNTIME_DIR", USER_RUNTIME_DIR.to_string()),
+        ("HOME", USER_HOME.to_string()),
+        ("XDG_CONFIG_HOME", format!("{USER_HOME}/.config")),
+        ("USER", "root".to_string()),
+        ("LOGNAME", "root".to_string()),
+        // The user bus (with `dbus`), never one from the host's environment.
+        ("DBUS_SESSION_BUS_ADDRESS", format!("unix:path={USER_RUNTIME_DIR}/bus")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// The boot script. Runs as `bash boot.sh stage1 CGROUP LOG USER(0|1) DBUS(0|1) [TMPFS...]`
