@@ -7,6 +7,7 @@ use crate::inventory::Inventory;
 use crate::render::{RenderCtx, render_agent};
 use crate::spec::model::{Fleet, Mode, OnChange};
 use crate::types::Role;
+use crate::unit::UnitFile;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
@@ -25,6 +26,9 @@ pub struct Desired {
 pub struct DesiredUnit {
     pub agent: String,
     pub role: Role,
+    /// The file as a value: what its settings are read from ([Install] links, health checks).
+    pub file: UnitFile,
+    /// `file` printed: the bytes written, hashed and diffed.
     pub content: String,
     /// The agent's `enabled`.
     pub enabled: bool,
@@ -65,15 +69,11 @@ const CHECK_PROPERTIES: [&str; 17] = [
     "UMask",
 ];
 
-fn check_properties(content: &str) -> Vec<(String, String)> {
-    let parsed = crate::unit::parse(content);
-    parsed
-        .get("Service")
-        .into_iter()
-        .flatten()
-        .filter(|(k, _)| CHECK_PROPERTIES.contains(&k.as_str()))
+fn check_properties(file: &UnitFile) -> Vec<(String, String)> {
+    file.entries("Service")
+        .filter(|(k, _)| CHECK_PROPERTIES.contains(k))
         // Transient properties get no specifier expansion: `%%` is a plain `%` there.
-        .map(|(k, v)| (k.clone(), v.replace("%%", "%")))
+        .map(|(k, v)| (k.to_string(), v.replace("%%", "%")))
         .collect()
 }
 
@@ -108,10 +108,11 @@ pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: 
         };
         for u in rendered {
             let check = match (u.role, agent.health.as_ref().and_then(|h| h.check.clone())) {
-                (Role::Service, Some(argv)) => Some(HealthCheck { argv, properties: check_properties(&u.content) }),
+                (Role::Service, Some(argv)) => Some(HealthCheck { argv, properties: check_properties(&u.file) }),
                 _ => None,
             };
-            units.insert(u.name, DesiredUnit { agent: agent.name.clone(), role: u.role, content: u.content, enabled: agent.enabled, on_change, check });
+            let unit = DesiredUnit { agent: agent.name.clone(), role: u.role, file: u.file, content: u.content, enabled: agent.enabled, on_change, check };
+            units.insert(u.name, unit);
         }
         let backups = agent.backups.iter().map(|b| (b.sqlite.clone(), b.to.clone())).collect();
         agents.insert(agent.name.clone(), AgentDeploy { backups, spec_hash, changed_commit });
