@@ -24,13 +24,25 @@ pub struct HostConfig {
     pub host: String,
     /// The D-Bus address to reach the manager at, when not the default bus.
     pub bus_address: Option<String>,
+    /// Where the [Install] links go when not where this scope's manager reads them
+    /// ([`HostConfig::links_dir`]): a test's own directory, for the tests that run `execute`
+    /// without a manager's mount namespace and must never link into the machine's
+    /// /etc/systemd/system. `None` everywhere else.
+    pub links: Option<PathBuf>,
 }
 
 impl HostConfig {
     /// The system manager's fleet, in the default directories.
     pub fn system(host: impl Into<String>) -> HostConfig {
         use crate::layout::{SYSTEM_STATE_DIR, SYSTEM_UNIT_DIR};
-        HostConfig { scope: Scope::System, unit_dir: SYSTEM_UNIT_DIR.into(), state_dir: SYSTEM_STATE_DIR.into(), host: host.into(), bus_address: None }
+        HostConfig {
+            scope: Scope::System,
+            unit_dir: SYSTEM_UNIT_DIR.into(),
+            state_dir: SYSTEM_STATE_DIR.into(),
+            host: host.into(),
+            bus_address: None,
+            links: None,
+        }
     }
 
     /// The files of its state directory.
@@ -67,6 +79,9 @@ impl HostConfig {
     /// (systemd.unit(5), "Unit File Load Path"): /etc/systemd/system, /run/systemd/system,
     /// ~/.config/systemd/user or $XDG_RUNTIME_DIR/systemd/user.
     pub fn links_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.links {
+            return dir.clone();
+        }
         let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
         match (self.scope, self.runtime_links()) {
             (Scope::System, false) => PathBuf::from("/etc/systemd/system"),
