@@ -132,7 +132,7 @@ impl Globals {
         });
         let host =
             self.host.clone().unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "localhost".into()));
-        HostConfig { scope, unit_dir, state_dir, host, bus_address: self.bus_address.clone() }
+        HostConfig { scope, unit_dir, state_dir, host, bus_address: self.bus_address.clone(), links: None }
     }
 }
 

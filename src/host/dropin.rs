@@ -100,8 +100,14 @@ mod tests {
     #[test]
     fn drop_ins_are_found_in_every_directory_that_applies() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg =
-            HostConfig { scope: Scope::System, unit_dir: dir.path().join("units"), state_dir: dir.path().join("state"), host: "h".into(), bus_address: None };
+        let cfg = HostConfig {
+            scope: Scope::System,
+            unit_dir: dir.path().join("units"),
+            state_dir: dir.path().join("state"),
+            host: "h".into(),
+            bus_address: None,
+            links: None,
+        };
         for (d, f) in [("agent-web.service.d", "override.conf"), ("agent-.service.d", "all.conf"), ("agent-web.service.d", "notes.txt")] {
             std::fs::create_dir_all(cfg.unit_dir.join(d)).unwrap();
             std::fs::write(cfg.unit_dir.join(d).join(f), "[Service]\n").unwrap();

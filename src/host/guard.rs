@@ -96,7 +96,14 @@ mod tests {
             "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: agent}\nlogs: [{path: /srv/fw-state/markers, maxFiles: 0}]\nbackups: [{sqlite: /srv/a/db.sqlite, to: /srv/units}]\n".to_string(),
         )];
         let fleet = crate::spec::load(&files, &crate::host::zones::Tzdata).unwrap();
-        let cfg = HostConfig { scope: Scope::System, unit_dir: "/srv/units".into(), state_dir: "/srv/fw-state".into(), host: "h".into(), bus_address: None };
+        let cfg = HostConfig {
+            scope: Scope::System,
+            unit_dir: "/srv/units".into(),
+            state_dir: "/srv/fw-state".into(),
+            host: "h".into(),
+            bus_address: None,
+            links: None,
+        };
         let r = refusals(&fleet, &cfg);
         assert_eq!(r.len(), 2, "{r:?}");
         assert!(r[0].contains("logs path \"/srv/fw-state/markers\" is at, above or inside /srv/fw-state"), "{r:?}");

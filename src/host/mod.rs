@@ -24,13 +24,25 @@ pub struct HostConfig {
     pub host: String,
     /// The D-Bus address to reach the manager at, when not the default bus.
     pub bus_address: Option<String>,
+    /// Where the [Install] links go when not where this scope's manager reads them
+    /// ([`HostConfig::links_dir`]): a test's own directory, for the tests that run `execute`
+    /// without a manager's mount namespace and must never link into the machine's
+    /// /etc/systemd/system. `None` everywhere else.
+    pub links: Option<PathBuf>,
 }
 
 impl HostConfig {
     /// The system manager's fleet, in the default directories.
     pub fn system(host: impl Into<String>) -> HostConfig {
         use crate::layout::{SYSTEM_STATE_DIR, SYSTEM_UNIT_DIR};
-        HostConfig { scope: Scope::System, unit_dir: SYSTEM_UNIT_DIR.into(), state_dir: SYSTEM_STATE_DIR.into(), host: host.into(), bus_address: None }
+        HostConfig {
+            scope: Scope::System,
+            unit_dir: SYSTEM_UNIT_DIR.into(),
+            state_dir: SYSTEM_STATE_DIR.into(),
+            host: host.into(),
+            bus_address: None,
+            links: None,
+        }
     }
 
     /// The files of its state directory.
@@ -67,6 +79,9 @@ impl HostConfig {
     /// (systemd.unit(5), "Unit File Load Path"): /etc/systemd/system, /run/systemd/system,
     /// ~/.config/systemd/user or $XDG_RUNTIME_DIR/systemd/user.
     pub fn links_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.links {
+            return dir.clone();
+        }
         let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
         match (self.scope, self.runtime_links()) {
             (Scope::System, false) => PathBuf::from("/etc/systemd/system"),
@@ -84,7 +99,9 @@ impl HostConfig {
     /// a thousand units takes seconds.
     pub fn enablement(&self, unit: &str, content: Option<&str>) -> &'static str {
         let Some(content) = content else { return "" };
-        let targets = wanted_by(content);
+        // The file as found on disk (observed): its text is all there is to read.
+        let parsed = crate::unit::parse(content);
+        let targets: Vec<&str> = parsed.get("Install").into_iter().flatten().filter(|(k, _)| k == "WantedBy").flat_map(|(_, v)| v.split_whitespace()).collect();
         if targets.is_empty() {
             return "static";
         }
@@ -96,20 +113,20 @@ impl HostConfig {
         }
     }
 
-    /// Enable `units` (name, content): the links `systemctl enable` makes for the [Install]
+    /// Enable `units` (name, rendered file): the links `systemctl enable` makes for the [Install]
     /// sections fleetwright renders (only `WantedBy=`): `<links_dir>/<target>.wants/<unit>` → the
     /// unit file, an existing link of that name replaced (as EnableUnitFiles with force). Made
     /// here rather than by the manager's EnableUnitFiles, which looks every unit up on the whole
     /// search path and at a thousand units takes a second; the daemon-reload that follows makes
     /// the manager read them, as after `systemctl enable`. Something there that is not a link
     /// is not ours: an error, left alone.
-    pub fn link(&self, units: &[(&str, &str)]) -> std::io::Result<()> {
+    pub fn link(&self, units: &[(&str, &crate::unit::UnitFile)]) -> std::io::Result<()> {
         let unit_dir = std::path::absolute(&self.unit_dir)?;
         let mut touched = std::collections::BTreeSet::new();
-        for (unit, content) in units {
+        for (unit, file) in units {
             let target = unit_dir.join(unit);
-            for t in wanted_by(content) {
-                let link = self.wants_link(&t, unit);
+            for t in file.values("Install", "WantedBy").flat_map(str::split_whitespace) {
+                let link = self.wants_link(t, unit);
                 let wants = link.parent().unwrap_or(&link).to_path_buf();
                 match std::fs::symlink_metadata(&link) {
                     Ok(m) if m.file_type().is_symlink() => {
@@ -203,12 +220,6 @@ fn sync_dirs<P: AsRef<std::path::Path>>(dirs: impl IntoIterator<Item = P>) -> st
         fleetwright_sys::fsutil::sync_dir(dir.as_ref())?;
     }
     Ok(())
-}
-
-/// The targets of a unit file's `WantedBy=` lines.
-fn wanted_by(content: &str) -> Vec<String> {
-    let parsed = crate::unit::parse(content);
-    parsed.get("Install").into_iter().flatten().filter(|(k, _)| k == "WantedBy").flat_map(|(_, v)| v.split_whitespace()).map(str::to_string).collect()
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`): CLOCK_MONOTONIC times recorded in the

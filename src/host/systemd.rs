@@ -91,6 +91,44 @@ impl JobResult {
     }
 }
 
+/// What an apply asks of a manager (`host::apply::observe`, `execute`, `deploy`): its units'
+/// states and runs, jobs awaited to their result, and the one daemon-reload. [`Systemd`] is the
+/// manager over D-Bus, proven against a real systemd by the real tier (tests/it); the seam is
+/// there so that the order `execute` promises (record, stop, files, reload, jobs) is checked by
+/// unit tests that record the calls (host::apply's tests).
+pub trait UnitManager {
+    /// Each unit's load, active and sub state; the unit-file state left empty.
+    fn statuses(&self, names: &[&str]) -> impl Future<Output = Result<BTreeMap<String, UnitStatus>, SystemdError>> + Send;
+    /// Each unit's current run: InvocationID (hex, empty without one) and when it began
+    /// (CLOCK_MONOTONIC µs, 0 when unknown).
+    fn runs(&self, units: &[&str]) -> impl Future<Output = Result<BTreeMap<String, (String, u64)>, SystemdError>> + Send;
+    /// Each unit's current InvocationID (hex, empty without a run).
+    fn invocation_ids(&self, units: &[&str]) -> impl Future<Output = Result<BTreeMap<String, String>, SystemdError>> + Send;
+    /// daemon-reload: the manager reads the unit files and links again.
+    fn reload(&self) -> impl Future<Output = Result<(), SystemdError>> + Send;
+    /// Queue `verb` (start, stop, restart, reload, try-restart) for every unit at once; each
+    /// job's result, or a fault (`JobResult::fault`).
+    fn run_jobs(&self, verb: &'static str, units: &[&str]) -> impl Future<Output = Result<Vec<JobResult>, SystemdError>> + Send;
+}
+
+impl UnitManager for Systemd {
+    fn statuses(&self, names: &[&str]) -> impl Future<Output = Result<BTreeMap<String, UnitStatus>, SystemdError>> + Send {
+        Systemd::statuses(self, names)
+    }
+    fn runs(&self, units: &[&str]) -> impl Future<Output = Result<BTreeMap<String, (String, u64)>, SystemdError>> + Send {
+        Systemd::runs(self, units)
+    }
+    fn invocation_ids(&self, units: &[&str]) -> impl Future<Output = Result<BTreeMap<String, String>, SystemdError>> + Send {
+        Systemd::invocation_ids(self, units)
+    }
+    fn reload(&self) -> impl Future<Output = Result<(), SystemdError>> + Send {
+        Systemd::reload(self)
+    }
+    fn run_jobs(&self, verb: &'static str, units: &[&str]) -> impl Future<Output = Result<Vec<JobResult>, SystemdError>> + Send {
+        Systemd::run_jobs(self, verb, units)
+    }
+}
+
 /// How long a wait for jobs goes without a word before it says what it waits for.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 

@@ -30,10 +30,16 @@ pub fn render_journal(fleet: &Fleet, commit: &str) -> Option<String> {
     Some(f.render())
 }
 
+/// One rendered unit file: the value it was built as, and that value printed. What reads a
+/// setting of it (health checks, the schedule, [Install] links) reads `file`; what writes,
+/// hashes or diffs it uses `content`, the exact bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedUnit {
     pub name: String,
     pub role: Role,
+    /// The file as a value, checked ([`UnitFile::check`]).
+    pub file: UnitFile,
+    /// `file.render()`: the bytes written to the unit directory.
     pub content: String,
 }
 
@@ -98,7 +104,10 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
     let base = unit_base(fleet, &agent.name);
     let exe_q = quote(&ctx.exe, true);
     let policy = Policy { allow_root: fleet.allow_root, system: ctx.scope == Scope::System, exe: &exe_q };
-    let finish = |name: &str, u: &UnitFile| u.check(&policy).map(|()| u.render()).map_err(|e| format!("{name}: {e}; refusing to render it"));
+    let finish = |name: String, role: Role, file: UnitFile| match file.check(&policy) {
+        Ok(()) => Ok(RenderedUnit { content: file.render(), name, role, file }),
+        Err(e) => Err(format!("{name}: {e}; refusing to render it")),
+    };
     let mut out = Vec::new();
     let description = escape_specifiers(agent.description.as_deref().unwrap_or(&agent.name));
 
@@ -235,11 +244,7 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
     if let Mode::Service(_) = agent.mode {
         svc.section("Install").set("WantedBy", if ctx.scope == Scope::System { "multi-user.target" } else { "default.target" });
     }
-    out.push(RenderedUnit {
-        name: format!("{base}.service"),
-        role: if matches!(agent.mode, Mode::Service(_)) { Role::Service } else { Role::Job },
-        content: finish(&format!("{base}.service"), &svc)?,
-    });
+    out.push(finish(format!("{base}.service"), if matches!(agent.mode, Mode::Service(_)) { Role::Service } else { Role::Job }, svc)?);
 
     if let Mode::Scheduled(s) = &agent.mode {
         let mut t = UnitFile::new(header(agent, changed_commit));
@@ -262,11 +267,10 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
         t.set_opt("AccuracySec", s.accuracy.map(|d| d.to_string()));
         t.set("Unit", format!("{base}.service"));
         t.section("Install").set("WantedBy", "timers.target");
-        out.push(RenderedUnit { name: format!("{base}.timer"), role: Role::Timer, content: finish(&format!("{base}.timer"), &t)? });
+        out.push(finish(format!("{base}.timer"), Role::Timer, t)?);
     }
     for u in render_aux(fleet, agent, ctx, changed_commit) {
-        let name = u.name.clone();
-        out.push(RenderedUnit { content: finish(&name, &u.file)?, name: u.name, role: u.role });
+        out.push(finish(u.name, u.role, u.file)?);
     }
     Ok(out)
 }
@@ -459,5 +463,45 @@ fn parent(path: &str) -> String {
     match path.rsplit_once('/') {
         Some(("", _)) | None => "/".into(),
         Some((dir, _)) => dir.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(yaml: &str) -> Fleet {
+        crate::spec::load(&[("agents.yaml".to_string(), yaml.to_string())], &crate::spec::calendar::NoDatabase).expect("a valid fleet")
+    }
+
+    /// The value a unit carries is the file its text is: every reader of `file` sees what
+    /// systemd will read of `content`.
+    #[test]
+    fn a_rendered_unit_carries_the_value_its_text_was_printed_from() {
+        let f = fleet(
+            "apiVersion: fleetwright/v1\nkind: Fleet\ndefaults: {run: {user: agent}}\n---\n\
+             apiVersion: fleetwright/v1\nkind: Agent\nname: web\ndescription: Serves 100%\nrun: {command: [/usr/bin/web, \"a b\"], environment: {K: v}}\n\
+             service: {onChange: reload}\nhealth: {heartbeat: {file: /srv/web/health, maxAge: 30s}}\n\
+             backups: [{sqlite: /srv/web/db.sqlite, to: /var/backups/web}]\nlogs: [{path: /srv/web/logs, maxAge: 7d}]\n---\n\
+             apiVersion: fleetwright/v1\nkind: Agent\nname: job\nrun: {command: [/usr/bin/job]}\nschedule: {calendar: \"*-*-* 03:00\", randomizedDelay: 5m}\n",
+        );
+        let ctx = RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
+        let mut roles = Vec::new();
+        for agent in &f.agents {
+            for u in render_agent(&f, agent, &ctx, "c0ffee").expect("rendered") {
+                assert_eq!(u.content, u.file.render(), "{}", u.name);
+                let parsed = crate::unit::parse(&u.content);
+                let sections: std::collections::BTreeSet<&str> = u.file.sections.iter().map(|(s, _)| s.as_str()).collect();
+                assert!(parsed.keys().map(String::as_str).eq(sections.iter().copied()), "{}", u.name);
+                for s in sections {
+                    let read: Vec<(&str, &str)> = parsed[s].iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    assert_eq!(read, u.file.entries(s).collect::<Vec<_>>(), "{} [{s}]", u.name);
+                }
+                roles.push(u.role);
+            }
+        }
+        roles.sort();
+        roles.dedup();
+        assert_eq!(roles, [Role::Service, Role::Job, Role::Timer, Role::AuxJob, Role::AuxTimer]);
     }
 }

@@ -15,6 +15,7 @@ use crate::render::{RenderCtx, render_agent};
 use crate::spec::calendar::{CalendarSpec, ZoneLookup, parse_calendar};
 use crate::spec::model::Fleet;
 use crate::types::Role;
+use crate::unit::UnitFile;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -75,13 +76,15 @@ struct Timer {
     spread: i64,
 }
 
-fn timer_of(content: &str, installed: &dyn ZoneLookup) -> Option<Timer> {
-    let parsed = crate::unit::parse(content);
-    let entries = parsed.get("Timer")?;
+/// The timer of a rendered `[Timer]` section; `None` for a heartbeat check's, or a file without one.
+fn timer_of(file: &UnitFile, installed: &dyn ZoneLookup) -> Option<Timer> {
+    if !file.sections.iter().any(|(name, _)| name == "Timer") {
+        return None;
+    }
     let secs = |v: &str| crate::spec::values::parse_duration(v).map(|d| (d.0 / 1000) as i64).ok();
     let mut t = Timer { calendars: vec![], every: None, spread: 0 };
-    for (k, v) in entries {
-        match k.as_str() {
+    for (k, v) in file.entries("Timer") {
+        match k {
             // Unit files escape `%` as `%%`; the expression itself has one.
             "OnCalendar" => {
                 let expr = v.replace("%%", "%");
@@ -129,7 +132,7 @@ pub fn timers(fleet: &Fleet, host: Option<&str>, ctx: &RenderCtx, installed: &dy
             if !matches!(u.role, Role::Timer | Role::AuxTimer) {
                 continue;
             }
-            let Some(timer) = timer_of(&u.content, installed) else { continue };
+            let Some(timer) = timer_of(&u.file, installed) else { continue };
             let main = u.role == Role::Timer;
             out.push(FleetTimer {
                 name: u.name.trim_end_matches(".timer")[base_len..].to_string(),

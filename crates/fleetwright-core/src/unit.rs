@@ -36,6 +36,15 @@ impl UnitFile {
         }
         self
     }
+    /// The `(key, value)` lines of every `[section]` of this file, in order. The renderer writes
+    /// each section once; all of them are read, as systemd (and [`parse`]) would.
+    pub fn entries<'a>(&'a self, section: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.sections.iter().filter(move |(name, _)| name == section).flat_map(|(_, kv)| kv.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+    /// The values of `key` in `[section]`, in order.
+    pub fn values<'a>(&'a self, section: &'a str, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.entries(section).filter(move |(k, _)| *k == key).map(|(_, v)| v)
+    }
     pub fn render(&self) -> String {
         let mut out = String::new();
         for h in &self.header {
@@ -223,6 +232,9 @@ impl UnitFile {
 /// blank lines dropped, continuation lines joined.
 pub type Parsed = BTreeMap<String, Vec<(String, String)>>;
 
+/// Read a unit file's text as systemd would. For text that comes from disk (an observed file,
+/// or one of two versions being compared): a unit fleetwright renders carries its [`UnitFile`]
+/// value (`render::RenderedUnit::file`), which is read instead.
 pub fn parse(text: &str) -> Parsed {
     let mut out: Parsed = BTreeMap::new();
     let mut section = String::new();
@@ -347,6 +359,19 @@ mod tests {
         let mut bad_section = unit(&[]);
         bad_section.section("Socket");
         assert!(bad_section.check(&POLICY).unwrap_err().contains("unexpected section [Socket]"));
+    }
+
+    #[test]
+    fn settings_are_read_from_every_section_of_their_name_in_order() {
+        let mut u = unit(&[("Environment", "\"A=1\""), ("User", "agent"), ("Environment", "\"B=2\"")]);
+        u.section("Install").set("WantedBy", "multi-user.target timers.target");
+        u.section("Service").set("Environment", "\"C=3\"");
+        assert_eq!(u.values("Service", "Environment").collect::<Vec<_>>(), ["\"A=1\"", "\"B=2\"", "\"C=3\""]);
+        assert_eq!(u.entries("Install").collect::<Vec<_>>(), [("WantedBy", "multi-user.target timers.target")]);
+        assert_eq!(u.values("Timer", "OnCalendar").count(), 0);
+        // As systemd (and `parse`) read the printed text.
+        let parsed = parse(&u.render());
+        assert!(parsed["Service"].iter().map(|(k, v)| (k.as_str(), v.as_str())).eq(u.entries("Service")));
     }
 
     #[test]
