@@ -16,6 +16,7 @@ use super::names::db_stem;
 use super::{BackupError, io_err, remove_aux_files, split};
 use crate::ops::walk::{self, Dir, Trust, WalkError};
 
+/// Remove the entries of `dir` whose name `owner` maps to the pid of the process that left
 /// them, when that process is gone (never this one), with their SQLite side files. Never
 /// through a link (`unlinkat` in the held directory). Returns what was removed.
 fn sweep_dead_owners(dir: &Dir, owner: impl Fn(&str) -> Option<u32>) -> Vec<String> {
