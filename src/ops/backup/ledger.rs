@@ -1,6 +1,6 @@
 //! The ledger `.<stem>.taken`: the names of `stem`'s backups in the order they were taken,
 //! one a line, root's 0600 in the backup directory. Appended (and fsynced) before a backup is
-//! renamed into place, rewritten without the pruned ones; [`super::list`] goes by it, not by
+//! renamed into place, rewritten without the pruned ones; [`list`](fn@super::list) goes by it, not by
 //! the dates in the names, which come from a clock that may have been wrong.
 //!
 //! Every access is relative to the backup directory's held descriptor, never by path (see

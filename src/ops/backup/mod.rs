@@ -47,7 +47,7 @@
 //!
 //! Only regular files named exactly `<stem>-<YYYYMMDDTHHMMSSZ>.sqlite` or
 //! `<stem>-<YYYYMMDDTHHMMSSZ>-<n>.sqlite` (`n` ≥ 1, used when the same second
-//! repeats) belong to database `<stem>`: [`list`] returns only those and
+//! repeats) belong to database `<stem>`: [`list`](fn@list) returns only those and
 //! pruning deletes only those. Anything else (a README, other databases'
 //! backups, temporary files) is never touched. Two databases with the same
 //! file stem must not share a backup directory.
@@ -58,10 +58,10 @@
 //!
 //! The order backups were taken is kept in `.<stem>.taken` (root's 0600, one file name
 //! a line, appended before each backup is renamed into place, rewritten without the
-//! pruned ones): [`list`] and `restore --latest` go by it, not by the dates in the
+//! pruned ones): [`list`](fn@list) and `restore --latest` go by it, not by the dates in the
 //! names, which come from a clock that may have been wrong. A name dated more than
 //! [`FUTURE_SLACK`] ahead of now is marked `future`: listed, never preferred, and out
-//! of [`keep`]'s counts.
+//! of [`keep`](fn@keep)'s counts.
 //!
 //! # Who touches what (the helper runs as root)
 //!
@@ -104,11 +104,11 @@
 //!   SQLite's side files);
 //! * `take.rs`: [`backup`] — the copy, publishing it under its name, pruning;
 //! * `ledger.rs`: `.<stem>.taken`, the order backups were taken in;
-//! * `list.rs`: [`list`] and [`latest`], by the ledger;
-//! * `keep.rs`: [`keep`], the pure grandfather-father-son selection;
+//! * `list.rs`: [`list`](fn@list) and [`latest`], by the ledger;
+//! * `keep.rs`: [`keep`](fn@keep), the pure grandfather-father-son selection;
 //! * `names.rs`: backup names and the compact UTC timestamps in them (jiff);
 //! * `restore.rs`: [`prepare_restore`] and the atomic swap, [`PreparedRestore::swap`];
-//! * `sweep.rs`: [`sweep`], what killed backups and restores left.
+//! * `sweep.rs`: [`sweep`](fn@sweep), what killed backups and restores left.
 
 mod keep;
 mod ledger;
