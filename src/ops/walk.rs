@@ -234,9 +234,8 @@ fn walk(path: &Path, trust: Trust, create: Option<u32>) -> Result<Dir, WalkError
                 if made {
                     // The umask may have taken bits away; `mode` is what was asked for.
                     fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(io_at(&shown))?;
-                    if let Ok(d) = openat(&cur, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
-                        let _ = File::from(d).sync_all();
-                    }
+                    // Best effort: the new entry made durable in the directory the walk holds.
+                    let _ = sync_at(&cur);
                 }
                 fd
             }
@@ -284,6 +283,19 @@ fn check(chain: &[(PathBuf, FileStat)], trust: Trust, complete: bool) -> Result<
         }
     }
     Ok(())
+}
+
+/// fsync of the directory held by `dir` (an `O_PATH` descriptor, which fsync refuses: the
+/// directory is opened again through it, as `.`, for reading).
+///
+/// Not `fsutil::sync_dir`, which opens the directory by its path: after the walk that path
+/// may lead somewhere else (a directory moved away and a link put in its place), and the
+/// fsync would make some other directory durable while the entries just written here stay
+/// at the mercy of a power failure. Relative to the held descriptor, it is the directory the
+/// walk checked and everything was written in.
+fn sync_at(dir: &OwnedFd) -> io::Result<()> {
+    let d = openat(dir, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    File::from(d).sync_all()
 }
 
 fn nofollow(e: Errno, dir: &Dir, name: &OsStr) -> io::Error {
@@ -384,10 +396,9 @@ impl Dir {
         Ok(Dir { fd, path, uid: st.st_uid, gid: st.st_gid })
     }
 
-    /// fsync of the directory.
+    /// fsync of the directory: makes the entries created, renamed or removed in it durable.
     pub fn sync(&self) -> io::Result<()> {
-        let d = openat(&self.fd, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
-        File::from(d).sync_all()
+        sync_at(&self.fd)
     }
 
     /// The names in the directory (without `.` and `..`).

@@ -2,19 +2,12 @@
 //!
 //! A [`Rule`] names a directory (optionally with `*` standing for one whole
 //! path level, e.g. `/srv/groups/*/logs`), a glob on file *names*, and up to
-//! three limits. [`apply`] enforces them, per directory, in this order:
-//!
-//! 1. `max_age`: delete matching files whose mtime is older than `now - max_age`;
-//! 2. `max_files`: of what remains, keep the newest N (by mtime, ties broken by
-//!    name: of two files with equal mtime the one with the greater name counts
-//!    as newer);
-//! 3. `max_size`: of what remains, delete oldest first until the total size of
-//!    the remaining matching files is `<= max_size`.
-//!
-//! Because all three criteria operate on the same "oldest first" order, the
-//! set of deleted files is always a prefix of the directory's matching files
-//! sorted by (mtime, name). (Deletes are then carried out in directory order,
-//! which is much cheaper on hashed ext4 directories; the report lists them
+//! three limits. [`apply`] enforces them, per directory: `max_age`, then `max_files`, then
+//! `max_size`, and what goes is always the oldest files, a prefix of the directory's matching
+//! files sorted by (mtime, name). Which files that is, and why, is decided by `select.rs`
+//! from what was listed, with no file system (its docs say exactly how); this file walks to
+//! the directories, lists them and carries the decision out. (Deletes are carried out in
+//! directory order, which is much cheaper on hashed ext4 directories; the report lists them
 //! oldest first.)
 //!
 //! # Safety model
@@ -44,7 +37,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
@@ -52,12 +45,10 @@ use nix::fcntl::{AtFlags, OFlag, open, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-/// `Removed::reason` for files removed because of `max_age`.
-pub const REASON_MAX_AGE: &str = "max-age";
-/// `Removed::reason` for files removed because of `max_files`.
-pub const REASON_MAX_FILES: &str = "max-files";
-/// `Removed::reason` for files removed because of `max_size`.
-pub const REASON_MAX_SIZE: &str = "max-size";
+mod select;
+
+use select::{Limits, Listed, select};
+pub use select::{REASON_MAX_AGE, REASON_MAX_FILES, REASON_MAX_SIZE};
 
 /// One `logs:` entry of the user's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,8 +144,7 @@ pub fn apply(rule: &Rule, now: SystemTime, dry_run: bool) -> io::Result<Report> 
 fn apply_with_hook(rule: &Rule, now: SystemTime, dry_run: bool, hook: &mut dyn FnMut(&str)) -> io::Result<Report> {
     let components = parse_dir_path(&rule.path)?;
     let pattern = parse_name_pattern(&rule.pattern)?;
-    let limits =
-        Limits { cutoff: rule.max_age.map(|age| system_time_ns(now).saturating_sub(duration_ns(age))), max_files: rule.max_files, max_size: rule.max_size };
+    let limits = Limits::new(rule, now);
     let root = open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("cannot open /: {e}")))?;
     let mut ctx = Ctx { pattern, limits, dry_run, report: Report { dry_run, ..Report::default() }, hook };
@@ -219,17 +209,6 @@ fn name_matches(pattern: &glob::Pattern, name: &CStr) -> bool {
     }
 }
 
-fn system_time_ns(t: SystemTime) -> i128 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => duration_ns(d),
-        Err(e) => duration_ns(e.duration()).saturating_neg(),
-    }
-}
-
-fn duration_ns(d: Duration) -> i128 {
-    i128::try_from(d.as_nanos()).unwrap_or(i128::MAX)
-}
-
 fn join(dir: &str, name: &CStr) -> String {
     format!("{dir}/{}", String::from_utf8_lossy(name.to_bytes()))
 }
@@ -253,17 +232,8 @@ fn file_kind(st: &FileStat) -> SFlag {
 // ---------------------------------------------------------------------------
 // Engine
 
-struct Limits {
-    /// Files with mtime (ns since epoch) strictly below this are too old.
-    cutoff: Option<i128>,
-    max_files: Option<u64>,
-    max_size: Option<u64>,
-}
-
-struct Candidate {
-    name: CString,
-    mtime: i128,
-    size: u64,
+/// A listed file's identity: what the re-check before its unlink compares.
+struct Identity {
     dev: u64,
     ino: u64,
 }
@@ -374,7 +344,9 @@ impl Ctx<'_> {
 
     fn process_dir(&mut self, dir: &OwnedFd, path: &str) {
         self.report.directories += 1;
-        let mut files: Vec<Candidate> = Vec::new();
+        // What `select` decides on, and beside it (same index) what the re-check compares.
+        let mut files: Vec<Listed> = Vec::new();
+        let mut ids: Vec<Identity> = Vec::new();
         let pattern = self.pattern.take();
         let listed = self.list(dir, path, |ctx, ent| {
             let name = ent.file_name();
@@ -391,13 +363,10 @@ impl Ctx<'_> {
             }
             match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
                 Ok(st) => match file_kind(&st) {
-                    SFlag::S_IFREG => files.push(Candidate {
-                        name: name.to_owned(),
-                        mtime: mtime_ns(&st),
-                        size: u64::try_from(st.st_size).unwrap_or(0),
-                        dev: st.st_dev,
-                        ino: st.st_ino,
-                    }),
+                    SFlag::S_IFREG => {
+                        files.push(Listed { name: name.to_owned(), mtime: mtime_ns(&st), size: u64::try_from(st.st_size).unwrap_or(0) });
+                        ids.push(Identity { dev: st.st_dev, ino: st.st_ino });
+                    }
                     SFlag::S_IFLNK => ctx.report.skipped_symlinks += 1,
                     _ => {}
                 },
@@ -412,53 +381,20 @@ impl Ctx<'_> {
         let examined = files.len() as u64;
         self.report.examined += examined;
 
-        // Rank: oldest first, ties broken by name (names are unique in a
-        // directory). Every criterion removes a prefix of this order.
-        let mut order: Vec<usize> = (0..files.len()).collect();
-        order.sort_unstable_by(|&a, &b| (files[a].mtime, &files[a].name).cmp(&(files[b].mtime, &files[b].name)));
-        let age_end = match self.limits.cutoff {
-            Some(cutoff) => order.partition_point(|&i| files[i].mtime < cutoff),
-            None => 0,
-        };
-        let files_end = match self.limits.max_files {
-            Some(n) => {
-                let remaining = (order.len() - age_end) as u64;
-                age_end + usize::try_from(remaining.saturating_sub(n)).unwrap_or(0)
-            }
-            None => age_end,
-        };
-        let mut size_end = files_end;
-        if let Some(max) = self.limits.max_size {
-            let mut total: u128 = order[files_end..].iter().map(|&i| u128::from(files[i].size)).sum();
-            while total > u128::from(max) && size_end < order.len() {
-                total -= u128::from(files[order[size_end]].size);
-                size_end += 1;
-            }
-        }
-
-        // The doomed set is fixed now. Carry it out in directory (readdir)
-        // order, which on hashed directories (ext4 htree) is markedly cheaper
-        // than mtime order; the report is put back in oldest-first order.
-        let mut doomed: Vec<(usize, usize)> = order[..size_end].iter().enumerate().map(|(rank, &i)| (i, rank)).collect();
-        doomed.sort_unstable();
-        drop(order);
+        // The doomed set is fixed now, in directory (readdir) order, which on hashed
+        // directories (ext4 htree) is markedly cheaper than mtime order; the report is put
+        // back in oldest-first order.
+        let doomed = select(&files, &self.limits);
 
         (self.hook)(shown(path));
 
         let mut removed: Vec<(usize, Removed)> = Vec::with_capacity(doomed.len());
         let mut vanished_here = 0u64;
-        for (i, rank) in doomed {
-            let f = &files[i];
-            let reason = if rank < age_end {
-                REASON_MAX_AGE
-            } else if rank < files_end {
-                REASON_MAX_FILES
-            } else {
-                REASON_MAX_SIZE
-            };
+        for d in doomed {
+            let (f, id) = (&files[d.index], &ids[d.index]);
             let full = || join(path, &f.name);
             if self.dry_run {
-                removed.push((rank, Removed { path: full(), bytes: f.size, reason }));
+                removed.push((d.rank, Removed { path: full(), bytes: f.size, reason: d.reason }));
                 continue;
             }
             // Re-check right before unlinking: still the same regular file?
@@ -473,14 +409,14 @@ impl Ctx<'_> {
                     continue;
                 }
             };
-            if file_kind(&st) != SFlag::S_IFREG || st.st_dev != f.dev || st.st_ino != f.ino || mtime_ns(&st) != f.mtime {
+            if file_kind(&st) != SFlag::S_IFREG || st.st_dev != id.dev || st.st_ino != id.ino || mtime_ns(&st) != f.mtime {
                 self.report.notes.push(format!("{}: replaced or modified since it was listed, left alone", full()));
                 continue;
             }
             match unlinkat(dir, f.name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
                 Ok(()) => {
                     let bytes = u64::try_from(st.st_size).unwrap_or(0);
-                    removed.push((rank, Removed { path: full(), bytes, reason }));
+                    removed.push((d.rank, Removed { path: full(), bytes, reason: d.reason }));
                 }
                 Err(Errno::ENOENT) => vanished_here += 1,
                 Err(e) => self.report.errors.push(format!("{}: cannot delete: {e}", full())),
@@ -511,6 +447,7 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::symlink;
     use std::path::{Path, PathBuf};
+    use std::time::UNIX_EPOCH;
 
     const DAY: u64 = 86_400;
 
