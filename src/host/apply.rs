@@ -687,6 +687,9 @@ pub async fn deploy_unchanged(
         return Ok(None);
     }
     let Some(commit) = inv.applied_commit.clone() else { return Ok(None) };
+    // The copy of this binary the helper units run, gone: the full apply puts it back.
+    let helper = cfg.helper_binary();
+    let helper_gone = !helper.path.is_file();
     // Deploy markers as the inventory says (cheap: two small files per agent).
     let t = std::time::Instant::now();
     if !marker_problems(state, &inv).is_empty() {
@@ -698,6 +701,9 @@ pub async fn deploy_unchanged(
         let Some((content, mode)) = read_regular(&cfg.unit_dir.join(name))? else { return Ok(None) };
         // A file edited, or of the wrong mode: the full apply repairs it.
         if sha256(&content) != rec.sha256 || mode != crate::plan::unit_file_mode(&content) {
+            return Ok(None);
+        }
+        if helper_gone && content.contains(&*helper.path.to_string_lossy()) {
             return Ok(None);
         }
         // Read back from disk, the one place a desired unit's value comes from text: a file of
@@ -778,10 +784,35 @@ pub async fn deploy(
     let t = std::time::Instant::now();
     let plan = crate::plan::plan(&want, &observed, opts);
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: planned");
+    // The helper units run the content-addressed copy of this binary: it is there before
+    // any unit naming it is written.
+    let helper = cfg.helper_binary();
+    let exe = helper.path.display().to_string();
+    if plan.errors.is_empty() && want.units.values().any(|u| u.content.contains(&exe)) {
+        let dir = cfg.layout().bin();
+        if helper.install(&cfg.state_dir).map_err(|source| ApplyError::Io { path: dir.display().to_string(), source })? {
+            tracing::info!(path = %helper.path.display(), "installed the binary the helper units run");
+        }
+    }
     let t = std::time::Instant::now();
     let (plan, report) = execute(sd, cfg, state, &plan, &want, &inv, key).await?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: executed");
+    // Every unit is of this commit now: older copies of the binary are named by none.
+    prune_helper_binaries(cfg, &helper);
     Ok(Deployment { plan, report })
+}
+
+/// Remove the copies of older binaries from `<state>/bin` (a failure is only logged: they
+/// take space, nothing else).
+fn prune_helper_binaries(cfg: &HostConfig, helper: &super::exe::HelperBinary) {
+    match helper.prune_others(&cfg.state_dir) {
+        Ok(gone) => {
+            for p in gone {
+                tracing::info!(path = %p.display(), "removed a copy of an older fleetwright no unit runs any more");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "older copies of fleetwright in the state directory not removed"),
+    }
 }
 
 /// Remove the temporary files killed applies left (`.NAME.fleetwright-tmp-PID` of a writer

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod check;
 pub mod dropin;
+pub mod exe;
 pub mod fault;
 pub mod guard;
 pub mod state;
@@ -56,14 +57,17 @@ impl HostConfig {
         let ctx = self.render_ctx();
         let mut want = crate::desired::desired(fleet, &self.host, &ctx, commit, prior);
         want.refused.extend(guard::refusals(fleet, self));
-        // The helper units (backups, log cleanup, heartbeats, slots) run this very binary: it
-        // must be there for them, or they would be written to fail at every run.
-        if let Some(why) = helper_program_problem(&ctx.exe)
+        // The helper units (backups, log cleanup, heartbeats, slots) run this very binary (its
+        // copy in the state directory, which apply makes): it must be there for them, or they
+        // would be written to fail at every run.
+        let program =
+            if std::path::Path::new(&ctx.exe).exists() { ctx.exe.clone() } else { exe::HelperBinary::of(&self.state_dir).source.display().to_string() };
+        if let Some(why) = helper_program_problem(&program)
             && want.units.values().any(|u| u.content.contains(&ctx.exe))
         {
             want.refused.push(format!(
                 "the helper units would run {}, which {why}: run fleetwright from where it is installed (the units name the binary that writes them)",
-                ctx.exe
+                program
             ));
         }
         want
@@ -192,13 +196,23 @@ impl HostConfig {
     }
 
     pub fn render_ctx(&self) -> crate::render::RenderCtx {
-        // Helper units run this very binary (resolved, so a relative invocation still works).
-        let exe = std::env::current_exe()
-            .ok()
-            .and_then(|p| std::fs::canonicalize(p).ok())
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "/usr/local/bin/fleetwright".into());
+        // Helper units run this very binary, from its content-addressed copy in the state
+        // directory (`exe`): reachable by every agent's user, and unmoved by a rebuild.
+        let exe = self.helper_binary().path.display().to_string();
         crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string(), exe }
+    }
+
+    /// The binary the helper units run (once per process and state directory: naming it may
+    /// hash this binary).
+    pub fn helper_binary(&self) -> exe::HelperBinary {
+        static KNOWN: std::sync::Mutex<Vec<(PathBuf, exe::HelperBinary)>> = std::sync::Mutex::new(Vec::new());
+        let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, hb)) = known.iter().find(|(dir, _)| *dir == self.state_dir) {
+            return hb.clone();
+        }
+        let hb = exe::HelperBinary::of(&self.state_dir);
+        known.push((self.state_dir.clone(), hb.clone()));
+        hb
     }
 }
 

@@ -773,26 +773,54 @@ fn a_long_wait_for_a_start_says_what_it_waits_for() {
     assert!(stderr(&out).contains("waiting for 1 start job(s) to finish") && stderr(&out).contains("agent-web.service"), "{}", stderr(&out));
 }
 
+/// The helper units run a content-addressed copy of the binary in the state directory: the
+/// binary that applied may move, be rebuilt the same or sit where the agents' users cannot
+/// reach (a 0700 home); a copy that is gone is reported and put back by the next apply.
 #[test]
-fn a_helper_units_program_that_is_gone_is_reported_and_the_next_apply_points_them_at_the_installed_one() {
+fn helper_units_run_the_installed_copy_of_the_binary_wherever_it_was_applied_from() {
     let host = Host::boot();
     let repo = Repo::new();
-    sh(&host, "mkdir -p /srv/db /srv/fw-bin && sqlite3 /srv/db/data.db 'CREATE TABLE t(x);'");
-    // Applied by a copy of the binary: the helper units run that copy.
-    let copy = host.sb.host_path("/srv/fw-bin/fleetwright");
+    // The agent is not root, and keeps its logs: its log cleanup runs as `agent`.
+    let logs = "logs:\n  - path: /srv/logs\n    maxFiles: 1\n    schedule: {calendar: daily}\nbackups:\n  - sqlite: /srv/db/data.db\n    to: /srv/backups/db\n    keep: {last: 2}\n    schedule: {calendar: daily}\n";
+    let agent = service("db", logs).replace("run:\n", "run:\n  user: agent\n");
+    sh(
+        &host,
+        "mkdir -p /srv/db /srv/logs /srv/private && chown agent /srv/logs /srv/db && chmod 700 /srv/private && sqlite3 /srv/db/data.db 'CREATE TABLE t(x);' && chown agent /srv/db/data.db && touch /srv/logs/a.log /srv/logs/b.log",
+    );
+    // Applied by a copy of the binary in a directory only root can enter.
+    let copy = host.sb.host_path("/srv/private/fleetwright");
     std::fs::copy(env!("CARGO_BIN_EXE_fleetwright"), &copy).unwrap();
-    commit(&repo, &db_agent("{last: 2}"), "db");
-    let o = host.sb.command("/srv/fw-bin/fleetwright").args(["--host", "vps-1", "apply", "--repo", repo.path().to_str().unwrap()]).output().unwrap();
+    commit(&repo, &[("fleet.yaml", FLEET.to_string()), ("db.yaml", agent)], "db");
+    let o = host.sb.command("/srv/private/fleetwright").args(["--host", "vps-1", "apply", "--repo", repo.path().to_str().unwrap()]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(std::fs::read_to_string(host.unit_dir().join("agent-db.backup.service")).unwrap().contains("/srv/fw-bin/fleetwright"));
-    // The copy is gone (uninstalled, moved): status says the helper cannot run.
+    let unit = std::fs::read_to_string(host.unit_dir().join("agent-db.logs.service")).unwrap();
+    let installed = unit.split_whitespace().find_map(|w| {
+        w.trim_matches('"')
+            .strip_prefix("ExecStart=")
+            .map(|p| p.trim_matches('"').to_string())
+            .or_else(|| w.trim_matches('"').starts_with("/var/lib/fleetwright/bin/").then(|| w.trim_matches('"').to_string()))
+    });
+    let installed =
+        installed.filter(|p| p.starts_with("/var/lib/fleetwright/bin/fleetwright-")).unwrap_or_else(|| panic!("the helper runs the installed copy: {unit}"));
+    let bin_mode = |p: &str| std::fs::metadata(host.sb.host_path(p)).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777);
+    assert_eq!((bin_mode(&installed).unwrap(), bin_mode("/var/lib/fleetwright/bin").unwrap()), (0o755, 0o755));
+    // The agent's user runs its log cleanup from there (the copy it was applied with, it could not reach).
+    let run = |unit: &str| host.sb.command("systemctl").args(["start", unit]).output().unwrap();
+    let o = run("agent-db.logs.service");
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), host.sb.journal("agent-db.logs.service"));
+    assert_eq!(std::fs::read_dir(host.sb.host_path("/srv/logs")).unwrap().count(), 1, "maxFiles: 1 kept one");
+    // The same binary from elsewhere is the same helper binary: nothing to do.
     std::fs::remove_file(&copy).unwrap();
+    let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(code(&plan), 0, "{}{}", stdout(&plan), stderr(&plan));
+    assert!(run("agent-db.backup.service").status.success(), "{}", host.sb.journal("agent-db.backup.service"));
+    // The installed copy gone: status says so, and the next apply puts it back.
+    std::fs::remove_file(host.sb.host_path(&installed)).unwrap();
     let status = host.fw(&["status"]);
-    assert!(stdout(&status).contains("agent-db.backup.service runs /srv/fw-bin/fleetwright, which does not exist"), "{}", stdout(&status));
-    // An apply by the installed binary rewrites the helpers for it.
+    assert!(stdout(&status).contains(&format!("agent-db.backup.service runs {installed}, which does not exist")), "{}", stdout(&status));
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(std::fs::read_to_string(host.unit_dir().join("agent-db.backup.service")).unwrap().contains(env!("CARGO_BIN_EXE_fleetwright")));
-    assert!(host.sb.command("systemctl").args(["start", "agent-db.backup.service"]).output().unwrap().status.success());
+    assert!(host.sb.host_path(&installed).is_file());
+    assert!(run("agent-db.backup.service").status.success());
     assert!(!stdout(&host.fw(&["status"])).contains("does not exist"));
 }

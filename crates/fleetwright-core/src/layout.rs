@@ -60,6 +60,10 @@ impl StateLayout {
     pub fn history_damaged(&self, stamp: &str) -> PathBuf {
         self.root.join(format!("history.sqlite.damaged-{stamp}"))
     }
+    /// Content-addressed copies of the fleetwright binary the helper units run.
+    pub fn bin(&self) -> PathBuf {
+        self.root.join("bin")
+    }
     /// What the heartbeat check did for `agent`.
     pub fn health(&self, agent: &str) -> PathBuf {
         self.root.join("health").join(format!("{agent}.json"))
