@@ -148,6 +148,9 @@ pub enum Command {
         /// With --sandbox and no sandbox up: give the throw-away sandbox no network
         #[arg(long, requires = "sandbox")]
         offline: bool,
+        /// With --sandbox and no sandbox up: also run every job (scheduled agents, log cleanup, backups) once, and report those that fail with their journal
+        #[arg(long, requires = "sandbox")]
+        run_jobs: bool,
     },
     /// Every agent on this host: unit states, last run and result, next run, deploy marker, drift.
     Status {

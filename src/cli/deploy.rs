@@ -1,7 +1,7 @@
 //! The commands that read a fleet and plan or apply it: validate, plan (and its review form),
 //! apply (and in a sandbox), render.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleetwright::host::apply::{ApplyError, ApplyReport, Failure, deploy, observe};
@@ -208,7 +208,7 @@ pub fn render(g: &Globals, src: &SourceArgs, agents: &[String]) -> Result<Outcom
 }
 
 #[cfg(not(feature = "sandbox"))]
-pub fn apply_in_sandbox(_: &Globals, _: &SourceArgs, _: bool) -> Result<Outcome, Error> {
+pub fn apply_in_sandbox(_: &Globals, _: &SourceArgs, _: bool, _: bool) -> Result<Outcome, Error> {
     Err(Error::failed("this fleetwright was built without the `sandbox` feature; build it with the default features to use apply --sandbox"))
 }
 
@@ -216,7 +216,7 @@ pub fn apply_in_sandbox(_: &Globals, _: &SourceArgs, _: bool) -> Result<Outcome,
 /// inside the sandbox's namespaces), report what failed to start and which programs are missing,
 /// show the status, and tear it all down. The host's systemd is never touched.
 #[cfg(feature = "sandbox")]
-pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs, offline: bool) -> Result<Outcome, Error> {
+pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs, offline: bool, run_jobs: bool) -> Result<Outcome, Error> {
     use fleetwright_sandbox::{Sandbox, SandboxOptions};
     let cfg = g.host_config();
     let (files, fleet) = load_commit(g, src, &src.rev, false)?;
@@ -256,6 +256,37 @@ pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs, offline: bool) -> Result<
         args.extend(["--path", p.as_str()]);
     }
     let applied = run(&args);
+    // Each job once, on request: a job's program, user, directories and credentials are only
+    // proven by running it (its timer would, hours later).
+    let mut jobs_failed = 0;
+    if run_jobs && matches!(applied, Ok(Some(0 | 4))) {
+        let want = cfg.desired(&fleet, &files.commit, &Default::default());
+        let jobs: Vec<&String> = want.units.iter().filter(|(_, u)| u.role.is_job()).map(|(n, _)| n).collect();
+        println!("\nsandbox: running {} job(s) once", jobs.len());
+        for unit in jobs {
+            let mut c = sb.command("systemctl");
+            if g.user {
+                c.envs(sb.user_env()).arg("--user");
+            }
+            c.args(["start", unit.as_str()]);
+            let done = fleetwright_sys::proc::output_with_timeout(c, Duration::from_secs(120));
+            match done {
+                Ok(o) if o.status.success() => println!("  {unit}: done"),
+                Ok(o) => {
+                    jobs_failed += 1;
+                    eprintln!("FAILED {unit}: {}", String::from_utf8_lossy(&o.stderr).trim());
+                    let journal = if g.user { sb.user_journal(unit) } else { sb.journal(unit) };
+                    for line in journal.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev() {
+                        eprintln!("    {line}");
+                    }
+                }
+                Err(e) => {
+                    jobs_failed += 1;
+                    eprintln!("FAILED {unit}: {e} (given two minutes)");
+                }
+            }
+        }
+    }
     println!("\nsandbox status:");
     let _ = run(&["status"]);
     for m in &missing {
@@ -268,12 +299,60 @@ pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs, offline: bool) -> Result<
     );
     // The apply inside printed what it did and why it failed; its code says how it ended.
     match applied {
-        Ok(Some(0)) if missing.is_empty() => Ok(Outcome::Done),
+        Ok(Some(0)) if missing.is_empty() && jobs_failed == 0 => Ok(Outcome::Done),
         Ok(Some(0 | 4)) => Ok(Outcome::UnitFailed),
         Ok(Some(1)) => Err(Error::Refused(anyhow::anyhow!("nothing was applied in the sandbox"))),
         Ok(Some(3)) => Err(Error::Interrupted(anyhow::anyhow!("the apply in the sandbox stopped part-way"))),
         Ok(code) => Err(Error::failed(format!("the apply in the sandbox failed ({})", code.map_or("killed by a signal".to_string(), |c| format!("exit {c}"))))),
         Err(e) => Err(Error::failed(format!("cannot run fleetwright in the sandbox: {e}"))),
+    }
+}
+
+/// A user's uid, gid and groups, by name or number (None: no such user here).
+#[cfg(feature = "sandbox")]
+fn user_ids(user: &str) -> Option<(String, (u32, Vec<u32>))> {
+    let u = match user.parse::<u32>() {
+        Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten()?,
+        Err(_) => nix::unistd::User::from_name(user).ok().flatten()?,
+    };
+    let name = std::ffi::CString::new(u.name.clone()).ok()?;
+    let groups = nix::unistd::getgrouplist(&name, u.gid).map(|gs| gs.into_iter().map(|g| g.as_raw()).collect()).unwrap_or_else(|_| vec![u.gid.as_raw()]);
+    Some((u.name, (u.uid.as_raw(), groups)))
+}
+
+/// Why user `ids` (uid, groups) cannot execute `path`: a directory on the way it may not
+/// enter, or the file's mode. By the owner/group/other bits (ACLs are not read).
+#[cfg(feature = "sandbox")]
+fn not_executable_by(ids: &(u32, Vec<u32>), path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let (uid, groups) = ids;
+    if *uid == 0 {
+        return None;
+    }
+    let allowed = |m: &std::fs::Metadata| {
+        let bits = if m.uid() == *uid {
+            m.mode() >> 6
+        } else if groups.contains(&m.gid()) {
+            m.mode() >> 3
+        } else {
+            m.mode()
+        };
+        bits & 0o1 != 0
+    };
+    let mut dir = PathBuf::from("/");
+    let parts: Vec<_> = path.parent().map(|p| p.components().skip(1).collect()).unwrap_or_default();
+    for c in parts {
+        dir.push(c);
+        match std::fs::metadata(&dir) {
+            Ok(m) if !allowed(&m) => return Some(format!("it may not enter {} (mode {:o})", dir.display(), m.mode() & 0o7777)),
+            Ok(_) => {}
+            Err(e) => return Some(format!("{}: {e}", dir.display())),
+        }
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if !allowed(&m) => Some(format!("the file's mode {:o} does not let it", m.mode() & 0o7777)),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
     }
 }
 
@@ -283,8 +362,16 @@ pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs, offline: bool) -> Result<
 fn missing_on_this_machine(a: &spec::model::Agent, user_scope: bool) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = Vec::new();
+    // Who runs it: the agent's user (root without one, or in a user manager: the caller).
+    let runner = if user_scope { None } else { a.run.user.as_deref().and_then(user_ids) };
     let mut program = |what: &str, p: &str| match std::fs::metadata(p) {
-        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+            if let Some((name, ids)) = &runner
+                && let Some(why) = not_executable_by(ids, Path::new(p))
+            {
+                out.push(format!("{}: {what} {p} cannot be run by user {name}: {why}", a.name));
+            }
+        }
         Ok(_) => out.push(format!("{}: {what} {p} is not an executable file", a.name)),
         Err(_) => out.push(format!("{}: {what} {p} does not exist", a.name)),
     };

@@ -79,7 +79,7 @@ pub fn run(args: Args) -> Result<Outcome, Error> {
 fn in_sandbox(args: Args) -> Result<Outcome, Error> {
     let g = &args.globals;
     match args.command {
-        Command::Apply { src, offline, .. } if !sandbox::is_up() => deploy::apply_in_sandbox(g, &src, offline),
+        Command::Apply { src, offline, run_jobs, .. } if !sandbox::is_up() => deploy::apply_in_sandbox(g, &src, offline, run_jobs),
         Command::Plan { base: None, .. }
         | Command::Apply { .. }
         | Command::Status { .. }
@@ -104,7 +104,7 @@ fn sandbox_command(s: args::SandboxCommand) -> Result<Outcome, Error> {
 #[cfg(not(feature = "sandbox"))]
 fn in_sandbox(args: Args) -> Result<Outcome, Error> {
     match args.command {
-        Command::Apply { src, offline, .. } => deploy::apply_in_sandbox(&args.globals, &src, offline),
+        Command::Apply { src, offline, run_jobs, .. } => deploy::apply_in_sandbox(&args.globals, &src, offline, run_jobs),
         _ => Err(Error::failed("this fleetwright was built without the `sandbox` feature; build it with the default features to use --sandbox")),
     }
 }

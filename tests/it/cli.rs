@@ -240,3 +240,41 @@ fn a_sandbox_lives_across_commands_until_it_is_taken_down() {
     let (code, _, err) = run(&["plan", "--sandbox", "--repo", r]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+/// `apply --sandbox` knows what would fail before a timer finds out: a program the agent's
+/// user cannot reach, and with --run-jobs every job run once, its failure with its journal.
+#[test]
+fn a_sandbox_apply_checks_who_can_run_what_and_runs_the_jobs_on_request() {
+    if !fleetwright_sandbox::Sandbox::available() {
+        assert!(std::env::var_os("CI").is_none(), "the sandbox is not available on this CI machine");
+        eprintln!("skipping: the sandbox needs root, systemd and cgroup2");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let private = tempfile::Builder::new().prefix("private-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let prog = private.path().join("tick");
+    std::fs::write(&prog, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let job = |name: &str, command: &str| {
+        format!("apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun: {{command: {command}, user: nobody}}\nschedule: {{calendar: daily}}\n")
+    };
+    let repo = Repo::new();
+    repo.commit(
+        &[("tick.yaml", &job("tick", &format!("[{}]", prog.display()))), ("fails.yaml", &job("fails", "[/bin/sh, -c, 'echo boom-from-the-job; exit 3']"))],
+        "one",
+    );
+    let o = fw(&["apply", "--sandbox", "--run-jobs", "--repo", repo.path().to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "missing: tick: ExecStart program {} cannot be run by user nobody: it may not enter {} (mode 700)",
+            prog.display(),
+            private.path().display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("FAILED agent-fails.service") && err.contains("boom-from-the-job"), "{err}");
+    assert!(out.contains("running 2 job(s) once"), "{out}");
+}
