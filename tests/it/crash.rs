@@ -27,7 +27,7 @@ fn commit(repo: &Repo, files: &[(&'static str, String)], msg: &str) {
 }
 
 fn crash_at(point: &str) {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     commit(&repo, &v1(), "v1");
     assert_eq!(code(&host.apply(&repo)), 0);

@@ -85,7 +85,7 @@ pub(crate) fn commit(repo: &Repo, files: &[(&'static str, String)], msg: &str) -
 
 #[test]
 fn commits_converge_by_themselves_and_a_revert_rolls_back() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet("description: one\n"), "one");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "1s", "--resync", "1h"], &[]);
@@ -127,7 +127,7 @@ fn commits_converge_by_themselves_and_a_revert_rolls_back() {
 
 #[test]
 fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let secret = repo.dir.path().parent().unwrap().join(format!("secret-{}", std::process::id()));
@@ -162,7 +162,7 @@ fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
 
 #[test]
 fn drift_is_repaired_and_reported() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--resync", "1s", "--health-grace", "0s"], &[]);
@@ -192,7 +192,7 @@ fn drift_is_repaired_and_reported() {
 
 #[test]
 fn a_crashing_deploy_is_rolled_back_and_not_retried() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet("service: {restart: always, restartSec: 200ms}\n"), "good");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "3s", "--resync", "1s"], &[]);
@@ -227,7 +227,7 @@ fn a_crashing_deploy_is_rolled_back_and_not_retried() {
 
 #[test]
 fn a_daemon_killed_mid_apply_converges_after_restart() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let mut d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s"], &[("FLEETWRIGHT_CRASH_AT", "after-write:2")]);
@@ -254,7 +254,7 @@ fn a_daemon_killed_mid_apply_converges_after_restart() {
 
 #[test]
 fn the_shipped_unit_runs_the_daemon_hardened_with_notify_and_watchdog() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/systemd/fleetwright.service")).unwrap();
@@ -284,7 +284,7 @@ fn the_shipped_unit_runs_the_daemon_hardened_with_notify_and_watchdog() {
 
 #[test]
 fn sync_rollback_resume_and_notifications() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // A notification sink on loopback.
     let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -347,7 +347,7 @@ fn sync_rollback_resume_and_notifications() {
 
 #[test]
 fn force_pushes_and_unsigned_commits_are_refused() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
@@ -379,7 +379,7 @@ fn force_pushes_and_unsigned_commits_are_refused() {
 
 #[test]
 fn signed_commit_mode_applies_only_signed_commits() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let keys = tempfile::Builder::new().prefix("keys-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let key = keys.path().join("id_ed25519");
@@ -433,7 +433,7 @@ impl Host {
 
 #[test]
 fn an_old_failure_elsewhere_does_not_fail_a_new_commit_and_an_invalid_commit_is_held() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // `flaky` runs while its program exists; without it, every start fails (203/EXEC).
     let flaky = "apiVersion: fleetwright/v1\nkind: Agent\nname: flaky\nrun:\n  command: [/srv/flaky-prog]\nservice: {restart: \"no\"}\n".to_string();
@@ -473,7 +473,7 @@ fn an_old_failure_elsewhere_does_not_fail_a_new_commit_and_an_invalid_commit_is_
 
 #[test]
 fn a_newer_commit_cancels_the_health_gate_wait_and_a_remote_is_polled() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let url = format!("file://{}", repo.path().display());
@@ -496,7 +496,7 @@ fn a_newer_commit_cancels_the_health_gate_wait_and_a_remote_is_polled() {
 
 #[test]
 fn sigterm_during_an_apply_finishes_it_and_a_second_daemon_is_refused() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
@@ -525,7 +525,7 @@ fn sigterm_during_an_apply_finishes_it_and_a_second_daemon_is_refused() {
 
 #[test]
 fn transient_failures_retry_with_one_backoff_chain() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     commit(&repo, &fleet(""), "one");
     // A bus that is not there: every reconcile fails to connect.
@@ -550,7 +550,7 @@ fn transient_failures_retry_with_one_backoff_chain() {
 
 #[test]
 fn a_directory_in_the_place_of_a_file_to_write_holds_the_commit_and_marks_nothing_bad() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);

