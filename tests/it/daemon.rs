@@ -1,7 +1,6 @@
 //! The daemon against a real systemd: commits converge by themselves, webhooks, drift repair,
 //! automatic rollback, revert, and crash recovery.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -41,27 +40,13 @@ impl Daemon {
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+    /// One request to the daemon's endpoint: (status, body).
     pub(crate) fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(body);
-        s.write_all(req.as_bytes()).unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (code, resp.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+        crate::http::request(("127.0.0.1", self.port), method, path, headers, body)
     }
+    /// Wait until the endpoint accepts connections.
     pub(crate) fn wait_http(&self) {
-        let until = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < until, "the daemon never listened:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for("the daemon to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", self.port)).ok());
     }
 }
 
@@ -231,11 +216,7 @@ fn a_daemon_killed_mid_apply_converges_after_restart() {
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet(""), "one");
     let mut d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s"], &[("FLEETWRIGHT_CRASH_AT", "after-write:2")]);
-    let until = Instant::now() + Duration::from_secs(15);
-    while !d.log().contains("crash point after-write reached") {
-        assert!(Instant::now() < until, "no crash:\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    host.wait("the daemon to reach its crash point", 15, || d.log().contains("crash point after-write reached"));
     let _ = d.child.wait();
     // Half done: one file written, nothing reloaded or started.
     assert_ne!(host.prop("agent-web.service", "ActiveState"), "active");
@@ -286,41 +267,12 @@ fn the_shipped_unit_runs_the_daemon_hardened_with_notify_and_watchdog() {
 fn sync_rollback_resume_and_notifications() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    // A notification sink on loopback.
-    let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let sink_url = format!("http://127.0.0.1:{}/hook", sink.local_addr().unwrap().port());
-    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    {
-        let events = events.clone();
-        std::thread::spawn(move || {
-            for conn in sink.incoming().flatten() {
-                let mut conn = conn;
-                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&got[..i]).to_lowercase();
-                        let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-                        if got.len() >= i + 4 + len {
-                            break;
-                        }
-                    }
-                }
-                let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
-                events.lock().unwrap().push(String::from_utf8_lossy(&got).to_string());
-            }
-        });
-    }
+    let sink = crate::http::Sink::start();
     let c1 = commit(&repo, &fleet(""), "one");
     let url = format!("file://{}", repo.path().display());
-    let _d = host.daemon(&url, &["--branch", "master", "--interval", "1h", "--resync", "1h", "--health-grace", "0s", "--notify-url", &sink_url], &[]);
+    let _d = host.daemon(&url, &["--branch", "master", "--interval", "1h", "--resync", "1h", "--health-grace", "0s", "--notify-url", &sink.url], &[]);
     host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
-    host.wait("a deployed notification", 5, || events.lock().unwrap().iter().any(|e| e.contains("\"event\":\"deployed\"") && e.contains(&c1)));
+    host.wait("a deployed notification", 5, || sink.count("deployed", &c1) >= 1);
 
     // A remote is polled hourly here: `fleetwright sync` makes it fetch now.
     let c2 = commit(&repo, &fleet("description: two\n"), "two");

@@ -4,11 +4,10 @@
 //! notifications. The same scenarios are in the decision table (src/daemon/decide_tests.rs)
 //! without systemd.
 
-use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::daemon::{Daemon, commit, fleet};
+use crate::http::Sink;
 use crate::real::*;
 
 /// A bare repository followed by URL, and a work tree that pushes to it.
@@ -68,57 +67,6 @@ fn hook(d: &Daemon, n: u32) {
     let sig = format!("sha256={}", fleetwright::daemon::webhook::sign(SECRET.as_bytes(), body.as_bytes()));
     let (code, text) = d.http("POST", "/webhook", &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", &format!("d{n}"))], &body);
     assert_eq!(code, 202, "{text}");
-}
-
-/// A notification receiver on loopback: every JSON document it got.
-pub(crate) struct Sink {
-    pub(crate) url: String,
-    events: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Sink {
-    pub(crate) fn start() -> Sink {
-        Sink::on(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-    }
-    fn on(listener: std::net::TcpListener) -> Sink {
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let events: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-        let seen = events.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let mut conn = conn;
-                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                let mut got = Vec::new();
-                let mut buf = vec![0u8; 65536];
-                let body = loop {
-                    let Ok(n) = conn.read(&mut buf) else { break None };
-                    if n == 0 {
-                        break None;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&got[..i]).to_lowercase();
-                        let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-                        if got.len() >= i + 4 + len {
-                            break Some(got[i + 4..i + 4 + len].to_vec());
-                        }
-                    }
-                };
-                let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
-                if let Some(v) = body.and_then(|b| serde_json::from_slice(&b).ok()) {
-                    seen.lock().unwrap().push(v);
-                }
-            }
-        });
-        Sink { url, events }
-    }
-    /// How many `event`s came for `commit`.
-    fn count(&self, event: &str, commit: &str) -> usize {
-        self.events.lock().unwrap().iter().filter(|e| e["event"] == event && e["commit"] == commit).count()
-    }
-    fn all(&self) -> Vec<(String, String)> {
-        self.events.lock().unwrap().iter().map(|e| (e["event"].as_str().unwrap_or("").to_string(), e["commit"].as_str().unwrap_or("").to_string())).collect()
-    }
 }
 
 fn web(script: &str, extra: &str) -> String {

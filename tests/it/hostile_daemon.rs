@@ -2,7 +2,7 @@
 //! root: local users who can connect to the endpoint or write to shared directories, and
 //! webhook senders who replay what they captured. Every case is a hole that was open once.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -11,39 +11,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::daemon::{commit, fleet};
+use crate::http::{closed_within, is_closed, try_get};
 use crate::real::*;
 
 /// A secret long enough for the daemon (at least 16 bytes).
 const SECRET: &str = "8d3c0a9e51f24b7d96e0c3a1f5b8d2e4";
-
-/// Wait for the server to close `s` (end of file or reset), reading and dropping what it sends
-/// meanwhile, for up to `within`: how long it took, or None.
-fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> {
-    let t0 = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = within.checked_sub(t0.elapsed())?;
-        s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
-        match s.read(&mut buf) {
-            Ok(0) => return Some(t0.elapsed()),
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => return Some(t0.elapsed()),
-        }
-    }
-}
-
-/// Whether the server has closed `s`, without waiting.
-fn is_closed(s: &mut TcpStream) -> bool {
-    s.set_nonblocking(true).unwrap();
-    let r = s.read(&mut [0u8; 64]);
-    s.set_nonblocking(false).unwrap();
-    match r {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-    }
-}
 
 #[test]
 fn healthz_answers_within_a_second_while_200_idle_connections_are_held_and_slow_bodies_cannot_lock_it_out() {
@@ -63,15 +35,9 @@ fn healthz_answers_within_a_second_while_200_idle_connections_are_held_and_slow_
     assert!(body.contains(&c1), "{body}");
     assert!(took < Duration::from_secs(1), "/healthz took {took:?} behind 200 idle connections");
     // The daemon keeps at most 64 open: it closed the oldest 136 to make room.
-    let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        let closed = idle.iter_mut().map(is_closed).filter(|c| *c).count();
-        if closed >= 200 - 64 {
-            break;
-        }
-        assert!(Instant::now() < until, "only {closed} of 200 idle connections were closed; the daemon holds the rest open");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("the daemon to close 136 of the 200 idle connections", Duration::from_secs(5), || {
+        (idle.iter_mut().map(is_closed).filter(|c| *c).count() >= 200 - 64).then_some(())
+    });
     // Requests whose bodies never come, on every connection the daemon allows: once they have
     // run 2 s, the oldest make room, and /healthz gets through.
     let slow: Vec<TcpStream> = (0..64)
@@ -81,18 +47,9 @@ fn healthz_answers_within_a_second_while_200_idle_connections_are_held_and_slow_
             s
         })
         .collect();
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut resp = String::new();
-        let sent = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_ok();
-        if sent && s.read_to_string(&mut resp).is_ok() && resp.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(Instant::now() < until, "64 slow requests locked /healthz out");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for("/healthz to get through 64 slow requests", Duration::from_secs(10), || {
+        (try_get(("127.0.0.1", d.port), "/healthz", Duration::from_secs(2)) == Some(200)).then_some(())
+    });
     drop(slow);
     // And it still reconciles: a new commit converges.
     let c2 = commit(&repo, &fleet("description: two\n"), "two");

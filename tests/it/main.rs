@@ -15,6 +15,7 @@ mod hostile_faults;
 mod hostile_gate;
 mod hostile_ops;
 mod hostile_output;
+mod http;
 mod plan;
 mod real;
 mod render;
