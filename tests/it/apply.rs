@@ -45,9 +45,9 @@ fn apply_converges_a_mixed_fleet_and_the_same_commit_again_changes_nothing() {
     assert_eq!(host.prop("agent-tick.service", "Result"), "success");
     // The deploy marker reaches the agent as environment.
     host.wait("web to write its commit", 5, || std::fs::read_to_string(host.sb.host_path("/run/fw-test/web.commit")).is_ok_and(|s| s.trim() == c1));
-    let marker: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("markers/web.json")).unwrap()).unwrap();
-    assert_eq!(marker["commit"], c1.as_str());
-    assert_eq!(marker["appliedCommit"], c1.as_str());
+    let marker = host.marker("web").expect("web's deploy marker");
+    assert_eq!((marker.agent.as_str(), marker.commit.as_str(), marker.applied_commit.as_str()), ("web", c1.as_str(), c1.as_str()));
+    assert_eq!(marker.spec_hash, host.inventory().agents["web"].spec_hash, "the marker says what the inventory records");
 
     let ids: Vec<String> = UNITS.iter().map(|u| host.prop(u, "InvocationID")).collect();
     let mtimes: Vec<_> = UNITS.iter().map(|u| host.mtime(u)).collect();
@@ -100,11 +100,10 @@ fn a_commit_changing_one_agent_touches_only_that_agent() {
     }
     assert!(host.prop("agent-web.service", "Environment").contains("MODE=fast"));
     host.wait("web to see the new commit", 5, || std::fs::read_to_string(host.sb.host_path("/run/fw-test/web.commit")).is_ok_and(|s| s.trim() == c2));
-    let marker =
-        |a: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(host.state_dir().join(format!("markers/{a}.json"))).unwrap()).unwrap() };
-    assert_eq!(marker("web")["commit"], c2.as_str());
-    assert_eq!(marker("bot")["commit"], c1.as_str(), "bot was not changed by c2");
-    assert_eq!(marker("bot")["appliedCommit"], c2.as_str());
+    let marker = |a: &str| host.marker(a).unwrap_or_else(|| panic!("{a}'s deploy marker"));
+    assert_eq!(marker("web").commit, c2);
+    assert_eq!(marker("bot").commit, c1, "bot was not changed by c2");
+    assert_eq!(marker("bot").applied_commit, c2);
 }
 
 #[test]
@@ -126,7 +125,7 @@ fn a_removed_agent_is_stopped_disabled_and_pruned() {
         assert_ne!(host.prop(u, "ActiveState"), "active", "{u} stopped");
     }
     assert!(!host.unit_dir().join("multi-user.target.wants/agent-bot.service").exists(), "bot disabled");
-    assert!(!host.state_dir().join("markers/bot.json").exists());
+    assert_eq!(host.marker("bot"), None);
     assert_eq!(host.prop("agent-web.service", "ActiveState"), "active");
 }
 

@@ -27,10 +27,6 @@ impl Host {
         c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         Daemon { child: c.spawn().unwrap(), log, port }
     }
-    pub(crate) fn marker_commit(&self, agent: &str) -> Option<String> {
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(self.state_dir().join(format!("markers/{agent}.json"))).ok()?).ok()?;
-        v["commit"].as_str().map(str::to_string)
-    }
     pub(crate) fn history(&self) -> serde_json::Value {
         serde_json::from_slice(&self.fw(&["history", "--json", "-n", "100"]).stdout).unwrap()
     }
@@ -220,9 +216,9 @@ fn a_daemon_killed_mid_apply_converges_after_restart() {
     let _ = d.child.wait();
     // Half done: one file written, nothing reloaded or started.
     assert_ne!(host.prop("agent-web.service", "ActiveState"), "active");
-    let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
-    assert_eq!(inv["files"].as_object().unwrap().len(), 3, "every file is recorded before it is written");
-    assert_eq!(inv["reloadPending"], true);
+    let inv = host.inventory();
+    assert_eq!(inv.files.len(), 3, "every file is recorded before it is written: {inv:?}");
+    assert!(inv.reload_pending);
     drop(d);
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s"], &[]);
     host.wait("convergence after the restart", 15, || {
@@ -470,9 +466,9 @@ fn sigterm_during_an_apply_finishes_it_and_a_second_daemon_is_refused() {
     // It finished the apply it was in: restarted with the new definition, nothing pending.
     assert_eq!(host.marker_commit("web").as_deref(), Some(c2.as_str()));
     assert_eq!(host.prop("agent-web.service", "RestartUSec"), "4s");
-    let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
-    assert_eq!(inv["appliedCommit"], c2.as_str());
-    assert!(inv["pendingRestarts"].as_object().unwrap().is_empty(), "{inv}");
+    let inv = host.inventory();
+    assert_eq!(inv.applied_commit.as_deref(), Some(c2.as_str()));
+    assert!(inv.pending_restarts.is_empty(), "{inv:?}");
 }
 
 #[test]

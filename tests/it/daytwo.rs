@@ -212,8 +212,9 @@ fn the_fleet_journal_limits_become_an_owned_journald_drop_in() {
     assert!(text.contains("SystemMaxUse=64M") && text.contains("RuntimeMaxUse=64M") && text.contains("MaxRetentionSec=7d"), "{text}");
     host.wait("journald to restart with the limits", 10, || host.prop("systemd-journald.service", "InvocationID") != before);
     host.wait("journald to report the cap", 10, || host.sb.journal("systemd-journald.service").contains("max 64.0M"));
-    let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
-    assert!(inv["config"]["/etc/systemd/journald.conf.d/fleetwright.conf"]["sha256"].is_string(), "{inv}");
+    let inv = host.inventory();
+    let recorded = &inv.config.get("/etc/systemd/journald.conf.d/fleetwright.conf").expect("the drop-in is recorded in the inventory").sha256;
+    assert_eq!(*recorded, fleetwright::types::sha256(&text), "the inventory records what was written");
     // The same commit again: nothing, journald keeps running.
     let running = host.prop("systemd-journald.service", "InvocationID");
     assert!(stdout(&host.apply(&repo)).contains("Nothing to do"));

@@ -526,7 +526,7 @@ fn deploy_markers_deleted_emptied_or_replaced_are_seen_and_repaired() {
     std::fs::write(markers.join("web.json"), "").unwrap();
     assert!(stdout(&plan()).contains("web.json is empty"));
     assert_eq!(code(&host.apply(&repo)), 0);
-    assert!(std::fs::read_to_string(markers.join("web.json")).unwrap().contains(&c1));
+    assert_eq!(host.marker_commit("web"), Some(c1.clone()));
     assert_eq!(code(&plan()), 0);
 
     // A directory in its place (with something in it): seen, and no later apply is blocked
@@ -722,10 +722,9 @@ fn a_hand_added_inventory_entry_never_lets_prune_remove_a_file_fleetwright_did_n
     // An entry added by hand for a unit someone wrote, with a hash of something else.
     let hand = "[Service]\nExecStart=/bin/sleep 100000\n";
     std::fs::write(host.unit_dir().join("agent-ghost.service"), hand).unwrap();
-    let inv_path = host.state_dir().join("inventory.json");
-    let mut inv: serde_json::Value = serde_json::from_slice(&std::fs::read(&inv_path).unwrap()).unwrap();
-    inv["files"]["agent-ghost.service"] = serde_json::json!({ "sha256": "0".repeat(64), "agent": "ghost", "role": "service" });
-    std::fs::write(&inv_path, serde_json::to_vec_pretty(&inv).unwrap()).unwrap();
+    let mut inv = host.inventory();
+    inv.files.insert("agent-ghost.service".into(), fleetwright::inventory::FileRecord::new("0".repeat(64), "ghost".into(), fleetwright::types::Role::Service));
+    host.save_inventory(&inv);
     let out = host.apply(&repo);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("agent-ghost.service is in the inventory, but the file there is not one fleetwright wrote"), "{}", stderr(&out));

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use fleetwright::host::state::StateDir;
+use fleetwright::inventory::Inventory;
+use fleetwright::layout::StateLayout;
 use fleetwright_sandbox::{Sandbox, SandboxOptions};
 
 /// A fleet repository made for the test, under the target directory (the host's /tmp is a
@@ -189,6 +192,51 @@ impl Host {
     /// Wait until `f` holds, for up to `secs`.
     pub fn wait(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         wait_for(what, Duration::from_secs(secs), || f().then_some(()))
+    }
+}
+
+/// An agent's deploy marker, `<state>/markers/<agent>.json`, as `host::state` writes it. The
+/// library writes it from an `AgentRecord` through a JSON value and has no type that reads it
+/// back: this is the tests' reading of it, strict about its fields (a field added or renamed
+/// there fails here).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Marker {
+    pub agent: String,
+    /// The commit that last changed the agent (FLEETWRIGHT_COMMIT).
+    pub commit: String,
+    pub changed_at: String,
+    /// The commit applied last, whether or not it changed the agent.
+    pub applied_commit: String,
+    pub applied_at: String,
+    pub spec_hash: String,
+}
+
+impl Host {
+    /// The inventory, read by the library's own reader into its own type. It must exist and
+    /// be whole.
+    pub fn inventory(&self) -> Inventory {
+        let state = StateDir::new(self.state_dir());
+        assert!(state.inventory_path().exists(), "there is no inventory at {}", state.inventory_path().display());
+        state.load_inventory().unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// Replace the inventory, as the library writes it.
+    pub fn save_inventory(&self, inv: &Inventory) {
+        StateDir::new(self.state_dir()).save_inventory(inv).unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// An agent's deploy marker; None while there is none. One that cannot be read as a
+    /// marker fails the test (markers are written atomically: never seen half written).
+    pub fn marker(&self, agent: &str) -> Option<Marker> {
+        let path = StateLayout::new(self.state_dir()).marker(agent, "json");
+        match std::fs::read(&path) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: not a deploy marker ({e})", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
+    /// The commit that last changed `agent`, by its deploy marker.
+    pub fn marker_commit(&self, agent: &str) -> Option<String> {
+        self.marker(agent).map(|m| m.commit)
     }
 }
 
