@@ -2,13 +2,21 @@
 
 use crate::real::*;
 
+fn web() -> AgentSpec {
+    service("web").description("the web")
+}
+
+fn tick() -> AgentSpec {
+    job("tick", "echo tick run; sleep 0.2").every("1h")
+}
+
 fn mixed_fleet() -> Vec<(String, String)> {
     vec![
         ("fleet.yaml".into(), FLEET.into()),
-        ("agents/web.yaml".into(), service("web", "description: the web\n")),
-        ("agents/bot.yaml".into(), service("bot", "service: {restart: always, onChange: restart}\n")),
-        ("jobs/tick.yaml".into(), job("tick", "{every: 1h}", "echo tick run; sleep 0.2")),
-        ("jobs/digest.yaml".into(), job("digest", "{calendar: \"*-*-* 03:00:00\", persistent: true, randomizedDelay: 1m}", "echo digest")),
+        ("agents/web.yaml".into(), web().yaml()),
+        ("agents/bot.yaml".into(), service("bot").restart("always").on_change("restart").yaml()),
+        ("jobs/tick.yaml".into(), tick().yaml()),
+        ("jobs/digest.yaml".into(), job("digest", "echo digest").calendar("*-*-* 03:00:00").persistent(true).randomized_delay("1m").yaml()),
     ]
 }
 
@@ -89,7 +97,7 @@ fn a_commit_changing_one_agent_touches_only_that_agent() {
     let ids: Vec<String> = UNITS.iter().map(|u| host.prop(u, "InvocationID")).collect();
     let mtimes: Vec<_> = UNITS.iter().map(|u| host.mtime(u)).collect();
 
-    files[1].1 = files[1].1.replace("run:\n", "run:\n  environment: {MODE: fast}\n");
+    files[1].1 = web().env("MODE", "fast").yaml();
     let c2 = repo.commit(&refs(&files), "web goes fast");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -166,7 +174,7 @@ fn enablement_is_what_systemctl_enable_and_disable_would_leave() {
     std::os::unix::fs::symlink("/etc/systemd/system/not-ours.service", &other).unwrap();
     files = files
         .into_iter()
-        .map(|(p, c)| if p == "jobs/tick.yaml" { (p, c.replace("name: tick\n", "name: tick\nenabled: false\n")) } else { (p, c) })
+        .map(|(p, c)| if p == "jobs/tick.yaml" { (p, tick().enabled(false).yaml()) } else { (p, c) })
         .filter(|(p, _)| p != "agents/bot.yaml")
         .collect();
     repo.commit(&refs(&files), "retire bot, switch tick off");
@@ -189,8 +197,9 @@ fn an_invalid_commit_changes_nothing_and_says_why() {
     assert_eq!(code(&host.apply(&repo)), 0);
     let ids: Vec<String> = UNITS.iter().map(|u| host.prop(u, "InvocationID")).collect();
     let inventory = std::fs::read(host.state_dir().join("inventory.json")).unwrap();
-    // One good change and one broken document: the commit is rejected whole.
-    files[1].1 = files[1].1.replace("the web", "the new web");
+    // One good change and one broken document: the commit is rejected whole. (Written by hand:
+    // the diagnostics name its lines and columns.)
+    files[1].1 = service("web").description("the new web").yaml();
     files.push((
         "jobs/broken.yaml".into(),
         "apiVersion: fleetwright/v1\nkind: Agent\nname: broken\nrun: {command: [sleep, '1']}\nschedule: {every: soon}\n".into(),
@@ -225,7 +234,7 @@ fn a_foreign_unit_of_our_name_is_refused_and_left_alone() {
 fn a_scheduled_run_in_progress_survives_a_deploy() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let long = |marker: &str| job("slow", "{every: 1s}", &format!("echo {marker}; sleep 4"));
+    let long = |marker: &str| job("slow", &format!("echo {marker}; sleep 4")).every("1s").yaml();
     let files = [("fleet.yaml", FLEET.to_string()), ("slow.yaml", long("v1"))];
     repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "v1");
     assert_eq!(code(&host.apply(&repo)), 0);
@@ -252,10 +261,7 @@ fn a_scheduled_run_in_progress_survives_a_deploy() {
 fn a_unit_that_fails_to_start_is_reported_with_its_journal() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let files = [
-        ("fleet.yaml", FLEET.to_string()),
-        ("bad.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: bad\nrun: {command: [/usr/bin/does-not-exist-fw]}\nservice: {restart: no}\n".to_string()),
-    ];
+    let files = [("fleet.yaml", FLEET.to_string()), ("bad.yaml", agent("bad").command(&["/usr/bin/does-not-exist-fw"]).restart("no").yaml())];
     repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "bad");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 4, "applied, but a unit failed");
@@ -269,12 +275,11 @@ fn a_unit_that_fails_to_start_is_reported_with_its_journal() {
 fn user_scope_converges_the_user_manager() {
     let Some(host) = Host::boot_with(true) else { return };
     let repo = Repo::new();
-    let files = [("a.yaml", service("solo", "")), ("b.yaml", job("ping", "{every: 1h}", "echo ping"))];
-    repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "user fleet");
+    let (solo, ping) = (service("solo"), job("ping", "echo ping").every("1h"));
+    repo.commit(&[("a.yaml", &solo.yaml()), ("b.yaml", &ping.yaml())], "user fleet");
     // No Fleet document and no user: fine for --user, where units run as the calling user...
     // but validation still asks for run.user unless allowRoot, so give them one.
-    let files: Vec<(&str, String)> = files.iter().map(|(a, b)| (*a, b.replace("run:\n", "run:\n  user: me\n"))).collect();
-    repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "with user");
+    repo.commit(&[("a.yaml", &solo.user("me").yaml()), ("b.yaml", &ping.user("me").yaml())], "with user");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(host.unit_dir().join("agent-solo.service").exists());
@@ -294,7 +299,7 @@ fn apply_reads_the_commit_never_the_working_tree() {
     let c1 = repo.commit(&refs(&mixed_fleet()), "first");
     // A half-edited, uncommitted working tree: a broken file and a changed agent.
     std::fs::write(repo.path().join("agents/web.yaml"), "apiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun: {command: [/bin/half-writ").unwrap();
-    std::fs::write(repo.path().join("agents/extra.yaml"), service("extra", "")).unwrap();
+    std::fs::write(repo.path().join("agents/extra.yaml"), service("extra").yaml()).unwrap();
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains(&fleetwright::plan::short(&c1).to_string()));
@@ -315,11 +320,20 @@ fn apply_sandbox_reports_a_missing_program_and_leaves_the_host_alone() {
     let repo = Repo::new();
     let files = [
         ("fleet.yaml", FLEET.to_string()),
-        ("ok.yaml", service("fine-sbx", "")),
-        ("bad.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: broken-sbx\nrun: {command: [/usr/local/bin/not-installed-fw]}\nservice: {restart: no}\n".to_string()),
+        ("ok.yaml", service("fine-sbx").yaml()),
+        ("bad.yaml", agent("broken-sbx").command(&["/usr/local/bin/not-installed-fw"]).restart("no").yaml()),
         // A job is never run in the sandbox (it would do its real work): what can be known
         // without running it is checked.
-        ("job.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: job-sbx\nrun: {command: [/bin/true], user: no-such-user-fw, workingDirectory: /srv/no-such-dir-fw, credentials: {key: /etc/fleetwright/secrets/no-such-secret-fw}}\nschedule: {calendar: daily}\n".to_string()),
+        (
+            "job.yaml",
+            agent("job-sbx")
+                .command(&["/bin/true"])
+                .user("no-such-user-fw")
+                .working_directory("/srv/no-such-dir-fw")
+                .credential("key", "/etc/fleetwright/secrets/no-such-secret-fw")
+                .calendar("daily")
+                .yaml(),
+        ),
     ];
     repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "one broken");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright"))
@@ -367,9 +381,8 @@ fn apply_awaits_hundreds_of_jobs_without_stalling() {
     let repo = Repo::new();
     let mut files = vec![("fleet.yaml".to_string(), FLEET.to_string())];
     for i in 0..150 {
-        files
-            .push((format!("svc/s{i:03}.yaml"), format!("apiVersion: fleetwright/v1\nkind: Agent\nname: s{i:03}\nrun: {{command: [/bin/sleep, '100000']}}\n")));
-        files.push((format!("job/j{i:03}.yaml"), job(&format!("j{i:03}"), "{every: 6h}", "true")));
+        files.push((format!("svc/s{i:03}.yaml"), agent(&format!("s{i:03}")).command(&["/bin/sleep", "100000"]).yaml()));
+        files.push((format!("job/j{i:03}.yaml"), job(&format!("j{i:03}"), "true").every("6h").yaml()));
     }
     repo.commit(&refs(&files), "300 agents");
     let t = std::time::Instant::now();
@@ -395,20 +408,13 @@ fn apply_awaits_hundreds_of_jobs_without_stalling() {
 fn reload_watchdog_and_crash_loops_on_a_real_manager() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let agent =
-        |name: &str, cmd: &str, extra: &str| format!("apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, '{cmd}']\n{extra}");
     // Counts the SIGHUPs it gets; a reload must reach it without a restart.
-    let reloader = |env: &str| {
-        agent(
-            "reloader",
-            "trap \"echo hup >> /srv/reloads\" HUP; while :; do sleep 0.1; done",
-            &format!("  environment: {{V: \"{env}\"}}\nservice: {{onChange: reload}}\n"),
-        )
-    };
+    let reloader =
+        |env: &str| agent("reloader").sh("trap \"echo hup >> /srv/reloads\" HUP; while :; do sleep 0.1; done").env("V", env).on_change("reload").yaml();
     // Sends WATCHDOG=1 from a child process (systemd-notify), as a shell agent would.
-    let pinger = agent("pinger", "while :; do systemd-notify WATCHDOG=1; sleep 0.2; done", "service: {watchdog: 1s}\n");
+    let pinger = agent("pinger").sh("while :; do systemd-notify WATCHDOG=1; sleep 0.2; done").watchdog("1s").yaml();
     // Never pings: the manager kills and restarts it.
-    let silent = agent("silent", "exec sleep 100000", "service: {watchdog: 1s, restart: always, restartSec: 100ms}\n");
+    let silent = agent("silent").sh("exec sleep 100000").watchdog("1s").restart("always").restart_sec("100ms").yaml();
     let files = |env: &str, more: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
         let mut f = vec![("fleet.yaml", FLEET.to_string()), ("reloader.yaml", reloader(env)), ("pinger.yaml", pinger.clone()), ("silent.yaml", silent.clone())];
         f.extend(more.iter().cloned());
@@ -433,7 +439,7 @@ fn reload_watchdog_and_crash_loops_on_a_real_manager() {
     host.wait("the SIGHUP", 5, || std::fs::read_to_string(host.sb.host_path("/srv/reloads")).is_ok_and(|s| s.contains("hup")));
 
     // A service that starts, runs a moment and exits, again and again: `apply --wait` sees it.
-    let crasher = agent("crasher", "sleep 0.3; exit 3", "service: {restart: on-failure, restartSec: 200ms}\n");
+    let crasher = agent("crasher").sh("sleep 0.3; exit 3").restart("on-failure").restart_sec("200ms").yaml();
     commit(&files("2", &[("crasher.yaml", crasher)]), "three");
     let out = host.fw(&["apply", "--wait", "3s", "--repo", repo.path().to_str().unwrap()]);
     assert_eq!(code(&out), 4, "{}", stderr(&out));

@@ -7,18 +7,18 @@ use crate::real::*;
 fn v1() -> Vec<(&'static str, String)> {
     vec![
         ("fleet.yaml", FLEET.to_string()),
-        ("web.yaml", service("web", "")),
-        ("bot.yaml", service("bot", "")),
-        ("tick.yaml", job("tick", "{calendar: hourly}", "echo tick")),
+        ("web.yaml", service("web").yaml()),
+        ("bot.yaml", service("bot").yaml()),
+        ("tick.yaml", job("tick", "echo tick").calendar("hourly").yaml()),
     ]
 }
 
 fn v2() -> Vec<(&'static str, String)> {
     vec![
         ("fleet.yaml", FLEET.to_string()),
-        ("web.yaml", service("web", "service: {restart: always}\n")),
-        ("fresh.yaml", service("fresh", "")),
-        ("tick.yaml", job("tick", "{calendar: daily}", "echo tick")),
+        ("web.yaml", service("web").restart("always").yaml()),
+        ("fresh.yaml", service("fresh").yaml()),
+        ("tick.yaml", job("tick", "echo tick").calendar("daily").yaml()),
     ]
 }
 

@@ -56,8 +56,10 @@ impl Drop for Daemon {
     }
 }
 
-pub(crate) fn fleet(web_extra: &str) -> Vec<(&'static str, String)> {
-    vec![("fleet.yaml", FLEET.to_string()), ("web.yaml", service("web", web_extra)), ("tick.yaml", job("tick", "{every: 1h}", "echo tick"))]
+/// The daemon tests' fleet: `web` (a [`service`] named web, as the test shapes it) and an
+/// hourly job `tick`.
+pub(crate) fn fleet(web: AgentSpec) -> Vec<(&'static str, String)> {
+    vec![("fleet.yaml", FLEET.to_string()), ("web.yaml", web.yaml()), ("tick.yaml", job("tick", "echo tick").every("1h").yaml())]
 }
 
 pub(crate) fn commit(repo: &Repo, files: &[(&'static str, String)], msg: &str) -> String {
@@ -68,7 +70,7 @@ pub(crate) fn commit(repo: &Repo, files: &[(&'static str, String)], msg: &str) -
 fn commits_converge_by_themselves_and_a_revert_rolls_back() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet("description: one\n"), "one");
+    let c1 = commit(&repo, &fleet(service("web").description("one")), "one");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "1s", "--resync", "1h"], &[]);
     host.wait("the first commit to converge", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     // The marker is written before the starts (the agent reads it at exec): the start follows.
@@ -79,7 +81,7 @@ fn commits_converge_by_themselves_and_a_revert_rolls_back() {
 
     // A commit converges without any manual step; measure commit → converged.
     let t0 = Instant::now();
-    let c2 = commit(&repo, &fleet("description: two\nservice: {restart: always}\n"), "two");
+    let c2 = commit(&repo, &fleet(service("web").description("two").restart("always")), "two");
     host.wait("the second commit to converge", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
     let latency = t0.elapsed();
     eprintln!("commit to converged: {latency:?}");
@@ -93,7 +95,7 @@ fn commits_converge_by_themselves_and_a_revert_rolls_back() {
     assert!(metrics.contains("fleetwright_reconcile_duration_seconds_count "), "{metrics}");
 
     // git revert: a new commit with the old tree converges back.
-    let c3 = commit(&repo, &fleet("description: one\n"), "Revert \"two\"");
+    let c3 = commit(&repo, &fleet(service("web").description("one")), "Revert \"two\"");
     host.wait("the revert to converge", 10, || host.marker_commit("web").as_deref() == Some(c3.as_str()));
     assert_eq!(host.prop("agent-web.service", "Restart"), "on-failure");
     assert_eq!(host.prop("agent-web.service", "Description"), "one");
@@ -110,7 +112,7 @@ fn commits_converge_by_themselves_and_a_revert_rolls_back() {
 fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let secret = repo.dir.path().parent().unwrap().join(format!("secret-{}", std::process::id()));
     std::fs::write(&secret, "5f0b6c1e9d2a4b7c8e3f1a6d9b2c4e7f\n").unwrap();
     let url = format!("file://{}", repo.path().display());
@@ -123,7 +125,7 @@ fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
     assert!(host.state_dir().join("cache").read_dir().unwrap().count() == 1, "fetched into a cache in the state directory");
     d.wait_http();
 
-    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    let c2 = commit(&repo, &fleet(service("web").description("two")), "two");
     let body = r#"{"ref":"refs/heads/master"}"#;
     let (code, _) = d.http("POST", "/webhook", &[("X-Hub-Signature-256", "sha256=0000"), ("X-GitHub-Delivery", "d1")], body);
     assert_eq!(code, 401);
@@ -145,7 +147,7 @@ fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
 fn drift_is_repaired_and_reported() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--resync", "1s", "--health-grace", "0s"], &[]);
     host.wait("converged", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     host.wait("the timer", 5, || host.prop("agent-tick.timer", "ActiveState") == "active");
@@ -175,15 +177,13 @@ fn drift_is_repaired_and_reported() {
 fn a_crashing_deploy_is_rolled_back_and_not_retried() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet("service: {restart: always, restartSec: 200ms}\n"), "good");
+    let c1 = commit(&repo, &fleet(service("web").restart("always").restart_sec("200ms")), "good");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "3s", "--resync", "1s"], &[]);
     host.wait("the good commit", 20, || {
         host.fw(&["history", "--json"]).stdout.windows(c1.len()).any(|w| w == c1.as_bytes()) && host.history()["lastGood"] == c1.as_str()
     });
-    let bad_web = "apiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun:\n  command: [/bin/sh, -c, 'echo crashing; exit 3']\nservice: {restart: always, restartSec: 200ms}\n".to_string();
-    let mut files = fleet("");
-    files[1].1 = bad_web;
-    let c2 = commit(&repo, &files, "bad");
+    let bad_web = agent("web").sh("echo crashing; exit 3").restart("always").restart_sec("200ms");
+    let c2 = commit(&repo, &fleet(bad_web), "bad");
     host.wait("the rollback", 20, || host.history()["reconciles"].as_array().unwrap().iter().any(|r| r["result"] == "rolled-back"));
     host.wait("the good definition to run again", 10, || {
         host.prop("agent-web.service", "ActiveState") == "active" && host.prop("agent-web.service", "ExecStart").contains("sleep 100000")
@@ -201,7 +201,7 @@ fn a_crashing_deploy_is_rolled_back_and_not_retried() {
     assert!(h["reconciles"].as_array().unwrap().iter().any(|r| r["result"] == "refused" && r["error"].as_str().unwrap_or("").contains("marked bad")), "{h}");
     assert!(d.log().contains("rolling back"), "{}", d.log());
     // A newer, good commit is applied.
-    let c3 = commit(&repo, &fleet("description: fixed\nservice: {restart: always, restartSec: 200ms}\n"), "fixed");
+    let c3 = commit(&repo, &fleet(service("web").description("fixed").restart("always").restart_sec("200ms")), "fixed");
     host.wait("the fix", 20, || host.marker_commit("web").as_deref() == Some(c3.as_str()));
     let _ = c2;
 }
@@ -210,7 +210,7 @@ fn a_crashing_deploy_is_rolled_back_and_not_retried() {
 fn a_daemon_killed_mid_apply_converges_after_restart() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let mut d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s"], &[("FLEETWRIGHT_CRASH_AT", "after-write:2")]);
     host.wait("the daemon to reach its crash point", 15, || d.log().contains("crash point after-write reached"));
     let _ = d.child.wait();
@@ -233,7 +233,7 @@ fn a_daemon_killed_mid_apply_converges_after_restart() {
 fn the_shipped_unit_runs_the_daemon_hardened_with_notify_and_watchdog() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/systemd/fleetwright.service")).unwrap();
     let exec = shipped.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
     let unit = shipped
@@ -251,7 +251,7 @@ fn the_shipped_unit_runs_the_daemon_hardened_with_notify_and_watchdog() {
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(host.prop("fleetwright.service", "ActiveState"), "active", "{}", host.sb.journal("fleetwright.service"));
     assert_eq!(host.prop("fleetwright.service", "NRestarts"), "0");
-    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    let c2 = commit(&repo, &fleet(service("web").description("two")), "two");
     host.wait("the next commit", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
     // SIGTERM: a clean stop.
     host.systemctl(&["stop", "fleetwright.service"]);
@@ -264,14 +264,14 @@ fn sync_rollback_resume_and_notifications() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let sink = crate::http::Sink::start();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let url = format!("file://{}", repo.path().display());
     let _d = host.daemon(&url, &["--branch", "master", "--interval", "1h", "--resync", "1h", "--health-grace", "0s", "--notify-url", &sink.url], &[]);
     host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     host.wait("a deployed notification", 5, || sink.count("deployed", &c1) >= 1);
 
     // A remote is polled hourly here: `fleetwright sync` makes it fetch now.
-    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    let c2 = commit(&repo, &fleet(service("web").description("two")), "two");
     assert_eq!(code(&host.fw(&["sync"])), 0);
     host.wait("sync to converge", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
 
@@ -279,7 +279,7 @@ fn sync_rollback_resume_and_notifications() {
     let o = host.fw(&["rollback", "--to", &c1]);
     assert_eq!(code(&o), 0);
     host.wait("the rollback", 10, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
-    let c3 = commit(&repo, &fleet("description: three\n"), "three");
+    let c3 = commit(&repo, &fleet(service("web").description("three")), "three");
     let signalled = |h: &serde_json::Value| -> i64 {
         h["reconciles"].as_array().unwrap().iter().filter(|r| r["trigger"] == "signal").map(|r| r["repeats"].as_i64().unwrap_or(1)).sum()
     };
@@ -297,7 +297,7 @@ fn sync_rollback_resume_and_notifications() {
 fn force_pushes_and_unsigned_commits_are_refused() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
     host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     // Rewrite history: a new root commit replaces the branch.
@@ -313,7 +313,7 @@ fn force_pushes_and_unsigned_commits_are_refused() {
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
     git(&["checkout", "-q", "--orphan", "rewritten"]);
-    std::fs::write(repo.path().join("web.yaml"), service("web", "description: rewritten\n")).unwrap();
+    std::fs::write(repo.path().join("web.yaml"), service("web").description("rewritten").yaml()).unwrap();
     git(&["add", "-A"]);
     git(&["commit", "-qm", "rewritten history"]);
     git(&["branch", "-f", "master", "rewritten"]);
@@ -347,7 +347,7 @@ fn signed_commit_mode_applies_only_signed_commits() {
         assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     };
     let write = |desc: &str| {
-        for (p, t) in fleet(&format!("description: {desc}\n")) {
+        for (p, t) in fleet(service("web").description(desc)) {
             std::fs::write(repo.path().join(p), t).unwrap();
         }
     };
@@ -384,15 +384,15 @@ fn an_old_failure_elsewhere_does_not_fail_a_new_commit_and_an_invalid_commit_is_
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // `flaky` runs while its program exists; without it, every start fails (203/EXEC).
-    let flaky = "apiVersion: fleetwright/v1\nkind: Agent\nname: flaky\nrun:\n  command: [/srv/flaky-prog]\nservice: {restart: \"no\"}\n".to_string();
-    let files = |desc: &str| {
-        let mut f = fleet(desc);
+    let flaky = agent("flaky").command(&["/srv/flaky-prog"]).restart("no").yaml();
+    let files = |web: AgentSpec| {
+        let mut f = fleet(web);
         f.push(("flaky.yaml", flaky.clone()));
         f
     };
     std::fs::write(host.sb.host_path("/srv/flaky-prog"), "#!/bin/sh\nexec sleep 100000\n").unwrap();
     std::fs::set_permissions(host.sb.host_path("/srv/flaky-prog"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let c1 = commit(&repo, &files(""), "one");
+    let c1 = commit(&repo, &files(service("web")), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "1s", "--resync", "1h"], &[]);
     host.wait("the first commit to pass its gate", 15, || host.history()["lastGood"] == c1.as_str());
     // By hand, outside any deploy: flaky breaks.
@@ -401,7 +401,7 @@ fn an_old_failure_elsewhere_does_not_fail_a_new_commit_and_an_invalid_commit_is_
     host.wait("flaky to fail", 10, || host.prop("agent-flaky.service", "ActiveState") == "failed");
     // A commit that changes only web: its gate passes; flaky's repair failure is reported,
     // not blamed on it (no rollback).
-    let c2 = commit(&repo, &files("service: {restartSec: 3s}\n"), "web only");
+    let c2 = commit(&repo, &files(service("web").restart_sec("3s")), "web only");
     host.wait("the web-only commit to pass its gate", 15, || host.history()["lastGood"] == c2.as_str());
     assert_eq!(host.prop("agent-web.service", "RestartUSec"), "3s");
     let rows = host.reconciles();
@@ -409,9 +409,7 @@ fn an_old_failure_elsewhere_does_not_fail_a_new_commit_and_an_invalid_commit_is_
     assert!(rows.iter().any(|r| r["applied"] == c2.as_str() && r["error"].as_str().unwrap_or("").contains("agent-flaky.service")), "{rows:?}");
 
     // An invalid commit is rejected whole and the last good state keeps running.
-    let mut broken = files("service: {restartSec: 3s}\n");
-    broken[1].1.push_str("resources: {memoryMax: lots}\n");
-    let c3 = commit(&repo, &broken, "broken");
+    let c3 = commit(&repo, &files(service("web").restart_sec("3s").memory_max("lots")), "broken");
     host.wait("the invalid commit to be held", 10, || host.reconciles().iter().any(|r| r["head"] == c3.as_str() && r["result"] == "invalid"));
     let row = host.reconciles().into_iter().find(|r| r["head"] == c3.as_str() && r["result"] == "invalid").unwrap();
     assert!(row["error"].as_str().unwrap().contains("memoryMax: invalid size \"lots\""), "{row}");
@@ -423,17 +421,17 @@ fn an_old_failure_elsewhere_does_not_fail_a_new_commit_and_an_invalid_commit_is_
 fn a_newer_commit_cancels_the_health_gate_wait_and_a_remote_is_polled() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let url = format!("file://{}", repo.path().display());
     // No webhook, no sync: a 1 s poll finds every commit.
     let _d = host.daemon(&url, &["--branch", "master", "--interval", "1s", "--resync", "1h", "--health-grace", "6s"], &[]);
     host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     host.wait("its gate", 15, || host.history()["lastGood"] == c1.as_str());
-    let c2 = commit(&repo, &fleet("service: {restartSec: 2s}\n"), "two");
+    let c2 = commit(&repo, &fleet(service("web").restart_sec("2s")), "two");
     host.wait("the poll to find the second commit", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
     // c2's gate waits 6 s; c3 arrives at once and does not wait for it.
     let t0 = Instant::now();
-    let c3 = commit(&repo, &fleet("service: {restartSec: 3s}\n"), "three");
+    let c3 = commit(&repo, &fleet(service("web").restart_sec("3s")), "three");
     host.wait("the third commit", 10, || host.marker_commit("web").as_deref() == Some(c3.as_str()));
     assert!(t0.elapsed() < Duration::from_secs(5), "c3 waited out c2's gate: {:?}", t0.elapsed());
     host.wait("the third commit's gate", 15, || host.history()["lastGood"] == c3.as_str());
@@ -446,7 +444,7 @@ fn a_newer_commit_cancels_the_health_gate_wait_and_a_remote_is_polled() {
 fn sigterm_during_an_apply_finishes_it_and_a_second_daemon_is_refused() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
     host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     // One daemon per state directory.
@@ -457,7 +455,7 @@ fn sigterm_during_an_apply_finishes_it_and_a_second_daemon_is_refused() {
     assert!(stderr(&out).contains("another fleetwright daemon already runs"), "{}", stderr(&out));
 
     // A slow step: web's health.check takes 2 s before its restart. SIGTERM in the middle.
-    let c2 = commit(&repo, &fleet("health: {check: [/bin/sleep, '2']}\nservice: {restartSec: 4s}\n"), "slow");
+    let c2 = commit(&repo, &fleet(service("web").check(&["/bin/sleep", "2"]).restart_sec("4s")), "slow");
     std::thread::sleep(Duration::from_millis(800));
     let pid = host.daemon_pid().expect("the daemon's pid");
     let o = host.sb.command("kill").args(["-TERM", &pid]).output().unwrap();
@@ -475,7 +473,7 @@ fn sigterm_during_an_apply_finishes_it_and_a_second_daemon_is_refused() {
 fn transient_failures_retry_with_one_backoff_chain() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    commit(&repo, &fleet(""), "one");
+    commit(&repo, &fleet(service("web")), "one");
     // A bus that is not there: every reconcile fails to connect.
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h", "--bus-address", "unix:path=/run/no-such-bus"], &[]);
     host.wait("the first failure", 10, || host.reconciles().iter().any(|r| r["result"] == "error"));
@@ -500,7 +498,7 @@ fn transient_failures_retry_with_one_backoff_chain() {
 fn a_directory_in_the_place_of_a_file_to_write_holds_the_commit_and_marks_nothing_bad() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
     host.wait("the first commit", 15, || host.history()["lastGood"] == c1.as_str());
     // The journald drop-in's place is taken by a directory: something fleetwright never
@@ -508,7 +506,7 @@ fn a_directory_in_the_place_of_a_file_to_write_holds_the_commit_and_marks_nothin
     // it is the host's condition, not the commit's fault: never marked bad, never rolled back.
     let dropin = host.sb.host_path(fleetwright::render::JOURNALD_DROPIN);
     std::fs::create_dir_all(&dropin).unwrap();
-    let mut files = fleet("description: two\n");
+    let mut files = fleet(service("web").description("two"));
     files[0].1.push_str("journal: {maxUse: 100M}\n");
     let c2 = commit(&repo, &files, "two");
     host.wait("the commit to be held", 20, || host.reconciles().iter().any(|r| r["head"] == c2.as_str() && r["result"] == "held"));

@@ -2,20 +2,23 @@
 
 use crate::real::*;
 
-fn group_job(name: &str, when_full: &str, limit: u32, secs: f64) -> String {
-    group_job_at(name, when_full, limit, secs, "{every: 1h}", "1m")
-}
-
-fn group_job_at(name: &str, when_full: &str, limit: u32, secs: f64, schedule: &str, timeout: &str) -> String {
-    format!(
-        "apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, 'mkdir -p /run/fw-test; echo \"start $(date +%s.%N) {name}\" >> /run/fw-test/runs; sleep {secs}; echo \"end $(date +%s.%N) {name}\" >> /run/fw-test/runs']\n  timeout: {timeout}\nschedule: {schedule}\nconcurrency: {{group: inference, limit: {limit}, whenFull: {when_full}}}\n"
+/// A job of the concurrency group `inference` that logs its start and end to
+/// /run/fw-test/runs and takes `secs` in between; hourly, with a timeout of a minute, unless
+/// the test says otherwise.
+fn group_job(name: &str, when_full: &str, limit: u32, secs: f64) -> AgentSpec {
+    job(
+        name,
+        &format!("mkdir -p /run/fw-test; echo \"start $(date +%s.%N) {name}\" >> /run/fw-test/runs; sleep {secs}; echo \"end $(date +%s.%N) {name}\" >> /run/fw-test/runs"),
     )
+    .timeout("1m")
+    .concurrency("inference", limit)
+    .when_full(when_full)
 }
 
-/// A calendar schedule firing once, `secs` from now (UTC, to the second).
+/// A calendar expression firing once, `secs` from now (UTC, to the second).
 fn in_seconds(secs: u64) -> String {
     let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(secs)).to_string();
-    format!("{{calendar: \"{} {} UTC\", accuracy: 1s}}", &t[..10], &t[11..19])
+    format!("{} {} UTC", &t[..10], &t[11..19])
 }
 
 /// The most runs that were ever in progress at the same time, from the start/end log.
@@ -44,7 +47,7 @@ fn five(when_full: &str, limit: u32, secs: f64, at: u64) -> Vec<(String, String)
     let mut files = vec![("fleet.yaml".to_string(), FLEET.to_string())];
     let when = in_seconds(at);
     for n in ["a", "b", "c", "d", "e"] {
-        files.push((format!("{n}.yaml"), group_job_at(&format!("job-{n}"), when_full, limit, secs, &when, "1m")));
+        files.push((format!("{n}.yaml"), group_job(&format!("job-{n}"), when_full, limit, secs).calendar(&when).accuracy("1s").yaml()));
     }
     files
 }
@@ -100,8 +103,8 @@ fn a_slot_is_released_when_its_run_is_killed() {
     let repo = Repo::new();
     let files = vec![
         ("fleet.yaml".to_string(), FLEET.to_string()),
-        ("a.yaml".into(), group_job("hog", "skip", 1, 1000.0)),
-        ("b.yaml".into(), group_job("next", "skip", 1, 0.1)),
+        ("a.yaml".into(), group_job("hog", "skip", 1, 1000.0).every("1h").yaml()),
+        ("b.yaml".into(), group_job("next", "skip", 1, 0.1).every("1h").yaml()),
     ];
     commit_all(&repo, &files);
     assert_eq!(code(&host.apply(&repo)), 0);
@@ -123,8 +126,8 @@ fn a_run_that_waits_for_a_slot_gives_up_at_its_timeout() {
     let repo = Repo::new();
     let files = vec![
         ("fleet.yaml".to_string(), FLEET.to_string()),
-        ("a.yaml".into(), group_job("hog", "skip", 1, 1000.0)),
-        ("b.yaml".into(), group_job_at("waiter", "wait", 1, 0.1, "{every: 1h}", "2s")),
+        ("a.yaml".into(), group_job("hog", "skip", 1, 1000.0).every("1h").yaml()),
+        ("b.yaml".into(), group_job("waiter", "wait", 1, 0.1).every("1h").timeout("2s").yaml()),
     ];
     commit_all(&repo, &files);
     assert_eq!(code(&host.apply(&repo)), 0);
@@ -141,8 +144,8 @@ fn a_run_that_waits_for_a_slot_gives_up_at_its_timeout() {
 fn a_stale_heartbeat_restarts_the_service_and_status_says_so() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: hung\nrun:\n  command: [/bin/sh, -c, 'mkdir -p /run/fw-test; touch /run/fw-test/hb; exec sleep 100000']\nhealth: {heartbeat: {file: /run/fw-test/hb, maxAge: 2s}}\n";
-    repo.commit(&[("fleet.yaml", FLEET), ("hung.yaml", agent)], "hung");
+    let hung = agent("hung").sh("mkdir -p /run/fw-test; touch /run/fw-test/hb; exec sleep 100000").heartbeat("/run/fw-test/hb", "2s");
+    repo.commit(&[("fleet.yaml", FLEET), ("hung.yaml", &hung.yaml())], "hung");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(host.prop("agent-hung.heartbeat.timer", "ActiveState"), "active");
@@ -167,17 +170,23 @@ fn a_failing_health_check_keeps_the_old_version_running() {
     std::fs::create_dir_all(host.sb.host_path("/srv/creds")).unwrap();
     std::fs::write(host.sb.host_path("/srv/creds/tok"), "secret").unwrap();
     std::fs::write(host.sb.host_path("/tmp/host-only"), "").unwrap();
-    let agent = |v: &str| {
-        format!(
-            "apiVersion: fleetwright/v1\nkind: Agent\nname: checked\nrun:\n  command: [/bin/sh, -c, 'echo {v}; exec sleep 100000']\n  user: agent\n  environment: {{WANT: /run/fw-test/ok}}\n  credentials: {{tok: /srv/creds/tok}}\nhardening: {{privateTmp: true}}\nhealth: {{check: [/bin/sh, -c, 'echo checking as $(id -un); test \"$(id -un)\" = agent && test -n \"$CREDENTIALS_DIRECTORY\" && test ! -e /tmp/host-only && test -e \"$WANT\" && test \"$1\" = \"\\$HOME\"', check, '$HOME']}}\n"
-        )
+    let check = r#"echo checking as $(id -un); test "$(id -un)" = agent && test -n "$CREDENTIALS_DIRECTORY" && test ! -e /tmp/host-only && test -e "$WANT" && test "$1" = "\$HOME""#;
+    let checked = |v: &str| {
+        agent("checked")
+            .sh(&format!("echo {v}; exec sleep 100000"))
+            .user("agent")
+            .env("WANT", "/run/fw-test/ok")
+            .credential("tok", "/srv/creds/tok")
+            .private_tmp(true)
+            .check(&["/bin/sh", "-c", check, "check", "$HOME"])
+            .yaml()
     };
-    repo.commit(&[("fleet.yaml", FLEET), ("c.yaml", &agent("v1"))], "v1");
+    repo.commit(&[("fleet.yaml", FLEET), ("c.yaml", &checked("v1"))], "v1");
     assert_eq!(code(&host.apply(&repo)), 0);
     let first = host.prop("agent-checked.service", "InvocationID");
     let file = std::fs::read_to_string(host.unit_dir().join("agent-checked.service")).unwrap();
 
-    repo.commit(&[("fleet.yaml", FLEET), ("c.yaml", &agent("v2"))], "v2");
+    repo.commit(&[("fleet.yaml", FLEET), ("c.yaml", &checked("v2"))], "v2");
     let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
     assert!(stdout(&plan).contains("health.check runs first"), "{}", stdout(&plan));
     let out = host.apply(&repo);
@@ -203,7 +212,7 @@ fn the_fleet_journal_limits_become_an_owned_journald_drop_in() {
     let repo = Repo::new();
     let dropin = host.sb.host_path("/etc/systemd/journald.conf.d/fleetwright.conf");
     let with_journal = format!("{FLEET}journal: {{maxUse: 64M, maxRetention: 7d}}\n");
-    let web = service("web", "");
+    let web = service("web").yaml();
     repo.commit(&[("fleet.yaml", &with_journal), ("web.yaml", &web)], "journal");
     let before = host.prop("systemd-journald.service", "InvocationID");
     let out = host.apply(&repo);
@@ -231,7 +240,7 @@ fn a_journald_drop_in_we_did_not_write_is_refused() {
     let repo = Repo::new();
     let dropin = host.sb.host_path("/etc/systemd/journald.conf.d/fleetwright.conf");
     std::fs::write(&dropin, "[Journal]\nSystemMaxUse=1G\n").unwrap();
-    repo.commit(&[("fleet.yaml", &format!("{FLEET}journal: {{maxUse: 64M}}\n")), ("web.yaml", &service("web", ""))], "journal");
+    repo.commit(&[("fleet.yaml", &format!("{FLEET}journal: {{maxUse: 64M}}\n")), ("web.yaml", &service("web").yaml())], "journal");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("fleetwright.conf exists but fleetwright did not write it"), "{}", stderr(&out));
@@ -243,24 +252,11 @@ fn backups_run_while_the_agent_writes_and_restore_round_trips() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // The agent: a long-running writer inserting rows into its SQLite database.
-    let writer = r#"apiVersion: fleetwright/v1
-kind: Agent
-name: store
-run:
-  command: [/bin/sh, -c, 'mkdir -p /srv/fw-store; i=0; while true; do i=$((i+1)); sqlite3 /srv/fw-store/messages.db "CREATE TABLE IF NOT EXISTS m (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO m (body) VALUES (''row $i'');" || exit 1; done']
-backups:
-  - sqlite: /srv/fw-store/messages.db
-    to: /srv/fw-backups/store
-    schedule: {calendar: "*-*-* 03:00:00"}
-    keep: {last: 3}
-    verify: true
-    wal: true
-logs:
-  - path: /srv/fw-store
-    match: "*.log"
-    maxFiles: 2
-"#;
-    repo.commit(&[("fleet.yaml", FLEET), ("store.yaml", writer)], "store");
+    let writer = agent("store")
+        .sh(r#"mkdir -p /srv/fw-store; i=0; while true; do i=$((i+1)); sqlite3 /srv/fw-store/messages.db "CREATE TABLE IF NOT EXISTS m (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO m (body) VALUES ('row $i');" || exit 1; done"#)
+        .backup(backup("/srv/fw-store/messages.db", "/srv/fw-backups/store").calendar("*-*-* 03:00:00").keep_last(3).verify().wal())
+        .logs(logs("/srv/fw-store").matching("*.log").max_files(2));
+    repo.commit(&[("fleet.yaml", FLEET), ("store.yaml", &writer.yaml())], "store");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let db = host.sb.host_path("/srv/fw-store/messages.db");
@@ -338,8 +334,8 @@ logs:
 fn a_failed_backup_is_a_failed_unit_visible_in_status() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: nodb\nrun: {command: [/bin/sleep, '100000']}\nbackups: [{sqlite: /srv/fw-none/missing.db, to: /srv/fw-none-backups}]\n";
-    repo.commit(&[("fleet.yaml", FLEET), ("nodb.yaml", agent)], "nodb");
+    let nodb = agent("nodb").command(&["/bin/sleep", "100000"]).backup(backup("/srv/fw-none/missing.db", "/srv/fw-none-backups"));
+    repo.commit(&[("fleet.yaml", FLEET), ("nodb.yaml", &nodb.yaml())], "nodb");
     assert_eq!(code(&host.apply(&repo)), 0);
     host.systemctl(&["start", "agent-nodb.backup.service"]);
     assert_eq!(host.prop("agent-nodb.backup.service", "ActiveState"), "failed");
@@ -353,17 +349,13 @@ fn a_failed_backup_is_a_failed_unit_visible_in_status() {
 fn success_exit_codes_count_as_success() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let agent = |codes: &str| {
-        format!(
-            "apiVersion: fleetwright/v1\nkind: Agent\nname: noop\nrun:\n  command: [/bin/sh, -c, 'echo nothing to do; exit 75']\n{codes}schedule: {{calendar: hourly}}\n"
-        )
-    };
-    repo.commit(&[("fleet.yaml", FLEET), ("noop.yaml", &agent("  successExitCodes: [75]\n"))], "75 ok");
+    let noop = job("noop", "echo nothing to do; exit 75").calendar("hourly");
+    repo.commit(&[("fleet.yaml", FLEET), ("noop.yaml", &noop.clone().success_exit_codes(&[75]).yaml())], "75 ok");
     assert_eq!(code(&host.apply(&repo)), 0);
     host.systemctl(&["start", "agent-noop.service"]);
     assert_eq!(host.prop("agent-noop.service", "Result"), "success");
     assert_eq!(host.prop("agent-noop.service", "ExecMainStatus"), "75");
-    repo.commit(&[("fleet.yaml", FLEET), ("noop.yaml", &agent(""))], "75 is a failure");
+    repo.commit(&[("fleet.yaml", FLEET), ("noop.yaml", &noop.yaml())], "75 is a failure");
     assert_eq!(code(&host.apply(&repo)), 0);
     host.systemctl(&["start", "agent-noop.service"]);
     assert_eq!(host.prop("agent-noop.service", "Result"), "exit-code");
@@ -409,8 +401,8 @@ fn log_retention_as_a_unit_keeps_what_it_should_and_never_follows_a_symlink() {
     // A whole group whose `logs` is a link to a directory outside: skipped.
     std::fs::create_dir_all(p("groups/g3")).unwrap();
     std::os::unix::fs::symlink("/srv/outside/dir", p("groups/g3/logs")).unwrap();
-    let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: groups\nrun: {command: [/bin/sleep, '100000'], user: agent}\nlogs:\n  - {path: /srv/groups/*/logs, match: \"*.log\", maxAge: 7d, maxFiles: 3}\n";
-    repo.commit(&[("fleet.yaml", FLEET), ("groups.yaml", agent)], "groups");
+    let groups = agent("groups").command(&["/bin/sleep", "100000"]).user("agent").logs(logs("/srv/groups/*/logs").matching("*.log").max_age("7d").max_files(3));
+    repo.commit(&[("fleet.yaml", FLEET), ("groups.yaml", &groups.yaml())], "groups");
     assert_eq!(code(&host.apply(&repo)), 0);
     assert!(std::fs::read_to_string(host.unit_dir().join("agent-groups.logs.service")).unwrap().contains("User=agent"));
     host.systemctl(&["start", "agent-groups.logs.service"]);
@@ -435,8 +427,8 @@ fn concurrency_slots_work_for_a_user_manager() {
     let Some(host) = Host::boot_with(true) else { return };
     let repo = Repo::new();
     let files = vec![
-        ("a.yaml".to_string(), group_job("hog", "skip", 1, 1000.0).replace("run:\n", "run:\n  user: me\n")),
-        ("b.yaml".into(), group_job("next", "skip", 1, 0.1).replace("run:\n", "run:\n  user: me\n")),
+        ("a.yaml".to_string(), group_job("hog", "skip", 1, 1000.0).every("1h").user("me").yaml()),
+        ("b.yaml".into(), group_job("next", "skip", 1, 0.1).every("1h").user("me").yaml()),
     ];
     commit_all(&repo, &files);
     let out = host.apply(&repo);

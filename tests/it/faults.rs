@@ -18,7 +18,7 @@ use crate::real::*;
 const N: usize = 240;
 
 fn sleeper(i: usize, version: u32) -> String {
-    format!("apiVersion: fleetwright/v1\nkind: Agent\nname: s{i:03}\nrun:\n  command: [/bin/sleep, \"{}\"]\n", arg(i, version))
+    agent(&format!("s{i:03}")).command(&["/bin/sleep", &arg(i, version)]).yaml()
 }
 
 /// The argument service `i` runs with at `version`: `1IIIVVV` seconds (about 12 days).
@@ -28,7 +28,7 @@ fn arg(i: usize, version: u32) -> String {
 
 fn fleet_v(n: usize, version: u32) -> Vec<(&'static str, String)> {
     let docs: Vec<String> = (0..n).map(|i| sleeper(i, version)).collect();
-    vec![("fleet.yaml", FLEET.to_string()), ("agents.yaml", docs.join("---\n"))]
+    vec![("fleet.yaml", FLEET.to_string()), ("agents.yaml", documents(&docs))]
 }
 
 fn commit(repo: &Repo, files: &[(&'static str, String)], msg: &str) -> String {
@@ -348,22 +348,23 @@ fn free(host: &Host, dir: &str) {
     assert!(o.status.success());
 }
 
-fn web_fleet(extra: &str) -> Vec<(&'static str, String)> {
-    vec![("fleet.yaml", FLEET.to_string()), ("web.yaml", service("web", extra)), ("tick.yaml", job("tick", "{calendar: hourly}", "echo tick"))]
+/// `web` (a [`service`] named web, as the test shapes it) and an hourly job.
+fn web_fleet(web: AgentSpec) -> Vec<(&'static str, String)> {
+    vec![("fleet.yaml", FLEET.to_string()), ("web.yaml", web.yaml()), ("tick.yaml", job("tick", "echo tick").calendar("hourly").yaml())]
 }
 
 #[test]
 fn a_full_unit_or_state_directory_under_the_daemon_is_the_hosts_fault_and_converges_once_freed() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &web_fleet(""), "one");
+    let c1 = commit(&repo, &web_fleet(service("web")), "one");
     let d = Daemon::start(&host, &repo, &["--health-grace", "1s"], &[]);
     host.wait("the first commit to pass its gate", 30, || history(&host)["lastGood"] == c1.as_str());
 
     // The unit directory full: every attempt fails to write, for longer than it took the
     // daemon to give a commit up before (five attempts).
     fill(&host, "/etc/systemd/system");
-    let c2 = commit(&repo, &web_fleet("service: {restart: always}\n"), "two");
+    let c2 = commit(&repo, &web_fleet(service("web").restart("always")), "two");
     host.wait("five attempts on a full unit directory", 60, || {
         // Identical failed attempts are one history row with a count (`repeats`).
         reconciles(&host).iter().filter(|r| r["head"] == c2.as_str() && r["result"] == "error").map(|r| r["repeats"].as_i64().unwrap_or(1)).sum::<i64>() >= 5
@@ -383,7 +384,7 @@ fn a_full_unit_or_state_directory_under_the_daemon_is_the_hosts_fault_and_conver
 
     // The state directory full: the inventory (and the history) cannot be written.
     fill(&host, "/var/lib/fleetwright");
-    let c3 = commit(&repo, &web_fleet("service: {restart: always}\ndescription: three\n"), "three");
+    let c3 = commit(&repo, &web_fleet(service("web").restart("always").description("three")), "three");
     host.wait("the daemon to meet the full state directory", 30, || d.log().contains("No space left on device"));
     assert_ne!(host.prop("agent-web.service", "Description"), "three");
     free(&host, "/var/lib/fleetwright");
@@ -424,9 +425,10 @@ fn sh(host: &Host, script: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn db_agent(keep: &str) -> Vec<(&'static str, String)> {
-    let extra = format!("backups:\n  - sqlite: /srv/db/data.db\n    to: /srv/backups/db\n    keep: {keep}\n    schedule: {{calendar: daily}}\n");
-    vec![("fleet.yaml", FLEET.to_string()), ("db.yaml", service("db", &extra))]
+/// A service `db` whose database /srv/db/data.db is backed up daily, the last `keep` kept.
+fn db_agent(keep: u32) -> Vec<(&'static str, String)> {
+    let db = service("db").backup(backup("/srv/db/data.db", "/srv/backups/db").keep_last(keep).calendar("daily"));
+    vec![("fleet.yaml", FLEET.to_string()), ("db.yaml", db.yaml())]
 }
 
 #[test]
@@ -439,7 +441,7 @@ fn a_full_backup_directory_says_so_and_a_lowered_keep_frees_it() {
         &host,
         "sqlite3 /srv/db/data.db 'CREATE TABLE t(x); WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<100) INSERT INTO t SELECT randomblob(1000) FROM c;'",
     );
-    let c1 = commit(&repo, &db_agent("{last: 20}"), "keep 20");
+    let c1 = commit(&repo, &db_agent(20), "keep 20");
     let _d = Daemon::start(&host, &repo, &["--health-grace", "1s"], &[]);
     host.wait("the first commit to pass its gate", 30, || history(&host)["lastGood"] == c1.as_str());
     // (reset-failed: many starts in a row would hit the manager's start rate limit.)
@@ -472,7 +474,7 @@ fn a_full_backup_directory_says_so_and_a_lowered_keep_frees_it() {
             break;
         }
     }
-    let c2 = commit(&repo, &db_agent("{last: 2}"), "keep 2");
+    let c2 = commit(&repo, &db_agent(2), "keep 2");
     host.wait("the lowered keep to pass its gate", 30, || history(&host)["lastGood"] == c2.as_str());
     assert!(run_backup(), "{}", host.sb.journal("agent-db.backup.service"));
     let listed = host.fw(&["backups", "db", "--json"]);
@@ -502,7 +504,7 @@ fn commit_seen_by(host: &Host, agent: &str) -> String {
 fn deploy_markers_deleted_emptied_or_replaced_are_seen_and_repaired() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &web_fleet(""), "one");
+    let c1 = commit(&repo, &web_fleet(service("web")), "one");
     assert_eq!(code(&host.apply(&repo)), 0);
     let markers = host.state_dir().join("markers");
     let env = markers.join("web.env");
@@ -535,7 +537,7 @@ fn deploy_markers_deleted_emptied_or_replaced_are_seen_and_repaired() {
     std::fs::create_dir_all(env.join("inside")).unwrap();
     std::fs::write(env.join("inside/file"), "x").unwrap();
     assert!(stdout(&plan()).contains("web.env is a directory, not a file"));
-    let c2 = commit(&repo, &web_fleet("service: {restart: always}\n"), "two");
+    let c2 = commit(&repo, &web_fleet(service("web").restart("always")), "two");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(std::fs::symlink_metadata(&env).unwrap().is_file());
@@ -549,7 +551,7 @@ fn the_next_run_of_any_writer_sweeps_what_a_killed_restore_left_and_a_restore_ki
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     sh(&host, "mkdir -p /srv/db && sqlite3 /srv/db/data.db 'CREATE TABLE t(x); INSERT INTO t VALUES (1);'");
-    commit(&repo, &db_agent("{last: 5}"), "db");
+    commit(&repo, &db_agent(5), "db");
     assert_eq!(code(&host.apply(&repo)), 0);
     let backup = || assert!(host.sb.command("systemctl").args(["start", "agent-db.backup.service"]).output().unwrap().status.success());
     backup();
@@ -609,7 +611,7 @@ fn a_backup_dated_in_the_future_is_reported_never_preferred_and_counted_in_no_ke
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     sh(&host, "mkdir -p /srv/db && sqlite3 /srv/db/data.db 'CREATE TABLE t(x); INSERT INTO t VALUES (1);'");
-    commit(&repo, &db_agent("{last: 2}"), "db");
+    commit(&repo, &db_agent(2), "db");
     assert_eq!(code(&host.apply(&repo)), 0);
     let fw = env!("CARGO_BIN_EXE_fleetwright");
     let take = |faked: Option<&str>| {
@@ -664,7 +666,7 @@ fn a_backup_dated_in_the_future_is_reported_never_preferred_and_counted_in_no_ke
 fn a_damaged_history_is_reported_as_damaged_and_the_daemon_starts_a_fresh_one() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &web_fleet(""), "one");
+    let c1 = commit(&repo, &web_fleet(service("web")), "one");
     assert_eq!(code(&host.apply(&repo)), 0);
     let path = host.state_dir().join("history.sqlite");
     std::fs::write(&path, vec![0x5au8; 8192]).unwrap();
@@ -673,7 +675,7 @@ fn a_damaged_history_is_reported_as_damaged_and_the_daemon_starts_a_fresh_one() 
     assert!(stderr(&out).contains("is damaged") && stderr(&out).contains("A damaged history"), "{}", stderr(&out));
     assert!(!stdout(&out).contains("last good: none"), "{}", stdout(&out));
     // The daemon sets it aside, keeps the commit the host runs as good, and works on.
-    let c2 = commit(&repo, &web_fleet("service: {restart: always}\n"), "two");
+    let c2 = commit(&repo, &web_fleet(service("web").restart("always")), "two");
     let d = Daemon::start(&host, &repo, &["--health-grace", "1s"], &[]);
     host.wait("the daemon to converge with a fresh history", 30, || history(&host)["lastGood"] == c2.as_str());
     assert!(d.log().contains("a fresh history started"), "{}", d.log());
@@ -693,7 +695,7 @@ fn a_damaged_history_is_reported_as_damaged_and_the_daemon_starts_a_fresh_one() 
 fn a_symlink_in_an_owned_units_place_is_foreign_and_left_alone() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    commit(&repo, &web_fleet(""), "one");
+    commit(&repo, &web_fleet(service("web")), "one");
     assert_eq!(code(&host.apply(&repo)), 0);
     let unit = host.unit_dir().join("agent-web.service");
     let copy = host.sb.host_path("/run/fw-copy.service");
@@ -704,7 +706,7 @@ fn a_symlink_in_an_owned_units_place_is_foreign_and_left_alone() {
     let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
     assert_eq!(code(&plan), 2, "{}", stdout(&plan));
     assert!(stdout(&plan).contains("agent-web.service in the unit directory is a symbolic link to /run/fw-copy.service"), "{}", stdout(&plan));
-    commit(&repo, &web_fleet("service: {restart: always}\n"), "two");
+    commit(&repo, &web_fleet(service("web").restart("always")), "two");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(std::fs::symlink_metadata(&unit).unwrap().file_type().is_symlink(), "the symlink was replaced");
@@ -717,7 +719,7 @@ fn a_symlink_in_an_owned_units_place_is_foreign_and_left_alone() {
 fn a_hand_added_inventory_entry_never_lets_prune_remove_a_file_fleetwright_did_not_write() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    commit(&repo, &web_fleet(""), "one");
+    commit(&repo, &web_fleet(service("web")), "one");
     assert_eq!(code(&host.apply(&repo)), 0);
     // An entry added by hand for a unit someone wrote, with a hash of something else.
     let hand = "[Service]\nExecStart=/bin/sleep 100000\n";
@@ -736,7 +738,7 @@ fn backups_with_a_damaged_inventory_and_restore_with_a_unit_that_will_not_start_
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     sh(&host, "mkdir -p /srv/db && sqlite3 /srv/db/data.db 'CREATE TABLE t(x); INSERT INTO t VALUES (1);'");
-    commit(&repo, &db_agent("{last: 5}"), "db");
+    commit(&repo, &db_agent(5), "db");
     assert_eq!(code(&host.apply(&repo)), 0);
     assert!(host.sb.command("systemctl").args(["start", "agent-db.backup.service"]).output().unwrap().status.success());
     // The service cannot start again after the swap (a drop-in by hand points it at nothing).
@@ -761,13 +763,13 @@ fn a_long_wait_for_a_start_says_what_it_waits_for() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // web is ordered after a job that takes 20 s: its start waits for it.
-    let slow = ("slow.yaml", job("slow", "{calendar: daily}", "sleep 20"));
+    let slow = ("slow.yaml", job("slow", "sleep 20").calendar("daily").yaml());
     commit(&repo, &[("fleet.yaml", FLEET.to_string()), slow.clone()], "slow");
     assert_eq!(code(&host.apply(&repo)), 0);
     // A run of the job in progress; web, ordered after it, starts once it is done.
     host.systemctl(&["start", "--no-block", "agent-slow.service"]);
     host.wait("the job to run", 10, || host.prop("agent-slow.service", "ActiveState") == "activating");
-    commit(&repo, &[("fleet.yaml", FLEET.to_string()), slow, ("web.yaml", service("web", "after: [slow]\n"))], "web");
+    commit(&repo, &[("fleet.yaml", FLEET.to_string()), slow, ("web.yaml", service("web").after(&["slow"]).yaml())], "web");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("waiting for 1 start job(s) to finish") && stderr(&out).contains("agent-web.service"), "{}", stderr(&out));
@@ -781,7 +783,7 @@ fn a_helper_units_program_that_is_gone_is_reported_and_the_next_apply_points_the
     // Applied by a copy of the binary: the helper units run that copy.
     let copy = host.sb.host_path("/srv/fw-bin/fleetwright");
     std::fs::copy(env!("CARGO_BIN_EXE_fleetwright"), &copy).unwrap();
-    commit(&repo, &db_agent("{last: 2}"), "db");
+    commit(&repo, &db_agent(2), "db");
     let o = host.sb.command("/srv/fw-bin/fleetwright").args(["--host", "vps-1", "apply", "--repo", repo.path().to_str().unwrap()]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(std::fs::read_to_string(host.unit_dir().join("agent-db.backup.service")).unwrap().contains("/srv/fw-bin/fleetwright"));

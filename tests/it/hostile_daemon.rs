@@ -21,7 +21,7 @@ const SECRET: &str = "8d3c0a9e51f24b7d96e0c3a1f5b8d2e4";
 fn healthz_answers_within_a_second_while_200_idle_connections_are_held_and_slow_bodies_cannot_lock_it_out() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
     host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     d.wait_http();
@@ -52,7 +52,7 @@ fn healthz_answers_within_a_second_while_200_idle_connections_are_held_and_slow_
     });
     drop(slow);
     // And it still reconciles: a new commit converges.
-    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    let c2 = commit(&repo, &fleet(service("web").description("two")), "two");
     host.wait("the second commit", 15, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
 }
 
@@ -60,7 +60,7 @@ fn healthz_answers_within_a_second_while_200_idle_connections_are_held_and_slow_
 fn idle_and_trickling_connections_are_closed_within_the_idle_timeout() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    commit(&repo, &fleet(""), "one");
+    commit(&repo, &fleet(service("web")), "one");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
     d.wait_http();
     let addr = ("127.0.0.1", d.port);
@@ -97,7 +97,7 @@ fn idle_and_trickling_connections_are_closed_within_the_idle_timeout() {
 fn a_replayed_signed_delivery_is_refused_even_under_a_new_delivery_id() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let secret = repo.dir.path().parent().unwrap().join(format!("secret-replay-{}", std::process::id()));
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h", "--webhook-secret-file", secret.to_str().unwrap()], &[]);
@@ -144,7 +144,7 @@ fn refused_at_start(host: &Host, args: &[&str]) -> Output {
 fn short_secrets_and_non_loopback_addresses_are_refused_at_start() {
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    commit(&repo, &fleet(""), "one");
+    commit(&repo, &fleet(service("web")), "one");
     let path = repo.path().to_str().unwrap().to_string();
     let file = |name: &str, content: &str| {
         let f = repo.dir.path().parent().unwrap().join(format!("{name}-{}", std::process::id()));
@@ -196,7 +196,7 @@ fn a_cache_another_user_owns_or_can_write_is_refused_and_nothing_is_read_from_it
     }
     let base = open_dir();
     let repo = Repo::new();
-    commit(&repo, &fleet(""), "one");
+    commit(&repo, &fleet(service("web")), "one");
     let url = format!("file://{}", repo.path().display());
     let state = base.path().join("state");
     let cache = state.join("cache");
@@ -268,8 +268,8 @@ fn read_only_commands_on_a_local_repository_need_no_cache_and_make_nothing() {
     }
     let base = open_dir();
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
-    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
+    let c2 = commit(&repo, &fleet(service("web").description("two")), "two");
     let path = repo.path().to_str().unwrap();
     let state = base.path().join("state");
     for args in [

@@ -50,9 +50,7 @@ fn start_and_expect_failure(host: &Host, unit: &str, what: &str) -> String {
 }
 
 fn backup_agent(name: &str, sqlite: &str, to: &str) -> String {
-    format!(
-        "apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun: {{command: [/bin/sleep, '100000'], user: agent}}\nbackups: [{{sqlite: {sqlite}, to: {to}, wal: true}}]\n"
-    )
+    agent(name).command(&["/bin/sleep", "100000"]).user("agent").backup(backup(sqlite, to).wal()).yaml()
 }
 
 #[test]
@@ -219,8 +217,8 @@ fn a_user_outside_the_group_cannot_take_a_slot_and_an_old_open_lock_file_blocks_
         host.sb.command("flock").args(["-n", lock, "true"]).status().is_ok_and(|s| s.code() == Some(1))
     });
 
-    let job = "apiVersion: fleetwright/v1\nkind: Agent\nname: gpu-job\nrun:\n  command: [/bin/sh, -c, 'echo ran >> /srv/gpu/runs']\n  user: agent\n  timeout: 1m\nschedule: {every: 1h}\nconcurrency: {group: gpu, limit: 1, whenFull: skip}\n";
-    repo.commit(&[("fleet.yaml", FLEET), ("gpu.yaml", job)], "gpu");
+    let gpu_job = job("gpu-job", "echo ran >> /srv/gpu/runs").user("agent").timeout("1m").every("1h").concurrency("gpu", 1).when_full("skip");
+    repo.commit(&[("fleet.yaml", FLEET), ("gpu.yaml", &gpu_job.yaml())], "gpu");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let unit = std::fs::read_to_string(host.unit_dir().join("agent-gpu-job.service")).unwrap();

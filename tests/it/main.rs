@@ -2,6 +2,7 @@
 //! that drives a real systemd booted in a namespace with real git repositories.
 
 mod apply;
+mod build;
 mod common;
 mod crash;
 mod daemon;

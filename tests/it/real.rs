@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+pub use crate::build::{AgentSpec, agent, backup, documents, fleet_doc, logs};
 use fleetwright::host::state::StateDir;
 use fleetwright::inventory::Inventory;
 use fleetwright::layout::StateLayout;
@@ -252,6 +253,8 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
+/// The Fleet document of the real tier (agents run as root unless they say otherwise). Text, as
+/// a few tests append a field to it (`journal:`); agents are built with `build`.
 pub const FLEET: &str = "apiVersion: fleetwright/v1
 kind: Fleet
 allowRoot: true
@@ -261,12 +264,14 @@ defaults:
   resources: {memoryMax: 256M, tasksMax: 64}
 ";
 
-pub fn service(name: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, 'mkdir -p /run/fw-test; echo \"$FLEETWRIGHT_COMMIT\" > /run/fw-test/{name}.commit; exec sleep 100000']\n{extra}"
-    )
+/// A long-running agent that writes the commit it was started for (its deploy marker's
+/// FLEETWRIGHT_COMMIT) to /run/fw-test/<name>.commit, then sleeps.
+pub fn service(name: &str) -> AgentSpec {
+    agent(name).sh(&format!("mkdir -p /run/fw-test; echo \"$FLEETWRIGHT_COMMIT\" > /run/fw-test/{name}.commit; exec sleep 100000"))
 }
 
-pub fn job(name: &str, schedule: &str, script: &str) -> String {
-    format!("apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, '{script}']\nschedule: {schedule}\n")
+/// An agent that runs `script` with sh: a job once it is given a schedule (`.every`,
+/// `.calendar`).
+pub fn job(name: &str, script: &str) -> AgentSpec {
+    agent(name).sh(script)
 }
