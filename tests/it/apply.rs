@@ -1,5 +1,7 @@
 //! apply, plan and status against a real systemd: the guarantees of the contract, observed.
 
+use std::time::Duration;
+
 use crate::real::*;
 
 fn web() -> AgentSpec {
@@ -424,10 +426,15 @@ fn reload_watchdog_and_crash_loops_on_a_real_manager() {
     commit(&files("1", &[]), "one");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    let pinger_run = host.prop("agent-pinger.service", "InvocationID");
+    // The manager enforces the 1 s watchdog: it kills and restarts the silent one, twice…
+    host.wait("the watchdog to restart the silent one twice", 15, || host.prop("agent-silent.service", "NRestarts").parse::<u32>().unwrap_or(0) >= 2);
+    // …and took the pinger's keep-alives, from a child process, for longer than two periods:
+    // the same run goes on, never restarted.
+    host.wait("a keep-alive of the pinger two periods after its start", 10, || host.watchdog_fed_for("agent-pinger.service") > Duration::from_secs(2));
     assert_eq!(host.prop("agent-pinger.service", "ActiveState"), "active");
-    assert_eq!(host.prop("agent-pinger.service", "NRestarts"), "0", "WATCHDOG=1 from any process of the service counts");
-    assert!(host.prop("agent-silent.service", "NRestarts").parse::<u32>().unwrap() >= 1, "the watchdog restarted the silent one");
+    assert_eq!(host.prop("agent-pinger.service", "InvocationID"), pinger_run, "WATCHDOG=1 from any process of the service counts");
+    assert_eq!(host.prop("agent-pinger.service", "NRestarts"), "0");
 
     // onChange: reload — the changed definition is reloaded into the running process.
     let id = host.prop("agent-reloader.service", "InvocationID");

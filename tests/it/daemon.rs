@@ -247,8 +247,9 @@ fn the_shipped_unit_runs_the_daemon_hardened_with_notify_and_watchdog() {
     let o = host.sb.systemctl(&["start", "fleetwright.service"]).unwrap();
     assert!(o.status.success(), "start (Type=notify: READY=1 was sent): {}\n{}", String::from_utf8_lossy(&o.stderr), host.sb.journal("fleetwright.service"));
     host.wait("the fleet", 10, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
-    // Longer than two watchdog periods: the keep-alives arrive.
-    std::thread::sleep(Duration::from_secs(5));
+    // The keep-alives arrive: the manager heard one more than two watchdog periods (2 s) after
+    // the start.
+    host.wait("a keep-alive two watchdog periods after the start", 15, || host.watchdog_fed_for("fleetwright.service") > Duration::from_secs(4));
     assert_eq!(host.prop("fleetwright.service", "ActiveState"), "active", "{}", host.sb.journal("fleetwright.service"));
     assert_eq!(host.prop("fleetwright.service", "NRestarts"), "0");
     let c2 = commit(&repo, &fleet(service("web").description("two")), "two");
@@ -370,6 +371,11 @@ fn signed_commit_mode_applies_only_signed_commits() {
 }
 
 impl Host {
+    /// Whether a process with exactly these arguments runs in the sandbox.
+    pub(crate) fn running(&self, args: &str) -> bool {
+        let o = self.sb.command("ps").args(["-e", "-o", "args="]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == args)
+    }
     /// The daemon's pid inside the sandbox (from its pid file).
     pub(crate) fn daemon_pid(&self) -> Option<String> {
         std::fs::read_to_string(self.state_dir().join("daemon.pid")).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
@@ -454,9 +460,10 @@ fn sigterm_during_an_apply_finishes_it_and_a_second_daemon_is_refused() {
     assert_ne!(code(&out), 0);
     assert!(stderr(&out).contains("another fleetwright daemon already runs"), "{}", stderr(&out));
 
-    // A slow step: web's health.check takes 2 s before its restart. SIGTERM in the middle.
+    // A slow step: web's health.check takes 2 s before its restart. SIGTERM in the middle: once
+    // the check runs.
     let c2 = commit(&repo, &fleet(service("web").check(&["/bin/sleep", "2"]).restart_sec("4s")), "slow");
-    std::thread::sleep(Duration::from_millis(800));
+    host.wait("web's health.check to run", 15, || host.running("/bin/sleep 2"));
     let pid = host.daemon_pid().expect("the daemon's pid");
     let o = host.sb.command("kill").args(["-TERM", &pid]).output().unwrap();
     assert!(o.status.success());
@@ -479,9 +486,12 @@ fn transient_failures_retry_with_one_backoff_chain() {
     host.wait("the first failure", 10, || host.reconciles().iter().any(|r| r["result"] == "error"));
     let t0 = Instant::now();
     // Syncs meanwhile run (and fail) but start no further retry chains and do not double it.
+    // Each one is seen to run (a reconcile more) before the next is sent.
+    let seen = || -> i64 { host.reconciles().iter().map(|r| r["repeats"].as_i64().unwrap_or(1)).sum() };
     for _ in 0..4 {
+        let before = seen();
         assert_eq!(code(&host.fw(&["sync"])), 0);
-        std::thread::sleep(Duration::from_millis(200));
+        host.wait("the reconcile the sync asked for", 10, || seen() > before);
     }
     // Repeated failures are folded into one row each: count what each row stands for.
     let retries = || -> i64 { host.reconciles().iter().filter(|r| r["trigger"] == "retry").map(|r| r["repeats"].as_i64().unwrap_or(1)).sum() };

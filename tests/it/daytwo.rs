@@ -259,22 +259,24 @@ fn backups_run_while_the_agent_writes_and_restore_round_trips() {
     repo.commit(&[("fleet.yaml", FLEET), ("store.yaml", &writer.yaml())], "store");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let db = host.sb.host_path("/srv/fw-store/messages.db");
-    host.wait("rows to be written", 10, || db.exists());
-    std::thread::sleep(std::time::Duration::from_millis(500));
     let q = |path: &str, sql: &str| -> String {
         let o = host.sb.command("sqlite3").args(["-cmd", ".timeout 5000", path, sql]).output().unwrap();
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
+    let committed = || q("/srv/fw-store/messages.db", "SELECT count(*) FROM m;").parse::<u64>().unwrap_or(0);
+    // (The database made by the writer, not by a query of ours.)
+    host.wait("the database to be made", 10, || host.sb.host_path("/srv/fw-store/messages.db").exists());
+    host.wait("rows to be written", 10, || committed() > 0);
     // Four backups while the writer keeps inserting (another process: each row its own
     // committed transaction); keep: last 3.
     let mut committed_before = 0;
     for _ in 0..4 {
-        // Every row committed before the backup starts must be in it.
-        committed_before = q("/srv/fw-store/messages.db", "SELECT count(*) FROM m;").parse::<u64>().unwrap();
+        // Every row committed before the backup starts must be in it; and each backup has
+        // rows the one before did not.
+        host.wait("the writer to commit more rows", 10, || committed() > committed_before);
+        committed_before = committed();
         host.systemctl(&["start", "agent-store.backup.service"]);
         assert_eq!(host.prop("agent-store.backup.service", "Result"), "success", "{}", host.sb.journal("agent-store.backup.service"));
-        std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     let listed = host.fw(&["backups", "store", "--json"]);
     let l: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
@@ -313,10 +315,14 @@ fn backups_run_while_the_agent_writes_and_restore_round_trips() {
     assert_eq!(q("/srv/fw-store/messages.db", &format!("SELECT body FROM m WHERE id = {};", max + 1)), "row 1", "the restored rows are the backup's");
     assert_eq!(q("/srv/fw-store/messages.db", &format!("SELECT count(*) FROM m WHERE id <= {max};")).parse::<u64>().unwrap(), max);
 
-    // Log retention as a unit: keeps the newest two *.log files, runs as the agent.
+    // Log retention as a unit: keeps the newest two *.log files, runs as the agent. Their
+    // times a minute apart, agent-4.log the newest.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     for i in 0..5 {
-        std::fs::write(host.sb.host_path(format!("/srv/fw-store/agent-{i}.log")), "x").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        let path = host.sb.host_path(format!("/srv/fw-store/agent-{i}.log"));
+        std::fs::write(&path, "x").unwrap();
+        let t = nix::sys::time::TimeSpec::new(now - 60 * (5 - i), 0);
+        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &path, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
     }
     host.systemctl(&["start", "agent-store.logs.service"]);
     assert_eq!(host.prop("agent-store.logs.service", "Result"), "success", "{}", host.sb.journal("agent-store.logs.service"));

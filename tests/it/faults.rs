@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::real::*;
 
@@ -95,29 +95,25 @@ fn spawn_fw(host: &Host, env: &[(&str, &str)], args: &[&str]) -> Child {
 
 /// The host pid of the process `nsenter` (our child) runs: its only child.
 fn inner_pid(child: &Child) -> u32 {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll("nsenter to start its child", Duration::from_secs(10), Duration::from_millis(10), || {
         let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap_or_default();
-        if let Some(p) = kids.split_whitespace().next() {
-            return p.parse().unwrap();
-        }
-        assert!(Instant::now() < until, "nsenter started nothing");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        kids.split_whitespace().next().map(|p| p.parse().unwrap())
+    })
 }
 
 /// Wait until the process stopped itself at its stop point.
 fn wait_stopped(pid: u32, what: &str) {
-    let until = Instant::now() + Duration::from_secs(120);
-    loop {
+    poll(&format!("the stop point {what}"), Duration::from_secs(120), Duration::from_millis(10), || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T')) {
-            return;
-        }
         assert!(!stat.is_empty(), "{what}: the process ended before its stop point");
-        assert!(Instant::now() < until, "{what}: the stop point was never reached");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T')).then_some(())
+    })
+}
+
+/// Wait for the first service of `version` to run, watching closely (every 5 ms): a fault
+/// injected then comes in the middle of the restarts.
+fn first_restarted(host: &Host, n: usize, version: u32, within: Duration) {
+    poll(&format!("a service of version {version} to run"), within, Duration::from_millis(5), || (!census(host, n, version).new.is_empty()).then_some(()))
 }
 
 /// Continue the stopped process, and `nsenter` (which stops itself when its child stops, and
@@ -143,11 +139,7 @@ fn fault_during_apply(host: &Host, repo: &Repo, version: u32, point: Option<&str
         }
         None => {
             let child = spawn_fw(host, &[], &["apply", "--repo", repo_arg]);
-            let until = Instant::now() + Duration::from_secs(120);
-            while census(host, N, version).new.is_empty() {
-                assert!(Instant::now() < until, "no service restarted");
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            first_restarted(host, N, version, Duration::from_secs(120));
             inject(host, fault);
             child
         }
@@ -313,11 +305,7 @@ fn the_daemon_rides_out_a_reexec_and_a_dead_bus_and_marks_nothing_bad() {
 
     // The bus killed when the first service of v3 runs.
     let c3 = commit(&repo, &fleet_v(M, 3), "v3");
-    let until = Instant::now() + Duration::from_secs(60);
-    while census(&host, M, 3).new.is_empty() {
-        assert!(Instant::now() < until, "the daemon never restarted anything of v3:\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    first_restarted(&host, M, 3, Duration::from_secs(60));
     inject(&host, Fault::KillBus);
     host.wait("the daemon to record the host's fault", 60, || {
         reconciles(&host)

@@ -160,6 +160,12 @@ impl Host {
     pub fn mtime(&self, unit: &str) -> Option<std::time::SystemTime> {
         std::fs::metadata(self.unit_dir().join(unit)).and_then(|m| m.modified()).ok()
     }
+    /// How long after its start the manager last heard a watchdog keep-alive (WATCHDOG=1) from
+    /// `unit`'s current run: past its WatchdogSec, the keep-alives are what kept it running.
+    pub fn watchdog_fed_for(&self, unit: &str) -> Duration {
+        let usec = |p: &str| self.prop(unit, p).parse::<u64>().unwrap_or(0);
+        Duration::from_micros(usec("WatchdogTimestampMonotonic").saturating_sub(usec("ActiveEnterTimestampMonotonic")))
+    }
     /// Arm the daemon-reload probe: an active unit outside fleetwright's directory whose file
     /// is then edited, so that the manager says `NeedDaemonReload=yes` for it until the next
     /// daemon-reload. (systemd 252 sets UnitsLoadStartTimestamp only when the manager starts,

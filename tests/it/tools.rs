@@ -290,11 +290,7 @@ fn https_fetches_verify_the_server_against_the_certificates_loaded_at_the_first_
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < until, "openssl s_server did not listen");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    crate::real::wait_for("openssl s_server to listen", std::time::Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
     let url = format!("https://localhost:{port}/fleet.git");
     let plan = |cert_file: &str, state: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright"))
