@@ -288,10 +288,20 @@ async fn metrics_handler(State(st): State<AppState>) -> ([(axum::http::header::H
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
+/// The integration tests' raw HTTP client, included rather than copied (a unit test cannot name
+/// the `it` crate's modules); its notification receiver is not needed here. (At this level: a
+/// path inside `mod tests` would be resolved under a `server/tests/` directory that does not
+/// exist.)
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/it/http.rs"]
+mod test_http;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use super::test_http::{closed_within, is_closed, request, try_get};
     use std::io::{BufRead, Read, Write};
     use std::net::TcpStream;
 
@@ -309,52 +319,6 @@ mod tests {
         let cfg = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), listen_any: false, limits, secret: secret.map(<[u8]>::to_vec) };
         let addr = rt.block_on(spawn(cfg, tx, Arc::default())).unwrap();
         Served { _rt: rt, addr, triggers }
-    }
-
-    /// One request on a connection of its own: (status, body).
-    fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(body);
-        s.write_all(req.as_bytes()).unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (code, resp.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
-    }
-
-    /// Wait for the server to close `s` (end of file or reset), reading and dropping what it
-    /// sends meanwhile, for up to `within`: how long it took, or None.
-    fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> {
-        let t0 = Instant::now();
-        let mut buf = [0u8; 4096];
-        loop {
-            let left = within.checked_sub(t0.elapsed())?;
-            s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
-            match s.read(&mut buf) {
-                Ok(0) => return Some(t0.elapsed()),
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(_) => return Some(t0.elapsed()),
-            }
-        }
-    }
-
-    /// Whether the server has closed `s` (without waiting).
-    fn is_closed(s: &mut TcpStream) -> bool {
-        s.set_nonblocking(true).unwrap();
-        let r = s.read(&mut [0u8; 64]);
-        s.set_nonblocking(false).unwrap();
-        match r {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-        }
     }
 
     #[test]
@@ -389,11 +353,7 @@ mod tests {
         // Once they have run longer than slow_request, a new request gets through.
         let until = Instant::now() + Duration::from_secs(5);
         let answered = loop {
-            let mut s = TcpStream::connect(srv.addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            let mut resp = String::new();
-            let sent = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_ok();
-            if sent && s.read_to_string(&mut resp).is_ok() && resp.starts_with("HTTP/1.1 503") {
+            if try_get(srv.addr, "/healthz", Duration::from_secs(2)) == Some(503) {
                 break true;
             }
             if Instant::now() > until {

@@ -1,7 +1,6 @@
 //! The daemon against a real systemd: commits converge by themselves, webhooks, drift repair,
 //! automatic rollback, revert, and crash recovery.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -28,10 +27,6 @@ impl Host {
         c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         Daemon { child: c.spawn().unwrap(), log, port }
     }
-    pub(crate) fn marker_commit(&self, agent: &str) -> Option<String> {
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(self.state_dir().join(format!("markers/{agent}.json"))).ok()?).ok()?;
-        v["commit"].as_str().map(str::to_string)
-    }
     pub(crate) fn history(&self) -> serde_json::Value {
         serde_json::from_slice(&self.fw(&["history", "--json", "-n", "100"]).stdout).unwrap()
     }
@@ -41,27 +36,13 @@ impl Daemon {
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+    /// One request to the daemon's endpoint: (status, body).
     pub(crate) fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(body);
-        s.write_all(req.as_bytes()).unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (code, resp.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+        crate::http::request(("127.0.0.1", self.port), method, path, headers, body)
     }
+    /// Wait until the endpoint accepts connections.
     pub(crate) fn wait_http(&self) {
-        let until = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < until, "the daemon never listened:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for("the daemon to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", self.port)).ok());
     }
 }
 
@@ -75,8 +56,10 @@ impl Drop for Daemon {
     }
 }
 
-pub(crate) fn fleet(web_extra: &str) -> Vec<(&'static str, String)> {
-    vec![("fleet.yaml", FLEET.to_string()), ("web.yaml", service("web", web_extra)), ("tick.yaml", job("tick", "{every: 1h}", "echo tick"))]
+/// The daemon tests' fleet: `web` (a [`service`] named web, as the test shapes it) and an
+/// hourly job `tick`.
+pub(crate) fn fleet(web: AgentSpec) -> Vec<(&'static str, String)> {
+    vec![("fleet.yaml", FLEET.to_string()), ("web.yaml", web.yaml()), ("tick.yaml", job("tick", "echo tick").every("1h").yaml())]
 }
 
 pub(crate) fn commit(repo: &Repo, files: &[(&'static str, String)], msg: &str) -> String {
@@ -85,9 +68,9 @@ pub(crate) fn commit(repo: &Repo, files: &[(&'static str, String)], msg: &str) -
 
 #[test]
 fn commits_converge_by_themselves_and_a_revert_rolls_back() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet("description: one\n"), "one");
+    let c1 = commit(&repo, &fleet(service("web").description("one")), "one");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "1s", "--resync", "1h"], &[]);
     host.wait("the first commit to converge", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     // The marker is written before the starts (the agent reads it at exec): the start follows.
@@ -98,7 +81,7 @@ fn commits_converge_by_themselves_and_a_revert_rolls_back() {
 
     // A commit converges without any manual step; measure commit → converged.
     let t0 = Instant::now();
-    let c2 = commit(&repo, &fleet("description: two\nservice: {restart: always}\n"), "two");
+    let c2 = commit(&repo, &fleet(service("web").description("two").restart("always")), "two");
     host.wait("the second commit to converge", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
     let latency = t0.elapsed();
     eprintln!("commit to converged: {latency:?}");
@@ -112,7 +95,7 @@ fn commits_converge_by_themselves_and_a_revert_rolls_back() {
     assert!(metrics.contains("fleetwright_reconcile_duration_seconds_count "), "{metrics}");
 
     // git revert: a new commit with the old tree converges back.
-    let c3 = commit(&repo, &fleet("description: one\n"), "Revert \"two\"");
+    let c3 = commit(&repo, &fleet(service("web").description("one")), "Revert \"two\"");
     host.wait("the revert to converge", 10, || host.marker_commit("web").as_deref() == Some(c3.as_str()));
     assert_eq!(host.prop("agent-web.service", "Restart"), "on-failure");
     assert_eq!(host.prop("agent-web.service", "Description"), "one");
@@ -127,9 +110,9 @@ fn commits_converge_by_themselves_and_a_revert_rolls_back() {
 
 #[test]
 fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let secret = repo.dir.path().parent().unwrap().join(format!("secret-{}", std::process::id()));
     std::fs::write(&secret, "5f0b6c1e9d2a4b7c8e3f1a6d9b2c4e7f\n").unwrap();
     let url = format!("file://{}", repo.path().display());
@@ -142,7 +125,7 @@ fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
     assert!(host.state_dir().join("cache").read_dir().unwrap().count() == 1, "fetched into a cache in the state directory");
     d.wait_http();
 
-    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    let c2 = commit(&repo, &fleet(service("web").description("two")), "two");
     let body = r#"{"ref":"refs/heads/master"}"#;
     let (code, _) = d.http("POST", "/webhook", &[("X-Hub-Signature-256", "sha256=0000"), ("X-GitHub-Delivery", "d1")], body);
     assert_eq!(code, 401);
@@ -162,9 +145,9 @@ fn a_remote_over_file_url_follows_the_webhook_and_refuses_bad_signatures() {
 
 #[test]
 fn drift_is_repaired_and_reported() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--resync", "1s", "--health-grace", "0s"], &[]);
     host.wait("converged", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     host.wait("the timer", 5, || host.prop("agent-tick.timer", "ActiveState") == "active");
@@ -192,17 +175,15 @@ fn drift_is_repaired_and_reported() {
 
 #[test]
 fn a_crashing_deploy_is_rolled_back_and_not_retried() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet("service: {restart: always, restartSec: 200ms}\n"), "good");
+    let c1 = commit(&repo, &fleet(service("web").restart("always").restart_sec("200ms")), "good");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "3s", "--resync", "1s"], &[]);
     host.wait("the good commit", 20, || {
         host.fw(&["history", "--json"]).stdout.windows(c1.len()).any(|w| w == c1.as_bytes()) && host.history()["lastGood"] == c1.as_str()
     });
-    let bad_web = "apiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun:\n  command: [/bin/sh, -c, 'echo crashing; exit 3']\nservice: {restart: always, restartSec: 200ms}\n".to_string();
-    let mut files = fleet("");
-    files[1].1 = bad_web;
-    let c2 = commit(&repo, &files, "bad");
+    let bad_web = agent("web").sh("echo crashing; exit 3").restart("always").restart_sec("200ms");
+    let c2 = commit(&repo, &fleet(bad_web), "bad");
     host.wait("the rollback", 20, || host.history()["reconciles"].as_array().unwrap().iter().any(|r| r["result"] == "rolled-back"));
     host.wait("the good definition to run again", 10, || {
         host.prop("agent-web.service", "ActiveState") == "active" && host.prop("agent-web.service", "ExecStart").contains("sleep 100000")
@@ -220,28 +201,24 @@ fn a_crashing_deploy_is_rolled_back_and_not_retried() {
     assert!(h["reconciles"].as_array().unwrap().iter().any(|r| r["result"] == "refused" && r["error"].as_str().unwrap_or("").contains("marked bad")), "{h}");
     assert!(d.log().contains("rolling back"), "{}", d.log());
     // A newer, good commit is applied.
-    let c3 = commit(&repo, &fleet("description: fixed\nservice: {restart: always, restartSec: 200ms}\n"), "fixed");
+    let c3 = commit(&repo, &fleet(service("web").description("fixed").restart("always").restart_sec("200ms")), "fixed");
     host.wait("the fix", 20, || host.marker_commit("web").as_deref() == Some(c3.as_str()));
     let _ = c2;
 }
 
 #[test]
 fn a_daemon_killed_mid_apply_converges_after_restart() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let mut d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s"], &[("FLEETWRIGHT_CRASH_AT", "after-write:2")]);
-    let until = Instant::now() + Duration::from_secs(15);
-    while !d.log().contains("crash point after-write reached") {
-        assert!(Instant::now() < until, "no crash:\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    host.wait("the daemon to reach its crash point", 15, || d.log().contains("crash point after-write reached"));
     let _ = d.child.wait();
     // Half done: one file written, nothing reloaded or started.
     assert_ne!(host.prop("agent-web.service", "ActiveState"), "active");
-    let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
-    assert_eq!(inv["files"].as_object().unwrap().len(), 3, "every file is recorded before it is written");
-    assert_eq!(inv["reloadPending"], true);
+    let inv = host.inventory();
+    assert_eq!(inv.files.len(), 3, "every file is recorded before it is written: {inv:?}");
+    assert!(inv.reload_pending);
     drop(d);
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s"], &[]);
     host.wait("convergence after the restart", 15, || {
@@ -254,9 +231,9 @@ fn a_daemon_killed_mid_apply_converges_after_restart() {
 
 #[test]
 fn the_shipped_unit_runs_the_daemon_hardened_with_notify_and_watchdog() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/systemd/fleetwright.service")).unwrap();
     let exec = shipped.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
     let unit = shipped
@@ -270,11 +247,12 @@ fn the_shipped_unit_runs_the_daemon_hardened_with_notify_and_watchdog() {
     let o = host.sb.systemctl(&["start", "fleetwright.service"]).unwrap();
     assert!(o.status.success(), "start (Type=notify: READY=1 was sent): {}\n{}", String::from_utf8_lossy(&o.stderr), host.sb.journal("fleetwright.service"));
     host.wait("the fleet", 10, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
-    // Longer than two watchdog periods: the keep-alives arrive.
-    std::thread::sleep(Duration::from_secs(5));
+    // The keep-alives arrive: the manager heard one more than two watchdog periods (2 s) after
+    // the start.
+    host.wait("a keep-alive two watchdog periods after the start", 15, || host.watchdog_fed_for("fleetwright.service") > Duration::from_secs(4));
     assert_eq!(host.prop("fleetwright.service", "ActiveState"), "active", "{}", host.sb.journal("fleetwright.service"));
     assert_eq!(host.prop("fleetwright.service", "NRestarts"), "0");
-    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    let c2 = commit(&repo, &fleet(service("web").description("two")), "two");
     host.wait("the next commit", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
     // SIGTERM: a clean stop.
     host.systemctl(&["stop", "fleetwright.service"]);
@@ -284,46 +262,17 @@ fn the_shipped_unit_runs_the_daemon_hardened_with_notify_and_watchdog() {
 
 #[test]
 fn sync_rollback_resume_and_notifications() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    // A notification sink on loopback.
-    let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let sink_url = format!("http://127.0.0.1:{}/hook", sink.local_addr().unwrap().port());
-    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    {
-        let events = events.clone();
-        std::thread::spawn(move || {
-            for conn in sink.incoming().flatten() {
-                let mut conn = conn;
-                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&got[..i]).to_lowercase();
-                        let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-                        if got.len() >= i + 4 + len {
-                            break;
-                        }
-                    }
-                }
-                let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
-                events.lock().unwrap().push(String::from_utf8_lossy(&got).to_string());
-            }
-        });
-    }
-    let c1 = commit(&repo, &fleet(""), "one");
+    let sink = crate::http::Sink::start();
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let url = format!("file://{}", repo.path().display());
-    let _d = host.daemon(&url, &["--branch", "master", "--interval", "1h", "--resync", "1h", "--health-grace", "0s", "--notify-url", &sink_url], &[]);
+    let _d = host.daemon(&url, &["--branch", "master", "--interval", "1h", "--resync", "1h", "--health-grace", "0s", "--notify-url", &sink.url], &[]);
     host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
-    host.wait("a deployed notification", 5, || events.lock().unwrap().iter().any(|e| e.contains("\"event\":\"deployed\"") && e.contains(&c1)));
+    host.wait("a deployed notification", 5, || sink.count("deployed", &c1) >= 1);
 
     // A remote is polled hourly here: `fleetwright sync` makes it fetch now.
-    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    let c2 = commit(&repo, &fleet(service("web").description("two")), "two");
     assert_eq!(code(&host.fw(&["sync"])), 0);
     host.wait("sync to converge", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
 
@@ -331,7 +280,7 @@ fn sync_rollback_resume_and_notifications() {
     let o = host.fw(&["rollback", "--to", &c1]);
     assert_eq!(code(&o), 0);
     host.wait("the rollback", 10, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
-    let c3 = commit(&repo, &fleet("description: three\n"), "three");
+    let c3 = commit(&repo, &fleet(service("web").description("three")), "three");
     let signalled = |h: &serde_json::Value| -> i64 {
         h["reconciles"].as_array().unwrap().iter().filter(|r| r["trigger"] == "signal").map(|r| r["repeats"].as_i64().unwrap_or(1)).sum()
     };
@@ -347,9 +296,9 @@ fn sync_rollback_resume_and_notifications() {
 
 #[test]
 fn force_pushes_and_unsigned_commits_are_refused() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
     host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     // Rewrite history: a new root commit replaces the branch.
@@ -365,7 +314,7 @@ fn force_pushes_and_unsigned_commits_are_refused() {
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
     git(&["checkout", "-q", "--orphan", "rewritten"]);
-    std::fs::write(repo.path().join("web.yaml"), service("web", "description: rewritten\n")).unwrap();
+    std::fs::write(repo.path().join("web.yaml"), service("web").description("rewritten").yaml()).unwrap();
     git(&["add", "-A"]);
     git(&["commit", "-qm", "rewritten history"]);
     git(&["branch", "-f", "master", "rewritten"]);
@@ -379,7 +328,7 @@ fn force_pushes_and_unsigned_commits_are_refused() {
 
 #[test]
 fn signed_commit_mode_applies_only_signed_commits() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let keys = tempfile::Builder::new().prefix("keys-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let key = keys.path().join("id_ed25519");
@@ -399,7 +348,7 @@ fn signed_commit_mode_applies_only_signed_commits() {
         assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     };
     let write = |desc: &str| {
-        for (p, t) in fleet(&format!("description: {desc}\n")) {
+        for (p, t) in fleet(service("web").description(desc)) {
             std::fs::write(repo.path().join(p), t).unwrap();
         }
     };
@@ -422,6 +371,11 @@ fn signed_commit_mode_applies_only_signed_commits() {
 }
 
 impl Host {
+    /// Whether a process with exactly these arguments runs in the sandbox.
+    pub(crate) fn running(&self, args: &str) -> bool {
+        let o = self.sb.command("ps").args(["-e", "-o", "args="]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == args)
+    }
     /// The daemon's pid inside the sandbox (from its pid file).
     pub(crate) fn daemon_pid(&self) -> Option<String> {
         std::fs::read_to_string(self.state_dir().join("daemon.pid")).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
@@ -433,18 +387,18 @@ impl Host {
 
 #[test]
 fn an_old_failure_elsewhere_does_not_fail_a_new_commit_and_an_invalid_commit_is_held() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // `flaky` runs while its program exists; without it, every start fails (203/EXEC).
-    let flaky = "apiVersion: fleetwright/v1\nkind: Agent\nname: flaky\nrun:\n  command: [/srv/flaky-prog]\nservice: {restart: \"no\"}\n".to_string();
-    let files = |desc: &str| {
-        let mut f = fleet(desc);
+    let flaky = agent("flaky").command(&["/srv/flaky-prog"]).restart("no").yaml();
+    let files = |web: AgentSpec| {
+        let mut f = fleet(web);
         f.push(("flaky.yaml", flaky.clone()));
         f
     };
     std::fs::write(host.sb.host_path("/srv/flaky-prog"), "#!/bin/sh\nexec sleep 100000\n").unwrap();
     std::fs::set_permissions(host.sb.host_path("/srv/flaky-prog"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let c1 = commit(&repo, &files(""), "one");
+    let c1 = commit(&repo, &files(service("web")), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "1s", "--resync", "1h"], &[]);
     host.wait("the first commit to pass its gate", 15, || host.history()["lastGood"] == c1.as_str());
     // By hand, outside any deploy: flaky breaks.
@@ -453,7 +407,7 @@ fn an_old_failure_elsewhere_does_not_fail_a_new_commit_and_an_invalid_commit_is_
     host.wait("flaky to fail", 10, || host.prop("agent-flaky.service", "ActiveState") == "failed");
     // A commit that changes only web: its gate passes; flaky's repair failure is reported,
     // not blamed on it (no rollback).
-    let c2 = commit(&repo, &files("service: {restartSec: 3s}\n"), "web only");
+    let c2 = commit(&repo, &files(service("web").restart_sec("3s")), "web only");
     host.wait("the web-only commit to pass its gate", 15, || host.history()["lastGood"] == c2.as_str());
     assert_eq!(host.prop("agent-web.service", "RestartUSec"), "3s");
     let rows = host.reconciles();
@@ -461,9 +415,7 @@ fn an_old_failure_elsewhere_does_not_fail_a_new_commit_and_an_invalid_commit_is_
     assert!(rows.iter().any(|r| r["applied"] == c2.as_str() && r["error"].as_str().unwrap_or("").contains("agent-flaky.service")), "{rows:?}");
 
     // An invalid commit is rejected whole and the last good state keeps running.
-    let mut broken = files("service: {restartSec: 3s}\n");
-    broken[1].1.push_str("resources: {memoryMax: lots}\n");
-    let c3 = commit(&repo, &broken, "broken");
+    let c3 = commit(&repo, &files(service("web").restart_sec("3s").memory_max("lots")), "broken");
     host.wait("the invalid commit to be held", 10, || host.reconciles().iter().any(|r| r["head"] == c3.as_str() && r["result"] == "invalid"));
     let row = host.reconciles().into_iter().find(|r| r["head"] == c3.as_str() && r["result"] == "invalid").unwrap();
     assert!(row["error"].as_str().unwrap().contains("memoryMax: invalid size \"lots\""), "{row}");
@@ -473,19 +425,19 @@ fn an_old_failure_elsewhere_does_not_fail_a_new_commit_and_an_invalid_commit_is_
 
 #[test]
 fn a_newer_commit_cancels_the_health_gate_wait_and_a_remote_is_polled() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let url = format!("file://{}", repo.path().display());
     // No webhook, no sync: a 1 s poll finds every commit.
     let _d = host.daemon(&url, &["--branch", "master", "--interval", "1s", "--resync", "1h", "--health-grace", "6s"], &[]);
     host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     host.wait("its gate", 15, || host.history()["lastGood"] == c1.as_str());
-    let c2 = commit(&repo, &fleet("service: {restartSec: 2s}\n"), "two");
+    let c2 = commit(&repo, &fleet(service("web").restart_sec("2s")), "two");
     host.wait("the poll to find the second commit", 10, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
     // c2's gate waits 6 s; c3 arrives at once and does not wait for it.
     let t0 = Instant::now();
-    let c3 = commit(&repo, &fleet("service: {restartSec: 3s}\n"), "three");
+    let c3 = commit(&repo, &fleet(service("web").restart_sec("3s")), "three");
     host.wait("the third commit", 10, || host.marker_commit("web").as_deref() == Some(c3.as_str()));
     assert!(t0.elapsed() < Duration::from_secs(5), "c3 waited out c2's gate: {:?}", t0.elapsed());
     host.wait("the third commit's gate", 15, || host.history()["lastGood"] == c3.as_str());
@@ -496,9 +448,9 @@ fn a_newer_commit_cancels_the_health_gate_wait_and_a_remote_is_polled() {
 
 #[test]
 fn sigterm_during_an_apply_finishes_it_and_a_second_daemon_is_refused() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
     host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     // One daemon per state directory.
@@ -508,9 +460,10 @@ fn sigterm_during_an_apply_finishes_it_and_a_second_daemon_is_refused() {
     assert_ne!(code(&out), 0);
     assert!(stderr(&out).contains("another fleetwright daemon already runs"), "{}", stderr(&out));
 
-    // A slow step: web's health.check takes 2 s before its restart. SIGTERM in the middle.
-    let c2 = commit(&repo, &fleet("health: {check: [/bin/sleep, '2']}\nservice: {restartSec: 4s}\n"), "slow");
-    std::thread::sleep(Duration::from_millis(800));
+    // A slow step: web's health.check takes 2 s before its restart. SIGTERM in the middle: once
+    // the check runs.
+    let c2 = commit(&repo, &fleet(service("web").check(&["/bin/sleep", "2"]).restart_sec("4s")), "slow");
+    host.wait("web's health.check to run", 15, || host.running("/bin/sleep 2"));
     let pid = host.daemon_pid().expect("the daemon's pid");
     let o = host.sb.command("kill").args(["-TERM", &pid]).output().unwrap();
     assert!(o.status.success());
@@ -518,24 +471,27 @@ fn sigterm_during_an_apply_finishes_it_and_a_second_daemon_is_refused() {
     // It finished the apply it was in: restarted with the new definition, nothing pending.
     assert_eq!(host.marker_commit("web").as_deref(), Some(c2.as_str()));
     assert_eq!(host.prop("agent-web.service", "RestartUSec"), "4s");
-    let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
-    assert_eq!(inv["appliedCommit"], c2.as_str());
-    assert!(inv["pendingRestarts"].as_object().unwrap().is_empty(), "{inv}");
+    let inv = host.inventory();
+    assert_eq!(inv.applied_commit.as_deref(), Some(c2.as_str()));
+    assert!(inv.pending_restarts.is_empty(), "{inv:?}");
 }
 
 #[test]
 fn transient_failures_retry_with_one_backoff_chain() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    commit(&repo, &fleet(""), "one");
+    commit(&repo, &fleet(service("web")), "one");
     // A bus that is not there: every reconcile fails to connect.
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h", "--bus-address", "unix:path=/run/no-such-bus"], &[]);
     host.wait("the first failure", 10, || host.reconciles().iter().any(|r| r["result"] == "error"));
     let t0 = Instant::now();
     // Syncs meanwhile run (and fail) but start no further retry chains and do not double it.
+    // Each one is seen to run (a reconcile more) before the next is sent.
+    let seen = || -> i64 { host.reconciles().iter().map(|r| r["repeats"].as_i64().unwrap_or(1)).sum() };
     for _ in 0..4 {
+        let before = seen();
         assert_eq!(code(&host.fw(&["sync"])), 0);
-        std::thread::sleep(Duration::from_millis(200));
+        host.wait("the reconcile the sync asked for", 10, || seen() > before);
     }
     // Repeated failures are folded into one row each: count what each row stands for.
     let retries = || -> i64 { host.reconciles().iter().filter(|r| r["trigger"] == "retry").map(|r| r["repeats"].as_i64().unwrap_or(1)).sum() };
@@ -550,9 +506,9 @@ fn transient_failures_retry_with_one_backoff_chain() {
 
 #[test]
 fn a_directory_in_the_place_of_a_file_to_write_holds_the_commit_and_marks_nothing_bad() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
     host.wait("the first commit", 15, || host.history()["lastGood"] == c1.as_str());
     // The journald drop-in's place is taken by a directory: something fleetwright never
@@ -560,7 +516,7 @@ fn a_directory_in_the_place_of_a_file_to_write_holds_the_commit_and_marks_nothin
     // it is the host's condition, not the commit's fault: never marked bad, never rolled back.
     let dropin = host.sb.host_path(fleetwright::render::JOURNALD_DROPIN);
     std::fs::create_dir_all(&dropin).unwrap();
-    let mut files = fleet("description: two\n");
+    let mut files = fleet(service("web").description("two"));
     files[0].1.push_str("journal: {maxUse: 100M}\n");
     let c2 = commit(&repo, &files, "two");
     host.wait("the commit to be held", 20, || host.reconciles().iter().any(|r| r["head"] == c2.as_str() && r["result"] == "held"));

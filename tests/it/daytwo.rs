@@ -2,20 +2,23 @@
 
 use crate::real::*;
 
-fn group_job(name: &str, when_full: &str, limit: u32, secs: f64) -> String {
-    group_job_at(name, when_full, limit, secs, "{every: 1h}", "1m")
-}
-
-fn group_job_at(name: &str, when_full: &str, limit: u32, secs: f64, schedule: &str, timeout: &str) -> String {
-    format!(
-        "apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, 'mkdir -p /run/fw-test; echo \"start $(date +%s.%N) {name}\" >> /run/fw-test/runs; sleep {secs}; echo \"end $(date +%s.%N) {name}\" >> /run/fw-test/runs']\n  timeout: {timeout}\nschedule: {schedule}\nconcurrency: {{group: inference, limit: {limit}, whenFull: {when_full}}}\n"
+/// A job of the concurrency group `inference` that logs its start and end to
+/// /run/fw-test/runs and takes `secs` in between; hourly, with a timeout of a minute, unless
+/// the test says otherwise.
+fn group_job(name: &str, when_full: &str, limit: u32, secs: f64) -> AgentSpec {
+    job(
+        name,
+        &format!("mkdir -p /run/fw-test; echo \"start $(date +%s.%N) {name}\" >> /run/fw-test/runs; sleep {secs}; echo \"end $(date +%s.%N) {name}\" >> /run/fw-test/runs"),
     )
+    .timeout("1m")
+    .concurrency("inference", limit)
+    .when_full(when_full)
 }
 
-/// A calendar schedule firing once, `secs` from now (UTC, to the second).
+/// A calendar expression firing once, `secs` from now (UTC, to the second).
 fn in_seconds(secs: u64) -> String {
     let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(secs)).to_string();
-    format!("{{calendar: \"{} {} UTC\", accuracy: 1s}}", &t[..10], &t[11..19])
+    format!("{} {} UTC", &t[..10], &t[11..19])
 }
 
 /// The most runs that were ever in progress at the same time, from the start/end log.
@@ -44,7 +47,7 @@ fn five(when_full: &str, limit: u32, secs: f64, at: u64) -> Vec<(String, String)
     let mut files = vec![("fleet.yaml".to_string(), FLEET.to_string())];
     let when = in_seconds(at);
     for n in ["a", "b", "c", "d", "e"] {
-        files.push((format!("{n}.yaml"), group_job_at(&format!("job-{n}"), when_full, limit, secs, &when, "1m")));
+        files.push((format!("{n}.yaml"), group_job(&format!("job-{n}"), when_full, limit, secs).calendar(&when).accuracy("1s").yaml()));
     }
     files
 }
@@ -64,7 +67,7 @@ fn wait_for_the_timers(host: &Host) {
 
 #[test]
 fn five_runs_of_a_group_with_limit_two_never_overlap_more_than_two() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     commit_all(&repo, &five("skip", 2, 1.5, 8));
     assert_eq!(code(&host.apply(&repo)), 0);
@@ -96,12 +99,12 @@ fn five_runs_of_a_group_with_limit_two_never_overlap_more_than_two() {
 
 #[test]
 fn a_slot_is_released_when_its_run_is_killed() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let files = vec![
         ("fleet.yaml".to_string(), FLEET.to_string()),
-        ("a.yaml".into(), group_job("hog", "skip", 1, 1000.0)),
-        ("b.yaml".into(), group_job("next", "skip", 1, 0.1)),
+        ("a.yaml".into(), group_job("hog", "skip", 1, 1000.0).every("1h").yaml()),
+        ("b.yaml".into(), group_job("next", "skip", 1, 0.1).every("1h").yaml()),
     ];
     commit_all(&repo, &files);
     assert_eq!(code(&host.apply(&repo)), 0);
@@ -119,12 +122,12 @@ fn a_slot_is_released_when_its_run_is_killed() {
 
 #[test]
 fn a_run_that_waits_for_a_slot_gives_up_at_its_timeout() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let files = vec![
         ("fleet.yaml".to_string(), FLEET.to_string()),
-        ("a.yaml".into(), group_job("hog", "skip", 1, 1000.0)),
-        ("b.yaml".into(), group_job_at("waiter", "wait", 1, 0.1, "{every: 1h}", "2s")),
+        ("a.yaml".into(), group_job("hog", "skip", 1, 1000.0).every("1h").yaml()),
+        ("b.yaml".into(), group_job("waiter", "wait", 1, 0.1).every("1h").timeout("2s").yaml()),
     ];
     commit_all(&repo, &files);
     assert_eq!(code(&host.apply(&repo)), 0);
@@ -139,10 +142,10 @@ fn a_run_that_waits_for_a_slot_gives_up_at_its_timeout() {
 
 #[test]
 fn a_stale_heartbeat_restarts_the_service_and_status_says_so() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: hung\nrun:\n  command: [/bin/sh, -c, 'mkdir -p /run/fw-test; touch /run/fw-test/hb; exec sleep 100000']\nhealth: {heartbeat: {file: /run/fw-test/hb, maxAge: 2s}}\n";
-    repo.commit(&[("fleet.yaml", FLEET), ("hung.yaml", agent)], "hung");
+    let hung = agent("hung").sh("mkdir -p /run/fw-test; touch /run/fw-test/hb; exec sleep 100000").heartbeat("/run/fw-test/hb", "2s");
+    repo.commit(&[("fleet.yaml", FLEET), ("hung.yaml", &hung.yaml())], "hung");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(host.prop("agent-hung.heartbeat.timer", "ActiveState"), "active");
@@ -158,7 +161,7 @@ fn a_stale_heartbeat_restarts_the_service_and_status_says_so() {
 
 #[test]
 fn a_failing_health_check_keeps_the_old_version_running() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // The check runs as the agent runs: its user, environment, credentials, private /tmp; and
     // its arguments reach it verbatim (`$HOME` is not expanded by the manager).
@@ -167,17 +170,23 @@ fn a_failing_health_check_keeps_the_old_version_running() {
     std::fs::create_dir_all(host.sb.host_path("/srv/creds")).unwrap();
     std::fs::write(host.sb.host_path("/srv/creds/tok"), "secret").unwrap();
     std::fs::write(host.sb.host_path("/tmp/host-only"), "").unwrap();
-    let agent = |v: &str| {
-        format!(
-            "apiVersion: fleetwright/v1\nkind: Agent\nname: checked\nrun:\n  command: [/bin/sh, -c, 'echo {v}; exec sleep 100000']\n  user: agent\n  environment: {{WANT: /run/fw-test/ok}}\n  credentials: {{tok: /srv/creds/tok}}\nhardening: {{privateTmp: true}}\nhealth: {{check: [/bin/sh, -c, 'echo checking as $(id -un); test \"$(id -un)\" = agent && test -n \"$CREDENTIALS_DIRECTORY\" && test ! -e /tmp/host-only && test -e \"$WANT\" && test \"$1\" = \"\\$HOME\"', check, '$HOME']}}\n"
-        )
+    let check = r#"echo checking as $(id -un); test "$(id -un)" = agent && test -n "$CREDENTIALS_DIRECTORY" && test ! -e /tmp/host-only && test -e "$WANT" && test "$1" = "\$HOME""#;
+    let checked = |v: &str| {
+        agent("checked")
+            .sh(&format!("echo {v}; exec sleep 100000"))
+            .user("agent")
+            .env("WANT", "/run/fw-test/ok")
+            .credential("tok", "/srv/creds/tok")
+            .private_tmp(true)
+            .check(&["/bin/sh", "-c", check, "check", "$HOME"])
+            .yaml()
     };
-    repo.commit(&[("fleet.yaml", FLEET), ("c.yaml", &agent("v1"))], "v1");
+    repo.commit(&[("fleet.yaml", FLEET), ("c.yaml", &checked("v1"))], "v1");
     assert_eq!(code(&host.apply(&repo)), 0);
     let first = host.prop("agent-checked.service", "InvocationID");
     let file = std::fs::read_to_string(host.unit_dir().join("agent-checked.service")).unwrap();
 
-    repo.commit(&[("fleet.yaml", FLEET), ("c.yaml", &agent("v2"))], "v2");
+    repo.commit(&[("fleet.yaml", FLEET), ("c.yaml", &checked("v2"))], "v2");
     let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
     assert!(stdout(&plan).contains("health.check runs first"), "{}", stdout(&plan));
     let out = host.apply(&repo);
@@ -199,11 +208,11 @@ fn a_failing_health_check_keeps_the_old_version_running() {
 
 #[test]
 fn the_fleet_journal_limits_become_an_owned_journald_drop_in() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let dropin = host.sb.host_path("/etc/systemd/journald.conf.d/fleetwright.conf");
     let with_journal = format!("{FLEET}journal: {{maxUse: 64M, maxRetention: 7d}}\n");
-    let web = service("web", "");
+    let web = service("web").yaml();
     repo.commit(&[("fleet.yaml", &with_journal), ("web.yaml", &web)], "journal");
     let before = host.prop("systemd-journald.service", "InvocationID");
     let out = host.apply(&repo);
@@ -212,8 +221,9 @@ fn the_fleet_journal_limits_become_an_owned_journald_drop_in() {
     assert!(text.contains("SystemMaxUse=64M") && text.contains("RuntimeMaxUse=64M") && text.contains("MaxRetentionSec=7d"), "{text}");
     host.wait("journald to restart with the limits", 10, || host.prop("systemd-journald.service", "InvocationID") != before);
     host.wait("journald to report the cap", 10, || host.sb.journal("systemd-journald.service").contains("max 64.0M"));
-    let inv: serde_json::Value = serde_json::from_slice(&std::fs::read(host.state_dir().join("inventory.json")).unwrap()).unwrap();
-    assert!(inv["config"]["/etc/systemd/journald.conf.d/fleetwright.conf"]["sha256"].is_string(), "{inv}");
+    let inv = host.inventory();
+    let recorded = &inv.config.get("/etc/systemd/journald.conf.d/fleetwright.conf").expect("the drop-in is recorded in the inventory").sha256;
+    assert_eq!(*recorded, fleetwright::types::sha256(&text), "the inventory records what was written");
     // The same commit again: nothing, journald keeps running.
     let running = host.prop("systemd-journald.service", "InvocationID");
     assert!(stdout(&host.apply(&repo)).contains("Nothing to do"));
@@ -226,11 +236,11 @@ fn the_fleet_journal_limits_become_an_owned_journald_drop_in() {
 
 #[test]
 fn a_journald_drop_in_we_did_not_write_is_refused() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let dropin = host.sb.host_path("/etc/systemd/journald.conf.d/fleetwright.conf");
     std::fs::write(&dropin, "[Journal]\nSystemMaxUse=1G\n").unwrap();
-    repo.commit(&[("fleet.yaml", &format!("{FLEET}journal: {{maxUse: 64M}}\n")), ("web.yaml", &service("web", ""))], "journal");
+    repo.commit(&[("fleet.yaml", &format!("{FLEET}journal: {{maxUse: 64M}}\n")), ("web.yaml", &service("web").yaml())], "journal");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("fleetwright.conf exists but fleetwright did not write it"), "{}", stderr(&out));
@@ -239,45 +249,34 @@ fn a_journald_drop_in_we_did_not_write_is_refused() {
 
 #[test]
 fn backups_run_while_the_agent_writes_and_restore_round_trips() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // The agent: a long-running writer inserting rows into its SQLite database.
-    let writer = r#"apiVersion: fleetwright/v1
-kind: Agent
-name: store
-run:
-  command: [/bin/sh, -c, 'mkdir -p /srv/fw-store; i=0; while true; do i=$((i+1)); sqlite3 /srv/fw-store/messages.db "CREATE TABLE IF NOT EXISTS m (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO m (body) VALUES (''row $i'');" || exit 1; done']
-backups:
-  - sqlite: /srv/fw-store/messages.db
-    to: /srv/fw-backups/store
-    schedule: {calendar: "*-*-* 03:00:00"}
-    keep: {last: 3}
-    verify: true
-    wal: true
-logs:
-  - path: /srv/fw-store
-    match: "*.log"
-    maxFiles: 2
-"#;
-    repo.commit(&[("fleet.yaml", FLEET), ("store.yaml", writer)], "store");
+    let writer = agent("store")
+        .sh(r#"mkdir -p /srv/fw-store; i=0; while true; do i=$((i+1)); sqlite3 /srv/fw-store/messages.db "CREATE TABLE IF NOT EXISTS m (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO m (body) VALUES ('row $i');" || exit 1; done"#)
+        .backup(backup("/srv/fw-store/messages.db", "/srv/fw-backups/store").calendar("*-*-* 03:00:00").keep_last(3).verify().wal())
+        .logs(logs("/srv/fw-store").matching("*.log").max_files(2));
+    repo.commit(&[("fleet.yaml", FLEET), ("store.yaml", &writer.yaml())], "store");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let db = host.sb.host_path("/srv/fw-store/messages.db");
-    host.wait("rows to be written", 10, || db.exists());
-    std::thread::sleep(std::time::Duration::from_millis(500));
     let q = |path: &str, sql: &str| -> String {
         let o = host.sb.command("sqlite3").args(["-cmd", ".timeout 5000", path, sql]).output().unwrap();
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
+    let committed = || q("/srv/fw-store/messages.db", "SELECT count(*) FROM m;").parse::<u64>().unwrap_or(0);
+    // (The database made by the writer, not by a query of ours.)
+    host.wait("the database to be made", 10, || host.sb.host_path("/srv/fw-store/messages.db").exists());
+    host.wait("rows to be written", 10, || committed() > 0);
     // Four backups while the writer keeps inserting (another process: each row its own
     // committed transaction); keep: last 3.
     let mut committed_before = 0;
     for _ in 0..4 {
-        // Every row committed before the backup starts must be in it.
-        committed_before = q("/srv/fw-store/messages.db", "SELECT count(*) FROM m;").parse::<u64>().unwrap();
+        // Every row committed before the backup starts must be in it; and each backup has
+        // rows the one before did not.
+        host.wait("the writer to commit more rows", 10, || committed() > committed_before);
+        committed_before = committed();
         host.systemctl(&["start", "agent-store.backup.service"]);
         assert_eq!(host.prop("agent-store.backup.service", "Result"), "success", "{}", host.sb.journal("agent-store.backup.service"));
-        std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     let listed = host.fw(&["backups", "store", "--json"]);
     let l: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
@@ -316,10 +315,14 @@ logs:
     assert_eq!(q("/srv/fw-store/messages.db", &format!("SELECT body FROM m WHERE id = {};", max + 1)), "row 1", "the restored rows are the backup's");
     assert_eq!(q("/srv/fw-store/messages.db", &format!("SELECT count(*) FROM m WHERE id <= {max};")).parse::<u64>().unwrap(), max);
 
-    // Log retention as a unit: keeps the newest two *.log files, runs as the agent.
+    // Log retention as a unit: keeps the newest two *.log files, runs as the agent. Their
+    // times a minute apart, agent-4.log the newest.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     for i in 0..5 {
-        std::fs::write(host.sb.host_path(format!("/srv/fw-store/agent-{i}.log")), "x").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        let path = host.sb.host_path(format!("/srv/fw-store/agent-{i}.log"));
+        std::fs::write(&path, "x").unwrap();
+        let t = nix::sys::time::TimeSpec::new(now - 60 * (5 - i), 0);
+        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &path, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
     }
     host.systemctl(&["start", "agent-store.logs.service"]);
     assert_eq!(host.prop("agent-store.logs.service", "Result"), "success", "{}", host.sb.journal("agent-store.logs.service"));
@@ -335,10 +338,10 @@ logs:
 
 #[test]
 fn a_failed_backup_is_a_failed_unit_visible_in_status() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: nodb\nrun: {command: [/bin/sleep, '100000']}\nbackups: [{sqlite: /srv/fw-none/missing.db, to: /srv/fw-none-backups}]\n";
-    repo.commit(&[("fleet.yaml", FLEET), ("nodb.yaml", agent)], "nodb");
+    let nodb = agent("nodb").command(&["/bin/sleep", "100000"]).backup(backup("/srv/fw-none/missing.db", "/srv/fw-none-backups"));
+    repo.commit(&[("fleet.yaml", FLEET), ("nodb.yaml", &nodb.yaml())], "nodb");
     assert_eq!(code(&host.apply(&repo)), 0);
     host.systemctl(&["start", "agent-nodb.backup.service"]);
     assert_eq!(host.prop("agent-nodb.backup.service", "ActiveState"), "failed");
@@ -350,19 +353,15 @@ fn a_failed_backup_is_a_failed_unit_visible_in_status() {
 
 #[test]
 fn success_exit_codes_count_as_success() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let agent = |codes: &str| {
-        format!(
-            "apiVersion: fleetwright/v1\nkind: Agent\nname: noop\nrun:\n  command: [/bin/sh, -c, 'echo nothing to do; exit 75']\n{codes}schedule: {{calendar: hourly}}\n"
-        )
-    };
-    repo.commit(&[("fleet.yaml", FLEET), ("noop.yaml", &agent("  successExitCodes: [75]\n"))], "75 ok");
+    let noop = job("noop", "echo nothing to do; exit 75").calendar("hourly");
+    repo.commit(&[("fleet.yaml", FLEET), ("noop.yaml", &noop.clone().success_exit_codes(&[75]).yaml())], "75 ok");
     assert_eq!(code(&host.apply(&repo)), 0);
     host.systemctl(&["start", "agent-noop.service"]);
     assert_eq!(host.prop("agent-noop.service", "Result"), "success");
     assert_eq!(host.prop("agent-noop.service", "ExecMainStatus"), "75");
-    repo.commit(&[("fleet.yaml", FLEET), ("noop.yaml", &agent(""))], "75 is a failure");
+    repo.commit(&[("fleet.yaml", FLEET), ("noop.yaml", &noop.yaml())], "75 is a failure");
     assert_eq!(code(&host.apply(&repo)), 0);
     host.systemctl(&["start", "agent-noop.service"]);
     assert_eq!(host.prop("agent-noop.service", "Result"), "exit-code");
@@ -370,7 +369,7 @@ fn success_exit_codes_count_as_success() {
 
 #[test]
 fn log_retention_as_a_unit_keeps_what_it_should_and_never_follows_a_symlink() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let p = |rel: &str| host.sb.host_path(format!("/srv/{rel}"));
     let now = std::time::SystemTime::now();
@@ -408,8 +407,8 @@ fn log_retention_as_a_unit_keeps_what_it_should_and_never_follows_a_symlink() {
     // A whole group whose `logs` is a link to a directory outside: skipped.
     std::fs::create_dir_all(p("groups/g3")).unwrap();
     std::os::unix::fs::symlink("/srv/outside/dir", p("groups/g3/logs")).unwrap();
-    let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: groups\nrun: {command: [/bin/sleep, '100000'], user: agent}\nlogs:\n  - {path: /srv/groups/*/logs, match: \"*.log\", maxAge: 7d, maxFiles: 3}\n";
-    repo.commit(&[("fleet.yaml", FLEET), ("groups.yaml", agent)], "groups");
+    let groups = agent("groups").command(&["/bin/sleep", "100000"]).user("agent").logs(logs("/srv/groups/*/logs").matching("*.log").max_age("7d").max_files(3));
+    repo.commit(&[("fleet.yaml", FLEET), ("groups.yaml", &groups.yaml())], "groups");
     assert_eq!(code(&host.apply(&repo)), 0);
     assert!(std::fs::read_to_string(host.unit_dir().join("agent-groups.logs.service")).unwrap().contains("User=agent"));
     host.systemctl(&["start", "agent-groups.logs.service"]);
@@ -431,11 +430,11 @@ fn log_retention_as_a_unit_keeps_what_it_should_and_never_follows_a_symlink() {
 
 #[test]
 fn concurrency_slots_work_for_a_user_manager() {
-    let host = Host::boot_with(true);
+    let Some(host) = Host::boot_with(true) else { return };
     let repo = Repo::new();
     let files = vec![
-        ("a.yaml".to_string(), group_job("hog", "skip", 1, 1000.0).replace("run:\n", "run:\n  user: me\n")),
-        ("b.yaml".into(), group_job("next", "skip", 1, 0.1).replace("run:\n", "run:\n  user: me\n")),
+        ("a.yaml".to_string(), group_job("hog", "skip", 1, 1000.0).every("1h").user("me").yaml()),
+        ("b.yaml".into(), group_job("next", "skip", 1, 0.1).every("1h").user("me").yaml()),
     ];
     commit_all(&repo, &files);
     let out = host.apply(&repo);

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::real::*;
 
@@ -18,7 +18,7 @@ use crate::real::*;
 const N: usize = 240;
 
 fn sleeper(i: usize, version: u32) -> String {
-    format!("apiVersion: fleetwright/v1\nkind: Agent\nname: s{i:03}\nrun:\n  command: [/bin/sleep, \"{}\"]\n", arg(i, version))
+    agent(&format!("s{i:03}")).command(&["/bin/sleep", &arg(i, version)]).yaml()
 }
 
 /// The argument service `i` runs with at `version`: `1IIIVVV` seconds (about 12 days).
@@ -28,7 +28,7 @@ fn arg(i: usize, version: u32) -> String {
 
 fn fleet_v(n: usize, version: u32) -> Vec<(&'static str, String)> {
     let docs: Vec<String> = (0..n).map(|i| sleeper(i, version)).collect();
-    vec![("fleet.yaml", FLEET.to_string()), ("agents.yaml", docs.join("---\n"))]
+    vec![("fleet.yaml", FLEET.to_string()), ("agents.yaml", documents(&docs))]
 }
 
 fn commit(repo: &Repo, files: &[(&'static str, String)], msg: &str) -> String {
@@ -95,29 +95,25 @@ fn spawn_fw(host: &Host, env: &[(&str, &str)], args: &[&str]) -> Child {
 
 /// The host pid of the process `nsenter` (our child) runs: its only child.
 fn inner_pid(child: &Child) -> u32 {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll("nsenter to start its child", Duration::from_secs(10), Duration::from_millis(10), || {
         let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap_or_default();
-        if let Some(p) = kids.split_whitespace().next() {
-            return p.parse().unwrap();
-        }
-        assert!(Instant::now() < until, "nsenter started nothing");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        kids.split_whitespace().next().map(|p| p.parse().unwrap())
+    })
 }
 
 /// Wait until the process stopped itself at its stop point.
 fn wait_stopped(pid: u32, what: &str) {
-    let until = Instant::now() + Duration::from_secs(120);
-    loop {
+    poll(&format!("the stop point {what}"), Duration::from_secs(120), Duration::from_millis(10), || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T')) {
-            return;
-        }
         assert!(!stat.is_empty(), "{what}: the process ended before its stop point");
-        assert!(Instant::now() < until, "{what}: the stop point was never reached");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T')).then_some(())
+    })
+}
+
+/// Wait for the first service of `version` to run, watching closely (every 5 ms): a fault
+/// injected then comes in the middle of the restarts.
+fn first_restarted(host: &Host, n: usize, version: u32, within: Duration) {
+    poll(&format!("a service of version {version} to run"), within, Duration::from_millis(5), || (!census(host, n, version).new.is_empty()).then_some(()))
 }
 
 /// Continue the stopped process, and `nsenter` (which stops itself when its child stops, and
@@ -143,11 +139,7 @@ fn fault_during_apply(host: &Host, repo: &Repo, version: u32, point: Option<&str
         }
         None => {
             let child = spawn_fw(host, &[], &["apply", "--repo", repo_arg]);
-            let until = Instant::now() + Duration::from_secs(120);
-            while census(host, N, version).new.is_empty() {
-                assert!(Instant::now() < until, "no service restarted");
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            first_restarted(host, N, version, Duration::from_secs(120));
             inject(host, fault);
             child
         }
@@ -199,20 +191,21 @@ fn round(host: &Host, repo: &Repo, version: u32, point: Option<&str>, fault: Fau
     assert!(not_ok.is_empty(), "{what}: {not_ok:?}");
 }
 
-fn big_host() -> (Host, Repo) {
-    let host = Host::boot();
+/// None: skipped ([`Host::boot`]).
+fn big_host() -> Option<(Host, Repo)> {
+    let host = Host::boot()?;
     let repo = Repo::new();
     commit(&repo, &fleet_v(N, 1), "v1");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(census(&host, N, 1).new.len(), N);
-    (host, repo)
+    Some((host, repo))
 }
 
 /// One round of an apply of `N` services per point (`None`: once the first service runs),
 /// with `fault` injected there, on one host.
 fn fault_rounds(fault: Fault, points: &[Option<&str>]) {
-    let (host, repo) = big_host();
+    let Some((host, repo)) = big_host() else { return };
     for (k, point) in points.iter().enumerate() {
         round(&host, &repo, k as u32 + 2, *point, fault);
     }
@@ -294,7 +287,7 @@ fn no_rollback_and_nothing_bad(host: &Host, commits: &[&str]) {
 #[test]
 fn the_daemon_rides_out_a_reexec_and_a_dead_bus_and_marks_nothing_bad() {
     const M: usize = 150;
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let c1 = commit(&repo, &fleet_v(M, 1), "v1");
     // The first apply queues M starts; the daemon stops itself at the 40th restart of v2.
@@ -312,11 +305,7 @@ fn the_daemon_rides_out_a_reexec_and_a_dead_bus_and_marks_nothing_bad() {
 
     // The bus killed when the first service of v3 runs.
     let c3 = commit(&repo, &fleet_v(M, 3), "v3");
-    let until = Instant::now() + Duration::from_secs(60);
-    while census(&host, M, 3).new.is_empty() {
-        assert!(Instant::now() < until, "the daemon never restarted anything of v3:\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    first_restarted(&host, M, 3, Duration::from_secs(60));
     inject(&host, Fault::KillBus);
     host.wait("the daemon to record the host's fault", 60, || {
         reconciles(&host)
@@ -347,22 +336,23 @@ fn free(host: &Host, dir: &str) {
     assert!(o.status.success());
 }
 
-fn web_fleet(extra: &str) -> Vec<(&'static str, String)> {
-    vec![("fleet.yaml", FLEET.to_string()), ("web.yaml", service("web", extra)), ("tick.yaml", job("tick", "{calendar: hourly}", "echo tick"))]
+/// `web` (a [`service`] named web, as the test shapes it) and an hourly job.
+fn web_fleet(web: AgentSpec) -> Vec<(&'static str, String)> {
+    vec![("fleet.yaml", FLEET.to_string()), ("web.yaml", web.yaml()), ("tick.yaml", job("tick", "echo tick").calendar("hourly").yaml())]
 }
 
 #[test]
 fn a_full_unit_or_state_directory_under_the_daemon_is_the_hosts_fault_and_converges_once_freed() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &web_fleet(""), "one");
+    let c1 = commit(&repo, &web_fleet(service("web")), "one");
     let d = Daemon::start(&host, &repo, &["--health-grace", "1s"], &[]);
     host.wait("the first commit to pass its gate", 30, || history(&host)["lastGood"] == c1.as_str());
 
     // The unit directory full: every attempt fails to write, for longer than it took the
     // daemon to give a commit up before (five attempts).
     fill(&host, "/etc/systemd/system");
-    let c2 = commit(&repo, &web_fleet("service: {restart: always}\n"), "two");
+    let c2 = commit(&repo, &web_fleet(service("web").restart("always")), "two");
     host.wait("five attempts on a full unit directory", 60, || {
         // Identical failed attempts are one history row with a count (`repeats`).
         reconciles(&host).iter().filter(|r| r["head"] == c2.as_str() && r["result"] == "error").map(|r| r["repeats"].as_i64().unwrap_or(1)).sum::<i64>() >= 5
@@ -382,7 +372,7 @@ fn a_full_unit_or_state_directory_under_the_daemon_is_the_hosts_fault_and_conver
 
     // The state directory full: the inventory (and the history) cannot be written.
     fill(&host, "/var/lib/fleetwright");
-    let c3 = commit(&repo, &web_fleet("service: {restart: always}\ndescription: three\n"), "three");
+    let c3 = commit(&repo, &web_fleet(service("web").restart("always").description("three")), "three");
     host.wait("the daemon to meet the full state directory", 30, || d.log().contains("No space left on device"));
     assert_ne!(host.prop("agent-web.service", "Description"), "three");
     free(&host, "/var/lib/fleetwright");
@@ -393,7 +383,7 @@ fn a_full_unit_or_state_directory_under_the_daemon_is_the_hosts_fault_and_conver
 
 #[test]
 fn a_full_state_directory_at_the_final_inventory_exits_3_and_the_next_apply_finishes() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     commit(&repo, &fleet_v(20, 1), "v1");
     assert_eq!(code(&host.apply(&repo)), 0);
@@ -423,14 +413,15 @@ fn sh(host: &Host, script: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn db_agent(keep: &str) -> Vec<(&'static str, String)> {
-    let extra = format!("backups:\n  - sqlite: /srv/db/data.db\n    to: /srv/backups/db\n    keep: {keep}\n    schedule: {{calendar: daily}}\n");
-    vec![("fleet.yaml", FLEET.to_string()), ("db.yaml", service("db", &extra))]
+/// A service `db` whose database /srv/db/data.db is backed up daily, the last `keep` kept.
+fn db_agent(keep: u32) -> Vec<(&'static str, String)> {
+    let db = service("db").backup(backup("/srv/db/data.db", "/srv/backups/db").keep_last(keep).calendar("daily"));
+    vec![("fleet.yaml", FLEET.to_string()), ("db.yaml", db.yaml())]
 }
 
 #[test]
 fn a_full_backup_directory_says_so_and_a_lowered_keep_frees_it() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // A database of about 100 KiB, and backups on a 512 KiB file system.
     sh(&host, "mkdir -p /srv/db /srv/backups && mount -t tmpfs -o size=512k,mode=755 tmpfs /srv/backups");
@@ -438,7 +429,7 @@ fn a_full_backup_directory_says_so_and_a_lowered_keep_frees_it() {
         &host,
         "sqlite3 /srv/db/data.db 'CREATE TABLE t(x); WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<100) INSERT INTO t SELECT randomblob(1000) FROM c;'",
     );
-    let c1 = commit(&repo, &db_agent("{last: 20}"), "keep 20");
+    let c1 = commit(&repo, &db_agent(20), "keep 20");
     let _d = Daemon::start(&host, &repo, &["--health-grace", "1s"], &[]);
     host.wait("the first commit to pass its gate", 30, || history(&host)["lastGood"] == c1.as_str());
     // (reset-failed: many starts in a row would hit the manager's start rate limit.)
@@ -471,7 +462,7 @@ fn a_full_backup_directory_says_so_and_a_lowered_keep_frees_it() {
             break;
         }
     }
-    let c2 = commit(&repo, &db_agent("{last: 2}"), "keep 2");
+    let c2 = commit(&repo, &db_agent(2), "keep 2");
     host.wait("the lowered keep to pass its gate", 30, || history(&host)["lastGood"] == c2.as_str());
     assert!(run_backup(), "{}", host.sb.journal("agent-db.backup.service"));
     let listed = host.fw(&["backups", "db", "--json"]);
@@ -499,9 +490,9 @@ fn commit_seen_by(host: &Host, agent: &str) -> String {
 
 #[test]
 fn deploy_markers_deleted_emptied_or_replaced_are_seen_and_repaired() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &web_fleet(""), "one");
+    let c1 = commit(&repo, &web_fleet(service("web")), "one");
     assert_eq!(code(&host.apply(&repo)), 0);
     let markers = host.state_dir().join("markers");
     let env = markers.join("web.env");
@@ -525,7 +516,7 @@ fn deploy_markers_deleted_emptied_or_replaced_are_seen_and_repaired() {
     std::fs::write(markers.join("web.json"), "").unwrap();
     assert!(stdout(&plan()).contains("web.json is empty"));
     assert_eq!(code(&host.apply(&repo)), 0);
-    assert!(std::fs::read_to_string(markers.join("web.json")).unwrap().contains(&c1));
+    assert_eq!(host.marker_commit("web"), Some(c1.clone()));
     assert_eq!(code(&plan()), 0);
 
     // A directory in its place (with something in it): seen, and no later apply is blocked
@@ -534,7 +525,7 @@ fn deploy_markers_deleted_emptied_or_replaced_are_seen_and_repaired() {
     std::fs::create_dir_all(env.join("inside")).unwrap();
     std::fs::write(env.join("inside/file"), "x").unwrap();
     assert!(stdout(&plan()).contains("web.env is a directory, not a file"));
-    let c2 = commit(&repo, &web_fleet("service: {restart: always}\n"), "two");
+    let c2 = commit(&repo, &web_fleet(service("web").restart("always")), "two");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(std::fs::symlink_metadata(&env).unwrap().is_file());
@@ -545,10 +536,10 @@ fn deploy_markers_deleted_emptied_or_replaced_are_seen_and_repaired() {
 
 #[test]
 fn the_next_run_of_any_writer_sweeps_what_a_killed_restore_left_and_a_restore_killed_at_any_step_is_finished_by_the_next() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     sh(&host, "mkdir -p /srv/db && sqlite3 /srv/db/data.db 'CREATE TABLE t(x); INSERT INTO t VALUES (1);'");
-    commit(&repo, &db_agent("{last: 5}"), "db");
+    commit(&repo, &db_agent(5), "db");
     assert_eq!(code(&host.apply(&repo)), 0);
     let backup = || assert!(host.sb.command("systemctl").args(["start", "agent-db.backup.service"]).output().unwrap().status.success());
     backup();
@@ -605,10 +596,10 @@ fn the_next_run_of_any_writer_sweeps_what_a_killed_restore_left_and_a_restore_ki
 
 #[test]
 fn a_backup_dated_in_the_future_is_reported_never_preferred_and_counted_in_no_keep() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     sh(&host, "mkdir -p /srv/db && sqlite3 /srv/db/data.db 'CREATE TABLE t(x); INSERT INTO t VALUES (1);'");
-    commit(&repo, &db_agent("{last: 2}"), "db");
+    commit(&repo, &db_agent(2), "db");
     assert_eq!(code(&host.apply(&repo)), 0);
     let fw = env!("CARGO_BIN_EXE_fleetwright");
     let take = |faked: Option<&str>| {
@@ -661,9 +652,9 @@ fn a_backup_dated_in_the_future_is_reported_never_preferred_and_counted_in_no_ke
 
 #[test]
 fn a_damaged_history_is_reported_as_damaged_and_the_daemon_starts_a_fresh_one() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &web_fleet(""), "one");
+    let c1 = commit(&repo, &web_fleet(service("web")), "one");
     assert_eq!(code(&host.apply(&repo)), 0);
     let path = host.state_dir().join("history.sqlite");
     std::fs::write(&path, vec![0x5au8; 8192]).unwrap();
@@ -672,7 +663,7 @@ fn a_damaged_history_is_reported_as_damaged_and_the_daemon_starts_a_fresh_one() 
     assert!(stderr(&out).contains("is damaged") && stderr(&out).contains("A damaged history"), "{}", stderr(&out));
     assert!(!stdout(&out).contains("last good: none"), "{}", stdout(&out));
     // The daemon sets it aside, keeps the commit the host runs as good, and works on.
-    let c2 = commit(&repo, &web_fleet("service: {restart: always}\n"), "two");
+    let c2 = commit(&repo, &web_fleet(service("web").restart("always")), "two");
     let d = Daemon::start(&host, &repo, &["--health-grace", "1s"], &[]);
     host.wait("the daemon to converge with a fresh history", 30, || history(&host)["lastGood"] == c2.as_str());
     assert!(d.log().contains("a fresh history started"), "{}", d.log());
@@ -690,9 +681,9 @@ fn a_damaged_history_is_reported_as_damaged_and_the_daemon_starts_a_fresh_one() 
 
 #[test]
 fn a_symlink_in_an_owned_units_place_is_foreign_and_left_alone() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    commit(&repo, &web_fleet(""), "one");
+    commit(&repo, &web_fleet(service("web")), "one");
     assert_eq!(code(&host.apply(&repo)), 0);
     let unit = host.unit_dir().join("agent-web.service");
     let copy = host.sb.host_path("/run/fw-copy.service");
@@ -703,7 +694,7 @@ fn a_symlink_in_an_owned_units_place_is_foreign_and_left_alone() {
     let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
     assert_eq!(code(&plan), 2, "{}", stdout(&plan));
     assert!(stdout(&plan).contains("agent-web.service in the unit directory is a symbolic link to /run/fw-copy.service"), "{}", stdout(&plan));
-    commit(&repo, &web_fleet("service: {restart: always}\n"), "two");
+    commit(&repo, &web_fleet(service("web").restart("always")), "two");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(std::fs::symlink_metadata(&unit).unwrap().file_type().is_symlink(), "the symlink was replaced");
@@ -714,17 +705,16 @@ fn a_symlink_in_an_owned_units_place_is_foreign_and_left_alone() {
 
 #[test]
 fn a_hand_added_inventory_entry_never_lets_prune_remove_a_file_fleetwright_did_not_write() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    commit(&repo, &web_fleet(""), "one");
+    commit(&repo, &web_fleet(service("web")), "one");
     assert_eq!(code(&host.apply(&repo)), 0);
     // An entry added by hand for a unit someone wrote, with a hash of something else.
     let hand = "[Service]\nExecStart=/bin/sleep 100000\n";
     std::fs::write(host.unit_dir().join("agent-ghost.service"), hand).unwrap();
-    let inv_path = host.state_dir().join("inventory.json");
-    let mut inv: serde_json::Value = serde_json::from_slice(&std::fs::read(&inv_path).unwrap()).unwrap();
-    inv["files"]["agent-ghost.service"] = serde_json::json!({ "sha256": "0".repeat(64), "agent": "ghost", "role": "service" });
-    std::fs::write(&inv_path, serde_json::to_vec_pretty(&inv).unwrap()).unwrap();
+    let mut inv = host.inventory();
+    inv.files.insert("agent-ghost.service".into(), fleetwright::inventory::FileRecord::new("0".repeat(64), "ghost".into(), fleetwright::types::Role::Service));
+    host.save_inventory(&inv);
     let out = host.apply(&repo);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("agent-ghost.service is in the inventory, but the file there is not one fleetwright wrote"), "{}", stderr(&out));
@@ -733,10 +723,10 @@ fn a_hand_added_inventory_entry_never_lets_prune_remove_a_file_fleetwright_did_n
 
 #[test]
 fn backups_with_a_damaged_inventory_and_restore_with_a_unit_that_will_not_start_say_what_is_wrong() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     sh(&host, "mkdir -p /srv/db && sqlite3 /srv/db/data.db 'CREATE TABLE t(x); INSERT INTO t VALUES (1);'");
-    commit(&repo, &db_agent("{last: 5}"), "db");
+    commit(&repo, &db_agent(5), "db");
     assert_eq!(code(&host.apply(&repo)), 0);
     assert!(host.sb.command("systemctl").args(["start", "agent-db.backup.service"]).output().unwrap().status.success());
     // The service cannot start again after the swap (a drop-in by hand points it at nothing).
@@ -758,16 +748,16 @@ fn backups_with_a_damaged_inventory_and_restore_with_a_unit_that_will_not_start_
 
 #[test]
 fn a_long_wait_for_a_start_says_what_it_waits_for() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // web is ordered after a job that takes 20 s: its start waits for it.
-    let slow = ("slow.yaml", job("slow", "{calendar: daily}", "sleep 20"));
+    let slow = ("slow.yaml", job("slow", "sleep 20").calendar("daily").yaml());
     commit(&repo, &[("fleet.yaml", FLEET.to_string()), slow.clone()], "slow");
     assert_eq!(code(&host.apply(&repo)), 0);
     // A run of the job in progress; web, ordered after it, starts once it is done.
     host.systemctl(&["start", "--no-block", "agent-slow.service"]);
     host.wait("the job to run", 10, || host.prop("agent-slow.service", "ActiveState") == "activating");
-    commit(&repo, &[("fleet.yaml", FLEET.to_string()), slow, ("web.yaml", service("web", "after: [slow]\n"))], "web");
+    commit(&repo, &[("fleet.yaml", FLEET.to_string()), slow, ("web.yaml", service("web").after(&["slow"]).yaml())], "web");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("waiting for 1 start job(s) to finish") && stderr(&out).contains("agent-web.service"), "{}", stderr(&out));
@@ -778,11 +768,14 @@ fn a_long_wait_for_a_start_says_what_it_waits_for() {
 /// reach (a 0700 home); a copy that is gone is reported and put back by the next apply.
 #[test]
 fn helper_units_run_the_installed_copy_of_the_binary_wherever_it_was_applied_from() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // The agent is not root, and keeps its logs: its log cleanup runs as `agent`.
-    let logs = "logs:\n  - path: /srv/logs\n    maxFiles: 1\n    schedule: {calendar: daily}\nbackups:\n  - sqlite: /srv/db/data.db\n    to: /srv/backups/db\n    keep: {last: 2}\n    schedule: {calendar: daily}\n";
-    let agent = service("db", logs).replace("run:\n", "run:\n  user: agent\n");
+    let agent = service("db")
+        .user("agent")
+        .logs(logs("/srv/logs").max_files(1))
+        .backup(backup("/srv/db/data.db", "/srv/backups/db").keep_last(2).calendar("daily"))
+        .yaml();
     sh(
         &host,
         "mkdir -p /srv/db /srv/logs /srv/private && chown agent /srv/logs /srv/db && chmod 700 /srv/private && sqlite3 /srv/db/data.db 'CREATE TABLE t(x);' && chown agent /srv/db/data.db && touch /srv/logs/a.log /srv/logs/b.log",

@@ -42,14 +42,15 @@ fn corpus() -> Vec<Case> {
 }
 
 /// A valid agent next to every case: the hostile file must still fail the whole commit.
-const GOOD: &str =
-    "apiVersion: fleetwright/v1\nkind: Agent\nname: good\nrun:\n  command: [/bin/sh, -c, 'echo up > /tmp/alive; exec sleep 100000']\n  user: agent\n";
+fn good() -> String {
+    agent("good").sh("echo up > /tmp/alive; exec sleep 100000").user("agent").yaml()
+}
 
 #[test]
 fn every_case_is_refused_by_the_spec_loader_at_its_position() {
     let mut failed = Vec::new();
     for c in corpus() {
-        let files = vec![("good.yaml".to_string(), GOOD.to_string()), (c.file.clone(), c.text.clone())];
+        let files = vec![("good.yaml".to_string(), good()), (c.file.clone(), c.text.clone())];
         match fleetwright::spec::load(&files, &fleetwright::host::zones::Tzdata) {
             Ok(_) => failed.push(format!("{}: accepted", c.file)),
             Err(d) => {
@@ -70,7 +71,7 @@ fn every_case_is_refused_by_validate_and_by_render_of_a_commit() {
     for c in corpus() {
         // `validate DIR`, as a contributor runs it before pushing.
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        std::fs::write(dir.path().join("good.yaml"), GOOD).unwrap();
+        std::fs::write(dir.path().join("good.yaml"), good()).unwrap();
         std::fs::write(dir.path().join(&c.file), &c.text).unwrap();
         let out = std::process::Command::new(exe).args(["validate", dir.path().to_str().unwrap()]).output().unwrap();
         let text = stdout(&out) + &stderr(&out);
@@ -79,7 +80,7 @@ fn every_case_is_refused_by_validate_and_by_render_of_a_commit() {
         }
         // `render` of a commit, as plan and apply read it: nothing rendered at all.
         let repo = Repo::new();
-        repo.commit(&[("good.yaml", GOOD), (&c.file, &c.text)], "hostile");
+        repo.commit(&[("good.yaml", &good()), (&c.file, &c.text)], "hostile");
         let out = std::process::Command::new(exe).args(["--host", "vps-1", "render", "--repo", repo.path().to_str().unwrap()]).output().unwrap();
         let (o, e) = (stdout(&out), stderr(&out));
         if code(&out) == 0 || !e.contains(&c.expect) || o.contains("[Service]") {
@@ -91,19 +92,19 @@ fn every_case_is_refused_by_validate_and_by_render_of_a_commit() {
 
 #[test]
 fn nothing_of_a_dangerous_case_runs_in_a_real_systemd() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     // The control: the same sandbox runs what it is given.
-    repo.commit(&[("good.yaml", GOOD)], "good");
+    repo.commit(&[("good.yaml", &good())], "good");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     host.wait("the good agent to start", 20, || host.sb.host_path("/tmp/alive").exists());
-    let good = host.prop("agent-good.service", "InvocationID");
+    let good_run = host.prop("agent-good.service", "InvocationID");
     let units_before: Vec<String> = std::fs::read_dir(host.unit_dir()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     let cases: Vec<Case> = corpus().into_iter().filter(|c| c.apply).collect();
     assert!(cases.len() >= 8, "only {} cases are applied", cases.len());
     for c in &cases {
-        repo.commit(&[("good.yaml", GOOD), (&c.file, &c.text)], &c.file);
+        repo.commit(&[("good.yaml", &good()), (&c.file, &c.text)], &c.file);
         let out = host.apply(&repo);
         assert_eq!(code(&out), 1, "{}: apply of an invalid commit: {}", c.file, stderr(&out));
         assert!(stderr(&out).contains(&c.expect), "{}: {}", c.file, stderr(&out));
@@ -111,7 +112,7 @@ fn nothing_of_a_dangerous_case_runs_in_a_real_systemd() {
         let units: Vec<String> = std::fs::read_dir(host.unit_dir()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(units, units_before, "{}: the unit directory changed", c.file);
         assert!(!host.sb.host_path("/tmp/pwned").exists(), "{}: the payload ran", c.file);
-        assert_eq!(host.prop("agent-good.service", "InvocationID"), good, "{}: the last good state was disturbed", c.file);
+        assert_eq!(host.prop("agent-good.service", "InvocationID"), good_run, "{}: the last good state was disturbed", c.file);
     }
 }
 
@@ -122,7 +123,7 @@ fn the_renderer_refuses_hand_built_values_that_would_break_the_unit_format() {
     use fleetwright::render::{RenderCtx, render_agent};
     use fleetwright::types::Scope;
     let ctx = RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
-    let fleet = crate::common::fleet(&[("good.yaml", GOOD)]);
+    let fleet = crate::common::fleet(&[("good.yaml", &good())]);
     assert!(render_agent(&fleet, &fleet.agents[0], &ctx, "c").is_ok());
     type Mutation = fn(&mut fleetwright::spec::model::Agent);
     let cases: [(&str, Mutation); 7] = [
@@ -156,17 +157,16 @@ fn the_renderer_refuses_hand_built_values_that_would_break_the_unit_format() {
 #[test]
 fn a_credential_directory_that_an_agent_can_change_is_refused_at_apply() {
     use std::os::unix::fs::PermissionsExt;
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
     let creds = host.sb.host_path("/srv/creds");
     std::fs::create_dir_all(&creds).unwrap();
     std::fs::set_permissions(host.sb.host_path("/srv"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::write(creds.join("tok"), "secret").unwrap();
-    let fleet = "apiVersion: fleetwright/v1\nkind: Fleet\ncredentialDirs: [/srv/creds]\n";
-    let agent =
-        "apiVersion: fleetwright/v1\nkind: Agent\nname: reader\nrun: {command: [/bin/sleep, '100000'], user: agent, credentials: {tok: /srv/creds/tok}}\n";
-    repo.commit(&[("fleet.yaml", fleet), ("reader.yaml", agent)], "creds");
+    let fleet = fleet_doc().credential_dirs(&["/srv/creds"]).yaml();
+    let reader = agent("reader").command(&["/bin/sleep", "100000"]).user("agent").credential("tok", "/srv/creds/tok").yaml();
+    repo.commit(&[("fleet.yaml", &fleet), ("reader.yaml", &reader)], "creds");
     let out = host.apply(&repo);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("credentialDirs: /srv/creds: /srv/creds is writable by group or others (mode 777)"), "{}", stderr(&out));
@@ -183,6 +183,7 @@ fn a_credential_directory_that_an_agent_can_change_is_refused_at_apply() {
 #[test]
 fn validate_warns_of_a_secret_in_the_environment() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Written by hand: the warning names the line and column of the value.
     let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: bot\nrun:\n  command: [/bin/true]\n  user: agent\n  environment: {SLACK_BOT_TOKEN: xoxb-not-a-real-token}\n";
     std::fs::write(dir.path().join("bot.yaml"), agent).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright")).args(["validate", dir.path().to_str().unwrap()]).output().unwrap();

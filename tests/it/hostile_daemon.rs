@@ -2,7 +2,7 @@
 //! root: local users who can connect to the endpoint or write to shared directories, and
 //! webhook senders who replay what they captured. Every case is a hole that was open once.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -11,45 +11,17 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::daemon::{commit, fleet};
+use crate::http::{closed_within, is_closed, try_get};
 use crate::real::*;
 
 /// A secret long enough for the daemon (at least 16 bytes).
 const SECRET: &str = "8d3c0a9e51f24b7d96e0c3a1f5b8d2e4";
 
-/// Wait for the server to close `s` (end of file or reset), reading and dropping what it sends
-/// meanwhile, for up to `within`: how long it took, or None.
-fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> {
-    let t0 = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = within.checked_sub(t0.elapsed())?;
-        s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
-        match s.read(&mut buf) {
-            Ok(0) => return Some(t0.elapsed()),
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => return Some(t0.elapsed()),
-        }
-    }
-}
-
-/// Whether the server has closed `s`, without waiting.
-fn is_closed(s: &mut TcpStream) -> bool {
-    s.set_nonblocking(true).unwrap();
-    let r = s.read(&mut [0u8; 64]);
-    s.set_nonblocking(false).unwrap();
-    match r {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-    }
-}
-
 #[test]
 fn healthz_answers_within_a_second_while_200_idle_connections_are_held_and_slow_bodies_cannot_lock_it_out() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
     host.wait("the first commit", 15, || host.marker_commit("web").as_deref() == Some(c1.as_str()));
     d.wait_http();
@@ -63,15 +35,9 @@ fn healthz_answers_within_a_second_while_200_idle_connections_are_held_and_slow_
     assert!(body.contains(&c1), "{body}");
     assert!(took < Duration::from_secs(1), "/healthz took {took:?} behind 200 idle connections");
     // The daemon keeps at most 64 open: it closed the oldest 136 to make room.
-    let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        let closed = idle.iter_mut().map(is_closed).filter(|c| *c).count();
-        if closed >= 200 - 64 {
-            break;
-        }
-        assert!(Instant::now() < until, "only {closed} of 200 idle connections were closed; the daemon holds the rest open");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("the daemon to close 136 of the 200 idle connections", Duration::from_secs(5), || {
+        (idle.iter_mut().map(is_closed).filter(|c| *c).count() >= 200 - 64).then_some(())
+    });
     // Requests whose bodies never come, on every connection the daemon allows: once they have
     // run 2 s, the oldest make room, and /healthz gets through.
     let slow: Vec<TcpStream> = (0..64)
@@ -81,29 +47,20 @@ fn healthz_answers_within_a_second_while_200_idle_connections_are_held_and_slow_
             s
         })
         .collect();
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut resp = String::new();
-        let sent = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_ok();
-        if sent && s.read_to_string(&mut resp).is_ok() && resp.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(Instant::now() < until, "64 slow requests locked /healthz out");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for("/healthz to get through 64 slow requests", Duration::from_secs(10), || {
+        (try_get(("127.0.0.1", d.port), "/healthz", Duration::from_secs(2)) == Some(200)).then_some(())
+    });
     drop(slow);
     // And it still reconciles: a new commit converges.
-    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    let c2 = commit(&repo, &fleet(service("web").description("two")), "two");
     host.wait("the second commit", 15, || host.marker_commit("web").as_deref() == Some(c2.as_str()));
 }
 
 #[test]
 fn idle_and_trickling_connections_are_closed_within_the_idle_timeout() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    commit(&repo, &fleet(""), "one");
+    commit(&repo, &fleet(service("web")), "one");
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
     d.wait_http();
     let addr = ("127.0.0.1", d.port);
@@ -138,9 +95,9 @@ fn idle_and_trickling_connections_are_closed_within_the_idle_timeout() {
 
 #[test]
 fn a_replayed_signed_delivery_is_refused_even_under_a_new_delivery_id() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
     let secret = repo.dir.path().parent().unwrap().join(format!("secret-replay-{}", std::process::id()));
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     let d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h", "--webhook-secret-file", secret.to_str().unwrap()], &[]);
@@ -185,9 +142,9 @@ fn refused_at_start(host: &Host, args: &[&str]) -> Output {
 
 #[test]
 fn short_secrets_and_non_loopback_addresses_are_refused_at_start() {
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    commit(&repo, &fleet(""), "one");
+    commit(&repo, &fleet(service("web")), "one");
     let path = repo.path().to_str().unwrap().to_string();
     let file = |name: &str, content: &str| {
         let f = repo.dir.path().parent().unwrap().join(format!("{name}-{}", std::process::id()));
@@ -234,9 +191,12 @@ fn fw(state: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn a_cache_another_user_owns_or_can_write_is_refused_and_nothing_is_read_from_it() {
+    if !root_or_skip() {
+        return;
+    }
     let base = open_dir();
     let repo = Repo::new();
-    commit(&repo, &fleet(""), "one");
+    commit(&repo, &fleet(service("web")), "one");
     let url = format!("file://{}", repo.path().display());
     let state = base.path().join("state");
     let cache = state.join("cache");
@@ -274,6 +234,9 @@ fn a_cache_another_user_owns_or_can_write_is_refused_and_nothing_is_read_from_it
 
 #[test]
 fn without_a_usable_state_directory_nothing_falls_back_to_a_shared_temporary_directory() {
+    if !root_or_skip() {
+        return;
+    }
     let base = open_dir();
     // A temporary directory every user can write, as /tmp.
     let tmp = base.path().join("tmp");
@@ -300,10 +263,13 @@ fn without_a_usable_state_directory_nothing_falls_back_to_a_shared_temporary_dir
 
 #[test]
 fn read_only_commands_on_a_local_repository_need_no_cache_and_make_nothing() {
+    if !sandbox_or_skip() {
+        return;
+    }
     let base = open_dir();
     let repo = Repo::new();
-    let c1 = commit(&repo, &fleet(""), "one");
-    let c2 = commit(&repo, &fleet("description: two\n"), "two");
+    let c1 = commit(&repo, &fleet(service("web")), "one");
+    let c2 = commit(&repo, &fleet(service("web").description("two")), "two");
     let path = repo.path().to_str().unwrap();
     let state = base.path().join("state");
     for args in [
@@ -321,7 +287,7 @@ fn read_only_commands_on_a_local_repository_need_no_cache_and_make_nothing() {
     std::os::unix::fs::chown(state.join("cache"), Some(65534), Some(65534)).unwrap();
     assert_eq!(code(&fw(&state, &["render", "--repo", path])), 0);
     // `plan` against a host (the sandbox's systemd): nothing under the state directory either.
-    let host = Host::boot();
+    let Some(host) = Host::boot() else { return };
     let out = host.fw(&["plan", "--repo", path]);
     assert_eq!(code(&out), 1, "changes pending: {}", stderr(&out));
     assert!(!host.state_dir().join("cache").exists(), "plan made a cache");

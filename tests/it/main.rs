@@ -2,6 +2,7 @@
 //! that drives a real systemd booted in a namespace with real git repositories.
 
 mod apply;
+mod build;
 mod calendar;
 mod cli;
 mod common;
@@ -17,6 +18,7 @@ mod hostile_faults;
 mod hostile_gate;
 mod hostile_ops;
 mod hostile_output;
+mod http;
 mod plan;
 mod real;
 mod render;

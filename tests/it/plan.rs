@@ -1,33 +1,38 @@
 //! The plan's rules, on fakes of the observed host built from real desired states.
 
+use crate::build::{AgentSpec, agent, documents, fleet_doc};
 use crate::common::*;
 use fleetwright::inventory::Inventory;
 use fleetwright::plan::{FileOp, Plan, PlanOptions, plan, render_text};
+use fleetwright::spec::Fleet;
 use fleetwright::types::Action;
 use fleetwright::unit::Change;
 
-const FLEET: &str = "apiVersion: fleetwright/v1
-kind: Fleet
-defaults: {run: {user: agent}}
----
-apiVersion: fleetwright/v1
-kind: Agent
-name: job
-run: {command: [/usr/bin/job]}
-schedule: {calendar: hourly}
----
-apiVersion: fleetwright/v1
-kind: Agent
-name: web
-description: the web
-run: {command: [/usr/bin/web]}
----
-apiVersion: fleetwright/v1
-kind: Agent
-name: bot
-run: {command: [/usr/bin/bot]}
-service: {onChange: reload}
-";
+// The fleet of these tests: an hourly job, a web service and a bot that reloads on a change,
+// all run by `agent`. A test changes one of them and plans the fleet again.
+
+fn job() -> AgentSpec {
+    agent("job").command(&["/usr/bin/job"]).calendar("hourly")
+}
+
+fn web() -> AgentSpec {
+    agent("web").description("the web").command(&["/usr/bin/web"])
+}
+
+fn bot() -> AgentSpec {
+    agent("bot").command(&["/usr/bin/bot"]).on_change("reload")
+}
+
+/// The Fleet document and `agents`, in one file.
+fn fleet_of(agents: &[AgentSpec]) -> Fleet {
+    let docs: Vec<String> = std::iter::once(fleet_doc().default_user("agent").yaml()).chain(agents.iter().map(AgentSpec::yaml)).collect();
+    fleet(&[("f.yaml", &documents(&docs))])
+}
+
+/// The three as they are.
+fn standard() -> Fleet {
+    fleet_of(&[job(), web(), bot()])
+}
 
 fn opts() -> PlanOptions {
     PlanOptions::default()
@@ -40,7 +45,7 @@ fn actions(p: &Plan, unit: &str) -> (FileOp, Vec<Action>) {
 
 #[test]
 fn fresh_host_writes_enables_and_starts_but_never_starts_a_job() {
-    let d = want(&fleet(&[("f.yaml", FLEET)]), "c1", &Inventory::default());
+    let d = want(&standard(), "c1", &Inventory::default());
     let p = plan(&d, &Default::default(), opts());
     insta::assert_snapshot!(render_text(&p, false));
     assert_eq!(actions(&p, "agent-job.service"), (FileOp::Create, vec![]));
@@ -51,7 +56,7 @@ fn fresh_host_writes_enables_and_starts_but_never_starts_a_job() {
 
 #[test]
 fn converged_host_and_a_new_commit_that_changes_nothing_do_nothing() {
-    let f = fleet(&[("f.yaml", FLEET)]);
+    let f = standard();
     let d1 = want(&f, "c1", &Inventory::default());
     let host = converged(&d1);
     let p = plan(&want(&f, "c1", &host.inventory), &host, opts());
@@ -65,9 +70,9 @@ fn converged_host_and_a_new_commit_that_changes_nothing_do_nothing() {
 
 #[test]
 fn a_changed_job_is_rewritten_and_never_restarted() {
-    let f1 = fleet(&[("f.yaml", FLEET)]);
+    let f1 = standard();
     let host = converged(&want(&f1, "c1", &Inventory::default()));
-    let f2 = fleet(&[("f.yaml", &FLEET.replace("/usr/bin/job", "/usr/bin/job2"))]);
+    let f2 = fleet_of(&[job().command(&["/usr/bin/job2"]), web(), bot()]);
     let p = plan(&want(&f2, "c2", &host.inventory), &host, opts());
     insta::assert_snapshot!(render_text(&p, true));
     assert_eq!(actions(&p, "agent-job.service"), (FileOp::Update(Change::Semantic), vec![]));
@@ -79,9 +84,9 @@ fn a_changed_job_is_rewritten_and_never_restarted() {
 
 #[test]
 fn a_changed_timer_restarts_only_the_timer() {
-    let f1 = fleet(&[("f.yaml", FLEET)]);
+    let f1 = standard();
     let host = converged(&want(&f1, "c1", &Inventory::default()));
-    let f2 = fleet(&[("f.yaml", &FLEET.replace("calendar: hourly", "calendar: daily"))]);
+    let f2 = fleet_of(&[job().calendar("daily"), web(), bot()]);
     let p = plan(&want(&f2, "c2", &host.inventory), &host, opts());
     assert_eq!(actions(&p, "agent-job.timer"), (FileOp::Update(Change::Semantic), vec![Action::Restart]));
     assert_eq!(actions(&p, "agent-job.service"), (FileOp::Update(Change::Cosmetic), vec![]));
@@ -89,24 +94,24 @@ fn a_changed_timer_restarts_only_the_timer() {
 
 #[test]
 fn services_follow_on_change() {
-    let f1 = fleet(&[("f.yaml", FLEET)]);
+    let f1 = standard();
     let host = converged(&want(&f1, "c1", &Inventory::default()));
-    let f2 = fleet(&[("f.yaml", &FLEET.replace("/usr/bin/web", "/usr/bin/web2").replace("/usr/bin/bot", "/usr/bin/bot2"))]);
+    let f2 = fleet_of(&[job(), web().command(&["/usr/bin/web2"]), bot().command(&["/usr/bin/bot2"])]);
     let p = plan(&want(&f2, "c2", &host.inventory), &host, opts());
     assert_eq!(actions(&p, "agent-web.service").1, vec![Action::Restart]);
     assert_eq!(actions(&p, "agent-bot.service").1, vec![Action::Reload]);
-    let f3 = fleet(&[("f.yaml", &FLEET.replace("onChange: reload", "onChange: none"))]);
+    let f3 = fleet_of(&[job(), web(), bot().on_change("none")]);
     let host3 = converged(&want(&f3, "c1", &Inventory::default()));
-    let f4 = fleet(&[("f.yaml", &FLEET.replace("onChange: reload", "onChange: none").replace("/usr/bin/bot", "/usr/bin/bot2"))]);
+    let f4 = fleet_of(&[job(), web(), bot().on_change("none").command(&["/usr/bin/bot2"])]);
     let p4 = plan(&want(&f4, "c2", &host3.inventory), &host3, opts());
     assert_eq!(actions(&p4, "agent-bot.service"), (FileOp::Update(Change::Semantic), vec![]));
 }
 
 #[test]
 fn a_description_change_restarts_nothing() {
-    let f1 = fleet(&[("f.yaml", FLEET)]);
+    let f1 = standard();
     let host = converged(&want(&f1, "c1", &Inventory::default()));
-    let f2 = fleet(&[("f.yaml", &FLEET.replace("the web", "the web server"))]);
+    let f2 = fleet_of(&[job(), web().description("the web server"), bot()]);
     let p = plan(&want(&f2, "c2", &host.inventory), &host, opts());
     assert_eq!(actions(&p, "agent-web.service"), (FileOp::Update(Change::Cosmetic), vec![]));
     assert!(p.daemon_reload);
@@ -114,11 +119,9 @@ fn a_description_change_restarts_nothing() {
 
 #[test]
 fn a_removed_agent_is_stopped_disabled_and_pruned() {
-    let f1 = fleet(&[("f.yaml", FLEET)]);
+    let f1 = standard();
     let host = converged(&want(&f1, "c1", &Inventory::default()));
-    let without_job =
-        FLEET.replace("apiVersion: fleetwright/v1\nkind: Agent\nname: job\nrun: {command: [/usr/bin/job]}\nschedule: {calendar: hourly}\n---\n", "");
-    let p = plan(&want(&fleet(&[("f.yaml", &without_job)]), "c2", &host.inventory), &host, opts());
+    let p = plan(&want(&fleet_of(&[web(), bot()]), "c2", &host.inventory), &host, opts());
     insta::assert_snapshot!(render_text(&p, false));
     assert_eq!(actions(&p, "agent-job.timer"), (FileOp::Remove, vec![Action::Stop, Action::Disable]));
     assert_eq!(actions(&p, "agent-job.service"), (FileOp::Remove, vec![]));
@@ -126,7 +129,7 @@ fn a_removed_agent_is_stopped_disabled_and_pruned() {
 
 #[test]
 fn a_foreign_file_of_our_name_is_an_error() {
-    let d = want(&fleet(&[("f.yaml", FLEET)]), "c1", &Inventory::default());
+    let d = want(&standard(), "c1", &Inventory::default());
     let mut host = fleetwright::plan::Observed::default();
     host.files.insert("agent-web.service".into(), Some("[Service]\nExecStart=/bin/theirs\n".into()));
     let p = plan(&d, &host, opts());
@@ -138,8 +141,8 @@ fn a_foreign_file_of_our_name_is_an_error() {
 fn a_unit_defined_elsewhere_is_never_shadowed() {
     // `unitPrefix: ""` and an agent named like a package's unit: systemd already loads it
     // from /lib/systemd/system, and there is no file of that name in the unit directory.
-    let f = "apiVersion: fleetwright/v1\nkind: Fleet\nunitPrefix: \"\"\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: apt-daily\nrun: {command: [/bin/true], user: a}\nschedule: {calendar: daily}\n";
-    let d = want(&fleet(&[("f.yaml", f)]), "c1", &Inventory::default());
+    let apt_daily = agent("apt-daily").command(&["/bin/true"]).user("a").calendar("daily");
+    let d = want(&fleet(&[("f.yaml", &documents(&[fleet_doc().unit_prefix("").yaml(), apt_daily.yaml()]))]), "c1", &Inventory::default());
     let mut host = fleetwright::plan::Observed::default();
     for u in ["apt-daily.service", "apt-daily.timer"] {
         host.units.insert(u.into(), fleetwright::plan::UnitStatus { load_state: "loaded".into(), active_state: "active".into(), ..Default::default() });
@@ -156,7 +159,7 @@ fn a_unit_defined_elsewhere_is_never_shadowed() {
 
 #[test]
 fn an_empty_fleet_prunes_nothing_without_allow_empty() {
-    let host = converged(&want(&fleet(&[("f.yaml", FLEET)]), "c1", &Inventory::default()));
+    let host = converged(&want(&standard(), "c1", &Inventory::default()));
     let empty = want(&fleet(&[]), "c2", &host.inventory);
     let p = plan(&empty, &host, opts());
     assert_eq!(p.errors.len(), 1);
@@ -168,16 +171,16 @@ fn an_empty_fleet_prunes_nothing_without_allow_empty() {
 
 #[test]
 fn disabling_an_agent_stops_and_disables_it() {
-    let f1 = fleet(&[("f.yaml", FLEET)]);
+    let f1 = standard();
     let host = converged(&want(&f1, "c1", &Inventory::default()));
-    let f2 = fleet(&[("f.yaml", &FLEET.replace("name: web\n", "name: web\nenabled: false\n"))]);
+    let f2 = fleet_of(&[job(), web().enabled(false), bot()]);
     let p = plan(&want(&f2, "c2", &host.inventory), &host, opts());
     assert_eq!(actions(&p, "agent-web.service").1, vec![Action::Stop, Action::Disable]);
 }
 
 #[test]
 fn drift_is_detected_and_repaired() {
-    let f = fleet(&[("f.yaml", FLEET)]);
+    let f = standard();
     let d = want(&f, "c1", &Inventory::default());
     let mut host = converged(&d);
     host.units.get_mut("agent-job.timer").unwrap().active_state = "inactive".into();
@@ -191,7 +194,7 @@ fn drift_is_detected_and_repaired() {
 
 #[test]
 fn plans_are_deterministic() {
-    let f = fleet(&[("f.yaml", FLEET)]);
+    let f = standard();
     let a = plan(&want(&f, "c1", &Inventory::default()), &Default::default(), opts());
     let b = plan(&want(&f, "c1", &Inventory::default()), &Default::default(), opts());
     assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
@@ -203,9 +206,9 @@ fn plans_are_deterministic() {
 
 #[test]
 fn a_service_turned_scheduled_job_is_stopped_and_disabled_once() {
-    let f1 = fleet(&[("f.yaml", FLEET)]);
+    let f1 = standard();
     let host = converged(&want(&f1, "c1", &Inventory::default()));
-    let f2 = fleet(&[("f.yaml", &FLEET.replace("description: the web\n", "description: the web\nschedule: {calendar: hourly}\n"))]);
+    let f2 = fleet_of(&[job(), web().calendar("hourly"), bot()]);
     let p = plan(&want(&f2, "c2", &host.inventory), &host, opts());
     assert_eq!(actions(&p, "agent-web.service"), (FileOp::Update(Change::Semantic), vec![Action::Stop, Action::Disable]));
     assert_eq!(actions(&p, "agent-web.timer"), (FileOp::Create, vec![Action::Enable, Action::Start]));

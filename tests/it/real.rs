@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+pub use crate::build::{AgentSpec, agent, backup, documents, fleet_doc, logs};
+use fleetwright::host::state::StateDir;
+use fleetwright::inventory::Inventory;
+use fleetwright::layout::StateLayout;
 use fleetwright_sandbox::{Sandbox, SandboxOptions};
 
 /// A fleet repository made for the test, under the target directory (the host's /tmp is a
@@ -55,12 +59,60 @@ pub struct Host {
     user: bool,
 }
 
+/// The one skip policy of the tier: `what` this test needs is missing on this machine. On CI
+/// that fails the test (CI must run the real tier, and a skip there would hide that it did
+/// not); elsewhere the test says why on stderr and is skipped. Always false, for
+/// `have || missing(...)`.
+pub fn missing(what: &str) -> bool {
+    let test = std::thread::current().name().unwrap_or("this test").to_string();
+    assert!(std::env::var_os("CI").is_none(), "{test}: {what} is not available on this CI machine, where the real tier must run");
+    eprintln!("{test}: {what} is not available here, so what needs it is skipped (on CI this fails)");
+    false
+}
+
+/// Whether a test of the real tier can run here: the sandbox's needs (root, systemd, unshare,
+/// nsenter, a cgroup2 mount). See [`missing`] for what happens when it cannot.
+#[must_use]
+pub fn sandbox_or_skip() -> bool {
+    Sandbox::available() || missing("the sandbox (root, systemd, unshare, nsenter and a cgroup2 mount)")
+}
+
+/// Whether a test that acts as root (chown, other users' processes) but boots no sandbox can
+/// run here; [`missing`] otherwise.
+#[must_use]
+pub fn root_or_skip() -> bool {
+    nix::unistd::geteuid().is_root() || missing("root")
+}
+
+/// Poll `f` until it gives a value, for up to `within`, every 50 ms: how the tests wait for
+/// something to happen (never a bare sleep). Panics with `what` when the time is up.
+pub fn wait_for<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(what, within, Duration::from_millis(50), f)
+}
+
+/// [`wait_for`], polling every `every`: for what must be caught soon after it happens (a
+/// fault injected when the first restarted process appears).
+pub fn poll<T>(what: &str, within: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(every);
+    }
+}
+
 impl Host {
-    pub fn boot() -> Host {
+    /// A sandbox for the test, or None when the test is to be skipped ([`sandbox_or_skip`]):
+    /// `let Some(host) = Host::boot() else { return };`.
+    pub fn boot() -> Option<Host> {
         Host::boot_with(false)
     }
-    pub fn boot_with(user: bool) -> Host {
-        assert!(Sandbox::available() || std::env::var_os("CI").is_none(), "the sandbox is not available on this CI machine");
+    pub fn boot_with(user: bool) -> Option<Host> {
+        if !sandbox_or_skip() {
+            return None;
+        }
         // /srv is where the tests' agents keep their data: private to the sandbox too.
         // `agent` (uid 4242) exists only inside: for agents that are not root.
         let opts =
@@ -72,7 +124,7 @@ impl Host {
             Sandbox::boot(opts())
         });
         let sb = sb.expect("boot a sandboxed systemd");
-        Host { sb, user }
+        Some(Host { sb, user })
     }
     /// Run fleetwright inside the sandbox.
     pub fn fw(&self, args: &[&str]) -> Output {
@@ -108,6 +160,12 @@ impl Host {
     pub fn mtime(&self, unit: &str) -> Option<std::time::SystemTime> {
         std::fs::metadata(self.unit_dir().join(unit)).and_then(|m| m.modified()).ok()
     }
+    /// How long after its start the manager last heard a watchdog keep-alive (WATCHDOG=1) from
+    /// `unit`'s current run: past its WatchdogSec, the keep-alives are what kept it running.
+    pub fn watchdog_fed_for(&self, unit: &str) -> Duration {
+        let usec = |p: &str| self.prop(unit, p).parse::<u64>().unwrap_or(0);
+        Duration::from_micros(usec("WatchdogTimestampMonotonic").saturating_sub(usec("ActiveEnterTimestampMonotonic")))
+    }
     /// Arm the daemon-reload probe: an active unit outside fleetwright's directory whose file
     /// is then edited, so that the manager says `NeedDaemonReload=yes` for it until the next
     /// daemon-reload. (systemd 252 sets UnitsLoadStartTimestamp only when the manager starts,
@@ -140,11 +198,52 @@ impl Host {
     }
     /// Wait until `f` holds, for up to `secs`.
     pub fn wait(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-        let until = Instant::now() + Duration::from_secs(secs);
-        while !f() {
-            assert!(Instant::now() < until, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
+        wait_for(what, Duration::from_secs(secs), || f().then_some(()))
+    }
+}
+
+/// An agent's deploy marker, `<state>/markers/<agent>.json`, as `host::state` writes it. The
+/// library writes it from an `AgentRecord` through a JSON value and has no type that reads it
+/// back: this is the tests' reading of it, strict about its fields (a field added or renamed
+/// there fails here).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Marker {
+    pub agent: String,
+    /// The commit that last changed the agent (FLEETWRIGHT_COMMIT).
+    pub commit: String,
+    pub changed_at: String,
+    /// The commit applied last, whether or not it changed the agent.
+    pub applied_commit: String,
+    pub applied_at: String,
+    pub spec_hash: String,
+}
+
+impl Host {
+    /// The inventory, read by the library's own reader into its own type. It must exist and
+    /// be whole.
+    pub fn inventory(&self) -> Inventory {
+        let state = StateDir::new(self.state_dir());
+        assert!(state.inventory_path().exists(), "there is no inventory at {}", state.inventory_path().display());
+        state.load_inventory().unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// Replace the inventory, as the library writes it.
+    pub fn save_inventory(&self, inv: &Inventory) {
+        StateDir::new(self.state_dir()).save_inventory(inv).unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// An agent's deploy marker; None while there is none. One that cannot be read as a
+    /// marker fails the test (markers are written atomically: never seen half written).
+    pub fn marker(&self, agent: &str) -> Option<Marker> {
+        let path = StateLayout::new(self.state_dir()).marker(agent, "json");
+        match std::fs::read(&path) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: not a deploy marker ({e})", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("{}: {e}", path.display()),
         }
+    }
+    /// The commit that last changed `agent`, by its deploy marker.
+    pub fn marker_commit(&self, agent: &str) -> Option<String> {
+        self.marker(agent).map(|m| m.commit)
     }
 }
 
@@ -160,6 +259,8 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
+/// The Fleet document of the real tier (agents run as root unless they say otherwise). Text, as
+/// a few tests append a field to it (`journal:`); agents are built with `build`.
 pub const FLEET: &str = "apiVersion: fleetwright/v1
 kind: Fleet
 allowRoot: true
@@ -169,12 +270,14 @@ defaults:
   resources: {memoryMax: 256M, tasksMax: 64}
 ";
 
-pub fn service(name: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, 'mkdir -p /run/fw-test; echo \"$FLEETWRIGHT_COMMIT\" > /run/fw-test/{name}.commit; exec sleep 100000']\n{extra}"
-    )
+/// A long-running agent that writes the commit it was started for (its deploy marker's
+/// FLEETWRIGHT_COMMIT) to /run/fw-test/<name>.commit, then sleeps.
+pub fn service(name: &str) -> AgentSpec {
+    agent(name).sh(&format!("mkdir -p /run/fw-test; echo \"$FLEETWRIGHT_COMMIT\" > /run/fw-test/{name}.commit; exec sleep 100000"))
 }
 
-pub fn job(name: &str, schedule: &str, script: &str) -> String {
-    format!("apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\nrun:\n  command: [/bin/sh, -c, '{script}']\nschedule: {schedule}\n")
+/// An agent that runs `script` with sh: a job once it is given a schedule (`.every`,
+/// `.calendar`).
+pub fn job(name: &str, script: &str) -> AgentSpec {
+    agent(name).sh(script)
 }

@@ -1,5 +1,6 @@
 //! Snapshot tests of rendered units: every spec field mapped to its directive.
 
+use crate::build::{agent, backup, logs};
 use crate::common::*;
 use fleetwright::inventory::Inventory;
 
@@ -8,6 +9,8 @@ fn render_all(fleet: &fleetwright::spec::Fleet) -> String {
     d.units.iter().map(|(name, u)| format!("### {name} ({:?})\n{}", u.role, u.content)).collect::<Vec<_>>().join("\n")
 }
 
+/// Written as a user writes it (not with `build`): the reference of every field, with the
+/// quoting (`"hello \"world\""`, `%`) whose way into the unit file is part of what is shown.
 #[test]
 fn every_field_maps_to_a_directive() {
     let f = fleet(&[(
@@ -75,7 +78,7 @@ fn personal_infra_example_is_valid_and_large() {
 
 #[test]
 fn user_scope_omits_user_and_wants_default_target() {
-    let f = fleet(&[("a.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/sleep, '9'], user: me}\n")]);
+    let f = fleet(&[("a.yaml", &agent("a").command(&["/bin/sleep", "9"]).user("me").yaml())]);
     let ctx = fleetwright::render::RenderCtx {
         scope: fleetwright::types::Scope::User,
         state_dir: "/home/me/.local/state/fleetwright".into(),
@@ -197,10 +200,14 @@ fn status_screen() {
 
 #[test]
 fn each_schedule_of_backups_and_logs_gets_its_own_timer() {
-    let f = fleet(&[(
-        "a.yaml",
-        "apiVersion: fleetwright/v1\nkind: Agent\nname: db\nrun: {command: [/bin/db], user: db}\nbackups:\n  - {sqlite: /srv/db/a.db, to: /srv/bk/a, schedule: {calendar: daily}}\n  - {sqlite: /srv/db/b.db, to: /srv/bk/b, schedule: {calendar: weekly}}\n  - {sqlite: /srv/db/c.db, to: /srv/bk/c, schedule: {calendar: daily}}\nlogs:\n  - {path: /srv/db/logs, maxAge: 7d}\n",
-    )]);
+    let db = agent("db")
+        .command(&["/bin/db"])
+        .user("db")
+        .backup(backup("/srv/db/a.db", "/srv/bk/a").calendar("daily"))
+        .backup(backup("/srv/db/b.db", "/srv/bk/b").calendar("weekly"))
+        .backup(backup("/srv/db/c.db", "/srv/bk/c").calendar("daily"))
+        .logs(logs("/srv/db/logs").max_age("7d"));
+    let f = fleet(&[("a.yaml", &db.yaml())]);
     let d = want(&f, "c", &Inventory::default());
     let names: Vec<&str> = d.units.keys().map(String::as_str).collect();
     assert_eq!(
@@ -224,13 +231,13 @@ fn each_schedule_of_backups_and_logs_gets_its_own_timer() {
 fn a_cron_line_with_day_of_month_and_weekday_fires_on_either() {
     // cron fires when either field matches: two OnCalendar= lines, whose union systemd fires on
     // (the translation itself is checked against systemd-analyze in tests/it/calendar.rs).
-    let f =
-        fleet(&[("a.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: a}\nschedule: {cron: \"0 3 1,15 * mon\"}\n")]);
+    let f = fleet(&[("a.yaml", &agent("a").command(&["/bin/true"]).user("a").cron("0 3 1,15 * mon").yaml())]);
     let d = want(&f, "c", &Inventory::default());
     let timer = &d.units["agent-a.timer"].content;
     let lines: Vec<&str> = timer.lines().filter(|l| l.starts_with("OnCalendar=")).collect();
     assert_eq!(lines, ["OnCalendar=*-*-01,15 03:00:00", "OnCalendar=Mon *-*-* 03:00:00"], "{timer}");
     // The same agent for a backup schedule is refused: helper timers take one expression.
+    // (Written by hand: the diagnostic names the column.)
     let bad = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: a}\nbackups: [{sqlite: /srv/a.db, to: /srv/bk, schedule: {cron: \"0 3 1,15 * mon\"}}]\n";
     let e = fleetwright::spec::load(&[("a.yaml".to_string(), bad.to_string())], &fleetwright::host::zones::Tzdata).unwrap_err().to_string();
     assert!(e.contains("a.yaml:5:61: cron: restricts both day-of-month and day-of-week"), "{e}");

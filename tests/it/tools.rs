@@ -1,6 +1,13 @@
 //! The operator's tools on example fleets: schedule, inventory, pull-request plans, schema.
 
+use crate::build::{AgentSpec, agent, backup, documents, fleet_doc, logs};
 use crate::common::*;
+
+/// A fleet in one file `f.yaml`: a Fleet document that allows root, then `agents`.
+fn one_file(agents: &[AgentSpec]) -> fleetwright::spec::Fleet {
+    let docs: Vec<String> = std::iter::once(fleet_doc().allow_root().yaml()).chain(agents.iter().map(AgentSpec::yaml)).collect();
+    fleet(&[("f.yaml", &documents(&docs))])
+}
 
 const AT: i64 = 1_795_392_000; // 2026-11-23T00:00:00Z
 
@@ -19,10 +26,11 @@ fn schedule_of_the_personal_infrastructure() {
 
 #[test]
 fn schedule_warns_about_pile_ups_and_full_groups() {
-    let f = fleet(&[(
-        "f.yaml",
-        "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], timeout: 20m}\nschedule: {calendar: hourly}\nconcurrency: {group: gpu, limit: 1}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: b\nrun: {command: [/bin/true]}\nschedule: {cron: '0 * * * *'}\nconcurrency: {group: gpu, limit: 1}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: c\nrun: {command: [/bin/true]}\nschedule: {calendar: '*:00'}\n",
-    )]);
+    let f = one_file(&[
+        agent("a").command(&["/bin/true"]).timeout("20m").calendar("hourly").concurrency("gpu", 1),
+        agent("b").command(&["/bin/true"]).cron("0 * * * *").concurrency("gpu", 1),
+        agent("c").command(&["/bin/true"]).calendar("*:00"),
+    ]);
     let s = fleetwright::schedule::compute(&timers(&f), AT, 3 * 3600, &fleetwright::schedule::Zones::utc());
     assert_eq!(s.rows.iter().map(|r| r.runs.len()).collect::<Vec<_>>(), [3, 3, 3]);
     assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
@@ -118,10 +126,10 @@ fn schedule_in_the_hosts_zone_agrees_with_systemd_analyze() {
 
 #[test]
 fn schedule_shows_helper_timers_and_names_zones_it_cannot_evaluate() {
-    let f = fleet(&[(
-        "f.yaml",
-        "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: db\nrun: {command: [/bin/db], user: root}\nbackups: [{sqlite: /srv/db/a.db, to: /srv/bk}]\nlogs: [{path: /srv/db/logs, maxAge: 7d}]\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: far\nrun: {command: [/bin/true], user: root}\nschedule: {calendar: \"*-*-* 03:00:00 Europe/Berlin\"}\n",
-    )]);
+    let f = one_file(&[
+        agent("db").command(&["/bin/db"]).user("root").backup(backup("/srv/db/a.db", "/srv/bk")).logs(logs("/srv/db/logs").max_age("7d")),
+        agent("far").command(&["/bin/true"]).user("root").calendar("*-*-* 03:00:00 Europe/Berlin"),
+    ]);
     // Zones resolved without Europe/Berlin: as on a machine without that zone installed.
     let s = fleetwright::schedule::compute(&timers(&f), AT, 86_400, &fleetwright::schedule::Zones::utc());
     let names: Vec<&str> = s.rows.iter().map(|r| r.agent.as_str()).collect();
@@ -140,14 +148,8 @@ fn inventory_of_the_day_two_example() {
 
 #[test]
 fn pull_request_plan_as_markdown() {
-    let base = fleet(&[(
-        "f.yaml",
-        "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun: {command: [/usr/bin/web]}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: old\nrun: {command: [/usr/bin/old]}\nschedule: {calendar: daily}\n",
-    )]);
-    let head = fleet(&[(
-        "f.yaml",
-        "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun: {command: [/usr/bin/web, --fast]}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: new\nrun: {command: [/usr/bin/new]}\nschedule: {calendar: hourly}\nhosts: [gpu]\n",
-    )]);
+    let base = one_file(&[agent("web").command(&["/usr/bin/web"]), agent("old").command(&["/usr/bin/old"]).calendar("daily")]);
+    let head = one_file(&[agent("web").command(&["/usr/bin/web", "--fast"]), agent("new").command(&["/usr/bin/new"]).calendar("hourly").hosts(&["gpu"])]);
     let r = fleetwright::review::review(("base0000", &base), ("head1111", &head), None, &ctx());
     assert_eq!(r.added, ["new"]);
     assert_eq!(r.changed, ["web"]);
@@ -159,7 +161,7 @@ fn pull_request_plan_as_markdown() {
 }
 
 /// Every document of a YAML file as JSON, the way an editor's YAML language server sees it.
-fn documents(text: &str) -> Vec<serde_json::Value> {
+fn as_json(text: &str) -> Vec<serde_json::Value> {
     fleetwright::spec::yaml::parse_documents(text).unwrap().into_iter().filter_map(|d| d.root).map(|n| n.to_json()).filter(|v| !v.is_null()).collect()
 }
 
@@ -171,7 +173,7 @@ fn the_schema_accepts_every_example_and_rejects_broken_documents() {
     for name in ["quickstart", "orchestrator", "timers", "personal-infra", "day-two"] {
         let (files, _) = example(name);
         for (path, text) in files {
-            for doc in documents(&text) {
+            for doc in as_json(&text) {
                 let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
                 assert!(errors.is_empty(), "{name}/{path}: {errors:?}");
                 checked += 1;
@@ -186,7 +188,7 @@ fn the_schema_accepts_every_example_and_rejects_broken_documents() {
         "apiVersion: fleetwright/v1\nkind: Fleet\nunitPrefx: a-\n",
         "apiVersion: fleetwright/v1\nkind: Agnet\n",
     ] {
-        let doc = &documents(broken)[0];
+        let doc = &as_json(broken)[0];
         assert!(!validator.is_valid(doc), "accepted: {broken}");
     }
 }
@@ -197,7 +199,9 @@ fn the_flake_parses_and_its_module_uses_real_daemon_flags() {
     // Syntax: nix-instantiate --parse needs no nixpkgs (CI installs Debian's nix-bin).
     match std::process::Command::new("nix-instantiate").args(["--parse", concat!(env!("CARGO_MANIFEST_DIR"), "/flake.nix")]).output() {
         Ok(o) => assert!(o.status.success(), "flake.nix does not parse: {}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => assert!(std::env::var_os("CI").is_none(), "nix-instantiate is missing on CI: {e}"),
+        Err(e) => {
+            crate::real::missing(&format!("nix-instantiate ({e})"));
+        }
     }
     // Every flag the NixOS module passes to `fleetwright daemon` exists.
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright")).args(["daemon", "--help"]).output().unwrap();
@@ -218,12 +222,8 @@ fn pull_request_plans_from_the_command_line() {
     let path = repo.path().to_str().unwrap().to_string();
     // The first commit has no fleet directory yet: the PR that creates it plans against nothing.
     let c0 = repo.commit(&[("README.md", "ops")], "empty");
-    let agent = |name: &str, desc: &str| {
-        format!(
-            "apiVersion: fleetwright/v1\nkind: Agent\nname: {name}\ndescription: {desc}\nrun: {{command: [/bin/true], user: agent}}\nschedule: {{calendar: daily}}\n"
-        )
-    };
-    let c1 = repo.commit(&[("README.md", "ops"), ("fleet/a.yaml", &agent("a", "one")), ("fleet/b.yaml", &agent("b", "one"))], "fleet");
+    let daily = |name: &str, desc: &str| agent(name).description(desc).command(&["/bin/true"]).user("agent").calendar("daily").yaml();
+    let c1 = repo.commit(&[("README.md", "ops"), ("fleet/a.yaml", &daily("a", "one")), ("fleet/b.yaml", &daily("b", "one"))], "fleet");
     let o = fw(&["plan", "--repo", &path, "--path", "fleet", "--base", &c0, "--head", &c1, "--format", "markdown"]);
     assert_eq!(code(&o), 1, "changes: {}", String::from_utf8_lossy(&o.stderr));
     let md = stdout(&o);
@@ -233,7 +233,7 @@ fn pull_request_plans_from_the_command_line() {
     let o = fw(&["plan", "--repo", &path, "--path", "fleet", "--base", &c1, "--head", &c1]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
     // A removal and a change, as JSON.
-    let c2 = repo.commit(&[("fleet/a.yaml", &agent("a", "two"))], "drop b");
+    let c2 = repo.commit(&[("fleet/a.yaml", &daily("a", "two"))], "drop b");
     let o = fw(&["plan", "--repo", &path, "--path", "fleet", "--base", &c1, "--head", &c2, "--format", "json"]);
     assert_eq!(code(&o), 1);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -244,8 +244,8 @@ fn pull_request_plans_from_the_command_line() {
     assert_eq!(code(&o), 2);
     // A change too big for one comment: the diffs that do not fit are left out, and it says so.
     let mut many: Vec<(String, String)> =
-        (0..400).map(|i| (format!("fleet/a{i:03}.yaml"), agent(&format!("a{i:03}"), &"long description ".repeat(8)))).collect();
-    many.push(("fleet/a.yaml".into(), agent("a", "two")));
+        (0..400).map(|i| (format!("fleet/a{i:03}.yaml"), daily(&format!("a{i:03}"), "long description ".repeat(8).trim_end()))).collect();
+    many.push(("fleet/a.yaml".into(), daily("a", "two")));
     let c3 = repo.commit(&many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>(), "many");
     let o = fw(&["plan", "--repo", &path, "--path", "fleet", "--base", &c2, "--head", &c3, "--format", "markdown"]);
     let md = stdout(&o);
@@ -290,11 +290,7 @@ fn https_fetches_verify_the_server_against_the_certificates_loaded_at_the_first_
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < until, "openssl s_server did not listen");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    crate::real::wait_for("openssl s_server to listen", std::time::Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
     let url = format!("https://localhost:{port}/fleet.git");
     let plan = |cert_file: &str, state: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_fleetwright"))
