@@ -87,6 +87,9 @@ pub fn review(g: &Globals, src: &SourceArgs, base: &str, head: &str, format: Rev
         ReviewFormat::Json => println!("{}", json(&r)?),
         ReviewFormat::Text => print!("{}", fleetwright::review::render_text(&r)),
     }
+    if !r.plan.errors.is_empty() {
+        return Err(Error::Refused(anyhow::anyhow!("commit {} cannot be applied: {}", plan::short(&head_files.commit), r.plan.errors.join("; "))));
+    }
     Ok(if r.plan.has_changes() { Outcome::Changes } else { Outcome::Done })
 }
 

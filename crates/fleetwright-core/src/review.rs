@@ -94,8 +94,19 @@ pub fn render_markdown(r: &Review) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{COMMENT_MARKER}");
     let _ = writeln!(o, "### fleetwright plan: `{}` → `{}`\n", short(&r.base), short(&r.head));
+    // What would stop the head from being applied comes first: a review must never read as
+    // "nothing to see" while apply would refuse the commit.
+    if !r.plan.errors.is_empty() {
+        let _ = writeln!(o, "**This commit cannot be applied:**\n");
+        for e in &r.plan.errors {
+            let _ = writeln!(o, "- {}", printable_lines(&e.replace('\n', " ")));
+        }
+        let _ = writeln!(o);
+    }
     if !r.plan.has_changes() {
-        let _ = writeln!(o, "No change to any agent.");
+        if r.plan.errors.is_empty() {
+            let _ = writeln!(o, "No change to any agent.");
+        }
         return o;
     }
     let list =
@@ -150,4 +161,30 @@ pub fn render_text(r: &Review) -> String {
     let mut o = format!("{} → {}: {} added, {} changed, {} removed\n", short(&r.base), short(&r.head), r.added.len(), r.changed.len(), r.removed.len());
     o.push_str(&crate::plan::render_text(&r.plan, true));
     printable_lines(&o).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::RenderCtx;
+    use crate::types::Scope;
+
+    fn fleet(text: &str) -> Fleet {
+        crate::spec::load(&[("a.yaml".to_string(), text.to_string())], &crate::spec::calendar::NoDatabase).unwrap()
+    }
+
+    /// A review never reads "no change" while apply would refuse the commit.
+    #[test]
+    fn what_cannot_be_applied_comes_first_in_every_form() {
+        let a = fleet("apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: agent}\n");
+        let ctx = RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
+        let mut r = review(("c1", &a), ("c2", &a), None, &ctx);
+        assert!(!r.plan.has_changes() && r.plan.errors.is_empty());
+        assert!(render_markdown(&r).contains("No change to any agent."));
+        r.plan.errors.push("agent-a.service: refused".into());
+        let md = render_markdown(&r);
+        assert!(md.contains("**This commit cannot be applied:**\n\n- agent-a.service: refused"), "{md}");
+        assert!(!md.contains("No change to any agent."), "{md}");
+        assert!(render_text(&r).contains("error: agent-a.service: refused"));
+    }
 }

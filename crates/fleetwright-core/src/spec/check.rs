@@ -623,7 +623,7 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
         },
     };
     if let Some(d) = &a.description
-        && let Err(e) = check_text(d).and_then(|()| check_no_continuation(d))
+        && let Err(e) = check_text(d).and_then(|()| check_verbatim(d))
     {
         cx.err("description", format!("description {e}"));
     }

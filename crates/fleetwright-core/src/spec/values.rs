@@ -421,6 +421,17 @@ pub fn check_no_continuation(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Text a unit file holds verbatim (unquoted, `Description=`): systemd drops the spaces around
+/// a value and reads a trailing backslash as a continuation, so either would make what runs
+/// differ from what was reviewed.
+pub fn check_verbatim(s: &str) -> Result<(), String> {
+    check_no_continuation(s)?;
+    if s.trim() != s {
+        return Err("starts or ends with white space, which systemd drops from a unit file's value; remove it".into());
+    }
+    Ok(())
+}
+
 /// Text that ends up inside a unit file value: one line, no control characters.
 pub fn check_text(s: &str) -> Result<(), String> {
     match s.chars().find(|c| c.is_control()) {
