@@ -35,6 +35,18 @@ fn as_user(host: &Host, uid: &str, program: &str, args: &[&str]) -> Command {
     c
 }
 
+/// The copy of fleetwright apply installed in the sandbox's state directory (`host::exe`), as
+/// a path inside the sandbox.
+fn installed_fleetwright(host: &Host) -> String {
+    let bin = host.sb.host_path("/var/lib/fleetwright/bin");
+    let name = std::fs::read_dir(&bin)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|n| n.starts_with("fleetwright-"))
+        .unwrap_or_else(|| panic!("no installed fleetwright in {}", bin.display()));
+    format!("/var/lib/fleetwright/bin/{name}")
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
@@ -237,7 +249,9 @@ fn a_user_outside_the_group_cannot_take_a_slot_and_an_old_open_lock_file_blocks_
     let open = as_user(&host, NOBODY, "/bin/sh", &["-c", &format!("exec 3< {lock}")]).output().unwrap();
     assert!(!open.status.success(), "nobody opened the lock file");
     assert!(String::from_utf8_lossy(&open.stderr).contains("Permission denied"), "{}", String::from_utf8_lossy(&open.stderr));
-    let fw = env!("CARGO_BIN_EXE_fleetwright");
+    // The binary the units run (its copy in the state directory): the test binary itself may
+    // sit where other users cannot reach (a clone in a 0700 home).
+    let fw = &installed_fleetwright(&host);
     let took = as_user(&host, NOBODY, fw, &["slot", "--group", "gpu", "--limit", "1", "--", "/bin/true"]).output().unwrap();
     assert_eq!(took.status.code(), Some(2), "{}", String::from_utf8_lossy(&took.stderr));
     assert!(
