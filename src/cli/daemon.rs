@@ -16,7 +16,7 @@ pub fn status(g: &Globals, as_json: bool) -> Result<Outcome, Error> {
     let cfg = g.host_config();
     let deployment = fleetwright::daemon::history::deployment(&cfg.state_dir).map_err(Error::failed)?;
     let (inv, agents) = runtime()?.block_on(async {
-        let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.map_err(Error::failed)?;
+        let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.map_err(super::unreachable)?;
         status::collect(&sd, &cfg, &StateDir::new(&cfg.state_dir)).await.map_err(Error::failed)
     })?;
     if as_json {

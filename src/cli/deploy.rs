@@ -49,7 +49,7 @@ pub fn plan(g: &Globals, src: &SourceArgs, as_json: bool, diffs: bool, allow_emp
     let p = runtime()?.block_on(async {
         let inv = StateDir::new(&cfg.state_dir).load_inventory().map_err(Error::failed)?;
         let want = cfg.desired(&fleet, &files.commit, &inv);
-        let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.map_err(Error::failed)?;
+        let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.map_err(super::unreachable)?;
         let observed = observe(&sd, &cfg, &want, inv).await.map_err(Error::failed)?;
         Ok::<_, Error>(plan::plan(&want, &observed, PlanOptions { allow_empty }))
     })?;
@@ -164,7 +164,10 @@ pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, as_json: bool, wa
     tracing::debug!(ms = t.elapsed().as_millis() as u64, files = files.files.len(), "apply: commit read and validated");
     scope_notes(&cfg, &fleet);
     let (p, report) = rt.block_on(async {
-        let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.map_err(|e| apply_error(e.into()))?;
+        let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.map_err(|e| match super::unreachable(e) {
+            Error::Failed(e) => Error::Failed(anyhow::anyhow!("{e}\nnothing on the host was changed")),
+            other => other,
+        })?;
         let key = fleetwright::host::apply::render_key(&cfg, &files.commit, src.path.as_deref());
         let mut d = deploy(&sd, &cfg, &state, &files.commit, &key, &fleet, PlanOptions { allow_empty }).await.map_err(apply_error)?;
         if !as_json {
@@ -297,8 +300,9 @@ pub fn apply_in_sandbox(g: &Globals, src: &SourceArgs, offline: bool, run_jobs: 
     }
     sb.shutdown();
     println!(
-        "sandbox: shut down. This host's systemd and unit files were not changed; the services did run for a moment, as this machine's users, on its files{}. Scheduled jobs were not run (their timers were checked).",
-        if offline { " (without network)" } else { " and network (--offline to cut them off)" }
+        "sandbox: shut down. This host's systemd and unit files were not changed; the services did run for a moment, as this machine's users, on its files{}. {}",
+        if offline { " (without network)" } else { " and network (--offline to cut them off)" },
+        if run_jobs { "The jobs ran once each (above)." } else { "Scheduled jobs were not run (their timers were checked; --run-jobs runs each once)." }
     );
     // The apply inside printed what it did and why it failed; its code says how it ended.
     match applied {

@@ -207,12 +207,22 @@ fn load_commit(g: &Globals, src: &SourceArgs, rev: &str, missing_is_empty: bool)
     }
 }
 
-/// Do the spec files of a commit sit in more than one top-level place (the root counting as
-/// one)? Then a YAML file that is no spec may be among them.
+/// Do the spec files of a commit sit in more than one top-level directory? Then a YAML file
+/// that is no spec (CI configuration, documentation) may be among them. Files at the root and
+/// one directory (`fleet.yaml` beside `agents/`) is the usual layout, and no reason for a hint.
 fn spread_over_directories(files: &[(String, String)]) -> bool {
-    let mut tops = files.iter().map(|(p, _)| p.split_once('/').map_or("", |(top, _)| top));
-    let first = tops.next();
-    tops.any(|t| Some(t) != first)
+    let tops: std::collections::BTreeSet<&str> = files.iter().filter_map(|(p, _)| p.split_once('/').map(|(top, _)| top)).collect();
+    tops.len() > 1
+}
+
+/// The manager could not be reached: say so, and where a fleet can be tried without one.
+fn unreachable(e: fleetwright::host::systemd::SystemdError) -> Error {
+    if e.is_transient() && matches!(e, fleetwright::host::systemd::SystemdError::Bus { .. }) {
+        return Error::failed(format!(
+            "{e}\nhint: no systemd to manage here (a container, CI, WSL)? `fleetwright sandbox up` boots a throw-away one; then give --sandbox to plan, apply and status"
+        ));
+    }
+    Error::failed(e)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {

@@ -457,8 +457,8 @@ async fn execute_steps(
     tracing::debug!(ms = phase.elapsed().as_millis() as u64, "execute: before step 4");
     // 4. Enable (the [Install] links), then exactly one reload: it makes the manager see both
     //    the new files and the new links.
-    let enable: Vec<(&str, &crate::unit::UnitFile)> =
-        units_with(plan, Action::Enable).into_iter().filter_map(|u| desired.units.get(u).map(|d| (u, &d.file))).collect();
+    let enable: Vec<(&str, &[String])> =
+        units_with(plan, Action::Enable).into_iter().filter_map(|u| desired.units.get(u).map(|d| (u, d.wanted_by.as_slice()))).collect();
     report.links_changed |= !enable.is_empty();
     cfg.link(&enable).map_err(io)?;
     crash_point("before-reload");
@@ -706,17 +706,16 @@ pub async fn deploy_unchanged(
         if helper_gone && content.contains(&*helper.path.to_string_lossy()) {
             return Ok(None);
         }
-        // Read back from disk, the one place a desired unit's value comes from text: a file of
-        // ours (its hash is the inventory's) reads back exactly, and anything else is left to
-        // the full apply.
-        let Ok(file) = crate::unit::UnitFile::from_rendered(&content) else { return Ok(None) };
+        // Read back from disk, the one place a desired unit comes from text: a file of ours
+        // (its hash is the inventory's); only its [Install] targets are needed.
+        let wanted_by = crate::unit::wanted_by(&content);
         let enabled = inv.agents.get(&rec.agent).is_some_and(|a| a.enabled);
         units.insert(
             name.clone(),
             crate::desired::DesiredUnit {
                 agent: rec.agent.clone(),
                 role: rec.role,
-                file,
+                wanted_by,
                 content,
                 enabled,
                 on_change: crate::spec::model::OnChange::None,

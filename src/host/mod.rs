@@ -124,12 +124,12 @@ impl HostConfig {
     /// search path and at a thousand units takes a second; the daemon-reload that follows makes
     /// the manager read them, as after `systemctl enable`. Something there that is not a link
     /// is not ours: an error, left alone.
-    pub fn link(&self, units: &[(&str, &crate::unit::UnitFile)]) -> std::io::Result<()> {
+    pub fn link(&self, units: &[(&str, &[String])]) -> std::io::Result<()> {
         let unit_dir = std::path::absolute(&self.unit_dir)?;
         let mut touched = std::collections::BTreeSet::new();
-        for (unit, file) in units {
+        for (unit, wanted_by) in units {
             let target = unit_dir.join(unit);
-            for t in file.values("Install", "WantedBy").flat_map(str::split_whitespace) {
+            for t in wanted_by.iter() {
                 let link = self.wants_link(t, unit);
                 let wants = link.parent().unwrap_or(&link).to_path_buf();
                 match std::fs::symlink_metadata(&link) {

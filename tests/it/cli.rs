@@ -196,6 +196,14 @@ fn a_sandbox_lives_across_commands_until_it_is_taken_down() {
         let (out, err) = text(&o);
         (o.status.code(), out, err)
     };
+    // Whatever happens below, the sandbox goes down with the test.
+    struct Down<'a>(&'a Path);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new(env!("CARGO_BIN_EXE_fleetwright")).env("FLEETWRIGHT_SANDBOX_DIR", self.0).args(["sandbox", "down"]).output();
+        }
+    }
+    let _down = Down(records.path());
     let agent = AGENT.replace("user: agent", "user: nobody");
     let repo = Repo::new();
     repo.commit(&[("web.yaml", &agent)], "one");

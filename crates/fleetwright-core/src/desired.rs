@@ -26,8 +26,9 @@ pub struct Desired {
 pub struct DesiredUnit {
     pub agent: String,
     pub role: Role,
-    /// The file as a value: what its settings are read from ([Install] links, health checks).
-    pub file: UnitFile,
+    /// The `WantedBy=` targets of its [Install] section: the links `enable` makes. (Read from
+    /// the rendered value; the value itself is not kept: a daemon holds a whole fleet of these.)
+    pub wanted_by: Vec<String>,
     /// `file` printed: the bytes written, hashed and diffed.
     pub content: String,
     /// The agent's `enabled`.
@@ -111,7 +112,8 @@ pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: 
                 (Role::Service, Some(argv)) => Some(HealthCheck { argv, properties: check_properties(&u.file) }),
                 _ => None,
             };
-            let unit = DesiredUnit { agent: agent.name.clone(), role: u.role, file: u.file, content: u.content, enabled: agent.enabled, on_change, check };
+            let wanted_by = u.file.values("Install", "WantedBy").flat_map(str::split_whitespace).map(str::to_string).collect();
+            let unit = DesiredUnit { agent: agent.name.clone(), role: u.role, wanted_by, content: u.content, enabled: agent.enabled, on_change, check };
             units.insert(u.name, unit);
         }
         let backups = agent.backups.iter().map(|b| (b.sqlite.clone(), b.to.clone())).collect();
@@ -199,7 +201,7 @@ mod tests {
             ]
         );
         for (name, u) in &d.units {
-            assert_eq!(u.content, u.file.render(), "{name}: the text is the value printed");
+            assert_eq!(u.wanted_by, crate::unit::wanted_by(&u.content), "{name}: the links are the text's [Install]");
         }
         assert_eq!(d.agents.keys().map(String::as_str).collect::<Vec<_>>(), ["edge", "nightly", "web"]);
         assert_eq!(d.agents["nightly"].backups, [("/srv/nightly/db.sqlite".to_string(), "/var/backups/nightly".to_string())]);

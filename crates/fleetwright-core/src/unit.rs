@@ -275,6 +275,24 @@ pub enum Change {
     Semantic,
 }
 
+/// The `WantedBy=` targets of a unit file's [Install] section, from its text (a file read
+/// from disk; a rendered unit has them as a value).
+pub fn wanted_by(text: &str) -> Vec<String> {
+    let mut section = "";
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name;
+        } else if section == "Install"
+            && let Some((k, v)) = line.split_once('=')
+            && k.trim() == "WantedBy"
+        {
+            out.extend(v.split_whitespace().map(str::to_string));
+        }
+    }
+    out
+}
+
 pub fn compare(old: &str, new: &str) -> Change {
     if old == new {
         return Change::Identical;
