@@ -23,3 +23,4 @@ mod plan;
 mod real;
 mod render;
 mod tools;
+mod tutorial;
