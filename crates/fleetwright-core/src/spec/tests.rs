@@ -133,6 +133,21 @@ fn syntax_and_type_errors_point_at_the_spot() {
 }
 
 #[test]
+fn an_unclosed_bracket_is_shown_where_it_was_opened() {
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/sleep, 1], user: agent\n\nschedule: {every: 1m}\n";
+    let files = files(&[("a.yaml", a)]);
+    let d = load(&files).unwrap_err();
+    let sources = sources(&files);
+    assert_eq!(
+        d.render(|f| sources.get(f).copied(), str::to_string),
+        "a.yaml:4:6: YAML syntax error: this '{' is never closed; close it with '}' (the parser noticed at 6:9: while parsing a flow mapping, did not find expected ',' or '}')
+ 4 | run: {command: [/bin/sleep, 1], user: agent
+   |      ^
+"
+    );
+}
+
+#[test]
 fn injection_through_text_fields_is_refused() {
     let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\ndescription: \"x\\n[Service]\\nExecStartPre=/bin/rm -rf /\"\nrun: {command: [/bin/true], user: x, environment: {A: \"1\\nExecStart=/bin/sh\"}}\n";
     let e = errors(&[("a.yaml", a)]);
