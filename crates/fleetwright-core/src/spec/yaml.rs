@@ -8,6 +8,9 @@
 //! complex keys, duplicate keys, line separators (NEL, LS, PS), bidirectional controls and
 //! other control characters in the text, nesting deeper than [`MAX_DEPTH`] and aliases expanding
 //! past [`ALIAS_BUDGET`]. Scalars resolve by the YAML 1.2 core schema (`yes` is text, not true).
+//!
+//! A syntax error is reported at its cause where that is certain, not only where the parser
+//! noticed it: an unclosed `[`, `{` or quote at the place it was opened (`syntax_error`).
 
 use std::collections::{HashMap, HashSet};
 
