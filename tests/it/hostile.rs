@@ -241,7 +241,7 @@ fn cases() -> Vec<(&'static str, String, Want)> {
         ("credential path ending in a backslash", run_with(", credentials: {tok: /etc/tok\\}"), Err("h.yaml:4:61: tok: path \"/etc/tok\\\\\" ends with '\\'")),
         ("argument ending in a backslash (quoted, fine)", agent("name: x\nrun: {command: [/bin/echo, a\\], user: agent}\n"), Ok),
         // Broken YAML and structure.
-        ("unclosed flow sequence", "a: [1, 2\nb: c\n".to_string(), Err("h.yaml:2:2: YAML syntax error")),
+        ("unclosed flow sequence", "a: [1, 2\nb: c\n".to_string(), Err("h.yaml:1:4: YAML syntax error: this '[' is never closed")),
         (
             "tab indentation",
             "apiVersion: fleetwright/v1\nkind: Agent\nrun:\n\tcommand: [/bin/true]\n".to_string(),

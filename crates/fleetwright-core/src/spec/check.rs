@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::API_VERSION;
 use super::calendar;
-use super::diag::{Diagnostic, Diagnostics, Loc, did_you_mean};
+use super::diag::{Diagnostic, Diagnostics, Loc, Stage, did_you_mean};
 use super::model::*;
 use super::raw::*;
 use super::values::*;
@@ -19,6 +19,9 @@ pub(super) struct Doc {
     file: String,
     index: DocIndex,
     kind: DocKind,
+    /// The fields (dotted paths) that an unknown key of the document probably misspells: the
+    /// "did you mean" of its diagnostic. Their absence is that key's consequence.
+    typos: BTreeSet<String>,
 }
 
 const KINDS: [&str; 2] = ["Agent", "Fleet"];
@@ -30,12 +33,12 @@ pub(super) fn parse_file(path: &str, text: &str, docs: &mut Vec<Doc>, diags: &mu
     // would start a directive.
     if let Some(c) = path.chars().find(|c| c.is_control()) {
         let shown = Loc { file: path.escape_debug().to_string(), line: 1, col: 1 };
-        diags.push(shown, format!("the file name contains the control character {c:?}; rename the file"));
+        diags.push_at(Stage::Read, shown, format!("the file name contains the control character {c:?}; rename the file"));
         return;
     }
     if text.len() > super::MAX_FILE_BYTES {
         let mib = text.len() as f64 / f64::from(1u32 << 20);
-        diags.push(loc(1, 1), format!("the file is {mib:.1} MiB; a spec file may be at most 1 MiB (split it into several files)"));
+        diags.push_at(Stage::Read, loc(1, 1), format!("the file is {mib:.1} MiB; a spec file may be at most 1 MiB (split it into several files)"));
         return;
     }
     // The fields allowed at a (kind, parent), for "did you mean": the schema is generated once
@@ -46,7 +49,7 @@ pub(super) fn parse_file(path: &str, text: &str, docs: &mut Vec<Doc>, diags: &mu
     let documents = match parse_documents(text) {
         Ok(d) => d,
         Err((pos, msg)) => {
-            diags.push(loc(pos.line, pos.col), msg);
+            diags.push_at(Stage::Read, loc(pos.line, pos.col), msg);
             return;
         }
     };
@@ -59,11 +62,11 @@ pub(super) fn parse_file(path: &str, text: &str, docs: &mut Vec<Doc>, diags: &mu
         };
         match index.top_scalars.get("apiVersion") {
             None => {
-                diags.push(loc(start.line, start.col), format!("document has no apiVersion; add `apiVersion: {API_VERSION}`"));
+                diags.push_at(Stage::Shape, loc(start.line, start.col), format!("document has no apiVersion; add `apiVersion: {API_VERSION}`"));
                 continue;
             }
             Some(v) if v != API_VERSION => {
-                diags.push(at("apiVersion"), format!("unsupported apiVersion {v:?}; this fleetwright reads `{API_VERSION}`"));
+                diags.push_at(Stage::Shape, at("apiVersion"), format!("unsupported apiVersion {v:?}; this fleetwright reads `{API_VERSION}`"));
                 continue;
             }
             Some(_) => {}
@@ -72,11 +75,11 @@ pub(super) fn parse_file(path: &str, text: &str, docs: &mut Vec<Doc>, diags: &mu
             Some(k @ ("Agent" | "Fleet")) => k.to_string(),
             Some(other) => {
                 let hint = did_you_mean(other, KINDS).map(|k| format!("did you mean `{k}`?")).unwrap_or_else(|| "use `Agent` or `Fleet`".into());
-                diags.push(at("kind"), format!("unknown kind {other:?}; {hint}"));
+                diags.push_at(Stage::Shape, at("kind"), format!("unknown kind {other:?}; {hint}"));
                 continue;
             }
             None => {
-                diags.push(loc(start.line, start.col), "document has no kind; add `kind: Agent` or `kind: Fleet`");
+                diags.push_at(Stage::Shape, loc(start.line, start.col), "document has no kind; add `kind: Agent` or `kind: Fleet`");
                 continue;
             }
         };
@@ -86,24 +89,28 @@ pub(super) fn parse_file(path: &str, text: &str, docs: &mut Vec<Doc>, diags: &mu
         } else {
             serde_ignored::deserialize(&root, |p| unknown.push(clean_path(&p))).map(|d: FleetDoc| DocKind::Fleet(Box::new(d)))
         };
+        let mut typos = BTreeSet::new();
         for path in &unknown {
             let pos = index.key(path);
             let (parent, field) = path.rsplit_once('.').unwrap_or(("", path));
             let known = known_fields.entry((kind.clone(), parent.to_string())).or_insert_with(|| super::schema_fields(&kind, parent));
             let hint = match did_you_mean(field, known.iter().map(String::as_str)) {
-                Some(s) => format!("did you mean `{s}`?"),
+                Some(s) => {
+                    typos.insert(if parent.is_empty() { s.to_string() } else { format!("{parent}.{s}") });
+                    format!("did you mean `{s}`?")
+                }
                 None if known.is_empty() => "remove it".into(),
                 None => format!("expected one of: {}", known.join(", ")),
             };
-            diags.push(loc(pos.line, pos.col), format!("unknown field `{field}`; {hint}"));
+            diags.push_at(Stage::Shape, loc(pos.line, pos.col), format!("unknown field `{field}`; {hint}"));
         }
         match parsed {
             // Checked even with unknown fields, so that every problem shows at once; the load
             // fails anyway because of them.
-            Ok(k) => docs.push(Doc { file: path.to_string(), index, kind: k }),
+            Ok(k) => docs.push(Doc { file: path.to_string(), index, kind: k, typos }),
             Err(e) => {
                 let pos = e.pos.unwrap_or(start);
-                diags.push(loc(pos.line, pos.col), e.to_string());
+                diags.push_at(Stage::Shape, loc(pos.line, pos.col), e.to_string());
             }
         }
     }
@@ -127,6 +134,8 @@ struct Ctx<'a> {
     reported: &'a BTreeSet<String>,
     /// The host's installed time zones, for calendar expressions that name one.
     zones: &'a dyn calendar::ZoneLookup,
+    /// The document's [`Doc::typos`].
+    typos: &'a BTreeSet<String>,
 }
 
 impl Ctx<'_> {
@@ -139,26 +148,39 @@ impl Ctx<'_> {
     }
     /// An error about the value at `path`.
     fn err(&mut self, path: &str, msg: impl Into<String>) {
+        self.err_at(Stage::Value, path, msg);
+    }
+    fn err_at(&mut self, stage: Stage, path: &str, msg: impl Into<String>) {
         let loc = self.loc_of(path);
-        self.diags.push(loc, msg);
+        self.diags.push_at(stage, loc, msg);
+    }
+    /// Whether one of `fields` is missing because an unknown key of this document misspells it
+    /// (its diagnostic says "did you mean" this field). The absence is then not reported: fixing
+    /// the key fixes both, and the unknown field already says how.
+    fn misspelled(&self, fields: &[&str]) -> bool {
+        fields.iter().any(|f| self.typos.contains(&self.full(f)))
     }
     /// An error about a value that may have come from the Fleet's defaults: reported there, once,
     /// not at every agent.
     /// Never dropped: a value this agent's document does not hold came from the defaults, and
     /// unless the defaults' own check said the same, it is reported at the document.
     fn err_value(&mut self, path: &str, msg: impl Into<String>) {
+        self.err_value_at(Stage::Value, path, msg);
+    }
+    fn err_value_at(&mut self, stage: Stage, path: &str, msg: impl Into<String>) {
         let msg = msg.into();
         if self.prefix.is_empty() && !self.partial && !self.index.values.contains_key(path) {
             if !self.reported.contains(&msg) {
                 let pos = self.index.value("");
-                self.diags.push(
+                self.diags.push_at(
+                    stage,
                     Loc { file: self.file.to_string(), line: pos.line, col: pos.col },
                     format!("{msg} (a value this agent takes from the Fleet's defaults)"),
                 );
             }
             return;
         }
-        self.err(path, msg)
+        self.err_at(stage, path, msg)
     }
     /// A problem that drops nothing (the setting is meaningless here), reported only where the
     /// agent itself writes it, not where it came from the defaults.
@@ -167,9 +189,18 @@ impl Ctx<'_> {
             self.err(path, msg);
         }
     }
-    fn missing(&mut self, path: &str, msg: impl Into<String>) {
-        if !self.partial {
-            self.err(path, msg);
+    /// The required `field` is missing: reported at `at` (unless checking the Fleet's defaults,
+    /// or the field's key is [`Ctx::misspelled`]).
+    fn missing(&mut self, field: &str, at: &str, msg: impl Into<String>) {
+        if !self.partial && !self.misspelled(&[field]) {
+            self.err(at, msg);
+        }
+    }
+    /// Something needs one of `fields`, and none is there: reported at `at` unless one of them
+    /// is [`Ctx::misspelled`].
+    fn absent(&mut self, fields: &[&str], at: &str, msg: impl Into<String>) {
+        if !self.misspelled(fields) {
+            self.err(at, msg);
         }
     }
     fn parse<T>(&mut self, path: &str, v: Option<&Scalar>, f: impl Fn(&str) -> Result<T, String>) -> Option<T> {
@@ -187,7 +218,7 @@ impl Ctx<'_> {
         match v.as_ref()? {
             Typed::Ok(t) => Some(t),
             Typed::Bad(why) => {
-                self.err_value(path, format!("{}: {why}", last(path)));
+                self.err_value_at(Stage::Shape, path, format!("{}: {why}", last(path)));
                 None
             }
         }
@@ -226,7 +257,7 @@ fn last(path: &str) -> &str {
 
 fn check_argv(cx: &mut Ctx, path: &str, argv: Option<&Vec<String>>, what: &str) -> Option<Vec<String>> {
     let Some(argv) = argv else {
-        cx.missing(path, format!("{what} is required: the program and its arguments as a list, like [/usr/bin/python3, main.py]"));
+        cx.missing(path, path, format!("{what} is required: the program and its arguments as a list, like [/usr/bin/python3, main.py]"));
         return None;
     };
     let Some(program) = argv.first() else {
@@ -262,7 +293,7 @@ fn check_schedule(cx: &mut Ctx, path: &str, s: &ScheduleSpec) -> Option<Schedule
         .collect();
     let trigger = match set.as_slice() {
         [] => {
-            cx.err(path, "schedule needs one of `calendar`, `cron` or `every`");
+            cx.absent(&[&p("calendar"), &p("cron"), &p("every")], path, "schedule needs one of `calendar`, `cron` or `every`");
             None
         }
         ["calendar"] => {
@@ -372,7 +403,11 @@ fn check_run(cx: &mut Ctx, r: &RunSpec, fleet: &Fleet) -> Option<Run> {
     if !allow_root {
         match r.user.as_deref() {
             None if !cx.partial => {
-                cx.err("run", "run.user is not set, so the agent would run as root; set run.user (or defaults.run.user in the Fleet document), or allowRoot: true in the Fleet");
+                cx.absent(
+                    &["run.user"],
+                    "run",
+                    "run.user is not set, so the agent would run as root; set run.user (or defaults.run.user in the Fleet document), or allowRoot: true in the Fleet",
+                );
                 ok = false;
             }
             Some("root" | "0") => {
@@ -513,7 +548,7 @@ fn check_logs(cx: &mut Ctx, logs: &[LogSpec]) -> Vec<LogRule> {
         let p = |f: &str| format!("logs.{i}.{f}");
         let path = match &l.path {
             None => {
-                cx.err(&format!("logs.{i}"), "logs entry needs `path`: the directory whose files are cleaned");
+                cx.absent(&[&p("path")], &format!("logs.{i}"), "logs entry needs `path`: the directory whose files are cleaned");
                 None
             }
             Some(path) => match check_abs_path(path) {
@@ -544,7 +579,7 @@ fn check_logs(cx: &mut Ctx, logs: &[LogSpec]) -> Vec<LogRule> {
         let max_files = cx.typed(&p("maxFiles"), &l.max_files).copied();
         let max_size = cx.parse(&p("maxSize"), l.max_size.as_ref(), |s| parse_size(s, false));
         if l.max_age.is_none() && l.max_files.is_none() && l.max_size.is_none() {
-            cx.err(&format!("logs.{i}"), "logs entry has no limit; set maxAge, maxFiles or maxSize");
+            cx.absent(&[&p("maxAge"), &p("maxFiles"), &p("maxSize")], &format!("logs.{i}"), "logs entry has no limit; set maxAge, maxFiles or maxSize");
         }
         let calendar = check_job_calendar(cx, &p("schedule"), l.schedule.as_ref(), "daily");
         if let (Some(path), Some(calendar)) = (path, calendar) {
@@ -559,10 +594,10 @@ fn check_backups(cx: &mut Ctx, backups: &[BackupSpec]) -> Vec<Backup> {
     for (i, b) in backups.iter().enumerate() {
         let p = |f: &str| format!("backups.{i}.{f}");
         if b.sqlite.is_none() {
-            cx.err(&format!("backups.{i}"), "backups entry needs `sqlite`: the database file to back up");
+            cx.absent(&[&p("sqlite")], &format!("backups.{i}"), "backups entry needs `sqlite`: the database file to back up");
         }
         if b.to.is_none() {
-            cx.err(&format!("backups.{i}"), "backups entry needs `to`: the directory backups are written to");
+            cx.absent(&[&p("to")], &format!("backups.{i}"), "backups entry needs `to`: the directory backups are written to");
         }
         let sqlite = cx.path_with(&p("sqlite"), b.sqlite.as_ref(), check_not_system);
         let to = cx.path_with(&p("to"), b.to.as_ref(), check_not_system);
@@ -587,11 +622,11 @@ fn check_health(cx: &mut Ctx, h: &HealthSpec) -> Health {
     let heartbeat = h.heartbeat.as_ref().and_then(|hb| {
         let file = cx.path_with("health.heartbeat.file", hb.file.as_ref(), check_not_system);
         if hb.file.is_none() {
-            cx.err("health.heartbeat", "heartbeat needs `file`");
+            cx.absent(&["health.heartbeat.file"], "health.heartbeat", "heartbeat needs `file`");
         }
         let max_age = cx.parse("health.heartbeat.maxAge", hb.max_age.as_ref(), parse_duration);
         if hb.max_age.is_none() {
-            cx.err("health.heartbeat", "heartbeat needs `maxAge`, like 30s");
+            cx.absent(&["health.heartbeat.maxAge"], "health.heartbeat", "heartbeat needs `maxAge`, like 30s");
         }
         Some(Heartbeat { file: file?, max_age: max_age? })
     });
@@ -606,12 +641,12 @@ const SECTIONS: [&str; 10] = ["run", "schedule", "service", "resources", "harden
 fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
     for section in SECTIONS {
         if cx.index.nulls.contains(&cx.full(section)) {
-            cx.err(section, format!("`{section}` is empty; fill it in or remove the line"));
+            cx.err_at(Stage::Shape, section, format!("`{section}` is empty; fill it in or remove the line"));
         }
     }
     let name = match &a.name {
         None => {
-            cx.missing("", "agent has no name; add `name:` (lowercase letters, digits and '-')");
+            cx.missing("name", "", "agent has no name; add `name:` (lowercase letters, digits and '-')");
             None
         }
         Some(n) => match check_agent_name(n) {
@@ -630,7 +665,7 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
     let run = match &a.run {
         Some(r) => check_run(cx, r, fleet),
         None => {
-            cx.missing("", "agent has no `run`; add run.command with the program to run");
+            cx.missing("run", "", "agent has no `run`; add run.command with the program to run");
             None
         }
     };
@@ -653,7 +688,7 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
                 None
             }
             None => {
-                cx.err("concurrency", "concurrency needs `group`");
+                cx.absent(&["concurrency.group"], "concurrency", "concurrency needs `group`");
                 None
             }
         };
@@ -665,7 +700,7 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
             }
             Some(l) => Some(l),
             None => {
-                cx.err("concurrency", "concurrency needs `limit`");
+                cx.absent(&["concurrency.limit"], "concurrency", "concurrency needs `limit`");
                 None
             }
         };
@@ -693,7 +728,8 @@ fn check_agent(cx: &mut Ctx, a: &AgentDoc, fleet: &Fleet) -> Option<Agent> {
                 }
             }
         }
-        Some(Mode::Service(_)) if a.concurrency.is_some() => {
+        // A long-running service because its `schedule` key is misspelled: said by the unknown field.
+        Some(Mode::Service(_)) if a.concurrency.is_some() && !cx.misspelled(&["schedule"]) => {
             cx.err("concurrency", "concurrency: applies to scheduled agents only; a long-running service would hold its slot for as long as it runs, or exit at once when the group is full");
         }
         _ => {}
@@ -807,9 +843,9 @@ fn check_fleet(cx: &mut Ctx, f: &FleetDoc) -> Fleet {
 }
 
 /// Check the Fleet's defaults once, where they are written.
-fn check_defaults(file: &str, index: &DocIndex, d: &DefaultsSpec, fleet: &Fleet, diags: &mut Diagnostics, zones: &dyn calendar::ZoneLookup) {
+fn check_defaults(doc: &Doc, d: &DefaultsSpec, fleet: &Fleet, diags: &mut Diagnostics, zones: &dyn calendar::ZoneLookup) {
     let none = BTreeSet::new();
-    let mut cx = Ctx { file, index, prefix: "defaults.", partial: true, diags, reported: &none, zones };
+    let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "defaults.", partial: true, diags, reported: &none, zones, typos: &doc.typos };
     if let Some(r) = &d.run {
         check_run(&mut cx, r, fleet);
     }
@@ -843,15 +879,15 @@ pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics, zones: &dyn c
             let pos = doc.index.value("");
             let here = Loc { file: doc.file.clone(), line: pos.line, col: pos.col };
             if let Some(first) = &fleet_at {
-                diags.push(here, format!("a second Fleet document; a repository has at most one (the first is at {first})"));
+                diags.push_at(Stage::Fleet, here, format!("a second Fleet document; a repository has at most one (the first is at {first})"));
                 continue;
             }
             fleet_at = Some(here);
-            let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags, reported: &none, zones };
+            let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags, reported: &none, zones, typos: &doc.typos };
             fleet = check_fleet(&mut cx, f);
             if let Some(d) = &f.defaults {
                 let before = diags.0.len();
-                check_defaults(&doc.file, &doc.index, d, &fleet, diags, zones);
+                check_defaults(doc, d, &fleet, diags, zones);
                 reported.extend(diags.0[before..].iter().map(|d| d.message.clone()));
                 defaults = d.clone();
             }
@@ -863,11 +899,11 @@ pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics, zones: &dyn c
         let DocKind::Agent(a) = &doc.kind else { continue };
         let mut merged = (**a).clone();
         merged.merge_defaults(&defaults);
-        let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags, reported: &reported, zones };
+        let mut cx = Ctx { file: &doc.file, index: &doc.index, prefix: "", partial: false, diags, reported: &reported, zones, typos: &doc.typos };
         let Some(agent) = check_agent(&mut cx, &merged, &fleet) else { continue };
         let name_loc = cx.loc_of("name");
         if let Some(first) = seen.get(&agent.name) {
-            diags.push(name_loc, format!("duplicate agent name {:?} (first defined at {first}); names are unique in the fleet", agent.name));
+            diags.push_at(Stage::Fleet, name_loc, format!("duplicate agent name {:?} (first defined at {first}); names are unique in the fleet", agent.name));
             continue;
         }
         seen.insert(agent.name.clone(), name_loc);
@@ -879,10 +915,10 @@ pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics, zones: &dyn c
     }
     for (name, dep, loc) in &after_refs {
         if name == dep {
-            diags.push(loc.clone(), format!("agent {name:?} cannot be ordered after itself"));
+            diags.push_at(Stage::Fleet, loc.clone(), format!("agent {name:?} cannot be ordered after itself"));
         } else if !seen.contains_key(dep) {
             let hint = did_you_mean(dep, seen.keys().map(String::as_str)).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
-            diags.push(loc.clone(), format!("`after` names {dep:?}, which is not an agent of this fleet{hint}"));
+            diags.push_at(Stage::Fleet, loc.clone(), format!("`after` names {dep:?}, which is not an agent of this fleet{hint}"));
         }
     }
     // A group's limit is one number: each agent's runs take a slot among `limit` lock files, so
@@ -893,7 +929,8 @@ pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics, zones: &dyn c
             match limits.get(c.group.as_str()) {
                 Some((l, other)) if *l != c.limit => {
                     let loc = seen.get(&a.name).cloned().unwrap_or(Loc { file: a.source.file.clone(), line: a.source.line, col: 1 });
-                    diags.push(
+                    diags.push_at(
+                        Stage::Fleet,
                         loc,
                         format!(
                             "concurrency group {:?} has limit {} here but {l} in agent {other:?}; give every agent of a group the same limit",
@@ -910,7 +947,7 @@ pub(super) fn build_fleet(docs: Vec<Doc>, diags: &mut Diagnostics, zones: &dyn c
     }
     if let Some(cycle) = find_cycle(&fleet) {
         let loc = seen.get(&cycle[0]).cloned().unwrap_or(Loc { file: String::new(), line: 1, col: 1 });
-        diags.push(loc, format!("`after` forms a cycle: {}; remove one of these orderings", cycle.join(" → ")));
+        diags.push_at(Stage::Fleet, loc, format!("`after` forms a cycle: {}; remove one of these orderings", cycle.join(" → ")));
     }
     fleet.agents.sort_by(|a, b| a.name.cmp(&b.name));
     fleet.warnings = secret_warnings(&docs);

@@ -1,7 +1,8 @@
 //! Diagnostics: every user error carries the file, line and column it is about, and a hint.
 //!
 //! `validate` collects all of them rather than stopping at the first; they print as
-//! `FILE:LINE:COL: message`, the form editors and CI annotators understand.
+//! `FILE:LINE:COL: message`, the form editors and CI annotators understand, each cause before
+//! the problems it may cause ([`Diagnostics::sorted`], by [`Stage`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -20,16 +21,45 @@ impl fmt::Display for Loc {
     }
 }
 
+/// How far reading a spec got when a problem was found. A problem can cause problems of later
+/// stages (a field that cannot be read is then missing) and never of earlier ones, so
+/// diagnostics are listed in this order ([`Diagnostics::sorted`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// The file cannot be read at all (YAML syntax, a refused construct, its size, its name):
+    /// every document in it is missing from the fleet.
+    Read,
+    /// A document or a field is not in the format: no or an unsupported `apiVersion` or `kind`,
+    /// an unknown field, a value of the wrong type, an empty section. What it holds is dropped,
+    /// and may be reported as missing in the next stage.
+    Shape,
+    /// One document's values: invalid, missing, or contradicting one another.
+    #[default]
+    Value,
+    /// Between documents: duplicate names, `after` targets and cycles, a concurrency group's
+    /// limit, a second Fleet.
+    Fleet,
+}
+
 /// One user error in a spec, with where it is and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Diagnostic {
     pub loc: Loc,
     pub message: String,
+    /// Where in the reading it was found; decides the order, not printed.
+    #[serde(skip)]
+    pub stage: Stage,
 }
 
 impl Diagnostic {
+    /// A problem with a document's values ([`Stage::Value`]).
     pub fn new(loc: Loc, message: impl Into<String>) -> Self {
-        Diagnostic { loc, message: message.into() }
+        Diagnostic { loc, message: message.into(), stage: Stage::Value }
+    }
+
+    /// A problem found at another stage of the reading.
+    pub fn at_stage(stage: Stage, loc: Loc, message: impl Into<String>) -> Self {
+        Diagnostic { loc, message: message.into(), stage }
     }
 
     /// The diagnostic followed by the offending source line and a caret under the column,
@@ -188,20 +218,50 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// All diagnostics of one load, sorted by position.
+/// All diagnostics of one load, causes before their consequences ([`Diagnostics::sorted`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {
+    /// A problem with a document's values ([`Stage::Value`]).
     pub fn push(&mut self, loc: Loc, message: impl Into<String>) {
         self.0.push(Diagnostic::new(loc, message));
+    }
+    /// A problem found at another stage of the reading.
+    pub fn push_at(&mut self, stage: Stage, loc: Loc, message: impl Into<String>) {
+        self.0.push(Diagnostic::at_stage(stage, loc, message));
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The order the diagnostics are listed (and printed) in: a cause before what it causes, so
+    /// that the first one listed is one to fix first, and a follow-on error never comes before
+    /// the typo behind it. A problem causes problems of later [`Stage`]s only, within its
+    /// document and, when it drops a document or a Fleet default, in other files. So:
+    ///
+    /// 1. files by the earliest stage they have a problem at, then by name: a file that cannot
+    ///    be read comes before the file whose `after` names an agent written in it, and a Fleet
+    ///    document with an unknown field in its defaults before the agents that miss it;
+    /// 2. within a file, by stage, then by line and column: an unknown field `comand:` on line 6,
+    ///    or a value of the wrong type, before what its absence causes in the same document,
+    ///    though that is reported higher up (at the `run:` on line 5);
+    /// 3. then by message, and the same message at the same place only once.
+    ///
+    /// (A consequence that is certain is not reported at all: a required field whose key is
+    /// misspelled is said once, as the unknown field with its "did you mean".) Deterministic:
+    /// nothing here depends on the order in which the diagnostics were found.
     pub fn sorted(mut self) -> Self {
-        self.0.sort();
-        self.0.dedup();
+        let mut earliest: std::collections::HashMap<String, Stage> = std::collections::HashMap::new();
+        for d in &self.0 {
+            let e = earliest.entry(d.loc.file.clone()).or_insert(d.stage);
+            *e = (*e).min(d.stage);
+        }
+        fn key<'d>(earliest: &std::collections::HashMap<String, Stage>, d: &'d Diagnostic) -> (Stage, &'d str, Stage, usize, usize, &'d str) {
+            (earliest.get(&d.loc.file).copied().unwrap_or(d.stage), &d.loc.file, d.stage, d.loc.line, d.loc.col, &d.message)
+        }
+        self.0.sort_by(|a, b| key(&earliest, a).cmp(&key(&earliest, b)));
+        self.0.dedup_by(|a, b| a.loc == b.loc && a.message == b.message);
         self
     }
 
@@ -301,6 +361,28 @@ mod tests {
     fn shows_the_line_yaml_counted_when_a_lone_carriage_return_ends_one() {
         let d = Diagnostic::new(Loc { file: "a.yaml".into(), line: 3, col: 1 }, "bad");
         assert_eq!(d.render_with_source(Some("a: 1\rb: 2\r\nc: 3\n")), "a.yaml:3:1: bad\n 3 | c: 3\n   | ^");
+    }
+
+    #[test]
+    fn the_order_is_by_stage_within_a_file_and_files_by_their_earliest_stage() {
+        let at = |file: &str, line| Loc { file: file.into(), line, col: 1 };
+        let all = [
+            Diagnostic::at_stage(Stage::Fleet, at("a.yaml", 1), "duplicate"),
+            Diagnostic::new(at("a.yaml", 2), "missing"),
+            Diagnostic::at_stage(Stage::Shape, at("a.yaml", 9), "unknown field"),
+            Diagnostic::new(at("b.yaml", 1), "invalid"),
+            Diagnostic::at_stage(Stage::Read, at("c.yaml", 7), "syntax"),
+            Diagnostic::at_stage(Stage::Shape, at("a.yaml", 9), "unknown field"),
+        ];
+        let want = ["c.yaml:7:1: syntax", "a.yaml:9:1: unknown field", "a.yaml:2:1: missing", "a.yaml:1:1: duplicate", "b.yaml:1:1: invalid"];
+        // The same whatever order they were found in.
+        for rotate in 0..all.len() {
+            let mut v = all.to_vec();
+            v.rotate_left(rotate);
+            v.reverse();
+            let shown: Vec<String> = Diagnostics(v).sorted().0.iter().map(|d| d.to_string()).collect();
+            assert_eq!(shown, want);
+        }
     }
 
     #[test]

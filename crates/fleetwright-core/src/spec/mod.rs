@@ -35,7 +35,8 @@ pub fn is_spec_path(rel: &str) -> bool {
 
 /// Load a fleet from spec files `(relative path, text)`. All files are read; a commit is valid
 /// only if every document is. `zones` says which time zones the host has installed (a
-/// calendar expression may name one; systemd accepts only those).
+/// calendar expression may name one; systemd accepts only those). The diagnostics come causes
+/// first ([`Diagnostics::sorted`]).
 pub fn load(files: &[(String, String)], zones: &dyn calendar::ZoneLookup) -> Result<Fleet, Diagnostics> {
     let mut files: Vec<&(String, String)> = files.iter().collect();
     files.sort_by(|a, b| a.0.cmp(&b.0));

@@ -133,6 +133,67 @@ fn syntax_and_type_errors_point_at_the_spot() {
 }
 
 #[test]
+fn an_unclosed_bracket_is_shown_where_it_was_opened() {
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/sleep, 1], user: agent\n\nschedule: {every: 1m}\n";
+    let files = files(&[("a.yaml", a)]);
+    let d = load(&files).unwrap_err();
+    let sources = sources(&files);
+    assert_eq!(
+        d.render(|f| sources.get(f).copied(), str::to_string),
+        "a.yaml:4:6: YAML syntax error: this '{' is never closed; close it with '}' (the parser noticed at 6:9: while parsing a flow mapping, did not find expected ',' or '}')
+ 4 | run: {command: [/bin/sleep, 1], user: agent
+   |      ^
+"
+    );
+}
+
+#[test]
+fn a_misspelled_required_field_is_said_once_as_the_unknown_field() {
+    // `run:` on line 5, the typo on line 6: "run.command is required" would be its consequence.
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\n# the worker\nrun:\n  comand: [/bin/true]\n  usr: agent\n";
+    assert_eq!(
+        errors(&[("a.yaml", a)]),
+        "a.yaml:6:3: unknown field `comand`; did you mean `command`?\na.yaml:7:3: unknown field `usr`; did you mean `user`?\n"
+    );
+    // A misspelled `schedule` makes a service, which a concurrency group does not fit: said once.
+    let b = "apiVersion: fleetwright/v1\nkind: Agent\nname: b\nrun: {command: [/bin/true], user: x}\nconcurrency: {group: g, limit: 1}\nschedul: {calendar: daily}\n";
+    assert_eq!(errors(&[("b.yaml", b)]), "b.yaml:6:1: unknown field `schedul`; did you mean `schedule`?\n");
+    // Entries of a list: `pth` for `path`, `maxage` for `maxAge`.
+    let c = "apiVersion: fleetwright/v1\nkind: Agent\nname: c\nrun: {command: [/bin/true], user: x}\nlogs: [{pth: /srv/c/logs, maxage: 7d}]\n";
+    assert_eq!(
+        errors(&[("c.yaml", c)]),
+        "c.yaml:5:9: unknown field `pth`; did you mean `path`?\nc.yaml:5:27: unknown field `maxage`; did you mean `maxAge`?\n"
+    );
+}
+
+#[test]
+fn a_cause_is_listed_before_its_consequences() {
+    // No "did you mean" for `cmd`: both are said, the unknown field first, though the missing
+    // command is reported further left (at the mapping).
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {cmd: [/bin/true], user: x}\n";
+    let e = errors(&[("a.yaml", a)]);
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 2, "{e}");
+    assert!(lines[0].starts_with("a.yaml:4:7: unknown field `cmd`; expected one of: "), "{e}");
+    assert!(lines[1].starts_with("a.yaml:4:6: run.command is required"), "{e}");
+
+    // Across files: the Fleet document whose defaults would have given the user, before the
+    // agent without one (though `agents/` sorts before `fleet.yaml`); a file that cannot be
+    // read before the `after` that names the agent written in it.
+    let fleet = "apiVersion: fleetwright/v1\nkind: Fleet\ndefaults:\n  run: {usr: agent}\n";
+    let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true]}\n";
+    let b = "apiVersion: fleetwright/v1\nkind: Agent\nname: worker\nrun: {command: [/bin/true], user: w}\nafter: [db]\n";
+    let db = "apiVersion: fleetwright/v1\nkind: Agent\nname: db\nrun: {command: [/bin/db], user: db\n";
+    let e = errors(&[("agents/a.yaml", a), ("agents/b.yaml", b), ("fleet.yaml", fleet), ("agents/db.yaml", db)]);
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 4, "{e}");
+    assert!(lines[0].starts_with("agents/db.yaml:4:6: YAML syntax error: this '{' is never closed"), "{e}");
+    assert_eq!(lines[1], "fleet.yaml:4:9: unknown field `usr`; did you mean `user`?");
+    assert!(lines[2].starts_with("agents/a.yaml:4:6: run.user is not set"), "{e}");
+    assert_eq!(lines[3], "agents/b.yaml:5:9: `after` names \"db\", which is not an agent of this fleet");
+}
+
+#[test]
 fn injection_through_text_fields_is_refused() {
     let a = "apiVersion: fleetwright/v1\nkind: Agent\nname: a\ndescription: \"x\\n[Service]\\nExecStartPre=/bin/rm -rf /\"\nrun: {command: [/bin/true], user: x, environment: {A: \"1\\nExecStart=/bin/sh\"}}\n";
     let e = errors(&[("a.yaml", a)]);

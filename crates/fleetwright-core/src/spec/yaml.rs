@@ -8,6 +8,9 @@
 //! complex keys, duplicate keys, line separators (NEL, LS, PS), bidirectional controls and
 //! other control characters in the text, nesting deeper than [`MAX_DEPTH`] and aliases expanding
 //! past [`ALIAS_BUDGET`]. Scalars resolve by the YAML 1.2 core schema (`yes` is text, not true).
+//!
+//! A syntax error is reported at its cause where that is certain, not only where the parser
+//! noticed it: an unclosed `[`, `{` or quote at the place it was opened (`syntax_error`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,6 +21,13 @@ use saphyr_parser::{Event, Parser, ScalarStyle, ScanError};
 pub struct Pos {
     pub line: usize,
     pub col: usize,
+}
+
+/// `LINE:COL`, as positions are written inside messages.
+impl std::fmt::Display for Pos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
 }
 
 /// One YAML node and where it starts.
@@ -260,28 +270,28 @@ fn forbidden_char(c: char) -> Option<&'static str> {
 /// Refuse a file holding any [`forbidden_char`], at its line and column (as saphyr counts them:
 /// LF, CR and CRLF end a line; columns count characters).
 fn check_chars(src: &str) -> Result<(), (Pos, String)> {
-    let (mut line, mut col) = (1, 1);
-    let mut prev_cr = false;
-    for c in src.chars() {
+    for (_, c, pos) in positioned(src) {
         if let Some(why) = forbidden_char(c) {
-            return Err((Pos { line, col }, format!("the file contains {why} ({}); remove it", c.escape_unicode())));
+            return Err((pos, format!("the file contains {why} ({}); remove it", c.escape_unicode())));
         }
-        match c {
-            '\n' if prev_cr => {}
-            '\n' | '\r' => {
-                line += 1;
-                col = 1;
-            }
-            _ => col += 1,
-        }
-        prev_cr = c == '\r';
     }
     Ok(())
 }
 
+/// A collection being built. `open` is where its opening bracket may be (the last character of
+/// its start event's span; empty for block collections): if a syntax error comes while it is
+/// open, [`syntax_error`] checks whether it is the `[` or `{` that was never closed.
 enum Frame {
-    Seq { pos: Pos, anchor: usize, items: Vec<Node> },
-    Map { pos: Pos, anchor: usize, entries: Vec<(Key, Node)>, key: Option<Key>, seen: HashMap<String, Pos> },
+    Seq { pos: Pos, open: Option<Pos>, anchor: usize, items: Vec<Node> },
+    Map { pos: Pos, open: Option<Pos>, anchor: usize, entries: Vec<(Key, Node)>, key: Option<Key>, seen: HashMap<String, Pos> },
+}
+
+impl Frame {
+    fn open(&self) -> Option<Pos> {
+        match self {
+            Frame::Seq { open, .. } | Frame::Map { open, .. } => *open,
+        }
+    }
 }
 
 /// Parse every document of `src` into trees. A syntax error (or anything this module refuses)
@@ -296,11 +306,16 @@ pub fn parse_documents(src: &str) -> Result<Vec<Document>, (Pos, String)> {
     let mut aliased: u64 = 0;
     let mut parser = Parser::new_from_str(src);
     while let Some(ev) = parser.next_event() {
-        let (ev, span) = ev.map_err(|e: ScanError| {
-            let m = e.marker();
-            (Pos { line: m.line(), col: m.col() + 1 }, format!("YAML syntax error: {}", e.info()))
-        })?;
+        let (ev, span) = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                let open: Vec<Pos> = stack.iter().filter_map(Frame::open).collect();
+                return Err(syntax_error(src, &open, &e));
+            }
+        };
         let pos = Pos { line: span.start.line(), col: span.start.col() + 1 };
+        // A flow collection's span ends just after its bracket (`[`, or `&a [` with an anchor).
+        let open = (span.end.index() > span.start.index() && span.end.col() >= 1).then(|| Pos { line: span.end.line(), col: span.end.col() });
         let refuse_tag = |tag: &Option<std::borrow::Cow<'_, saphyr_parser::Tag>>| match tag {
             Some(t) => Err((
                 pos,
@@ -350,14 +365,14 @@ pub fn parse_documents(src: &str) -> Result<Vec<Document>, (Pos, String)> {
                     return Err((pos, "a mapping key must be a plain name, not a list or a mapping".into()));
                 }
                 stack.push(if is_seq {
-                    Frame::Seq { pos, anchor, items: Vec::new() }
+                    Frame::Seq { pos, open, anchor, items: Vec::new() }
                 } else {
-                    Frame::Map { pos, anchor, entries: Vec::new(), key: None, seen: HashMap::new() }
+                    Frame::Map { pos, open, anchor, entries: Vec::new(), key: None, seen: HashMap::new() }
                 });
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(Frame::Seq { pos, anchor, items }) => Some((Node { pos, value: Value::Seq(items) }, anchor)),
+                Some(Frame::Seq { pos, anchor, items, .. }) => Some((Node { pos, value: Value::Seq(items) }, anchor)),
                 Some(Frame::Map { pos, anchor, entries, .. }) => Some((Node { pos, value: Value::Map(entries) }, anchor)),
                 None => None,
             },
@@ -422,6 +437,288 @@ pub fn parse_documents(src: &str) -> Result<Vec<Document>, (Pos, String)> {
     Ok(docs)
 }
 
+/// The characters of `src` with their byte offsets and positions, counted as saphyr counts them:
+/// LF, CR and CRLF end a line (the LF of a CRLF is not yielded: it has no position of its own);
+/// columns count characters.
+struct Positioned<'a> {
+    chars: std::str::CharIndices<'a>,
+    line: usize,
+    col: usize,
+    prev_cr: bool,
+}
+
+fn positioned(src: &str) -> Positioned<'_> {
+    Positioned { chars: src.char_indices(), line: 1, col: 1, prev_cr: false }
+}
+
+impl Iterator for Positioned<'_> {
+    type Item = (usize, char, Pos);
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (i, c) = self.chars.next()?;
+            let here = Pos { line: self.line, col: self.col };
+            let prev_cr = std::mem::replace(&mut self.prev_cr, c == '\r');
+            match c {
+                '\n' if prev_cr => continue,
+                '\n' | '\r' => {
+                    self.line += 1;
+                    self.col = 1;
+                }
+                _ => self.col += 1,
+            }
+            return Some((i, c, here));
+        }
+    }
+}
+
+/// The character at `pos` and its byte offset.
+fn char_at(src: &str, pos: Pos) -> Option<(usize, char)> {
+    positioned(src).take_while(|(_, _, p)| *p <= pos).find(|(_, _, p)| *p == pos).map(|(i, c, _)| (i, c))
+}
+
+/// A `---` or `...` line (at byte `i`, the start of a line): the current document ends there.
+fn is_document_marker(src: &str, i: usize) -> bool {
+    let rest = &src[i..];
+    (rest.starts_with("---") || rest.starts_with("...")) && matches!(rest[3..].chars().next(), None | Some(' ' | '\t' | '\n' | '\r'))
+}
+
+/// The closing bracket of an opening one.
+fn closer(open: char) -> char {
+    if open == '[' { ']' } else { '}' }
+}
+
+/// What follows an opening bracket, read by [`scan_flow`].
+#[derive(Debug, PartialEq)]
+enum Flow {
+    /// Its closing bracket is there: the brackets are not the problem.
+    Closed,
+    /// A closing bracket of the wrong kind (`closer`, at its position) while `open` is the
+    /// innermost open bracket; `outer` is an enclosing bracket it does close, if any.
+    Mismatch { open: (Pos, char), closer: (Pos, char), outer: Option<(Pos, char)> },
+    /// The document ends with these brackets open (outermost first); `last` is where its last
+    /// character that is not white space or a comment is.
+    Unclosed { open: Vec<(Pos, char)>, last: Pos },
+    /// A quoted scalar runs to the end of the document: that, not a bracket, is the problem.
+    InQuote,
+}
+
+/// Read the flow collection whose opening bracket is at byte `at` of `src` (at `pos`) to its
+/// end, by the YAML grammar of flow content: brackets nest; `'…'` (with `''` for a quote) and
+/// `"…"` (with `\` escapes) are quoted scalars when they start a value (after a bracket, `,`, a
+/// `: ` or an anchor or tag), and their brackets do not count; `#` after white space starts a
+/// comment to the end of the line; a `---` or `...` line ends the document. Block scalars cannot
+/// occur inside flow content, so nothing else can hide a bracket.
+fn scan_flow(src: &str, at: usize, pos: Pos, bracket: char) -> Flow {
+    let mut stack = vec![(pos, bracket)];
+    let mut last = pos;
+    // A quote here starts a quoted scalar; a `#` here starts a comment.
+    let (mut value_start, mut after_blank) = (true, false);
+    // The first character of the plain word being read (an anchor `&a` or a tag `!t` is followed by a value).
+    let mut word: Option<char> = None;
+    let mut chars = positioned(src).skip_while(|(i, _, _)| *i <= at).peekable();
+    while let Some((i, c, here)) = chars.next() {
+        if here.col == 1 && is_document_marker(src, i) {
+            break;
+        }
+        let next = src[i + c.len_utf8()..].chars().next();
+        match c {
+            ' ' | '\t' | '\n' | '\r' => {
+                value_start |= matches!(word, Some('&' | '!'));
+                word = None;
+                after_blank = true;
+                continue;
+            }
+            '#' if after_blank || here.col == 1 => {
+                while chars.next_if(|(_, c, _)| *c != '\n' && *c != '\r').is_some() {}
+                continue;
+            }
+            '\'' | '"' if value_start => {
+                let mut closed = false;
+                while let Some((j, d, p)) = chars.next() {
+                    if p.col == 1 && is_document_marker(src, j) {
+                        break;
+                    }
+                    if c == '"' && d == '\\' {
+                        chars.next();
+                    } else if d == c {
+                        if c == '\'' && chars.next_if(|(_, e, _)| *e == '\'').is_some() {
+                            continue;
+                        }
+                        closed = true;
+                        last = p;
+                        break;
+                    }
+                }
+                if !closed {
+                    return Flow::InQuote;
+                }
+                value_start = false;
+                word = Some(c);
+                after_blank = false;
+                continue;
+            }
+            '[' | '{' => {
+                stack.push((here, c));
+                value_start = true;
+            }
+            ']' | '}' => {
+                let top = stack[stack.len() - 1];
+                if closer(top.1) != c {
+                    let outer = stack.iter().rev().find(|(_, o)| closer(*o) == c).copied();
+                    return Flow::Mismatch { open: top, closer: (here, c), outer };
+                }
+                stack.pop();
+                if stack.is_empty() {
+                    return Flow::Closed;
+                }
+                value_start = false;
+            }
+            ',' => value_start = true,
+            ':' if matches!(next, None | Some(' ' | '\t' | '\n' | '\r' | ',' | '[' | ']' | '{' | '}')) => value_start = true,
+            _ => {
+                word.get_or_insert(c);
+                value_start = false;
+            }
+        }
+        last = here;
+        after_blank = false;
+    }
+    Flow::Unclosed { open: stack, last }
+}
+
+/// Where `src` ends, as a position (the line after a final line break).
+fn end_of(src: &str) -> Pos {
+    let mut end = Pos { line: 1, col: 1 };
+    for (_, c, p) in positioned(src) {
+        end = if matches!(c, '\n' | '\r') { Pos { line: p.line + 1, col: 1 } } else { Pos { line: p.line, col: p.col + 1 } };
+    }
+    end
+}
+
+/// Where the quoted scalar opened by `quote` at byte `at` ends: `Ok` with its closing quote, or
+/// `Err` with the end of the document it runs into.
+fn scan_quote(src: &str, at: usize, quote: char) -> Result<Pos, Pos> {
+    let mut chars = positioned(src).skip_while(|(i, _, _)| *i <= at).peekable();
+    while let Some((i, c, p)) = chars.next() {
+        if p.col == 1 && is_document_marker(src, i) {
+            return Err(p);
+        }
+        if quote == '"' && c == '\\' {
+            chars.next();
+        } else if c == quote {
+            if quote == '\'' && chars.next_if(|(_, e, _)| *e == '\'').is_some() {
+                continue;
+            }
+            return Ok(p);
+        }
+    }
+    Err(end_of(src))
+}
+
+/// What saphyr says when it reads on past a flow collection that was not closed, into the
+/// block content after it (a `key:` or `- ` line, less indentation, the end of the document).
+const PAST_AN_UNCLOSED_COLLECTION: [&str; 6] = [
+    "expected ',' or",
+    "invalid indentation",
+    "illegal placement of ':'",
+    "did not find expected node content",
+    "is only valid inside a block",
+    "block sequence entries are not allowed",
+];
+
+/// A syntax error as said to the person who has to fix it. The parser reports where it noticed
+/// the problem, which for an unclosed bracket or quote is often lines later, at the next key or
+/// the end of the document; the cause is where the bracket or quote was opened. So:
+///
+/// - an unclosed quoted scalar (saphyr reports it at its opening quote) is named as such, with
+///   where it runs to (the end of the document, or a quote lines later that closes it);
+/// - a `]` or `}` that closes nothing is named;
+/// - while flow collections are open (`open`: where the open collections' brackets may be,
+///   outermost first, from the parser's own events), the outermost one is read to its end
+///   ([`scan_flow`]): a closing bracket of the wrong kind where the parser stopped is reported
+///   at the bracket it fails to close; a bracket the document never closes is reported at that
+///   bracket when the parser's complaint is what running past it produces (the parser stopped
+///   after the last content, or on a later line with one of
+///   [`PAST_AN_UNCLOSED_COLLECTION`]); otherwise the parser's message stays where it is, and
+///   says that the bracket is not closed either.
+///
+/// The parser's own words and position are kept in the message.
+fn syntax_error(src: &str, open: &[Pos], e: &ScanError) -> (Pos, String) {
+    let m = e.marker();
+    let at = Pos { line: m.line(), col: m.col() + 1 };
+    let info = e.info();
+    let here = char_at(src, at);
+    if info.contains("quoted scalar")
+        && let Some((i, q @ ('"' | '\''))) = here
+    {
+        let q_ = show(q);
+        return match scan_quote(src, i, q) {
+            Err(end) => (
+                at,
+                format!("YAML syntax error: this {q_} is never closed: the quoted text runs to the end of the document ({end}); end it with {q_} ({info})"),
+            ),
+            Ok(close) if close.line > at.line => (
+                at,
+                format!(
+                    "YAML syntax error: this {q_} runs on to the {q_} at {close}, over lines indented less than quoted text that goes on must be; close it on its own line, or indent the lines that continue it ({info})"
+                ),
+            ),
+            Ok(_) => (at, format!("YAML syntax error: {info}")),
+        };
+    }
+    if info == "misplaced bracket"
+        && let Some((_, c @ (']' | '}'))) = here
+    {
+        let opener = if c == ']' { '[' } else { '{' };
+        return (at, format!("YAML syntax error: this {} closes nothing (no {} is open here); remove it ({info})", show(c), show(opener)));
+    }
+    let plain = (at, format!("YAML syntax error: {info}"));
+    // The outermost open collection written with a bracket; one pass (`open` is in text order).
+    let mut wanted = open.iter().copied().peekable();
+    let Some((first, i, bracket)) = positioned(src).find_map(|(i, c, p)| {
+        while wanted.next_if(|w| *w < p).is_some() {}
+        (wanted.next_if_eq(&p).is_some() && matches!(c, '[' | '{')).then_some((p, i, c))
+    }) else {
+        return plain;
+    };
+    let name = |(p, c): (Pos, char)| format!("the {} at {p}", show(c));
+    match scan_flow(src, i, first, bracket) {
+        Flow::Closed | Flow::InQuote => plain,
+        Flow::Mismatch { open: (p, o), closer: (cp, cc), outer } if cp == at => {
+            let (o_, cc_, want) = (show(o), show(cc), show(closer(o)));
+            let msg = match outer {
+                Some(outer) => format!(
+                    "YAML syntax error: this {o_} is never closed: the {cc_} at {cp} closes {} around it; close this one with {want} before that ({info})",
+                    name(outer)
+                ),
+                None => format!("YAML syntax error: this {o_} is closed with {cc_} at {cp}; close it with {want} ({info})"),
+            };
+            (p, msg)
+        }
+        Flow::Mismatch { .. } => plain,
+        Flow::Unclosed { open, last } => {
+            let Some(&(p, o)) = open.last() else { return plain };
+            let past = at > last || (at.line > p.line && PAST_AN_UNCLOSED_COLLECTION.iter().any(|s| info.contains(s)));
+            if !past {
+                return (at, format!("YAML syntax error: {info}; also, {} is never closed", name((p, o))));
+            }
+            let around: Vec<String> = open[..open.len() - 1].iter().rev().map(|b| name(*b)).collect();
+            let (nor, with) = if around.is_empty() {
+                (String::new(), format!("close it with {}", show(closer(o))))
+            } else {
+                let all: String = open.iter().rev().map(|(_, b)| closer(*b)).collect();
+                (format!(", nor {} around it", around.join(", nor ")), format!("close them with '{all}'"))
+            };
+            (p, format!("YAML syntax error: this {} is never closed{nor}; {with} (the parser noticed at {at}: {info})", show(o)))
+        }
+    }
+}
+
+/// A character named in a message: `'{'`, `'"'`, and `"'"` for the single quote.
+fn show(c: char) -> String {
+    if c == '\'' { "\"'\"".into() } else { format!("'{c}'") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,7 +744,136 @@ mod tests {
     #[test]
     fn reports_syntax_errors_with_position() {
         let err = index_documents("a: [1, 2\nb: c\n").unwrap_err();
-        assert!(err.0.line >= 1, "{err:?}");
+        assert_eq!(err.0, Pos { line: 1, col: 4 }, "{err:?}");
+    }
+
+    /// `LINE:COL: message` of the syntax error in `src`.
+    fn syntax(src: &str) -> String {
+        let (pos, msg) = parse_documents(src).unwrap_err();
+        format!("{pos}: {msg}")
+    }
+
+    #[test]
+    fn an_unclosed_flow_collection_is_reported_at_its_opening_bracket() {
+        for (src, want) in [
+            // The issue's case: the parser only notices at the next key.
+            (
+                "apiVersion: x\nrun: {command: [/bin/sleep, 1]\nschedule: {every: 1m}\nafter: [x]\n",
+                "2:6: YAML syntax error: this '{' is never closed; close it with '}' (the parser noticed at 3:1: invalid indentation in flow construct)",
+            ),
+            // `{` at the end of the file, with and without a final line break.
+            (
+                "apiVersion: x\nrun: {command: [/bin/sleep, 1]\n",
+                "2:6: YAML syntax error: this '{' is never closed; close it with '}' (the parser noticed at 3:1: while parsing a flow mapping, did not find expected ',' or '}')",
+            ),
+            (
+                "[a, b",
+                "1:1: YAML syntax error: this '[' is never closed; close it with ']' (the parser noticed at 2:1: while parsing a flow sequence, expected ',' or ']')",
+            ),
+            (
+                "a: [",
+                "1:4: YAML syntax error: this '[' is never closed; close it with ']' (the parser noticed at 2:1: while parsing a node, did not find expected node content)",
+            ),
+            // Noticed on a later line, at a key of the block mapping.
+            (
+                "run:\n  command: [/bin/sleep, 1\n  user: agent\nname: x\n",
+                "2:12: YAML syntax error: this '[' is never closed; close it with ']' (the parser noticed at 3:7: illegal placement of ':' indicator)",
+            ),
+            // Nested: the innermost is named, and the ones around it.
+            (
+                "a:\n  - [1, {b: 2\n  - c\n",
+                "2:9: YAML syntax error: this '{' is never closed, nor the '[' at 2:5 around it; close them with '}]' (the parser noticed at 4:1: while parsing a flow mapping, did not find expected ',' or '}')",
+            ),
+            // The document ends at `---`, not at the end of the file.
+            (
+                "x: 1\n---\na: [1\n---\nb: 2\n",
+                "3:4: YAML syntax error: this '[' is never closed; close it with ']' (the parser noticed at 4:1: while parsing a flow sequence, expected ',' or ']')",
+            ),
+            // Brackets inside quoted scalars (with their escapes) and comments do not count.
+            (
+                "a: [x, \"]\\\"]\", 'it''s ]', # ]\n  y\nb: 1\n",
+                "1:4: YAML syntax error: this '[' is never closed; close it with ']' (the parser noticed at 3:2: illegal placement of ':' indicator)",
+            ),
+            // Columns count characters; CRLF ends a line once; an anchor before the bracket.
+            (
+                "é: [ü, b\n",
+                "1:4: YAML syntax error: this '[' is never closed; close it with ']' (the parser noticed at 2:1: while parsing a flow sequence, expected ',' or ']')",
+            ),
+            (
+                "a: 1\r\nb: [x,\r\n  y\r\nc: 2\r\n",
+                "2:4: YAML syntax error: this '[' is never closed; close it with ']' (the parser noticed at 4:2: illegal placement of ':' indicator)",
+            ),
+            (
+                "a: &x [1, 2\n",
+                "1:7: YAML syntax error: this '[' is never closed; close it with ']' (the parser noticed at 2:1: while parsing a flow sequence, expected ',' or ']')",
+            ),
+        ] {
+            assert_eq!(syntax(src), want, "{src:?}");
+        }
+    }
+
+    #[test]
+    fn a_bracket_closed_by_the_wrong_kind_is_reported_at_the_bracket_it_fails_to_close() {
+        assert_eq!(
+            syntax("a: [1, 2}\n"),
+            "1:4: YAML syntax error: this '[' is closed with '}' at 1:9; close it with ']' (while parsing a flow sequence, expected ',' or ']')"
+        );
+        assert_eq!(
+            syntax("a: {command: [/bin/sleep, 1}\nb: 2\n"),
+            "1:14: YAML syntax error: this '[' is never closed: the '}' at 1:28 closes the '{' at 1:4 around it; close this one with ']' before that (while parsing a flow sequence, expected ',' or ']')"
+        );
+        assert_eq!(syntax("a: [1, 2]]\n"), "1:10: YAML syntax error: this ']' closes nothing (no '[' is open here); remove it (misplaced bracket)");
+    }
+
+    #[test]
+    fn other_errors_inside_brackets_stay_where_the_parser_found_them() {
+        // The bracket is closed: the problem is the missing comma, on the next line.
+        assert_eq!(syntax("a: [1, 2\nb: 3]\n"), "2:2: YAML syntax error: illegal placement of ':' indicator");
+        // Never closed, but the parser stopped at something else on the same line first.
+        assert_eq!(syntax("a: [1, @x\n"), "1:8: YAML syntax error: unexpected character: `@'; also, the '[' at 1:4 is never closed");
+        assert_eq!(
+            syntax("a: [{b: c} d\n"),
+            "1:12: YAML syntax error: while parsing a flow sequence, expected ',' or ']'; also, the '[' at 1:4 is never closed"
+        );
+        // Without brackets or quotes, the parser's words as they are.
+        assert_eq!(syntax("run:\n\tcommand: [/bin/true]\n"), "2:2: YAML syntax error: tabs disallowed within this context (block indentation)");
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_reported_at_the_opening_quote() {
+        assert_eq!(
+            syntax("a: \"abc\nb: 1\n"),
+            "1:4: YAML syntax error: this '\"' is never closed: the quoted text runs to the end of the document (3:1); end it with '\"' (invalid indentation in quoted scalar)"
+        );
+        assert_eq!(
+            syntax("a: 'it''s\n"),
+            "1:4: YAML syntax error: this \"'\" is never closed: the quoted text runs to the end of the document (2:1); end it with \"'\" (while scanning a quoted scalar, found unexpected end of stream)"
+        );
+        // Inside a flow mapping: the quote is the problem, not the brace.
+        assert!(syntax("a: {b: \"x}\n").starts_with("1:8: YAML syntax error: this '\"' is never closed"), "{}", syntax("a: {b: \"x}\n"));
+        // Closed lines later, by what was meant to open the next value.
+        assert_eq!(
+            syntax("a: \"x\nb: \"y\"\n"),
+            "1:4: YAML syntax error: this '\"' runs on to the '\"' at 2:4, over lines indented less than quoted text that goes on must be; close it on its own line, or indent the lines that continue it (invalid indentation in quoted scalar)"
+        );
+    }
+
+    #[test]
+    fn the_flow_scanner_skips_quotes_comments_and_plain_text() {
+        let flow = |src: &str| {
+            let i = src.find(['[', '{']).unwrap();
+            let (_, _, pos) = positioned(src).find(|(j, _, _)| *j == i).unwrap();
+            scan_flow(src, i, pos, src[i..].chars().next().unwrap())
+        };
+        assert_eq!(flow("a: [x, \"]\", ']''[', # ]\n  don't, &n \"}\", y]"), Flow::Closed);
+        assert_eq!(flow("a: {k: \"a\\\"]\"}\n"), Flow::Closed);
+        // A quote inside a plain word is text, `#` without white space before it is text.
+        assert_eq!(flow("a: [it's, x#], y]"), Flow::Closed);
+        assert_eq!(flow("a: [\"x\n"), Flow::InQuote);
+        assert_eq!(
+            flow("a: [x, {b: c\n# }\n"),
+            Flow::Unclosed { open: vec![(Pos { line: 1, col: 4 }, '['), (Pos { line: 1, col: 8 }, '{')], last: Pos { line: 1, col: 12 } }
+        );
     }
 
     #[test]
