@@ -81,6 +81,14 @@ fn git_failures_are_said_in_plain_words_with_what_to_do() {
         assert!(!err.contains("class=") && !err.contains("code="), "libgit2's internals leak: {err}");
         assert_eq!(err.matches("error:").count(), 1, "one message per error: {err}");
     }
+    // One table everywhere: a repository that is not there is an error (2) for every command.
+    let missing = none.path().join("missing");
+    for args in [&["plan", "--repo"][..], &["apply", "--sandbox", "--repo"], &["apply", "--repo"], &["schedule", "--repo"], &["inventory", "--repo"]] {
+        let mut args = args.to_vec();
+        args.push(missing.to_str().unwrap());
+        let o = fw(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {:?}", text(&o));
+    }
     // Both commits of a review that cannot be read: said once, not once per commit.
     let o = fw(&["plan", "--repo", plain.to_str().unwrap(), "--base", "HEAD~1", "--head", "HEAD"]);
     let (_, err) = text(&o);

@@ -9,6 +9,7 @@
 //! first restarted process appears, as a fault comes in real life.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -807,6 +808,14 @@ fn helper_units_run_the_installed_copy_of_the_binary_wherever_it_was_applied_fro
     let plan = host.fw(&["plan", "--repo", repo.path().to_str().unwrap()]);
     assert_eq!(code(&plan), 0, "{}{}", stdout(&plan), stderr(&plan));
     assert!(run("agent-db.backup.service").status.success(), "{}", host.sb.journal("agent-db.backup.service"));
+    // Another binary (an upgrade): the helper units are rewritten to its copy, a step the plan shows.
+    let upgraded = host.sb.host_path("/srv/upgraded-fleetwright");
+    std::fs::copy(env!("CARGO_BIN_EXE_fleetwright"), &upgraded).unwrap();
+    std::fs::OpenOptions::new().append(true).open(&upgraded).unwrap().write_all(b"another build").unwrap();
+    let plan = host.sb.command("/srv/upgraded-fleetwright").args(["--host", "vps-1", "plan", "--repo", repo.path().to_str().unwrap()]).output().unwrap();
+    assert_eq!(plan.status.code(), Some(1), "{}", String::from_utf8_lossy(&plan.stderr));
+    let shown = String::from_utf8_lossy(&plan.stdout);
+    assert!(shown.contains("agent-db.logs.service") && shown.contains("agent-db.backup.service") && shown.contains("+ExecStart="), "{shown}");
     // The installed copy gone: status says so, and the next apply puts it back.
     std::fs::remove_file(host.sb.host_path(&installed)).unwrap();
     let status = host.fw(&["status"]);
