@@ -237,7 +237,12 @@ fn without_a_usable_state_directory_nothing_falls_back_to_a_shared_temporary_dir
     if !root_or_skip() {
         return;
     }
-    let base = open_dir();
+    // Everything nobody must reach sits outside the build tree (a clone in a 0700 home is
+    // closed to it): a root-owned 0755 directory, with a copy of the binary to run.
+    let base = tempfile::Builder::new().prefix("fw-hostile-state-").tempdir_in("/var/tmp").unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = base.path().join("fleetwright");
+    std::fs::copy(env!("CARGO_BIN_EXE_fleetwright"), &exe).unwrap();
     // A temporary directory every user can write, as /tmp.
     let tmp = base.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
@@ -245,7 +250,7 @@ fn without_a_usable_state_directory_nothing_falls_back_to_a_shared_temporary_dir
     // A state directory nobody cannot create (its parent is root's, 0755).
     let state = base.path().join("root-only").join("state");
     std::fs::create_dir(base.path().join("root-only")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fleetwright"))
+    let out = Command::new(&exe)
         .args(["--host", "vps-1", "--state-dir", state.to_str().unwrap(), "render", "--repo", "file:///nonexistent/fleet.git"])
         .env("TMPDIR", &tmp)
         .env("HOME", &tmp)
