@@ -76,7 +76,10 @@ pub fn review(g: &Globals, src: &SourceArgs, base: &str, head: &str, format: Rev
         (Err(e), _) | (_, Err(e)) => return Err(e),
     };
     let cfg = g.host_config();
-    let mut r = fleetwright::review::review((&base_files.commit, &base_fleet), (&head_files.commit, &head_fleet), g.host.as_deref(), &cfg.render_ctx());
+    // The binary is hashed to be named only when a unit of either side runs it.
+    let runs = |f: &spec::Fleet| f.agents.iter().any(fleetwright::render::runs_fleetwright);
+    let ctx = if runs(&base_fleet) || runs(&head_fleet) { cfg.render_ctx() } else { cfg.render_ctx_for(&head_fleet) };
+    let mut r = fleetwright::review::review((&base_files.commit, &base_fleet), (&head_files.commit, &head_fleet), g.host.as_deref(), &ctx);
     if !diffs {
         for u in &mut r.plan.units {
             u.diff = None;

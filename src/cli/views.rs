@@ -18,7 +18,7 @@ pub fn schedule(g: &Globals, src: &SourceArgs, window: Duration, at: Option<i64>
             (z, name)
         }
     };
-    let timers = fleetwright::schedule::timers(&fleet, g.host.as_deref(), &g.host_config().render_ctx(), &fleetwright::host::zones::Tzdata);
+    let timers = fleetwright::schedule::timers(&fleet, g.host.as_deref(), &g.host_config().render_ctx_for(&fleet), &fleetwright::host::zones::Tzdata);
     let named = fleetwright::schedule::named_zones(&timers).into_iter().filter_map(|n| jiff::tz::TimeZone::get(&n).ok().map(|z| (n, z))).collect();
     let zones = fleetwright::schedule::Zones { local, local_name, named };
     let s = fleetwright::schedule::compute(&timers, from, window.as_secs() as i64, &zones);

@@ -638,10 +638,11 @@ async fn execute_steps(
 }
 
 /// What a commit renders to on this host depends on: the commit and the fleet directory in
-/// it, the host's name, the scope and directories, and the binary (its path is in helper
-/// units, and another version may render otherwise).
+/// it, the host's name, the scope and directories, and the binary (helper units name its
+/// content-addressed copy, and another version may render otherwise). The binary is told by
+/// its identity (path, inode, size, times: `exe::identity_key`), which a stat gives: any
+/// rebuild changes it, and hashing it here would cost every apply its size in reading.
 pub fn render_key(cfg: &HostConfig, commit: &str, path: Option<&str>) -> String {
-    let ctx = cfg.render_ctx();
     format!(
         "{commit} path={} host={} scope={:?} units={} state={} exe={} fleetwright={}",
         path.unwrap_or(""),
@@ -649,7 +650,7 @@ pub fn render_key(cfg: &HostConfig, commit: &str, path: Option<&str>) -> String 
         cfg.scope,
         cfg.unit_dir.display(),
         cfg.state_dir.display(),
-        ctx.exe,
+        super::exe::identity_key(),
         env!("CARGO_PKG_VERSION")
     )
 }
@@ -688,8 +689,13 @@ pub async fn deploy_unchanged(
     }
     let Some(commit) = inv.applied_commit.clone() else { return Ok(None) };
     // The copy of this binary the helper units run, gone: the full apply puts it back.
-    let helper = cfg.helper_binary();
-    let helper_gone = !helper.path.is_file();
+    // Whether a unit names a copy of the binary that is gone: those that name one say which.
+    let copy_gone = |content: &str| {
+        content
+            .split_whitespace()
+            .map(|w| w.trim_matches('"').trim_start_matches('+'))
+            .any(|w| Path::new(w).parent().is_some_and(|d| d == cfg.layout().bin()) && w.contains("/fleetwright-") && !Path::new(w).is_file())
+    };
     // Deploy markers as the inventory says (cheap: two small files per agent).
     let t = std::time::Instant::now();
     if !marker_problems(state, &inv).is_empty() {
@@ -703,7 +709,7 @@ pub async fn deploy_unchanged(
         if sha256(&content) != rec.sha256 || mode != crate::plan::unit_file_mode(&content) {
             return Ok(None);
         }
-        if helper_gone && content.contains(&*helper.path.to_string_lossy()) {
+        if copy_gone(&content) {
             return Ok(None);
         }
         // Read back from disk, the one place a desired unit comes from text: a file of ours
@@ -784,20 +790,31 @@ pub async fn deploy(
     let plan = crate::plan::plan(&want, &observed, opts);
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: planned");
     // The helper units run the content-addressed copy of this binary: it is there before
-    // any unit naming it is written.
-    let helper = cfg.helper_binary();
-    let exe = helper.path.display().to_string();
-    if plan.errors.is_empty() && want.units.values().any(|u| u.content.contains(&exe)) {
+    // any unit naming it is written. (A fleet that never runs it does not hash it.)
+    let helper = cfg.runs_fleetwright(fleet).then(|| cfg.helper_binary());
+    let exe = helper.as_ref().map(|h| h.path.display().to_string());
+    if let (Some(helper), Some(exe)) = (&helper, &exe)
+        && plan.errors.is_empty()
+        && want.units.values().any(|u| u.content.contains(exe.as_str()))
+    {
         let dir = cfg.layout().bin();
         if helper.install(&cfg.state_dir).map_err(|source| ApplyError::Io { path: dir.display().to_string(), source })? {
             tracing::info!(path = %helper.path.display(), "installed the binary the helper units run");
         }
+    } else if let Some(helper) = &helper
+        && plan.errors.is_empty()
+    {
+        // No unit runs it, but the next command need not hash the binary again to know so.
+        helper.remember(&cfg.state_dir);
     }
     let t = std::time::Instant::now();
     let (plan, report) = execute(sd, cfg, state, &plan, &want, &inv, key).await?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: executed");
     // Every unit is of this commit now: older copies of the binary are named by none.
-    prune_helper_binaries(cfg, &helper);
+    match &helper {
+        Some(helper) => prune_helper_binaries(cfg, helper),
+        None => prune_helper_binaries(cfg, &super::exe::HelperBinary::none()),
+    }
     Ok(Deployment { plan, report })
 }
 

@@ -80,7 +80,25 @@ fn record_path(state_dir: &Path) -> PathBuf {
     crate::layout::StateLayout::new(state_dir).bin().join(".source.json")
 }
 
+/// This binary's identity, as the render key holds it: its path, inode, size and times (a
+/// stat, no read). Any rebuild or replacement changes it.
+pub fn identity_key() -> String {
+    let source = std::env::current_exe().and_then(std::fs::canonicalize).unwrap_or_else(|_| PathBuf::from("/usr/local/bin/fleetwright"));
+    match std::fs::metadata(&source) {
+        Ok(m) => {
+            let id = identity(&source, &m);
+            format!("{}@{}:{}:{}:{}:{}", source.display(), id.dev, id.ino, id.size, id.mtime_ns, id.ctime_ns)
+        }
+        Err(_) => source.display().to_string(),
+    }
+}
+
 impl HelperBinary {
+    /// No copy: pruning with it removes every copy (a fleet no unit of which runs fleetwright).
+    pub fn none() -> HelperBinary {
+        HelperBinary { source: PathBuf::new(), path: PathBuf::new(), hashed: None }
+    }
+
     /// This binary's copy under `state_dir`. Reads (never writes) the record of the last hash;
     /// hashes the binary when the record is not of it.
     pub fn of(state_dir: &Path) -> HelperBinary {
@@ -100,6 +118,22 @@ impl HelperBinary {
         id.sha256 = sha;
         let name = format!("fleetwright-{}", &id.sha256[..NAME_HEX]);
         HelperBinary { path: crate::layout::StateLayout::new(state_dir).bin().join(name), source, hashed: Some(id) }
+    }
+
+    /// Record the source's hash for the next command (a hint it checks against the binary's
+    /// identity; not fsynced), unless the record says so already: without it every command
+    /// hashes the binary again. Apply calls it whether or not a unit names the copy.
+    pub fn remember(&self, state_dir: &Path) {
+        let Some(hashed) = &self.hashed else { return };
+        let recorded: Option<Hashed> = std::fs::read(record_path(state_dir)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        if recorded.is_some_and(|r| r.same_binary(hashed) && r.sha256 == hashed.sha256) {
+            return;
+        }
+        let bin = crate::layout::StateLayout::new(state_dir).bin();
+        if std::fs::create_dir_all(&bin).is_ok() {
+            let _ = std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755));
+            let _ = fleetwright_sys::fsutil::write_replace(&record_path(state_dir), &serde_json::to_vec(hashed).unwrap_or_default(), 0o644);
+        }
     }
 
     /// Make the copy (atomically: a temporary file, fsynced, renamed) when it is not there,
@@ -130,8 +164,7 @@ impl HelperBinary {
             }
             copied?;
         }
-        // Only a hint for the next command (it checks the identity): not fsynced.
-        let _ = fleetwright_sys::fsutil::write_replace(&record_path(state_dir), &serde_json::to_vec(hashed).unwrap_or_default(), 0o644);
+        self.remember(state_dir);
         Ok(made)
     }
 

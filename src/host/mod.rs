@@ -54,7 +54,7 @@ impl HostConfig {
     /// The desired state of `fleet` on this host, with what this host refuses of it
     /// ([`guard::refusals`]) among its refusals, so that such a plan cannot be applied.
     pub fn desired(&self, fleet: &crate::spec::Fleet, commit: &str, prior: &crate::inventory::Inventory) -> crate::desired::Desired {
-        let ctx = self.render_ctx();
+        let ctx = self.render_ctx_for(fleet);
         let mut want = crate::desired::desired(fleet, &self.host, &ctx, commit, prior);
         want.refused.extend(guard::refusals(fleet, self));
         // The helper units (backups, log cleanup, heartbeats, slots) run this very binary (its
@@ -200,6 +200,26 @@ impl HostConfig {
         // directory (`exe`): reachable by every agent's user, and unmoved by a rebuild.
         let exe = self.helper_binary().path.display().to_string();
         crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string(), exe }
+    }
+
+    /// `render_ctx` for `fleet`: when no agent of it on this host runs fleetwright's own binary
+    /// (`render::runs_fleetwright`), no unit names it, and it is not hashed to be named.
+    pub fn render_ctx_for(&self, fleet: &crate::spec::Fleet) -> crate::render::RenderCtx {
+        if self.runs_fleetwright(fleet) {
+            return self.render_ctx();
+        }
+        let exe = self.helper_binary_unhashed().display().to_string();
+        crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string(), exe }
+    }
+
+    /// Does an agent of `fleet` on this host run fleetwright's own binary?
+    pub fn runs_fleetwright(&self, fleet: &crate::spec::Fleet) -> bool {
+        fleet.agents_for_host(&self.host).any(crate::render::runs_fleetwright)
+    }
+
+    /// This binary, resolved, without hashing it (what no unit will name).
+    fn helper_binary_unhashed(&self) -> PathBuf {
+        std::env::current_exe().and_then(std::fs::canonicalize).unwrap_or_else(|_| PathBuf::from("/usr/local/bin/fleetwright"))
     }
 
     /// The binary the helper units run (once per process and state directory: naming it may

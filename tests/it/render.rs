@@ -242,3 +242,38 @@ fn a_cron_line_with_day_of_month_and_weekday_fires_on_either() {
     let e = fleetwright::spec::load(&[("a.yaml".to_string(), bad.to_string())], &fleetwright::host::zones::Tzdata).unwrap_err().to_string();
     assert!(e.contains("a.yaml:5:61: cron: restricts both day-of-month and day-of-week"), "{e}");
 }
+
+/// `render::runs_fleetwright` decides whether the host hashes its binary to name it: it must
+/// say yes for every agent a unit of which names that binary (every example, and every kind
+/// of helper).
+#[test]
+fn runs_fleetwright_is_never_wrong_about_an_agent_whose_units_run_the_binary() {
+    use fleetwright::render::{render_agent, runs_fleetwright};
+    let helpers = fleet(&[
+        ("f.yaml", "apiVersion: fleetwright/v1\nkind: Fleet\ndefaults: {run: {user: agent}}\n"),
+        ("a.yaml", &agent("reloads").command(&["/bin/true"]).on_change("reload").yaml()),
+        ("b.yaml", &agent("beats").command(&["/bin/true"]).heartbeat("/srv/b/beat", "5m").yaml()),
+        ("c.yaml", &agent("slotted").command(&["/bin/true"]).every("1h").concurrency("g", 1).yaml()),
+        ("d.yaml", &agent("logs").command(&["/bin/true"]).logs(logs("/srv/d/logs").max_files(3)).yaml()),
+        ("e.yaml", &agent("backs").command(&["/bin/true"]).backup(backup("/srv/e/db.sqlite", "/srv/e/backups")).yaml()),
+        ("g.yaml", &agent("plain").command(&["/bin/true"]).yaml()),
+        ("h.yaml", &agent("job").command(&["/bin/true"]).every("1h").yaml()),
+    ]);
+    let mut fleets = vec![("helpers".to_string(), helpers)];
+    for name in ["day-two", "orchestrator", "personal-infra", "quickstart", "timers"] {
+        fleets.push((name.to_string(), example(name).1));
+    }
+    let ctx = ctx();
+    let mut running = 0;
+    for (name, f) in &fleets {
+        for a in &f.agents {
+            let units = render_agent(f, a, &ctx, "c").unwrap_or_else(|e| panic!("{name}/{}: {e}", a.name));
+            let names_it = units.iter().any(|u| u.content.contains(&ctx.exe));
+            assert!(!names_it || runs_fleetwright(a), "{name}/{}: a unit runs {} but runs_fleetwright says no", a.name, ctx.exe);
+            running += usize::from(names_it);
+        }
+    }
+    assert!(running >= 5, "the helpers above all run it");
+    let plain = &fleets[0].1.agents.iter().find(|a| a.name == "plain").unwrap();
+    assert!(!runs_fleetwright(plain), "an agent with no helper needs no name for the binary");
+}

@@ -97,6 +97,17 @@ fn header(agent: &Agent, changed_commit: &str) -> Vec<String> {
 /// Render an agent's units. `changed_commit` is the commit that last changed this agent; it goes
 /// into the header (a comment, so a new commit that does not change the agent restarts nothing).
 ///
+/// Whether any unit of `agent` runs fleetwright's own binary (`RenderCtx::exe`): its helper
+/// jobs (logs, backups, a heartbeat), a concurrency slot, or `onChange: reload`. The host names
+/// that binary by its content (a hash of it), so it asks first: a fleet that never runs it
+/// needs no name. May say yes where no unit ends up naming it, never the other way round (a
+/// test renders every example and case to hold it to that).
+pub fn runs_fleetwright(agent: &Agent) -> bool {
+    let reloads = matches!(&agent.mode, Mode::Service(s) if s.on_change == OnChange::Reload);
+    let heartbeat = agent.health.as_ref().is_some_and(|h| h.heartbeat.is_some());
+    reloads || heartbeat || agent.concurrency.is_some() || !agent.logs.is_empty() || !agent.backups.is_empty()
+}
+
 /// Every file is re-checked before it is returned ([`UnitFile::check`]): a value that would print
 /// as something else than the renderer meant (a directive, a privileged command, `User=root`
 /// without `allowRoot`) refuses the agent's units with the reason, whatever the spec checks said.
