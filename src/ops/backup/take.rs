@@ -209,7 +209,20 @@ fn copy_live(live: &Live, tmp: &Path, wal: bool, tuning: &Tuning) -> Result<(Cop
         return Err(BackupError::NotSqlite { path: db.to_path_buf(), detail: "is empty".into() });
     }
     if wal {
-        let mode: String = src.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| match full(&e).or_else(|| no_space(&src)) {
+        // The switch takes the database's exclusive lock. SQLite does not wait for it when it
+        // would have to upgrade a lock another connection's write holds (it cannot know that
+        // would not deadlock): SQLITE_BUSY at once, whatever the busy timeout. The writer's
+        // transaction ends in a moment: ask again, until the lock timeout.
+        let deadline = Instant::now() + tuning.lock_timeout;
+        let switched = loop {
+            match src.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+                Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other,
+            }
+        };
+        let mode: String = switched.map_err(|e| match full(&e).or_else(|| no_space(&src)) {
             // The -wal and -shm files cannot be made: the database's directory is full.
             Some(errno) => BackupError::NoSpace {
                 what: format!("switching {} to WAL mode", db.display()),

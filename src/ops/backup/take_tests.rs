@@ -266,6 +266,31 @@ fn wal_true_switches_the_live_db_and_backups_stay_single_file() {
     assert_eq!(names(&dir).len(), 2, "opening a backup read-only creates nothing");
 }
 
+/// The switch to WAL while another connection holds a write lock: SQLite answers SQLITE_BUSY at
+/// once (no busy handler for that upgrade); the backup asks again until the writer is done.
+#[test]
+fn wal_switch_waits_for_a_writer_that_holds_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("m.db");
+    let dir = tmp.path().join("b");
+    make_db(&db, 10);
+    let writer = rusqlite::Connection::open(&db).unwrap();
+    writer.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES ('held');").unwrap();
+    let (took, held) = std::sync::mpsc::channel();
+    let release = std::thread::spawn(move || {
+        // Held until the backup has asked and been told busy at least once.
+        held.recv_timeout(std::time::Duration::from_millis(300)).ok();
+        writer.execute_batch("COMMIT;").unwrap();
+    });
+    let started = std::time::Instant::now();
+    let r = backup(&db, &dir, &NO_PRUNE, false, true, SystemTime::now());
+    let _ = took.send(());
+    release.join().unwrap();
+    let r = r.unwrap_or_else(|e| panic!("the switch gave up on a lock a writer held {:?}: {e}", started.elapsed()));
+    assert_eq!((r.journal_mode.as_str(), journal_mode_of(&db).as_str()), ("wal", "wal"));
+    assert_eq!(ids(Path::new(&r.file.path)).2, 11, "the writer's row, committed before the switch, is in the backup");
+}
+
 // --- 6. hostile paths (the helper runs as root on the agent's behalf) ----
 
 #[test]
