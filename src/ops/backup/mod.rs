@@ -448,5 +448,7 @@ mod test_hooks {
         pub static BEFORE_VERIFY: Cell<Option<fn(&Path)>> = const { Cell::new(None) };
         /// Called with the live database's path after its checks, right before SQLite opens it.
         pub static BEFORE_COPY: Cell<Option<fn(&Path)>> = const { Cell::new(None) };
+        /// Called with the live database's path each time its switch to WAL is told "busy".
+        pub static ON_WAL_BUSY: Cell<Option<fn(&Path)>> = const { Cell::new(None) };
     }
 }

@@ -217,6 +217,10 @@ fn copy_live(live: &Live, tmp: &Path, wal: bool, tuning: &Tuning) -> Result<(Cop
         let switched = loop {
             match src.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
                 Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline => {
+                    #[cfg(test)]
+                    if let Some(hook) = super::test_hooks::ON_WAL_BUSY.with(|h| h.get()) {
+                        hook(db);
+                    }
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 other => break other,

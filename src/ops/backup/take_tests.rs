@@ -268,25 +268,37 @@ fn wal_true_switches_the_live_db_and_backups_stay_single_file() {
 
 /// The switch to WAL while another connection holds a write lock: SQLite answers SQLITE_BUSY at
 /// once (no busy handler for that upgrade); the backup asks again until the writer is done.
+/// The writer commits once the backup has been told "busy" (the hook says so), not after a
+/// guessed while.
 #[test]
 fn wal_switch_waits_for_a_writer_that_holds_the_lock() {
+    use std::sync::{Condvar, Mutex};
+    /// How often the switch was told busy, and whether the backup has returned.
+    static STATE: (Mutex<(u32, bool)>, Condvar) = (Mutex::new((0, false)), Condvar::new());
+    fn refused(_: &Path) {
+        STATE.0.lock().unwrap().0 += 1;
+        STATE.1.notify_all();
+    }
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("m.db");
     let dir = tmp.path().join("b");
     make_db(&db, 10);
     let writer = rusqlite::Connection::open(&db).unwrap();
     writer.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES ('held');").unwrap();
-    let (took, held) = std::sync::mpsc::channel();
+    // The writer commits once the backup has been told "busy" (or has given up).
     let release = std::thread::spawn(move || {
-        // Held until the backup has asked and been told busy at least once.
-        held.recv_timeout(std::time::Duration::from_millis(300)).ok();
+        let state = STATE.0.lock().unwrap();
+        drop(STATE.1.wait_while(state, |(refused, returned)| *refused == 0 && !*returned).unwrap());
         writer.execute_batch("COMMIT;").unwrap();
     });
-    let started = std::time::Instant::now();
+    test_hooks::ON_WAL_BUSY.with(|h| h.set(Some(refused)));
     let r = backup(&db, &dir, &NO_PRUNE, false, true, SystemTime::now());
-    let _ = took.send(());
+    test_hooks::ON_WAL_BUSY.with(|h| h.set(None));
+    STATE.0.lock().unwrap().1 = true;
+    STATE.1.notify_all();
     release.join().unwrap();
-    let r = r.unwrap_or_else(|e| panic!("the switch gave up on a lock a writer held {:?}: {e}", started.elapsed()));
+    let r = r.unwrap_or_else(|e| panic!("the switch gave up on a lock a writer held: {e}"));
+    assert!(STATE.0.lock().unwrap().0 >= 1, "the switch was refused while the writer held the lock");
     assert_eq!((r.journal_mode.as_str(), journal_mode_of(&db).as_str()), ("wal", "wal"));
     assert_eq!(ids(Path::new(&r.file.path)).2, 11, "the writer's row, committed before the switch, is in the backup");
 }
