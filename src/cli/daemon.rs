@@ -208,11 +208,8 @@ pub fn resume(g: &Globals) -> Result<Outcome, Error> {
 fn signal_daemon(g: &Globals) -> bool {
     let pid_file = g.host_config().layout().daemon_pid();
     // Only a live fleetwright daemon: a stale pid file must not make us signal a stranger.
-    let pid = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()).filter(|p| {
-        let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        args.first().is_some_and(|a| a.ends_with(b"fleetwright")) && args.iter().any(|a| *a == b"daemon")
-    });
+    let pid =
+        std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()).filter(|p| *p > 0 && super::is_fleetwright(*p as u32, &["daemon"]));
     match pid.map(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGHUP)) {
         Some(Ok(())) => true,
         _ => {

@@ -1,7 +1,7 @@
 //! The commands that read a fleet and plan or apply it: validate, plan (and its review form),
 //! apply (and in a sandbox), render.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use fleetwright::host::apply::{ApplyError, ApplyReport, Failure, deploy, observe};
@@ -349,7 +349,7 @@ fn not_executable_by(ids: &(u32, Vec<u32>), path: &Path) -> Option<String> {
         };
         bits & 0o1 != 0
     };
-    let mut dir = PathBuf::from("/");
+    let mut dir = std::path::PathBuf::from("/");
     let parts: Vec<_> = path.parent().map(|p| p.components().skip(1).collect()).unwrap_or_default();
     for c in parts {
         dir.push(c);

@@ -114,6 +114,14 @@ fn sandbox_command(_: args::SandboxCommand) -> Result<Outcome, Error> {
     Err(Error::failed("this fleetwright was built without the `sandbox` feature; build it with the default features to use the sandbox"))
 }
 
+/// Is `pid` a running fleetwright whose command line holds `words` in a row (`daemon`,
+/// `sandbox keep`)? A stale pid file must not make us signal or enter a stranger.
+fn is_fleetwright(pid: u32, words: &[&str]) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.first().is_some_and(|a| a.ends_with(b"fleetwright")) && args.windows(words.len()).any(|w| w.iter().zip(words).all(|(a, b)| *a == b.as_bytes()))
+}
+
 fn home() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
 }

@@ -33,14 +33,6 @@ struct Record {
     offline: bool,
 }
 
-/// Is `pid` a live `fleetwright sandbox keep`? (A stale record must not make us signal or
-/// enter a stranger.)
-fn is_keeper(pid: u32) -> bool {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.first().is_some_and(|a| a.ends_with(b"fleetwright")) && args.windows(2).any(|w| w == [b"sandbox".as_slice(), b"keep".as_slice()])
-}
-
 /// Is a sandbox up?
 pub fn is_up() -> bool {
     running().is_some()
@@ -49,7 +41,7 @@ pub fn is_up() -> bool {
 /// The running sandbox, if there is one.
 fn running() -> Option<Record> {
     let r: Record = serde_json::from_slice(&std::fs::read(record_dir().join("sandbox.json")).ok()?).ok()?;
-    is_keeper(r.keeper).then_some(r)
+    super::is_fleetwright(r.keeper, &["sandbox", "keep"]).then_some(r)
 }
 
 /// `sandbox up`: start a keeper, wait until it says the sandbox runs.
