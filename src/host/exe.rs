@@ -76,6 +76,16 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// This binary, resolved (a relative invocation still names it).
+pub fn this_binary() -> PathBuf {
+    std::env::current_exe().and_then(std::fs::canonicalize).unwrap_or_else(|_| PathBuf::from("/usr/local/bin/fleetwright"))
+}
+
+/// The record of the last hash, if there is a readable one.
+fn read_record(state_dir: &Path) -> Option<Hashed> {
+    std::fs::read(record_path(state_dir)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
 fn record_path(state_dir: &Path) -> PathBuf {
     crate::layout::StateLayout::new(state_dir).bin().join(".source.json")
 }
@@ -83,7 +93,7 @@ fn record_path(state_dir: &Path) -> PathBuf {
 /// This binary's identity, as the render key holds it: its path, inode, size and times (a
 /// stat, no read). Any rebuild or replacement changes it.
 pub fn identity_key() -> String {
-    let source = std::env::current_exe().and_then(std::fs::canonicalize).unwrap_or_else(|_| PathBuf::from("/usr/local/bin/fleetwright"));
+    let source = this_binary();
     match std::fs::metadata(&source) {
         Ok(m) => {
             let id = identity(&source, &m);
@@ -102,12 +112,12 @@ impl HelperBinary {
     /// This binary's copy under `state_dir`. Reads (never writes) the record of the last hash;
     /// hashes the binary when the record is not of it.
     pub fn of(state_dir: &Path) -> HelperBinary {
-        let source = std::env::current_exe().and_then(std::fs::canonicalize).unwrap_or_else(|_| PathBuf::from("/usr/local/bin/fleetwright"));
+        let source = this_binary();
         let Ok(meta) = std::fs::metadata(&source) else {
             return HelperBinary { path: source.clone(), source, hashed: None };
         };
         let mut id = identity(&source, &meta);
-        let recorded: Option<Hashed> = std::fs::read(record_path(state_dir)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let recorded: Option<Hashed> = read_record(state_dir);
         let sha = match recorded {
             Some(r) if r.same_binary(&id) && r.sha256.len() == 64 => r.sha256,
             _ => match hash_file(&source) {
@@ -125,7 +135,7 @@ impl HelperBinary {
     /// hashes the binary again. Apply calls it whether or not a unit names the copy.
     pub fn remember(&self, state_dir: &Path) {
         let Some(hashed) = &self.hashed else { return };
-        let recorded: Option<Hashed> = std::fs::read(record_path(state_dir)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let recorded: Option<Hashed> = read_record(state_dir);
         if recorded.is_some_and(|r| r.same_binary(hashed) && r.sha256 == hashed.sha256) {
             return;
         }

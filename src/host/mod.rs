@@ -208,18 +208,13 @@ impl HostConfig {
         if self.runs_fleetwright(fleet) {
             return self.render_ctx();
         }
-        let exe = self.helper_binary_unhashed().display().to_string();
+        let exe = exe::this_binary().display().to_string();
         crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string(), exe }
     }
 
     /// Does an agent of `fleet` on this host run fleetwright's own binary?
     pub fn runs_fleetwright(&self, fleet: &crate::spec::Fleet) -> bool {
         fleet.agents_for_host(&self.host).any(crate::render::runs_fleetwright)
-    }
-
-    /// This binary, resolved, without hashing it (what no unit will name).
-    fn helper_binary_unhashed(&self) -> PathBuf {
-        std::env::current_exe().and_then(std::fs::canonicalize).unwrap_or_else(|_| PathBuf::from("/usr/local/bin/fleetwright"))
     }
 
     /// The binary the helper units run (once per process and state directory: naming it may
