@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod desired;
 pub mod inventory;
 pub mod layout;
+pub mod notify;
 pub mod plan;
 pub mod render;
 pub mod review;

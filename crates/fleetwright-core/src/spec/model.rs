@@ -19,6 +19,9 @@ pub struct Fleet {
     /// The directories from which `credentials` and `environmentFile` may come (PID 1 reads
     /// them as root for the agent).
     pub credential_dirs: Vec<String>,
+    /// Where the daemon reports (the `notify` list): commit statuses, events, agents' failures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifySink>,
     /// What is valid but unwise (a secret-looking environment variable), at its position.
     #[serde(skip)]
     pub warnings: Vec<crate::spec::Diagnostic>,
@@ -37,6 +40,7 @@ impl Default for Fleet {
             hosts: BTreeMap::new(),
             journal: None,
             credential_dirs: DEFAULT_CREDENTIAL_DIRS.iter().map(|d| d.to_string()).collect(),
+            notify: Vec::new(),
             warnings: Vec::new(),
             agents: Vec::new(),
         }
@@ -52,6 +56,87 @@ impl Fleet {
     pub fn agent(&self, name: &str) -> Option<&Agent> {
         self.agents.iter().find(|a| a.name == name)
     }
+}
+
+/// One sink of the Fleet's `notify` list, checked (docs/notifications.md). Kept by the daemon
+/// in its history too (the failure reporter reads it there), hence `Deserialize`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifySink {
+    pub kind: SinkKind,
+    /// The base URL (a forge's API or web root, the receiver's URL); None with `url_file`.
+    pub url: Option<String>,
+    /// A file on the host holding the URL (`urlFile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_file: Option<String>,
+    /// owner/name (gitea, github) or the project's path or id (gitlab); None: from the URL of
+    /// the repository the daemon follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// A link shown with each status or message; `{host}` and `{commit}` replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_url: Option<String>,
+    /// Only these events; empty: every event the kind shows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    /// Only the failures of these agents; empty: every agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Gitea,
+    Github,
+    Gitlab,
+    Webhook,
+    Slack,
+    Ntfy,
+}
+
+impl SinkKind {
+    pub const ALL: [&'static str; 6] = ["gitea", "github", "gitlab", "webhook", "slack", "ntfy"];
+
+    pub fn parse(s: &str) -> Option<SinkKind> {
+        Some(match s {
+            "gitea" => SinkKind::Gitea,
+            "github" => SinkKind::Github,
+            "gitlab" => SinkKind::Gitlab,
+            "webhook" => SinkKind::Webhook,
+            "slack" => SinkKind::Slack,
+            "ntfy" => SinkKind::Ntfy,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkKind::Gitea => "gitea",
+            SinkKind::Github => "github",
+            SinkKind::Gitlab => "gitlab",
+            SinkKind::Webhook => "webhook",
+            SinkKind::Slack => "slack",
+            SinkKind::Ntfy => "ntfy",
+        }
+    }
+    /// A forge: it shows commit statuses, and only those.
+    pub fn is_forge(self) -> bool {
+        matches!(self, SinkKind::Gitea | SinkKind::Github | SinkKind::Gitlab)
+    }
+}
+
+/// GitHub's API when a `github` sink names no `url`.
+pub const GITHUB_API: &str = "https://api.github.com";
+
+/// Every event a sink can be sent (`events:` filters by these names). The first seven are about
+/// a commit (a forge shows them as its status), the others about an agent or a test.
+pub const NOTIFY_EVENTS: [&str; 10] = ["pending", "deployed", "rolled-back", "failed", "invalid", "held", "refused", "agent-failed", "agent-recovered", "test"];
+
+/// Whether `event` is about a commit (a commit status on a forge).
+pub fn is_commit_event(event: &str) -> bool {
+    NOTIFY_EVENTS[..7].contains(&event)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

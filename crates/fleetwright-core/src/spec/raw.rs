@@ -430,6 +430,48 @@ pub struct FleetDoc {
     pub hosts: Option<BTreeMap<String, HostSpec>>,
     /// A journald drop-in for the host.
     pub journal: Option<JournalSpec>,
+    /// Where the daemon reports: commit statuses on the forge, deploy events, agents'
+    /// failures (docs/notifications.md).
+    pub notify: Option<Vec<NotifySpec>>,
+}
+
+/// One notification sink of the Fleet's `notify` list. Credentials are never written here:
+/// `tokenFile` names a file on the host.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
+pub struct NotifySpec {
+    /// gitea, github, gitlab (commit statuses), webhook (JSON), slack (Slack-compatible
+    /// incoming webhooks), ntfy.
+    pub kind: Option<String>,
+    /// The forge's or the receiver's base URL (github: https://api.github.com by default).
+    pub url: Option<String>,
+    /// A file on the host holding the URL, for receivers whose URL is itself the secret (a
+    /// Slack incoming webhook); instead of `url`.
+    pub url_file: Option<String>,
+    /// owner/name on gitea or github (default: from the repository URL the daemon follows).
+    pub repo: Option<String>,
+    /// The project's path (group/name) or numeric id on gitlab (default: from the repository URL).
+    pub project: Option<String>,
+    /// An absolute path on the host to a file holding the API token (forges; optional for
+    /// webhook and ntfy, sent as a bearer token).
+    pub token_file: Option<String>,
+    /// A link shown with each status or message (a dashboard); `{host}` and `{commit}` are
+    /// replaced.
+    pub target_url: Option<String>,
+    /// Only these events (default: every event the kind can show).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub events: Option<Typed<Vec<String>>>,
+    /// Only the failures of these agents (default: every agent).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub agents: Option<Typed<Vec<String>>>,
+    /// Never a literal credential in the repository: refused, with the way to a `tokenFile`.
+    #[schemars(skip)]
+    pub token: Option<Scalar>,
+    #[schemars(skip)]
+    pub password: Option<Scalar>,
+    #[schemars(skip)]
+    pub secret: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

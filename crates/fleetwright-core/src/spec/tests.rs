@@ -345,3 +345,54 @@ fn a_secret_in_the_environment_is_a_warning_where_it_is_written() {
     // The agent is still valid and runs with it: a warning, not an error.
     assert_eq!(f.agents[0].run.environment["API_TOKEN"], "abc");
 }
+
+/// The Fleet's `notify` list: each kind's defaults, and every mistake at its position with the
+/// way to fix it — above all a credential written in the repository.
+#[test]
+fn notify_sinks_are_checked_where_they_are_written() {
+    let agent = "apiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun: {command: [/usr/bin/web], user: web}\n";
+    let good = "apiVersion: fleetwright/v1
+kind: Fleet
+notify:
+  - {kind: gitea, url: \"https://git.example.com/\", repo: ops/fleet, tokenFile: /etc/fleetwright/forge.token}
+  - {kind: github, tokenFile: /etc/fleetwright/github.token}
+  - {kind: gitlab, url: \"https://gitlab.example.com\", project: group/sub/fleet, tokenFile: /etc/fleetwright/gl.token}
+  - {kind: slack, urlFile: /etc/fleetwright/slack.url, events: [agent-failed, rolled-back], agents: [web]}
+  - {kind: ntfy, url: \"https://ntfy.sh/fleet\"}
+";
+    let f = load(&files(&[("fleet.yaml", good), ("web.yaml", agent)])).expect("valid");
+    assert_eq!(f.notify.len(), 5);
+    assert_eq!(f.notify[0].url.as_deref(), Some("https://git.example.com"), "a trailing slash is dropped");
+    assert_eq!(f.notify[1].url.as_deref(), Some(model::GITHUB_API), "github's API by default");
+    assert_eq!(f.notify[1].repo, None, "from the followed repository's URL, by the daemon");
+    assert_eq!(f.notify[2].repo.as_deref(), Some("group/sub/fleet"));
+    assert_eq!(f.notify[3].events, ["agent-failed", "rolled-back"]);
+
+    let bad = "apiVersion: fleetwright/v1
+kind: Fleet
+notify:
+  - {kind: gitea, url: \"https://git.example.com\", repo: ops/fleet, token: ghp_abcdef1234567890}
+  - {kind: github, repo: fleet}
+  - {kind: teams, url: \"https://x.example\"}
+  - {kind: webhook, url: \"https://user:pw@hooks.example.com/x\"}
+  - {kind: slack}
+  - {kind: ntfy, url: \"https://ntfy.sh/t\", events: [deployed, exploded]}
+  - {kind: gitea, url: \"https://git.example.com\", tokenFile: /etc/t, events: [agent-failed]}
+  - {kind: webhook, url: \"https://h.example\", agents: [wbe]}
+";
+    let e = errors(&[("fleet.yaml", bad), ("web.yaml", agent)]);
+    for want in [
+        "fleet.yaml:4:75: token: a credential is never written in the repository",
+        "name that file with tokenFile",
+        "fleet.yaml:5:5: notify.1: a github sink needs tokenFile",
+        "fleet.yaml:5:26: repo: \"fleet\" is not owner/name",
+        "fleet.yaml:6:12: kind: invalid value \"teams\"",
+        "fleet.yaml:7:26: url: \"https://user:pw@hooks.example.com/x\" holds credentials",
+        "fleet.yaml:8:5: notify.4: a slack sink needs where to send: urlFile:",
+        "fleet.yaml:9:63: events: invalid value \"exploded\"",
+        "fleet.yaml:10:79: events: a forge shows commit statuses only",
+        "fleet.yaml:11:56: notify.7.agents names \"wbe\", which is not an agent of this fleet; did you mean `web`?",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
