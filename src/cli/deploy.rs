@@ -77,7 +77,7 @@ pub fn review(g: &Globals, src: &SourceArgs, base: &str, head: &str, format: Rev
     };
     let cfg = g.host_config();
     // The binary is hashed to be named only when a unit of either side runs it.
-    let runs = |f: &spec::Fleet| f.agents.iter().any(fleetwright::render::runs_fleetwright);
+    let runs = |f: &spec::Fleet| f.agents.iter().any(|a| fleetwright::render::runs_fleetwright(f, a));
     let ctx = if runs(&base_fleet) || runs(&head_fleet) { cfg.render_ctx() } else { cfg.render_ctx_for(&head_fleet) };
     let mut r = fleetwright::review::review((&base_files.commit, &base_fleet), (&head_files.commit, &head_fleet), g.host.as_deref(), &ctx);
     if !diffs {
@@ -166,6 +166,7 @@ pub fn apply(g: &Globals, src: &SourceArgs, allow_empty: bool, as_json: bool, wa
     let (files, fleet) = load_commit(g, src, &src.rev, false)?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, files = files.files.len(), "apply: commit read and validated");
     scope_notes(&cfg, &fleet);
+    remember_sinks(&cfg, &fleet, &src.repo);
     let (p, report) = rt.block_on(async {
         let sd = Systemd::connect(cfg.scope, cfg.bus_address.as_deref()).await.map_err(|e| match super::unreachable(e) {
             Error::Failed(e) => Error::Failed(anyhow::anyhow!("{e}\nnothing on the host was changed")),
@@ -414,4 +415,25 @@ fn missing_on_this_machine(a: &spec::model::Agent, user_scope: bool) -> Vec<Stri
         }
     }
     out
+}
+
+/// A host run by `apply` alone (no daemon) still reports its agents' failures: the Fleet's
+/// sinks are kept in the history, where the failure reporter finds them and delivers itself.
+/// A running daemon keeps its own (with its --notify-url): left alone.
+fn remember_sinks(cfg: &fleetwright::host::HostConfig, fleet: &spec::Fleet, repo: &str) {
+    use fleetwright::daemon::notifications as n;
+    if fleet.notify.is_empty() || fleetwright::ops::failure::daemon_running(&cfg.state_dir) {
+        return;
+    }
+    let stored = fleetwright::daemon::history::History::open(&cfg.state_dir).and_then(|h| {
+        h.set_json(n::FLEET_SINKS_KEY, serde_json::to_value(&fleet.notify).ok().as_ref())?;
+        let all = n::sinks_for(&fleet.notify, None, repo);
+        for s in &all {
+            h.ensure_sink(&fleetwright::notify::sink_key(s))?;
+        }
+        h.set_json(n::SINKS_KEY, serde_json::to_value(&all).ok().as_ref())
+    });
+    if let Err(e) = stored {
+        eprintln!("note: the notification sinks could not be recorded for the failure reporter: {e}");
+    }
 }

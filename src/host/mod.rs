@@ -214,7 +214,7 @@ impl HostConfig {
 
     /// Does an agent of `fleet` on this host run fleetwright's own binary?
     pub fn runs_fleetwright(&self, fleet: &crate::spec::Fleet) -> bool {
-        fleet.agents_for_host(&self.host).any(crate::render::runs_fleetwright)
+        fleet.agents_for_host(&self.host).any(|a| crate::render::runs_fleetwright(fleet, a))
     }
 
     /// The binary the helper units run (once per process and state directory: naming it may

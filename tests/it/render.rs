@@ -269,11 +269,11 @@ fn runs_fleetwright_is_never_wrong_about_an_agent_whose_units_run_the_binary() {
         for a in &f.agents {
             let units = render_agent(f, a, &ctx, "c").unwrap_or_else(|e| panic!("{name}/{}: {e}", a.name));
             let names_it = units.iter().any(|u| u.content.contains(&ctx.exe));
-            assert!(!names_it || runs_fleetwright(a), "{name}/{}: a unit runs {} but runs_fleetwright says no", a.name, ctx.exe);
+            assert!(!names_it || runs_fleetwright(f, a), "{name}/{}: a unit runs {} but runs_fleetwright says no", a.name, ctx.exe);
             running += usize::from(names_it);
         }
     }
     assert!(running >= 5, "the helpers above all run it");
     let plain = &fleets[0].1.agents.iter().find(|a| a.name == "plain").unwrap();
-    assert!(!runs_fleetwright(plain), "an agent with no helper needs no name for the binary");
+    assert!(!runs_fleetwright(&fleets[0].1, plain), "an agent with no helper needs no name for the binary");
 }

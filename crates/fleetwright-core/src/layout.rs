@@ -64,6 +64,19 @@ impl StateLayout {
     pub fn bin(&self) -> PathBuf {
         self.root.join("bin")
     }
+    /// Notifications' files beside the history: `wake`, touched by the failure reporter to
+    /// wake the daemon's delivery at once (it watches this directory).
+    pub fn notify(&self) -> PathBuf {
+        self.root.join("notify")
+    }
+    pub fn notify_wake(&self) -> PathBuf {
+        self.notify().join("wake")
+    }
+    /// A unit whose failure was reported and that has not recovered: its job's successful run
+    /// looks for this file only (no database opened for a run of a healthy job).
+    pub fn notify_failing(&self, unit: &str) -> PathBuf {
+        self.notify().join("failing").join(unit)
+    }
     /// What the heartbeat check did for `agent`.
     pub fn health(&self, agent: &str) -> PathBuf {
         self.root.join("health").join(format!("{agent}.json"))
@@ -77,7 +90,18 @@ mod tests {
     #[test]
     fn every_file_is_under_the_root() {
         let l = StateLayout::new("/var/lib/fleetwright");
-        for p in [l.inventory(), l.marker("a", "json"), l.apply_lock(), l.daemon_lock(), l.daemon_pid(), l.cache(), l.history(), l.health("a")] {
+        for p in [
+            l.inventory(),
+            l.marker("a", "json"),
+            l.apply_lock(),
+            l.daemon_lock(),
+            l.daemon_pid(),
+            l.cache(),
+            l.history(),
+            l.health("a"),
+            l.notify_wake(),
+            l.notify_failing("u.service"),
+        ] {
             assert!(p.starts_with("/var/lib/fleetwright"), "{p:?}");
         }
         assert_eq!(l.marker("web", "env"), PathBuf::from("/var/lib/fleetwright/markers/web.env"));

@@ -102,7 +102,11 @@ fn header(agent: &Agent, changed_commit: &str) -> Vec<String> {
 /// that binary by its content (a hash of it), so it asks first: a fleet that never runs it
 /// needs no name. May say yes where no unit ends up naming it, never the other way round (a
 /// test renders every example and case to hold it to that).
-pub fn runs_fleetwright(agent: &Agent) -> bool {
+pub fn runs_fleetwright(fleet: &Fleet, agent: &Agent) -> bool {
+    if !fleet.notify.is_empty() {
+        // Its failure reporter (`<base>.notify@.service`).
+        return true;
+    }
     let reloads = matches!(&agent.mode, Mode::Service(s) if s.on_change == OnChange::Reload);
     let heartbeat = agent.health.as_ref().is_some_and(|h| h.heartbeat.is_some());
     reloads || heartbeat || agent.concurrency.is_some() || !agent.logs.is_empty() || !agent.backups.is_empty()
@@ -132,6 +136,7 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
             svc.set("Wants", unit);
         }
     }
+    report_failures(fleet, &base, &mut svc, matches!(agent.mode, Mode::Scheduled(_)));
     svc.section("Service");
     match &agent.mode {
         Mode::Scheduled(_) => {
@@ -283,7 +288,50 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
     for u in render_aux(fleet, agent, ctx, changed_commit) {
         out.push(finish(u.name, u.role, u.file)?);
     }
+    if !fleet.notify.is_empty() {
+        out.push(finish(notify_template(fleet, &agent.name), Role::AuxJob, render_reporter(agent, ctx, changed_commit, &description))?);
+    }
     Ok(out)
+}
+
+/// The failure reporter of an agent's units: a template, one instance per unit it reports on
+/// (`OnFailure=<base>.notify@%n.service`; systemd sets `$MONITOR_*` in its environment, once
+/// per triggering unit, which a template keeps apart).
+pub fn notify_template(fleet: &Fleet, agent: &str) -> String {
+    format!("{}.notify@.service", unit_base(fleet, agent))
+}
+
+/// What every unit of an agent that runs something gets when the Fleet has a `notify` list: its
+/// failures go to the reporter (`OnFailure=`), and a job's successful runs too (`OnSuccess=`,
+/// systemd ≥ 249), which reports a recovery once and is otherwise a no-op.
+fn report_failures(fleet: &Fleet, base: &str, unit: &mut UnitFile, job: bool) {
+    if fleet.notify.is_empty() {
+        return;
+    }
+    // `%n`: the full name of the unit that failed, as the reporter's instance.
+    unit.set("OnFailure", format!("{base}.notify@%n.service"));
+    if job {
+        unit.set("OnSuccess", format!("{base}.notify@%n.service"));
+    }
+}
+
+/// The reporter template (see `notify_template`): runs `fleetwright notify-report` as root
+/// (it reads the journal of another user's unit), bounded in time, writing only the state
+/// directory, where the report is queued.
+fn render_reporter(agent: &Agent, ctx: &RenderCtx, changed_commit: &str, description: &str) -> UnitFile {
+    let mut svc = UnitFile::new(header(agent, changed_commit));
+    svc.section("Unit").set("Description", format!("failure report of {description} (%I)"));
+    svc.section("Service").set("Type", "oneshot");
+    let mut exec = vec![quote(&ctx.exe, true), "notify-report".into(), "--state-dir".into(), quote(&ctx.state_dir, true), "--unit".into(), "%I".into()];
+    if ctx.scope == Scope::User {
+        exec.push("--user".into());
+    }
+    svc.set("ExecStart", exec.join(" "));
+    // Never long, and never blocking the unit it reports on (it runs after that one ended).
+    svc.set("TimeoutStartSec", "30s");
+    svc.set("NoNewPrivileges", "yes").set("PrivateTmp", "yes").set("ProtectSystem", "strict").set("ProtectHome", "read-only");
+    svc.set("ReadWritePaths", format!("-{}", quote(&ctx.state_dir, false)));
+    svc
 }
 
 /// A helper unit before its final check.
@@ -439,6 +487,7 @@ fn render_aux(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &st
     for a in aux {
         let mut svc = UnitFile::new(header(agent, changed_commit));
         svc.section("Unit").set("Description", format!("{} of {description}", a.what));
+        report_failures(fleet, &base, &mut svc, true);
         svc.section("Service").set("Type", "oneshot");
         for d in &a.make_dirs {
             // This very binary, not /bin/mkdir: NixOS has no /bin.

@@ -75,7 +75,7 @@ pub struct Policy<'a> {
 
 /// The sections and keys the renderer writes; anything else in a rendered file is a bug.
 const SECTIONS: [&str; 5] = ["Unit", "Service", "Timer", "Install", "Journal"];
-const KEYS: [&str; 49] = [
+const KEYS: [&str; 51] = [
     "AccuracySec",
     "After",
     "CPUQuota",
@@ -125,6 +125,8 @@ const KEYS: [&str; 49] = [
     "Documentation",
     "Requires",
     "PartOf",
+    "OnFailure",
+    "OnSuccess",
 ];
 
 impl UnitFile {
@@ -177,6 +179,10 @@ impl UnitFile {
                             return Err(format!("{k}= runs a program with privileges that is not fleetwright itself: {v:?}"));
                         }
                         programs.push(cmd);
+                    }
+                    // Only the agent's own failure reporter (render::notify_template).
+                    "OnFailure" | "OnSuccess" if !v.ends_with(".notify@%n.service") || v.contains(char::is_whitespace) => {
+                        return Err(format!("{k}={v} is not fleetwright's failure reporter"));
                     }
                     "WorkingDirectory" | "EnvironmentFile" if !v.trim_start_matches('-').starts_with('/') => {
                         return Err(format!("{k}={v} is not an absolute path"));
