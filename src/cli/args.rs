@@ -233,6 +233,16 @@ pub enum Command {
         #[arg(long)]
         unit: String,
     },
+    /// Notifications: `notify test` sends a test event to every sink and says what each answered
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+    /// Report the failure (or a job's recovery) of UNIT (run by the rendered `<agent>.notify@.service`, from $MONITOR_*)
+    #[command(hide = true)]
+    NotifyReport {
+        /// The unit that failed (its full name); $MONITOR_UNIT wins when systemd sets it
+        #[arg(long)]
+        unit: String,
+    },
     /// Make a directory and its parents (used by rendered units, which cannot count on /bin)
     #[command(hide = true)]
     Mkdir {
@@ -410,9 +420,31 @@ pub struct DaemonArgs {
     /// The webhook's shared secret (HMAC-SHA256), read from this file: at least 16 bytes, whitespace around it ignored
     #[arg(long, value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
-    /// POST a JSON event here for every verdict: deployed, rolled-back, failed, invalid, held, refused
+    /// POST a JSON event here for every verdict (deployed, rolled-back, failed, invalid, held, refused) and agent failure: a `webhook` sink beside the Fleet's `notify` list
     #[arg(long, value_name = "URL")]
     pub notify_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test event to every sink (a forge gets a `success` status with the context fleetwright/<host>/test on the commit), print each answer; exit 1 when one failed
+    Test {
+        /// Test the sinks of this repository's Fleet (a local path or a URL; forge sinks without repo take it from a URL) instead of the ones the daemon last used
+        #[arg(long)]
+        repo: Option<String>,
+        /// With --repo: the branch of a URL
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// With --repo: the commit whose Fleet is read and that forges get the test status on
+        #[arg(long, default_value = "HEAD")]
+        rev: String,
+        /// With --repo: the directory of the repository that holds the specs
+        #[arg(long, value_name = "DIR")]
+        path: Option<String>,
+        /// Also test this URL as a `webhook` sink (as the daemon's --notify-url)
+        #[arg(long, value_name = "URL")]
+        notify_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]

@@ -44,7 +44,97 @@ pub fn heartbeat(g: &Globals, agent: &str, file: &Path, max_age: Duration, unit:
     let cfg = g.host_config();
     match runtime()?.block_on(ops::heartbeat::check(agent, file, max_age, unit, &cfg.state_dir, cfg.scope)).map_err(Error::failed)? {
         ops::heartbeat::Verdict::Fine(m) => println!("{m}"),
-        ops::heartbeat::Verdict::Restarted(m) => eprintln!("{m}"),
+        // A failed run: a hung service is a failure to report (`OnFailure=` of this unit, when
+        // the Fleet has a `notify` list), though the restart is done.
+        ops::heartbeat::Verdict::Restarted(m) => return Err(Error::job_failed(format!("stale heartbeat: {m}"))),
+    }
+    Ok(Outcome::Done)
+}
+
+/// `notify-report`: what the rendered `<agent>.notify@<unit>.service` runs. It always ends
+/// well (the unit it reports on has ended anyway); its own trouble is said in its journal.
+pub fn notify_report(g: &Globals, unit: &str) -> Result<Outcome, Error> {
+    let cfg = g.host_config();
+    let m = ops::failure::Monitor::from_env(unit);
+    match ops::failure::report(&cfg.state_dir, &cfg.host, &m, cfg.scope == fleetwright::types::Scope::User) {
+        Ok(ops::failure::Reported::Queued(id)) => println!("queued report {id}: {}", ops::failure::failure_line(&m)),
+        Ok(ops::failure::Reported::Folded(n)) => println!("{}: folded ({n} since the last report)", ops::failure::failure_line(&m)),
+        Ok(ops::failure::Reported::Recovered) => println!("{} recovered: reported", m.unit),
+        Ok(ops::failure::Reported::Nothing) => return Ok(Outcome::Done),
+        Err(e) => {
+            eprintln!("cannot queue the report of {}: {e}", m.unit);
+            return Ok(Outcome::Done);
+        }
+    }
+    // No daemon to deliver it: deliver now, to the sinks the daemon last used (bounded by the
+    // unit's TimeoutStartSec=).
+    if !ops::failure::daemon_running(&cfg.state_dir) {
+        let sinks = fleetwright::daemon::history::History::open(&cfg.state_dir).and_then(|h| fleetwright::daemon::notifications::stored_sinks(&h));
+        match sinks {
+            Ok(sinks) if !sinks.is_empty() => match fleetwright::daemon::notifications::pass(&cfg.state_dir, &sinks, &sinks) {
+                Ok((outcomes, _)) => {
+                    for (sink, ok) in outcomes {
+                        println!("{sink}: {}", if ok { "delivered" } else { "not delivered now; kept for the daemon" });
+                    }
+                }
+                Err(e) => eprintln!("cannot deliver: {e}"),
+            },
+            Ok(_) => println!("no daemon runs and none recorded a sink: the report waits in the outbox"),
+            Err(e) => eprintln!("cannot read the sinks: {e}"),
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+/// `notify test`: a test event to every sink, each answer printed.
+pub fn notify_test(g: &Globals, repo: Option<&str>, branch: &str, rev: &str, path: Option<&str>, notify_url: Option<&str>) -> Result<Outcome, Error> {
+    use fleetwright::daemon::notifications as n;
+    let cfg = g.host_config();
+    let (sinks, commit) = match repo {
+        Some(r) => {
+            let src = super::args::SourceArgs { repo: r.to_string(), branch: branch.to_string(), rev: rev.to_string(), path: path.map(str::to_string) };
+            let (files, fleet) = super::load_commit(g, &src, rev, false)?;
+            (n::sinks_for(&fleet.notify, notify_url, r), files.commit)
+        }
+        None => {
+            let h = fleetwright::daemon::history::History::open(&cfg.state_dir).map_err(Error::failed)?;
+            let mut sinks = n::stored_sinks(&h).map_err(Error::failed)?;
+            sinks.extend(n::sinks_for(&[], notify_url, ""));
+            let commit = h.last_good().map_err(Error::failed)?.unwrap_or_default();
+            (sinks, commit)
+        }
+    };
+    if sinks.is_empty() {
+        return Err(Error::failed(
+            "no sink to test: the Fleet has no `notify` list (give --repo to read one, or run the daemon once with it), and no --notify-url was given",
+        ));
+    }
+    let ev = fleetwright::notify::Event {
+        id: format!("test:{}", fleetwright::host::now_rfc3339()),
+        event: "test".into(),
+        commit: commit.clone(),
+        host: cfg.host.clone(),
+        message: format!("a test of fleetwright's notifications from {}", cfg.host),
+        at: fleetwright::host::now_rfc3339(),
+        ..Default::default()
+    };
+    let answers = n::test_all(&sinks, &ev);
+    let mut failed = 0;
+    for (key, answer) in &answers {
+        match answer {
+            Ok(reply) if (200..300).contains(&reply.status) => println!("{key}: HTTP {} {}", reply.status, reply.body),
+            Ok(reply) => {
+                failed += 1;
+                println!("{key}: FAILED: HTTP {} {}", reply.status, reply.body);
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{key}: FAILED: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Error::failed(format!("{failed} of {} sinks failed", answers.len())));
     }
     Ok(Outcome::Done)
 }

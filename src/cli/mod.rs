@@ -54,6 +54,10 @@ pub fn run(args: Args) -> Result<Outcome, Error> {
         Command::Slot { dir, group, limit, when_full, timeout, command } => jobs::slot(&dir, &group, limit, when_full, timeout, &command),
         Command::SlotPrepare { dir, group, limit, users } => jobs::slot_prepare(&dir, &group, limit, &users),
         Command::Heartbeat { agent, file, max_age, unit } => jobs::heartbeat(g, &agent, &file, max_age, &unit),
+        Command::Notify(args::NotifyCommand::Test { repo, branch, rev, path, notify_url }) => {
+            jobs::notify_test(g, repo.as_deref(), &branch, &rev, path.as_deref(), notify_url.as_deref())
+        }
+        Command::NotifyReport { unit } => jobs::notify_report(g, &unit),
         Command::Mkdir { mode, path } => jobs::mkdir(&path, mode),
         Command::Signal { signal, pid } => jobs::signal(&signal, pid),
         Command::LogsClean { path, pattern, max_age, max_files, max_size, dry_run, json } => {

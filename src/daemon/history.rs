@@ -142,14 +142,56 @@ pub struct Outgoing {
     pub attempts: i64,
 }
 
+/// What a sink has done (metrics, `notify test`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SinkCounts {
+    pub sent: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    /// Reports not handled yet (waiting, or being retried).
+    pub queued: u64,
+    /// Failed attempts in a row on the report at the head of its queue, and the last error.
+    pub attempts: u64,
+    pub last_error: Option<String>,
+}
+
+/// A unit whose failure was reported and which has not recovered yet (the grouping of
+/// repeated failures: `notify::GROUP_INTERVAL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failing {
+    pub unit: String,
+    pub agent: String,
+    pub since: String,
+    /// When its last report was queued (unix seconds).
+    pub reported_at: i64,
+    /// Failures since then that were folded, not reported one by one.
+    pub folded: i64,
+    pub last_result: Option<String>,
+    pub last_journal: Option<String>,
+}
+
+/// How a sink's head report went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    Sent,
+    /// Refused for good by the receiver (counted as failed), or not for this sink: the queue
+    /// moves on.
+    Rejected,
+    Skipped,
+}
+
 /// How long a wait for another connection's lock may take.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reconcile rows kept: about a year of a daemon at work with its no-op polls folded.
 pub const MAX_RECONCILES: i64 = 10_000;
 
-/// Delivered notifications are forgotten after this long; undelivered ones are given up then.
-const OUTBOX_DAYS: i64 = 7;
+/// Delivered notifications are forgotten after this long; undelivered ones are given up then
+/// (counted in each sink's `dropped`). docs/notifications.md says so.
+pub const OUTBOX_DAYS: i64 = 7;
+
+/// What a sink seen for the first time is sent of what was queued before it.
+pub const NEW_SINK_BACKLOG: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl History {
     pub fn open(state_dir: &Path) -> Result<History, HistoryError> {
@@ -229,7 +271,23 @@ impl History {
                 delivered_at TEXT,
                 last_error TEXT,
                 UNIQUE (event, commit_id));
-             CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS sinks (
+                key TEXT PRIMARY KEY,
+                cursor INTEGER NOT NULL,
+                sent INTEGER NOT NULL DEFAULT 0,
+                failed INTEGER NOT NULL DEFAULT 0,
+                dropped INTEGER NOT NULL DEFAULT 0,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT);
+             CREATE TABLE IF NOT EXISTS failing (
+                unit TEXT PRIMARY KEY,
+                agent TEXT NOT NULL,
+                since TEXT NOT NULL,
+                reported_at INTEGER NOT NULL,
+                folded INTEGER NOT NULL DEFAULT 0,
+                last_result TEXT,
+                last_journal TEXT);",
         )?;
         // Columns added since the first version.
         let columns: Vec<String> = tx.prepare("PRAGMA table_info(reconciles)")?.query_map([], |r| r.get::<_, String>(1))?.collect::<Result<_, _>>()?;
@@ -567,6 +625,159 @@ impl History {
         self.conn.execute("DELETE FROM outbox WHERE delivered_at IS NULL AND created_at < ?1", params![cutoff]).map_err(self.err())
     }
 
+    /// Queue a report (not tied to a verdict): `key` makes it once only (an agent's failure by
+    /// its unit and invocation). Returns whether it was new.
+    pub fn queue(&self, event: &str, key: &str, body: &str, at: &str) -> Result<bool, HistoryError> {
+        let n = self
+            .conn
+            .execute("INSERT OR IGNORE INTO outbox (event, commit_id, body, created_at) VALUES (?1, ?2, ?3, ?4)", params![event, key, body, at])
+            .map_err(self.err())?;
+        Ok(n > 0)
+    }
+
+    /// Make `sink` known. A new sink starts with the reports of the last `NEW_SINK_BACKLOG`
+    /// (the `pending` of the commit that adds it, a failure reported just before), not with
+    /// a week of history. Its cursor.
+    pub fn ensure_sink(&self, sink: &str) -> Result<i64, HistoryError> {
+        let cutoff = humantime::format_rfc3339_seconds(std::time::SystemTime::now() - NEW_SINK_BACKLOG).to_string();
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO sinks (key, cursor) VALUES (?1, COALESCE((SELECT MAX(id) FROM outbox WHERE created_at < ?2), 0))",
+                params![sink, cutoff],
+            )
+            .map_err(self.err())?;
+        self.conn.query_row("SELECT cursor FROM sinks WHERE key = ?1", params![sink], |r| r.get(0)).map_err(self.err())
+    }
+
+    /// The reports after `cursor`, oldest first.
+    pub fn after(&self, cursor: i64, n: usize) -> Result<Vec<Outgoing>, HistoryError> {
+        let mut st = self.conn.prepare("SELECT id, event, commit_id, body, attempts FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2").map_err(self.err())?;
+        let rows = st
+            .query_map(params![cursor, n as i64], |r| Ok(Outgoing { id: r.get(0)?, event: r.get(1)?, commit: r.get(2)?, body: r.get(3)?, attempts: r.get(4)? }))
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    /// `sink` is done with report `id`.
+    pub fn handled(&self, sink: &str, id: i64, how: Handled) -> Result<(), HistoryError> {
+        let (sent, failed) = match how {
+            Handled::Sent => (1, 0),
+            Handled::Rejected => (0, 1),
+            Handled::Skipped => (0, 0),
+        };
+        self.conn
+            .execute(
+                "UPDATE sinks SET cursor = MAX(cursor, ?2), sent = sent + ?3, failed = failed + ?4, attempts = 0, last_error = NULL WHERE key = ?1",
+                params![sink, id, sent, failed],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// `sink` could not be sent its head report: counted, kept at the head of its queue.
+    pub fn sink_failed(&self, sink: &str, error: &str) -> Result<(), HistoryError> {
+        self.conn
+            .execute("UPDATE sinks SET failed = failed + 1, attempts = attempts + 1, last_error = ?2 WHERE key = ?1", params![sink, error])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Reports older than `OUTBOX_DAYS`: each sink still behind them counts the ones it wanted
+    /// (`wants`) as dropped and moves past them; then they are deleted with the delivered
+    /// ones. Also marks as delivered what every one of `sinks` is past. Returns the drops.
+    pub fn expire(&self, now: std::time::SystemTime, sinks: &[String], wants: impl Fn(&str, &Outgoing) -> bool) -> Result<u64, HistoryError> {
+        let cutoff = humantime::format_rfc3339_seconds(now - std::time::Duration::from_secs(OUTBOX_DAYS as u64 * 86_400)).to_string();
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let last_old: Option<i64> = tx.query_row("SELECT MAX(id) FROM outbox WHERE created_at < ?1", params![cutoff], |r| r.get(0)).map_err(self.err())?;
+        let mut drops = 0;
+        if let Some(last_old) = last_old {
+            for s in sinks {
+                let cursor: Option<i64> = tx.query_row("SELECT cursor FROM sinks WHERE key = ?1", params![s], |r| r.get(0)).optional().map_err(self.err())?;
+                let Some(cursor) = cursor.filter(|c| *c < last_old) else { continue };
+                let old = self.after(cursor, usize::MAX >> 1)?;
+                let n = old.iter().filter(|o| o.id <= last_old && wants(s, o)).count() as u64;
+                tx.execute("UPDATE sinks SET cursor = ?2, dropped = dropped + ?3, attempts = 0 WHERE key = ?1", params![s, last_old, n as i64])
+                    .map_err(self.err())?;
+                drops += n;
+            }
+            tx.execute("DELETE FROM outbox WHERE created_at < ?1", params![cutoff]).map_err(self.err())?;
+        }
+        if !sinks.is_empty() {
+            let placeholders = vec!["?"; sinks.len()].join(",");
+            let min: Option<i64> = tx
+                .query_row(&format!("SELECT MIN(cursor) FROM sinks WHERE key IN ({placeholders})"), rusqlite::params_from_iter(sinks.iter()), |r| r.get(0))
+                .map_err(self.err())?;
+            if let Some(min) = min {
+                tx.execute("UPDATE outbox SET delivered_at = ?2 WHERE id <= ?1 AND delivered_at IS NULL", params![min, crate::host::now_rfc3339()])
+                    .map_err(self.err())?;
+            }
+        }
+        tx.commit().map_err(self.err())?;
+        Ok(drops)
+    }
+
+    /// What `sink` has done, with `queued` counted by `wants`.
+    pub fn sink_counts(&self, sink: &str, wants: impl Fn(&Outgoing) -> bool) -> Result<SinkCounts, HistoryError> {
+        let row = self
+            .conn
+            .query_row("SELECT cursor, sent, failed, dropped, attempts, last_error FROM sinks WHERE key = ?1", params![sink], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?, r.get::<_, Option<String>>(5)?))
+            })
+            .optional()
+            .map_err(self.err())?;
+        let Some((cursor, sent, failed, dropped, attempts, last_error)) = row else { return Ok(SinkCounts::default()) };
+        let queued = self.after(cursor, 100_000)?.iter().filter(|o| wants(o)).count() as u64;
+        Ok(SinkCounts { sent: sent as u64, failed: failed as u64, dropped: dropped as u64, queued, attempts: attempts as u64, last_error })
+    }
+
+    /// The unit's failing record, if its failure was reported and it has not recovered.
+    pub fn failing(&self, unit: &str) -> Result<Option<Failing>, HistoryError> {
+        self.conn
+            .query_row("SELECT unit, agent, since, reported_at, folded, last_result, last_journal FROM failing WHERE unit = ?1", params![unit], row_failing)
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Every unit that failed and has not recovered.
+    pub fn failing_units(&self) -> Result<Vec<Failing>, HistoryError> {
+        let mut st =
+            self.conn.prepare("SELECT unit, agent, since, reported_at, folded, last_result, last_journal FROM failing ORDER BY unit").map_err(self.err())?;
+        let rows = st.query_map([], row_failing).map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    pub fn set_failing(&self, f: &Failing) -> Result<(), HistoryError> {
+        self.conn
+            .execute(
+                "INSERT INTO failing (unit, agent, since, reported_at, folded, last_result, last_journal) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(unit) DO UPDATE SET agent = excluded.agent, reported_at = excluded.reported_at, folded = excluded.folded,
+                   last_result = excluded.last_result, last_journal = excluded.last_journal",
+                params![f.unit, f.agent, f.since, f.reported_at, f.folded, f.last_result, f.last_journal],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub fn clear_failing(&self, unit: &str) -> Result<bool, HistoryError> {
+        Ok(self.conn.execute("DELETE FROM failing WHERE unit = ?1", params![unit]).map_err(self.err())? > 0)
+    }
+
+    /// One transaction for the reporter: `f` with the history, all or nothing (two reporters
+    /// of the same unit never both decide it is the first failure).
+    pub fn atomically<T>(&self, f: impl FnOnce(&History) -> Result<T, HistoryError>) -> Result<T, HistoryError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.err())?;
+        match f(self) {
+            Ok(t) => {
+                self.conn.execute_batch("COMMIT").map_err(self.err())?;
+                Ok(t)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
     fn get(&self, key: &str) -> Result<Option<String>, HistoryError> {
         self.conn.query_row("SELECT value FROM settings WHERE key = ?1", params![key], |r| r.get(0)).optional().map_err(self.err())
     }
@@ -581,6 +792,18 @@ impl History {
         .map_err(self.err())?;
         Ok(())
     }
+}
+
+fn row_failing(r: &rusqlite::Row) -> rusqlite::Result<Failing> {
+    Ok(Failing {
+        unit: r.get(0)?,
+        agent: r.get(1)?,
+        since: r.get(2)?,
+        reported_at: r.get(3)?,
+        folded: r.get(4)?,
+        last_result: r.get(5)?,
+        last_journal: r.get(6)?,
+    })
 }
 
 /// What the daemon's history says of the branch, the last good commit, the pin, the gate and

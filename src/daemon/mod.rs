@@ -18,7 +18,7 @@
 
 pub mod decide;
 pub mod history;
-mod notifications;
+pub mod notifications;
 mod reconcile;
 pub mod report;
 pub mod server;
@@ -66,7 +66,7 @@ pub struct DaemonConfig {
     /// The webhook's HMAC key, at least `webhook::MIN_SECRET_BYTES` long
     /// (`webhook::secret_from_file`).
     pub webhook_secret: Option<Vec<u8>>,
-    /// POST a JSON event here for every verdict.
+    /// POST a JSON event here for every verdict: a `webhook` sink beside the Fleet's `notify`.
     pub notify_url: Option<String>,
 }
 
@@ -144,6 +144,8 @@ pub struct Daemon {
     last_logged: Option<(String, Option<String>, Option<String>)>,
     /// Wakes the notification delivery after a verdict.
     notifier: Arc<Notify>,
+    /// Where notifications go: the last valid Fleet's `notify` list and `--notify-url`.
+    sinks: notifications::Sinks,
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -164,6 +166,12 @@ impl Daemon {
         }
         let (tx, triggers) = mpsc::unbounded_channel();
         let report = Report { last_good: history.last_good()?, pinned: history.pin()?, ..Default::default() };
+        // The sinks of the Fleet last read, until a commit is read again.
+        let fleet_sinks: Vec<crate::spec::model::NotifySink> =
+            history.get_json(notifications::FLEET_SINKS_KEY)?.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+        let sinks = notifications::Sinks::default();
+        sinks.set(notifications::sinks_for(&fleet_sinks, cfg.notify_url.as_deref(), &cfg.repo));
+        history.set_json(notifications::SINKS_KEY, Some(&serde_json::to_value(sinks.get())?))?;
         let (_, stop) = tokio::sync::watch::channel(false);
         Ok(Daemon {
             cfg,
@@ -182,6 +190,7 @@ impl Daemon {
             signatures: HashMap::new(),
             last_logged: None,
             notifier: Arc::new(Notify::new()),
+            sinks,
         })
     }
 
@@ -230,9 +239,7 @@ impl Daemon {
         let _repo_watch = self.watch_local()?;
         self.spawn_timers();
         watch::spawn(self.cfg.host.clone(), self.report.clone(), self.tx.clone(), self.shared.clone());
-        if let Some(url) = self.cfg.notify_url.clone() {
-            notifications::spawn(url, self.cfg.host.state_dir.clone(), self.notifier.clone());
-        }
+        notifications::spawn(self.sinks.clone(), self.cfg.host.state_dir.clone(), self.cfg.host.host.clone(), self.notifier.clone(), self.report.clone());
         if let Some(addr) = self.cfg.listen {
             let cfg =
                 server::ServerConfig { addr, listen_any: self.cfg.listen_any, limits: server::Limits::default(), secret: self.cfg.webhook_secret.clone() };

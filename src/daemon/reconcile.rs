@@ -231,10 +231,16 @@ impl Daemon {
                 }
                 Decision::Gather(Need::Validity(c)) => {
                     let (check, parsed) = self.read_fleet(&c).await;
+                    if let Some(f) = &parsed {
+                        self.update_sinks(&f.notify).await;
+                    }
                     fleet = parsed;
                     f.validity = Some(check);
                 }
                 Decision::Apply { commit, role } => {
+                    if role == Purpose::Target && last_good.as_deref() != Some(commit.as_str()) {
+                        self.queue_pending(&commit).await;
+                    }
                     let parsed = if role == Purpose::Target && target.as_deref() == Some(commit.as_str()) { fleet.take() } else { None };
                     let a = self.apply_commit(rec, &commit, parsed, role, last_good.as_deref()).await;
                     match role {
@@ -500,6 +506,46 @@ impl Daemon {
         }
     }
 
+    /// The sinks of a Fleet just read (with `--notify-url`): delivered to from now on, and kept
+    /// in the history for the failure reporter, `notify test` and the next start.
+    async fn update_sinks(&self, fleet_sinks: &[crate::spec::model::NotifySink]) {
+        let all = super::notifications::sinks_for(fleet_sinks, self.cfg.notify_url.as_deref(), &self.cfg.repo);
+        if !self.sinks.set(all.clone()) {
+            return;
+        }
+        info!(sinks = ?all.iter().map(crate::notify::sink_key).collect::<Vec<_>>(), "notification sinks");
+        let own = serde_json::to_value(fleet_sinks).ok();
+        let every = serde_json::to_value(&all).ok();
+        let r = self
+            .db(move |h| {
+                h.set_json(super::notifications::FLEET_SINKS_KEY, own.as_ref())?;
+                h.set_json(super::notifications::SINKS_KEY, every.as_ref())?;
+                for s in &all {
+                    h.ensure_sink(&crate::notify::sink_key(s))?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            warn!(error = %e, "cannot record the notification sinks in the history");
+        }
+        self.notifier.notify_one();
+    }
+
+    /// A commit that has no verdict yet is about to be applied (and gated): `pending`, once
+    /// per commit (a forge shows it until the verdict's status replaces it).
+    async fn queue_pending(&self, commit: &str) {
+        let at = now_rfc3339();
+        let message = format!("applying {} on {}", short(commit), self.cfg.host.host);
+        let body = super::notifications::body("pending", commit, &self.cfg.host.host, &message, &at, None);
+        let c = commit.to_string();
+        match self.db(move |h| h.queue("pending", &c, &body, &at)).await {
+            Ok(true) => self.notifier.notify_one(),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "cannot queue the pending status"),
+        }
+    }
+
     /// Record a verdict and queue its notification (one transaction), then say it.
     async fn record_verdict(&self, commit: &str, verdict: Verdict, reason: &str, event: Event, last_good: Option<&str>) -> Result<(), String> {
         let units: Option<BTreeMap<String, String>> =
@@ -509,7 +555,7 @@ impl Daemon {
             Event::RolledBack => format!("{reason}; rolled back to {}", last_good.map(short).unwrap_or("?")),
             _ => reason.to_string(),
         };
-        let body = self.cfg.notify_url.as_ref().map(|_| super::notifications::body(event.as_str(), commit, &self.cfg.host.host, &message, &at, last_good));
+        let body = Some(super::notifications::body(event.as_str(), commit, &self.cfg.host.host, &message, &at, last_good));
         let (c, r, a, ev) = (commit.to_string(), reason.to_string(), at.clone(), event.as_str());
         let head = self.db(move |h| {
             h.record_verdict(&c, verdict, &r, &a, units.as_ref(), body.as_deref().map(|b| (ev, b)))?;

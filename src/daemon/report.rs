@@ -133,6 +133,8 @@ pub struct Report {
     pub watching: bool,
     /// Drop-ins fleetwright did not write on the units it manages.
     pub foreign_dropins: u64,
+    /// Each notification sink's counts, by its key (`notify::sink_key`).
+    pub sinks: BTreeMap<String, super::history::SinkCounts>,
 }
 
 impl Report {
@@ -303,6 +305,23 @@ pub fn metrics(m: &Report, now: Instant) -> String {
         "From the first sight of the last commit that passed its gate to its verdict.",
         "gauge",
         m.commit_to_converged.iter().map(|s| (String::new(), *s)).collect(),
+    );
+    let per_sink = |f: fn(&super::history::SinkCounts) -> u64| -> Vec<(String, f64)> {
+        m.sinks.iter().map(|(k, c)| (format!("{{sink=\"{}\"}}", label(k)), f(c) as f64)).collect()
+    };
+    family("fleetwright_notify_sent_total", "Reports each notification sink accepted.", "counter", per_sink(|c| c.sent));
+    family(
+        "fleetwright_notify_failed_total",
+        "Failed attempts to send a report to each sink (retried), and reports it refused for good.",
+        "counter",
+        per_sink(|c| c.failed),
+    );
+    family("fleetwright_notify_queued", "Reports waiting to be sent to each sink.", "gauge", per_sink(|c| c.queued));
+    family(
+        "fleetwright_notify_dropped_total",
+        "Reports dropped for each sink: not sent within the outbox's age limit (7 days).",
+        "counter",
+        per_sink(|c| c.dropped),
     );
     let agents = m.agents(now);
     let mut states = vec![];

@@ -4,6 +4,7 @@
 //! root reach their paths without following a link or a directory another user could swap.
 
 pub mod backup;
+pub mod failure;
 pub mod heartbeat;
 pub mod restore;
 pub mod retain;
