@@ -55,8 +55,9 @@ pub fn heartbeat(g: &Globals, agent: &str, file: &Path, max_age: Duration, unit:
 /// well (the unit it reports on has ended anyway); its own trouble is said in its journal.
 pub fn notify_report(g: &Globals, unit: &str) -> Result<Outcome, Error> {
     let cfg = g.host_config();
-    let m = ops::failure::Monitor::from_env(unit);
-    match ops::failure::report(&cfg.state_dir, &cfg.host, &m, cfg.scope == fleetwright::types::Scope::User) {
+    let user = cfg.scope == fleetwright::types::Scope::User;
+    let m = ops::failure::Monitor::gather(unit, user);
+    match ops::failure::report(&cfg.state_dir, &cfg.host, &m, user) {
         Ok(ops::failure::Reported::Queued(id)) => println!("queued report {id}: {}", ops::failure::failure_line(&m)),
         Ok(ops::failure::Reported::Folded(n)) => println!("{}: folded ({n} since the last report)", ops::failure::failure_line(&m)),
         Ok(ops::failure::Reported::Recovered) => println!("{} recovered: reported", m.unit),

@@ -159,9 +159,14 @@ impl Systemd {
     /// units. The unit-file state is left empty: `HostConfig::enablement` reads it.
     pub async fn statuses(&self, names: &[&str]) -> Result<BTreeMap<String, UnitStatus>, SystemdError> {
         let mut out = BTreeMap::new();
+        let (templates, names) = split_templates(names);
+        for t in templates {
+            out.insert(t.to_string(), UnitStatus { active_state: "inactive".into(), sub_state: "dead".into(), ..Default::default() });
+        }
         if names.is_empty() {
             return Ok(out);
         }
+        let names = &names[..];
         let m = self.manager().await?;
         for (name, _desc, load, active, sub, ..) in m.list_units_by_names(names).await.map_err(call("ListUnitsByNames"))? {
             out.insert(name, UnitStatus { load_state: load, active_state: active, sub_state: sub, ..Default::default() });
@@ -324,9 +329,12 @@ impl Systemd {
     /// a service with a main process, else `ActiveEnterTimestampMonotonic`; 0 when unknown).
     pub async fn runs(&self, units: &[&str]) -> Result<BTreeMap<String, (String, u64)>, SystemdError> {
         let mut out = BTreeMap::new();
+        let (templates, units) = split_templates(units);
+        out.extend(templates.into_iter().map(|t| (t.to_string(), (String::new(), 0))));
         if units.is_empty() {
             return Ok(out);
         }
+        let units = &units[..];
         let m = self.manager().await?;
         for (name, _, load, _, _, _, path, ..) in m.list_units_by_names(units).await.map_err(call("ListUnitsByNames"))? {
             if load != "loaded" {
@@ -356,9 +364,12 @@ impl Systemd {
     /// a unit that is not loaded is not loaded for this.
     pub async fn invocation_ids(&self, units: &[&str]) -> Result<BTreeMap<String, String>, SystemdError> {
         let mut out = BTreeMap::new();
+        let (templates, units) = split_templates(units);
+        out.extend(templates.into_iter().map(|t| (t.to_string(), String::new())));
         if units.is_empty() {
             return Ok(out);
         }
+        let units = &units[..];
         let m = self.manager().await?;
         for (name, _, load, _, _, _, path, ..) in m.list_units_by_names(units).await.map_err(call("ListUnitsByNames"))? {
             let id = if load == "loaded" {
@@ -376,6 +387,10 @@ impl Systemd {
     /// All properties of a unit on one interface (`org.freedesktop.systemd1.Unit`, `.Service`,
     /// `.Timer`).
     pub async fn properties(&self, unit: &str, interface: &str) -> Result<BTreeMap<String, OwnedValue>, SystemdError> {
+        if is_template(unit) {
+            // A template has no properties of its own: its instances have.
+            return Ok(BTreeMap::new());
+        }
         let m = self.manager().await?;
         let path = m.load_unit(unit).await.map_err(call(format!("LoadUnit {unit}")))?;
         let props = PropsProxy::builder(&self.conn).path(path).build().await.map_err(call("proxy"))?;
@@ -486,6 +501,18 @@ impl Systemd {
         }
         Ok(out)
     }
+}
+
+/// A template unit (`name@.service`, the failure reporter): the manager never loads one
+/// (ListUnitsByNames and LoadUnit refuse it as "missing the instance name"); it is a file, with
+/// no state of its own, never started by a deploy.
+pub fn is_template(unit: &str) -> bool {
+    unit.split_once('@').is_some_and(|(_, rest)| rest.starts_with('.'))
+}
+
+/// (templates, the other units) of `units`.
+fn split_templates<'a>(units: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
+    units.iter().partition(|u| is_template(u))
 }
 
 /// Read a property as a plain value.

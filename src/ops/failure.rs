@@ -44,6 +44,43 @@ pub struct Monitor {
 }
 
 impl Monitor {
+    /// From `$MONITOR_*`, else (systemd sets none when it sees more than one trigger source
+    /// candidate — "skipping" in its log — as for a unit with both `OnFailure=` and `OnSuccess=`
+    /// on this reporter) from the unit itself, which keeps its last run's Result=,
+    /// ExecMainCode=, ExecMainStatus= and InvocationID= until it runs again.
+    pub fn gather(unit: &str, user: bool) -> Monitor {
+        let m = Monitor::from_env(unit);
+        if !m.result.is_empty() {
+            return m;
+        }
+        let mut cmd = std::process::Command::new("systemctl");
+        if user {
+            cmd.arg("--user");
+        }
+        cmd.args(["show", "--property=Result,ExecMainCode,ExecMainStatus,InvocationID", "--", &m.unit]);
+        let text =
+            fleetwright_sys::proc::output_with_timeout(cmd, Duration::from_secs(5)).map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+        Monitor::from_show(&m.unit, &text)
+    }
+
+    /// From `systemctl show`'s `Key=value` lines (ExecMainCode is a CLD_* number).
+    pub fn from_show(unit: &str, text: &str) -> Monitor {
+        let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or("").trim().to_string();
+        let exit_code = match get("ExecMainCode").as_str() {
+            "1" => "exited",
+            "2" => "killed",
+            "3" => "dumped",
+            _ => "",
+        };
+        Monitor {
+            unit: unit.to_string(),
+            result: get("Result"),
+            exit_code: exit_code.into(),
+            exit_status: get("ExecMainStatus"),
+            invocation: get("InvocationID"),
+        }
+    }
+
     /// From `$MONITOR_*`; `unit` (the instance name) when systemd set none.
     pub fn from_env(unit: &str) -> Monitor {
         let var = |k: &str| std::env::var(k).unwrap_or_default();
@@ -295,6 +332,12 @@ mod tests {
         assert!(lines.iter().all(|l| l.len() <= LINE_BYTES));
         assert!(lines.iter().map(|l| l.len() + 1).sum::<usize>() <= JOURNAL_BYTES);
         assert!(lines.last().unwrap().starts_with("line 99"), "the newest lines are kept");
+    }
+
+    #[test]
+    fn what_systemctl_show_says_of_the_last_run() {
+        let m = Monitor::from_show("agent-x.service", "Result=exit-code\nExecMainCode=1\nExecMainStatus=3\nInvocationID=ab12\n");
+        assert_eq!((m.result.as_str(), m.exit_code.as_str(), m.exit_status.as_str(), m.invocation.as_str()), ("exit-code", "exited", "3", "ab12"));
     }
 
     #[test]

@@ -120,3 +120,88 @@ impl Sink {
         self.events.lock().unwrap().iter().map(|e| (e["event"].as_str().unwrap_or("").to_string(), e["commit"].as_str().unwrap_or("").to_string())).collect()
     }
 }
+
+/// One request a [`Receiver`] got: what it checks of a forge's or a chat's API, and what it
+/// answered.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub status: u16,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == &name.to_lowercase()).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A receiver that keeps every request whole (method, path, headers, body) and answers each
+/// with the status it is set to (201 unless told otherwise): a forge's status API, a chat's
+/// webhook, an ntfy topic, down (503) for a while.
+pub struct Receiver {
+    pub base: String,
+    got: Arc<Mutex<Vec<Received>>>,
+    status: Arc<Mutex<u16>>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let status = Arc::new(Mutex::new(201u16));
+        let (seen, answer) = (got.clone(), status.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut conn = conn;
+                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut buf = vec![0u8; 65536];
+                let mut all = Vec::new();
+                let parsed = loop {
+                    let Ok(n) = conn.read(&mut buf) else { break None };
+                    if n == 0 {
+                        break None;
+                    }
+                    all.extend_from_slice(&buf[..n]);
+                    if let Some(i) = all.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&all[..i]).to_string();
+                        let mut lines = head.lines();
+                        let first: Vec<String> = lines.next().unwrap_or("").split_whitespace().map(str::to_string).collect();
+                        let headers: Vec<(String, String)> =
+                            lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())).collect();
+                        let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+                        if all.len() >= i + 4 + len {
+                            let body = String::from_utf8_lossy(&all[i + 4..i + 4 + len]).to_string();
+                            break Some((first.first().cloned().unwrap_or_default(), first.get(1).cloned().unwrap_or_default(), headers, body));
+                        }
+                    }
+                };
+                let code = *answer.lock().unwrap();
+                let _ = conn
+                    .write_all(format!("HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}").as_bytes());
+                if let Some((method, path, headers, body)) = parsed {
+                    seen.lock().unwrap().push(Received { method, path, headers, body, status: code });
+                }
+            }
+        });
+        Receiver { base, got, status }
+    }
+    /// Answer every request from now on with `code`.
+    pub fn answer(&self, code: u16) {
+        *self.status.lock().unwrap() = code;
+    }
+    pub fn all(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+    /// The requests to paths starting with `prefix` that were answered 2xx.
+    pub fn accepted(&self, prefix: &str) -> Vec<Received> {
+        self.all().into_iter().filter(|r| r.path.starts_with(prefix) && (200..300).contains(&r.status)).collect()
+    }
+}

@@ -19,6 +19,7 @@ mod hostile_gate;
 mod hostile_ops;
 mod hostile_output;
 mod http;
+mod notify;
 mod plan;
 mod real;
 mod render;

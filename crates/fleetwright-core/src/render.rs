@@ -320,9 +320,9 @@ fn report_failures(fleet: &Fleet, base: &str, unit: &mut UnitFile, job: bool) {
 /// directory, where the report is queued.
 fn render_reporter(agent: &Agent, ctx: &RenderCtx, changed_commit: &str, description: &str) -> UnitFile {
     let mut svc = UnitFile::new(header(agent, changed_commit));
-    svc.section("Unit").set("Description", format!("failure report of {description} (%I)"));
+    svc.section("Unit").set("Description", format!("failure report of {description} (%i)"));
     svc.section("Service").set("Type", "oneshot");
-    let mut exec = vec![quote(&ctx.exe, true), "notify-report".into(), "--state-dir".into(), quote(&ctx.state_dir, true), "--unit".into(), "%I".into()];
+    let mut exec = vec![quote(&ctx.exe, true), "notify-report".into(), "--state-dir".into(), quote(&ctx.state_dir, true), "--unit".into(), "%i".into()];
     if ctx.scope == Scope::User {
         exec.push("--user".into());
     }
