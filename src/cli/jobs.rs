@@ -135,7 +135,7 @@ pub fn notify_test(g: &Globals, repo: Option<&str>, branch: &str, rev: &str, pat
         }
     }
     if failed > 0 {
-        return Err(Error::failed(format!("{failed} of {} sinks failed", answers.len())));
+        return Err(Error::job_failed(format!("{failed} of {} sinks failed", answers.len())));
     }
     Ok(Outcome::Done)
 }

@@ -41,26 +41,29 @@ pub struct Monitor {
     pub exit_code: String,
     pub exit_status: String,
     pub invocation: String,
+    /// NRestarts: how often the manager restarted it by itself before it failed for good. A
+    /// service that failed after restarts was given up on: a crash loop (its Result= still
+    /// names the last run's end, e.g. exit-code, not start-limit-hit).
+    pub restarts: u32,
 }
 
 impl Monitor {
     /// From `$MONITOR_*`, else (systemd sets none when it sees more than one trigger source
     /// candidate — "skipping" in its log — as for a unit with both `OnFailure=` and `OnSuccess=`
     /// on this reporter) from the unit itself, which keeps its last run's Result=,
-    /// ExecMainCode=, ExecMainStatus= and InvocationID= until it runs again.
+    /// ExecMainCode=, ExecMainStatus= and InvocationID= until it runs again; its NRestarts
+    /// in any case.
     pub fn gather(unit: &str, user: bool) -> Monitor {
         let m = Monitor::from_env(unit);
-        if !m.result.is_empty() {
-            return m;
-        }
         let mut cmd = std::process::Command::new("systemctl");
         if user {
             cmd.arg("--user");
         }
-        cmd.args(["show", "--property=Result,ExecMainCode,ExecMainStatus,InvocationID", "--", &m.unit]);
+        cmd.args(["show", "--property=Result,ExecMainCode,ExecMainStatus,InvocationID,NRestarts", "--", &m.unit]);
         let text =
             fleetwright_sys::proc::output_with_timeout(cmd, Duration::from_secs(5)).map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
-        Monitor::from_show(&m.unit, &text)
+        let shown = Monitor::from_show(&m.unit, &text);
+        if m.result.is_empty() { shown } else { Monitor { restarts: shown.restarts, ..m } }
     }
 
     /// From `systemctl show`'s `Key=value` lines (ExecMainCode is a CLD_* number).
@@ -78,6 +81,7 @@ impl Monitor {
             exit_code: exit_code.into(),
             exit_status: get("ExecMainStatus"),
             invocation: get("InvocationID"),
+            restarts: get("NRestarts").parse().unwrap_or(0),
         }
     }
 
@@ -91,6 +95,7 @@ impl Monitor {
             exit_code: var("MONITOR_EXIT_CODE"),
             exit_status: var("MONITOR_EXIT_STATUS"),
             invocation: var("MONITOR_INVOCATION_ID"),
+            restarts: 0,
         }
     }
 }
@@ -175,6 +180,11 @@ pub fn failure_line(m: &Monitor) -> String {
         (_, s) => format!(", status {s}"),
     };
     let what = match m.result.as_str() {
+        _ if m.restarts > 0 => format!(
+            "crash loop: restarted {} times, then systemd gave up (start limit); the last run {}{status}",
+            m.restarts,
+            if m.result.is_empty() { "failed".to_string() } else { format!("ended with {}", m.result) }
+        ),
         "start-limit-hit" => "crash loop: restarted too often, systemd gave up (start-limit-hit)".to_string(),
         "" => "failed".to_string(),
         r => format!("failed ({r}{status})"),
@@ -344,6 +354,8 @@ mod tests {
     fn a_crash_loop_says_so() {
         let m = Monitor { unit: "agent-web.service".into(), result: "start-limit-hit".into(), ..Default::default() };
         assert!(failure_line(&m).contains("crash loop"), "{}", failure_line(&m));
+        let m = Monitor { unit: "agent-web.service".into(), result: "exit-code".into(), exit_status: "1".into(), restarts: 5, ..Default::default() };
+        assert!(failure_line(&m).contains("crash loop: restarted 5 times"), "{}", failure_line(&m));
         let m =
             Monitor { unit: "agent-job.service".into(), result: "exit-code".into(), exit_code: "exited".into(), exit_status: "3".into(), ..Default::default() };
         assert_eq!(failure_line(&m), "agent-job.service failed (exit-code, status 3)");
@@ -360,6 +372,7 @@ mod tests {
             exit_code: "exited".into(),
             exit_status: "1".into(),
             invocation: "i1".into(),
+            restarts: 0,
         };
         // journalctl finds nothing for this unit here: no lines, after its bounded wait.
         assert!(matches!(report(dir.path(), "h", &m, false).unwrap(), Reported::Queued(_)));

@@ -190,3 +190,66 @@ fn an_agents_failing_job_is_reported_with_its_own_stderr_line_then_its_recovery(
     let events: Vec<String> = hooks.accepted("/hook").iter().map(|q| q.json()["event"].as_str().unwrap().to_string()).collect();
     assert_eq!(events, ["agent-failed", "agent-recovered", "agent-failed"], "the webhook gets only the events it asked for");
 }
+
+/// A crash loop (systemd gives up: start-limit-hit) and a stale heartbeat (the heartbeat check
+/// restarts the hung service and its own run fails) are failures too, reported as such. With
+/// no daemon running (a host run by `apply` alone), the reporter delivers them itself to the
+/// sinks `apply` recorded.
+#[test]
+fn crash_loops_and_stale_heartbeats_are_reported_even_without_a_daemon() {
+    let Some(host) = Host::boot() else { return };
+    let repo = Repo::new();
+    let hooks = Receiver::start();
+    hooks.answer(204);
+    let notify = format!("  - {{kind: webhook, url: \"{}/hook\"}}\n", hooks.base);
+    let looping = agent("loop").sh("echo \"cannot bind :8080\" >&2; exit 1").restart("always").restart_sec("100ms");
+    let hung = agent("hung").sh("mkdir -p /run/fw-test; touch /run/fw-test/hb; exec sleep 100000").heartbeat("/run/fw-test/hb", "2s");
+    let files = [("fleet.yaml", fleet_notifying(&notify)), ("loop.yaml", looping.yaml()), ("hung.yaml", hung.yaml())];
+    repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "loops and hangs");
+    let _ = host.apply(&repo);
+    let reported = |unit: &str| hooks.accepted("/hook").into_iter().map(|q| q.json()).find(|e| e["event"] == "agent-failed" && e["unit"] == unit);
+    host.wait("the crash loop reported", 40, || reported("agent-loop.service").is_some());
+    let e = reported("agent-loop.service").unwrap();
+    assert!(e["message"].as_str().unwrap().contains("crash loop: restarted"), "{e}");
+    assert!(e["journal"].as_array().unwrap().iter().any(|l| l == "cannot bind :8080"), "{e}");
+    host.wait("the stale heartbeat reported", 40, || reported("agent-hung.heartbeat.service").is_some());
+    let e = reported("agent-hung.heartbeat.service").unwrap();
+    assert_eq!(e["agent"], "hung");
+    assert!(e["journal"].as_array().unwrap().iter().any(|l| l.as_str().unwrap_or("").contains("stale heartbeat")), "{e}");
+    // The reporter said in its own journal that it delivered (no daemon ran).
+    let journal = host.sb.journal("agent-loop.notify@agent-loop.service.service");
+    assert!(journal.contains("delivered"), "{journal}");
+    let status = host.fw(&["status", "--json"]);
+    assert!(!stderr(&status).contains("instance name"), "status reads the template: {}", stderr(&status));
+}
+
+/// `notify test` sends a test event to every sink and says what each answered; one refused is
+/// exit 1.
+#[test]
+fn notify_test_says_what_each_sink_answered() {
+    let Some(host) = Host::boot() else { return };
+    let repo = Repo::new();
+    let ok = Receiver::start();
+    let down = Receiver::start();
+    down.answer(500);
+    let token = TokenFile::new("t0k");
+    let notify = format!(
+        "  - {{kind: gitea, url: \"{o}/gitea\", repo: ops/fleet, tokenFile: {t}}}\n  - {{kind: ntfy, url: \"{o}/topic\"}}\n",
+        o = ok.base,
+        t = token.path()
+    );
+    let files = [("fleet.yaml", fleet_notifying(&notify)), ("web.yaml", service("web").yaml())];
+    let c = repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "sinks");
+    let r = repo.path().to_str().unwrap();
+    let o = host.fw(&["notify", "test", "--repo", r]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("gitea:") && stdout(&o).contains("HTTP 201"), "{}", stdout(&o));
+    let status = ok.accepted("/gitea").pop().expect("a test status");
+    assert_eq!(status.path, format!("/gitea/api/v1/repos/ops/fleet/statuses/{c}"));
+    assert_eq!((status.json()["state"].as_str(), status.json()["context"].as_str()), (Some("success"), Some("fleetwright/vps-1/test")));
+    let push = ok.accepted("/topic").pop().expect("an ntfy message");
+    assert_eq!(push.header("title"), Some(format!("vps-1: test: {}", &c[..12]).as_str()));
+    let o = host.fw(&["notify", "test", "--repo", r, "--notify-url", &format!("{}/hook", down.base)]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(stdout(&o).contains("FAILED: HTTP 500"), "{}", stdout(&o));
+}
