@@ -242,6 +242,9 @@ pub enum Command {
         /// The unit that failed (its full name); $MONITOR_UNIT wins when systemd sets it
         #[arg(long)]
         unit: String,
+        /// The unit's run succeeded (OnSuccess=): report a recovery if it was failing, else nothing
+        #[arg(long)]
+        success: bool,
     },
     /// Make a directory and its parents (used by rendered units, which cannot count on /bin)
     #[command(hide = true)]

@@ -53,10 +53,15 @@ pub fn heartbeat(g: &Globals, agent: &str, file: &Path, max_age: Duration, unit:
 
 /// `notify-report`: what the rendered `<agent>.notify@<unit>.service` runs. It always ends
 /// well (the unit it reports on has ended anyway); its own trouble is said in its journal.
-pub fn notify_report(g: &Globals, unit: &str) -> Result<Outcome, Error> {
+pub fn notify_report(g: &Globals, unit: &str, success: bool) -> Result<Outcome, Error> {
     let cfg = g.host_config();
     let user = cfg.scope == fleetwright::types::Scope::User;
-    let m = ops::failure::Monitor::gather(unit, user);
+    // A successful run needs nothing from systemd: only the unit's failing mark is looked at.
+    let m = if success {
+        ops::failure::Monitor { unit: unit.to_string(), result: "success".into(), ..Default::default() }
+    } else {
+        ops::failure::Monitor::gather(unit, user)
+    };
     match ops::failure::report(&cfg.state_dir, &cfg.host, &m, user) {
         Ok(ops::failure::Reported::Queued(id)) => println!("queued report {id}: {}", ops::failure::failure_line(&m)),
         Ok(ops::failure::Reported::Folded(n)) => println!("{}: folded ({n} since the last report)", ops::failure::failure_line(&m)),

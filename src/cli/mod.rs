@@ -57,7 +57,7 @@ pub fn run(args: Args) -> Result<Outcome, Error> {
         Command::Notify(args::NotifyCommand::Test { repo, branch, rev, path, notify_url }) => {
             jobs::notify_test(g, repo.as_deref(), &branch, &rev, path.as_deref(), notify_url.as_deref())
         }
-        Command::NotifyReport { unit } => jobs::notify_report(g, &unit),
+        Command::NotifyReport { unit, success } => jobs::notify_report(g, &unit, success),
         Command::Mkdir { mode, path } => jobs::mkdir(&path, mode),
         Command::Signal { signal, pid } => jobs::signal(&signal, pid),
         Command::LogsClean { path, pattern, max_age, max_files, max_size, dry_run, json } => {

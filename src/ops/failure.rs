@@ -1,6 +1,6 @@
 //! The failure reporter (`fleetwright notify-report`), run by `<base>.notify@<unit>.service`,
-//! which every unit of an agent names in `OnFailure=` (and a job in `OnSuccess=`) when the
-//! Fleet has a `notify` list. systemd (≥ 251) gives it `$MONITOR_SERVICE_RESULT`,
+//! which every unit of an agent names in `OnFailure=` when the Fleet has a `notify` list (and
+//! with `--success` by `<base>.recovered@<unit>.service`, a job's `OnSuccess=`). systemd (≥ 251) gives it `$MONITOR_SERVICE_RESULT`,
 //! `$MONITOR_EXIT_CODE`, `$MONITOR_EXIT_STATUS`, `$MONITOR_INVOCATION_ID` and `$MONITOR_UNIT`
 //! of the unit that triggered it (systemd.exec(5), "Environment variables in spawned
 //! processes").
@@ -49,8 +49,8 @@ pub struct Monitor {
 
 impl Monitor {
     /// From `$MONITOR_*`, else (systemd sets none when it sees more than one trigger source
-    /// candidate — "skipping" in its log — as for a unit with both `OnFailure=` and `OnSuccess=`
-    /// on this reporter) from the unit itself, which keeps its last run's Result=,
+    /// candidate — "skipping" in its log; one template per direction avoids that for the
+    /// reporters fleetwright renders) from the unit itself, which keeps its last run's Result=,
     /// ExecMainCode=, ExecMainStatus= and InvocationID= until it runs again; its NRestarts
     /// in any case.
     pub fn gather(unit: &str, user: bool) -> Monitor {

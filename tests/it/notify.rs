@@ -159,7 +159,7 @@ fn an_agents_failing_job_is_reported_with_its_own_stderr_line_then_its_recovery(
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h"], &[]);
     host.wait("c1 to be good", 30, || host.history()["lastGood"] == c1.as_str());
     let unit = std::fs::read_to_string(host.unit_dir().join("agent-boom.service")).unwrap();
-    assert!(unit.contains("OnFailure=agent-boom.notify@%n.service") && unit.contains("OnSuccess=agent-boom.notify@%n.service"), "{unit}");
+    assert!(unit.contains("OnFailure=agent-boom.notify@%n.service") && unit.contains("OnSuccess=agent-boom.recovered@%n.service"), "{unit}");
 
     // A run that fails.
     let _ = host.systemctl(&["start", "agent-boom.service"]);

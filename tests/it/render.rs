@@ -61,7 +61,7 @@ after: [outreach]
 
 #[test]
 fn example_fleets_render() {
-    for name in ["orchestrator", "timers"] {
+    for name in ["orchestrator", "timers", "notifications"] {
         let (_, f) = example(name);
         insta::assert_snapshot!(format!("example_{name}"), render_all(&f));
     }
@@ -260,7 +260,7 @@ fn runs_fleetwright_is_never_wrong_about_an_agent_whose_units_run_the_binary() {
         ("h.yaml", &agent("job").command(&["/bin/true"]).every("1h").yaml()),
     ]);
     let mut fleets = vec![("helpers".to_string(), helpers)];
-    for name in ["day-two", "orchestrator", "personal-infra", "quickstart", "timers"] {
+    for name in ["day-two", "orchestrator", "personal-infra", "quickstart", "timers", "notifications"] {
         fleets.push((name.to_string(), example(name).1));
     }
     let ctx = ctx();

@@ -285,44 +285,61 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
         t.section("Install").set("WantedBy", "timers.target");
         out.push(finish(format!("{base}.timer"), Role::Timer, t)?);
     }
-    for u in render_aux(fleet, agent, ctx, changed_commit) {
+    let aux = render_aux(fleet, agent, ctx, changed_commit);
+    let has_jobs = matches!(agent.mode, Mode::Scheduled(_)) || !aux.is_empty();
+    for u in aux {
         out.push(finish(u.name, u.role, u.file)?);
     }
     if !fleet.notify.is_empty() {
-        out.push(finish(notify_template(fleet, &agent.name), Role::AuxJob, render_reporter(agent, ctx, changed_commit, &description))?);
+        out.push(finish(notify_template(fleet, &agent.name), Role::AuxJob, render_reporter(agent, ctx, changed_commit, &description, false))?);
+        if has_jobs {
+            out.push(finish(recovery_template(fleet, &agent.name), Role::AuxJob, render_reporter(agent, ctx, changed_commit, &description, true))?);
+        }
     }
     Ok(out)
 }
 
 /// The failure reporter of an agent's units: a template, one instance per unit it reports on
-/// (`OnFailure=<base>.notify@%n.service`; systemd sets `$MONITOR_*` in its environment, once
-/// per triggering unit, which a template keeps apart).
+/// (`OnFailure=<base>.notify@%n.service`; systemd sets `$MONITOR_*` in its environment when the
+/// instance has one trigger source, which a template per unit keeps so).
 pub fn notify_template(fleet: &Fleet, agent: &str) -> String {
     format!("{}.notify@.service", unit_base(fleet, agent))
 }
 
+/// The recovery reporter of an agent's jobs (`OnSuccess=<base>.recovered@%n.service`): a
+/// template of its own, so that each instance has one trigger source, and a successful run
+/// needs nothing but a look for the unit's failing mark.
+pub fn recovery_template(fleet: &Fleet, agent: &str) -> String {
+    format!("{}.recovered@.service", unit_base(fleet, agent))
+}
+
 /// What every unit of an agent that runs something gets when the Fleet has a `notify` list: its
-/// failures go to the reporter (`OnFailure=`), and a job's successful runs too (`OnSuccess=`,
-/// systemd ≥ 249), which reports a recovery once and is otherwise a no-op.
+/// failures go to the failure reporter (`OnFailure=`), and a job's successful runs to the
+/// recovery reporter (`OnSuccess=`, systemd ≥ 249), which reports a recovery once and
+/// otherwise only looks for a file.
 fn report_failures(fleet: &Fleet, base: &str, unit: &mut UnitFile, job: bool) {
     if fleet.notify.is_empty() {
         return;
     }
-    // `%n`: the full name of the unit that failed, as the reporter's instance.
+    // `%n`: the full name of the unit that ended, as the reporter's instance.
     unit.set("OnFailure", format!("{base}.notify@%n.service"));
     if job {
-        unit.set("OnSuccess", format!("{base}.notify@%n.service"));
+        unit.set("OnSuccess", format!("{base}.recovered@%n.service"));
     }
 }
 
-/// The reporter template (see `notify_template`): runs `fleetwright notify-report` as root
-/// (it reads the journal of another user's unit), bounded in time, writing only the state
-/// directory, where the report is queued.
-fn render_reporter(agent: &Agent, ctx: &RenderCtx, changed_commit: &str, description: &str) -> UnitFile {
+/// A reporter template (see `notify_template`, `recovery_template`): runs `fleetwright
+/// notify-report` as root (it reads the journal of another user's unit), bounded in time,
+/// writing only the state directory, where the report is queued.
+fn render_reporter(agent: &Agent, ctx: &RenderCtx, changed_commit: &str, description: &str, success: bool) -> UnitFile {
     let mut svc = UnitFile::new(header(agent, changed_commit));
-    svc.section("Unit").set("Description", format!("failure report of {description} (%i)"));
+    let what = if success { "recovery report" } else { "failure report" };
+    svc.section("Unit").set("Description", format!("{what} of {description} (%i)"));
     svc.section("Service").set("Type", "oneshot");
     let mut exec = vec![quote(&ctx.exe, true), "notify-report".into(), "--state-dir".into(), quote(&ctx.state_dir, true), "--unit".into(), "%i".into()];
+    if success {
+        exec.push("--success".into());
+    }
     if ctx.scope == Scope::User {
         exec.push("--user".into());
     }

@@ -8,8 +8,10 @@ pub const MARKER: &str = "# Managed by fleetwright: edits are overwritten on the
 
 /// Keys that change what a file says but not what a unit runs: a change to these alone rewrites
 /// the file and reloads the manager, but restarts nothing (as NixOS switch-to-configuration
-/// treats `Description=`).
-pub const COSMETIC_KEYS: [&str; 2] = ["Description", "Documentation"];
+/// treats `Description=`). `OnFailure=`/`OnSuccess=` (the failure reporter, added with the
+/// Fleet's `notify` list) are read by the manager at the reload and act after a run: adding
+/// notifications restarts no agent.
+pub const COSMETIC_KEYS: [&str; 4] = ["Description", "Documentation", "OnFailure", "OnSuccess"];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitFile {
@@ -181,7 +183,10 @@ impl UnitFile {
                         programs.push(cmd);
                     }
                     // Only the agent's own failure reporter (render::notify_template).
-                    "OnFailure" | "OnSuccess" if !v.ends_with(".notify@%n.service") || v.contains(char::is_whitespace) => {
+                    "OnFailure" if !v.ends_with(".notify@%n.service") || v.contains(char::is_whitespace) => {
+                        return Err(format!("{k}={v} is not fleetwright's failure reporter"));
+                    }
+                    "OnSuccess" if !v.ends_with(".recovered@%n.service") || v.contains(char::is_whitespace) => {
                         return Err(format!("{k}={v} is not fleetwright's failure reporter"));
                     }
                     "WorkingDirectory" | "EnvironmentFile" if !v.trim_start_matches('-').starts_with('/') => {
@@ -355,6 +360,13 @@ mod tests {
     fn the_last_line_of_defence_refuses_what_the_renderer_never_means() {
         let fine = unit(&[("ExecStart", "\"/bin/true\""), ("User", "agent"), ("ExecStartPre", "+\"/usr/bin/fleetwright\" slot-prepare --dir /run/x")]);
         assert_eq!(fine.check(&POLICY), Ok(()));
+        let reported = unit(&[
+            ("ExecStart", "\"/bin/true\""),
+            ("User", "agent"),
+            ("OnFailure", "agent-x.notify@%n.service"),
+            ("OnSuccess", "agent-x.recovered@%n.service"),
+        ]);
+        assert_eq!(reported.check(&POLICY), Ok(()));
         for (entries, why) in [
             (vec![("ExecStart", "\"/bin/true\""), ("User", "root")], "User=root without allowRoot"),
             (vec![("ExecStart", "\"/bin/true\""), ("User", "0")], "User=0 without allowRoot"),
@@ -369,6 +381,8 @@ mod tests {
             (vec![("ExecStart", "\"/bin/true\""), ("User", "agent"), ("PAMName", "login")], "unexpected key PAMName="),
             (vec![("ExecStart", "\"/bin/true\""), ("User", "agent"), ("WorkingDirectory", "srv")], "not an absolute path"),
             (vec![("ExecStart", "\"/bin/true\""), ("User", "agent"), ("LoadCredential", "a/b:/x")], "not NAME:/absolute/path"),
+            (vec![("ExecStart", "\"/bin/true\""), ("User", "agent"), ("OnFailure", "reboot.target")], "not fleetwright's failure reporter"),
+            (vec![("ExecStart", "\"/bin/true\""), ("User", "agent"), ("OnSuccess", "agent-x.notify@%n.service")], "not fleetwright's"),
         ] {
             let e = unit(&entries).check(&POLICY).unwrap_err();
             assert!(e.contains(why), "{entries:?}: {e}");
