@@ -130,7 +130,7 @@ pub fn spawn(sinks: Sinks, state_dir: PathBuf, host: String, wake: Arc<Notify>, 
                     .collect()
             };
             let (dir, h2) = (state_dir.clone(), host.clone());
-            let _ = tokio::task::spawn_blocking(move || follow_up(&dir, &h2, &running)).await;
+            let failing = tokio::task::spawn_blocking(move || follow_up(&dir, &h2, &running)).await.ok().and_then(Result::ok).unwrap_or_default();
             let now = Instant::now();
             let all = sinks.get();
             let due: Vec<NotifySink> =
@@ -159,9 +159,25 @@ pub fn spawn(sinks: Sinks, state_dir: PathBuf, host: String, wake: Arc<Notify>, 
             let next = backoff.values().filter_map(|b| b.until).min();
             let idle = Duration::from_secs(60);
             let wait = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(idle).min(idle);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = wake.notified() => {}
+            let deadline = Instant::now() + wait;
+            // While a unit's failure stands, a look every RECOVERY_LOOK at the live states the
+            // watch keeps (memory only): a service running again is reported at once.
+            loop {
+                let step = if failing.is_empty() { wait } else { RECOVERY_LOOK };
+                let woken = tokio::select! {
+                    _ = tokio::time::sleep(step.min(deadline.saturating_duration_since(Instant::now()))) => false,
+                    _ = wake.notified() => true,
+                };
+                if woken || Instant::now() >= deadline {
+                    break;
+                }
+                let r = report.lock().expect("report lock");
+                let back = failing.iter().any(|f| {
+                    r.units.get(f).is_some_and(|u| u.role == Some(crate::types::Role::Service) && u.active_state == "active" && u.sub_state == "running")
+                });
+                if back {
+                    break;
+                }
             }
         }
     });
@@ -186,8 +202,10 @@ fn watch_wake(state_dir: &Path, wake: Arc<Notify>) -> Option<notify::Recommended
 /// What the daemon reports of agents' failures on its own: the recovery of a failing service
 /// that runs again (a job's is reported by its next successful run), and the summary of a
 /// unit whose folded failures' interval is over.
-fn follow_up(state_dir: &Path, host: &str, running: &[String]) -> Result<(), HistoryError> {
+/// Returns the units still failing.
+fn follow_up(state_dir: &Path, host: &str, running: &[String]) -> Result<Vec<String>, HistoryError> {
     let h = History::open(state_dir)?;
+    let mut still = vec![];
     for f in h.failing_units()? {
         if running.contains(&f.unit) {
             if crate::ops::failure::recovered(&h, host, &f.unit, "it runs again")? {
@@ -196,10 +214,14 @@ fn follow_up(state_dir: &Path, host: &str, running: &[String]) -> Result<(), His
             let _ = std::fs::remove_file(crate::layout::StateLayout::new(state_dir).notify_failing(&f.unit));
         } else {
             crate::ops::failure::summarize(&h, host, &f.unit)?;
+            still.push(f.unit);
         }
     }
-    Ok(())
+    Ok(still)
 }
+
+/// How often the live state of a failing service is looked at (in memory) for its recovery.
+const RECOVERY_LOOK: Duration = Duration::from_secs(2);
 
 /// The HTTP client of notifications: `REQUEST_TIMEOUT` for a whole request, TLS by the system's
 /// OpenSSL and its trust store (the stack git's https fetches use); every status is an answer

@@ -253,3 +253,52 @@ fn notify_test_says_what_each_sink_answered() {
     assert_eq!(code(&o), 1, "{}", stdout(&o));
     assert!(stdout(&o).contains("FAILED: HTTP 500"), "{}", stdout(&o));
 }
+
+/// Adding a `notify` list restarts no agent (the `OnFailure=` line is read at the reload); a
+/// service that fails is reported, and its recovery once the daemon sees it running again;
+/// removing the list removes the reporters.
+#[test]
+fn adding_notify_restarts_nothing_and_a_services_recovery_is_seen_by_the_daemon() {
+    let Some(host) = Host::boot() else { return };
+    let repo = Repo::new();
+    let hooks = Receiver::start();
+    let flaky =
+        agent("flaky").sh("if [ -e /run/fw-test/broken ]; then echo \"config missing: /srv/flaky.toml\" >&2; exit 2; fi; exec sleep 100000").restart("no");
+    let plain = |notify: Option<&str>| {
+        let fleet = match notify {
+            Some(n) => fleet_notifying(n),
+            None => FLEET.to_string(),
+        };
+        vec![("fleet.yaml", fleet), ("web.yaml", service("web").yaml()), ("flaky.yaml", flaky.yaml())]
+    };
+    let c1 = commit(&repo, &plain(None), "no notifications");
+    let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "1s", "--resync", "1h"], &[]);
+    host.wait("c1 to be good", 30, || host.history()["lastGood"] == c1.as_str());
+    let (web, flaky_run) = (host.prop("agent-web.service", "InvocationID"), host.prop("agent-flaky.service", "InvocationID"));
+    let notify = format!("  - {{kind: webhook, url: \"{}/hook\", events: [agent-failed, agent-recovered]}}\n", hooks.base);
+    let c2 = commit(&repo, &plain(Some(&notify)), "notifications");
+    host.wait("c2 to be good", 30, || host.history()["lastGood"] == c2.as_str());
+    assert!(std::fs::read_to_string(host.unit_dir().join("agent-web.service")).unwrap().contains("OnFailure=agent-web.notify@%n.service"));
+    assert!(host.unit_dir().join("agent-web.notify@.service").exists());
+    assert_eq!(host.prop("agent-web.service", "InvocationID"), web, "adding notifications restarted web");
+    assert_eq!(host.prop("agent-flaky.service", "InvocationID"), flaky_run, "adding notifications restarted flaky");
+
+    // It breaks, and is started again by hand: it fails, reported with its line.
+    host.sb.command("sh").args(["-c", "mkdir -p /run/fw-test && touch /run/fw-test/broken"]).status().unwrap();
+    let _ = host.systemctl(&["restart", "agent-flaky.service"]);
+    let events = || hooks.accepted("/hook").iter().map(|q| q.json()).filter(|e| e["unit"] == "agent-flaky.service").collect::<Vec<_>>();
+    host.wait("flaky's failure", 30, || events().iter().any(|e| e["event"] == "agent-failed"));
+    let failed = events().into_iter().find(|e| e["event"] == "agent-failed").unwrap();
+    assert!(failed["journal"].as_array().unwrap().iter().any(|l| l == "config missing: /srv/flaky.toml"), "{failed}");
+    // Fixed: running again, which the daemon sees and reports, once.
+    host.sb.command("rm").args(["-f", "/run/fw-test/broken"]).status().unwrap();
+    let _ = host.systemctl(&["restart", "agent-flaky.service"]);
+    host.wait("flaky's recovery", 30, || events().iter().any(|e| e["event"] == "agent-recovered"));
+    assert_eq!(events().iter().filter(|e| e["event"] == "agent-recovered").count(), 1);
+
+    // Without the list, the reporters go and the units lose their OnFailure= line.
+    let c3 = commit(&repo, &plain(None), "no notifications again");
+    host.wait("c3 to be good", 30, || host.history()["lastGood"] == c3.as_str());
+    assert!(!host.unit_dir().join("agent-web.notify@.service").exists());
+    assert!(!std::fs::read_to_string(host.unit_dir().join("agent-web.service")).unwrap().contains("OnFailure="));
+}
