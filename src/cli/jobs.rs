@@ -75,9 +75,11 @@ pub fn notify_report(g: &Globals, unit: &str, success: bool) -> Result<Outcome, 
     // No daemon to deliver it: deliver now, to the sinks the daemon last used (bounded by the
     // unit's TimeoutStartSec=).
     if !ops::failure::daemon_running(&cfg.state_dir) {
+        // Well within the unit's TimeoutStartSec=30s, a request's 10 s included.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
         let sinks = fleetwright::daemon::history::History::open(&cfg.state_dir).and_then(|h| fleetwright::daemon::notifications::stored_sinks(&h));
         match sinks {
-            Ok(sinks) if !sinks.is_empty() => match fleetwright::daemon::notifications::pass(&cfg.state_dir, &sinks, &sinks) {
+            Ok(sinks) if !sinks.is_empty() => match fleetwright::daemon::notifications::pass(&cfg.state_dir, &sinks, &sinks, Some(deadline)) {
                 Ok((outcomes, _)) => {
                     for (sink, ok) in outcomes {
                         println!("{sink}: {}", if ok { "delivered" } else { "not delivered now; kept for the daemon" });

@@ -236,6 +236,10 @@ impl History {
 
     fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         let tx = conn.unchecked_transaction()?;
+        // A history from before per-sink delivery: what its --notify-url had not been sent yet
+        // is owed to the first sink (`ensure_sink`), however old.
+        let had_outbox: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'outbox')", [], |r| r.get(0))?;
+        let had_sinks: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'sinks')", [], |r| r.get(0))?;
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS reconciles (
                 id INTEGER PRIMARY KEY,
@@ -289,6 +293,12 @@ impl History {
                 last_result TEXT,
                 last_journal TEXT);",
         )?;
+        if had_outbox && !had_sinks {
+            tx.execute(
+                "INSERT OR IGNORE INTO settings (key, value) SELECT 'outbox_owed', CAST(MIN(id) - 1 AS TEXT) FROM outbox WHERE delivered_at IS NULL HAVING COUNT(*) > 0",
+                [],
+            )?;
+        }
         // Columns added since the first version.
         let columns: Vec<String> = tx.prepare("PRAGMA table_info(reconciles)")?.query_map([], |r| r.get::<_, String>(1))?.collect::<Result<_, _>>()?;
         if !columns.iter().any(|c| c == "repeats") {
@@ -640,12 +650,17 @@ impl History {
     /// a week of history. Its cursor.
     pub fn ensure_sink(&self, sink: &str) -> Result<i64, HistoryError> {
         let cutoff = humantime::format_rfc3339_seconds(std::time::SystemTime::now() - NEW_SINK_BACKLOG).to_string();
-        self.conn
+        let owed: Option<i64> = self.get("outbox_owed")?.and_then(|v| v.parse().ok());
+        let added = self
+            .conn
             .execute(
-                "INSERT OR IGNORE INTO sinks (key, cursor) VALUES (?1, COALESCE((SELECT MAX(id) FROM outbox WHERE created_at < ?2), 0))",
-                params![sink, cutoff],
+                "INSERT OR IGNORE INTO sinks (key, cursor) VALUES (?1, MIN(COALESCE((SELECT MAX(id) FROM outbox WHERE created_at < ?2), 0), COALESCE(?3, 1 << 62)))",
+                params![sink, cutoff, owed],
             )
             .map_err(self.err())?;
+        if added > 0 && owed.is_some() {
+            self.set("outbox_owed", None)?;
+        }
         self.conn.query_row("SELECT cursor FROM sinks WHERE key = ?1", params![sink], |r| r.get(0)).map_err(self.err())
     }
 
@@ -980,6 +995,26 @@ mod tests {
         assert_eq!(h.verdict("c2").unwrap(), Some((Verdict::Bad, "crash".into())));
         assert_eq!(h.good_before(None).unwrap().as_deref(), Some("c1"));
         assert_eq!(h.last_good().unwrap().as_deref(), Some("c1"));
+    }
+
+    /// An outbox from before per-sink delivery: what its --notify-url was never sent, however
+    /// old, goes to the first sink; a sink added later starts at the last hour.
+    #[test]
+    fn what_an_older_version_had_not_sent_is_owed_to_the_first_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join("history.sqlite")).unwrap();
+            c.execute_batch(
+                "CREATE TABLE outbox (id INTEGER PRIMARY KEY, event TEXT NOT NULL, commit_id TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0, delivered_at TEXT, last_error TEXT, UNIQUE (event, commit_id));
+                 INSERT INTO outbox (event, commit_id, body, created_at, delivered_at) VALUES ('deployed', 'c1', '{}', '2020-01-01T00:00:00Z', '2020-01-01T00:00:01Z');
+                 INSERT INTO outbox (event, commit_id, body, created_at) VALUES ('rolled-back', 'c2', '{}', '2020-01-02T00:00:00Z');",
+            )
+            .unwrap();
+        }
+        let h = History::open(dir.path()).unwrap();
+        assert_eq!(h.ensure_sink("webhook:http://h/hook").unwrap(), 1, "c2's event is still owed");
+        assert_eq!(h.ensure_sink("slack:http://h/slack").unwrap(), 2, "a later sink does not get old history");
     }
 }
 

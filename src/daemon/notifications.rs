@@ -138,7 +138,7 @@ pub fn spawn(sinks: Sinks, state_dir: PathBuf, host: String, wake: Arc<Notify>, 
             let dir = state_dir.clone();
             let every = all.clone();
             // SQLite and HTTP are blocking: off the runtime's worker threads.
-            let result = tokio::task::spawn_blocking(move || pass(&dir, &every, &due)).await;
+            let result = tokio::task::spawn_blocking(move || pass(&dir, &every, &due, None)).await;
             match result {
                 Ok(Ok((outcomes, counts))) => {
                     for (key, ok) in outcomes {
@@ -279,11 +279,16 @@ pub fn event_of(o: &Outgoing) -> Option<Event> {
     serde_json::from_str(&o.body).ok()
 }
 
-/// One pass over the due sinks (each on a thread of its own), after expiring what is too old
-/// for every sink. Returns each due sink's outcome (true: its queue is empty or moved on) and
+/// One pass over the due sinks (each on a thread of its own, none past `until`), after
+/// expiring what is too old for every sink. Returns each due sink's outcome (true: its queue is empty or moved on) and
 /// every sink's counts.
 #[allow(clippy::type_complexity)]
-pub fn pass(state_dir: &Path, all: &[NotifySink], due: &[NotifySink]) -> Result<(Vec<(String, bool)>, BTreeMap<String, SinkCounts>), HistoryError> {
+pub fn pass(
+    state_dir: &Path,
+    all: &[NotifySink],
+    due: &[NotifySink],
+    until: Option<Instant>,
+) -> Result<(Vec<(String, bool)>, BTreeMap<String, SinkCounts>), HistoryError> {
     let h = History::open(state_dir)?;
     let keys: Vec<String> = all.iter().map(crate::notify::sink_key).collect();
     for k in &keys {
@@ -297,7 +302,7 @@ pub fn pass(state_dir: &Path, all: &[NotifySink], due: &[NotifySink]) -> Result<
     }
     drop(h);
     let outcomes: Vec<(String, bool)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = due.iter().map(|s| scope.spawn(move || (crate::notify::sink_key(s), deliver(state_dir, s)))).collect();
+        let handles: Vec<_> = due.iter().map(|s| scope.spawn(move || (crate::notify::sink_key(s), deliver(state_dir, s, until)))).collect();
         handles
             .into_iter()
             .filter_map(|h| h.join().ok())
@@ -319,8 +324,9 @@ pub fn pass(state_dir: &Path, all: &[NotifySink], due: &[NotifySink]) -> Result<
     Ok((outcomes, counts))
 }
 
-/// Send `sink` its queue, in order, until it is empty or a report cannot be sent (true: empty).
-pub fn deliver(state_dir: &Path, sink: &NotifySink) -> Result<bool, HistoryError> {
+/// Send `sink` its queue, in order, until it is empty, a report cannot be sent, or `until`
+/// (true: empty).
+pub fn deliver(state_dir: &Path, sink: &NotifySink, until: Option<Instant>) -> Result<bool, HistoryError> {
     let h = History::open(state_dir)?;
     let key = crate::notify::sink_key(sink);
     let agent = http_agent();
@@ -332,6 +338,11 @@ pub fn deliver(state_dir: &Path, sink: &NotifySink) -> Result<bool, HistoryError
             return Ok(true);
         }
         for o in batch {
+            // The reporter delivering by itself stops in time (its unit's TimeoutStartSec=):
+            // what is left waits in the outbox.
+            if until.is_some_and(|t| Instant::now() >= t) {
+                return Ok(false);
+            }
             let Some(ev) = event_of(&o).filter(|e| crate::notify::wants(sink, e)) else {
                 h.handled(&key, o.id, Handled::Skipped)?;
                 continue;
@@ -454,7 +465,7 @@ mod tests {
         for (i, ev) in ["deployed", "rolled-back", "deployed"].iter().enumerate() {
             h.queue(ev, &format!("c{i}"), &body(ev, &format!("c{i}"), "h", "m", "2026-01-01T00:00:00Z", None), "2099-01-01T00:00:00Z").unwrap();
         }
-        assert!(!deliver(dir.path(), &sink).unwrap(), "nobody listens");
+        assert!(!deliver(dir.path(), &sink, None).unwrap(), "nobody listens");
         let c = h.sink_counts(&key, |_| true).unwrap();
         assert_eq!((c.queued, c.failed, c.sent), (3, 1, 0));
         // Up now: everything, in order.
@@ -483,7 +494,7 @@ mod tests {
             }
             bodies
         });
-        assert!(deliver(dir.path(), &sink).unwrap());
+        assert!(deliver(dir.path(), &sink, None).unwrap());
         assert_eq!(got.join().unwrap(), ["c0", "c1", "c2"]);
         let c = h.sink_counts(&key, |_| true).unwrap();
         assert_eq!((c.queued, c.sent, c.attempts), (0, 3, 0));

@@ -238,7 +238,10 @@ impl Daemon {
                     f.validity = Some(check);
                 }
                 Decision::Apply { commit, role } => {
-                    if role == Purpose::Target && last_good.as_deref() != Some(commit.as_str()) {
+                    // A commit that never had a verdict: a forge shows it pending until its
+                    // verdict (an old good commit pinned again keeps its status; a held one
+                    // tried again keeps its failure).
+                    if role == Purpose::Target && last_good.as_deref() != Some(commit.as_str()) && f.verdict == Some(None) {
                         self.queue_pending(&commit).await;
                     }
                     let parsed = if role == Purpose::Target && target.as_deref() == Some(commit.as_str()) { fleet.take() } else { None };

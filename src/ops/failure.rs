@@ -137,23 +137,29 @@ fn cut(s: &str, max: usize) -> String {
 
 /// The failed run's last journal lines (its invocation's, when known). journald takes a
 /// service's output through a stream and may not have written the last lines yet when the
-/// reporter starts: asked again for up to two seconds while nothing is there.
+/// reporter starts: asked again for up to three seconds while nothing is there, then for the
+/// unit's last lines whatever their run (a busy journald, an invocation id it has not seen).
 fn journal(m: &Monitor, user: bool) -> Vec<String> {
-    let until = std::time::Instant::now() + Duration::from_secs(2);
-    loop {
+    let read = |invocation: Option<&str>| {
         let mut cmd = std::process::Command::new("journalctl");
         if user {
             cmd.arg("--user");
         }
         cmd.args(["--no-pager", "-o", "cat", "-n", &JOURNAL_LINES.to_string(), "-u", &m.unit]);
-        if !m.invocation.is_empty() {
-            cmd.arg(format!("_SYSTEMD_INVOCATION_ID={}", m.invocation));
+        if let Some(id) = invocation {
+            cmd.arg(format!("_SYSTEMD_INVOCATION_ID={id}"));
         }
-        let lines = fleetwright_sys::proc::output_with_timeout(cmd, Duration::from_secs(5))
-            .map(|o| bound_lines(&String::from_utf8_lossy(&o.stdout)))
-            .unwrap_or_default();
-        if !lines.is_empty() || std::time::Instant::now() >= until {
+        fleetwright_sys::proc::output_with_timeout(cmd, Duration::from_secs(5)).map(|o| bound_lines(&String::from_utf8_lossy(&o.stdout))).unwrap_or_default()
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let invocation = (!m.invocation.is_empty()).then_some(m.invocation.as_str());
+    loop {
+        let lines = read(invocation);
+        if !lines.is_empty() {
             return lines;
+        }
+        if std::time::Instant::now() >= until {
+            return if invocation.is_some() { read(None) } else { lines };
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -194,6 +200,11 @@ pub fn failure_line(m: &Monitor) -> String {
 
 /// Report the run of `m.unit` that just ended.
 pub fn report(state_dir: &Path, host: &str, m: &Monitor, user: bool) -> Result<Reported, HistoryError> {
+    // A unit name is one path component (it names the failing mark): systemd's never hold a
+    // slash; anything else is nothing to report.
+    if m.unit.is_empty() || m.unit.contains('/') || m.unit.starts_with('.') {
+        return Ok(Reported::Nothing);
+    }
     let layout = StateLayout::new(state_dir);
     let marker = layout.notify_failing(&m.unit);
     if m.result == "success" {

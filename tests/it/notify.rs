@@ -289,7 +289,7 @@ fn adding_notify_restarts_nothing_and_a_services_recovery_is_seen_by_the_daemon(
     let events = || hooks.accepted("/hook").iter().map(|q| q.json()).filter(|e| e["unit"] == "agent-flaky.service").collect::<Vec<_>>();
     host.wait("flaky's failure", 30, || events().iter().any(|e| e["event"] == "agent-failed"));
     let failed = events().into_iter().find(|e| e["event"] == "agent-failed").unwrap();
-    assert!(failed["journal"].as_array().unwrap().iter().any(|l| l == "config missing: /srv/flaky.toml"), "{failed}");
+    assert!(failed["journal"].as_array().is_some_and(|j| j.iter().any(|l| l == "config missing: /srv/flaky.toml")), "{failed}");
     // Fixed: running again, which the daemon sees and reports, once.
     host.sb.command("rm").args(["-f", "/run/fw-test/broken"]).status().unwrap();
     let _ = host.systemctl(&["restart", "agent-flaky.service"]);
