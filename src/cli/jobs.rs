@@ -104,13 +104,16 @@ pub fn notify_test(g: &Globals, repo: Option<&str>, branch: &str, rev: &str, pat
             let (files, fleet) = super::load_commit(g, &src, rev, false)?;
             (n::sinks_for(&fleet.notify, notify_url, r), files.commit)
         }
-        None => {
+        // The sinks the daemon (or apply) last recorded; none when neither ever ran here (the
+        // history is not created to find that out).
+        None if cfg.layout().history().exists() => {
             let h = fleetwright::daemon::history::History::open(&cfg.state_dir).map_err(Error::failed)?;
             let mut sinks = n::stored_sinks(&h).map_err(Error::failed)?;
             sinks.extend(n::sinks_for(&[], notify_url, ""));
             let commit = h.last_good().map_err(Error::failed)?.unwrap_or_default();
             (sinks, commit)
         }
+        None => (n::sinks_for(&[], notify_url, ""), String::new()),
     };
     if sinks.is_empty() {
         return Err(Error::failed(

@@ -598,41 +598,11 @@ impl History {
         self.set(key, value.map(|v| v.to_string()).as_deref())
     }
 
-    /// Notifications not delivered yet, oldest first.
-    pub fn outgoing(&self, n: usize) -> Result<Vec<Outgoing>, HistoryError> {
-        let mut st =
-            self.conn.prepare("SELECT id, event, commit_id, body, attempts FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?1").map_err(self.err())?;
-        let rows = st
-            .query_map(params![n as i64], |r| Ok(Outgoing { id: r.get(0)?, event: r.get(1)?, commit: r.get(2)?, body: r.get(3)?, attempts: r.get(4)? }))
-            .map_err(self.err())?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
-    }
-
     /// Every notification queued for `commit`: (event, delivered).
     pub fn events_of(&self, commit: &str) -> Result<Vec<(String, bool)>, HistoryError> {
         let mut st = self.conn.prepare("SELECT event, delivered_at IS NOT NULL FROM outbox WHERE commit_id = ?1 ORDER BY id").map_err(self.err())?;
         let rows = st.query_map(params![commit], |r| Ok((r.get(0)?, r.get(1)?))).map_err(self.err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
-    }
-
-    pub fn delivered(&self, id: i64, at: &str) -> Result<(), HistoryError> {
-        self.conn
-            .execute("UPDATE outbox SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1", params![id, at])
-            .map_err(self.err())?;
-        Ok(())
-    }
-
-    pub fn delivery_failed(&self, id: i64, error: &str) -> Result<(), HistoryError> {
-        self.conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1", params![id, error]).map_err(self.err())?;
-        Ok(())
-    }
-
-    /// Forget delivered notifications older than a week, and give up on undelivered ones as
-    /// old (`created_at` is RFC 3339 in UTC: it sorts as text). Returns how many were given up.
-    pub fn prune_outbox(&self, now: std::time::SystemTime) -> Result<usize, HistoryError> {
-        let cutoff = humantime::format_rfc3339_seconds(now - std::time::Duration::from_secs(OUTBOX_DAYS as u64 * 86_400)).to_string();
-        self.conn.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND created_at < ?1", params![cutoff]).map_err(self.err())?;
-        self.conn.execute("DELETE FROM outbox WHERE delivered_at IS NULL AND created_at < ?1", params![cutoff]).map_err(self.err())
     }
 
     /// Queue a report (not tied to a verdict): `key` makes it once only (an agent's failure by
@@ -952,26 +922,31 @@ mod tests {
     }
 
     #[test]
-    fn an_event_is_queued_once_per_commit_and_kept_until_delivered() {
+    fn an_event_is_queued_once_per_commit_and_kept_until_every_sink_has_it() {
         let dir = tempfile::tempdir().unwrap();
         let h = History::open(dir.path()).unwrap();
+        h.ensure_sink("webhook:a").unwrap();
         h.record_verdict("c1", Verdict::Held, "check", "2020-01-01T00:00:00Z", None, Some(("held", "{}"))).unwrap();
         h.record_verdict("c1", Verdict::Held, "check again", "2020-01-01T00:00:01Z", None, Some(("held", "{}"))).unwrap();
         h.record_verdict("c1", Verdict::Good, "healthy", "2020-01-01T00:00:02Z", None, Some(("deployed", "{}"))).unwrap();
-        let out = h.outgoing(10).unwrap();
+        let out = h.after(h.ensure_sink("webhook:a").unwrap(), 10).unwrap();
         assert_eq!(out.iter().map(|o| o.event.as_str()).collect::<Vec<_>>(), ["held", "deployed"]);
-        h.delivery_failed(out[0].id, "connection refused").unwrap();
-        h.delivered(out[1].id, "2020-01-01T00:00:03Z").unwrap();
-        // Reopened (a daemon restart): the undelivered one is still there.
+        h.sink_failed("webhook:a", "connection refused").unwrap();
+        // Reopened (a daemon restart): the sink is still before both, and has failed once.
         drop(h);
         let h = History::open(dir.path()).unwrap();
-        let out = h.outgoing(10).unwrap();
-        assert_eq!((out.len(), out[0].event.as_str(), out[0].attempts), (1, "held", 1));
-        assert_eq!(h.events_of("c1").unwrap(), [("held".to_string(), false), ("deployed".to_string(), true)]);
-        // A week later both are forgotten.
+        let c = h.sink_counts("webhook:a", |_| true).unwrap();
+        assert_eq!((c.queued, c.failed, c.attempts, c.last_error.as_deref()), (2, 1, 1, Some("connection refused")));
+        h.handled("webhook:a", out[0].id, Handled::Sent).unwrap();
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800 + 60);
+        h.expire(now, &["webhook:a".to_string()], |_, _| true).unwrap();
+        assert_eq!(h.events_of("c1").unwrap(), [("held".to_string(), true), ("deployed".to_string(), false)]);
+        // A week later: the one the sink never got is dropped for it, counted, and both are gone.
         let later = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800 + 8 * 86_400);
-        assert_eq!(h.prune_outbox(later).unwrap(), 1);
+        assert_eq!(h.expire(later, &["webhook:a".to_string()], |_, _| true).unwrap(), 1);
         assert!(h.events_of("c1").unwrap().is_empty());
+        let c = h.sink_counts("webhook:a", |_| true).unwrap();
+        assert_eq!((c.queued, c.sent, c.dropped), (0, 1, 1));
     }
 
     #[test]
