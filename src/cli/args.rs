@@ -426,6 +426,9 @@ pub struct DaemonArgs {
     /// POST a JSON event here for every verdict (deployed, rolled-back, failed, invalid, held, refused) and agent failure: a `webhook` sink beside the Fleet's `notify` list
     #[arg(long, value_name = "URL")]
     pub notify_url: Option<String>,
+    /// At most one report of an agent's unit failing per this interval; the failures in between are folded into one summary when it is over
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration)]
+    pub notify_interval: Duration,
 }
 
 #[derive(Subcommand)]

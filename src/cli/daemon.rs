@@ -72,6 +72,7 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> Result<Outcome, Error> {
         listen_any: a.listen_any,
         webhook_secret,
         notify_url: a.notify_url,
+        notify_interval: a.notify_interval,
     };
     // glibc gives every thread that allocates an arena of its own, and what is freed in one
     // stays there: with a pool of blocking threads, a daemon that renders a fleet now and then

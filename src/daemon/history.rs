@@ -156,7 +156,7 @@ pub struct SinkCounts {
 }
 
 /// A unit whose failure was reported and which has not recovered yet (the grouping of
-/// repeated failures: `notify::GROUP_INTERVAL`).
+/// repeated failures: `ops::failure::GROUP_INTERVAL`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failing {
     pub unit: String,

@@ -68,6 +68,9 @@ pub struct DaemonConfig {
     pub webhook_secret: Option<Vec<u8>>,
     /// POST a JSON event here for every verdict: a `webhook` sink beside the Fleet's `notify`.
     pub notify_url: Option<String>,
+    /// At most one report of an agent's unit failing per this interval; the failures in
+    /// between are folded into a summary.
+    pub notify_interval: Duration,
 }
 
 /// Why the reconciler runs (for the history; it never changes what a run does).
@@ -172,6 +175,8 @@ impl Daemon {
         let sinks = notifications::Sinks::default();
         sinks.set(notifications::sinks_for(&fleet_sinks, cfg.notify_url.as_deref(), &cfg.repo));
         history.set_json(notifications::SINKS_KEY, Some(&serde_json::to_value(sinks.get())?))?;
+        // The reporters read the grouping interval here.
+        history.set_json(crate::ops::failure::INTERVAL_KEY, Some(&serde_json::Value::from(cfg.notify_interval.as_secs().max(1))))?;
         let (_, stop) = tokio::sync::watch::channel(false);
         Ok(Daemon {
             cfg,

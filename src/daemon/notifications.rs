@@ -130,7 +130,8 @@ pub fn spawn(sinks: Sinks, state_dir: PathBuf, host: String, wake: Arc<Notify>, 
                     .collect()
             };
             let (dir, h2) = (state_dir.clone(), host.clone());
-            let failing = tokio::task::spawn_blocking(move || follow_up(&dir, &h2, &running)).await.ok().and_then(Result::ok).unwrap_or_default();
+            let (failing, summary_due) =
+                tokio::task::spawn_blocking(move || follow_up(&dir, &h2, &running)).await.ok().and_then(Result::ok).unwrap_or_default();
             let now = Instant::now();
             let all = sinks.get();
             let due: Vec<NotifySink> =
@@ -159,6 +160,9 @@ pub fn spawn(sinks: Sinks, state_dir: PathBuf, host: String, wake: Arc<Notify>, 
             let next = backoff.values().filter_map(|b| b.until).min();
             let idle = Duration::from_secs(60);
             let wait = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(idle).min(idle);
+            // A folded group's summary is sent when its interval is over (a second later: the
+            // interval is counted in whole seconds).
+            let wait = summary_due.map(|d| d + Duration::from_secs(1)).map_or(wait, |d| d.min(wait));
             let deadline = Instant::now() + wait;
             // While a unit's failure stands, a look every RECOVERY_LOOK at the live states the
             // watch keeps (memory only): a service running again is reported at once.
@@ -202,8 +206,8 @@ fn watch_wake(state_dir: &Path, wake: Arc<Notify>) -> Option<notify::Recommended
 /// What the daemon reports of agents' failures on its own: the recovery of a failing service
 /// that runs again (a job's is reported by its next successful run), and the summary of a
 /// unit whose folded failures' interval is over.
-/// Returns the units still failing.
-fn follow_up(state_dir: &Path, host: &str, running: &[String]) -> Result<Vec<String>, HistoryError> {
+/// Returns the units still failing, and when the next summary is due.
+fn follow_up(state_dir: &Path, host: &str, running: &[String]) -> Result<(Vec<String>, Option<Duration>), HistoryError> {
     let h = History::open(state_dir)?;
     let mut still = vec![];
     for f in h.failing_units()? {
@@ -217,7 +221,7 @@ fn follow_up(state_dir: &Path, host: &str, running: &[String]) -> Result<Vec<Str
             still.push(f.unit);
         }
     }
-    Ok(still)
+    Ok((still, crate::ops::failure::next_summary(&h)?))
 }
 
 /// How often the live state of a failing service is looked at (in memory) for its recovery.

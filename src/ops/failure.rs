@@ -23,8 +23,17 @@ use crate::daemon::history::{Failing, History, HistoryError};
 use crate::layout::StateLayout;
 use crate::notify::Event;
 
-/// At most one report per unit in this interval; the failures in between are folded.
+/// At most one report per unit in this interval; the failures in between are folded. The
+/// daemon's `--notify-interval` replaces it (kept in the history, where the reporter reads it).
 pub const GROUP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The settings key of the daemon's `--notify-interval`, in seconds.
+pub const INTERVAL_KEY: &str = "notify_group_secs";
+
+/// The grouping interval in force: the daemon's, else `GROUP_INTERVAL`.
+pub fn group_interval(h: &History) -> Duration {
+    h.get_json(INTERVAL_KEY).ok().flatten().and_then(|v| v.as_u64()).map(Duration::from_secs).unwrap_or(GROUP_INTERVAL)
+}
 /// The journal's last lines of the failed run that go with a report.
 pub const JOURNAL_LINES: usize = 20;
 /// Each line cut at this many bytes; the whole at `JOURNAL_BYTES`.
@@ -225,10 +234,11 @@ pub fn report(state_dir: &Path, host: &str, m: &Monitor, user: bool) -> Result<R
     let now = unix_now();
     let at = crate::host::now_rfc3339();
     let line = failure_line(m);
+    let interval = group_interval(&h).as_secs() as i64;
     let outcome = h.atomically(|h| {
         let prior = h.failing(&m.unit)?;
         let journal_text = lines.join("\n");
-        if let Some(p) = prior.as_ref().filter(|p| now - p.reported_at < GROUP_INTERVAL.as_secs() as i64) {
+        if let Some(p) = prior.as_ref().filter(|p| now - p.reported_at < interval) {
             let f = Failing { folded: p.folded + 1, last_result: Some(line.clone()), last_journal: Some(journal_text), ..p.clone() };
             h.set_failing(&f)?;
             return Ok(Reported::Folded(f.folded));
@@ -295,9 +305,10 @@ pub fn recovered(h: &History, host: &str, unit: &str, how: &str) -> Result<bool,
 /// The summary of a unit whose folded failures' interval is over (false: nothing to say).
 pub fn summarize(h: &History, host: &str, unit: &str) -> Result<bool, HistoryError> {
     let now = unix_now();
+    let interval = group_interval(h);
     h.atomically(|h| {
         let Some(f) = h.failing(unit)? else { return Ok(false) };
-        if f.folded == 0 || now - f.reported_at < GROUP_INTERVAL.as_secs() as i64 {
+        if f.folded == 0 || now - f.reported_at < interval.as_secs() as i64 {
             return Ok(false);
         }
         let at = crate::host::now_rfc3339();
@@ -306,9 +317,9 @@ pub fn summarize(h: &History, host: &str, unit: &str) -> Result<bool, HistoryErr
             event: "agent-failed".into(),
             host: host.into(),
             message: format!(
-                "{unit} failed {} more times in the last {} minutes; the last: {}",
+                "{unit} failed {} more times in the {} since its last report; the last: {}",
                 f.folded,
-                GROUP_INTERVAL.as_secs() / 60,
+                humantime::format_duration(Duration::from_secs((now - f.reported_at).max(0) as u64)),
                 f.last_result.as_deref().unwrap_or("?")
             ),
             at: at.clone(),
@@ -322,6 +333,13 @@ pub fn summarize(h: &History, host: &str, unit: &str) -> Result<bool, HistoryErr
         h.set_failing(&Failing { reported_at: now, folded: 0, ..f })?;
         Ok(true)
     })
+}
+
+/// How long until the first summary of a folded group is due (None: no folded failures).
+pub fn next_summary(h: &History) -> Result<Option<Duration>, HistoryError> {
+    let interval = group_interval(h).as_secs() as i64;
+    let now = unix_now();
+    Ok(h.failing_units()?.iter().filter(|f| f.folded > 0).map(|f| Duration::from_secs((f.reported_at + interval - now).max(0) as u64)).min())
 }
 
 /// Tell a running daemon there is something to send (it watches `<state>/notify`).
@@ -400,7 +418,7 @@ mod tests {
         assert_eq!(queued.len(), 2);
         let summary: Event = serde_json::from_str(&queued[1].body).unwrap();
         assert_eq!(summary.count, Some(2));
-        assert!(summary.message.contains("2 more times"), "{}", summary.message);
+        assert!(summary.message.contains("failed 2 more times in the 10m"), "{}", summary.message);
         // Recovered: once.
         let ok = Monitor { result: "success".into(), invocation: "i4".into(), ..m.clone() };
         assert_eq!(report(dir.path(), "h", &ok, false).unwrap(), Reported::Recovered);

@@ -302,3 +302,33 @@ fn adding_notify_restarts_nothing_and_a_services_recovery_is_seen_by_the_daemon(
     assert!(!host.unit_dir().join("agent-web.notify@.service").exists());
     assert!(!std::fs::read_to_string(host.unit_dir().join("agent-web.service")).unwrap().contains("OnFailure="));
 }
+
+/// Repeated failures of one unit are one report per interval (`--notify-interval`), then one
+/// summary with the count and the last run's lines when the interval is over.
+#[test]
+fn repeated_failures_are_one_report_then_a_summary() {
+    let Some(host) = Host::boot() else { return };
+    let repo = Repo::new();
+    let hooks = Receiver::start();
+    let notify = format!("  - {{kind: webhook, url: \"{}/hook\", events: [agent-failed]}}\n", hooks.base);
+    let files = [("fleet.yaml", fleet_notifying(&notify)), ("boom.yaml", job("boom", "echo \"run $$ failed\" >&2; exit 1").every("1h").yaml())];
+    let c1 = repo.commit(&files.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>(), "a job that always fails");
+    let _d = host.daemon(repo.path().to_str().unwrap(), &["--health-grace", "0s", "--resync", "1h", "--notify-interval", "6s"], &[]);
+    host.wait("c1 to be good", 30, || host.history()["lastGood"] == c1.as_str());
+    let reports = || hooks.accepted("/hook").iter().map(|q| q.json()).filter(|e| e["unit"] == "agent-boom.service").collect::<Vec<_>>();
+    let _ = host.systemctl(&["start", "agent-boom.service"]);
+    host.wait("the first failure", 20, || reports().len() == 1);
+    assert_eq!(reports()[0]["count"], serde_json::Value::Null);
+    // Two more within the interval: folded (each reporter has finished when start returns
+    // and the next run is started).
+    for _ in 0..2 {
+        let _ = host.systemctl(&["start", "agent-boom.service"]);
+        host.wait("the reporter to finish", 10, || host.prop("agent-boom.notify@agent-boom.service.service", "ActiveState") != "activating");
+    }
+    host.wait("the summary", 30, || reports().len() == 2);
+    let summary = &reports()[1];
+    assert_eq!(summary["count"], 2, "{summary}");
+    assert!(summary["message"].as_str().unwrap().contains("failed 2 more times"), "{summary}");
+    assert!(summary["journal"].as_array().is_some_and(|j| j.iter().any(|l| l.as_str().unwrap_or("").ends_with("failed"))), "{summary}");
+    assert_eq!(reports().len(), 2, "no report for the folded runs themselves");
+}
