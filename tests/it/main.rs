@@ -22,5 +22,6 @@ mod http;
 mod plan;
 mod real;
 mod render;
+mod secrets;
 mod tools;
 mod tutorial;
