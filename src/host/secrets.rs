@@ -125,9 +125,13 @@ impl Identity {
     }
 }
 
-/// The secrets of `fleet` this host's agents use: path → its ciphertext.
-fn used_here<'f>(cfg: &'f HostConfig, fleet: &'f Fleet) -> BTreeMap<&'f str, &'f [u8]> {
-    fleet.agents_for_host(&cfg.host).flat_map(|a| a.run.secrets.values()).map(|s| (s.path.as_str(), s.ciphertext.as_slice())).collect()
+/// The secrets of `fleet` this host's agents use: path → the first place that names it.
+fn used_here<'f>(cfg: &'f HostConfig, fleet: &'f Fleet) -> BTreeMap<&'f str, &'f crate::spec::model::SecretRef> {
+    let mut used = BTreeMap::new();
+    for s in fleet.agents_for_host(&cfg.host).flat_map(|a| a.run.secrets.values()) {
+        used.entry(s.path.as_str()).or_insert(s);
+    }
+    used
 }
 
 /// The id of every secret this host's agents use, by path; or why some cannot be read here
@@ -140,12 +144,13 @@ pub fn value_ids(cfg: &HostConfig, fleet: &Fleet) -> Result<BTreeMap<String, Str
     let id = identity_path(cfg.identity.as_deref()).and_then(|p| Identity::load(&p)).map_err(|e| vec![e])?;
     let mut ids = BTreeMap::new();
     let mut errors = Vec::new();
-    for (path, ciphertext) in used {
-        match id.decrypt(path, ciphertext) {
+    for (path, secret) in used {
+        match id.decrypt(path, &secret.ciphertext) {
             Ok(plain) => {
                 ids.insert(path.to_string(), id.value_id(&plain));
             }
-            Err(e) => errors.push(e),
+            // Where the spec names it, as every error about a spec says.
+            Err(e) => errors.push(format!("{}: {e}", secret.loc)),
         }
     }
     if errors.is_empty() { Ok(ids) } else { Err(errors) }

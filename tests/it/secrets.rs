@@ -265,7 +265,9 @@ fn a_secret_this_host_cannot_decrypt_is_refused_and_nothing_changes() {
     assert_eq!(code(&host.fw(&["validate", &r])), 0, "nothing to check it against");
     let apply = fw(&["apply", "--repo", &r]);
     assert_ne!(code(&apply), 0);
-    assert!(stderr(&apply).contains("secrets/token.age is not encrypted to this host's key"), "{}", stderr(&apply));
+    let err = stderr(&apply);
+    let line = err.lines().find(|l| l.contains("secrets/token.age is not encrypted to this host's key")).unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("bot.yaml:") && line.contains(&keys.identity()), "the spec's place and the identity: {line}");
     // Corrupt, truncated, missing, not age: refused, each naming the file.
     let good = age_encrypt("tok-good", &[&host_pub], false);
     for (what, bytes, says) in [
