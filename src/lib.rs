@@ -4,7 +4,7 @@
 //! crate, re-exported here under the same names; this crate is the host side: git, systemd,
 //! the daemon and the helper jobs.
 
-pub use fleetwright_core::{catalog, desired, inventory, layout, notify, plan, render, review, schedule, spec, types, unit};
+pub use fleetwright_core::{catalog, desired, inventory, layout, notify, plan, render, review, schedule, secrets, spec, types, unit};
 
 pub mod daemon;
 pub mod host;

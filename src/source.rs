@@ -1,6 +1,7 @@
 //! Where specs come from: a commit read through git2 from the object database (never the
 //! working tree, so a half-written file is never applied), or a directory for `validate`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::spec::diag::{escape_bytes, printable};
@@ -58,6 +59,16 @@ pub struct CommitFiles {
     pub summary: String,
     /// `(path relative to the fleet directory, text)`, sorted.
     pub files: Vec<(String, String)>,
+    /// Every `*.age` file of the fleet directory (the secrets agents may name), by path.
+    pub secrets: SecretFiles,
+}
+
+/// Secret files by path (relative to the fleet directory) → their bytes.
+pub type SecretFiles = BTreeMap<String, Vec<u8>>;
+
+/// Is this path (relative to the fleet root) a secret file? `*.age`, no hidden segment.
+pub fn is_secret_path(rel: &str) -> bool {
+    rel.ends_with(".age") && !rel.split('/').any(|seg| seg.starts_with('.'))
 }
 
 /// Why `path` could not be opened as a repository, in plain words and with what to do (never
@@ -155,6 +166,7 @@ pub fn read_tree(r: &git2::Repository, commit: &git2::Commit, repo: &Path, subdi
         tree = entry.to_object(r).and_then(|o| o.peel_to_tree()).map_err(git)?;
     }
     let mut files = Vec::new();
+    let mut secrets = BTreeMap::new();
     let mut budget = Budget::default();
     let odb = r.odb().map_err(git)?;
     // Depth first, by hand rather than `Tree::walk`: its callback gets the directory as `&str`
@@ -186,12 +198,17 @@ pub fn read_tree(r: &git2::Repository, commit: &git2::Commit, repo: &Path, subdi
                         Err(_) => return Err(SourceError::NotUtf8 { file: rel }),
                     }
                 }
+                Some(git2::ObjectType::Blob) if is_secret_path(&rel) && entry.filemode() != 0o120000 => {
+                    let (size, _) = odb.read_header(entry.id()).map_err(git)?;
+                    budget.add(&rel, size as u64)?;
+                    secrets.insert(rel, r.find_blob(entry.id()).map_err(git)?.content().to_vec());
+                }
                 _ => {}
             }
         }
     }
     files.sort();
-    Ok(CommitFiles { commit: id, summary: commit.summary().ok().flatten().unwrap_or("").to_string(), files })
+    Ok(CommitFiles { commit: id, summary: commit.summary().ok().flatten().unwrap_or("").to_string(), files, secrets })
 }
 
 /// At most this many spec files in one commit (or directory).
@@ -225,9 +242,16 @@ impl Budget {
 /// Read every spec file under `dir` from the file system (for `validate`, which checks what is
 /// about to be committed). Hidden paths are skipped; symlinks are not followed.
 pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, SourceError> {
+    read_dir_with_secrets(dir).map(|(files, _)| files)
+}
+
+/// [`read_dir`], with the directory's secret files (`*.age`, by path; a symlink is not
+/// followed, and is left out).
+pub fn read_dir_with_secrets(dir: &Path) -> Result<(Vec<(String, String)>, SecretFiles), SourceError> {
     use std::io::Read as _;
     use std::os::unix::ffi::OsStrExt as _;
     let mut out = Vec::new();
+    let mut secrets = BTreeMap::new();
     let mut budget = Budget::default();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -264,12 +288,20 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, SourceError> {
                     f.take(size).read_to_end(&mut bytes).map_err(io)?;
                     let text = String::from_utf8(bytes).map_err(|_| SourceError::NotUtf8 { file: rel.clone() })?;
                     out.push((rel, text));
+                } else if is_secret_path(&rel) {
+                    let io = |source| SourceError::Io { path: path.clone(), source };
+                    let f = std::fs::File::open(&path).map_err(io)?;
+                    let size = f.metadata().map_err(io)?.len();
+                    budget.add(&rel, size)?;
+                    let mut bytes = Vec::new();
+                    f.take(size).read_to_end(&mut bytes).map_err(io)?;
+                    secrets.insert(rel, bytes);
                 }
             }
         }
     }
     out.sort();
-    Ok(out)
+    Ok((out, secrets))
 }
 
 /// How long a fetch waits to connect, and then for each read, before it fails (a server that

@@ -39,6 +39,9 @@ pub struct Globals {
     /// The D-Bus address of the bus the manager is on [default: the system bus, or the session bus with --user]
     #[arg(long, global = true, value_name = "ADDRESS", env = "FLEETWRIGHT_BUS_ADDRESS")]
     pub bus_address: Option<String>,
+    /// The identity that decrypts the fleet's secrets (an age identity or an OpenSSH ed25519 private key) [default: /etc/fleetwright/identity, then /etc/ssh/ssh_host_ed25519_key]; for `secret edit|rekey`, the operator's [default: ~/.config/fleetwright/identity, then ~/.ssh/id_ed25519]
+    #[arg(long, global = true, value_name = "FILE", env = "FLEETWRIGHT_IDENTITY")]
+    pub identity: Option<std::path::PathBuf>,
     /// Run in the sandbox `fleetwright sandbox up` started (plan, apply, status, history, rollback, resume, sync, daemon); apply without one tries the commit in a throw-away sandbox
     #[arg(long, global = true)]
     pub sandbox: bool,
@@ -371,6 +374,9 @@ pub enum Command {
     /// A throw-away systemd that lives across commands, for trying a fleet change by change (needs root)
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// The fleet's age-encrypted secrets: encrypt, edit and re-encrypt them to the recipients the Fleet document lists (docs/secrets.md)
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Print the JSON Schema of fleet documents (for editors: see docs/spec.md)
     Schema,
     /// Print the unit files a commit renders for this host (all agents, or the ones named).
@@ -469,5 +475,41 @@ pub enum SandboxCommand {
         /// Give the sandbox no network
         #[arg(long)]
         offline: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Encrypt a value read from standard input into FILE, to the hosts that run its agents and the operators
+    Encrypt {
+        /// The secret file (ending in .age) inside the fleet directory
+        file: PathBuf,
+        /// The fleet directory (the working tree of the repository, or its --path)
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        fleet: PathBuf,
+    },
+    /// Decrypt FILE with your identity, open it in $VISUAL or $EDITOR, and encrypt what you save
+    Edit {
+        /// The secret file (ending in .age) inside the fleet directory
+        file: PathBuf,
+        /// The fleet directory (the working tree of the repository, or its --path)
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        fleet: PathBuf,
+    },
+    /// Encrypt secrets again to the recipients the Fleet document lists now (every secret an agent uses, when none is named)
+    Rekey {
+        /// Secret files; default: every secret an agent of the fleet uses
+        files: Vec<PathBuf>,
+        /// The fleet directory (the working tree of the repository, or its --path)
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        fleet: PathBuf,
+    },
+    /// Print the recipients FILE is encrypted to by encrypt, edit and rekey, one per line
+    Recipients {
+        /// The secret file (ending in .age) inside the fleet directory
+        file: PathBuf,
+        /// The fleet directory (the working tree of the repository, or its --path)
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        fleet: PathBuf,
     },
 }

@@ -18,17 +18,23 @@ use super::{Error, Outcome, invalid, json, load_commit, print_warnings, runtime}
 /// document's defaults and groups are not known then).
 pub fn validate(paths: &[std::path::PathBuf]) -> Result<Outcome, Error> {
     let mut files = Vec::new();
+    // The secret files, when the fleet is one directory (secrets are named relative to it);
+    // checked alone, a spec file's secrets are not looked for.
+    let mut secrets = None;
     for p in paths {
         if p.is_dir() {
-            let found = fleetwright::source::read_dir(p).map_err(Error::failed)?;
+            let (found, age_files) = fleetwright::source::read_dir_with_secrets(p).map_err(Error::failed)?;
             files.extend(found.into_iter().map(|(rel, text)| (super::shown_path(p, &rel), text)));
+            if paths.len() == 1 {
+                secrets = Some(age_files);
+            }
         } else {
             let text = std::fs::read(p).map_err(|e| Error::failed(format!("{}: {e}", p.display())))?;
             let text = String::from_utf8(text).map_err(|_| Error::failed(format!("{}: not UTF-8 text", p.display())))?;
             files.push((p.display().to_string(), text));
         }
     }
-    let fleet = spec::load(&files, &fleetwright::host::zones::Tzdata).map_err(|diags| invalid(&diags, &files, Path::new("")))?;
+    let fleet = spec::load_with(&files, secrets.as_ref(), &fleetwright::host::zones::Tzdata).map_err(|diags| invalid(&diags, &files, Path::new("")))?;
     print_warnings(&fleet, Path::new(""));
     let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     println!("{} valid: {} agents in {} files", shown.join(" "), fleet.agents.len(), files.len());
@@ -78,7 +84,9 @@ pub fn review(g: &Globals, src: &SourceArgs, base: &str, head: &str, format: Rev
     let cfg = g.host_config();
     // The binary is hashed to be named only when a unit of either side runs it.
     let runs = |f: &spec::Fleet| f.agents.iter().any(|a| fleetwright::render::runs_fleetwright(f, a));
-    let ctx = if runs(&base_fleet) || runs(&head_fleet) { cfg.render_ctx() } else { cfg.render_ctx_for(&head_fleet) };
+    let mut ctx = if runs(&base_fleet) || runs(&head_fleet) { cfg.render_ctx() } else { cfg.render_ctx_for(&head_fleet) };
+    // Without keys: each secret told by a hash of its encrypted file.
+    ctx.secret_ids = fleetwright::render::SecretIds::FromCiphertext;
     let mut r = fleetwright::review::review((&base_files.commit, &base_fleet), (&head_files.commit, &head_fleet), g.host.as_deref(), &ctx);
     if !diffs {
         for u in &mut r.plan.units {

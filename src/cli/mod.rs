@@ -9,6 +9,7 @@ mod jobs;
 pub mod logging;
 #[cfg(feature = "sandbox")]
 mod sandbox;
+mod secret;
 mod views;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +72,7 @@ pub fn run(args: Args) -> Result<Outcome, Error> {
         Command::Schedule { src, window, at, columns, tz, json } => views::schedule(g, &src, window, at, columns, tz.as_deref(), json),
         Command::Inventory { src } => views::inventory(g, &src),
         Command::Sandbox(s) => sandbox_command(s),
+        Command::Secret(s) => secret::run(g, s),
         Command::Schema => views::schema(),
         Command::Completions { shell } => views::completions(shell),
         Command::Man => views::man(),
@@ -144,7 +146,7 @@ impl Globals {
         });
         let host =
             self.host.clone().unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "localhost".into()));
-        HostConfig { scope, unit_dir, state_dir, host, bus_address: self.bus_address.clone(), links: None }
+        HostConfig { scope, unit_dir, state_dir, host, bus_address: self.bus_address.clone(), links: None, identity: self.identity.clone() }
     }
 }
 
@@ -183,7 +185,7 @@ fn load_commit(g: &Globals, src: &SourceArgs, rev: &str, missing_is_empty: bool)
     let files = match read {
         Ok(f) => f,
         Err(FetchError::Source(SourceError::NoSubdir { commit, .. })) if missing_is_empty => {
-            return Ok((CommitFiles { commit, summary: String::new(), files: vec![] }, spec::Fleet::default()));
+            return Ok((CommitFiles { commit, summary: String::new(), files: vec![], secrets: Default::default() }, spec::Fleet::default()));
         }
         Err(e) => return Err(Error::failed(e)),
     };
@@ -201,7 +203,7 @@ fn load_commit(g: &Globals, src: &SourceArgs, rev: &str, missing_is_empty: bool)
         );
     }
     let prefix = Path::new(src.path.as_deref().unwrap_or(""));
-    match spec::load(&files.files, &fleetwright::host::zones::Tzdata) {
+    match spec::load_with(&files.files, Some(&files.secrets), &fleetwright::host::zones::Tzdata) {
         Ok(fleet) => {
             print_warnings(&fleet, prefix);
             Ok((files, fleet))

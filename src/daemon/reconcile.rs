@@ -327,7 +327,7 @@ impl Daemon {
             Ok(f) => f,
             Err(check) => return (check, None),
         };
-        match tokio::task::spawn_blocking(move || crate::spec::load(&files.files, &crate::host::zones::Tzdata)).await {
+        match tokio::task::spawn_blocking(move || crate::spec::load_with(&files.files, Some(&files.secrets), &crate::host::zones::Tzdata)).await {
             Ok(Ok(fleet)) => (Check::Pass, Some(fleet)),
             Ok(Err(diags)) => (Check::Fail(diags.0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ")), None),
             Err(e) => (Check::Transient(format!("parsing {}: {e}", short(commit))), None),

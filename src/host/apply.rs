@@ -644,15 +644,27 @@ async fn execute_steps(
 /// rebuild changes it, and hashing it here would cost every apply its size in reading.
 pub fn render_key(cfg: &HostConfig, commit: &str, path: Option<&str>) -> String {
     format!(
-        "{commit} path={} host={} scope={:?} units={} state={} exe={} fleetwright={}",
+        "{commit} path={} host={} scope={:?} units={} state={} exe={} fleetwright={} identity={}",
         path.unwrap_or(""),
         cfg.host,
         cfg.scope,
         cfg.unit_dir.display(),
         cfg.state_dir.display(),
         super::exe::identity_key(),
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        identity_key(cfg)
     )
+}
+
+/// The host identity that decrypts secrets, as a stat (which file, and whether it changed): a
+/// new identity may decrypt a commit's secrets differently, so its units are rendered again.
+fn identity_key(cfg: &HostConfig) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(path) = super::secrets::identity_path(cfg.identity.as_deref()) else { return "none".into() };
+    match std::fs::metadata(&path) {
+        Ok(m) => format!("{}:{}:{}:{}:{}", path.display(), m.dev(), m.ino(), m.size(), m.mtime_nsec() + m.mtime() * 1_000_000_000),
+        Err(_) => format!("{}:missing", path.display()),
+    }
 }
 
 /// The same commit again, without reading it: when the inventory says the host was last
@@ -712,6 +724,10 @@ pub async fn deploy_unchanged(
         if copy_gone(&content) {
             return Ok(None);
         }
+        // A secret's credential file gone: the full apply writes it again.
+        if super::secrets::named_by(&content).any(|p| !Path::new(p).is_file()) {
+            return Ok(None);
+        }
         // Read back from disk, the one place a desired unit comes from text: a file of ours
         // (its hash is the inventory's); only its [Install] targets are needed.
         let wanted_by = crate::unit::wanted_by(&content);
@@ -744,7 +760,7 @@ pub async fn deploy_unchanged(
             (n.clone(), crate::desired::AgentDeploy { backups: r.backups.clone(), spec_hash: r.spec_hash.clone(), changed_commit: r.changed_commit.clone() })
         })
         .collect();
-    let want = Desired { commit, units, agents, config, refused: Vec::new() };
+    let want = Desired { commit, units, agents, config, refused: Vec::new(), credentials: BTreeMap::new() };
     // What is on disk is what was just read (the desired state is made of it).
     let files = want.units.iter().map(|(n, u)| (n.clone(), Some(u.content.clone()))).collect();
     let on_disk = want.config.iter().map(|(p, (c, _))| (p.clone(), Some(c.clone()))).collect();
@@ -807,9 +823,22 @@ pub async fn deploy(
         // No unit runs it, but the next command need not hash the binary again to know so.
         helper.remember(&cfg.state_dir);
     }
+    // The secrets' credential files, before any unit that reads them: named by their value,
+    // so writing one changes nothing that runs; what no unit names is removed after.
+    if plan.errors.is_empty() && !want.credentials.is_empty() {
+        let written = super::secrets::write_credentials(cfg, fleet, &want).map_err(|e| ApplyError::Refused(vec![e]))?;
+        for p in written {
+            tracing::info!(file = %p, "wrote an encrypted credential");
+        }
+    }
     let t = std::time::Instant::now();
     let (plan, report) = execute(sd, cfg, state, &plan, &want, &inv, key).await?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "deploy: executed");
+    // A unit held back by its health check still reads its old credential file.
+    let held: Vec<String> = plan.units.iter().filter(|u| u.held.is_some()).filter_map(|u| std::fs::read_to_string(cfg.unit_dir.join(&u.unit)).ok()).collect();
+    for p in super::secrets::prune_credentials(cfg, &want, &held) {
+        tracing::info!(file = %p.display(), "removed a credential no unit reads any more");
+    }
     // Every unit is of this commit now: older copies of the binary are named by none.
     match &helper {
         Some(helper) => prune_helper_binaries(cfg, helper),

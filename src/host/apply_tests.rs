@@ -170,8 +170,15 @@ fn host() -> Host {
         std::fs::create_dir_all(&p).unwrap();
         p
     };
-    let cfg =
-        HostConfig { scope: Scope::System, unit_dir: path("units"), state_dir: path("state"), host: "h".into(), bus_address: None, links: Some(path("links")) };
+    let cfg = HostConfig {
+        scope: Scope::System,
+        unit_dir: path("units"),
+        state_dir: path("state"),
+        host: "h".into(),
+        bus_address: None,
+        links: Some(path("links")),
+        identity: None,
+    };
     let state = StateDir::new(&cfg.state_dir);
     Host { _dir: dir, cfg, state }
 }
@@ -344,7 +351,12 @@ fn a_refused_plan_asks_nothing_of_the_manager() {
     let h = host();
     let sd = Recorder::new(&h.cfg);
     let f = fleet(&[("web", "run: {command: [/usr/bin/web]}\n")]);
-    let ctx = crate::render::RenderCtx { scope: Scope::System, state_dir: h.cfg.state_dir.display().to_string(), exe: "/usr/bin/fleetwright".into() };
+    let ctx = crate::render::RenderCtx {
+        scope: Scope::System,
+        state_dir: h.cfg.state_dir.display().to_string(),
+        exe: "/usr/bin/fleetwright".into(),
+        secret_ids: Default::default(),
+    };
     let mut want = crate::desired::desired(&f, "h", &ctx, "c1", &Inventory::default());
     want.refused.push("a reason".into());
     let plan = crate::plan::plan(&want, &Observed::default(), PlanOptions::default());

@@ -107,6 +107,7 @@ mod tests {
             host: "h".into(),
             bus_address: None,
             links: None,
+            identity: None,
         };
         for (d, f) in [("agent-web.service.d", "override.conf"), ("agent-.service.d", "all.conf"), ("agent-web.service.d", "notes.txt")] {
             std::fs::create_dir_all(cfg.unit_dir.join(d)).unwrap();

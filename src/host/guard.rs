@@ -103,6 +103,7 @@ mod tests {
             host: "h".into(),
             bus_address: None,
             links: None,
+            identity: None,
         };
         let r = refusals(&fleet, &cfg);
         assert_eq!(r.len(), 2, "{r:?}");

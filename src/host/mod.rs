@@ -7,6 +7,7 @@ pub mod dropin;
 pub mod exe;
 pub mod fault;
 pub mod guard;
+pub mod secrets;
 pub mod state;
 pub mod status;
 pub mod systemd;
@@ -30,6 +31,9 @@ pub struct HostConfig {
     /// without a manager's mount namespace and must never link into the machine's
     /// /etc/systemd/system. `None` everywhere else.
     pub links: Option<PathBuf>,
+    /// The identity that decrypts the fleet's secrets (`--identity`); `None`: the first of
+    /// [`secrets::DEFAULT_IDENTITIES`] there is.
+    pub identity: Option<PathBuf>,
 }
 
 impl HostConfig {
@@ -43,6 +47,7 @@ impl HostConfig {
             host: host.into(),
             bus_address: None,
             links: None,
+            identity: None,
         }
     }
 
@@ -54,8 +59,22 @@ impl HostConfig {
     /// The desired state of `fleet` on this host, with what this host refuses of it
     /// ([`guard::refusals`]) among its refusals, so that such a plan cannot be applied.
     pub fn desired(&self, fleet: &crate::spec::Fleet, commit: &str, prior: &crate::inventory::Inventory) -> crate::desired::Desired {
-        let ctx = self.render_ctx_for(fleet);
+        let mut ctx = self.render_ctx_for(fleet);
+        // Each secret's value id, decrypted with this host's identity: what cannot be
+        // decrypted here refuses the commit, and its agents are not rendered.
+        let secret_errors = match secrets::value_ids(self, fleet) {
+            Ok(ids) => {
+                ctx.secret_ids = crate::render::SecretIds::Known(ids);
+                Vec::new()
+            }
+            Err(errors) => errors,
+        };
         let mut want = crate::desired::desired(fleet, &self.host, &ctx, commit, prior);
+        if !secret_errors.is_empty() {
+            // Said once, by file, rather than once per agent that uses it.
+            want.refused.retain(|r| !r.contains("was not read on this host"));
+            want.refused.extend(secret_errors);
+        }
         want.refused.extend(guard::refusals(fleet, self));
         // The helper units (backups, log cleanup, heartbeats, slots) run this very binary (its
         // copy in the state directory, which apply makes): it must be there for them, or they
@@ -199,7 +218,7 @@ impl HostConfig {
         // Helper units run this very binary, from its content-addressed copy in the state
         // directory (`exe`): reachable by every agent's user, and unmoved by a rebuild.
         let exe = self.helper_binary().path.display().to_string();
-        crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string(), exe }
+        crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string(), exe, secret_ids: Default::default() }
     }
 
     /// `render_ctx` for `fleet`: when no agent of it on this host runs fleetwright's own binary
@@ -209,7 +228,7 @@ impl HostConfig {
             return self.render_ctx();
         }
         let exe = exe::this_binary().display().to_string();
-        crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string(), exe }
+        crate::render::RenderCtx { scope: self.scope, state_dir: self.state_dir.to_string_lossy().to_string(), exe, secret_ids: Default::default() }
     }
 
     /// Does an agent of `fleet` on this host run fleetwright's own binary?

@@ -649,9 +649,13 @@ fn daemon(r: &mut Run, a: &Host, repo: &Repo, variants: &mut BTreeMap<usize, u32
             r.check(format!("N={n} daemon converges commit {rep}"), false, log_tail());
             return;
         }
-        // Then the reconcile's end (restart included), as recorded in the history.
+        // Then the reconcile's end (restart included), as recorded in the history: the first
+        // reconcile after the commit that converged to it (a second one the same commit's
+        // events may trigger finds nothing to do, and is counted below).
+        let first_for =
+            |commit: &str| a.reconciles().into_iter().filter(|row| id_of(row) > last_id && row["applied"] == commit && row["head"] == commit).min_by_key(id_of);
         let row = loop {
-            if let Some(row) = recorded(&id) {
+            if let Some(row) = first_for(&id) {
                 break Some(row);
             }
             if Instant::now() > until {

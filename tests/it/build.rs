@@ -121,6 +121,11 @@ impl AgentSpec {
         self.run().environment.get_or_insert_with(BTreeMap::new).insert(name.into(), text(value));
         self
     }
+    /// `run.secrets.NAME: PATH` (a file of the fleet repository).
+    pub fn secret(mut self, name: &str, path: &str) -> Self {
+        self.run().secrets.get_or_insert_with(BTreeMap::new).insert(name.into(), path.into());
+        self
+    }
     pub fn credential(mut self, name: &str, path: &str) -> Self {
         self.run().credentials.get_or_insert_with(BTreeMap::new).insert(name.into(), path.into());
         self
@@ -305,9 +310,20 @@ impl FleetSpec {
         self.0.journal = Some(JournalSpec { max_use: Some(text(max_use)), max_retention: max_retention.map(text) });
         self
     }
+    /// `hosts: {name: {keys: [...]}}` (labels kept).
+    pub fn host_keys(mut self, name: &str, keys: &[&str]) -> Self {
+        let h = self.0.hosts.get_or_insert_with(BTreeMap::new).entry(name.into()).or_default();
+        h.keys = list(keys);
+        self
+    }
+    /// `operators: [...]`.
+    pub fn operators(mut self, keys: &[&str]) -> Self {
+        self.0.operators = list(keys);
+        self
+    }
     /// `hosts: {name: {labels: [...]}}`.
     pub fn host(mut self, name: &str, labels: &[&str]) -> Self {
-        let h = fleetwright::spec::raw::HostSpec { labels: list(labels) };
+        let h = fleetwright::spec::raw::HostSpec { labels: list(labels), keys: None };
         self.0.hosts.get_or_insert_with(BTreeMap::new).insert(name.into(), h);
         self
     }

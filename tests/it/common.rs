@@ -24,7 +24,7 @@ pub fn example(name: &str) -> (Vec<(String, String)>, Fleet) {
 }
 
 pub fn ctx() -> RenderCtx {
-    RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() }
+    RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into(), secret_ids: Default::default() }
 }
 
 pub fn want(fleet: &Fleet, commit: &str, prior: &Inventory) -> Desired {

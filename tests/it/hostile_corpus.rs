@@ -122,7 +122,7 @@ fn nothing_of_a_dangerous_case_runs_in_a_real_systemd() {
 fn the_renderer_refuses_hand_built_values_that_would_break_the_unit_format() {
     use fleetwright::render::{RenderCtx, render_agent};
     use fleetwright::types::Scope;
-    let ctx = RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
+    let ctx = RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into(), secret_ids: Default::default() };
     let fleet = crate::common::fleet(&[("good.yaml", &good())]);
     assert!(render_agent(&fleet, &fleet.agents[0], &ctx, "c").is_ok());
     type Mutation = fn(&mut fleetwright::spec::model::Agent);

@@ -23,5 +23,6 @@ mod notify;
 mod plan;
 mod real;
 mod render;
+mod secrets;
 mod tools;
 mod tutorial;

@@ -31,16 +31,21 @@ impl Repo {
     }
     /// Replace the whole tree with `files` and commit it; returns the commit id.
     pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+        self.commit_with(files, &[], message)
+    }
+    /// [`Repo::commit`], with files of any bytes too.
+    pub fn commit_with(&self, files: &[(&str, &str)], binary: &[(&str, &[u8])], message: &str) -> String {
         for entry in std::fs::read_dir(self.path()).unwrap() {
             let p = entry.unwrap().path();
             if p.file_name().unwrap() != ".git" {
                 if p.is_dir() { std::fs::remove_dir_all(&p).unwrap() } else { std::fs::remove_file(&p).unwrap() }
             }
         }
-        for (rel, text) in files {
+        let all = files.iter().map(|(rel, text)| (*rel, text.as_bytes())).chain(binary.iter().copied());
+        for (rel, bytes) in all {
             let p = self.path().join(rel);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
+            std::fs::write(p, bytes).unwrap();
         }
         let mut index = self.repo.index().unwrap();
         index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
@@ -110,13 +115,27 @@ impl Host {
         Host::boot_with(false)
     }
     pub fn boot_with(user: bool) -> Option<Host> {
+        Host::boot_on(user, None)
+    }
+    /// A sandbox whose "disk" (unit files, state directory, systemd's own state) is kept in
+    /// `disk`: booting another on the same directory after this one is shut down is a reboot.
+    pub fn boot_persistent(disk: &Path) -> Option<Host> {
+        Host::boot_on(false, Some(disk))
+    }
+    fn boot_on(user: bool, disk: Option<&Path>) -> Option<Host> {
         if !sandbox_or_skip() {
             return None;
         }
         // /srv is where the tests' agents keep their data: private to the sandbox too.
         // `agent` (uid 4242) exists only inside: for agents that are not root.
-        let opts =
-            || SandboxOptions { dbus: true, user_manager: user, extra_tmpfs: vec!["/srv".into()], users: vec![("agent".into(), 4242)], ..Default::default() };
+        let opts = || SandboxOptions {
+            dbus: true,
+            user_manager: user,
+            extra_tmpfs: vec!["/srv".into()],
+            users: vec![("agent".into(), 4242)],
+            persist: disk.map(Path::to_path_buf),
+            ..Default::default()
+        };
         // One more try when a boot fails (it has, rarely, on a loaded 2-core machine with every
         // test booting at once); the first error is kept in the test's output.
         let sb = Sandbox::boot(opts()).or_else(|e| {

@@ -83,6 +83,7 @@ fn user_scope_omits_user_and_wants_default_target() {
         scope: fleetwright::types::Scope::User,
         state_dir: "/home/me/.local/state/fleetwright".into(),
         exe: "/usr/bin/fleetwright".into(),
+        secret_ids: Default::default(),
     };
     let d = fleetwright::desired::desired(&f, "h", &ctx, "c", &Inventory::default());
     let svc = &d.units["agent-a.service"].content;

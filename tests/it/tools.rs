@@ -170,7 +170,7 @@ fn the_schema_accepts_every_example_and_rejects_broken_documents() {
     let schema = fleetwright::spec::json_schema_any();
     let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
     let mut checked = 0;
-    for name in ["quickstart", "orchestrator", "timers", "personal-infra", "day-two", "notifications"] {
+    for name in ["quickstart", "orchestrator", "timers", "personal-infra", "day-two", "secrets", "notifications"] {
         let (files, _) = example(name);
         for (path, text) in files {
             for doc in as_json(&text) {

@@ -20,6 +20,19 @@ pub struct Desired {
     /// Agents whose units the renderer's last-line check refused, with why: the plan of such a
     /// desired state cannot be applied.
     pub refused: Vec<String>,
+    /// The encrypted credential files the units read (`LoadCredentialEncrypted=`), by absolute
+    /// path: the host writes each one that is missing before the units that read it.
+    pub credentials: BTreeMap<String, Credential>,
+}
+
+/// One secret of one agent, as a credential file on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub agent: String,
+    /// Its name in `$CREDENTIALS_DIRECTORY` (systemd checks it against the file's own).
+    pub name: String,
+    /// The secret file in the repository.
+    pub secret: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,13 +63,14 @@ pub struct HealthCheck {
 /// The settings of a service that a health check runs with, as `systemd-run -p` takes them;
 /// the ones that control the service's own life (Type, Restart, Exec*, timeouts, watchdog)
 /// are not among them.
-const CHECK_PROPERTIES: [&str; 17] = [
+const CHECK_PROPERTIES: [&str; 18] = [
     "User",
     "Group",
     "WorkingDirectory",
     "Environment",
     "EnvironmentFile",
     "LoadCredential",
+    "LoadCredentialEncrypted",
     "NoNewPrivileges",
     "PrivateTmp",
     "ProtectSystem",
@@ -82,6 +96,7 @@ fn check_properties(file: &UnitFile) -> Vec<(String, String)> {
 pub struct AgentDeploy {
     /// Its SQLite backups: `(database, backup directory)`.
     pub backups: Vec<(String, String)>,
+    /// The spec's hash (`Agent::spec_hash`); with secrets, of it and their value ids.
     pub spec_hash: String,
     /// The commit that last changed the agent: kept from the inventory while the spec hash is
     /// the same, else this commit.
@@ -92,8 +107,15 @@ pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: 
     let mut units = BTreeMap::new();
     let mut agents = BTreeMap::new();
     let mut refused = Vec::new();
+    let mut credentials = BTreeMap::new();
     for agent in fleet.agents_for_host(host) {
-        let spec_hash = agent.spec_hash();
+        // A new value of a secret is a change of the agent (its deploy marker names the commit
+        // that brought it): the hash it is deployed by covers the secrets' value ids.
+        let mut spec_hash = agent.spec_hash();
+        if !agent.run.secrets.is_empty() {
+            let ids: Vec<String> = agent.run.secrets.iter().map(|(n, s)| format!("{n}={}", ctx.secret_ids.of(s).unwrap_or_default())).collect();
+            spec_hash = crate::types::sha256(&format!("{spec_hash} secrets {}", ids.join(" ")));
+        }
         let changed_commit =
             prior.agents.get(&agent.name).filter(|r| r.spec_hash == spec_hash).map(|r| r.changed_commit.clone()).unwrap_or_else(|| commit.to_string());
         let on_change = match &agent.mode {
@@ -116,6 +138,12 @@ pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: 
             let unit = DesiredUnit { agent: agent.name.clone(), role: u.role, wanted_by, content: u.content, enabled: agent.enabled, on_change, check };
             units.insert(u.name, unit);
         }
+        for (name, secret) in &agent.run.secrets {
+            if let Some(id) = ctx.secret_ids.of(secret) {
+                let path = crate::render::credential_path(ctx, &agent.name, name, &id);
+                credentials.insert(path, Credential { agent: agent.name.clone(), name: name.clone(), secret: secret.path.clone() });
+            }
+        }
         let backups = agent.backups.iter().map(|b| (b.sqlite.clone(), b.to.clone())).collect();
         agents.insert(agent.name.clone(), AgentDeploy { backups, spec_hash, changed_commit });
     }
@@ -131,7 +159,7 @@ pub fn desired(fleet: &Fleet, host: &str, ctx: &RenderCtx, commit: &str, prior: 
             config.insert(crate::render::JOURNALD_DROPIN.to_string(), (stable.unwrap_or(content), "systemd-journald.service".to_string()));
         }
     }
-    Desired { commit: commit.to_string(), units, agents, config, refused }
+    Desired { commit: commit.to_string(), units, agents, config, refused, credentials }
 }
 
 #[cfg(test)]
@@ -161,7 +189,7 @@ mod tests {
     }
 
     fn ctx(scope: Scope) -> RenderCtx {
-        RenderCtx { scope, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() }
+        RenderCtx { scope, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into(), secret_ids: Default::default() }
     }
 
     fn record(spec_hash: &str, changed_commit: &str) -> AgentRecord {

@@ -17,6 +17,7 @@ pub mod plan;
 pub mod render;
 pub mod review;
 pub mod schedule;
+pub mod secrets;
 pub mod spec;
 pub mod types;
 pub mod unit;

@@ -310,6 +310,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
         if unfinished && record.is_some() {
             reasons.push("an interrupted apply had not finished writing it".to_string());
         }
+        let mut secret_changed = false;
         let (file, change) = match &on_disk {
             None if record.is_some() => (FileOp::Create, Change::Semantic),
             None => {
@@ -323,14 +324,21 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                 }
                 Change::Identical => (FileOp::Keep, Change::Identical),
                 c => {
-                    reasons.push(
-                        match c {
-                            Change::Cosmetic => "only comments or descriptions changed: nothing restarts",
-                            Change::Install => "its [Install] section changed",
-                            _ => "its definition changed",
-                        }
-                        .to_string(),
-                    );
+                    let secrets = secret_changes(old, &want.content);
+                    // A unit whose only change is the value of a secret says just that.
+                    let only_secrets = !secrets.is_empty() && compare(&without_secrets(old), &without_secrets(&want.content)) == Change::Identical;
+                    if !only_secrets {
+                        reasons.push(
+                            match c {
+                                Change::Cosmetic => "only comments or descriptions changed: nothing restarts",
+                                Change::Install => "its [Install] section changed",
+                                _ => "its definition changed",
+                            }
+                            .to_string(),
+                        );
+                    }
+                    secret_changed = !secrets.is_empty();
+                    reasons.extend(secrets);
                     (FileOp::Update(c), c)
                 }
             },
@@ -401,6 +409,11 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                         }
                         match (want.role, want.on_change) {
                             (Role::Timer | Role::AuxTimer, _) | (_, OnChange::Restart) => actions.push(Action::Restart),
+                            (_, OnChange::Reload) if secret_changed => {
+                                // A reload cannot deliver a credential: they are set up at start.
+                                actions.push(Action::Restart);
+                                reasons.push("a secret changed, which only a restart delivers (onChange: reload)".to_string());
+                            }
                             (_, OnChange::Reload) => actions.push(Action::Reload),
                             (_, OnChange::None) => reasons.push("onChange: none — the running service keeps its old definition until it restarts".to_string()),
                         }
@@ -439,6 +452,32 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
         .map(|(agent, problems)| MarkerChange { agent: agent.clone(), drift: problems.clone() })
         .collect();
     Plan { commit: desired.commit.clone(), units, daemon_reload, errors, config, markers }
+}
+
+/// The `LoadCredentialEncrypted=` settings of a unit file, by credential name.
+fn encrypted_credentials(content: &str) -> BTreeMap<&str, &str> {
+    content.lines().filter_map(|l| l.strip_prefix("LoadCredentialEncrypted=")).filter_map(|v| v.split_once(':')).collect()
+}
+
+/// `content` without its `LoadCredentialEncrypted=` lines.
+fn without_secrets(content: &str) -> String {
+    content.split_inclusive('\n').filter(|l| !l.starts_with("LoadCredentialEncrypted=")).collect()
+}
+
+/// What changed of a unit's secrets, by name (never a value: the credential file is named by a
+/// keyed hash of it).
+fn secret_changes(old: &str, new: &str) -> Vec<String> {
+    let (a, b) = (encrypted_credentials(old), encrypted_credentials(new));
+    let mut out = Vec::new();
+    for (name, path) in &b {
+        match a.get(name) {
+            None => out.push(format!("secret {name} added")),
+            Some(p) if p != path => out.push(format!("secret {name} changed")),
+            Some(_) => {}
+        }
+    }
+    out.extend(a.keys().filter(|n| !b.contains_key(*n)).map(|n| format!("secret {n} removed")));
+    out
 }
 
 /// Host configuration files: written when their bytes differ, removed when no longer desired
@@ -763,7 +802,12 @@ mod tests {
     }
 
     fn desired(f: &crate::spec::Fleet, commit: &str, inv: &Inventory) -> Desired {
-        let ctx = crate::render::RenderCtx { scope: crate::types::Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
+        let ctx = crate::render::RenderCtx {
+            scope: crate::types::Scope::System,
+            state_dir: "/var/lib/fleetwright".into(),
+            exe: "/usr/bin/fleetwright".into(),
+            secret_ids: Default::default(),
+        };
         crate::desired::desired(f, "h", &ctx, commit, inv)
     }
 
@@ -866,6 +910,50 @@ mod tests {
         assert!(!p.daemon_reload, "the content is the same: nothing for the manager to reload");
         assert_eq!(p.changes().count(), 1);
         assert!(render_text(&p, true).contains("agent-web.service (web): write (mode only)\n"), "{}", render_text(&p, true));
+    }
+
+    #[test]
+    fn a_new_secret_value_restarts_its_users_by_name_and_the_same_value_nothing() {
+        let doc = "apiVersion: fleetwright/v1\nkind: Fleet\nallowRoot: true\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: web\nrun:\n  command: [/usr/bin/web]\n  secrets: {token: s/token.age}\nservice: {onChange: reload}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: job\nrun: {command: [/usr/bin/job], secrets: {token: s/token.age}}\nschedule: {calendar: daily}\n---\napiVersion: fleetwright/v1\nkind: Agent\nname: other\nrun: {command: [/usr/bin/other]}\n";
+        let f = crate::spec::load(&[("f.yaml".to_string(), doc.to_string())], &crate::spec::calendar::NoDatabase).unwrap();
+        let with = |id: &str| {
+            let ctx = crate::render::RenderCtx {
+                scope: crate::types::Scope::System,
+                state_dir: "/var/lib/fleetwright".into(),
+                exe: "/usr/bin/fleetwright".into(),
+                secret_ids: crate::render::SecretIds::Known([("s/token.age".to_string(), id.to_string())].into()),
+            };
+            crate::desired::desired(&f, "h", &ctx, "c1", &Inventory::default())
+        };
+        let d1 = with("aaaa");
+        assert!(d1.units["agent-web.service"].content.contains("LoadCredentialEncrypted=token:/var/lib/fleetwright/credentials/web/token-aaaa.cred\n"));
+        assert_eq!(d1.credentials.len(), 2, "one credential file per agent and secret: {:?}", d1.credentials.keys());
+        let host = assume_converged(&d1);
+        // The same value (the same id): nothing to do.
+        assert!(!plan(&with("aaaa"), &host, PlanOptions::default()).has_changes());
+        // A new value: its users change, by name; a reload cannot deliver it, so web restarts;
+        // the job's next run gets it; `other` is not touched.
+        let p = plan(&with("bbbb"), &host, PlanOptions::default());
+        let web = p.units.iter().find(|u| u.unit == "agent-web.service").unwrap();
+        assert_eq!(web.actions, [Action::Restart]);
+        assert!(web.reasons.contains(&"secret token changed".to_string()), "{:?}", web.reasons);
+        assert!(!web.reasons.iter().any(|r| r == "its definition changed"), "only the secret: {:?}", web.reasons);
+        let job = p.units.iter().find(|u| u.unit == "agent-job.service").unwrap();
+        assert!(job.actions.is_empty() && job.reasons.iter().any(|r| r.contains("the next run uses the new one")), "{job:?}");
+        assert!(p.changes().all(|u| u.agent != "other"));
+        assert!(render_text(&p, true).contains("secret token changed"));
+        // Without ids (a host that could not read it), the agents are refused, not rendered.
+        let none = crate::desired::desired(&f, "h", &crate::render::RenderCtx { secret_ids: Default::default(), ..ctx_of(&f) }, "c1", &Inventory::default());
+        assert!(none.refused.iter().any(|r| r.contains("was not read on this host")), "{:?}", none.refused);
+    }
+
+    fn ctx_of(_: &crate::spec::Fleet) -> crate::render::RenderCtx {
+        crate::render::RenderCtx {
+            scope: crate::types::Scope::System,
+            state_dir: "/var/lib/fleetwright".into(),
+            exe: "/usr/bin/fleetwright".into(),
+            secret_ids: Default::default(),
+        }
     }
 
     #[test]

@@ -12,6 +12,46 @@ pub struct RenderCtx {
     pub state_dir: String,
     /// The fleetwright binary the helper units run (log cleanup, backups, heartbeat, slots).
     pub exe: String,
+    /// What tells each secret's value apart; it names the credential file, so that a new
+    /// value is a changed unit.
+    pub secret_ids: SecretIds,
+}
+
+/// How the renderer names a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretIds {
+    /// Secret file (its path in the repository) → the host's keyed hash of its plaintext
+    /// (`host::secrets`): the same value encrypted again is the same id.
+    Known(std::collections::BTreeMap<String, String>),
+    /// A review without keys: a hash of each encrypted file (a file encrypted again looks
+    /// changed; the host decides whether its value is).
+    FromCiphertext,
+}
+
+impl Default for SecretIds {
+    fn default() -> Self {
+        SecretIds::Known(Default::default())
+    }
+}
+
+impl SecretIds {
+    pub fn of(&self, secret: &crate::spec::model::SecretRef) -> Option<String> {
+        match self {
+            SecretIds::Known(ids) => ids.get(&secret.path).cloned(),
+            SecretIds::FromCiphertext => Some(format!("c{}", &crate::types::sha256_bytes(&secret.ciphertext)[..31])),
+        }
+    }
+}
+
+/// Where the host keeps the encrypted credentials of `agent` (systemd-creds, bound to the
+/// host's key; root only): `<state>/credentials/<agent>/`.
+pub fn credential_dir(ctx: &RenderCtx, agent: &str) -> String {
+    format!("{}/credentials/{agent}", ctx.state_dir.trim_end_matches('/'))
+}
+
+/// The credential file of secret `name` of `agent` with value id `id`.
+pub fn credential_path(ctx: &RenderCtx, agent: &str, name: &str, id: &str) -> String {
+    format!("{}/{name}-{id}.cred", credential_dir(ctx, agent))
 }
 
 /// The journald drop-in fleetwright owns when the Fleet sets `journal` (system scope only).
@@ -118,7 +158,8 @@ pub fn runs_fleetwright(fleet: &Fleet, agent: &Agent) -> bool {
 pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &str) -> Result<Vec<RenderedUnit>, String> {
     let base = unit_base(fleet, &agent.name);
     let exe_q = quote(&ctx.exe, true);
-    let policy = Policy { allow_root: fleet.allow_root, system: ctx.scope == Scope::System, exe: &exe_q };
+    let creds = format!("{}/credentials", ctx.state_dir.trim_end_matches('/'));
+    let policy = Policy { allow_root: fleet.allow_root, system: ctx.scope == Scope::System, exe: &exe_q, credentials: &creds };
     let finish = |name: String, role: Role, file: UnitFile| match file.check(&policy) {
         Ok(()) => Ok(RenderedUnit { content: file.render(), name, role, file }),
         Err(e) => Err(format!("{name}: {e}; refusing to render it")),
@@ -218,6 +259,17 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
     svc.set("EnvironmentFile", format!("-{}", escape_specifiers(&marker_env)));
     for (name, path) in &agent.run.credentials {
         svc.set("LoadCredential", format!("{name}:{}", escape_specifiers(path)));
+    }
+    for (name, secret) in &agent.run.secrets {
+        if ctx.scope == Scope::User {
+            return Err(format!(
+                "secret {name}: run.secrets needs the system manager (a user manager of systemd 252 cannot decrypt credentials bound to the host's key); run this agent under the system manager, or give it a file with run.credentials"
+            ));
+        }
+        let Some(id) = ctx.secret_ids.of(secret) else {
+            return Err(format!("secret {name}: {} was not read on this host; refusing to render the agent without it", secret.path));
+        };
+        svc.set("LoadCredentialEncrypted", format!("{name}:{}", escape_specifiers(&credential_path(ctx, &agent.name, name, &id))));
     }
     if !agent.run.success_exit_codes.is_empty() {
         svc.set("SuccessExitStatus", agent.run.success_exit_codes.iter().map(u8::to_string).collect::<Vec<_>>().join(" "));
@@ -562,7 +614,8 @@ mod tests {
              backups: [{sqlite: /srv/web/db.sqlite, to: /var/backups/web}]\nlogs: [{path: /srv/web/logs, maxAge: 7d}]\n---\n\
              apiVersion: fleetwright/v1\nkind: Agent\nname: job\nrun: {command: [/usr/bin/job]}\nschedule: {calendar: \"*-*-* 03:00\", randomizedDelay: 5m}\n",
         );
-        let ctx = RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
+        let ctx =
+            RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into(), secret_ids: Default::default() };
         let mut roles = Vec::new();
         for agent in &f.agents {
             for u in render_agent(&f, agent, &ctx, "c0ffee").expect("rendered") {

@@ -177,7 +177,8 @@ mod tests {
     #[test]
     fn what_cannot_be_applied_comes_first_in_every_form() {
         let a = fleet("apiVersion: fleetwright/v1\nkind: Agent\nname: a\nrun: {command: [/bin/true], user: agent}\n");
-        let ctx = RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
+        let ctx =
+            RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into(), secret_ids: Default::default() };
         let mut r = review(("c1", &a), ("c2", &a), None, &ctx);
         assert!(!r.plan.has_changes() && r.plan.errors.is_empty());
         assert!(render_markdown(&r).contains("No change to any agent."));

@@ -73,11 +73,14 @@ pub struct Policy<'a> {
     /// fleetwright's own binary, as the renderer quotes it: the only program a privileged (`+`)
     /// command line, or a unit without `User=`, may run when root is not allowed.
     pub exe: &'a str,
+    /// The directory of the host's encrypted credentials (`render::credential_dir` without
+    /// the agent): the only place `LoadCredentialEncrypted=` may read from.
+    pub credentials: &'a str,
 }
 
 /// The sections and keys the renderer writes; anything else in a rendered file is a bug.
 const SECTIONS: [&str; 5] = ["Unit", "Service", "Timer", "Install", "Journal"];
-const KEYS: [&str; 51] = [
+const KEYS: [&str; 52] = [
     "AccuracySec",
     "After",
     "CPUQuota",
@@ -91,6 +94,7 @@ const KEYS: [&str; 51] = [
     "IOSchedulingClass",
     "LimitNOFILE",
     "LoadCredential",
+    "LoadCredentialEncrypted",
     "MaxRetentionSec",
     "MemoryMax",
     "MemorySwapMax",
@@ -196,6 +200,16 @@ impl UnitFile {
                         let ok = v.split_once(':').is_some_and(|(name, path)| !name.is_empty() && !name.contains('/') && path.starts_with('/'));
                         if !ok {
                             return Err(format!("LoadCredential={v} is not NAME:/absolute/path"));
+                        }
+                    }
+                    "LoadCredentialEncrypted" => {
+                        let ok = v.split_once(':').is_some_and(|(name, path)| {
+                            !name.is_empty()
+                                && !name.contains('/')
+                                && path.strip_prefix(policy.credentials).is_some_and(|rest| rest.starts_with('/') && !rest.split('/').any(|s| s == ".."))
+                        });
+                        if !ok {
+                            return Err(format!("LoadCredentialEncrypted={v} is not NAME:PATH of a credential fleetwright encrypted for this host"));
                         }
                     }
                     _ => {}
@@ -354,7 +368,7 @@ mod tests {
         u
     }
 
-    const POLICY: Policy = Policy { allow_root: false, system: true, exe: "\"/usr/bin/fleetwright\"" };
+    const POLICY: Policy = Policy { allow_root: false, system: true, exe: "\"/usr/bin/fleetwright\"", credentials: "/var/lib/fleetwright/credentials" };
 
     #[test]
     fn the_last_line_of_defence_refuses_what_the_renderer_never_means() {

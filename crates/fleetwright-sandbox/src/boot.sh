@@ -20,10 +20,22 @@ mount -o remount,bind,ro /proc/sys       # no global sysctl changes from inside
 mount -t tmpfs -o mode=755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
-mount -t tmpfs -o mode=755 tmpfs /etc/systemd/system
-mount -t tmpfs -o mode=755 tmpfs /var/lib/systemd
+# The "disk" of the sandbox: a private tmpfs each, or with FW_SANDBOX_PERSIST (a host directory,
+# never under /tmp) a directory of it, so that a second sandbox booted on it finds what the
+# first left there: what a reboot keeps.
+disk() {
+  mkdir -p "$1"
+  if [ -n "${FW_SANDBOX_PERSIST:-}" ]; then
+    kept="$FW_SANDBOX_PERSIST/$(printf %s "$1" | tr / _)"
+    mkdir -p "$kept" && chmod 755 "$kept" && mount --bind "$kept" "$1"
+  else
+    mount -t tmpfs -o mode=755 tmpfs "$1"
+  fi
+}
+disk /etc/systemd/system
+disk /var/lib/systemd
 mkdir -p /var/log/journal && mount -t tmpfs -o mode=755 tmpfs /var/log/journal
-mkdir -p /var/lib/fleetwright && mount -t tmpfs -o mode=755 tmpfs /var/lib/fleetwright
+disk /var/lib/fleetwright
 mkdir -p /etc/systemd/user && mount -t tmpfs -o mode=755 tmpfs /etc/systemd/user
 mkdir -p /root/.config/systemd && mount -t tmpfs -o mode=755 tmpfs /root/.config/systemd
 mkdir -p /etc/systemd/journald.conf.d && mount -t tmpfs -o mode=755 tmpfs /etc/systemd/journald.conf.d
@@ -106,6 +118,13 @@ fi
 exec 3<&0
 ( exec 0<&3 3<&-; cat > /dev/null; kill -s RTMIN+14 1 ) &
 exec 3<&- 0</dev/null
+
+# /run shared, now that every bind mount from it is made (a bind of a shared mount would join
+# its peer group): a peer group of its own, inside the sandbox only. The manager sets up each
+# service's credentials in a child mount namespace and moves them into /run/credentials/UNIT,
+# which only propagation brings back into its own namespace (on a booted machine, `/` is
+# rshared; a manager in a container does not make it so).
+mount --make-shared /run
 
 exec env -i container=fleetwright PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   /lib/systemd/systemd --system --unit=fw-sandbox.target --log-target=journal-or-kmsg --show-status=no

@@ -85,6 +85,11 @@ pub struct SandboxOptions {
     /// A network namespace of its own (no interface but a loopback): what runs inside cannot
     /// reach the network.
     pub offline: bool,
+    /// Keep the sandbox's "disk" (/etc/systemd/system, /var/lib/systemd, /var/lib/fleetwright)
+    /// in this host directory (absolute, not under /tmp) rather than in private tmpfs: a
+    /// sandbox booted again on it is the same machine after a reboot (a fresh /run, a fresh
+    /// manager, the files kept).
+    pub persist: Option<PathBuf>,
 }
 
 /// A running throw-away systemd manager. Dropping it kills it (see [`Sandbox::shutdown`]).
@@ -132,6 +137,15 @@ impl Sandbox {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("sandbox: extra_tmpfs path {} is not absolute", p.display())));
             }
         }
+        if let Some(p) = &opts.persist
+            && (!p.is_absolute() || p.starts_with("/tmp") || p.starts_with("/run"))
+        {
+            // Under /tmp or /run it would be hidden by the sandbox's own tmpfs there.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("sandbox: persist directory {} is not absolute, or is under /tmp or /run", p.display()),
+            ));
+        }
         let cg_root = cgroup2_mount().ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "sandbox: no cgroup2 mount on this host"))?;
         let id = unique_id();
         let state_dir = std::env::temp_dir().join(format!("fleetwright-sandbox-{id}"));
@@ -168,6 +182,7 @@ impl Sandbox {
             .arg(if opts.user_manager { "1" } else { "0" })
             .arg(if opts.dbus { "1" } else { "0" })
             .args(&opts.extra_tmpfs)
+            .env("FW_SANDBOX_PERSIST", opts.persist.as_deref().map(|p| p.as_os_str().to_owned()).unwrap_or_default())
             .env("FW_SANDBOX_USERS", opts.users.iter().map(|(n, id)| format!("{n}:{id}")).collect::<Vec<_>>().join(" "))
             .stdin(Stdio::piped())
             .stdout(Stdio::from(log_file.try_clone()?))

@@ -8,9 +8,24 @@ use std::time::{Duration, Instant};
 
 /// Like `Command::output`, but gives up (killing the direct child) after `timeout` with
 /// `ErrorKind::TimedOut`.
-pub fn output_with_timeout(mut cmd: Command, timeout: Duration) -> io::Result<Output> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+pub fn output_with_timeout(cmd: Command, timeout: Duration) -> io::Result<Output> {
+    output_with_input(cmd, None, timeout)
+}
+
+/// [`output_with_timeout`], with `input` written to the command's standard input (through a
+/// pipe; `None`: /dev/null) and then closed.
+pub fn output_with_input(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) -> io::Result<Output> {
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write as _;
+        // Small inputs (a secret, at most 1 MiB): the pipe takes them while the child reads;
+        // a child that exits without reading makes this fail, which its status then says.
+        let input = input.to_vec();
+        thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
     let t_out = thread::spawn(move || {

@@ -101,13 +101,13 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Ok(fleet) => {
-            let ctx = RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into() };
+            let ctx = RenderCtx { scope: Scope::System, state_dir: "/var/lib/fleetwright".into(), exe: "/usr/bin/fleetwright".into(), secret_ids: Default::default() };
             let desired = fleetwright::desired::desired(&fleet, "vps-1", &ctx, "c0ffee", &Default::default());
             // A valid fleet renders: the last-line check refusing it means the spec checks and
             // the renderer disagree.
             assert!(desired.refused.is_empty(), "a valid fleet's render was refused: {:?}", desired.refused);
             let exe = fleetwright::unit::quote(&ctx.exe, true);
-            let policy = fleetwright::unit::Policy { allow_root: fleet.allow_root, system: true, exe: &exe };
+            let policy = fleetwright::unit::Policy { allow_root: fleet.allow_root, system: true, exe: &exe, credentials: "/var/lib/fleetwright/credentials" };
             for (name, u) in &desired.units {
                 check_unit(name, &u.content, &SECTIONS);
                 // Every rendered line is one the renderer meant to write: read back strictly,

@@ -467,6 +467,33 @@ fn check_run(cx: &mut Ctx, r: &RunSpec, fleet: &Fleet) -> Option<Run> {
             ok = false;
         }
     }
+    let mut secrets = BTreeMap::new();
+    for (k, v) in r.secrets.iter().flatten() {
+        let p = format!("run.secrets.{k}");
+        if k.is_empty() || k == "." || k == ".." || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+            let why = format!("secret name {k:?} is invalid; use letters, digits, '_', '.' and '-'");
+            if cx.index.values.contains_key(&cx.full(&p)) {
+                let pos = cx.index.key(&cx.full(&p));
+                cx.diags.push(Loc { file: cx.file.to_string(), line: pos.line, col: pos.col }, why);
+            } else {
+                cx.err_value(&p, why);
+            }
+            ok = false;
+        } else if credentials.contains_key(k) {
+            cx.err_value(&p, format!("{k:?} is both a credential and a secret; an agent gets one file per name in $CREDENTIALS_DIRECTORY: rename one"));
+            ok = false;
+        } else {
+            match crate::secrets::normalize_path(v) {
+                Ok(path) => {
+                    secrets.insert(k.clone(), crate::spec::model::SecretRef { path, loc: cx.loc_of(&p), ciphertext: Vec::new() });
+                }
+                Err(e) => {
+                    cx.err_value(&p, format!("{k}: {e}"));
+                    ok = false;
+                }
+            }
+        }
+    }
     let timeout = cx.parse("run.timeout", r.timeout.as_ref(), parse_duration);
     let mut success_exit_codes = Vec::new();
     for (i, c) in cx.typed("run.successExitCodes", &r.success_exit_codes).into_iter().flatten().enumerate() {
@@ -488,6 +515,7 @@ fn check_run(cx: &mut Ctx, r: &RunSpec, fleet: &Fleet) -> Option<Run> {
         environment,
         environment_file,
         credentials,
+        secrets,
         timeout,
         success_exit_codes,
     })
@@ -809,7 +837,12 @@ fn check_fleet(cx: &mut Ctx, f: &FleetDoc) -> Fleet {
             }
         }
         fleet.hosts.insert(name.clone(), labels);
+        let keys = check_keys(cx, &format!("hosts.{name}.keys"), &h.keys);
+        if !keys.is_empty() {
+            fleet.host_keys.insert(name.clone(), keys);
+        }
     }
+    fleet.operators = check_keys(cx, "operators", &f.operators);
     if let Some(dirs) = cx.typed("credentialDirs", &f.credential_dirs).cloned() {
         fleet.credential_dirs.clear();
         for (i, d) in dirs.iter().enumerate() {
@@ -1014,6 +1047,18 @@ fn check_notify(cx: &mut Ctx, at: &str, n: &NotifySpec) -> Option<NotifySink> {
         }
     }
     ok.then_some(NotifySink { kind, url, url_file, repo, token_file, target_url, events, agents })
+}
+
+/// A list of public keys (a host's, the operators'): each one parses.
+fn check_keys(cx: &mut Ctx, path: &str, keys: &Option<Typed<Vec<String>>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, k) in cx.typed(path, keys).cloned().unwrap_or_default().into_iter().enumerate() {
+        match crate::secrets::parse_public_key(&k) {
+            Ok(_) => out.push(k.trim().to_string()),
+            Err(e) => cx.err(&format!("{path}.{i}"), e),
+        }
+    }
+    out
 }
 
 /// Check the Fleet's defaults once, where they are written.

@@ -38,6 +38,14 @@ pub fn is_spec_path(rel: &str) -> bool {
 /// calendar expression may name one; systemd accepts only those). The diagnostics come causes
 /// first ([`Diagnostics::sorted`]).
 pub fn load(files: &[(String, String)], zones: &dyn calendar::ZoneLookup) -> Result<Fleet, Diagnostics> {
+    load_with(files, None, zones)
+}
+
+/// [`load`], with the secret files of the commit (every `*.age` file of the fleet directory,
+/// by normalized path): each secret an agent names must be one of them, an age file, and
+/// encrypted to the hosts that run the agent where the Fleet lists their keys
+/// ([`crate::secrets::attach`]). `None`: not known (a spec file checked alone).
+pub fn load_with(files: &[(String, String)], secrets: Option<&BTreeMap<String, Vec<u8>>>, zones: &dyn calendar::ZoneLookup) -> Result<Fleet, Diagnostics> {
     let mut files: Vec<&(String, String)> = files.iter().collect();
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let mut diags = Diagnostics::default();
@@ -71,7 +79,8 @@ pub fn load(files: &[(String, String)], zones: &dyn calendar::ZoneLookup) -> Res
             diags.0.extend(g.0);
         }
     }
-    let fleet = check::build_fleet(docs, &mut diags, zones);
+    let mut fleet = check::build_fleet(docs, &mut diags, zones);
+    crate::secrets::attach(&mut fleet, secrets, &mut diags);
     if diags.is_empty() { Ok(fleet) } else { Err(diags.sorted()) }
 }
 

@@ -19,6 +19,12 @@ pub struct Fleet {
     /// The directories from which `credentials` and `environmentFile` may come (PID 1 reads
     /// them as root for the agent).
     pub credential_dirs: Vec<String>,
+    /// Host name → the public keys its secrets are encrypted to (`hosts.NAME.keys`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_keys: BTreeMap<String, Vec<String>>,
+    /// Operators' public keys: every secret is encrypted to them too (`operators`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub operators: Vec<String>,
     /// Where the daemon reports (the `notify` list): commit statuses, events, agents' failures.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifySink>,
@@ -40,6 +46,8 @@ impl Default for Fleet {
             hosts: BTreeMap::new(),
             journal: None,
             credential_dirs: DEFAULT_CREDENTIAL_DIRS.iter().map(|d| d.to_string()).collect(),
+            host_keys: BTreeMap::new(),
+            operators: Vec::new(),
             notify: Vec::new(),
             warnings: Vec::new(),
             agents: Vec::new(),
@@ -198,8 +206,27 @@ pub struct Run {
     pub environment: BTreeMap<String, String>,
     pub environment_file: Option<String>,
     pub credentials: BTreeMap<String, String>,
+    /// `run.secrets`: credential name → an age-encrypted file of the repository. (Left out
+    /// of the spec hash when empty, so that agents without secrets hash as they always have.)
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretRef>,
     pub timeout: Option<Duration>,
     pub success_exit_codes: Vec<u8>,
+}
+
+/// A secret file of the repository, as an agent names it. Only its path is part of the agent's
+/// spec (and its hash): a file encrypted again, to the same value or not, is told apart by the
+/// host (`secrets`), never by the spec.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SecretRef {
+    /// Relative to the fleet directory, normalized (`secrets::normalize_path`).
+    pub path: String,
+    /// Where the spec names it.
+    #[serde(skip)]
+    pub loc: crate::spec::Loc,
+    /// The file's bytes in the commit (`secrets::attach`); empty until then.
+    #[serde(skip)]
+    pub ciphertext: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

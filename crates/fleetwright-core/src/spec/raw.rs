@@ -278,6 +278,10 @@ pub struct RunSpec {
     pub environment_file: Option<String>,
     /// `LoadCredential=NAME:PATH`: secrets never live in the repository.
     pub credentials: Option<BTreeMap<String, String>>,
+    /// Credential name → an age-encrypted file of the fleet repository (relative to the fleet
+    /// directory, ending in `.age`), decrypted on the host and delivered like `credentials`
+    /// (`$CREDENTIALS_DIRECTORY/NAME`); the plaintext never rests on disk.
+    pub secrets: Option<BTreeMap<String, String>>,
     /// Hard wall-clock cap for one run.
     pub timeout: Option<Scalar>,
     /// Extra exit codes that count as success.
@@ -425,6 +429,10 @@ pub struct FleetDoc {
     /// them for the agent); default `/etc/fleetwright/env` and `/etc/fleetwright/secrets`.
     #[schemars(with = "Option<Vec<String>>")]
     pub credential_dirs: Option<Typed<Vec<String>>>,
+    /// Operators' public keys (`age1…` or `ssh-ed25519 …`): every secret is encrypted to them
+    /// too, so that they can edit it (`fleetwright secret edit`).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub operators: Option<Typed<Vec<String>>>,
     /// Merged under every Agent; the agent's own value wins.
     pub defaults: Option<DefaultsSpec>,
     pub hosts: Option<BTreeMap<String, HostSpec>>,
@@ -491,6 +499,10 @@ pub struct DefaultsSpec {
 pub struct HostSpec {
     #[schemars(with = "Option<Vec<String>>")]
     pub labels: Option<Typed<Vec<String>>>,
+    /// The host's public keys (its `/etc/ssh/ssh_host_ed25519_key.pub` line, or an `age1…`
+    /// recipient): secrets of the agents it runs must be encrypted to one of them.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub keys: Option<Typed<Vec<String>>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -528,7 +540,7 @@ macro_rules! merge_fields {
     };
 }
 
-merge_fields!(RunSpec { command, working_directory, user, group, environment_file, timeout, success_exit_codes } maps { environment, credentials });
+merge_fields!(RunSpec { command, working_directory, user, group, environment_file, timeout, success_exit_codes } maps { environment, credentials, secrets });
 merge_fields!(ScheduleSpec { persistent, randomized_delay, accuracy } maps {});
 merge_fields!(ServiceSpec { restart, restart_sec, watchdog, on_change } maps {});
 merge_fields!(ResourcesSpec { memory_max, memory_swap_max, cpu_quota, tasks_max, nofile } maps {});
