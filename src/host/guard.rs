@@ -32,6 +32,20 @@ pub fn refusals(fleet: &Fleet, cfg: &HostConfig) -> Vec<String> {
             if let Some(d) = fleet.credential_dirs.iter().find(|d| crate::spec::values::is_inside(p, d)) {
                 dirs_used.insert(d.clone());
             }
+            if is_identity(cfg, p) {
+                out.push(format!("agent {:?}: {p} is this host's identity, which decrypts every secret of the host; root never hands it to an agent", a.name));
+            }
+        }
+    }
+    // A sink's token or URL file: root reads it and sends what it holds to the sink.
+    for (i, n) in fleet.notify.iter().enumerate() {
+        for p in n.token_file.iter().chain(n.url_file.iter()) {
+            if let Some(d) = fleet.credential_dirs.iter().find(|d| crate::spec::values::is_inside(p, d)) {
+                dirs_used.insert(d.clone());
+            }
+            if is_identity(cfg, p) {
+                out.push(format!("notify.{i}: {p} is this host's identity, which decrypts every secret of the host; root never sends it anywhere"));
+            }
         }
     }
     // A user manager reads credentials as the user itself: nothing is read with more rights.
@@ -43,6 +57,16 @@ pub fn refusals(fleet: &Fleet, cfg: &HostConfig) -> Vec<String> {
         }
     }
     out
+}
+
+/// Is `path` (followed through links, and as an inode: a hard link too) the identity this host
+/// decrypts secrets with?
+fn is_identity(cfg: &HostConfig, path: &str) -> bool {
+    let Ok(identity) = super::secrets::identity_path(cfg.identity.as_deref()) else { return false };
+    match (std::fs::metadata(path), std::fs::metadata(&identity)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Is every existing directory from `/` to `dir` owned by root and writable by nobody else?

@@ -25,7 +25,7 @@ use crate::desired::Desired;
 use crate::spec::Fleet;
 
 /// Where the host's identity is looked for when `--identity` names none, in this order.
-pub const DEFAULT_IDENTITIES: [&str; 2] = ["/etc/fleetwright/identity", "/etc/ssh/ssh_host_ed25519_key"];
+pub const DEFAULT_IDENTITIES: [&str; 2] = crate::secrets::HOST_IDENTITIES;
 
 /// An identity file is small; a larger one is not read.
 const MAX_IDENTITY_BYTES: u64 = 64 << 10;

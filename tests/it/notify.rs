@@ -13,7 +13,8 @@ struct TokenFile(std::path::PathBuf);
 
 impl TokenFile {
     fn new(token: &str) -> TokenFile {
-        let p = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("notify-token-{}-{:?}", std::process::id(), std::thread::current().id()));
+        std::fs::create_dir_all(token_dir()).unwrap();
+        let p = std::path::Path::new(&token_dir()).join(format!("notify-token-{}-{:?}", std::process::id(), std::thread::current().id()));
         std::fs::write(&p, format!("{token}\n")).unwrap();
         TokenFile(p)
     }
@@ -28,9 +29,18 @@ impl Drop for TokenFile {
     }
 }
 
-/// The real tier's Fleet with a `notify` list.
+/// Where the tests' token files are: a directory the Fleet lists in `credentialDirs` (root
+/// reads sinks' tokens only from there).
+fn token_dir() -> String {
+    format!("{}/notify-tokens", env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// The real tier's Fleet with a `notify` list (and the tests' token directory among its
+/// credential directories).
 fn fleet_notifying(notify: &str) -> String {
-    format!("{FLEET}notify:\n{notify}")
+    let dirs = "credentialDirs: [/etc/fleetwright/secrets, /srv/creds]";
+    assert!(FLEET.contains(dirs));
+    format!("{}notify:\n{notify}", FLEET.replace(dirs, &format!("credentialDirs: [/etc/fleetwright/secrets, /srv/creds, {}]", token_dir())))
 }
 
 /// `(state, description)` of each accepted status under `prefix` for `commit`, in order.

@@ -430,3 +430,30 @@ fn the_shipped_hardened_daemon_unit_delivers_a_secret() {
     nowhere(&host, "tok-unit", &[]);
     assert!(!host.sb.journal("fleetwright.service").contains("tok-unit"), "the plaintext in the daemon's log");
 }
+
+#[test]
+fn the_hosts_identity_is_never_an_agents_credential_or_a_sinks_token() {
+    let Some(keys) = Keys::new() else { return };
+    let Some(host) = Host::boot() else { return };
+    // The identity where the Fleet lets root read credentials from (/srv/creds, the test
+    // tier's credential directory), under another name too (a hard link).
+    let creds = host.sb.host_path("/srv/creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::copy(keys.path("host"), creds.join("host-key")).unwrap();
+    std::fs::hard_link(creds.join("host-key"), creds.join("innocent")).unwrap();
+    let repo = Repo::new();
+    let r = repo.path().to_str().unwrap().to_string();
+    let thief = agent("thief").sh("cat \"$CREDENTIALS_DIRECTORY/k\" > /run/fw-test/stolen; exec sleep 100000").credential("k", "/srv/creds/innocent").yaml();
+    let sink = format!("{FLEET}notify: [{{kind: webhook, url: \"http://127.0.0.1:9/x\", tokenFile: /srv/creds/host-key}}]\n");
+    for (what, fleet, agents) in [("an agent's credential", FLEET.to_string(), vec![("thief.yaml", thief.as_str())]), ("a sink's token", sink, vec![])] {
+        let mut files: Vec<(&str, &str)> = vec![("fleet.yaml", fleet.as_str())];
+        files.extend(agents);
+        files.push(("plain.yaml", "apiVersion: fleetwright/v1\nkind: Agent\nname: plain\nrun: {command: [/bin/sleep, \"100000\"]}\n"));
+        repo.commit(&files, what);
+        let apply = host.fw(&["--identity", "/srv/creds/host-key", "apply", "--repo", &r]);
+        assert_eq!(code(&apply), 1, "{what}: refused, nothing applied: {}", stderr(&apply));
+        assert!(stderr(&apply).contains("is this host's identity"), "{what}: {}", stderr(&apply));
+        assert_eq!(host.prop("agent-plain.service", "ActiveState"), "inactive", "{what}: nothing of the commit applied");
+        assert!(!host.sb.host_path("/run/fw-test/stolen").exists());
+    }
+}

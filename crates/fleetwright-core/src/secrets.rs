@@ -21,6 +21,11 @@ use crate::spec::model::Fleet;
 const AGE_V1: &str = "age-encryption.org/v1";
 const ARMOR_BEGIN: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
 const ARMOR_END: &str = "-----END AGE ENCRYPTED FILE-----";
+/// Where a host keeps the identity that decrypts its secrets (`host::secrets` looks there when
+/// `--identity` names none): no agent's credential, environment file or sink token may come
+/// from a directory holding one.
+pub const HOST_IDENTITIES: [&str; 2] = ["/etc/fleetwright/identity", "/etc/ssh/ssh_host_ed25519_key"];
+
 /// A secret file larger than this is refused (systemd's credentials are at most 1 MiB; an
 /// encrypted one is a little larger than its value).
 pub const MAX_SECRET_BYTES: usize = 1 << 20;

@@ -372,7 +372,7 @@ fn secret_file_check(fleet: &Fleet) -> impl Fn(&str) -> Result<(), String> + '_ 
             return Ok(());
         }
         Err(format!(
-            "{p:?} is not inside a directory the Fleet document lists in `credentialDirs` ({}); root reads this file for the agent, so it may only come from there: move the file, or list its directory in the Fleet's credentialDirs",
+            "{p:?} is not inside a directory the Fleet document lists in `credentialDirs` ({}); root reads this file for the fleet (an agent's credential or environment, a sink's token), so it may only come from there: move the file, or list its directory in the Fleet's credentialDirs",
             fleet.credential_dirs.join(", ")
         ))
     }
@@ -851,10 +851,16 @@ fn check_fleet(cx: &mut Ctx, f: &FleetDoc) -> Fleet {
             // a system place, the host's ssh keys, or the top level is not a place for them.
             let place = |d: &str| {
                 let ssh = d.trim_end_matches('/') == "/etc/ssh" || is_inside(d, "/etc/ssh");
+                // The host's identity decrypts every secret of the host: never an agent's file.
+                let identity = crate::secrets::HOST_IDENTITIES.iter().any(|id| is_inside(id, d));
                 match system_place(d, &[]) {
                     _ if components(d).len() <= 1 || ssh => {
                         Err(format!("{d:?} is a system location; list only directories that hold the agents' secrets, like /etc/fleetwright/secrets"))
                     }
+                    _ if identity => Err(format!(
+                        "{d:?} holds the host's identity ({}), which decrypts every secret of the host: root would hand it to an agent or a sink that names it. List only directories of secrets, like /etc/fleetwright/secrets",
+                        crate::secrets::HOST_IDENTITIES[0]
+                    )),
                     None | Some("/etc") => Ok(()),
                     Some(place) => {
                         Err(format!("{d:?} is at, above or inside {place}; list only directories that hold the agents' secrets, like /etc/fleetwright/secrets"))
@@ -873,7 +879,7 @@ fn check_fleet(cx: &mut Ctx, f: &FleetDoc) -> Fleet {
         });
     }
     for (i, n) in f.notify.iter().flatten().enumerate() {
-        if let Some(sink) = check_notify(cx, &format!("notify.{i}"), n) {
+        if let Some(sink) = check_notify(cx, &format!("notify.{i}"), n, &fleet) {
             fleet.notify.push(sink);
         }
     }
@@ -902,7 +908,7 @@ fn check_url(s: &str) -> Result<(), String> {
 }
 
 /// One entry of the Fleet's `notify` list.
-fn check_notify(cx: &mut Ctx, at: &str, n: &NotifySpec) -> Option<NotifySink> {
+fn check_notify(cx: &mut Ctx, at: &str, n: &NotifySpec, fleet: &Fleet) -> Option<NotifySink> {
     let p = |f: &str| format!("{at}.{f}");
     let mut ok = true;
     for (field, v) in [("token", &n.token), ("password", &n.password), ("secret", &n.secret)] {
@@ -910,7 +916,7 @@ fn check_notify(cx: &mut Ctx, at: &str, n: &NotifySpec) -> Option<NotifySink> {
             cx.err(
                 &p(field),
                 format!(
-                    "{field}: a credential is never written in the repository (every clone, every review and the history keep it); write it to a file on the host, readable by root only, and name that file with tokenFile: /etc/fleetwright/notify.token"
+                    "{field}: a credential is never written in the repository (every clone, every review and the history keep it); write it to a file on the host, readable by root only, and name that file with tokenFile: /etc/fleetwright/secrets/notify.token"
                 ),
             );
             ok = false;
@@ -931,7 +937,9 @@ fn check_notify(cx: &mut Ctx, at: &str, n: &NotifySpec) -> Option<NotifySink> {
             }
         }
     }
-    let url_file = cx.path(&p("urlFile"), n.url_file.as_ref());
+    // Root reads these files and sends what they hold to a URL of the repository's choosing:
+    // only from where root reads agents' credentials (credentialDirs), never /etc/shadow.
+    let url_file = cx.path_with(&p("urlFile"), n.url_file.as_ref(), secret_file_check(fleet));
     if n.url_file.is_some() && url_file.is_none() {
         ok = false;
     }
@@ -950,7 +958,7 @@ fn check_notify(cx: &mut Ctx, at: &str, n: &NotifySpec) -> Option<NotifySink> {
                 SinkKind::Gitea => r#"url: "https://git.example.com""#,
                 SinkKind::Gitlab => r#"url: "https://gitlab.example.com""#,
                 SinkKind::Ntfy => r#"url: "https://ntfy.sh/my-topic""#,
-                SinkKind::Slack => "urlFile: /etc/fleetwright/slack.url (a Slack webhook's URL is its secret)",
+                SinkKind::Slack => "urlFile: /etc/fleetwright/secrets/slack.url (a Slack webhook's URL is its secret)",
                 _ => r#"url: "https://hooks.example.com/fleet""#,
             };
             cx.missing("url", at, format!("{at}: a {} sink needs where to send: {hint}", kind.as_str()));
@@ -994,7 +1002,7 @@ fn check_notify(cx: &mut Ctx, at: &str, n: &NotifySpec) -> Option<NotifySink> {
         }
         _ => {}
     }
-    let token_file = cx.path(&p("tokenFile"), n.token_file.as_ref());
+    let token_file = cx.path_with(&p("tokenFile"), n.token_file.as_ref(), secret_file_check(fleet));
     if n.token_file.is_some() && token_file.is_none() {
         ok = false;
     }

@@ -354,10 +354,10 @@ fn notify_sinks_are_checked_where_they_are_written() {
     let good = "apiVersion: fleetwright/v1
 kind: Fleet
 notify:
-  - {kind: gitea, url: \"https://git.example.com/\", repo: ops/fleet, tokenFile: /etc/fleetwright/forge.token}
-  - {kind: github, tokenFile: /etc/fleetwright/github.token}
-  - {kind: gitlab, url: \"https://gitlab.example.com\", project: group/sub/fleet, tokenFile: /etc/fleetwright/gl.token}
-  - {kind: slack, urlFile: /etc/fleetwright/slack.url, events: [agent-failed, rolled-back], agents: [web]}
+  - {kind: gitea, url: \"https://git.example.com/\", repo: ops/fleet, tokenFile: /etc/fleetwright/secrets/forge.token}
+  - {kind: github, tokenFile: /etc/fleetwright/secrets/github.token}
+  - {kind: gitlab, url: \"https://gitlab.example.com\", project: group/sub/fleet, tokenFile: /etc/fleetwright/secrets/gl.token}
+  - {kind: slack, urlFile: /etc/fleetwright/secrets/slack.url, events: [agent-failed, rolled-back], agents: [web]}
   - {kind: ntfy, url: \"https://ntfy.sh/fleet\"}
 ";
     let f = load(&files(&[("fleet.yaml", good), ("web.yaml", agent)])).expect("valid");
