@@ -329,18 +329,10 @@ impl Daemon {
         let git_dir = source.git_dir();
         let dir = git_dir.clone();
         let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if let Ok(ev) = ev {
-                // Ref updates: refs/…, packed-refs, HEAD. Not git's `<ref>.lock` files: a ref is
-                // written to one and then renamed over the ref, and only the rename moves it
-                // (a reconcile woken by the lock would read the old head).
-                let relevant = ev.paths.iter().any(|p| {
-                    let Ok(rel) = p.strip_prefix(&dir) else { return false };
-                    let s = rel.to_string_lossy();
-                    !s.ends_with(".lock") && (s.starts_with("refs/") || s == "packed-refs" || s == "HEAD")
-                });
-                if relevant && !matches!(ev.kind, notify::EventKind::Access(_)) {
-                    let _ = tx.send(Trigger::Watch);
-                }
+            if let Ok(ev) = ev
+                && moves_a_ref(&ev, &dir)
+            {
+                let _ = tx.send(Trigger::Watch);
             }
         })?;
         w.watch(&git_dir, notify::RecursiveMode::NonRecursive)?;
@@ -391,5 +383,92 @@ impl Daemon {
                 }
             });
         }
+    }
+}
+
+/// Whether a file system event in the git directory `dir` is a ref update: refs/…,
+/// packed-refs, HEAD. Not git's `<ref>.lock` files: a ref is written to one and then renamed
+/// over the ref, and only the rename moves it (a reconcile woken by the lock would read the old
+/// head). A rename is reported three times (from, to, and both): `both` repeats the other two,
+/// so one update wakes one reconcile, not a second that finds nothing to do.
+fn moves_a_ref(ev: &notify::Event, dir: &std::path::Path) -> bool {
+    use notify::EventKind;
+    use notify::event::{ModifyKind, RenameMode};
+    if matches!(ev.kind, EventKind::Access(_) | EventKind::Modify(ModifyKind::Name(RenameMode::Both))) {
+        return false;
+    }
+    ev.paths.iter().any(|p| {
+        let Ok(rel) = p.strip_prefix(dir) else { return false };
+        let s = rel.to_string_lossy();
+        !s.ends_with(".lock") && (s.starts_with("refs/") || s == "packed-refs" || s == "HEAD")
+    })
+}
+
+#[cfg(test)]
+mod ref_watch_tests {
+    use notify::event::{AccessKind, CreateKind, DataChange, ModifyKind, RenameMode};
+    use notify::{Event, EventKind};
+
+    use super::moves_a_ref;
+
+    fn ev(kind: EventKind, paths: &[&str]) -> Event {
+        let mut e = Event::new(kind);
+        for p in paths {
+            e = e.add_path(std::path::PathBuf::from(format!("/repo/.git/{p}")));
+        }
+        e
+    }
+
+    #[test]
+    fn one_ref_update_is_one_wake() {
+        let dir = std::path::Path::new("/repo/.git");
+        // What inotify reports for `git commit` (or git2's reference update): the lock made and
+        // written, then renamed over the ref (from, to, both).
+        let commit = [
+            ev(EventKind::Create(CreateKind::File), &["refs/heads/main.lock"]),
+            ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), &["refs/heads/main.lock"]),
+            ev(EventKind::Access(AccessKind::Close(notify::event::AccessMode::Write)), &["refs/heads/main.lock"]),
+            ev(EventKind::Modify(ModifyKind::Name(RenameMode::From)), &["refs/heads/main.lock"]),
+            ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["refs/heads/main"]),
+            ev(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), &["refs/heads/main.lock", "refs/heads/main"]),
+        ];
+        assert_eq!(commit.iter().filter(|e| moves_a_ref(e, dir)).count(), 1);
+        // A ref written in place, packed refs, HEAD: each wakes; objects and logs never.
+        assert!(moves_a_ref(&ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), &["refs/heads/main"]), dir));
+        assert!(moves_a_ref(&ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["packed-refs"]), dir));
+        assert!(moves_a_ref(&ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["HEAD"]), dir));
+        assert!(!moves_a_ref(&ev(EventKind::Create(CreateKind::File), &["objects/ab/cdef"]), dir));
+        assert!(!moves_a_ref(&ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), &["logs/HEAD"]), dir));
+        // A ref deleted (a branch removed) wakes too.
+        assert!(moves_a_ref(&ev(EventKind::Remove(notify::event::RemoveKind::File), &["refs/heads/main"]), dir));
+    }
+
+    /// The same with the kernel's own events: a ref written to its lock and renamed over it, as
+    /// git does, watched as the daemon watches a repository.
+    #[test]
+    fn a_real_ref_update_is_one_wake() {
+        use notify::Watcher as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let git = tmp.path().join(".git");
+        std::fs::create_dir_all(git.join("refs/heads")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut w = notify::recommended_watcher(move |ev: notify::Result<Event>| {
+            if let Ok(ev) = ev {
+                let _ = tx.send(ev);
+            }
+        })
+        .unwrap();
+        w.watch(&git, notify::RecursiveMode::NonRecursive).unwrap();
+        w.watch(&git.join("refs"), notify::RecursiveMode::Recursive).unwrap();
+        std::fs::write(git.join("refs/heads/main.lock"), "0123456789abcdef0123456789abcdef01234567\n").unwrap();
+        std::fs::rename(git.join("refs/heads/main.lock"), git.join("refs/heads/main")).unwrap();
+        // Every event up to the rename's last report (`both`, which inotify gives with `to`).
+        let mut seen = Vec::new();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !seen.iter().any(|e: &Event| e.kind == EventKind::Modify(ModifyKind::Name(RenameMode::Both))) {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            seen.push(rx.recv_timeout(left).unwrap_or_else(|_| panic!("no rename reported: {seen:?}")));
+        }
+        assert_eq!(seen.iter().filter(|e| moves_a_ref(e, &git)).count(), 1, "{seen:?}");
     }
 }
