@@ -457,3 +457,28 @@ fn the_hosts_identity_is_never_an_agents_credential_or_a_sinks_token() {
         assert!(!host.sb.host_path("/run/fw-test/stolen").exists());
     }
 }
+
+#[test]
+fn a_deleted_credential_file_is_written_again_by_the_same_commit_without_a_restart() {
+    let Some(keys) = Keys::new() else { return };
+    let Some(host) = Host::boot() else { return };
+    let id = keys.identity();
+    let repo = Repo::new();
+    let r = repo.path().to_str().unwrap().to_string();
+    commit(&repo, &keys, &age_encrypt("tok-again", &[&keys.path("host.pub").display().to_string()], true), "one");
+    assert_eq!(code(&host.fw(&["--identity", &id, "apply", "--repo", &r])), 0);
+    host.wait("bot to read its token", 10, || token(&host, "bot").as_deref() == Some("tok-again"));
+    let bot = host.prop("agent-bot.service", "InvocationID");
+    let files = creds(&host, "bot");
+    assert_eq!(files.len(), 1);
+    std::fs::remove_file(host.state_dir().join("credentials/bot").join(&files[0])).unwrap();
+    // The same commit: the fast path sees the file gone and the full apply writes it again.
+    let apply = host.fw(&["--identity", &id, "apply", "--repo", &r]);
+    assert_eq!(code(&apply), 0, "{}", stderr(&apply));
+    assert_eq!(creds(&host, "bot"), files, "the same value, the same file");
+    assert_eq!(host.prop("agent-bot.service", "InvocationID"), bot, "nothing restarted");
+    // And the next start reads it.
+    std::fs::remove_file(host.sb.host_path("/run/fw-test/bot.token")).unwrap();
+    host.systemctl(&["restart", "agent-bot.service"]);
+    host.wait("bot to read its token again", 10, || token(&host, "bot").as_deref() == Some("tok-again"));
+}
