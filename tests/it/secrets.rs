@@ -41,6 +41,10 @@ impl Keys {
         }
         std::fs::read_to_string(self.path(&format!("{name}.pub"))).unwrap().trim().to_string()
     }
+    /// The path of the public key file `NAME.pub` (for `age -R`).
+    fn pub_file(&self, name: &str) -> String {
+        self.path(&format!("{name}.pub")).display().to_string()
+    }
     /// `--identity FILE` of the host.
     fn identity(&self) -> String {
         self.path("host").display().to_string()
@@ -83,12 +87,26 @@ fn agents() -> Vec<(&'static str, String)> {
     vec![("bot.yaml", bot.yaml()), ("cron.yaml", cron.yaml()), ("plain.yaml", service("plain").yaml())]
 }
 
+/// The Fleet document with the keys ([`fleet_doc`]), the [`agents`] and `secret` as their
+/// secrets/token.age, committed.
 fn commit(repo: &Repo, keys: &Keys, secret: &[u8], message: &str) -> String {
-    let fleet = fleet_doc(keys);
+    commit_fleet(repo, &fleet_doc(keys), Some(secret), message)
+}
+
+/// `fleet` as the Fleet document, the [`agents`], and `secret` (if any) as secrets/token.age,
+/// committed.
+fn commit_fleet(repo: &Repo, fleet: &str, secret: Option<&[u8]>, message: &str) -> String {
     let agents = agents();
-    let mut files: Vec<(&str, &str)> = vec![("fleet.yaml", fleet.as_str())];
+    let mut files: Vec<(&str, &str)> = vec![("fleet.yaml", fleet)];
     files.extend(agents.iter().map(|(n, t)| (*n, t.as_str())));
-    repo.commit_with(&files, &[("secrets/token.age", secret)], message)
+    let secrets: Vec<(&str, &[u8])> = secret.map(|b| ("secrets/token.age", b)).into_iter().collect();
+    repo.commit_with(&files, &secrets, message)
+}
+
+/// fleetwright in the sandbox with `--identity` the host's key.
+fn with_identity<'a>(host: &'a Host, keys: &'a Keys) -> impl Fn(&[&str]) -> std::process::Output + 'a {
+    let id = keys.identity();
+    move |args: &[&str]| host.fw(&[&["--identity", id.as_str()][..], args].concat())
 }
 
 /// Every file under `dir` (following no links) that holds `needle`.
@@ -134,11 +152,10 @@ fn nowhere(host: &Host, value: &str, outputs: &[&std::process::Output]) {
 fn a_secret_from_the_age_tool_reaches_its_agents_and_a_new_value_restarts_only_them() {
     let Some(keys) = Keys::new() else { return };
     let Some(host) = Host::boot() else { return };
-    let id = keys.identity();
-    let fw = |args: &[&str]| host.fw(&[&["--identity", id.as_str()][..], args].concat());
+    let fw = with_identity(&host, &keys);
     let repo = Repo::new();
     let r = repo.path().to_str().unwrap().to_string();
-    let host_pub = keys.path("host.pub").display().to_string();
+    let host_pub = keys.pub_file("host");
     let operator = keys.public("operator");
     commit(&repo, &keys, &age_encrypt("tok-v1", &[&host_pub, &operator], true), "one");
 
@@ -217,7 +234,7 @@ fn a_secret_is_delivered_after_a_reboot_without_fleetwright() {
     let disk = tempfile::Builder::new().prefix("disk-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let repo = Repo::new();
     let r = repo.path().to_str().unwrap().to_string();
-    let host_pub = keys.path("host.pub").display().to_string();
+    let host_pub = keys.pub_file("host");
     commit(&repo, &keys, &age_encrypt("tok-boot", &[&host_pub], true), "one");
     {
         let Some(host) = Host::boot_persistent(disk.path()) else { return };
@@ -239,12 +256,11 @@ fn a_secret_is_delivered_after_a_reboot_without_fleetwright() {
 fn a_secret_this_host_cannot_decrypt_is_refused_and_nothing_changes() {
     let Some(keys) = Keys::new() else { return };
     let Some(host) = Host::boot() else { return };
-    let id = keys.identity();
-    let fw = |args: &[&str]| host.fw(&[&["--identity", id.as_str()][..], args].concat());
+    let fw = with_identity(&host, &keys);
     let repo = Repo::new();
     let r = repo.path().to_str().unwrap().to_string();
-    let host_pub = keys.path("host.pub").display().to_string();
-    let other_pub = keys.path("other.pub").display().to_string();
+    let host_pub = keys.pub_file("host");
+    let other_pub = keys.pub_file("other");
     commit(&repo, &keys, &age_encrypt("tok-good", &[&host_pub], true), "good");
     assert_eq!(code(&fw(&["apply", "--repo", &r])), 0);
     host.wait("bot to read its token", 10, || token(&host, "bot").as_deref() == Some("tok-good"));
@@ -257,11 +273,7 @@ fn a_secret_this_host_cannot_decrypt_is_refused_and_nothing_changes() {
     assert_eq!(code(&validate), 1);
     assert!(stderr(&validate).contains("bot.yaml:") && stderr(&validate).contains("is not encrypted to any of its keys"), "{}", stderr(&validate));
     // Without the keys in the Fleet, the host finds out: refused, naming the file.
-    let fleet_no_keys = FLEET.to_string();
-    let agents = agents();
-    let mut files: Vec<(&str, &str)> = vec![("fleet.yaml", fleet_no_keys.as_str())];
-    files.extend(agents.iter().map(|(n, t)| (*n, t.as_str())));
-    repo.commit_with(&files, &[("secrets/token.age", &age_encrypt("tok-bad", &[&other_pub], false))], "no keys listed");
+    commit_fleet(&repo, FLEET, Some(&age_encrypt("tok-bad", &[&other_pub], false)), "no keys listed");
     assert_eq!(code(&host.fw(&["validate", &r])), 0, "nothing to check it against");
     let apply = fw(&["apply", "--repo", &r]);
     assert_ne!(code(&apply), 0);
@@ -275,12 +287,12 @@ fn a_secret_this_host_cannot_decrypt_is_refused_and_nothing_changes() {
         ("corrupt", [&good[..good.len() - 20], &[0u8; 20][..]].concat(), "secrets/token.age"),
         ("not age", b"sk-plaintext\n".to_vec(), "not encrypted with age"),
     ] {
-        repo.commit_with(&files, &[("secrets/token.age", &bytes)], what);
+        commit_fleet(&repo, FLEET, Some(&bytes), what);
         let apply = fw(&["apply", "--repo", &r]);
         assert_ne!(code(&apply), 0, "{what}");
         assert!(stderr(&apply).contains(says), "{what}: {}", stderr(&apply));
     }
-    repo.commit(&files, "the file is missing");
+    commit_fleet(&repo, FLEET, None, "the file is missing");
     let apply = fw(&["apply", "--repo", &r]);
     assert_ne!(code(&apply), 0);
     assert!(stderr(&apply).contains("there is no file secrets/token.age"), "{}", stderr(&apply));
@@ -296,18 +308,15 @@ fn under_the_daemon_an_undecryptable_secret_holds_the_commit_once() {
     let Some(keys) = Keys::new() else { return };
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let host_pub = keys.path("host.pub").display().to_string();
-    let other_pub = keys.path("other.pub").display().to_string();
+    let host_pub = keys.pub_file("host");
+    let other_pub = keys.pub_file("other");
     let c1 = commit(&repo, &keys, &age_encrypt("tok-good", &[&host_pub], true), "good");
     let id = keys.identity();
     let _d = host.daemon(repo.path().to_str().unwrap(), &["--identity", &id, "--health-grace", "0s", "--resync", "1h"], &[]);
     host.wait("the first commit", 20, || host.history()["lastGood"] == c1.as_str());
     host.wait("bot to read its token", 10, || token(&host, "bot").as_deref() == Some("tok-good"));
     // A commit this host cannot decrypt (the Fleet does not list keys to check it by).
-    let agents = agents();
-    let mut files: Vec<(&str, &str)> = vec![("fleet.yaml", FLEET)];
-    files.extend(agents.iter().map(|(n, t)| (*n, t.as_str())));
-    let c2 = repo.commit_with(&files, &[("secrets/token.age", &age_encrypt("tok-bad", &[&other_pub], true))], "for another host");
+    let c2 = commit_fleet(&repo, FLEET, Some(&age_encrypt("tok-bad", &[&other_pub], true)), "for another host");
     host.wait("the commit to be held", 20, || host.reconciles().iter().any(|r| r["head"] == c2.as_str() && r["result"] == "held"));
     let held: Vec<serde_json::Value> = host.reconciles().into_iter().filter(|r| r["head"] == c2.as_str() && r["result"] == "held").collect();
     assert!(held[0]["error"].as_str().unwrap().contains("secrets/token.age is not encrypted to this host's key"), "{held:?}");
@@ -407,7 +416,7 @@ fn the_shipped_hardened_daemon_unit_delivers_a_secret() {
     let Some(keys) = Keys::new() else { return };
     let Some(host) = Host::boot() else { return };
     let repo = Repo::new();
-    let c1 = commit(&repo, &keys, &age_encrypt("tok-unit", &[&keys.path("host.pub").display().to_string()], true), "one");
+    let c1 = commit(&repo, &keys, &age_encrypt("tok-unit", &[&keys.pub_file("host")], true), "one");
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/systemd/fleetwright.service")).unwrap();
     let exec = shipped.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
     let unit = shipped.replace(
@@ -462,18 +471,18 @@ fn the_hosts_identity_is_never_an_agents_credential_or_a_sinks_token() {
 fn a_deleted_credential_file_is_written_again_by_the_same_commit_without_a_restart() {
     let Some(keys) = Keys::new() else { return };
     let Some(host) = Host::boot() else { return };
-    let id = keys.identity();
+    let fw = with_identity(&host, &keys);
     let repo = Repo::new();
     let r = repo.path().to_str().unwrap().to_string();
-    commit(&repo, &keys, &age_encrypt("tok-again", &[&keys.path("host.pub").display().to_string()], true), "one");
-    assert_eq!(code(&host.fw(&["--identity", &id, "apply", "--repo", &r])), 0);
+    commit(&repo, &keys, &age_encrypt("tok-again", &[&keys.pub_file("host")], true), "one");
+    assert_eq!(code(&fw(&["apply", "--repo", &r])), 0);
     host.wait("bot to read its token", 10, || token(&host, "bot").as_deref() == Some("tok-again"));
     let bot = host.prop("agent-bot.service", "InvocationID");
     let files = creds(&host, "bot");
     assert_eq!(files.len(), 1);
     std::fs::remove_file(host.state_dir().join("credentials/bot").join(&files[0])).unwrap();
     // The same commit: the fast path sees the file gone and the full apply writes it again.
-    let apply = host.fw(&["--identity", &id, "apply", "--repo", &r]);
+    let apply = fw(&["apply", "--repo", &r]);
     assert_eq!(code(&apply), 0, "{}", stderr(&apply));
     assert_eq!(creds(&host, "bot"), files, "the same value, the same file");
     assert_eq!(host.prop("agent-bot.service", "InvocationID"), bot, "nothing restarted");
