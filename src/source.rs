@@ -278,23 +278,21 @@ pub fn read_dir_with_secrets(dir: &Path) -> Result<(Vec<(String, String)>, Secre
                 }
             } else if ft.is_file() {
                 let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().to_string();
-                if is_spec_path(&rel) {
-                    let io = |source| SourceError::Io { path: path.clone(), source };
-                    let f = std::fs::File::open(&path).map_err(io)?;
-                    let size = f.metadata().map_err(io)?.len();
-                    budget.add(&rel, size)?;
-                    // No more than was counted, should the file grow meanwhile.
-                    let mut bytes = Vec::new();
-                    f.take(size).read_to_end(&mut bytes).map_err(io)?;
+                let (spec, secret) = (is_spec_path(&rel), is_secret_path(&rel));
+                if !spec && !secret {
+                    continue;
+                }
+                let io = |source| SourceError::Io { path: path.clone(), source };
+                let f = std::fs::File::open(&path).map_err(io)?;
+                let size = f.metadata().map_err(io)?.len();
+                budget.add(&rel, size)?;
+                // No more than was counted, should the file grow meanwhile.
+                let mut bytes = Vec::new();
+                f.take(size).read_to_end(&mut bytes).map_err(io)?;
+                if spec {
                     let text = String::from_utf8(bytes).map_err(|_| SourceError::NotUtf8 { file: rel.clone() })?;
                     out.push((rel, text));
-                } else if is_secret_path(&rel) {
-                    let io = |source| SourceError::Io { path: path.clone(), source };
-                    let f = std::fs::File::open(&path).map_err(io)?;
-                    let size = f.metadata().map_err(io)?.len();
-                    budget.add(&rel, size)?;
-                    let mut bytes = Vec::new();
-                    f.take(size).read_to_end(&mut bytes).map_err(io)?;
+                } else {
                     secrets.insert(rel, bytes);
                 }
             }

@@ -49,7 +49,7 @@ pub fn run(g: &Globals, cmd: SecretCommand) -> Result<Outcome, Error> {
                 eprintln!("no agent of the fleet uses a secret: nothing to encrypt again");
             }
             for file in files {
-                let (rel, _) = locate(&fleet, &file)?;
+                let rel = relative(&fleet, &file)?;
                 let old = std::fs::read(&file).map_err(|e| Error::failed(format!("{}: {e}", file.display())))?;
                 let plain = id.decrypt(&rel, &old).map_err(Error::failed)?;
                 write(&file, &rel, &f, &plain)?;
@@ -69,6 +69,11 @@ pub fn run(g: &Globals, cmd: SecretCommand) -> Result<Outcome, Error> {
 /// The fleet in `dir` (the working tree: what is about to be committed), and `file`'s path
 /// relative to it, as agents name it.
 fn locate(dir: &Path, file: &Path) -> Result<(String, spec::Fleet), Error> {
+    Ok((relative(dir, file)?, load(dir)?))
+}
+
+/// `file`'s path relative to the fleet directory `dir`, as agents name it (`.age`, inside).
+fn relative(dir: &Path, file: &Path) -> Result<String, Error> {
     let root = dir.canonicalize().map_err(|e| Error::failed(format!("{}: {e}", dir.display())))?;
     let name = file.file_name().ok_or_else(|| Error::failed(format!("{} is not a file name", file.display())))?;
     let parent = match file.parent() {
@@ -80,8 +85,7 @@ fn locate(dir: &Path, file: &Path) -> Result<(String, spec::Fleet), Error> {
     let rel = rel
         .strip_prefix(&root)
         .map_err(|_| Error::failed(format!("{} is not inside the fleet directory {} (give it with --fleet DIR)", file.display(), root.display())))?;
-    let rel = fleetwright::secrets::normalize_path(&rel.to_string_lossy()).map_err(|e| Error::failed(format!("{}: {e}", file.display())))?;
-    Ok((rel, load(dir)?))
+    fleetwright::secrets::normalize_path(&rel.to_string_lossy()).map_err(|e| Error::failed(format!("{}: {e}", file.display())))
 }
 
 /// The working tree's fleet (its spec files checked; its secrets not, which are what is

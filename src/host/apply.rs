@@ -725,7 +725,7 @@ pub async fn deploy_unchanged(
             return Ok(None);
         }
         // A secret's credential file gone: the full apply writes it again.
-        if super::secrets::named_by(&content).any(|p| !Path::new(p).is_file()) {
+        if crate::unit::encrypted_credentials(&content).any(|(_, p)| !Path::new(p).is_file()) {
             return Ok(None);
         }
         // Read back from disk, the one place a desired unit comes from text: a file of ours

@@ -17,7 +17,9 @@ pub fn refusals(fleet: &Fleet, cfg: &HostConfig) -> Vec<String> {
     let mut out = Vec::new();
     let (state, units) = (cfg.state_dir.to_string_lossy().into_owned(), cfg.unit_dir.to_string_lossy().into_owned());
     let own: [&str; 2] = [&state, &units];
-    let mut dirs_used = std::collections::BTreeSet::new();
+    // The files root reads for the fleet: agents' credentials and environment files, and
+    // sinks' token and URL files (what they hold is sent to the sink), each with whose it is.
+    let mut read_by_root: Vec<(String, &str)> = Vec::new();
     for a in fleet.agents_for_host(&cfg.host) {
         let mut touched: Vec<(&str, &str)> = Vec::new();
         touched.extend(a.logs.iter().map(|l| ("logs path", l.path.as_str())));
@@ -28,24 +30,19 @@ pub fn refusals(fleet: &Fleet, cfg: &HostConfig) -> Vec<String> {
                 out.push(format!("agent {:?}: its {what} {p:?} is at, above or inside {place}, which is fleetwright's own directory on this host", a.name));
             }
         }
-        for p in a.run.credentials.values().chain(a.run.environment_file.iter()) {
-            if let Some(d) = fleet.credential_dirs.iter().find(|d| crate::spec::values::is_inside(p, d)) {
-                dirs_used.insert(d.clone());
-            }
-            if is_identity(cfg, p) {
-                out.push(format!("agent {:?}: {p} is this host's identity, which decrypts every secret of the host; root never hands it to an agent", a.name));
-            }
-        }
+        read_by_root.extend(a.run.credentials.values().chain(a.run.environment_file.iter()).map(|p| (format!("agent {:?}", a.name), p.as_str())));
     }
-    // A sink's token or URL file: root reads it and sends what it holds to the sink.
     for (i, n) in fleet.notify.iter().enumerate() {
-        for p in n.token_file.iter().chain(n.url_file.iter()) {
-            if let Some(d) = fleet.credential_dirs.iter().find(|d| crate::spec::values::is_inside(p, d)) {
-                dirs_used.insert(d.clone());
-            }
-            if is_identity(cfg, p) {
-                out.push(format!("notify.{i}: {p} is this host's identity, which decrypts every secret of the host; root never sends it anywhere"));
-            }
+        read_by_root.extend(n.token_file.iter().chain(n.url_file.iter()).map(|p| (format!("notify.{i}"), p.as_str())));
+    }
+    let identity = identity_inode(cfg);
+    let mut dirs_used = std::collections::BTreeSet::new();
+    for (whose, p) in read_by_root {
+        if let Some(d) = fleet.credential_dirs.iter().find(|d| crate::spec::values::is_inside(p, d)) {
+            dirs_used.insert(d.clone());
+        }
+        if identity.is_some() && inode(Path::new(p)) == identity {
+            out.push(format!("{whose}: {p} is this host's identity, which decrypts every secret of the host; root never hands it to an agent or a sink"));
         }
     }
     // A user manager reads credentials as the user itself: nothing is read with more rights.
@@ -59,14 +56,14 @@ pub fn refusals(fleet: &Fleet, cfg: &HostConfig) -> Vec<String> {
     out
 }
 
-/// Is `path` (followed through links, and as an inode: a hard link too) the identity this host
-/// decrypts secrets with?
-fn is_identity(cfg: &HostConfig, path: &str) -> bool {
-    let Ok(identity) = super::secrets::identity_path(cfg.identity.as_deref()) else { return false };
-    match (std::fs::metadata(path), std::fs::metadata(&identity)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
+/// A file as (device, inode), following links: the same file whatever name it is reached by.
+fn inode(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The identity this host decrypts secrets with, as [`inode`]; None when there is none.
+fn identity_inode(cfg: &HostConfig) -> Option<(u64, u64)> {
+    super::secrets::identity_path(cfg.identity.as_deref()).ok().and_then(|p| inode(&p))
 }
 
 /// Is every existing directory from `/` to `dir` owned by root and writable by nobody else?

@@ -72,7 +72,7 @@ impl HostConfig {
         let mut want = crate::desired::desired(fleet, &self.host, &ctx, commit, prior);
         if !secret_errors.is_empty() {
             // Said once, by file, rather than once per agent that uses it.
-            want.refused.retain(|r| !r.contains("was not read on this host"));
+            want.refused.retain(|r| !r.contains(crate::render::SECRET_NOT_READ));
             want.refused.extend(secret_errors);
         }
         want.refused.extend(guard::refusals(fleet, self));

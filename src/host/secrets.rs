@@ -134,6 +134,11 @@ fn used_here<'f>(cfg: &'f HostConfig, fleet: &'f Fleet) -> BTreeMap<&'f str, &'f
     used
 }
 
+/// The identity this host decrypts with (`--identity`, or the first default there is).
+fn host_identity(cfg: &HostConfig) -> Result<Identity, String> {
+    identity_path(cfg.identity.as_deref()).and_then(|p| Identity::load(&p))
+}
+
 /// The id of every secret this host's agents use, by path; or why some cannot be read here
 /// (one message per file, never a value).
 pub fn value_ids(cfg: &HostConfig, fleet: &Fleet) -> Result<BTreeMap<String, String>, Vec<String>> {
@@ -141,7 +146,7 @@ pub fn value_ids(cfg: &HostConfig, fleet: &Fleet) -> Result<BTreeMap<String, Str
     if used.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let id = identity_path(cfg.identity.as_deref()).and_then(|p| Identity::load(&p)).map_err(|e| vec![e])?;
+    let id = host_identity(cfg).map_err(|e| vec![e])?;
     let mut ids = BTreeMap::new();
     let mut errors = Vec::new();
     for (path, secret) in used {
@@ -199,8 +204,8 @@ pub fn write_credentials(cfg: &HostConfig, fleet: &Fleet, want: &Desired) -> Res
     if missing.is_empty() {
         return Ok(vec![]);
     }
-    let id = identity_path(cfg.identity.as_deref()).and_then(|p| Identity::load(&p))?;
-    let root = cfg.layout().root().join("credentials");
+    let id = host_identity(cfg)?;
+    let root = cfg.layout().credentials();
     make_private_dir(&root)?;
     let mut written = Vec::new();
     for (path, cred) in missing {
@@ -240,16 +245,12 @@ fn make_private_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The credential files of `content` (a unit file's `LoadCredentialEncrypted=` paths).
-pub fn named_by(content: &str) -> impl Iterator<Item = &str> {
-    content.lines().filter_map(|l| l.strip_prefix("LoadCredentialEncrypted=")).filter_map(|v| v.split_once(':')).map(|(_, p)| p)
-}
-
 /// Remove the credential files no unit names any more: not desired, and not read by a unit
 /// that kept its old file (`keep`: the contents of such units). Empty agent directories go too.
 pub fn prune_credentials(cfg: &HostConfig, want: &Desired, keep: &[String]) -> Vec<PathBuf> {
-    let root = cfg.layout().root().join("credentials");
-    let kept: std::collections::BTreeSet<&str> = want.credentials.keys().map(String::as_str).chain(keep.iter().flat_map(|c| named_by(c))).collect();
+    let root = cfg.layout().credentials();
+    let kept: std::collections::BTreeSet<&str> =
+        want.credentials.keys().map(String::as_str).chain(keep.iter().flat_map(|c| crate::unit::encrypted_credentials(c).map(|(_, p)| p))).collect();
     let mut gone = Vec::new();
     let Ok(agents) = std::fs::read_dir(&root) else { return gone };
     for a in agents.flatten() {

@@ -11,6 +11,8 @@ pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
 pub const USER_STATE_SUBDIR: &str = "fleetwright";
 /// Under `$XDG_CONFIG_HOME` (or `~/.config`): a user manager's unit directory.
 pub const USER_UNIT_SUBDIR: &str = "systemd/user";
+/// Under the state directory: the secrets' credential files ([`StateLayout::credentials`]).
+pub const CREDENTIALS_SUBDIR: &str = "credentials";
 
 /// The files of one state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,11 @@ impl StateLayout {
     /// looks for this file only (no database opened for a run of a healthy job).
     pub fn notify_failing(&self, unit: &str) -> PathBuf {
         self.notify().join("failing").join(unit)
+    }
+    /// The secrets' credential files, sealed with systemd's key (root only): one directory
+    /// per agent (`render::credential_dir` names the same place in unit files).
+    pub fn credentials(&self) -> PathBuf {
+        self.root.join(CREDENTIALS_SUBDIR)
     }
     /// What the heartbeat check did for `agent`.
     pub fn health(&self, agent: &str) -> PathBuf {

@@ -454,11 +454,6 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
     Plan { commit: desired.commit.clone(), units, daemon_reload, errors, config, markers }
 }
 
-/// The `LoadCredentialEncrypted=` settings of a unit file, by credential name.
-fn encrypted_credentials(content: &str) -> BTreeMap<&str, &str> {
-    content.lines().filter_map(|l| l.strip_prefix("LoadCredentialEncrypted=")).filter_map(|v| v.split_once(':')).collect()
-}
-
 /// `content` without its `LoadCredentialEncrypted=` lines.
 fn without_secrets(content: &str) -> String {
     content.split_inclusive('\n').filter(|l| !l.starts_with("LoadCredentialEncrypted=")).collect()
@@ -467,7 +462,8 @@ fn without_secrets(content: &str) -> String {
 /// What changed of a unit's secrets, by name (never a value: the credential file is named by a
 /// keyed hash of it).
 fn secret_changes(old: &str, new: &str) -> Vec<String> {
-    let (a, b) = (encrypted_credentials(old), encrypted_credentials(new));
+    let by_name = |text| crate::unit::encrypted_credentials(text).collect::<BTreeMap<&str, &str>>();
+    let (a, b) = (by_name(old), by_name(new));
     let mut out = Vec::new();
     for (name, path) in &b {
         match a.get(name) {

@@ -43,10 +43,19 @@ impl SecretIds {
     }
 }
 
+/// What the refusal of an agent whose secret has no value id says (the host, which says why
+/// in its own words, leaves these out).
+pub const SECRET_NOT_READ: &str = "was not read on this host";
+
 /// Where the host keeps the encrypted credentials of `agent` (systemd-creds, bound to the
 /// host's key; root only): `<state>/credentials/<agent>/`.
 pub fn credential_dir(ctx: &RenderCtx, agent: &str) -> String {
-    format!("{}/credentials/{agent}", ctx.state_dir.trim_end_matches('/'))
+    format!("{}/{agent}", credentials_root(ctx))
+}
+
+/// `<state>/credentials`: where every credential file is (`StateLayout::credentials`).
+fn credentials_root(ctx: &RenderCtx) -> String {
+    format!("{}/{}", ctx.state_dir.trim_end_matches('/'), crate::layout::CREDENTIALS_SUBDIR)
 }
 
 /// The credential file of secret `name` of `agent` with value id `id`.
@@ -158,7 +167,7 @@ pub fn runs_fleetwright(fleet: &Fleet, agent: &Agent) -> bool {
 pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commit: &str) -> Result<Vec<RenderedUnit>, String> {
     let base = unit_base(fleet, &agent.name);
     let exe_q = quote(&ctx.exe, true);
-    let creds = format!("{}/credentials", ctx.state_dir.trim_end_matches('/'));
+    let creds = credentials_root(ctx);
     let policy = Policy { allow_root: fleet.allow_root, system: ctx.scope == Scope::System, exe: &exe_q, credentials: &creds };
     let finish = |name: String, role: Role, file: UnitFile| match file.check(&policy) {
         Ok(()) => Ok(RenderedUnit { content: file.render(), name, role, file }),
@@ -267,7 +276,7 @@ pub fn render_agent(fleet: &Fleet, agent: &Agent, ctx: &RenderCtx, changed_commi
             ));
         }
         let Some(id) = ctx.secret_ids.of(secret) else {
-            return Err(format!("secret {name}: {} was not read on this host; refusing to render the agent without it", secret.path));
+            return Err(format!("secret {name}: {} {SECRET_NOT_READ}; refusing to render the agent without it", secret.path));
         };
         svc.set("LoadCredentialEncrypted", format!("{name}:{}", escape_specifiers(&credential_path(ctx, &agent.name, name, &id))));
     }

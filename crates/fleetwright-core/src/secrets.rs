@@ -243,8 +243,13 @@ pub fn attach(fleet: &mut Fleet, files: Option<&BTreeMap<String, Vec<u8>>>, diag
     let Some(files) = files else { return };
     let keys: BTreeMap<&str, Vec<PublicKey>> =
         fleet.host_keys.iter().map(|(h, ks)| (h.as_str(), ks.iter().filter_map(|k| parse_public_key(k).ok()).collect())).collect();
-    let hosts_of: BTreeMap<String, Vec<&str>> =
-        fleet.agents.iter().map(|a| (a.name.clone(), keys.keys().copied().filter(|h| fleet.agents_for_host(h).any(|b| b.name == a.name)).collect())).collect();
+    // The hosts with keys that run each agent using a secret.
+    let hosts_of: BTreeMap<String, Vec<&str>> = fleet
+        .agents
+        .iter()
+        .filter(|a| !a.run.secrets.is_empty())
+        .map(|a| (a.name.clone(), keys.keys().copied().filter(|h| fleet.runs_on(a, h)).collect()))
+        .collect();
     for agent in &mut fleet.agents {
         for (name, secret) in &mut agent.run.secrets {
             let Some(bytes) = files.get(&secret.path) else {
@@ -302,7 +307,7 @@ pub fn recipients_for(fleet: &Fleet, path: &str) -> Vec<String> {
     let users: Vec<&crate::spec::model::Agent> = fleet.agents.iter().filter(|a| a.run.secrets.values().any(|s| s.path == path)).collect();
     let mut out: Vec<String> = Vec::new();
     for (host, keys) in &fleet.host_keys {
-        if users.is_empty() || users.iter().any(|a| fleet.agents_for_host(host).any(|b| b.name == a.name)) {
+        if users.is_empty() || users.iter().any(|a| fleet.runs_on(a, host)) {
             out.extend(keys.iter().filter_map(|k| parse_public_key(k).ok()).map(|k| k.recipient()));
         }
     }

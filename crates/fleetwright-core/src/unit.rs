@@ -302,6 +302,12 @@ pub enum Change {
 
 /// The `WantedBy=` targets of a unit file's [Install] section, from its text (a file read
 /// from disk; a rendered unit has them as a value).
+/// The `LoadCredentialEncrypted=NAME:PATH` settings of a unit file's text (one a renderer wrote:
+/// one setting per line), as `(NAME, PATH)`: which secrets it reads, and from which files.
+pub fn encrypted_credentials(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.lines().filter_map(|l| l.strip_prefix("LoadCredentialEncrypted=")).filter_map(|v| v.split_once(':'))
+}
+
 pub fn wanted_by(text: &str) -> Vec<String> {
     let mut section = "";
     let mut out = Vec::new();

@@ -58,8 +58,12 @@ impl Default for Fleet {
 impl Fleet {
     /// The agents that run on `host`: those with no `hosts`, or naming the host or one of its labels.
     pub fn agents_for_host<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Agent> + 'a {
+        self.agents.iter().filter(move |a| self.runs_on(a, host))
+    }
+    /// Does `agent` run on `host` ([`Fleet::agents_for_host`])?
+    pub fn runs_on(&self, agent: &Agent, host: &str) -> bool {
         let labels = self.hosts.get(host);
-        self.agents.iter().filter(move |a| a.hosts.is_empty() || a.hosts.iter().any(|h| h == host || labels.is_some_and(|l| l.contains(h))))
+        agent.hosts.is_empty() || agent.hosts.iter().any(|h| h == host || labels.is_some_and(|l| l.contains(h)))
     }
     pub fn agent(&self, name: &str) -> Option<&Agent> {
         self.agents.iter().find(|a| a.name == name)

@@ -185,6 +185,16 @@ impl Ctx<'_> {
         }
         self.err_at(stage, path, msg)
     }
+    /// A problem with the key of a map entry (a name), reported at the key where the document
+    /// writes it, else as [`Ctx::err_value`] (taken from the Fleet's defaults).
+    fn err_key(&mut self, path: &str, msg: impl Into<String>) {
+        if self.index.values.contains_key(&self.full(path)) {
+            let pos = self.index.key(&self.full(path));
+            self.diags.push(Loc { file: self.file.to_string(), line: pos.line, col: pos.col }, msg);
+        } else {
+            self.err_value(path, msg);
+        }
+    }
     /// A problem that drops nothing (the setting is meaningless here), reported only where the
     /// agent itself writes it, not where it came from the defaults.
     fn warn_own(&mut self, path: &str, msg: impl Into<String>) {
@@ -381,6 +391,12 @@ fn secret_file_check(fleet: &Fleet) -> impl Fn(&str) -> Result<(), String> + '_ 
     }
 }
 
+/// A name in `$CREDENTIALS_DIRECTORY` (a credential's, a secret's): one file name of letters,
+/// digits, `_`, `.` and `-`.
+fn is_credential_name(k: &str) -> bool {
+    !k.is_empty() && k != "." && k != ".." && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
 fn check_run(cx: &mut Ctx, r: &RunSpec, fleet: &Fleet) -> Option<Run> {
     let allow_root = fleet.allow_root;
     let mut ok = true;
@@ -444,12 +460,7 @@ fn check_run(cx: &mut Ctx, r: &RunSpec, fleet: &Fleet) -> Option<Run> {
             } else {
                 format!("environment variable name {k:?} is invalid; use letters, digits and '_', not starting with a digit")
             };
-            if cx.index.values.contains_key(&cx.full(&p)) {
-                let pos = cx.index.key(&cx.full(&p));
-                cx.diags.push(Loc { file: cx.file.to_string(), line: pos.line, col: pos.col }, why);
-            } else {
-                cx.err_value(&p, why);
-            }
+            cx.err_key(&p, why);
             ok = false;
         } else if let Err(e) = check_text(&v.0) {
             cx.err_value(&p, format!("environment value of {k} {e}"));
@@ -461,7 +472,7 @@ fn check_run(cx: &mut Ctx, r: &RunSpec, fleet: &Fleet) -> Option<Run> {
     let mut credentials = BTreeMap::new();
     for (k, v) in r.credentials.iter().flatten() {
         let p = format!("run.credentials.{k}");
-        if k.is_empty() || k == "." || k == ".." || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+        if !is_credential_name(k) {
             cx.err_value(&p, format!("credential name {k:?} is invalid; use letters, digits, '_', '.' and '-'"));
             ok = false;
         } else if let Some(path) = cx.path_with(&p, Some(v), secret_file_check(fleet)) {
@@ -473,14 +484,8 @@ fn check_run(cx: &mut Ctx, r: &RunSpec, fleet: &Fleet) -> Option<Run> {
     let mut secrets = BTreeMap::new();
     for (k, v) in r.secrets.iter().flatten() {
         let p = format!("run.secrets.{k}");
-        if k.is_empty() || k == "." || k == ".." || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
-            let why = format!("secret name {k:?} is invalid; use letters, digits, '_', '.' and '-'");
-            if cx.index.values.contains_key(&cx.full(&p)) {
-                let pos = cx.index.key(&cx.full(&p));
-                cx.diags.push(Loc { file: cx.file.to_string(), line: pos.line, col: pos.col }, why);
-            } else {
-                cx.err_value(&p, why);
-            }
+        if !is_credential_name(k) {
+            cx.err_key(&p, format!("secret name {k:?} is invalid; use letters, digits, '_', '.' and '-'"));
             ok = false;
         } else if credentials.contains_key(k) {
             cx.err_value(&p, format!("{k:?} is both a credential and a secret; an agent gets one file per name in $CREDENTIALS_DIRECTORY: rename one"));
