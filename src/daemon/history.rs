@@ -231,7 +231,16 @@ impl History {
         if check != ["ok"] {
             return Err(HistoryError::Damaged { path: shown, detail: check.join("; ") });
         }
-        Ok(History { conn, path: shown })
+        let h = History { conn, path: shown };
+        // That check read every page of the file into the cache.
+        h.release_memory();
+        Ok(h)
+    }
+
+    /// Give back the pages SQLite caches (up to 2 MB; the daemon holds its history for weeks,
+    /// and reads it rarely: the operating system's cache of the file serves those reads).
+    pub fn release_memory(&self) {
+        let _ = self.conn.release_memory();
     }
 
     fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -300,6 +300,9 @@ impl Daemon {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
             // A reconcile of a big fleet allocates (and parses on several threads, each with
             // its own malloc arena): give what it freed back, so an idle daemon stays small.
+            if let Ok(db) = self.db.lock() {
+                db.release_memory();
+            }
             // SAFETY: malloc_trim has no preconditions.
             unsafe {
                 libc::malloc_trim(0);

@@ -126,7 +126,7 @@ pub fn spawn(sinks: Sinks, state_dir: PathBuf, host: String, wake: Arc<Notify>, 
                 r.units
                     .iter()
                     .filter(|(_, u)| u.role == Some(crate::types::Role::Service) && u.active_state == "active" && u.sub_state == "running")
-                    .map(|(n, _)| n.clone())
+                    .map(|(n, _)| n.to_string())
                     .collect()
             };
             let (dir, h2) = (state_dir.clone(), host.clone());
@@ -177,7 +177,9 @@ pub fn spawn(sinks: Sinks, state_dir: PathBuf, host: String, wake: Arc<Notify>, 
                 }
                 let r = report.lock().expect("report lock");
                 let back = failing.iter().any(|f| {
-                    r.units.get(f).is_some_and(|u| u.role == Some(crate::types::Role::Service) && u.active_state == "active" && u.sub_state == "running")
+                    r.units
+                        .get(f.as_str())
+                        .is_some_and(|u| u.role == Some(crate::types::Role::Service) && u.active_state == "active" && u.sub_state == "running")
                 });
                 if back {
                     break;

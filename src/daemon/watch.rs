@@ -29,13 +29,13 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::Trigger;
-use super::report::{LiveUnit, Report};
+use super::report::{LiveUnit, Report, state_word};
 use crate::host::HostConfig;
 use crate::host::state::StateDir;
 use crate::host::systemd::{ManagerSignal, Systemd};
 use crate::inventory::Inventory;
 use crate::types::Role;
-use crate::types::sha256;
+use sha2::{Digest, Sha256};
 
 /// What the reconciler and the watcher share.
 pub struct Shared {
@@ -120,12 +120,15 @@ async fn signals(cfg: HostConfig, report: Arc<Mutex<Report>>, out: mpsc::Unbound
     }
 }
 
-/// What the inventory says of one unit.
+/// What the inventory says of one unit. An idle daemon holds one for every unit of the fleet:
+/// the agent's name is shared (with its other units, and the report's record of the unit), the
+/// hash is its 32 bytes.
 #[derive(Debug, Clone)]
 struct Managed {
-    agent: String,
+    agent: Arc<str>,
     role: Role,
-    sha: String,
+    /// The SHA-256 of the file fleetwright wrote (None: the inventory's was not one).
+    sha: Option<[u8; 32]>,
     /// Its agent is enabled: the unit's links should be there (if it has an [Install] section),
     /// and a service or timer should be active.
     enabled: bool,
@@ -144,7 +147,7 @@ struct Evaluator {
     tx: mpsc::UnboundedSender<Trigger>,
     shared: Arc<Shared>,
     sd: Option<Systemd>,
-    managed: BTreeMap<String, Managed>,
+    managed: BTreeMap<Arc<str>, Managed>,
     dirty_units: BTreeSet<String>,
     dirty_files: BTreeSet<PathBuf>,
     everything: bool,
@@ -200,7 +203,7 @@ async fn run(mut e: Evaluator, mut files_rx: mpsc::UnboundedReceiver<PathBuf>, m
     loop {
         tokio::select! {
             sig = sig_rx.recv() => match sig {
-                Some(ManagerSignal::Unit(u)) => if e.managed.contains_key(&u) {
+                Some(ManagerSignal::Unit(u)) => if e.managed.contains_key(u.as_str()) {
                     e.dirty_units.insert(u);
                     arm(&mut due, DEBOUNCE);
                 },
@@ -237,19 +240,33 @@ impl Evaluator {
     async fn load_inventory(&mut self) {
         let state = StateDir::new(&self.state.root);
         let inv = tokio::task::spawn_blocking(move || state.load_inventory()).await.ok().and_then(Result::ok).unwrap_or_else(Inventory::default);
-        self.managed = inv
-            .files
-            .iter()
-            .map(|(unit, f)| {
-                let enabled = inv.agents.get(&f.agent).is_none_or(|a| a.enabled);
-                (unit.clone(), Managed { agent: f.agent.clone(), role: f.role, sha: f.sha256.clone(), enabled })
-            })
-            .collect();
+        // The names already held are kept (not allocated again at every look, scattered among
+        // what the reconcile just freed): the unit's, shared with the report, and the agent's.
+        let old = std::mem::take(&mut self.managed);
+        let mut agents: HashMap<&str, Arc<str>> = old.values().map(|m| (&*m.agent, m.agent.clone())).collect();
+        let mut managed = BTreeMap::new();
+        for (unit, f) in &inv.files {
+            let enabled = inv.agents.get(&f.agent).is_none_or(|a| a.enabled);
+            let agent = match agents.get(f.agent.as_str()) {
+                Some(a) => a.clone(),
+                None => {
+                    let a: Arc<str> = Arc::from(f.agent.as_str());
+                    agents.insert(&f.agent, a.clone());
+                    a
+                }
+            };
+            let name = old.get_key_value(unit.as_str()).map_or_else(|| Arc::from(unit.as_str()), |(k, _)| k.clone());
+            managed.insert(name, Managed { agent, role: f.role, sha: sha_bytes(&f.sha256), enabled });
+        }
+        drop(agents);
+        self.managed = managed;
         let mut r = self.report.lock().expect("report lock");
         r.units.retain(|u, _| self.managed.contains_key(u));
         for (u, m) in &self.managed {
             let l = r.units.entry(u.clone()).or_default();
-            l.agent = m.agent.clone();
+            if !Arc::ptr_eq(&l.agent, &m.agent) {
+                l.agent = m.agent.clone();
+            }
             l.role = Some(m.role);
             l.should_run = m.should_run();
         }
@@ -292,7 +309,7 @@ impl Evaluator {
     }
 
     fn current_dropins(&self) -> BTreeSet<(String, PathBuf)> {
-        crate::host::dropin::foreign(&self.cfg, self.managed.keys().map(String::as_str))
+        crate::host::dropin::foreign(&self.cfg, self.managed.keys().map(|k| &**k))
             .into_iter()
             .flat_map(|(u, paths)| paths.into_iter().map(move |p| (u.clone(), p)))
             .collect()
@@ -304,11 +321,11 @@ impl Evaluator {
         let now = Instant::now();
         let mut drift: Vec<(String, String)> = vec![];
         let everything = std::mem::take(&mut self.everything);
-        let units: Vec<String> = if everything {
+        let units: Vec<Arc<str>> = if everything {
             self.dirty_units.clear();
             self.managed.keys().cloned().collect()
         } else {
-            std::mem::take(&mut self.dirty_units).into_iter().collect()
+            std::mem::take(&mut self.dirty_units).iter().filter_map(|u| self.managed.get_key_value(u.as_str()).map(|(k, _)| k.clone())).collect()
         };
         if !units.is_empty() {
             drift.extend(self.refresh_units(&units, now).await);
@@ -387,12 +404,12 @@ impl Evaluator {
 
     /// Read the state (and, for services, the restart counter) of `units`; returns those that
     /// should run and do not.
-    async fn refresh_units(&mut self, units: &[String], now: Instant) -> Vec<(String, String)> {
+    async fn refresh_units(&mut self, units: &[Arc<str>], now: Instant) -> Vec<(String, String)> {
         if self.sd.is_none() {
             self.sd = Systemd::connect(self.cfg.scope, self.cfg.bus_address.as_deref()).await.ok();
         }
         let Some(sd) = &self.sd else { return vec![] };
-        let names: Vec<&str> = units.iter().map(String::as_str).collect();
+        let names: Vec<&str> = units.iter().map(|u| &**u).collect();
         let states = match sd.statuses(&names).await {
             Ok(s) => s,
             Err(e) => {
@@ -407,16 +424,20 @@ impl Evaluator {
         let mut r = self.report.lock().expect("report lock");
         for u in units {
             let Some(m) = self.managed.get(u) else { continue };
-            let st = states.get(u).cloned().unwrap_or_default();
+            let st = states.get(&**u).cloned().unwrap_or_default();
             let l = r.units.entry(u.clone()).or_insert_with(|| LiveUnit { agent: m.agent.clone(), role: Some(m.role), ..Default::default() });
             l.should_run = m.should_run();
-            l.active_state = st.active_state.clone();
-            l.sub_state = st.sub_state.clone();
-            if let Some(n) = counters.get(u) {
+            if *l.active_state != *st.active_state {
+                l.active_state = state_word(&st.active_state);
+            }
+            if *l.sub_state != *st.sub_state {
+                l.sub_state = state_word(&st.sub_state);
+            }
+            if let Some(n) = counters.get(&**u) {
                 l.saw_restarts(*n, now);
             }
             if m.should_run() && matches!(st.active_state.as_str(), "inactive" | "failed") {
-                drift.push((u.clone(), format!("it is {} and should be running", st.active_state)));
+                drift.push((u.to_string(), format!("it is {} and should be running", st.active_state)));
             }
         }
         drift
@@ -426,14 +447,14 @@ impl Evaluator {
         let Some(parent) = p.parent() else { return FileEvent::Other };
         let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let parent_name = parent.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        if parent == self.cfg.unit_dir && self.managed.contains_key(&name) {
+        if parent == self.cfg.unit_dir && self.managed.contains_key(name.as_str()) {
             return FileEvent::Unit(name);
         }
         // A drop-in directory itself (made or removed), or a file in one.
         if name.ends_with(".d") || parent_name.ends_with(".d") {
             return FileEvent::DropIn;
         }
-        if (parent_name.ends_with(".wants") || parent_name.ends_with(".requires")) && self.managed.contains_key(&name) {
+        if (parent_name.ends_with(".wants") || parent_name.ends_with(".requires")) && self.managed.contains_key(name.as_str()) {
             return FileEvent::Link(name);
         }
         FileEvent::Other
@@ -451,7 +472,7 @@ impl Evaluator {
             return Some("the file was replaced by something that is not a file".into());
         }
         let content = std::fs::read(&path).ok().map(|b| String::from_utf8_lossy(&b).into_owned())?;
-        if sha256(&content) != m.sha {
+        if m.sha != Some(Sha256::digest(&content).into()) {
             return Some("the file was edited".into());
         }
         use std::os::unix::fs::PermissionsExt;
@@ -472,6 +493,12 @@ impl Evaluator {
             _ => None,
         }
     }
+}
+
+/// The 32 bytes of a hex SHA-256 (None if it is not one).
+fn sha_bytes(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex, &mut out).ok().map(|()| out)
 }
 
 enum FileEvent {

@@ -28,7 +28,11 @@
 //!   `find -delete` (`FLEETWRIGHT_BENCH_BACKUP_MIB`, `FLEETWRIGHT_BENCH_FILES`,
 //!   `FLEETWRIGHT_BENCH_ROUNDS` change the sizes and the repetitions).
 //!
-//! `FLEETWRIGHT_BENCH_ONLY=fleet,backup,retention` picks the parts (default: all three).
+//! `FLEETWRIGHT_BENCH_ONLY=fleet,backup,retention` picks the parts (default: all three);
+//! `daemon` instead of `fleet` runs only A's daemon part (startup converge from nothing, the
+//! commits, the idle memory and CPU) at each N, with `FLEETWRIGHT_BENCH_DAEMON_RUNS` fresh
+//! sandboxes one after the other (default 1): the idle memory varies from run to run, and
+//! comparing two builds' takes several runs of each.
 //! The results go to stdout as an aligned table and as Markdown (docs/performance.md holds a run).
 
 mod fleet;
@@ -167,11 +171,12 @@ fn main() {
     }
     let only = std::env::var("FLEETWRIGHT_BENCH_ONLY").unwrap_or_else(|_| "fleet,backup,retention".into());
     let only: BTreeSet<&str> = only.split(',').map(str::trim).collect();
-    if let Some(bad) = only.iter().find(|s| !["fleet", "backup", "retention"].contains(s)) {
-        eprintln!("bench: FLEETWRIGHT_BENCH_ONLY: unknown scenario {bad:?} (fleet, backup, retention)");
+    if let Some(bad) = only.iter().find(|s| !["fleet", "daemon", "backup", "retention"].contains(s)) {
+        eprintln!("bench: FLEETWRIGHT_BENCH_ONLY: unknown scenario {bad:?} (fleet, daemon, backup, retention)");
         std::process::exit(2);
     }
-    if only.contains("fleet") && !fleetwright_sandbox::Sandbox::available() {
+    let daemon_only = only.contains("daemon") && !only.contains("fleet");
+    if (only.contains("fleet") || daemon_only) && !fleetwright_sandbox::Sandbox::available() {
         eprintln!("bench: the sandbox needs root, /lib/systemd/systemd, unshare, nsenter and a cgroup2 mount");
         std::process::exit(1);
     }
@@ -185,7 +190,7 @@ fn main() {
             .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{key}: comma-separated numbers")))
             .collect()
     };
-    let sizes = if only.contains("fleet") { env_usize("FLEETWRIGHT_BENCH_N", "100,1000,5000") } else { vec![] };
+    let sizes = if only.contains("fleet") || daemon_only { env_usize("FLEETWRIGHT_BENCH_N", "100,1000,5000") } else { vec![] };
 
     let started = Instant::now();
     let load_start = loadavg();
@@ -193,6 +198,12 @@ fn main() {
     eprintln!("{machine}");
     let mut results = Vec::new();
     for &n in &sizes {
+        if daemon_only {
+            for _ in 0..env_usize("FLEETWRIGHT_BENCH_DAEMON_RUNS", "1")[0].max(1) {
+                results.push(bench_daemon(n));
+            }
+            continue;
+        }
         let naive_projection = naive_projection(&results, n);
         results.push(bench(n, naive_projection));
     }
@@ -365,6 +376,20 @@ fn bench(n: usize, naive_projection: Option<String>) -> Run {
         Some(why) => M::Skipped(why),
         None => naive(&mut r, &rendered),
     };
+    r
+}
+
+/// Only the daemon part of A, in a fresh sandbox with nothing applied: its startup converge
+/// is a cold one.
+fn bench_daemon(n: usize) -> Run {
+    let mut r = Run::new(n);
+    eprintln!("\n== N = {n}, the daemon only: {} unit files, {} units to start", r.files, r.started);
+    let repo = Repo::new(&format!("n{n}"));
+    let mut variants = BTreeMap::new();
+    repo.commit(&fleet::files(n, &variants), &format!("{n} agents"));
+    let a = Host::boot();
+    daemon(&mut r, &a, &repo, &mut variants);
+    a.shutdown();
     r
 }
 
@@ -737,10 +762,29 @@ fn daemon(r: &mut Run, a: &Host, repo: &Repo, variants: &mut BTreeMap<usize, u32
         IDLE.as_secs(),
         r.idle_reconciles
     );
+    eprintln!("  daemon idle: resident by mapping: {}", by_mapping(&a.proc_file(&pid, "smaps")));
     // The sandbox's shutdown (by the caller) ends the daemon; then nsenter exits: reap it.
     std::thread::spawn(move || {
         let _ = child.wait();
     });
+}
+
+/// The largest parts of a process's resident memory, from its `smaps`: by file (the binary,
+/// each library) and "[anon]" for the heap, the arenas and the stacks together.
+fn by_mapping(smaps: &str) -> String {
+    let mut kb: BTreeMap<String, u64> = BTreeMap::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.first().is_some_and(|h| h.contains('-') && !h.ends_with(':')) {
+            current = f.get(5).filter(|p| p.starts_with('/')).map_or("[anon]", |p| p.rsplit('/').next().unwrap_or(p)).to_string();
+        } else if f.first() == Some(&"Rss:") {
+            *kb.entry(current.clone()).or_default() += f.get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    let mut v: Vec<(String, u64)> = kb.into_iter().filter(|(_, k)| *k >= 256).collect();
+    v.sort_by_key(|(_, k)| std::cmp::Reverse(*k));
+    v.iter().map(|(m, k)| format!("{m} {:.1} MB", *k as f64 / 1024.0)).collect::<Vec<_>>().join(", ")
 }
 
 /// Sandbox B: systemd's own floor for the cold work.
