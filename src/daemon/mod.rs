@@ -300,7 +300,8 @@ impl Daemon {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
             // A reconcile of a big fleet allocates (and parses on several threads, each with
             // its own malloc arena): give what it freed back, so an idle daemon stays small.
-            if let Ok(db) = self.db.lock() {
+            // (Not waited for: the history's cache is given back at the next one.)
+            if let Ok(db) = self.db.try_lock() {
                 db.release_memory();
             }
             // SAFETY: malloc_trim has no preconditions.
