@@ -18,7 +18,7 @@
 //!
 //! Idle, nothing runs: no timer, no polling; the tasks wait on their channels.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -240,26 +240,38 @@ impl Evaluator {
     async fn load_inventory(&mut self) {
         let state = StateDir::new(&self.state.root);
         let inv = tokio::task::spawn_blocking(move || state.load_inventory()).await.ok().and_then(Result::ok).unwrap_or_else(Inventory::default);
-        // The names already held are kept (not allocated again at every look, scattered among
-        // what the reconcile just freed): the unit's, shared with the report, and the agent's.
-        let old = std::mem::take(&mut self.managed);
-        let mut agents: HashMap<&str, Arc<str>> = old.values().map(|m| (&*m.agent, m.agent.clone())).collect();
-        let mut managed = BTreeMap::new();
+        // The record is updated in place, not built again: its nodes and names stay where the
+        // first look put them, instead of being allocated again at every look, scattered among
+        // the inventory this look read and then freed (pages an idle daemon would keep).
+        self.managed.retain(|u, _| inv.files.contains_key(&**u));
+        let mut agents: HashSet<Arc<str>> = self.managed.values().map(|m| m.agent.clone()).collect();
+        let mut agent_of = |name: &str| match agents.get(name) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<str> = Arc::from(name);
+                agents.insert(a.clone());
+                a
+            }
+        };
         for (unit, f) in &inv.files {
             let enabled = inv.agents.get(&f.agent).is_none_or(|a| a.enabled);
-            let agent = match agents.get(f.agent.as_str()) {
-                Some(a) => a.clone(),
-                None => {
-                    let a: Arc<str> = Arc::from(f.agent.as_str());
-                    agents.insert(&f.agent, a.clone());
-                    a
+            let sha = sha_bytes(&f.sha256);
+            match self.managed.get_mut(unit.as_str()) {
+                Some(m) => {
+                    if *m.agent != *f.agent {
+                        m.agent = agent_of(&f.agent);
+                    }
+                    m.role = f.role;
+                    m.sha = sha;
+                    m.enabled = enabled;
                 }
-            };
-            let name = old.get_key_value(unit.as_str()).map_or_else(|| Arc::from(unit.as_str()), |(k, _)| k.clone());
-            managed.insert(name, Managed { agent, role: f.role, sha: sha_bytes(&f.sha256), enabled });
+                None => {
+                    let m = Managed { agent: agent_of(&f.agent), role: f.role, sha, enabled };
+                    self.managed.insert(Arc::from(unit.as_str()), m);
+                }
+            }
         }
         drop(agents);
-        self.managed = managed;
         let mut r = self.report.lock().expect("report lock");
         r.units.retain(|u, _| self.managed.contains_key(u));
         for (u, m) in &self.managed {
