@@ -236,42 +236,46 @@ async fn run(mut e: Evaluator, mut files_rx: mpsc::UnboundedReceiver<PathBuf>, m
     }
 }
 
+/// Bring the watcher's record of the managed units to the inventory's, in place: entries and
+/// names already held stay where the first look put them, instead of being allocated again at
+/// every look, scattered among the inventory the look read and then freed (pages an idle
+/// daemon would keep). An agent's name is shared by all its units.
+fn sync_managed(managed: &mut BTreeMap<Arc<str>, Managed>, inv: &Inventory) {
+    managed.retain(|u, _| inv.files.contains_key(&**u));
+    let mut agents: HashSet<Arc<str>> = managed.values().map(|m| m.agent.clone()).collect();
+    let mut agent_of = |name: &str| match agents.get(name) {
+        Some(a) => a.clone(),
+        None => {
+            let a: Arc<str> = Arc::from(name);
+            agents.insert(a.clone());
+            a
+        }
+    };
+    for (unit, f) in &inv.files {
+        let enabled = inv.agents.get(&f.agent).is_none_or(|a| a.enabled);
+        let sha = sha_bytes(&f.sha256);
+        match managed.get_mut(unit.as_str()) {
+            Some(m) => {
+                if *m.agent != *f.agent {
+                    m.agent = agent_of(&f.agent);
+                }
+                m.role = f.role;
+                m.sha = sha;
+                m.enabled = enabled;
+            }
+            None => {
+                let m = Managed { agent: agent_of(&f.agent), role: f.role, sha, enabled };
+                managed.insert(Arc::from(unit.as_str()), m);
+            }
+        }
+    }
+}
+
 impl Evaluator {
     async fn load_inventory(&mut self) {
         let state = StateDir::new(&self.state.root);
         let inv = tokio::task::spawn_blocking(move || state.load_inventory()).await.ok().and_then(Result::ok).unwrap_or_else(Inventory::default);
-        // The record is updated in place, not built again: its nodes and names stay where the
-        // first look put them, instead of being allocated again at every look, scattered among
-        // the inventory this look read and then freed (pages an idle daemon would keep).
-        self.managed.retain(|u, _| inv.files.contains_key(&**u));
-        let mut agents: HashSet<Arc<str>> = self.managed.values().map(|m| m.agent.clone()).collect();
-        let mut agent_of = |name: &str| match agents.get(name) {
-            Some(a) => a.clone(),
-            None => {
-                let a: Arc<str> = Arc::from(name);
-                agents.insert(a.clone());
-                a
-            }
-        };
-        for (unit, f) in &inv.files {
-            let enabled = inv.agents.get(&f.agent).is_none_or(|a| a.enabled);
-            let sha = sha_bytes(&f.sha256);
-            match self.managed.get_mut(unit.as_str()) {
-                Some(m) => {
-                    if *m.agent != *f.agent {
-                        m.agent = agent_of(&f.agent);
-                    }
-                    m.role = f.role;
-                    m.sha = sha;
-                    m.enabled = enabled;
-                }
-                None => {
-                    let m = Managed { agent: agent_of(&f.agent), role: f.role, sha, enabled };
-                    self.managed.insert(Arc::from(unit.as_str()), m);
-                }
-            }
-        }
-        drop(agents);
+        sync_managed(&mut self.managed, &inv);
         let mut r = self.report.lock().expect("report lock");
         r.units.retain(|u, _| self.managed.contains_key(u));
         for (u, m) in &self.managed {
@@ -529,5 +533,59 @@ mod tests {
         let waits: Vec<u64> = (0..14).map(|s| flap_wait(s).as_secs()).collect();
         assert_eq!(waits, [0, 0, 0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         assert_eq!(flap_wait(u32::MAX), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn the_record_of_managed_units_follows_the_inventory_in_place() {
+        use fleetwright_core::inventory::{AgentRecord, FileRecord};
+        let agent = |enabled| AgentRecord {
+            spec_hash: String::new(),
+            changed_commit: String::new(),
+            changed_at: String::new(),
+            applied_commit: String::new(),
+            applied_at: String::new(),
+            enabled,
+            backups: vec![],
+        };
+        let sha = |c: char| c.to_string().repeat(64);
+        let mut inv = Inventory::default();
+        inv.files.insert("agent-web.service".into(), FileRecord::new(sha('a'), "web".into(), Role::Service));
+        inv.files.insert("agent-tick.service".into(), FileRecord::new(sha('b'), "tick".into(), Role::Job));
+        inv.files.insert("agent-tick.timer".into(), FileRecord::new(sha('c'), "tick".into(), Role::Timer));
+        inv.agents.insert("web".into(), agent(true));
+        inv.agents.insert("tick".into(), agent(true));
+        let mut managed = BTreeMap::new();
+        sync_managed(&mut managed, &inv);
+        assert_eq!(managed.keys().map(|k| &**k).collect::<Vec<_>>(), ["agent-tick.service", "agent-tick.timer", "agent-web.service"]);
+        // One name per agent, shared by its units.
+        assert!(Arc::ptr_eq(&managed["agent-tick.service"].agent, &managed["agent-tick.timer"].agent));
+        assert_eq!(managed["agent-web.service"].sha, Some([0xaa; 32]));
+        assert!(managed["agent-web.service"].should_run() && managed["agent-tick.timer"].should_run());
+        assert!(!managed["agent-tick.service"].should_run(), "a timer's service runs only when the timer fires");
+        let name = |m: &BTreeMap<Arc<str>, Managed>, u: &str| m.get_key_value(u).map(|(k, _)| k.clone()).unwrap();
+        let (web, tick) = (name(&managed, "agent-web.service"), name(&managed, "agent-tick.timer"));
+        let tick_agent = managed["agent-tick.timer"].agent.clone();
+
+        // The next look: web changed and disabled, tick's service gone, a new agent's unit, and
+        // one unit that moved to another agent.
+        inv.files.insert("agent-web.service".into(), FileRecord::new(sha('d'), "web".into(), Role::Service));
+        inv.agents.get_mut("web").unwrap().enabled = false;
+        inv.files.remove("agent-tick.service");
+        inv.files.insert("agent-new.service".into(), FileRecord::new("not a hash".into(), "new".into(), Role::Service));
+        inv.files.insert("agent-moved.service".into(), FileRecord::new(sha('e'), "tick".into(), Role::Service));
+        sync_managed(&mut managed, &inv);
+        assert_eq!(managed.keys().map(|k| &**k).collect::<Vec<_>>(), ["agent-moved.service", "agent-new.service", "agent-tick.timer", "agent-web.service"]);
+        assert_eq!(managed["agent-web.service"].sha, Some([0xdd; 32]));
+        assert!(!managed["agent-web.service"].should_run(), "its agent is disabled");
+        assert_eq!(managed["agent-new.service"].sha, None);
+        // Kept, not allocated again: the units' names and the agent's name.
+        assert!(Arc::ptr_eq(&web, &name(&managed, "agent-web.service")));
+        assert!(Arc::ptr_eq(&tick, &name(&managed, "agent-tick.timer")));
+        assert!(Arc::ptr_eq(&tick_agent, &managed["agent-moved.service"].agent));
+        inv.files.insert("agent-moved.service".into(), FileRecord::new(sha('e'), "new".into(), Role::Service));
+        sync_managed(&mut managed, &inv);
+        assert!(Arc::ptr_eq(&managed["agent-moved.service"].agent, &managed["agent-new.service"].agent));
+        sync_managed(&mut managed, &Inventory::default());
+        assert!(managed.is_empty());
     }
 }
