@@ -9,7 +9,12 @@ use std::time::{Duration, Instant, SystemTime};
 use fleetwright_sandbox::{Sandbox, SandboxOptions};
 use fleetwright_sys::proc::output_with_timeout;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_fleetwright");
+/// The fleetwright binary measured: this build's, or `FLEETWRIGHT_BENCH_BIN` (another build,
+/// to compare two trees with the same harness on the same machine).
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("FLEETWRIGHT_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fleetwright").to_string()))
+}
 /// The unit directory inside the sandbox (a private tmpfs there).
 pub const UNIT_DIR: &str = "/etc/systemd/system";
 /// fleetwright's state directory inside the sandbox (a private tmpfs there).
@@ -19,6 +24,12 @@ const PROBE: &str = "bench-reload-probe.service";
 
 pub struct Host {
     pub sb: Sandbox,
+}
+
+/// `FLEETWRIGHT_BENCH_PHASES=1`: fleetwright's commands log at debug level, and the cold
+/// apply's own phase timings are printed (where its time goes, against systemd's).
+pub fn phases() -> bool {
+    std::env::var("FLEETWRIGHT_BENCH_PHASES").as_deref() == Ok("1")
 }
 
 /// A command's outcome: its wall time, and its output unless it ran out of time.
@@ -72,9 +83,12 @@ impl Host {
 
     /// `fleetwright --host bench ARGS` inside the sandbox, timed.
     pub fn fw(&self, args: &[&str], timeout: Duration) -> Timed {
-        let mut c = self.sb.command(BIN);
+        let mut c = self.sb.command(bin());
         // The defaults a user gets (logging included): no RUST_LOG from the caller's environment.
         c.args(["--host", "bench"]).args(args).env_remove("RUST_LOG");
+        if phases() {
+            c.env("RUST_LOG", "fleetwright=debug");
+        }
         timed(c, timeout)
     }
 

@@ -32,7 +32,11 @@
 //! `daemon` instead of `fleet` runs only A's daemon part (startup converge from nothing, the
 //! commits, the idle memory and CPU) at each N, with `FLEETWRIGHT_BENCH_DAEMON_RUNS` fresh
 //! sandboxes one after the other (default 1): the idle memory varies from run to run, and
-//! comparing two builds' takes several runs of each.
+//! comparing two builds' takes several runs of each. `cold` instead of `fleet` runs only the
+//! cold apply and the floor, `FLEETWRIGHT_BENCH_COLD_REPS` times each, alternated (default 3
+//! up to N=1000, 1 above). `FLEETWRIGHT_BENCH_BIN` measures another fleetwright binary (say, a
+//! build of an older commit) with this harness; `FLEETWRIGHT_BENCH_PHASES=1` prints the cold
+//! apply's own phase timings.
 //! The results go to stdout as an aligned table and as Markdown (docs/performance.md holds a run).
 
 mod fleet;
@@ -171,12 +175,13 @@ fn main() {
     }
     let only = std::env::var("FLEETWRIGHT_BENCH_ONLY").unwrap_or_else(|_| "fleet,backup,retention".into());
     let only: BTreeSet<&str> = only.split(',').map(str::trim).collect();
-    if let Some(bad) = only.iter().find(|s| !["fleet", "daemon", "backup", "retention"].contains(s)) {
-        eprintln!("bench: FLEETWRIGHT_BENCH_ONLY: unknown scenario {bad:?} (fleet, daemon, backup, retention)");
+    if let Some(bad) = only.iter().find(|s| !["fleet", "cold", "daemon", "backup", "retention"].contains(s)) {
+        eprintln!("bench: FLEETWRIGHT_BENCH_ONLY: unknown scenario {bad:?} (fleet, cold, daemon, backup, retention)");
         std::process::exit(2);
     }
     let daemon_only = only.contains("daemon") && !only.contains("fleet");
-    if (only.contains("fleet") || daemon_only) && !fleetwright_sandbox::Sandbox::available() {
+    let cold_only = only.contains("cold") && !only.contains("fleet");
+    if (only.contains("fleet") || daemon_only || cold_only) && !fleetwright_sandbox::Sandbox::available() {
         eprintln!("bench: the sandbox needs root, /lib/systemd/systemd, unshare, nsenter and a cgroup2 mount");
         std::process::exit(1);
     }
@@ -190,7 +195,7 @@ fn main() {
             .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{key}: comma-separated numbers")))
             .collect()
     };
-    let sizes = if only.contains("fleet") || daemon_only { env_usize("FLEETWRIGHT_BENCH_N", "100,1000,5000") } else { vec![] };
+    let sizes = if only.contains("fleet") || daemon_only || cold_only { env_usize("FLEETWRIGHT_BENCH_N", "100,1000,5000") } else { vec![] };
 
     let started = Instant::now();
     let load_start = loadavg();
@@ -205,7 +210,7 @@ fn main() {
             continue;
         }
         let naive_projection = naive_projection(&results, n);
-        results.push(bench(n, naive_projection));
+        results.push(bench(n, naive_projection, cold_only));
     }
     let mut day_two = Vec::new();
     if only.contains("backup") {
@@ -287,7 +292,10 @@ fn machine() -> String {
             Some(format!("{}{}", &id[..12], if dirty { " (+ uncommitted changes)" } else { "" }))
         })
         .unwrap_or_else(|| "not a git checkout".into());
-    let label = std::env::var("FLEETWRIGHT_BENCH_LABEL").map(|l| format!(" — {l}")).unwrap_or_default();
+    let mut label = std::env::var("FLEETWRIGHT_BENCH_LABEL").map(|l| format!(" — {l}")).unwrap_or_default();
+    if let Ok(other) = std::env::var("FLEETWRIGHT_BENCH_BIN") {
+        label.push_str(&format!(" — the binary measured: {other} (FLEETWRIGHT_BENCH_BIN), not this tree's"));
+    }
     format!(
         "machine: {nproc} CPUs ({cpu}), {:.1} GiB memory, kernel {kernel}\nsystemd: {systemd}; {dbus}\nfleetwright: {head}, {} build{label}",
         mem_kb as f64 / 1024.0 / 1024.0,
@@ -305,7 +313,8 @@ fn naive_projection(done: &[Run], n: usize) -> Option<String> {
     Some(format!("not run above N={NAIVE_MAX} (quadratic); ≈ {} projected from N={m} × {f:.0}²", dur(Duration::from_secs_f64(s * f * f))))
 }
 
-fn bench(n: usize, naive_projection: Option<String>) -> Run {
+/// A's and B's cold work, and with `cold_only` nothing else (`FLEETWRIGHT_BENCH_ONLY=cold`).
+fn bench(n: usize, naive_projection: Option<String>, cold_only: bool) -> Run {
     let mut r = Run::new(n);
     eprintln!("\n== N = {n}: {} unit files, {} units to start", r.files, r.started);
     let repo = Repo::new(&format!("n{n}"));
@@ -317,7 +326,11 @@ fn bench(n: usize, naive_projection: Option<String>) -> Run {
     // Cold apply and floor, alternated, each in a fresh sandbox (the machine's load changes
     // over a run: alternating keeps the ratio fair). The last fleetwright sandbox goes on with
     // the other scenarios.
-    let reps = if n <= REPS_MAX_N { COLD_REPS } else { 1 };
+    let reps = match std::env::var("FLEETWRIGHT_BENCH_COLD_REPS").ok().and_then(|v| v.parse::<usize>().ok()) {
+        Some(r) => r.max(1),
+        None if n <= REPS_MAX_N => COLD_REPS,
+        None => 1,
+    };
     let mut rendered = BTreeMap::new();
     for rep in 0..reps {
         let last = rep + 1 == reps;
@@ -350,7 +363,7 @@ fn bench(n: usize, naive_projection: Option<String>) -> Run {
             r.check(format!("N={n} render printed {} unit files", r.files), rendered.len() == r.files, format!("{} printed", rendered.len()));
         }
         let ok = cold_apply(&mut r, &a, &repo, &rendered, rep);
-        if ok && last {
+        if ok && last && !cold_only {
             scenarios_fleetwright(&mut r, &a, &repo);
         }
         a.shutdown();
@@ -373,6 +386,7 @@ fn bench(n: usize, naive_projection: Option<String>) -> Run {
 
     // C: the naive script.
     r.naive = match naive_projection {
+        _ if cold_only => M::Skipped("not run (FLEETWRIGHT_BENCH_ONLY=cold)".into()),
         Some(why) => M::Skipped(why),
         None => naive(&mut r, &rendered),
     };
@@ -430,6 +444,14 @@ fn cold_apply(r: &mut Run, a: &Host, repo: &Repo, rendered: &BTreeMap<String, Ve
     let want: BTreeSet<String> = started_units(n).into_iter().collect();
     let t = a.fw(&["apply", "--repo", repo.path_str()], limit());
     eprintln!("  cold apply #{}: {} (exit {:?})", rep + 1, dur(t.took), t.code());
+    if host::phases()
+        && let Some(o) = &t.out
+    {
+        // The phase lines (`… ms=N`), without the timestamp and level.
+        for l in String::from_utf8_lossy(&o.stderr).lines().filter(|l| l.contains(" ms=") || l.contains(" us=")) {
+            eprintln!("    phase: {}", l.split_once(" DEBUG ").map_or(l, |(_, rest)| rest));
+        }
+    }
     if t.out.is_none() {
         r.cold = M::Skipped(format!("did not finish within {} s", limit().as_secs()));
         let jobs = a.systemctl(&["list-jobs", "--no-legend"]).lines().count();
@@ -613,7 +635,7 @@ fn daemon(r: &mut Run, a: &Host, repo: &Repo, variants: &mut BTreeMap<usize, u32
     let n = r.n;
     let c4 = repo.commit(&fleet::files(n, variants), "all agents again");
     let log = tempfile::Builder::new().prefix("bench-daemon-").suffix(".log").tempfile_in(env!("CARGO_TARGET_TMPDIR")).expect("a log file");
-    let mut c = a.sb.command(host::BIN);
+    let mut c = a.sb.command(host::bin());
     c.args(["--host", "bench", "daemon", "--repo", repo.path_str(), "--health-grace", "0s", "--no-listen"])
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())

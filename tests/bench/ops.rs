@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::host::{BIN, timed};
+use crate::host::{bin, timed};
 use crate::report::{Table, dur, median, runs};
 
 /// What one ops scenario measured: table rows, and checks (what, held?, detail).
@@ -124,7 +124,7 @@ pub fn backup(mib: u64) -> Ops {
         let mut ours = |round: usize| {
             let to = ours_dir(round);
             settle();
-            let mut c = Command::new(BIN);
+            let mut c = Command::new(bin());
             c.args(["backup", "--keep-last", "1", "--sqlite"]).arg(&db).arg("--to").arg(&to);
             let t = timed(c, Duration::from_secs(1800));
             let file = std::fs::read_dir(&to)
@@ -164,7 +164,7 @@ pub fn backup(mib: u64) -> Ops {
     for round in 0..rounds().min(3) {
         let to = dir.path().join(format!("verify-{round}"));
         settle();
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.args(["backup", "--verify", "--keep-last", "1", "--sqlite"]).arg(&db).arg("--to").arg(&to);
         let t = timed(c, Duration::from_secs(1800));
         if t.ok() {
@@ -178,7 +178,7 @@ pub fn backup(mib: u64) -> Ops {
     for round in 0..rounds().min(3) {
         let to = dir.path().join(format!("plain-{round}"));
         settle();
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.args(["backup", "--keep-last", "1", "--sqlite"]).arg(&db).arg("--to").arg(&to);
         let t = timed(c, Duration::from_secs(1800));
         plain.extend(t.ok().then_some(t.took));
@@ -247,7 +247,7 @@ pub fn retention(files: usize) -> Ops {
             let root = tree("ours", round);
             let path = if groups == 1 { root.join("g000/logs") } else { root.join("*/logs") };
             settle();
-            let mut c = Command::new(BIN);
+            let mut c = Command::new(bin());
             c.args(["logs-clean", "--max-age", "14d", "--path"]).arg(&path);
             let t = timed(c, Duration::from_secs(1800));
             let left = files_left(&root);
