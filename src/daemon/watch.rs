@@ -280,9 +280,7 @@ impl Evaluator {
         r.units.retain(|u, _| self.managed.contains_key(u));
         for (u, m) in &self.managed {
             let l = r.units.entry(u.clone()).or_default();
-            if !Arc::ptr_eq(&l.agent, &m.agent) {
-                l.agent = m.agent.clone();
-            }
+            l.agent = m.agent.clone();
             l.role = Some(m.role);
             l.should_run = m.should_run();
         }
